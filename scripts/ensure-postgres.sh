@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL server binaries exist for the integration tests, which start their own
+# clusters (tests/support/cluster.rs searches the same places in the same order). When they are
+# missing, installs Debian's postgresql-15 without leaving the packaged "main" cluster running.
+# Idempotent, and silent when PostgreSQL is already there.
+set -euo pipefail
+
+# Prints the first directory holding initdb and psql: $PGBRIDGE_PG_BIN, pg_config --bindir, or
+# the newest /usr/lib/postgresql/*/bin.
+find_bindir() {
+  if [[ -n "${PGBRIDGE_PG_BIN:-}" ]]; then
+    echo "$PGBRIDGE_PG_BIN"
+    return 0
+  fi
+  local dir
+  if dir=$(pg_config --bindir 2>/dev/null) && [[ -x "$dir/initdb" ]]; then
+    echo "$dir"
+    return 0
+  fi
+  while read -r dir; do
+    if [[ -x "$dir/initdb" ]]; then
+      echo "$dir"
+      return 0
+    fi
+  done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r)
+  return 1
+}
+
+complete() {
+  [[ -x "$1/initdb" && -x "$1/pg_ctl" && -x "$1/postgres" && -x "$1/psql" ]]
+}
+
+if bindir=$(find_bindir) && complete "$bindir"; then
+  exit 0
+fi
+if [[ -n "${PGBRIDGE_PG_BIN:-}" ]]; then
+  echo "ensure-postgres: PGBRIDGE_PG_BIN=$PGBRIDGE_PG_BIN lacks initdb, pg_ctl, postgres or psql; fix it or unset it" >&2
+  exit 1
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "ensure-postgres: PostgreSQL server binaries not found; run this script as root or install postgresql-15" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "ensure-postgres: PostgreSQL server binaries not found and apt-get is unavailable; install PostgreSQL and set PGBRIDGE_PG_BIN to its bin directory" >&2
+  exit 1
+fi
+
+echo "ensure-postgres: installing PostgreSQL with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+
+# Keep the package scripts from starting the server they create: the tests start their own.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  trap 'rm -f "$policy"' EXIT
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod +x "$policy"
+fi
+
+apt-get update -qq
+if apt-cache show postgresql-15 >/dev/null 2>&1; then
+  packages=(postgresql-15 postgresql-client-15)
+else
+  packages=(postgresql postgresql-client)
+fi
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+# In case the cluster started anyway (a policy-rc.d existed already and allowed it).
+for conf in /etc/postgresql/*/main; do
+  [[ -d $conf ]] || continue
+  version=$(basename "$(dirname "$conf")")
+  pg_ctlcluster "$version" main stop >/dev/null 2>&1 || true
+done
+
+if ! bindir=$(find_bindir) || ! complete "$bindir"; then
+  echo "ensure-postgres: installed ${packages[*]} but still found no initdb and psql" >&2
+  exit 1
+fi
+echo "ensure-postgres: PostgreSQL binaries in $bindir" >&2

@@ -1,0 +1,84 @@
+//! `<schema>.checkpoint` on blue: one row per slot holding the end LSN of the last green
+//! transaction (or idle position) whose effects are committed on blue. It is updated in the
+//! same blue transaction as the rows it covers, so it can never be ahead of, or behind, the data.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::sql;
+
+/// SQL that creates pgbridge's schema and checkpoint table if missing.
+pub fn create_sql(schema: &str) -> String {
+    let table = sql::qualified(schema, "checkpoint");
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {table} (
+             slot_name   text PRIMARY KEY,
+             lsn         pg_lsn NOT NULL,
+             commit_time timestamptz,
+             updated_at  timestamptz NOT NULL DEFAULT now()
+         );",
+        schema = sql::ident(schema)
+    )
+}
+
+/// The checkpoint row of one slot.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub lsn: Lsn,
+    /// Green commit time of the last applied transaction, as text (ISO).
+    pub commit_time: Option<String>,
+    pub updated_at: String,
+}
+
+/// Reads the checkpoint of `slot`; `Ok(None)` when the table or the row is missing.
+pub async fn read(client: &Client, schema: &str, slot: &str) -> Result<Option<Checkpoint>> {
+    let table = sql::qualified(schema, "checkpoint");
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(|e| Error::postgres("reading the checkpoint on blue", &e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!("SELECT lsn::text, commit_time::text, updated_at::text FROM {table} WHERE slot_name = $1"),
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::postgres(format!("reading {schema}.checkpoint on blue"), &e))?;
+    row.map(|r| {
+        let lsn: String = r.get(0);
+        Ok(Checkpoint {
+            lsn: lsn
+                .parse()
+                .map_err(|e| Error::definite(format!("{schema}.checkpoint: {e}")))?,
+            commit_time: r.get(1),
+            updated_at: r.get(2),
+        })
+    })
+    .transpose()
+}
+
+/// Statement that moves the checkpoint after applying transactions: $1 slot, $2 lsn (text),
+/// $3 commit time (text, microseconds since the PostgreSQL epoch).
+pub fn advance_sql(schema: &str) -> String {
+    format!(
+        "UPDATE {} SET lsn = $2::pg_lsn, \
+         commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', \
+         updated_at = now() WHERE slot_name = $1",
+        sql::qualified(schema, "checkpoint")
+    )
+}
+
+/// Statement that moves the checkpoint to an idle position (no transaction applied):
+/// $1 slot, $2 lsn (text). Never moves it backwards.
+pub fn advance_idle_sql(schema: &str) -> String {
+    format!(
+        "UPDATE {} SET lsn = $2::pg_lsn, updated_at = now() WHERE slot_name = $1 AND lsn < $2::pg_lsn",
+        sql::qualified(schema, "checkpoint")
+    )
+}

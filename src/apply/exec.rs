@@ -1,0 +1,182 @@
+//! Pipelined execution on blue.
+//!
+//! tokio-postgres sends a request the first time its future is polled and answers requests in
+//! order, so polling each statement once as it is issued and awaiting the results later keeps
+//! many statements in flight on one connection without changing their order. The first error
+//! in issue order is the real one: everything after it only reports the aborted transaction.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+
+/// A value sent in text form to a `text`-typed parameter; the SQL casts it to blue's type.
+#[derive(Debug, Clone)]
+pub struct TextParam(pub Option<Bytes>);
+
+impl ToSql for TextParam {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match &self.0 {
+            Some(b) => {
+                out.extend_from_slice(b);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT
+    }
+
+    to_sql_checked!();
+}
+
+/// What a statement was doing, formatted only when it fails.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub action: &'static str,
+    pub table: Option<Arc<str>>,
+    /// The green transaction's commit LSN (0 outside a transaction).
+    pub lsn: Lsn,
+    /// Rows the statement must report, when it matters (the checkpoint update).
+    pub expect_rows: Option<u64>,
+}
+
+impl Context {
+    pub fn new(action: &'static str) -> Self {
+        Context {
+            action,
+            table: None,
+            lsn: Lsn::ZERO,
+            expect_rows: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut text = format!("{} on blue", self.action);
+        if let Some(t) = &self.table {
+            text = format!("{} for table {t} on blue", self.action);
+        }
+        if !self.lsn.is_zero() {
+            text.push_str(&format!(" (green transaction committed at {})", self.lsn));
+        }
+        text
+    }
+}
+
+type Pending = (
+    Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>,
+    Context,
+);
+
+/// Statements in flight on one blue connection.
+pub struct Pipeline {
+    client: Arc<Client>,
+    pending: VecDeque<Pending>,
+    max_in_flight: usize,
+}
+
+impl Pipeline {
+    pub fn new(client: Arc<Client>, max_in_flight: usize) -> Self {
+        Pipeline {
+            client,
+            pending: VecDeque::new(),
+            max_in_flight,
+        }
+    }
+
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Issues a prepared statement with text parameters.
+    pub async fn execute(&mut self, statement: &Statement, params: Vec<TextParam>, ctx: Context) -> Result<()> {
+        let client = self.client.clone();
+        let statement = statement.clone();
+        self.issue(
+            Box::pin(async move { client.execute_raw(&statement, params).await }),
+            ctx,
+        )
+        .await
+    }
+
+    /// Issues a simple-protocol command such as `BEGIN` or `COMMIT`.
+    pub async fn command(&mut self, sql: String, ctx: Context) -> Result<()> {
+        let client = self.client.clone();
+        self.issue(
+            Box::pin(async move { client.batch_execute(&sql).await.map(|_| 0) }),
+            ctx,
+        )
+        .await
+    }
+
+    async fn issue(
+        &mut self,
+        mut fut: Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>,
+        ctx: Context,
+    ) -> Result<()> {
+        // The first poll writes the request into the connection's queue.
+        match futures_util::poll!(fut.as_mut()) {
+            Poll::Ready(result) => {
+                // Only possible when encoding failed or the connection is gone; report the
+                // earlier statements' errors first, they are the cause.
+                self.drain().await?;
+                check(result, &ctx)?;
+            }
+            Poll::Pending => self.pending.push_back((fut, ctx)),
+        }
+        while self.pending.len() > self.max_in_flight {
+            self.finish_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_one(&mut self) -> Result<()> {
+        if let Some((fut, ctx)) = self.pending.pop_front() {
+            let result = fut.await;
+            if let Err(e) = check(result, &ctx) {
+                self.pending.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every statement in flight; returns the first error in issue order.
+    pub async fn drain(&mut self) -> Result<()> {
+        while !self.pending.is_empty() {
+            self.finish_one().await?;
+        }
+        Ok(())
+    }
+
+    /// A failure from a direct call on the client (prepare, catalog query) while statements
+    /// are in flight: an earlier statement's error is the real cause when there is one.
+    pub async fn root_cause(&mut self, err: Error) -> Error {
+        match self.drain().await {
+            Err(earlier) => earlier,
+            Ok(()) => err,
+        }
+    }
+}
+
+fn check(result: Result<u64, tokio_postgres::Error>, ctx: &Context) -> Result<()> {
+    let rows = result.map_err(|e| Error::postgres(ctx.describe(), &e))?;
+    match ctx.expect_rows {
+        Some(expected) if expected != rows => Err(Error::definite(format!(
+            "{}: expected {expected} row(s), got {rows}",
+            ctx.describe()
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,530 @@
+//! The blue side: turns green's change stream into blue transactions.
+//!
+//! Each blue transaction holds one or more *whole* green transactions and, last, the checkpoint
+//! row update; only after its COMMIT returns is the new position published to the source as
+//! durable, so green never forgets a change blue does not have (rules 1 and 2 of DESIGN.md).
+//! Consecutive green transactions share a blue transaction while more of them are already
+//! waiting in the channel (up to `max_batch_rows` / `max_batch_delay`); when the channel is
+//! empty the group commits at once, so a lone transaction is not delayed.
+//!
+//! Changes are applied as they stream in, never buffered whole, so a transaction of any size
+//! runs in bounded memory.
+
+pub mod checkpoint;
+pub mod exec;
+mod rows;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::{Config, Endpoint};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::lsn::Lsn;
+use crate::mapping::statements::{self, Shape};
+use crate::mapping::{self, catalog, TablePlan};
+use crate::protocol::pgoutput::{LogicalMessage, Relation};
+use crate::source::SourceEvent;
+use exec::{Context, Pipeline, TextParam};
+
+/// Statements kept in flight on the blue connection.
+const MAX_IN_FLIGHT: usize = 512;
+/// Idle positions are written to blue at most this often.
+const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Connects to blue with the session settings the apply path relies on.
+pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
+    let mut pg = endpoint.pg.clone();
+    if pg.get_application_name().is_none() {
+        pg.application_name("pgbridge");
+    }
+    let (client, connection) = pg
+        .connect(NoTls)
+        .await
+        .map_err(|e| Error::postgres(format!("cannot connect to {}", endpoint.describe()), &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "blue connection ended");
+        }
+    });
+    Ok(Arc::new(client))
+}
+
+/// Per-connection settings: no timeouts that an operator set for applications, the same
+/// text formats green prints in, and durable commits (rule 2 needs them).
+async fn prepare_session(client: &Client) -> Result<bool> {
+    client
+        .batch_execute(
+            "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
+             SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3;",
+        )
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    let sync: String = client
+        .query_one("SELECT current_setting('synchronous_commit')", &[])
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?
+        .get(0);
+    if sync == "off" {
+        client
+            .batch_execute("SET synchronous_commit = local")
+            .await
+            .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    }
+    // What PostgreSQL's own apply worker does: triggers and foreign-key checks do not fire for
+    // replicated rows. Needs superuser or GRANT SET ON PARAMETER (PostgreSQL 15+).
+    match client.batch_execute("SET session_replication_role = replica").await {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => Ok(false),
+        Err(e) => Err(Error::postgres("configuring the blue session", &e)),
+    }
+}
+
+struct Rel {
+    relation: Relation,
+    label: Arc<str>,
+    excluded: bool,
+    plan: Option<Arc<TablePlan>>,
+}
+
+struct GreenTx {
+    commit_lsn: Lsn,
+    skip: bool,
+}
+
+/// An open blue transaction.
+struct Group {
+    started: Instant,
+    rows: u64,
+    transactions: u64,
+    end: Lsn,
+    commit_time: i64,
+}
+
+/// Counters for the periodic progress line.
+#[derive(Default)]
+struct Progress {
+    transactions: u64,
+    rows: u64,
+    skipped: u64,
+    last_report: Option<Instant>,
+}
+
+/// Applies one replication session's events to blue.
+pub struct Applier {
+    config: Arc<Config>,
+    pipe: Pipeline,
+    relations: HashMap<u32, Rel>,
+    statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
+    advance: Statement,
+    advance_idle: Statement,
+    durable: Lsn,
+    durable_tx: watch::Sender<Lsn>,
+    tx: Option<GreenTx>,
+    group: Option<Group>,
+    idle: Option<Lsn>,
+    last_checkpoint_write: Instant,
+    progress: Progress,
+}
+
+impl Applier {
+    /// Prepares the blue session; `durable` is the checkpoint read at start.
+    pub async fn new(
+        config: Arc<Config>,
+        client: Arc<Client>,
+        durable: Lsn,
+        durable_tx: watch::Sender<Lsn>,
+    ) -> Result<Self> {
+        let replica_role = prepare_session(&client).await?;
+        if !replica_role {
+            tracing::warn!(
+                "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
+                 replicated rows (grant it with: GRANT SET ON PARAMETER session_replication_role TO <role>)"
+            );
+        }
+        let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
+        let advance = client
+            .prepare_typed(&checkpoint::advance_sql(&config.schema), &text3)
+            .await
+            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
+        let advance_idle = client
+            .prepare_typed(&checkpoint::advance_idle_sql(&config.schema), &text3[..2])
+            .await
+            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
+        Ok(Applier {
+            config,
+            pipe: Pipeline::new(client, MAX_IN_FLIGHT),
+            relations: HashMap::new(),
+            statements: HashMap::new(),
+            advance,
+            advance_idle,
+            durable,
+            durable_tx,
+            tx: None,
+            group: None,
+            idle: None,
+            last_checkpoint_write: Instant::now(),
+            progress: Progress::default(),
+        })
+    }
+
+    /// Applies events until shutdown (`Ok`) or an error. On shutdown a complete group is
+    /// committed and a partly received green transaction is rolled back (green resends it).
+    pub async fn run(
+        &mut self,
+        events: &mut mpsc::Receiver<SourceEvent>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow() {
+                return self.finish().await;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return self.finish().await,
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event, events.is_empty()).await?,
+                    None => return Err(Error::transient("the replication stream from green ended")),
+                },
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+    }
+
+    /// The position after everything applied so far, committed or not.
+    fn applied_end(&self) -> Lsn {
+        self.group.as_ref().map_or(self.durable, |g| g.end.max(self.durable))
+    }
+
+    async fn handle(&mut self, event: SourceEvent, queue_empty: bool) -> Result<()> {
+        match event {
+            SourceEvent::Message(m) => self.on_message(m, queue_empty).await,
+            SourceEvent::Keepalive { wal_end } => {
+                if self.tx.is_none() && wal_end > self.applied_end() {
+                    // Everything green committed before wal_end has been received and applied
+                    // (or is in the open group), so the position is safe to confirm.
+                    match &mut self.group {
+                        Some(g) => g.end = g.end.max(wal_end),
+                        None => self.idle = Some(wal_end),
+                    }
+                }
+                Ok(())
+            }
+            SourceEvent::Failed(e) => Err(e),
+        }
+    }
+
+    async fn on_message(&mut self, message: LogicalMessage, queue_empty: bool) -> Result<()> {
+        match message {
+            LogicalMessage::Begin(b) => {
+                if self.tx.is_some() {
+                    return Err(Error::transient(
+                        "green sent Begin inside a transaction; restarting the stream",
+                    ));
+                }
+                // Delivery is in commit order, so a transaction that commits before the
+                // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
+                let skip = b.final_lsn < self.applied_end();
+                if skip {
+                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.durable, "skipping a transaction blue already has");
+                    self.progress.skipped += 1;
+                } else {
+                    self.open_group().await?;
+                }
+                self.tx = Some(GreenTx {
+                    commit_lsn: b.final_lsn,
+                    skip,
+                });
+                Ok(())
+            }
+            LogicalMessage::Commit(c) => {
+                let tx = self
+                    .tx
+                    .take()
+                    .ok_or_else(|| Error::transient("green sent Commit outside a transaction"))?;
+                if tx.skip {
+                    return Ok(());
+                }
+                let group = self
+                    .group
+                    .as_mut()
+                    .ok_or_else(|| Error::transient("commit without an open blue transaction"))?;
+                group.transactions += 1;
+                group.end = group.end.max(c.end_lsn);
+                group.commit_time = c.timestamp;
+                let full =
+                    group.rows >= self.config.max_batch_rows || group.started.elapsed() >= self.config.max_batch_delay;
+                if queue_empty || full {
+                    self.commit_group().await?;
+                }
+                Ok(())
+            }
+            LogicalMessage::Relation(r) => self.on_relation(r).await,
+            LogicalMessage::Insert(m) => {
+                if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
+                    self.insert(&plan, lsn, &m.new).await?;
+                }
+                Ok(())
+            }
+            LogicalMessage::Update(m) => {
+                if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
+                    self.update(&plan, lsn, m.old.as_ref(), &m.new).await?;
+                }
+                Ok(())
+            }
+            LogicalMessage::Delete(m) => {
+                if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
+                    self.delete(&plan, lsn, &m.old).await?;
+                }
+                Ok(())
+            }
+            LogicalMessage::Truncate(t) => self.truncate(&t).await,
+            LogicalMessage::Message(m) => {
+                if !m.transactional {
+                    tracing::debug!(prefix = %m.prefix, lsn = %m.lsn, "ignoring a non-transactional logical message");
+                }
+                Ok(())
+            }
+            LogicalMessage::Origin(_) | LogicalMessage::Type(_) => Ok(()),
+            LogicalMessage::StreamStart(_)
+            | LogicalMessage::StreamStop
+            | LogicalMessage::StreamCommit(_)
+            | LogicalMessage::StreamAbort(_) => Err(Error::definite(
+                "green sent a streamed in-progress transaction although pgbridge did not ask for streaming; \
+                 the slot and checkpoint are unchanged",
+            )),
+        }
+    }
+
+    async fn open_group(&mut self) -> Result<()> {
+        if self.group.is_none() {
+            self.pipe.command("BEGIN".into(), Context::new("BEGIN")).await?;
+            self.group = Some(Group {
+                started: Instant::now(),
+                rows: 0,
+                transactions: 0,
+                end: self.durable,
+                commit_time: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Commits the open group with its checkpoint, then publishes the position as durable.
+    async fn commit_group(&mut self) -> Result<()> {
+        let Some(group) = self.group.take() else { return Ok(()) };
+        failpoint::hit("before_blue_commit");
+        let params = vec![
+            text(&self.config.slot),
+            text(&group.end.to_string()),
+            text(&group.commit_time.to_string()),
+        ];
+        let ctx = Context {
+            expect_rows: Some(1),
+            ..Context::new("updating the checkpoint")
+        };
+        let advance = self.advance.clone();
+        self.pipe.execute(&advance, params, ctx).await?;
+        self.pipe.command("COMMIT".into(), Context::new("COMMIT")).await?;
+        self.pipe.drain().await?;
+        failpoint::hit("after_blue_commit");
+        self.publish(group.end);
+        self.progress.transactions += group.transactions;
+        self.progress.rows += group.rows;
+        tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
+        Ok(())
+    }
+
+    fn publish(&mut self, lsn: Lsn) {
+        self.durable = lsn;
+        self.last_checkpoint_write = Instant::now();
+        if self.idle.is_some_and(|i| i <= lsn) {
+            self.idle = None;
+        }
+        self.durable_tx.send_replace(lsn);
+    }
+
+    async fn on_tick(&mut self) -> Result<()> {
+        if self.tx.is_none()
+            && self
+                .group
+                .as_ref()
+                .is_some_and(|g| g.started.elapsed() >= self.config.max_batch_delay)
+        {
+            self.commit_group().await?;
+        }
+        if let (None, Some(idle)) = (&self.group, self.idle) {
+            if self.last_checkpoint_write.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
+                self.write_idle_checkpoint(idle).await?;
+            }
+        }
+        self.report_progress();
+        Ok(())
+    }
+
+    async fn write_idle_checkpoint(&mut self, lsn: Lsn) -> Result<()> {
+        let advance_idle = self.advance_idle.clone();
+        let params = vec![text(&self.config.slot), text(&lsn.to_string())];
+        self.pipe
+            .execute(&advance_idle, params, Context::new("updating the checkpoint"))
+            .await?;
+        self.pipe.drain().await?;
+        tracing::debug!(lsn = %lsn, "idle position committed on blue");
+        self.publish(lsn);
+        Ok(())
+    }
+
+    fn report_progress(&mut self) {
+        let now = Instant::now();
+        let last = *self.progress.last_report.get_or_insert(now);
+        if now.duration_since(last) >= Duration::from_secs(30)
+            && (self.progress.transactions > 0 || self.progress.skipped > 0)
+        {
+            tracing::info!(
+                transactions = self.progress.transactions,
+                rows = self.progress.rows,
+                skipped = self.progress.skipped,
+                checkpoint = %self.durable,
+                "applied to blue in the last 30 s"
+            );
+            self.progress = Progress {
+                last_report: Some(now),
+                ..Progress::default()
+            };
+        }
+    }
+
+    /// On shutdown: commit what is complete, roll back what is not.
+    async fn finish(&mut self) -> Result<()> {
+        if self.tx.as_ref().is_some_and(|t| !t.skip) {
+            self.group = None;
+            self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
+            self.pipe.drain().await?;
+            tracing::info!("rolled back a partly received green transaction; green will send it again");
+        } else if self.group.is_some() {
+            self.commit_group().await?;
+        }
+        if let Some(idle) = self.idle.filter(|i| *i > self.durable) {
+            self.write_idle_checkpoint(idle).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_relation(&mut self, relation: Relation) -> Result<()> {
+        let oid = relation.oid;
+        self.statements.retain(|(o, _), _| *o != oid);
+        let excluded = self.config.is_excluded(&relation.namespace, &relation.name);
+        let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
+        self.relations.insert(
+            oid,
+            Rel {
+                relation,
+                label,
+                excluded,
+                plan: None,
+            },
+        );
+        // Rule 7: a Relation message that no longer fits stops the bridge before the
+        // transaction that carries it is applied. Inside a skipped transaction the plan is
+        // resolved when first used instead.
+        if !excluded && !self.tx.as_ref().is_some_and(|t| t.skip) {
+            self.resolve(oid).await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&mut self, oid: u32) -> Result<Arc<TablePlan>> {
+        self.pipe.drain().await?;
+        let rel = &self.relations[&oid];
+        let (schema, name) = (rel.relation.namespace.clone(), rel.relation.name.clone());
+        let blue = match catalog::load_table(self.pipe.client(), &schema, &name).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Err(Error::definite(format!(
+                    "green table {schema}.{name} has no table of that name on blue; create it on blue, \
+                     or add \"{schema}.{name}\" to [mapping] exclude in {} and remove it from the publication",
+                    self.config.path.display()
+                )))
+            }
+            Err(e) => return Err(self.pipe.root_cause(e).await),
+        };
+        let plan = mapping::plan_by_name(&rel.relation, &blue, self.config.strict)?;
+        tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.columns.len(), "mapped green table");
+        self.relations.get_mut(&oid).expect("relation just looked up").plan = Some(plan.clone());
+        Ok(plan)
+    }
+
+    /// The plan for a change's table, or `None` when the change is not applied (skipped
+    /// transaction or excluded table).
+    async fn change_target(&mut self, oid: u32) -> Result<Option<(Arc<TablePlan>, Lsn)>> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::transient("green sent a change outside a transaction"))?;
+        if tx.skip {
+            return Ok(None);
+        }
+        let lsn = tx.commit_lsn;
+        let rel = self
+            .relations
+            .get(&oid)
+            .ok_or_else(|| Error::transient(format!("green sent a change for relation {oid} before describing it")))?;
+        if rel.excluded {
+            return Ok(None);
+        }
+        let plan = match &rel.plan {
+            Some(p) => p.clone(),
+            None => self.resolve(oid).await?,
+        };
+        if let Some(g) = self.group.as_mut() {
+            g.rows += 1;
+        }
+        Ok(Some((plan, lsn)))
+    }
+
+    /// Runs `shape` for `plan` with values from the new and old tuples.
+    async fn run_shape(
+        &mut self,
+        plan: &Arc<TablePlan>,
+        shape: Shape,
+        lsn: Lsn,
+        action: &'static str,
+        values: rows::Values<'_>,
+    ) -> Result<()> {
+        let key = (plan.green_oid, shape);
+        if !self.statements.contains_key(&key) {
+            let sql = statements::build(plan, &key.1);
+            let types = vec![Type::TEXT; sql.params.len()];
+            let prepared = self.pipe.client().prepare_typed(&sql.text, &types).await;
+            let stmt = match prepared {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = Error::postgres(format!("preparing {action} for blue table {}", plan.blue_name), &e);
+                    return Err(self.pipe.root_cause(err).await);
+                }
+            };
+            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
+        }
+        let (stmt, sql) = &self.statements[&key];
+        let params = values.bind(plan, &sql.params)?;
+        let ctx = Context {
+            action,
+            table: Some(plan.green_name.clone()),
+            lsn,
+            expect_rows: None,
+        };
+        let stmt = stmt.clone();
+        self.pipe.execute(&stmt, params, ctx).await
+    }
+}
+
+fn text(s: &str) -> TextParam {
+    TextParam(Some(bytes::Bytes::copy_from_slice(s.as_bytes())))
+}

@@ -1,0 +1,127 @@
+//! Command-line interface: one file per command. Exit codes follow DESIGN.md: 0 success,
+//! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
+
+mod run;
+mod setup;
+mod status;
+mod teardown;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, DEFAULT_PATH};
+use crate::error::{Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgbridge",
+    version,
+    about = "Keep blue current with a migrated green PostgreSQL database, for safe rollbacks"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, env = "PGBRIDGE_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the publication and slot on green and the checkpoint on blue (idempotent).
+    Setup {
+        /// Also copy existing rows from the slot's snapshot (not available yet).
+        #[arg(long)]
+        copy: bool,
+    },
+    /// Stream green's changes to blue until SIGINT/SIGTERM.
+    Run,
+    /// Show positions, lag and state.
+    Status {
+        /// Print JSON instead of aligned text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the slot and publication on green and the checkpoint row on blue.
+    Teardown,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let config = Arc::new(Config::load(&cli.config)?);
+    match cli.command {
+        Command::Setup { copy } => setup::run(&config, copy).await,
+        Command::Run => run::run(config).await,
+        Command::Status { json } => status::run(&config, json).await,
+        Command::Teardown => teardown::run(&config).await,
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGBRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A plain (non-replication) SQL connection to green, for catalog work.
+pub(crate) async fn connect_green_sql(config: &Config) -> Result<tokio_postgres::Client> {
+    let mut pg = config.green.pg.clone();
+    pg.application_name("pgbridge");
+    let (client, connection) = pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::postgres(format!("cannot connect to {}", config.green.describe()), &e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Maps a tokio-postgres error on green to a definite error with context.
+pub(crate) fn green_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::postgres(format!("{what} on green"), &e).into_definite()
+}
+
+/// Maps a tokio-postgres error on blue to a definite error with context.
+pub(crate) fn blue_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::postgres(format!("{what} on blue"), &e).into_definite()
+}

@@ -1,0 +1,62 @@
+//! `pgbridge run`: stream until SIGINT/SIGTERM, then finish the batch, checkpoint and exit.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::{Config, OnError};
+use crate::error::{Error, Result};
+use crate::pipeline;
+
+pub async fn run(config: Arc<Config>) -> Result<i32> {
+    refuse_unavailable_features(&config)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::definite(format!("cannot install SIGTERM handler: {e}")))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::definite(format!("cannot install SIGINT handler: {e}")))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; finishing the current batch"),
+            _ = int.recv() => tracing::info!("SIGINT received; finishing the current batch"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(green = %config.green.describe(), blue = %config.blue.describe(), "pgbridge starting");
+    pipeline::run(config, stop_rx).await?;
+    Ok(0)
+}
+
+/// Configuration that names features this build does not have yet must not be ignored.
+pub(crate) fn refuse_unavailable_features(config: &Config) -> Result<()> {
+    if config.on_error == OnError::DeadLetter {
+        return Err(Error::definite(format!(
+            "{}: apply.on_error = \"dead_letter\" is not available in this version; use \"stop\"",
+            config.path.display()
+        )));
+    }
+    if let Ok(entries) = std::fs::read_dir(&config.mapping_dir) {
+        let files: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .map(|p| p.display().to_string())
+            .collect();
+        if !files.is_empty() {
+            return Err(Error::definite(format!(
+                "mapping files are not supported in this version (found {}); tables map by name only. \
+                 Move them out of {} to stream same-shaped tables",
+                files.join(", "),
+                config.mapping_dir.display()
+            )));
+        }
+    }
+    if !config.implicit {
+        return Err(Error::definite(format!(
+            "{}: [mapping] implicit = false leaves no way to map tables in this version (mapping files are not supported yet)",
+            config.path.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! `pgbridge setup`: validate everything first, then create what is missing, in an order that
+//! leaves nothing half-made: blue's schema, green's publication, the slot, the checkpoint row.
+//! Running it again changes nothing.
+
+use tokio_postgres::Client;
+
+use super::{blue_err, connect_green_sql, green_err};
+use crate::apply::{self, checkpoint};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::mapping::{self, catalog};
+use crate::protocol::pgoutput::{Relation, RelationColumn, ReplicaIdentity};
+use crate::source::ReplicationConn;
+use crate::sql;
+
+/// A green table as the publication will present it.
+pub(crate) struct GreenTable {
+    pub relation: Relation,
+}
+
+pub async fn run(config: &Config, copy: bool) -> Result<i32> {
+    if copy {
+        return Err(Error::definite(
+            "setup --copy (initial copy through the mapping) is not available in this version; \
+             load blue from green first (for example with pg_dump), then run `pgbridge setup`",
+        ));
+    }
+    super::run::refuse_unavailable_features(config)?;
+    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
+    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    check_green_server(&green, config).await?;
+
+    let publication_exists = exists(
+        &green,
+        "SELECT 1 FROM pg_publication WHERE pubname = $1",
+        &config.publication,
+    )
+    .await?;
+    let tables = green_tables(&green, config, publication_exists).await?;
+    validate_against_blue(&blue, config, &tables).await?;
+
+    let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
+        .await
+        .map_err(Error::into_definite)?;
+    let slot = slot_state(&green, &config.slot).await?;
+    if let (Some(cp), None) = (&existing_checkpoint, &slot) {
+        return Err(Error::definite(format!(
+            "blue has a checkpoint for slot {} at {} but green has no such slot: changes after {} can no longer be \
+             streamed. If blue was re-synchronized with green, delete the old checkpoint \
+             (DELETE FROM {}.checkpoint WHERE slot_name = '{}') and run setup again",
+            config.slot,
+            cp.lsn,
+            cp.lsn,
+            sql::ident(&config.schema),
+            config.slot
+        )));
+    }
+    if let Some(s) = &slot {
+        if s.plugin != "pgoutput" {
+            return Err(Error::definite(format!(
+                "slot {} exists on green with plugin {}; drop it or choose another green.slot",
+                config.slot, s.plugin
+            )));
+        }
+        if s.lost {
+            return Err(Error::definite(format!(
+                "slot {} on green was invalidated (wal_status = lost); run `pgbridge teardown` and set up again with a re-synchronized blue",
+                config.slot
+            )));
+        }
+    }
+
+    // Validation passed: create what is missing.
+    blue.batch_execute(&checkpoint::create_sql(&config.schema))
+        .await
+        .map_err(blue_err(&format!("creating schema {}", config.schema)))?;
+
+    if publication_exists {
+        println!(
+            "green  publication {:<24} exists, {} table(s)",
+            config.publication,
+            tables.len()
+        );
+    } else {
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| sql::qualified(&t.relation.namespace, &t.relation.name))
+            .collect();
+        green
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                sql::ident(&config.publication),
+                names.join(", ")
+            ))
+            .await
+            .map_err(green_err(&format!("creating publication {}", config.publication)))?;
+        println!(
+            "green  publication {:<24} created, {} table(s)",
+            config.publication,
+            tables.len()
+        );
+    }
+
+    let start = match &slot {
+        Some(s) => {
+            println!(
+                "green  slot        {:<24} exists, confirmed up to {}",
+                config.slot, s.confirmed
+            );
+            s.confirmed
+        }
+        None => match create_slot(config).await {
+            Ok(lsn) => {
+                println!("green  slot        {:<24} created at {lsn}", config.slot);
+                lsn
+            }
+            Err(e) => {
+                if !publication_exists {
+                    let _ = green
+                        .batch_execute(&format!(
+                            "DROP PUBLICATION IF EXISTS {}",
+                            sql::ident(&config.publication)
+                        ))
+                        .await;
+                }
+                return Err(e);
+            }
+        },
+    };
+
+    match existing_checkpoint {
+        Some(cp) => println!(
+            "blue   checkpoint  {:<24} exists at {}",
+            format!("{}.checkpoint", config.schema),
+            cp.lsn
+        ),
+        None => {
+            blue.execute(
+                &format!(
+                    "INSERT INTO {} (slot_name, lsn, updated_at) VALUES ($1, $2::text::pg_lsn, now()) ON CONFLICT (slot_name) DO NOTHING",
+                    sql::qualified(&config.schema, "checkpoint")
+                ),
+                &[&config.slot, &start.to_string()],
+            )
+            .await
+            .map_err(blue_err("writing the checkpoint"))?;
+            println!(
+                "blue   checkpoint  {:<24} created at {start}",
+                format!("{}.checkpoint", config.schema)
+            );
+        }
+    }
+    println!("ready: start streaming with `pgbridge run`");
+    Ok(0)
+}
+
+async fn exists(client: &Client, sql: &str, name: &str) -> Result<bool> {
+    Ok(client
+        .query_opt(sql, &[&name])
+        .await
+        .map_err(green_err("reading the catalog"))?
+        .is_some())
+}
+
+async fn check_green_server(green: &Client, config: &Config) -> Result<()> {
+    let row = green
+        .query_one(
+            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text",
+            &[],
+        )
+        .await
+        .map_err(green_err("checking the server"))?;
+    let wal_level: String = row.get(0);
+    let version: i32 = row.get(1);
+    let can_replicate: bool = row.get::<_, Option<bool>>(2).unwrap_or(false);
+    let user: String = row.get(3);
+    if version < 140000 {
+        return Err(Error::definite(format!(
+            "green runs PostgreSQL {version}; pgbridge needs 14 or later"
+        )));
+    }
+    if wal_level != "logical" {
+        return Err(Error::definite(format!(
+            "green has wal_level = {wal_level}; logical decoding needs wal_level = logical: \
+             run ALTER SYSTEM SET wal_level = logical on green and restart it"
+        )));
+    }
+    if !can_replicate {
+        return Err(Error::definite(format!(
+            "role {user} on green may not use replication; run on green: ALTER ROLE {} REPLICATION",
+            sql::ident(&user)
+        )));
+    }
+    let _ = config;
+    Ok(())
+}
+
+/// The tables to stream: those of an existing publication, or every user table not excluded.
+async fn green_tables(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<GreenTable>> {
+    let list = if publication_exists {
+        green
+            .query(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
+                 FROM pg_publication_tables pt \
+                 JOIN pg_namespace n ON n.nspname = pt.schemaname \
+                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+                 WHERE pt.pubname = $1 ORDER BY 2, 3",
+                &[&config.publication],
+            )
+            .await
+    } else {
+        green
+            .query(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
+                   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
+                 ORDER BY 2, 3",
+                &[],
+            )
+            .await
+    }
+    .map_err(green_err("listing tables"))?;
+    let mut tables = Vec::new();
+    for row in list {
+        let (oid, schema, name, ident): (u32, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if config.is_excluded(&schema, &name) {
+            continue;
+        }
+        tables.push(GreenTable {
+            relation: green_relation(green, oid, schema, name, &ident).await?,
+        });
+    }
+    if tables.is_empty() {
+        return Err(Error::definite(format!(
+            "no tables to stream: green has no user tables{}; create the tables first",
+            if publication_exists {
+                format!(" in publication {}", config.publication)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    Ok(tables)
+}
+
+/// Builds the Relation message green will send for this table, from its catalog.
+async fn green_relation(green: &Client, oid: u32, namespace: String, name: String, ident: &str) -> Result<Relation> {
+    let rows = green
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, \
+                    a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
+                        CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
+                    OR c.relreplident = 'f' \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(green_err(&format!("reading columns of {namespace}.{name}")))?;
+    let columns = rows
+        .iter()
+        .map(|r| RelationColumn {
+            flags: u8::from(r.get::<_, bool>(3)),
+            name: r.get(0),
+            type_oid: r.get(1),
+            type_modifier: r.get(2),
+        })
+        .collect();
+    let replica_identity = match ident {
+        "f" => ReplicaIdentity::Full,
+        "n" => ReplicaIdentity::Nothing,
+        "i" => ReplicaIdentity::Index,
+        _ => ReplicaIdentity::Default,
+    };
+    Ok(Relation {
+        xid: None,
+        oid,
+        namespace,
+        name,
+        replica_identity,
+        columns,
+    })
+}
+
+/// Every table must exist on blue and fit by name; every problem is reported, not just the first.
+async fn validate_against_blue(blue: &Client, config: &Config, tables: &[GreenTable]) -> Result<()> {
+    let mut problems = Vec::new();
+    for t in tables {
+        let r = &t.relation;
+        let qualified = sql::qualified(&r.namespace, &r.name);
+        let has_identity = r.replica_identity == ReplicaIdentity::Full || r.columns.iter().any(|c| c.is_key());
+        if !has_identity {
+            problems.push(format!(
+                "green table {}.{} has no primary key or replica identity, so green would reject its updates and \
+                 deletes once published; add a primary key or run on green: ALTER TABLE {qualified} REPLICA IDENTITY FULL",
+                r.namespace, r.name
+            ));
+            continue;
+        }
+        match catalog::load_table(blue, &r.namespace, &r.name).await.map_err(Error::into_definite)? {
+            None => problems.push(format!(
+                "green table {}.{} has no table of that name on blue; create it on blue, or add \"{}.{}\" to [mapping] exclude in {}",
+                r.namespace,
+                r.name,
+                r.namespace,
+                r.name,
+                config.path.display()
+            )),
+            Some(b) => {
+                if let Err(e) = mapping::plan_by_name(r, &b, config.strict) {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::definite(format!(
+            "nothing was created; fix these first:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
+}
+
+pub(crate) struct SlotState {
+    pub plugin: String,
+    pub confirmed: Lsn,
+    pub lost: bool,
+}
+
+pub(crate) async fn slot_state(green: &Client, slot: &str) -> Result<Option<SlotState>> {
+    let row = green
+        .query_opt(
+            "SELECT coalesce(plugin::text, ''), coalesce(confirmed_flush_lsn::text, '0/0'), coalesce(wal_status = 'lost', false) \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(green_err("reading replication slots"))?;
+    row.map(|r| {
+        let confirmed: String = r.get(1);
+        Ok(SlotState {
+            plugin: r.get(0),
+            confirmed: confirmed
+                .parse()
+                .map_err(|e| Error::definite(format!("slot {slot}: {e}")))?,
+            lost: r.get(2),
+        })
+    })
+    .transpose()
+}
+
+async fn create_slot(config: &Config) -> Result<Lsn> {
+    let mut conn = ReplicationConn::connect(&config.green, "pgbridge setup")
+        .await
+        .map_err(Error::into_definite)?;
+    let rows = conn
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+            sql::ident(&config.slot)
+        ))
+        .await
+        .map_err(|e| {
+            e.into_definite()
+                .hint("check max_replication_slots on green and that the role has the REPLICATION attribute")
+        })?;
+    let point = rows.first("consistent_point").unwrap_or("0/0");
+    point
+        .parse()
+        .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))
+}

@@ -1,0 +1,66 @@
+//! `pgbridge teardown`: drop the slot and publication on green and the checkpoint row on blue.
+//! The checkpoint goes too, because it is meaningless without the slot: a later `setup` must not
+//! resume from it.
+
+use super::{blue_err, connect_green_sql, green_err};
+use crate::apply::{self, checkpoint};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::sql;
+
+pub async fn run(config: &Config) -> Result<i32> {
+    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
+    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+
+    let slot = green
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(green_err("reading replication slots"))?;
+    match slot {
+        Some(row) => {
+            if let Some(pid) = row.get::<_, Option<i32>>(0) {
+                return Err(Error::definite(format!(
+                    "slot {} is in use by green backend pid {pid} (a running pgbridge?); stop it first",
+                    config.slot
+                )));
+            }
+            green
+                .execute("SELECT pg_drop_replication_slot($1)", &[&config.slot])
+                .await
+                .map_err(green_err(&format!("dropping slot {}", config.slot)))?;
+            println!("green  slot        {:<24} dropped", config.slot);
+        }
+        None => println!("green  slot        {:<24} absent", config.slot),
+    }
+    green
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            sql::ident(&config.publication)
+        ))
+        .await
+        .map_err(green_err(&format!("dropping publication {}", config.publication)))?;
+    println!("green  publication {:<24} dropped", config.publication);
+
+    if checkpoint::read(&blue, &config.schema, &config.slot)
+        .await
+        .map_err(Error::into_definite)?
+        .is_some()
+    {
+        blue.execute(
+            &format!(
+                "DELETE FROM {} WHERE slot_name = $1",
+                sql::qualified(&config.schema, "checkpoint")
+            ),
+            &[&config.slot],
+        )
+        .await
+        .map_err(blue_err("deleting the checkpoint"))?;
+        println!("blue   checkpoint  {:<24} deleted", config.slot);
+    } else {
+        println!("blue   checkpoint  {:<24} absent", config.slot);
+    }
+    Ok(0)
+}

@@ -1,0 +1,198 @@
+//! One error type for the whole bridge, classified by consequence.
+//!
+//! Every failure is either *transient* (the connection dropped, a server restarted, blue refused
+//! writes for a while: reconnect with backoff and resume from the checkpoint) or *definite* (a
+//! mapping, data or configuration problem: stop with exit code 2, leaving slot and checkpoint
+//! where they were, and tell the operator how to fix it). The decision is made in one place,
+//! [`classify_sqlstate`], so retries are consistent across the source and apply sides.
+
+use std::fmt;
+
+use tokio_postgres::error::SqlState;
+
+/// What the caller should do about an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Reconnect with backoff and resume from the checkpoint.
+    Transient,
+    /// Stop; a human has to change something first.
+    Definite,
+}
+
+/// A bridge error: a lowercase message that names the object involved and, for definite
+/// errors, says how to fix it.
+#[derive(Debug)]
+pub struct Error {
+    kind: Kind,
+    message: String,
+    sqlstate: Option<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Transient,
+            message: message.into(),
+            sqlstate: None,
+        }
+    }
+
+    pub fn definite(message: impl Into<String>) -> Self {
+        Error {
+            kind: Kind::Definite,
+            message: message.into(),
+            sqlstate: None,
+        }
+    }
+
+    /// An error reported by a server, classified by its SQLSTATE.
+    pub fn from_server(context: impl fmt::Display, code: &str, text: impl fmt::Display) -> Self {
+        Error {
+            kind: classify_sqlstate(code),
+            message: format!("{context}: {text}"),
+            sqlstate: Some(code.to_string()),
+        }
+    }
+
+    /// A tokio-postgres error, with `context` saying what was being done ("apply to blue
+    /// table public.orders at 0/16B3748"). Socket-level failures are transient.
+    pub fn postgres(context: impl fmt::Display, err: &tokio_postgres::Error) -> Self {
+        match err.as_db_error() {
+            Some(db) => {
+                let mut text = db.message().to_string();
+                if let Some(detail) = db.detail() {
+                    text.push_str(&format!(" ({detail})"));
+                }
+                if let Some(hint) = db.hint() {
+                    text.push_str(&format!("; hint: {hint}"));
+                }
+                Error::from_server(context, db.code().code(), text)
+            }
+            None => {
+                let kind = if err.code().is_some() {
+                    classify(err.code())
+                } else {
+                    Kind::Transient
+                };
+                Error {
+                    kind,
+                    message: format!("{context}: {}", chain(err)),
+                    sqlstate: None,
+                }
+            }
+        }
+    }
+
+    pub fn io(context: impl fmt::Display, err: &std::io::Error) -> Self {
+        Error::transient(format!("{context}: {err}"))
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == Kind::Transient
+    }
+
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.sqlstate.as_deref()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same error, now considered definite (for example a connection failure at start-up,
+    /// when nothing has streamed yet and the operator should see it at once).
+    pub fn into_definite(mut self) -> Self {
+        self.kind = Kind::Definite;
+        self
+    }
+
+    /// Prefix the message with more context.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// Append advice on how to fix the problem.
+    pub fn hint(mut self, hint: impl fmt::Display) -> Self {
+        self.message = format!("{}; {hint}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn classify(code: Option<&SqlState>) -> Kind {
+    code.map_or(Kind::Transient, |c| classify_sqlstate(c.code()))
+}
+
+/// Transient SQLSTATEs: the server or the connection is temporarily unable, and the same work
+/// will succeed later. Everything else (data, constraint, privilege, undefined object) is
+/// definite.
+pub fn classify_sqlstate(code: &str) -> Kind {
+    let transient = code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources (disk full, out of memory, too many connections)
+        || code.starts_with("58") // system error (I/O)
+        || matches!(
+            code,
+            "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now (starting up, recovering)
+                | "57P05" // idle_session_timeout
+                | "57014" // query_canceled (statement or lock timeout set by an operator)
+                | "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "55P03" // lock_not_available
+                | "25006" // read_only_sql_transaction: blue fenced or disk-full stand-in
+                | "55006" // object_in_use: the slot is still held by a dying walsender
+        );
+    if transient {
+        Kind::Transient
+    } else {
+        Kind::Definite
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_and_lock_problems_are_transient() {
+        for code in ["08006", "57P01", "57P03", "40P01", "55P03", "25006", "53100"] {
+            assert_eq!(classify_sqlstate(code), Kind::Transient, "{code}");
+        }
+    }
+
+    #[test]
+    fn data_and_schema_problems_are_definite() {
+        for code in ["23505", "23502", "22P02", "42P01", "42703", "42501", "28P01"] {
+            assert_eq!(classify_sqlstate(code), Kind::Definite, "{code}");
+        }
+    }
+}

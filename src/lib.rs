@@ -1,0 +1,27 @@
+//! pgbridge streams a migrated "green" PostgreSQL database back into the old "blue" one, so a
+//! blue-green deployment can roll back at any moment without losing a transaction.
+//!
+//! ```text
+//! green ──pgoutput──▶ source ──▶ protocol ──▶ pipeline ──▶ mapping ──▶ apply ──▶ blue
+//!  (walsender)       (socket,     (pure        (Begin..     (table      (one blue tx per
+//!                     feedback)    decoder)     Commit)      plans)      group + checkpoint)
+//!        ▲                                                                      │
+//!        └──────── standby status: flush = last LSN durably committed on blue ◀─┘
+//! ```
+//!
+//! * [`source`] owns the replication socket: it reads in its own task so keepalives are always
+//!   answered, and reports as flushed only what [`apply`] durably committed on blue.
+//! * [`protocol`] is pure: bytes in, typed messages out, never a panic.
+//! * [`apply`] writes whole green transactions, plus the checkpoint row, in one blue transaction.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod lsn;
+pub mod mapping;
+pub mod pipeline;
+pub mod protocol;
+pub mod source;
+pub mod sql;

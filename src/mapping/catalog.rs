@@ -1,0 +1,99 @@
+//! Blue's live catalog, as far as planning needs it.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlueColumn {
+    pub name: String,
+    /// `"schema"."typname"`: arrays as their `_elem` type, domains and enums by name.
+    pub type_sql: String,
+    pub not_null: bool,
+    pub has_default: bool,
+    pub identity_always: bool,
+    pub generated: bool,
+    /// False for types without an equality operator (json, xml, geometric types).
+    pub comparable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlueTable {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<BlueColumn>,
+    /// Primary key columns, or else those of a unique, non-partial index on NOT NULL
+    /// columns; `None` when blue has neither.
+    pub key: Option<Vec<String>>,
+}
+
+impl BlueTable {
+    pub fn column(&self, name: &str) -> Option<&BlueColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+const COLUMNS_SQL: &str = "
+SELECT a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
+       a.attnotnull, a.atthasdef, a.attidentity = 'a', a.attgenerated <> '',
+       coalesce(bt.typname, et.typname, t.typname) NOT IN
+         ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_namespace tn ON tn.oid = t.typnamespace
+LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+ORDER BY a.attnum";
+
+/// Key columns in index order: the primary key first, else the unique index on NOT NULL
+/// columns with the fewest columns (ties by name) that has no predicate or expressions.
+const KEY_SQL: &str = "
+SELECT array_agg(a.attname::text ORDER BY k.ord)
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
+  AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+GROUP BY i.indexrelid, i.indisprimary, ic.relname
+HAVING bool_and(a.attnotnull)
+ORDER BY i.indisprimary DESC, count(*), ic.relname
+LIMIT 1";
+
+/// Loads `schema.name` from blue; `Ok(None)` when there is no such table.
+pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Option<BlueTable>> {
+    let what = format!("reading blue's catalog for {schema}.{name}");
+    let rows = client
+        .query(COLUMNS_SQL, &[&schema, &name])
+        .await
+        .map_err(|e| Error::postgres(&what, &e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let columns = rows
+        .iter()
+        .map(|r| BlueColumn {
+            name: r.get(0),
+            type_sql: r.get(1),
+            not_null: r.get(2),
+            has_default: r.get(3),
+            identity_always: r.get(4),
+            generated: r.get(5),
+            comparable: r.get(6),
+        })
+        .collect();
+    let key = client
+        .query_opt(KEY_SQL, &[&schema, &name])
+        .await
+        .map_err(|e| Error::postgres(&what, &e))?
+        .map(|r| r.get::<_, Vec<String>>(0));
+    Ok(Some(BlueTable {
+        schema: schema.to_string(),
+        name: name.to_string(),
+        columns,
+        key,
+    }))
+}

@@ -1,0 +1,195 @@
+//! One `pgbridge run`: sessions of (blue connection, replication stream, applier), restarted
+//! with capped exponential backoff after transient errors.
+//!
+//! Every session starts from blue's checkpoint, never from anything held in memory: what was
+//! received but not committed on blue is simply received again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::{self, checkpoint, Applier};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::source::{ReplicationConn, SourceHandle, StartOptions};
+use crate::sql;
+
+/// Messages buffered between the socket reader and the applier.
+const CHANNEL_CAPACITY: usize = 4096;
+/// How long `run` waits at start for a slot still held by a previous, dying walsender.
+const SLOT_BUSY_GRACE: Duration = Duration::from_secs(30);
+
+/// Capped exponential backoff with jitter.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn step(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        let jitter = rand::random::<f64>() * 0.2 + 0.9;
+        base.mul_f64(jitter)
+    }
+}
+
+/// Streams until `shutdown` becomes true (`Ok`) or a definite error.
+pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut backoff = Backoff::new();
+    let mut streamed = false;
+    let started = Instant::now();
+    loop {
+        let session_start = Instant::now();
+        let result = session(&config, &mut shutdown, &mut streamed, started).await;
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // Before the first successful start, a problem is most likely configuration: say so
+        // at once rather than retrying forever.
+        if !err.is_transient() || !streamed {
+            return Err(err);
+        }
+        if session_start.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        let delay = backoff.step();
+        tracing::warn!(error = %err, retry_in = ?delay, "connection lost; reconnecting from the checkpoint");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn session(
+    config: &Arc<Config>,
+    shutdown: &mut watch::Receiver<bool>,
+    streamed: &mut bool,
+    started: Instant,
+) -> Result<()> {
+    let blue = apply::connect_blue(&config.blue).await?;
+    let checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
+        .await?
+        .ok_or_else(|| {
+            Error::definite(format!(
+                "blue has no checkpoint for slot {} in {}.checkpoint; run `pgbridge setup` first",
+                config.slot, config.schema
+            ))
+        })?;
+    let (durable_tx, durable_rx) = watch::channel(checkpoint.lsn);
+    let mut applier = Applier::new(config.clone(), blue, checkpoint.lsn, durable_tx).await?;
+
+    let options = StartOptions {
+        slot: config.slot.clone(),
+        publication: config.publication.clone(),
+        start: checkpoint.lsn,
+        proto_version: 1,
+    };
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let source = loop {
+        let conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
+        let conn = check_slot(conn, config, checkpoint.lsn).await?;
+        match SourceHandle::start(conn, &options, durable_rx.clone(), tx.clone()).await {
+            Ok(handle) => break handle,
+            // A walsender of a killed pgbridge keeps the slot until it notices its client
+            // is gone; give it a moment at start-up.
+            Err(e) if e.sqlstate() == Some("55006") && !*streamed && started.elapsed() < SLOT_BUSY_GRACE => {
+                tracing::info!(error = %e, "slot busy; waiting for its previous user to let go");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) if e.sqlstate() == Some("55006") => {
+                let e = e.hint(format!(
+                    "another pgbridge or a subscription is streaming slot {}; stop it first (see pg_stat_replication on green)",
+                    config.slot
+                ));
+                return Err(if *streamed { e } else { e.into_definite() });
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    drop(tx);
+    *streamed = true;
+    tracing::info!(slot = %config.slot, from = %checkpoint.lsn, "streaming from green");
+    let result = applier.run(&mut rx, shutdown).await;
+    source.close().await;
+    match &result {
+        Ok(()) => tracing::info!(checkpoint = %*durable_rx.borrow(), "stopped cleanly"),
+        Err(e) => tracing::debug!(error = %e, "session ended"),
+    }
+    result
+}
+
+/// Refuses to stream from a slot that cannot deliver everything after the checkpoint.
+async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn) -> Result<ReplicationConn> {
+    let version = conn.server_version_num();
+    if version < 140000 {
+        return Err(Error::definite(format!(
+            "green runs PostgreSQL {version}; pgbridge needs 14 or later (pgoutput messages)"
+        )));
+    }
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT plugin, database, wal_status, confirmed_flush_lsn::text AS confirmed, \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = {pub})::text AS publications \
+             FROM pg_replication_slots WHERE slot_name = {slot}",
+            slot = sql::literal(&config.slot),
+            pub = sql::literal(&config.publication),
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Err(Error::definite(format!(
+            "replication slot {} does not exist on green; run `pgbridge setup` (if it was dropped, blue missed \
+             every change since: re-copy blue with `pgbridge setup --copy`)",
+            config.slot
+        )));
+    }
+    if rows.first("plugin") != Some("pgoutput") {
+        return Err(Error::definite(format!(
+            "replication slot {} on green uses plugin {:?}, not pgoutput; drop it or choose another green.slot",
+            config.slot,
+            rows.first("plugin").unwrap_or("?")
+        )));
+    }
+    if rows.first("wal_status") == Some("lost") {
+        return Err(Error::definite(format!(
+            "replication slot {} on green was invalidated (wal_status = lost): green removed WAL that blue has not \
+             received, so blue is missing changes after {checkpoint}. pgbridge will not continue from a new slot as if \
+             nothing happened: run `pgbridge teardown`, then `pgbridge setup --copy` to re-synchronize blue",
+            config.slot
+        )));
+    }
+    if rows.first("publications") == Some("0") {
+        return Err(Error::definite(format!(
+            "publication {} does not exist on green; run `pgbridge setup`",
+            config.publication
+        )));
+    }
+    if let Some(confirmed) = rows.first("confirmed").and_then(|c| c.parse::<Lsn>().ok()) {
+        if confirmed > checkpoint {
+            return Err(Error::definite(format!(
+                "slot {} on green has confirmed {confirmed}, beyond blue's checkpoint {checkpoint}: green will not resend \
+                 the changes in between, so blue is missing them (was blue restored from a backup, or did another \
+                 consumer use the slot?). Re-synchronize blue with `pgbridge teardown` and `pgbridge setup --copy`",
+                config.slot
+            )));
+        }
+    }
+    Ok(conn)
+}

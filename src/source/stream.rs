@@ -1,0 +1,232 @@
+//! Streaming tasks over a replication connection; see the module docs of [`crate::source`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::conn::{server_error, Backend, Reader, ReplicationConn, Writer};
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::protocol::pgoutput::{self, LogicalMessage};
+use crate::protocol::replication::{self, ReplicationMessage};
+use crate::sql;
+
+/// How often a status update is sent even when nothing changed. PostgreSQL's default
+/// `wal_sender_timeout` is 60 s; operators shorten it, so stay far below any sane value.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the reader hands to the applier, in stream order.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Message(LogicalMessage),
+    /// The server's position when it sent a keepalive: every transaction that commits before
+    /// it has already been sent on this connection.
+    Keepalive {
+        wal_end: Lsn,
+    },
+    /// The stream failed; nothing after this arrives.
+    Failed(Error),
+}
+
+/// Where and what to stream.
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    pub slot: String,
+    pub publication: String,
+    /// The blue checkpoint. The server starts at max(this, the slot's confirmed_flush_lsn).
+    pub start: Lsn,
+    pub proto_version: u32,
+}
+
+impl StartOptions {
+    pub fn command(&self) -> String {
+        // publication_names is parsed as a list of identifiers, so quote the name inside the
+        // string literal.
+        format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true')",
+            sql::ident(&self.slot),
+            self.start,
+            sql::literal(&self.proto_version.to_string()),
+            sql::literal(&sql::ident(&self.publication)),
+        )
+    }
+}
+
+/// The running reader and writer tasks of one replication session.
+pub struct SourceHandle {
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl SourceHandle {
+    /// Sends `START_REPLICATION`, then spawns the tasks. `durable` is the position committed on
+    /// blue; it is the only position ever reported as flushed.
+    pub async fn start(
+        conn: ReplicationConn,
+        options: &StartOptions,
+        durable: watch::Receiver<Lsn>,
+        events: mpsc::Sender<SourceEvent>,
+    ) -> Result<SourceHandle> {
+        let (reader, writer) = conn.start_replication(&options.command()).await?;
+        let received = Arc::new(AtomicU64::new(options.start.0));
+        let reply = Arc::new(Notify::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let reader = tokio::spawn(read_loop(reader, events, received.clone(), reply.clone()));
+        let writer = tokio::spawn(write_loop(writer, durable, received, reply, stop_rx));
+        Ok(SourceHandle { reader, writer, stop })
+    }
+
+    /// Stops reading, sends a last status update with the final durable position and closes
+    /// the connection.
+    pub async fn close(self) {
+        self.reader.abort();
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.writer).await.is_err() {
+            tracing::warn!("green did not accept the final status update within 5 s");
+        }
+    }
+}
+
+async fn read_loop(
+    mut reader: Reader,
+    events: mpsc::Sender<SourceEvent>,
+    received: Arc<AtomicU64>,
+    reply: Arc<Notify>,
+) {
+    let mut in_stream = false;
+    loop {
+        let event = match read_one(&mut reader, &received, &reply, &mut in_stream).await {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(e) => SourceEvent::Failed(e),
+        };
+        let failed = matches!(event, SourceEvent::Failed(_));
+        if let SourceEvent::Keepalive { .. } = event {
+            // A keepalive only matters when the applier is idle, and then the channel is
+            // empty: never block the socket on one.
+            let _ = events.try_send(event);
+        } else if events.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+async fn read_one(
+    reader: &mut Reader,
+    received: &AtomicU64,
+    reply: &Notify,
+    in_stream: &mut bool,
+) -> Result<Option<SourceEvent>> {
+    let body = match reader.next().await? {
+        Backend::Message(Message::CopyData(body)) => body.into_bytes(),
+        Backend::Message(Message::CopyDone) => {
+            return Err(Error::transient("green ended the replication stream (CopyDone)"))
+        }
+        Backend::Message(Message::ErrorResponse(body)) => {
+            return Err(server_error("green replication stream", body.fields()))
+        }
+        Backend::Message(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => return Ok(None),
+        _ => {
+            return Err(Error::transient(
+                "green sent an unexpected protocol message while streaming",
+            ))
+        }
+    };
+    let message = replication::decode_copy_data(body)
+        .map_err(|e| Error::definite(format!("cannot decode a replication message from green: {e}")))?;
+    match message {
+        ReplicationMessage::Keepalive {
+            wal_end,
+            reply_requested,
+            ..
+        } => {
+            received.fetch_max(wal_end.0, Ordering::Relaxed);
+            if reply_requested {
+                reply.notify_one();
+            }
+            Ok(Some(SourceEvent::Keepalive { wal_end }))
+        }
+        ReplicationMessage::XLogData { wal_start, data, .. } => {
+            let msg = pgoutput::decode(data, *in_stream).map_err(|e| {
+                Error::definite(format!(
+                    "cannot decode the pgoutput message at {wal_start} from green: {e}; \
+                     the slot and checkpoint are unchanged"
+                ))
+            })?;
+            match &msg {
+                LogicalMessage::StreamStart(_) => *in_stream = true,
+                LogicalMessage::StreamStop => *in_stream = false,
+                LogicalMessage::Commit(c) => {
+                    received.fetch_max(c.end_lsn.0, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            Ok(Some(SourceEvent::Message(msg)))
+        }
+    }
+}
+
+async fn write_loop(
+    mut writer: Writer,
+    mut durable: watch::Receiver<Lsn>,
+    received: Arc<AtomicU64>,
+    reply: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = reply.notified() => false,
+            changed = durable.changed() => changed.is_err(),
+            _ = stop.changed() => true,
+        };
+        let flush = *durable.borrow_and_update();
+        let write = Lsn(received.load(Ordering::Relaxed).max(flush.0));
+        let mut buf = BytesMut::with_capacity(64);
+        replication::encode_status_update(write, flush, flush, replication::pg_now(), false, &mut buf);
+        let mut out = BytesMut::with_capacity(64);
+        if let Ok(d) = frontend::CopyData::new(&buf[..]) {
+            d.write(&mut out);
+        }
+        if stopping {
+            frontend::terminate(&mut out);
+            let _ = writer.send(&out).await;
+            tracing::debug!(flush = %flush, "sent final status update to green");
+            return;
+        }
+        if let Err(e) = writer.send(&out).await {
+            tracing::debug!(error = %e, "status update to green failed; the reader will see the broken stream");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_command_quotes_names_and_uses_checkpoint() {
+        let cmd = StartOptions {
+            slot: "pgbridge_to_blue".into(),
+            publication: "My \"pub\"".into(),
+            start: Lsn(0x16_B374_D848),
+            proto_version: 1,
+        }
+        .command();
+        assert_eq!(
+            cmd,
+            "START_REPLICATION SLOT \"pgbridge_to_blue\" LOGICAL 16/B374D848 (proto_version '1', \
+             publication_names '\"My \"\"pub\"\"\"', messages 'true')"
+        );
+    }
+}

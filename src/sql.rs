@@ -1,0 +1,56 @@
+//! Quoting for generated SQL. Every identifier pgbridge writes into a statement goes through
+//! [`ident`], whatever its origin (catalog, mapping file or configuration), so a table named
+//! `"Order"; DROP TABLE x` is just an odd table name.
+
+/// `name` as a quoted identifier: `"name"`, with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `"schema"."name"`.
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+/// `value` as a string literal: `'value'`, with embedded quotes doubled. Only valid with
+/// `standard_conforming_strings = on` (the default since PostgreSQL 9.1, and required for
+/// replication connections).
+pub fn literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push('\'');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(ident("orders"), "\"orders\"");
+        assert_eq!(ident("Or\"der"), "\"Or\"\"der\"");
+        assert_eq!(qualified("public", "x; drop table y"), "\"public\".\"x; drop table y\"");
+    }
+
+    #[test]
+    fn literals_double_quotes() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal(r"back\slash"), r"'back\slash'");
+    }
+}

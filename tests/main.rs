@@ -1,0 +1,6 @@
+//! The one integration-test binary: one module per concern, each starting its own PostgreSQL
+//! clusters through `support`.
+
+mod support;
+
+mod harness_selftest;

@@ -1,0 +1,9 @@
+//! Helpers shared by the integration-test modules.
+//!
+//! Each test module uses a subset of them, so unused-item warnings would depend on which modules
+//! exist; they are silenced here rather than in every caller.
+#![allow(dead_code)]
+
+pub mod cluster;
+
+pub use cluster::{pg_bin_dir, Cluster, ClusterOptions};
