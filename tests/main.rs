@@ -4,3 +4,5 @@
 mod support;
 
 mod harness_selftest;
+mod streaming;
+mod workload;

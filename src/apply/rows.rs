@@ -97,16 +97,21 @@ impl Applier {
         new: &TupleData,
     ) -> Result<()> {
         check_arity(plan, new, lsn)?;
+        // Under REPLICA IDENTITY FULL the old tuple ('O') carries every value, detoasted: use it
+        // for the columns the new tuple marks unchanged. A key tuple ('K') does not: its
+        // non-key slots are 'n' meaning absent, never NULL.
+        let full_old = match old {
+            Some(OldTuple::Full(t)) => Some(t),
+            _ => None,
+        };
         let old = old.map(|o| match o {
             OldTuple::Key(t) | OldTuple::Full(t) => t,
         });
         if let Some(o) = old {
             check_arity(plan, o, lsn)?;
         }
-        // Under REPLICA IDENTITY FULL the old tuple carries every value, detoasted: use it for
-        // the columns the new tuple marks unchanged.
         let merged: Vec<TupleValue>;
-        let new_values: &[TupleValue] = match old {
+        let new_values: &[TupleValue] = match full_old {
             Some(o) if new.columns.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) => {
                 merged = new
                     .columns

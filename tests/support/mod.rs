@@ -4,6 +4,7 @@
 //! exist; they are silenced here rather than in every caller.
 #![allow(dead_code)]
 
+pub mod bridge;
 pub mod cluster;
 
 pub use cluster::{pg_bin_dir, Cluster, ClusterOptions};
