@@ -43,16 +43,25 @@ pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
     if pg.get_application_name().is_none() {
         pg.application_name("pgbridge");
     }
-    let (client, connection) = pg
-        .connect(NoTls)
-        .await
-        .map_err(|e| Error::postgres(format!("cannot connect to {}", endpoint.describe()), &e))?;
+    let (client, connection) = pg.connect(NoTls).await.map_err(|e| connect_error(endpoint, &e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "blue connection ended");
         }
     });
     Ok(Arc::new(client))
+}
+
+/// A failed connection attempt, with advice that fits the failure.
+pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error {
+    let e = Error::postgres(format!("cannot connect to {}", endpoint.describe()), err);
+    match err.as_db_error().map(|d| d.code().code()) {
+        Some("28P01") => e.hint(format!("check the password in {}.dsn", endpoint.side)),
+        Some("28000") => e.hint("add a pg_hba.conf line that admits this user and database"),
+        Some("3D000") => e.hint(format!("check the database name in {}.dsn", endpoint.side)),
+        Some(_) => e,
+        None => e.hint(format!("check host and port in {}.dsn and that the server is running", endpoint.side)),
+    }
 }
 
 /// Per-connection settings: no timeouts that an operator set for applications, the same

@@ -92,10 +92,13 @@ async fn dispatch(cli: Cli) -> Result<i32> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGBRIDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    // Colours only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -109,7 +112,7 @@ pub(crate) async fn connect_green_sql(config: &Config) -> Result<tokio_postgres:
     let (client, connection) = pg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| Error::postgres(format!("cannot connect to {}", config.green.describe()), &e))?;
+        .map_err(|e| crate::apply::connect_error(&config.green, &e))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
