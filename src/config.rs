@@ -249,8 +249,7 @@ impl Config {
     /// Parses configuration text; `env` resolves `${VAR}` references.
     pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let file = path.display();
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| Error::definite(format!("{file}: {}", e.to_string().trim_end().replace('\n', "\n  "))))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let expand = |key: &str, value: &str| {
             expand_env(value, env).map_err(|var| {
                 Error::definite(format!(
@@ -321,6 +320,20 @@ impl Config {
 
     pub fn is_excluded(&self, schema: &str, table: &str) -> bool {
         self.exclude.iter().any(|(s, t)| s == schema && t == table)
+    }
+}
+
+/// A TOML error as one line: `FILE:LINE:COLUMN: message`.
+pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            Error::definite(format!("{}:{line}:{column}: {message}", path.display()))
+        }
+        None => Error::definite(format!("{}: {message}", path.display())),
     }
 }
 

@@ -146,7 +146,7 @@ async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn)
     }
     let rows = conn
         .simple_query(&format!(
-            "SELECT plugin, database, wal_status, confirmed_flush_lsn::text AS confirmed, \
+            "SELECT plugin, database, wal_status, confirmed_flush_lsn::text AS confirmed, active_pid::text AS pid, \
                     (SELECT count(*) FROM pg_publication WHERE pubname = {pub})::text AS publications \
              FROM pg_replication_slots WHERE slot_name = {slot}",
             slot = sql::literal(&config.slot),
@@ -180,6 +180,15 @@ async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn)
             "publication {} does not exist on green; run `pgbridge setup`",
             config.publication
         )));
+    }
+    if let Some(pid) = rows.first("pid") {
+        // Same SQLSTATE as START_REPLICATION's own refusal, so start-up waits the same way
+        // for a walsender that has not yet noticed its client died.
+        return Err(Error::from_server(
+            format!("starting replication on {}", config.green.describe()),
+            "55006",
+            format!("replication slot \"{}\" is active for PID {pid}", config.slot),
+        ));
     }
     if let Some(confirmed) = rows.first("confirmed").and_then(|c| c.parse::<Lsn>().ok()) {
         if confirmed > checkpoint {

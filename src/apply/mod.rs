@@ -60,7 +60,10 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
         Some("28000") => e.hint("add a pg_hba.conf line that admits this user and database"),
         Some("3D000") => e.hint(format!("check the database name in {}.dsn", endpoint.side)),
         Some(_) => e,
-        None => e.hint(format!("check host and port in {}.dsn and that the server is running", endpoint.side)),
+        None => e.hint(format!(
+            "check host and port in {}.dsn and that the server is running",
+            endpoint.side
+        )),
     }
 }
 
@@ -199,7 +202,10 @@ impl Applier {
                 biased;
                 _ = shutdown.changed() => return self.finish().await,
                 event = events.recv() => match event {
-                    Some(event) => self.handle(event, events.is_empty()).await?,
+                    Some(event) => {
+                        self.handle(event).await?;
+                        self.maybe_commit(events.is_empty()).await?;
+                    }
                     None => return Err(Error::transient("the replication stream from green ended")),
                 },
                 _ = tick.tick() => self.on_tick().await?,
@@ -212,9 +218,23 @@ impl Applier {
         self.group.as_ref().map_or(self.durable, |g| g.end.max(self.durable))
     }
 
-    async fn handle(&mut self, event: SourceEvent, queue_empty: bool) -> Result<()> {
+    /// Commits the open group between green transactions when nothing more is waiting (so a
+    /// lone transaction is not delayed) or when it is big or old enough.
+    async fn maybe_commit(&mut self, queue_empty: bool) -> Result<()> {
+        let Some(group) = &self.group else { return Ok(()) };
+        if self.tx.is_some() {
+            return Ok(());
+        }
+        let full = group.rows >= self.config.max_batch_rows || group.started.elapsed() >= self.config.max_batch_delay;
+        if queue_empty || full {
+            self.commit_group().await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, event: SourceEvent) -> Result<()> {
         match event {
-            SourceEvent::Message(m) => self.on_message(m, queue_empty).await,
+            SourceEvent::Message(m) => self.on_message(m).await,
             SourceEvent::Keepalive { wal_end } => {
                 if self.tx.is_none() && wal_end > self.applied_end() {
                     // Everything green committed before wal_end has been received and applied
@@ -230,7 +250,7 @@ impl Applier {
         }
     }
 
-    async fn on_message(&mut self, message: LogicalMessage, queue_empty: bool) -> Result<()> {
+    async fn on_message(&mut self, message: LogicalMessage) -> Result<()> {
         match message {
             LogicalMessage::Begin(b) => {
                 if self.tx.is_some() {
@@ -268,11 +288,6 @@ impl Applier {
                 group.transactions += 1;
                 group.end = group.end.max(c.end_lsn);
                 group.commit_time = c.timestamp;
-                let full =
-                    group.rows >= self.config.max_batch_rows || group.started.elapsed() >= self.config.max_batch_delay;
-                if queue_empty || full {
-                    self.commit_group().await?;
-                }
                 Ok(())
             }
             LogicalMessage::Relation(r) => self.on_relation(r).await,

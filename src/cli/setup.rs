@@ -319,13 +319,13 @@ async fn validate_against_blue(blue: &Client, config: &Config, tables: &[GreenTa
             }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::definite(format!(
-            "nothing was created; fix these first:\n  - {}",
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(Error::definite(format!("{}; nothing was created", problems[0]))),
+        n => Err(Error::definite(format!(
+            "{n} problems, nothing was created; fix these first:\n  - {}",
             problems.join("\n  - ")
-        )))
+        ))),
     }
 }
 

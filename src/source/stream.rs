@@ -164,6 +164,7 @@ async fn read_one(
                 LogicalMessage::StreamStart(_) => *in_stream = true,
                 LogicalMessage::StreamStop => *in_stream = false,
                 LogicalMessage::Commit(c) => {
+                    tracing::trace!(end_lsn = %c.end_lsn, "received commit");
                     received.fetch_max(c.end_lsn.0, Ordering::Relaxed);
                 }
                 _ => {}
