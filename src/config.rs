@@ -331,7 +331,13 @@ pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            Error::definite(format!("{}:{line}:{column}: {message}", path.display()))
+            let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+            let shown: String = source_line.chars().take(80).collect();
+            if shown.is_empty() {
+                Error::definite(format!("{}:{line}:{column}: {message}", path.display()))
+            } else {
+                Error::definite(format!("{}:{line}:{column}: {message} (in `{shown}`)", path.display()))
+            }
         }
         None => Error::definite(format!("{}: {message}", path.display())),
     }

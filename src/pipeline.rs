@@ -101,9 +101,12 @@ async fn session(
     };
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source = loop {
-        let conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
-        let conn = check_slot(conn, config, checkpoint.lsn).await?;
-        match SourceHandle::start(conn, &options, durable_rx.clone(), tx.clone()).await {
+        let attempt = async {
+            let conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
+            let conn = check_slot(conn, config, checkpoint.lsn).await?;
+            SourceHandle::start(conn, &options, durable_rx.clone(), tx.clone()).await
+        };
+        match attempt.await {
             Ok(handle) => break handle,
             // A walsender of a killed pgbridge keeps the slot until it notices its client
             // is gone; give it a moment at start-up.

@@ -3,6 +3,10 @@
 
 mod support;
 
+mod bad_input;
 mod harness_selftest;
+mod recovery;
 mod streaming;
+mod truncate;
+mod types;
 mod workload;

@@ -6,7 +6,7 @@
 //!   when the key changed, the old row is deleted and the new one written (rule 5), or moved
 //!   by an UPDATE when unchanged TOAST values must be kept;
 //! * delete: by blue's key, or the first row matching green's old tuple;
-//! * truncate: the listed tables at once, with green's CASCADE and RESTART IDENTITY.
+//! * truncate: the tables green lists (its CASCADE already expanded), with RESTART IDENTITY.
 
 use std::sync::Arc;
 
@@ -212,9 +212,8 @@ impl Applier {
         if t.restart_identity() {
             text.push_str(" RESTART IDENTITY");
         }
-        if t.cascade() {
-            text.push_str(" CASCADE");
-        }
+        // Green lists every table its CASCADE reached; cascading again on blue would also empty
+        // blue-only tables. PostgreSQL's own apply worker replays with RESTRICT for the same reason.
         let ctx = Context {
             lsn,
             ..Context::new("truncate")

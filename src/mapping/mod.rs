@@ -131,7 +131,7 @@ pub fn plan_by_name(relation: &Relation, blue: &BlueTable, strict: bool) -> Resu
             }
             KeyPlan::Unique(idx)
         }
-        None if full => KeyPlan::Match((0..columns.len()).filter(|&i| columns[i].comparable).collect()),
+        None if full => KeyPlan::Match((0..columns.len()).collect()),
         None if !green_key.is_empty() => {
             let mut idx = Vec::new();
             for name in &green_key {

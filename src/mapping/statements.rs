@@ -67,9 +67,18 @@ impl Builder<'_> {
                 conds.join(" AND ")
             }
             KeyPlan::Match(cols) => {
+                // Types without an equality operator (json, point, ...) compare by their text
+                // form, normalized through blue's type on both sides.
                 let conds: Vec<String> = cols
                     .iter()
-                    .map(|&c| format!("{} IS NOT DISTINCT FROM {}", self.column(c), self.bind(c, From::Old)))
+                    .map(|&c| {
+                        let value = self.bind(c, From::Old);
+                        if self.plan.columns[c].comparable {
+                            format!("{} IS NOT DISTINCT FROM {value}", self.column(c))
+                        } else {
+                            format!("{}::text IS NOT DISTINCT FROM {value}::text", self.column(c))
+                        }
+                    })
                     .collect();
                 format!(
                     "ctid = (SELECT ctid FROM {} WHERE {} LIMIT 1)",

@@ -448,9 +448,13 @@ async fn open_socket(endpoint: &Endpoint) -> Result<Box<dyn Stream>> {
     };
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(Error::transient(format!("cannot connect to {what}: {e}"))),
+        Ok(Err(e)) => Err(Error::transient(format!(
+            "cannot connect to {what}: {e}; check host and port in {}.dsn and that the server is running",
+            endpoint.side
+        ))),
         Err(_) => Err(Error::transient(format!(
-            "cannot connect to {what}: timed out after {timeout:?}"
+            "cannot connect to {what}: timed out after {timeout:?}; check host and port in {}.dsn and the network",
+            endpoint.side
         ))),
     }
 }

@@ -165,7 +165,7 @@ pub fn rows(cluster: &Cluster, table: &str) -> Vec<String> {
         DB,
         &format!(
             "SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET datestyle = ISO; \
-             SELECT coalesce(string_agg(r, E'\\n' ORDER BY r), '') FROM (SELECT t::text AS r FROM {table} t) s"
+             SELECT coalesce(string_agg(r, E'\\n' ORDER BY r), '') FROM (SELECT pgbridge_row::text AS r FROM {table} pgbridge_row) s"
         ),
     );
     // psql prints the SET tags only without -q; keep the data lines.
