@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use tokio_postgres::error::SqlState;
-
 /// What the caller should do about an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -71,11 +69,11 @@ impl Error {
                 Error::from_server(context, db.code().code(), text)
             }
             None => {
-                let kind = if err.code().is_some() {
-                    classify(err.code())
-                } else {
-                    Kind::Transient
-                };
+                // Socket trouble (closed, I/O, connect timeout) heals by reconnecting; anything
+                // else (encoding a value, an unexpected reply) would fail the same way again.
+                let io = std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>());
+                let transient = err.is_closed() || io || err.to_string().contains("timeout");
+                let kind = if transient { Kind::Transient } else { Kind::Definite };
                 Error {
                     kind,
                     message: format!("{context}: {}", chain(err)),
@@ -132,10 +130,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-fn classify(code: Option<&SqlState>) -> Kind {
-    code.map_or(Kind::Transient, |c| classify_sqlstate(c.code()))
-}
 
 /// Transient SQLSTATEs: the server or the connection is temporarily unable, and the same work
 /// will succeed later. Everything else (data, constraint, privilege, undefined object) is

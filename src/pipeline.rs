@@ -102,7 +102,9 @@ async fn session(
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source = loop {
         let attempt = async {
-            let conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
+            let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
+            let system = conn.identify_system().await?;
+            tracing::debug!(system_id = %system.system_id, timeline = system.timeline, wal = %system.xlogpos, "green identified");
             let conn = check_slot(conn, config, checkpoint.lsn).await?;
             SourceHandle::start(conn, &options, durable_rx.clone(), tx.clone()).await
         };

@@ -260,10 +260,9 @@ fn types_full_identity_rows_differing_only_in_json_or_point() {
     pair.green.psql(DB, "ALTER TABLE public.loose REPLICA IDENTITY FULL");
     pair.setup();
     let bridge = pair.run();
-    // Blue locates the old row with `a IS NOT DISTINCT FROM $1 AND label IS NOT DISTINCT FROM $2
-    // LIMIT 1`, leaving json and point out because they have no `=`; so it picks the first of
-    // the rows below, not the one green changed. json's text round-trips exactly (compare
-    // `j::text`) and point has `~=`.
+    // Regression: json and point have no `=`, and once were left out of the row match, so blue
+    // changed the first of these rows instead of the one green changed. They are now compared
+    // by their text form.
     pair.green.psql(
         DB,
         r#"

@@ -16,3 +16,21 @@ pub mod replication;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct DecodeError(pub String);
+
+/// Helpers shared by the decoders' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use bytes::Bytes;
+
+    /// One fixture line of lowercase hex as bytes.
+    pub fn unhex(line: &str) -> Bytes {
+        let digits = line.trim().as_bytes();
+        let value = |c: u8| char::from(c).to_digit(16).expect("fixture is hex") as u8;
+        Bytes::from(
+            digits
+                .chunks_exact(2)
+                .map(|pair| value(pair[0]) << 4 | value(pair[1]))
+                .collect::<Vec<u8>>(),
+        )
+    }
+}

@@ -788,16 +788,7 @@ mod tests {
 
     // ---- helpers -------------------------------------------------------------------------
 
-    fn unhex(line: &str) -> Bytes {
-        let digits = line.trim().as_bytes();
-        let value = |c: u8| char::from(c).to_digit(16).expect("fixture is hex") as u8;
-        Bytes::from(
-            digits
-                .chunks_exact(2)
-                .map(|pair| value(pair[0]) << 4 | value(pair[1]))
-                .collect::<Vec<u8>>(),
-        )
-    }
+    use crate::protocol::test_util::unhex;
 
     /// Each fixture line with the `in_stream` flag a consumer would pass for it.
     fn frames(fixture: &str) -> Vec<(Bytes, bool)> {

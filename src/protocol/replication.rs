@@ -137,16 +137,7 @@ mod tests {
 
     const CAPTURED: &str = include_str!("../../tests/fixtures/pgoutput/walsender_copydata.hex");
 
-    fn unhex(line: &str) -> Bytes {
-        let digits = line.trim().as_bytes();
-        let value = |c: u8| char::from(c).to_digit(16).expect("fixture is hex") as u8;
-        Bytes::from(
-            digits
-                .chunks_exact(2)
-                .map(|pair| value(pair[0]) << 4 | value(pair[1]))
-                .collect::<Vec<u8>>(),
-        )
-    }
+    use crate::protocol::test_util::unhex;
 
     fn captured() -> Vec<Bytes> {
         CAPTURED.lines().filter(|l| !l.trim().is_empty()).map(unhex).collect()
