@@ -169,13 +169,13 @@ fn apply_error_keeps_slot_and_checkpoint() {
 
 /// Case 12: WAL written only to an unpublished table, while published tables are idle: the
 /// keepalive positions move the checkpoint, the slot's confirmed and restart LSNs, so green does
-/// not retain the WAL. Size with PGBRIDGE_TEST_CHURN_MB (default 96; the full case is 2048).
+/// not retain the WAL. Size with PGBRIDGE_TEST_CHURN_MB (default 2048, the full case).
 #[test]
 fn idle_publication_does_not_retain_wal() {
     let churn_mb: u64 = std::env::var("PGBRIDGE_TEST_CHURN_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(96);
+        .unwrap_or(2048);
     let pair = Pair::start();
     pair.both("CREATE TABLE published (id int PRIMARY KEY)");
     pair.setup();
