@@ -258,3 +258,63 @@ fn large_transaction_in_bounded_memory() {
     assert!(peak_kb > 0 && peak_kb < 200 * 1024, "peak RSS {peak_kb} kB");
     assert_eq!(bridge.terminate(), 0);
 }
+
+/// Case 13: blue blocks the apply for longer than green's wal_sender_timeout, with more
+/// changes waiting than the reader's channel holds: the feedback task keeps the stream alive
+/// (same walsender before and after, no reconnect) and nothing is lost.
+#[test]
+fn blocked_blue_does_not_time_out_the_stream() {
+    let green = crate::support::ClusterOptions {
+        settings: vec![("wal_sender_timeout".into(), "2s".into())],
+        ..Default::default()
+    };
+    let pair = std::sync::Arc::new(Pair::start_with(green, Default::default()));
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO t VALUES (0, 'first')");
+    pair.wait_caught_up(&bridge);
+    let walsender = |p: &Pair| {
+        p.green.psql(
+            DB,
+            "SELECT pid FROM pg_stat_replication WHERE application_name = 'pgbridge'",
+        )
+    };
+    let before = walsender(&pair);
+    assert!(!before.is_empty(), "pgbridge should be streaming");
+
+    let locker = {
+        let pair = pair.clone();
+        std::thread::spawn(move || {
+            pair.blue.psql(
+                DB,
+                "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;",
+            )
+        })
+    };
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            pair.blue.psql(
+                DB,
+                "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 't'::regclass",
+            ) == "1"
+        },
+        || "lock not taken".into(),
+    );
+    // 20,000 single-row transactions: far more messages than the reader's channel holds.
+    pair.green.psql(
+        DB,
+        "DO $$ BEGIN FOR i IN 1..20000 LOOP INSERT INTO t VALUES (i, 'row ' || i); COMMIT; END LOOP; END $$",
+    );
+    locker.join().expect("locker");
+    pair.wait_caught_up(&bridge);
+    pair.assert_same("t");
+    assert_eq!(
+        walsender(&pair),
+        before,
+        "the replication connection must have survived:\n{}",
+        bridge.log()
+    );
+    assert!(!bridge.log().contains("reconnecting"), "{}", bridge.log());
+}
