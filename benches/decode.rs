@@ -61,6 +61,7 @@ fn statements(c: &mut Criterion) {
         key: KeyPlan::Unique(vec![0]),
         replica_identity: ReplicaIdentity::Default,
         overriding_system_value: false,
+        blue_partitioned: false,
     };
     c.bench_function("build_upsert_12_columns", |b| {
         b.iter(|| std::hint::black_box(build(&plan, &Shape::Upsert)))

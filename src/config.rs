@@ -180,6 +180,26 @@ impl Endpoint {
                 file.display()
             ))
         })?;
+        match pg.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => {}
+            _ => {
+                return Err(Error::definite(format!(
+                    "{}: {side}.dsn asks for sslmode=require or stronger, but this version of pgbridge \
+                     does not speak TLS yet; use sslmode=disable on a trusted network or a TLS tunnel",
+                    file.display()
+                )))
+            }
+        }
+        let host_with_at = pg.get_hosts().iter().any(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.contains('@'),
+            _ => false,
+        });
+        if host_with_at {
+            return Err(Error::definite(format!(
+                "{}: {side}.dsn has an '@' in its host part; percent-encode '@' in user names and passwords as %40",
+                file.display()
+            )));
+        }
         if pg.get_hosts().is_empty() {
             return Err(Error::definite(format!(
                 "{}: {side}.dsn names no host; add one, e.g. postgres://user@localhost:5432/dbname",
@@ -331,12 +351,15 @@ pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            // Name the key of the offending line, never its value: it may be a DSN with a password.
             let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
-            let shown: String = source_line.chars().take(80).collect();
-            if shown.is_empty() {
-                Error::definite(format!("{}:{line}:{column}: {message}", path.display()))
-            } else {
-                Error::definite(format!("{}:{line}:{column}: {message} (in `{shown}`)", path.display()))
+            let key = source_line
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.len() <= 64);
+            match key {
+                Some(key) => Error::definite(format!("{}:{line}:{column}: {key}: {message}", path.display())),
+                None => Error::definite(format!("{}:{line}:{column}: {message}", path.display())),
             }
         }
         None => Error::definite(format!("{}: {message}", path.display())),
@@ -486,6 +509,25 @@ dsn = "host=blue-host port=5433 user=bridge dbname=app"
         let msg = err.to_string();
         assert!(msg.contains("/etc/pgbridge/pgbridge.toml"), "{msg}");
         assert!(msg.contains("max_batch_rowz"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_errors_never_echo_a_dsn() {
+        let text = MINIMAL.replace("${GREEN_PASSWORD}", "pa\\ss");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":3:") && msg.contains("dsn") && !msg.contains("pa\\ss"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn tls_and_ambiguous_hosts_are_refused() {
+        let tls = MINIMAL.replace("app\"\n[blue]", "app?sslmode=require\"\n[blue]");
+        assert!(parse(&tls).unwrap_err().to_string().contains("TLS"));
+        let at = MINIMAL.replace("${GREEN_PASSWORD}", "p@ss");
+        let msg = parse(&at).unwrap_err().to_string();
+        assert!(msg.contains("%40") && !msg.contains("p@ss"), "{msg}");
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl std::error::Error for Error {}
 /// will succeed later. Everything else (data, constraint, privilege, undefined object) is
 /// definite.
 pub fn classify_sqlstate(code: &str) -> Kind {
-    let transient = code.starts_with("08") // connection exception
+    let transient = (code.starts_with("08") && code != "08P01") // connection exception, not a protocol violation
         || code.starts_with("53") // insufficient resources (disk full, out of memory, too many connections)
         || code.starts_with("58") // system error (I/O)
         || matches!(

@@ -60,7 +60,9 @@ pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Re
         };
         // Before the first successful start, a problem is most likely configuration: say so
         // at once rather than retrying forever.
-        if !err.is_transient() || !streamed {
+        // A failure while finishing on shutdown is reported, not retried: exit 0 would claim
+        // a clean stop. Nothing is lost either way; the next start resumes from the checkpoint.
+        if !err.is_transient() || !streamed || *shutdown.borrow() {
             return Err(err);
         }
         if session_start.elapsed() > Duration::from_secs(30) {

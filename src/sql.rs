@@ -21,15 +21,19 @@ pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))
 }
 
-/// `value` as a string literal: `'value'`, with embedded quotes doubled. Only valid with
-/// `standard_conforming_strings = on` (the default since PostgreSQL 9.1, and required for
-/// replication connections).
+/// `value` as a string literal: `'value'` with embedded quotes doubled, or `E'...'` with
+/// backslashes doubled too when it holds any, so it reads the same whatever the server's
+/// `standard_conforming_strings`.
 pub fn literal(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+    let escape = value.contains('\\');
+    let mut out = String::with_capacity(value.len() + 3);
+    if escape {
+        out.push('E');
+    }
     out.push('\'');
     for c in value.chars() {
-        if c == '\'' {
-            out.push('\'');
+        if c == '\'' || (escape && c == '\\') {
+            out.push(c);
         }
         out.push(c);
     }
@@ -51,6 +55,6 @@ mod tests {
     #[test]
     fn literals_double_quotes() {
         assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(literal(r"back\slash"), r"'back\slash'");
+        assert_eq!(literal(r"back\slash"), r"E'back\\slash'");
     }
 }

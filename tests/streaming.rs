@@ -158,3 +158,59 @@ fn recreated_table_gets_a_new_oid() {
         "1=after,2=new"
     );
 }
+
+/// Keyless rows on a partitioned blue table: ctid repeats across partitions, so an update or
+/// delete must still hit exactly one row (matched by tableoid and ctid).
+#[test]
+fn keyless_rows_on_a_partitioned_blue_table() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE p (a int, b text); ALTER TABLE p REPLICA IDENTITY FULL;",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE p (a int, b text) PARTITION BY LIST (a); \
+         CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1); CREATE TABLE p2 PARTITION OF p FOR VALUES IN (2);",
+    );
+    pair.setup();
+    let bridge = pair.run();
+    // Each partition's first row sits at ctid (0,1).
+    pair.green.psql(DB, "INSERT INTO p VALUES (1, 'x'), (2, 'x')");
+    pair.green.psql(DB, "UPDATE p SET b = 'y' WHERE a = 2");
+    pair.green.psql(DB, "DELETE FROM p WHERE a = 1");
+    pair.wait_caught_up(&bridge);
+    assert_eq!(pair.blue.psql(DB, "SELECT string_agg(a || b, ',') FROM p"), "2y");
+    pair.green.psql(
+        DB,
+        "INSERT INTO p VALUES (1, 'z'); TRUNCATE p; INSERT INTO p VALUES (2, 'after');",
+    );
+    pair.wait_caught_up(&bridge);
+    pair.assert_same("p");
+}
+
+/// Two rows swap keys under a DEFERRABLE primary key on green. Applied row by row, the first
+/// move meets the other row's key on blue: pgbridge must stop loudly rather than overwrite it.
+#[test]
+fn deferred_key_swap_fails_loudly_instead_of_overwriting() {
+    let pair = Pair::start();
+    // A deferrable key cannot be the replica identity, so green needs FULL.
+    pair.green.psql(
+        DB,
+        "CREATE TABLE s (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, v text); ALTER TABLE s REPLICA IDENTITY FULL;",
+    );
+    pair.blue.psql(DB, "CREATE TABLE s (id int PRIMARY KEY, v text)");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO s VALUES (1, 'a'), (2, 'b')");
+    pair.wait_caught_up(&bridge);
+    pair.green.psql(DB, "UPDATE s SET id = 3 - id");
+    let (code, log) = bridge.wait_exit(std::time::Duration::from_secs(60));
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("public.s") && log.contains("duplicate key"), "{log}");
+    assert_eq!(
+        pair.blue.psql(DB, "SELECT string_agg(id || v, ',' ORDER BY id) FROM s"),
+        "1a,2b",
+        "blue is left as it was"
+    );
+}

@@ -77,6 +77,15 @@ async fn prepare_session(client: &Client) -> Result<bool> {
         )
         .await
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    // Timeouts an operator may have set for applications, where they exist (PostgreSQL 14+
+    // idle_session_timeout, 17+ transaction_timeout): a large transaction must not be cut off.
+    client
+        .batch_execute(
+            "SELECT set_config(name, '0', false) FROM pg_settings \
+             WHERE name IN ('idle_session_timeout', 'transaction_timeout')",
+        )
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
     let sync: String = client
         .query_one("SELECT current_setting('synchronous_commit')", &[])
         .await

@@ -147,17 +147,24 @@ impl Applier {
                     !same(&old_values[i], &new_values[i])
                 });
                 if complete {
-                    if key_changed {
-                        self.run_shape(
-                            plan,
-                            Shape::Delete,
-                            lsn,
-                            "delete (key change)",
-                            Values { new: None, ..values },
-                        )
-                        .await?;
+                    if !key_changed {
+                        return self
+                            .run_shape(plan, Shape::Upsert, lsn, "update", Values { old: None, ..values })
+                            .await;
                     }
-                    self.run_shape(plan, Shape::Upsert, lsn, "update", Values { old: None, ..values })
+                    if plan.overriding_system_value {
+                        // GENERATED ALWAYS identity columns cannot be set by UPDATE.
+                        let old_only = Values { new: None, ..values };
+                        self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", old_only)
+                            .await?;
+                        return self
+                            .run_shape(plan, Shape::Upsert, lsn, "update", Values { old: None, ..values })
+                            .await;
+                    }
+                    // Move the row rather than delete-and-upsert: should blue already hold the
+                    // new key (a swap under a deferrable key on green), this fails instead of
+                    // silently overwriting that row.
+                    self.run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
                         .await
                 } else {
                     // Keep blue's stored TOAST values: update only what green sent, moving the
@@ -202,13 +209,16 @@ impl Applier {
         let mut tables = Vec::new();
         for &oid in &t.relation_oids {
             if let Some((plan, _)) = self.change_target(oid).await? {
-                tables.push(plan.blue_sql.clone());
+                // ONLY keeps blue's inheritance children alone, but a partitioned table can
+                // only be truncated as a whole.
+                let only = if plan.blue_partitioned { "" } else { "ONLY " };
+                tables.push(format!("{only}{}", plan.blue_sql));
             }
         }
         if tables.is_empty() {
             return Ok(());
         }
-        let mut text = format!("TRUNCATE ONLY {}", tables.join(", "));
+        let mut text = format!("TRUNCATE {}", tables.join(", "));
         if t.restart_identity() {
             text.push_str(" RESTART IDENTITY");
         }

@@ -254,7 +254,7 @@ async fn green_relation(green: &Client, oid: u32, namespace: String, name: Strin
         .query(
             "SELECT a.attname::text, a.atttypid, a.atttypmod, \
                     a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
-                        CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
+                        CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
                     OR c.relreplident = 'f' \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \

@@ -22,6 +22,8 @@ pub struct BlueTable {
     pub schema: String,
     pub name: String,
     pub columns: Vec<BlueColumn>,
+    /// A partitioned table (relkind 'p'): `TRUNCATE ONLY` does not apply to it.
+    pub partitioned: bool,
     /// Primary key columns, or else those of a unique, non-partial index on NOT NULL
     /// columns; `None` when blue has neither.
     pub key: Option<Vec<String>>,
@@ -34,7 +36,7 @@ impl BlueTable {
 }
 
 const COLUMNS_SQL: &str = "
-SELECT a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
+SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
        a.attnotnull, a.atthasdef, a.attidentity = 'a', a.attgenerated <> '',
        coalesce(bt.typname, et.typname, t.typname) NOT IN
          ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot')
@@ -50,6 +52,7 @@ ORDER BY a.attnum";
 
 /// Key columns in index order: the primary key first, else the unique index on NOT NULL
 /// columns with the fewest columns (ties by name) that has no predicate or expressions.
+/// Deferrable constraints cannot arbitrate ON CONFLICT, so they do not count.
 const KEY_SQL: &str = "
 SELECT array_agg(a.attname::text ORDER BY k.ord)
 FROM pg_index i
@@ -57,7 +60,7 @@ CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 JOIN pg_class ic ON ic.oid = i.indexrelid
 WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
-  AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND i.indisunique AND i.indisvalid AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL
 GROUP BY i.indexrelid, i.indisprimary, ic.relname
 HAVING bool_and(a.attnotnull)
 ORDER BY i.indisprimary DESC, count(*), ic.relname
@@ -76,13 +79,13 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
     let columns = rows
         .iter()
         .map(|r| BlueColumn {
-            name: r.get(0),
-            type_sql: r.get(1),
-            not_null: r.get(2),
-            has_default: r.get(3),
-            identity_always: r.get(4),
-            generated: r.get(5),
-            comparable: r.get(6),
+            name: r.get(1),
+            type_sql: r.get(2),
+            not_null: r.get(3),
+            has_default: r.get(4),
+            identity_always: r.get(5),
+            generated: r.get(6),
+            comparable: r.get(7),
         })
         .collect();
     let key = client
@@ -93,6 +96,7 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
     Ok(Some(BlueTable {
         schema: schema.to_string(),
         name: name.to_string(),
+        partitioned: rows[0].get(0),
         columns,
         key,
     }))

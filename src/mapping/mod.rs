@@ -59,6 +59,8 @@ pub struct TablePlan {
     pub replica_identity: ReplicaIdentity,
     /// Blue has a GENERATED ALWAYS identity column that we write.
     pub overriding_system_value: bool,
+    /// The blue table is partitioned.
+    pub blue_partitioned: bool,
 }
 
 impl TablePlan {
@@ -165,6 +167,7 @@ pub fn plan_by_name(relation: &Relation, blue: &BlueTable, strict: bool) -> Resu
         key,
         replica_identity: relation.replica_identity,
         overriding_system_value: overriding,
+        blue_partitioned: blue.partitioned,
     }))
 }
 
@@ -210,6 +213,7 @@ mod tests {
                 })
                 .collect(),
             key: key.map(|k| k.iter().map(|s| s.to_string()).collect()),
+            partitioned: false,
         }
     }
 

@@ -39,6 +39,10 @@ pub enum Shape {
     Update(Vec<usize>),
     /// Delete the row found by the old key.
     Delete,
+    /// A key change with the whole new row known: move the row found by the old key to the
+    /// new one (a row already holding the new key makes it fail loudly, never overwritten), or
+    /// upsert the new row when the old one is gone (replay).
+    MoveOrUpsert,
 }
 
 struct Builder<'a> {
@@ -80,14 +84,59 @@ impl Builder<'_> {
                         }
                     })
                     .collect();
+                // ctid is unique only within one partition or inheritance child: pair it with
+                // tableoid so exactly one row is hit.
                 format!(
-                    "ctid = (SELECT ctid FROM {} WHERE {} LIMIT 1)",
+                    "(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {} LIMIT 1)",
                     self.plan.blue_sql,
                     conds.join(" AND ")
                 )
             }
         }
     }
+}
+
+/// `INSERT INTO t (...) VALUES (...)`, or `... SELECT ... <source_tail>` when `source_tail` is
+/// given, followed by the upsert clause for [`Shape::Upsert`]-like shapes on a unique key.
+fn insert_text(
+    plan: &TablePlan,
+    b: &Builder<'_>,
+    values: &[String],
+    source_tail: Option<&str>,
+    upsert: bool,
+) -> String {
+    let names: Vec<String> = (0..plan.columns.len()).map(|c| b.column(c)).collect();
+    let overriding = if plan.overriding_system_value {
+        " OVERRIDING SYSTEM VALUE"
+    } else {
+        ""
+    };
+    let source = match source_tail {
+        Some(tail) => format!("SELECT {}{tail}", values.join(", ")),
+        None => format!("VALUES ({})", values.join(", ")),
+    };
+    let mut text = format!(
+        "INSERT INTO {} ({}){overriding} {source}",
+        plan.blue_sql,
+        names.join(", ")
+    );
+    if let (true, KeyPlan::Unique(key)) = (upsert, &plan.key) {
+        let conflict: Vec<String> = key.iter().map(|&c| b.column(c)).collect();
+        let updates: Vec<String> = (0..plan.columns.len())
+            .filter(|c| !key.contains(c))
+            .map(|c| format!("{0} = EXCLUDED.{0}", b.column(c)))
+            .collect();
+        if updates.is_empty() {
+            text.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", conflict.join(", ")));
+        } else {
+            text.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                conflict.join(", "),
+                updates.join(", ")
+            ));
+        }
+    }
+    text
 }
 
 /// Generates the statement for `shape`.
@@ -98,38 +147,23 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
     };
     let text = match shape {
         Shape::Upsert | Shape::Insert => {
-            let all: Vec<usize> = (0..plan.columns.len()).collect();
-            let names: Vec<String> = all.iter().map(|&c| b.column(c)).collect();
-            let values: Vec<String> = all.iter().map(|&c| b.bind(c, From::New)).collect();
-            let overriding = if plan.overriding_system_value {
-                " OVERRIDING SYSTEM VALUE"
-            } else {
-                ""
-            };
-            let mut text = format!(
-                "INSERT INTO {} ({}){overriding} VALUES ({})",
+            let values: Vec<String> = (0..plan.columns.len()).map(|c| b.bind(c, From::New)).collect();
+            insert_text(plan, &b, &values, None, *shape == Shape::Upsert)
+        }
+        Shape::MoveOrUpsert => {
+            let values: Vec<String> = (0..plan.columns.len()).map(|c| b.bind(c, From::New)).collect();
+            let sets: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(c, v)| format!("{} = {v}", b.column(c)))
+                .collect();
+            let locate = b.locate();
+            let insert = insert_text(plan, &b, &values, Some(" WHERE NOT EXISTS (SELECT 1 FROM moved)"), true);
+            format!(
+                "WITH moved AS (UPDATE {} SET {} WHERE {locate} RETURNING 1) {insert}",
                 plan.blue_sql,
-                names.join(", "),
-                values.join(", ")
-            );
-            if let (Shape::Upsert, KeyPlan::Unique(key)) = (shape, &plan.key) {
-                let conflict: Vec<String> = key.iter().map(|&c| b.column(c)).collect();
-                let updates: Vec<String> = all
-                    .iter()
-                    .filter(|c| !key.contains(c))
-                    .map(|&c| format!("{0} = EXCLUDED.{0}", b.column(c)))
-                    .collect();
-                if updates.is_empty() {
-                    text.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", conflict.join(", ")));
-                } else {
-                    text.push_str(&format!(
-                        " ON CONFLICT ({}) DO UPDATE SET {}",
-                        conflict.join(", "),
-                        updates.join(", ")
-                    ));
-                }
-            }
-            text
+                sets.join(", ")
+            )
         }
         Shape::Update(set) => {
             let sets: Vec<String> = set
@@ -171,6 +205,7 @@ mod tests {
             key,
             replica_identity: ReplicaIdentity::Default,
             overriding_system_value: false,
+            blue_partitioned: false,
         }
     }
 
@@ -208,9 +243,31 @@ mod tests {
         let sql = build(&plan(KeyPlan::Match(vec![0, 1])), &Shape::Delete);
         assert_eq!(
             sql.text,
-            "DELETE FROM \"public\".\"t\" WHERE ctid = (SELECT ctid FROM \"public\".\"t\" WHERE \
+            "DELETE FROM \"public\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"public\".\"t\" WHERE \
              \"id\" IS NOT DISTINCT FROM $1::\"pg_catalog\".\"int4\" AND \"a\" IS NOT DISTINCT FROM \
              $2::\"pg_catalog\".\"int4\" LIMIT 1)"
+        );
+    }
+
+    #[test]
+    fn key_change_moves_the_row_or_upserts_on_replay() {
+        let sql = build(&plan(KeyPlan::Unique(vec![0])), &Shape::MoveOrUpsert);
+        let t = "\"pg_catalog\".\"int4\"";
+        assert_eq!(
+            sql.text,
+            format!(
+                "WITH moved AS (UPDATE \"public\".\"t\" SET \"id\" = $1::{t}, \"a\" = $2::{t}, \"Odd\"\"Name\" = $3::{t} \
+                 WHERE \"id\" = $4::{t} RETURNING 1) INSERT INTO \"public\".\"t\" (\"id\", \"a\", \"Odd\"\"Name\") \
+                 SELECT $1::{t}, $2::{t}, $3::{t} WHERE NOT EXISTS (SELECT 1 FROM moved) ON CONFLICT (\"id\") DO UPDATE \
+                 SET \"a\" = EXCLUDED.\"a\", \"Odd\"\"Name\" = EXCLUDED.\"Odd\"\"Name\""
+            )
+        );
+        assert_eq!(
+            sql.params[3],
+            Param {
+                column: 0,
+                from: From::Old
+            }
         );
     }
 

@@ -28,7 +28,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 const MAX_MESSAGE_LEN: usize = 1 << 30;
 
 /// Startup options so that pgoutput prints values in a form blue parses back exactly.
-const SESSION_OPTIONS: &str = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+const SESSION_OPTIONS: &str = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c TimeZone=UTC";
 
 /// One backend message as far as the replication client cares.
 pub enum Backend {
@@ -199,6 +199,7 @@ impl ReplicationConn {
             ))
         };
         let mut scram: Option<ScramSha256> = None;
+        let mut scram_verified = false;
         loop {
             let msg = match self.reader.next().await? {
                 Backend::Message(m) => m,
@@ -206,6 +207,12 @@ impl ReplicationConn {
             };
             let mut out = BytesMut::new();
             match msg {
+                Message::AuthenticationOk if scram.as_ref().is_some_and(|_| !scram_verified) => {
+                    return Err(Error::definite(format!(
+                        "{} accepted the login without proving it knows the SCRAM password; refusing to continue",
+                        self.describe
+                    )))
+                }
                 Message::AuthenticationOk => return Ok(()),
                 Message::AuthenticationCleartextPassword => {
                     let pw = password.ok_or_else(need_password)?;
@@ -242,6 +249,7 @@ impl ReplicationConn {
                 Message::AuthenticationSaslFinal(body) => {
                     let s = scram.as_mut().ok_or_else(|| self.unexpected("SASL final"))?;
                     s.finish(body.data()).map_err(|e| self.auth_failed(e))?;
+                    scram_verified = true;
                     continue;
                 }
                 Message::ErrorResponse(body) => {

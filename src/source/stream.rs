@@ -20,6 +20,11 @@ use crate::sql;
 /// How often a status update is sent even when nothing changed. PostgreSQL's default
 /// `wal_sender_timeout` is 60 s; operators shorten it, so stay far below any sane value.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Every this many status updates asks green to answer, so a silent connection is noticed.
+const REPLY_REQUEST_EVERY: u32 = 10;
+/// With replies requested every 10 s, this long without a message means the connection is
+/// dead (a half-open TCP connection after a failover or partition never reports an error).
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What the reader hands to the applier, in stream order.
 #[derive(Debug)]
@@ -85,11 +90,16 @@ impl SourceHandle {
 
     /// Stops reading, sends a last status update with the final durable position and closes
     /// the connection.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.reader.abort();
         let _ = self.stop.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), self.writer).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.writer)
+            .await
+            .is_err()
+        {
             tracing::warn!("green did not accept the final status update within 5 s");
+            // Do not keep the socket (and so the slot) busy for the next session.
+            self.writer.abort();
         }
     }
 }
@@ -102,10 +112,15 @@ async fn read_loop(
 ) {
     let mut in_stream = false;
     loop {
-        let event = match read_one(&mut reader, &received, &reply, &mut in_stream).await {
-            Ok(Some(event)) => event,
-            Ok(None) => continue,
-            Err(e) => SourceEvent::Failed(e),
+        let read = tokio::time::timeout(SILENCE_LIMIT, read_one(&mut reader, &received, &reply, &mut in_stream));
+        let event = match read.await {
+            Ok(Ok(Some(event))) => event,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => SourceEvent::Failed(e),
+            Err(_) => SourceEvent::Failed(Error::transient(format!(
+                "no message from green for {} s although replies were requested; the connection is presumed dead",
+                SILENCE_LIMIT.as_secs()
+            ))),
         };
         let failed = matches!(event, SourceEvent::Failed(_));
         if let SourceEvent::Keepalive { .. } = event {
@@ -183,6 +198,7 @@ async fn write_loop(
 ) {
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent: u32 = 0;
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
@@ -193,7 +209,9 @@ async fn write_loop(
         let flush = *durable.borrow_and_update();
         let write = Lsn(received.load(Ordering::Relaxed).max(flush.0));
         let mut buf = BytesMut::with_capacity(64);
-        replication::encode_status_update(write, flush, flush, replication::pg_now(), false, &mut buf);
+        sent = sent.wrapping_add(1);
+        let ask_reply = sent % REPLY_REQUEST_EVERY == 0;
+        replication::encode_status_update(write, flush, flush, replication::pg_now(), ask_reply, &mut buf);
         let mut out = BytesMut::with_capacity(64);
         if let Ok(d) = frontend::CopyData::new(&buf[..]) {
             d.write(&mut out);
