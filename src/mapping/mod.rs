@@ -9,6 +9,7 @@
 //! name. Blue columns that green lacks keep blue's default on insert and are left alone on update.
 
 pub mod catalog;
+pub mod file;
 pub mod statements;
 
 use std::sync::Arc;
