@@ -4,8 +4,9 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use pgbridge::mapping::catalog::{BlueColumn, BlueTable};
 use pgbridge::mapping::statements::{build, Shape};
-use pgbridge::mapping::{ColumnPlan, KeyPlan, TablePlan};
+use pgbridge::mapping::{plan, GreenColumn, GreenTable};
 use pgbridge::protocol::pgoutput::{decode, ReplicaIdentity};
 
 fn fixture(name: &str) -> Vec<Bytes> {
@@ -42,27 +43,37 @@ fn decoding(c: &mut Criterion) {
 }
 
 fn statements(c: &mut Criterion) {
-    let columns = (0..12)
-        .map(|i| ColumnPlan {
-            green_index: i,
-            green_name: format!("column_{i}"),
-            blue_name: format!("column_{i}"),
-            blue_type: "\"pg_catalog\".\"text\"".into(),
-            comparable: true,
-        })
-        .collect();
-    let plan = TablePlan {
-        green_oid: 1,
-        green_name: "public.orders".into(),
-        blue_name: "public.orders".into(),
-        blue_sql: "\"public\".\"orders\"".into(),
-        green_columns: 12,
-        columns,
-        key: KeyPlan::Unique(vec![0]),
+    let green = GreenTable {
+        oid: 1,
+        namespace: "public".into(),
+        name: "orders".into(),
         replica_identity: ReplicaIdentity::Default,
-        overriding_system_value: false,
-        blue_partitioned: false,
+        columns: (0..12)
+            .map(|i| GreenColumn {
+                name: format!("column_{i}"),
+                type_sql: "\"pg_catalog\".\"text\"".into(),
+                is_key: i == 0,
+            })
+            .collect(),
     };
+    let blue = BlueTable {
+        schema: "public".into(),
+        name: "orders".into(),
+        partitioned: false,
+        columns: (0..12)
+            .map(|i| BlueColumn {
+                name: format!("column_{i}"),
+                type_sql: "\"pg_catalog\".\"text\"".into(),
+                not_null: i == 0,
+                has_default: false,
+                identity_always: false,
+                generated: false,
+                comparable: true,
+            })
+            .collect(),
+        key: Some(vec!["column_0".into()]),
+    };
+    let plan = plan(&green, &blue, None, true).expect("plan");
     c.bench_function("build_upsert_12_columns", |b| {
         b.iter(|| std::hint::black_box(build(&plan, &Shape::Upsert)))
     });

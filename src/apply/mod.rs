@@ -26,8 +26,9 @@ use crate::config::{Config, Endpoint};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::lsn::Lsn;
+use crate::mapping::resolve::{Mappings, TypeNames};
 use crate::mapping::statements::{self, Shape};
-use crate::mapping::{self, catalog, TablePlan};
+use crate::mapping::{GreenTable, TablePlan};
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
 use exec::{Context, Pipeline, TextParam};
@@ -141,6 +142,8 @@ pub struct Applier {
     config: Arc<Config>,
     pipe: Pipeline,
     relations: HashMap<u32, Rel>,
+    mappings: Mappings,
+    types: TypeNames,
     statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
     advance: Statement,
     advance_idle: Statement,
@@ -177,10 +180,13 @@ impl Applier {
             .prepare_typed(&checkpoint::advance_idle_sql(&config.schema), &text3[..2])
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
+        let mappings = Mappings::load(&config)?;
         Ok(Applier {
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
             relations: HashMap::new(),
+            mappings,
+            types: TypeNames::default(),
             statements: HashMap::new(),
             advance,
             advance_idle,
@@ -325,7 +331,11 @@ impl Applier {
                 }
                 Ok(())
             }
-            LogicalMessage::Origin(_) | LogicalMessage::Type(_) => Ok(()),
+            LogicalMessage::Type(t) => {
+                self.types.learn(t.oid, &t.namespace, &t.name);
+                Ok(())
+            }
+            LogicalMessage::Origin(_) => Ok(()),
             LogicalMessage::StreamStart(_)
             | LogicalMessage::StreamStop
             | LogicalMessage::StreamCommit(_)
@@ -475,22 +485,21 @@ impl Applier {
 
     async fn resolve(&mut self, oid: u32) -> Result<Arc<TablePlan>> {
         self.pipe.drain().await?;
-        let rel = &self.relations[&oid];
-        let (schema, name) = (rel.relation.namespace.clone(), rel.relation.name.clone());
-        let blue = match catalog::load_table(self.pipe.client(), &schema, &name).await {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                return Err(Error::definite(format!(
-                    "green table {schema}.{name} has no table of that name on blue; create it on blue, \
-                     or add \"{schema}.{name}\" to [mapping] exclude in {} and remove it from the publication",
-                    self.config.path.display()
-                )))
-            }
-            Err(e) => return Err(self.pipe.root_cause(e).await),
+        let relation = self.relations[&oid].relation.clone();
+        let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
+        let planned = async {
+            self.types.resolve_builtins(self.pipe.client(), &oids).await?;
+            let green = GreenTable::from_relation(&relation, |o| self.types.get(o))?;
+            self.mappings.plan(self.pipe.client(), &green).await
         };
-        let plan = mapping::plan_by_name(&rel.relation, &blue, self.config.strict)?;
-        tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.columns.len(), "mapped green table");
-        self.relations.get_mut(&oid).expect("relation just looked up").plan = Some(plan.clone());
+        let plan = match planned.await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => return Err(self.pipe.root_cause(e).await),
+            Err(e) => return Err(e),
+        };
+        let rel = self.relations.get_mut(&oid).expect("relation just looked up");
+        tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.targets.len(), "mapped green table");
+        rel.plan = Some(plan.clone());
         Ok(plan)
     }
 
@@ -531,7 +540,7 @@ impl Applier {
         action: &'static str,
         values: rows::Values<'_>,
     ) -> Result<()> {
-        let key = (plan.green_oid, shape);
+        let key = (plan.green.oid, shape);
         if !self.statements.contains_key(&key) {
             let sql = statements::build(plan, &key.1);
             let types = vec![Type::TEXT; sql.params.len()];

@@ -2,9 +2,9 @@
 //!
 //! * insert: upsert by blue's key (idempotent replay), or a plain insert without one;
 //! * update: upsert when the whole row is known; when green left unchanged TOAST values out
-//!   ('u'), an UPDATE of only the columns it sent, so blue keeps its stored value (rule 4);
-//!   when the key changed, the old row is deleted and the new one written (rule 5), or moved
-//!   by an UPDATE when unchanged TOAST values must be kept;
+//!   ('u'), an UPDATE of only the blue columns that do not read them, so blue keeps its stored
+//!   value (rule 4); when the key changed, the row moves to the new key (rule 5); with a
+//!   filter, a row that no longer passes it is deleted;
 //! * delete: by blue's key, or the first row matching green's old tuple;
 //! * truncate: the tables green lists (its CASCADE already expanded), with RESTART IDENTITY.
 
@@ -19,6 +19,7 @@ use crate::mapping::{KeyPlan, TablePlan};
 use crate::protocol::pgoutput::{OldTuple, Truncate, TupleData, TupleValue};
 
 /// The tuples a statement's parameters are read from.
+#[derive(Clone, Copy)]
 pub(super) struct Values<'a> {
     pub new: Option<&'a [TupleValue]>,
     pub old: Option<&'a [TupleValue]>,
@@ -30,22 +31,22 @@ impl Values<'_> {
         params
             .iter()
             .map(|p| {
-                let column = &plan.columns[p.column];
                 let tuple = match p.from {
                     From::New => self.new,
                     From::Old => self.old,
                 };
-                match tuple.and_then(|t| t.get(column.green_index)) {
-                    Some(TupleValue::Null) => Ok(TextParam(None)),
-                    Some(TupleValue::Text(b)) => Ok(TextParam(Some(b.clone()))),
-                    Some(TupleValue::UnchangedToast) | None => Err(Error::definite(format!(
-                        "green transaction at {}: no value for column {}.{} where blue needs one \
-                         (unchanged TOAST or missing old key); set REPLICA IDENTITY FULL on green for this table",
-                        self.lsn, plan.green_name, column.green_name
+                match (tuple.and_then(|t| t.get(p.green)), p.from) {
+                    (Some(TupleValue::Null), _) => Ok(TextParam(None)),
+                    (Some(TupleValue::Text(b)), _) => Ok(TextParam(Some(b.clone()))),
+                    // In the new row only targets that do not read it are written.
+                    (Some(TupleValue::UnchangedToast), From::New) => Ok(TextParam(None)),
+                    (Some(TupleValue::UnchangedToast), From::Old) | (None, _) => Err(Error::definite(format!(
+                        "green transaction at {}: no old value for key column {}.{}; set REPLICA IDENTITY FULL on green for this table",
+                        self.lsn, plan.green_name, plan.green.columns[p.green].name
                     ))),
-                    Some(TupleValue::Binary(_)) => Err(Error::definite(format!(
+                    (Some(TupleValue::Binary(_)), _) => Err(Error::definite(format!(
                         "green sent column {}.{} in binary format, which pgbridge does not request",
-                        plan.green_name, column.green_name
+                        plan.green_name, plan.green.columns[p.green].name
                     ))),
                 }
             })
@@ -54,14 +55,14 @@ impl Values<'_> {
 }
 
 fn check_arity(plan: &TablePlan, tuple: &TupleData, lsn: Lsn) -> Result<()> {
-    if tuple.columns.len() == plan.green_columns {
+    if tuple.columns.len() == plan.green_columns() {
         Ok(())
     } else {
         Err(Error::definite(format!(
             "green transaction at {lsn}: a row of {} has {} columns but its Relation message announced {}",
             plan.green_name,
             tuple.columns.len(),
-            plan.green_columns
+            plan.green_columns()
         )))
     }
 }
@@ -129,62 +130,79 @@ impl Applier {
             }
             _ => &new.columns,
         };
+        let unchanged = |g: &usize| matches!(new_values[*g], TupleValue::UnchangedToast);
+        // A blue column is written only when every green column it reads was sent.
+        let mut present = Vec::new();
+        for (t, target) in plan.targets.iter().enumerate() {
+            let missing = target.depends.iter().filter(|g| unchanged(g)).count();
+            if missing == 0 {
+                present.push(t);
+            } else if missing < target.depends.len() {
+                return Err(Error::definite(format!(
+                    "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some                      are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so                      pgbridge receives every value, or change the mapping in {}",
+                    plan.blue_name,
+                    target.blue_name,
+                    plan.green_name,
+                    plan.source_of_truth()
+                )));
+            }
+        }
+        let complete = present.len() == plan.targets.len();
         let old_values: &[TupleValue] = old.map_or(new_values, |o| &o.columns);
-        let present: Vec<usize> = (0..plan.columns.len())
-            .filter(|&c| !matches!(new_values[plan.columns[c].green_index], TupleValue::UnchangedToast))
-            .collect();
-        let complete = present.len() == plan.columns.len();
         let values = Values {
             new: Some(new_values),
             old: Some(old_values),
             lsn,
         };
-
+        if plan.filter.is_some() {
+            // A row that leaves the filter leaves blue.
+            self.run_shape(
+                plan,
+                Shape::DeleteIfFilteredOut,
+                lsn,
+                "update (leaving the filter)",
+                values,
+            )
+            .await?;
+        }
         match &plan.key {
             KeyPlan::Unique(key) => {
-                let key_changed = key.iter().any(|&c| {
-                    let i = plan.columns[c].green_index;
-                    !same(&old_values[i], &new_values[i])
-                });
+                let key_changed = key.iter().any(|k| !same(&old_values[k.green], &new_values[k.green]));
+                let is_key = |t: &usize| key.iter().any(|k| k.target == *t);
+                if complete && !key_changed {
+                    return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+                }
+                if complete && plan.overriding_system_value {
+                    // GENERATED ALWAYS identity columns cannot be set by UPDATE.
+                    self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", values)
+                        .await?;
+                    return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+                }
                 if complete {
-                    if !key_changed {
-                        return self
-                            .run_shape(plan, Shape::Upsert, lsn, "update", Values { old: None, ..values })
-                            .await;
-                    }
-                    if plan.overriding_system_value {
-                        // GENERATED ALWAYS identity columns cannot be set by UPDATE.
-                        let old_only = Values { new: None, ..values };
-                        self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", old_only)
-                            .await?;
-                        return self
-                            .run_shape(plan, Shape::Upsert, lsn, "update", Values { old: None, ..values })
-                            .await;
-                    }
                     // Move the row rather than delete-and-upsert: should blue already hold the
                     // new key (a swap under a deferrable key on green), this fails instead of
                     // silently overwriting that row.
-                    self.run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
-                        .await
-                } else {
-                    // Keep blue's stored TOAST values: update only what green sent, moving the
-                    // row to its new key if the key changed.
-                    let set: Vec<usize> = present
-                        .into_iter()
-                        .filter(|c| key_changed || !key.contains(c))
-                        .collect();
-                    if set.is_empty() {
-                        return Ok(());
-                    }
-                    self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
+                    return self
+                        .run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
+                        .await;
                 }
-            }
-            KeyPlan::Match(_) => {
-                if present.is_empty() {
+                // Keep blue's stored TOAST values: update only what green sent, moving the row
+                // to its new key if the key changed.
+                let set: Vec<usize> = present
+                    .into_iter()
+                    .filter(|t| !plan.targets[*t].insert_only && (key_changed || !is_key(t)))
+                    .collect();
+                if set.is_empty() {
                     return Ok(());
                 }
-                self.run_shape(plan, Shape::Update(present), lsn, "update", values)
-                    .await
+                self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
+            }
+            KeyPlan::Match(_) => {
+                let set: Vec<usize> = present.into_iter().filter(|t| !plan.targets[*t].insert_only).collect();
+                if set.is_empty() {
+                    return Ok(());
+                }
+                self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
             }
         }
     }

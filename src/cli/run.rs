@@ -36,27 +36,5 @@ pub(crate) fn refuse_unavailable_features(config: &Config) -> Result<()> {
             config.path.display()
         )));
     }
-    if let Ok(entries) = std::fs::read_dir(&config.mapping_dir) {
-        let files: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .map(|p| p.display().to_string())
-            .collect();
-        if !files.is_empty() {
-            return Err(Error::definite(format!(
-                "mapping files are not supported in this version (found {}); tables map by name only. \
-                 Move them out of {} to stream same-shaped tables",
-                files.join(", "),
-                config.mapping_dir.display()
-            )));
-        }
-    }
-    if !config.implicit {
-        return Err(Error::definite(format!(
-            "{}: [mapping] implicit = false leaves no way to map tables in this version (mapping files are not supported yet)",
-            config.path.display()
-        )));
-    }
     Ok(())
 }

@@ -9,15 +9,12 @@ use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::mapping::{self, catalog};
-use crate::protocol::pgoutput::{Relation, RelationColumn, ReplicaIdentity};
+use crate::mapping::green_catalog;
+use crate::mapping::resolve::Mappings;
+use crate::mapping::GreenTable;
+use crate::protocol::pgoutput::ReplicaIdentity;
 use crate::source::ReplicationConn;
 use crate::sql;
-
-/// A green table as the publication will present it.
-pub(crate) struct GreenTable {
-    pub relation: Relation,
-}
 
 pub async fn run(config: &Config, copy: bool) -> Result<i32> {
     if copy {
@@ -37,8 +34,9 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
         &config.publication,
     )
     .await?;
-    let tables = green_tables(&green, config, publication_exists).await?;
-    validate_against_blue(&blue, config, &tables).await?;
+    let tables = green_catalog::tables(&green, config, publication_exists).await?;
+    let mappings = Mappings::load(config)?;
+    validate_against_blue(&blue, &mappings, &tables).await?;
 
     let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
         .await
@@ -83,10 +81,7 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
             tables.len()
         );
     } else {
-        let names: Vec<String> = tables
-            .iter()
-            .map(|t| sql::qualified(&t.relation.namespace, &t.relation.name))
-            .collect();
+        let names: Vec<String> = tables.iter().map(|t| sql::qualified(&t.namespace, &t.name)).collect();
         green
             .batch_execute(&format!(
                 "CREATE PUBLICATION {} FOR TABLE {}",
@@ -197,126 +192,23 @@ async fn check_green_server(green: &Client, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The tables to stream: those of an existing publication, or every user table not excluded.
-async fn green_tables(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<GreenTable>> {
-    let list = if publication_exists {
-        green
-            .query(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
-                 FROM pg_publication_tables pt \
-                 JOIN pg_namespace n ON n.nspname = pt.schemaname \
-                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-                 WHERE pt.pubname = $1 ORDER BY 2, 3",
-                &[&config.publication],
-            )
-            .await
-    } else {
-        green
-            .query(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
-                   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
-                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
-                 ORDER BY 2, 3",
-                &[],
-            )
-            .await
-    }
-    .map_err(green_err("listing tables"))?;
-    let mut tables = Vec::new();
-    for row in list {
-        let (oid, schema, name, ident): (u32, String, String, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        if config.is_excluded(&schema, &name) {
-            continue;
-        }
-        tables.push(GreenTable {
-            relation: green_relation(green, oid, schema, name, &ident).await?,
-        });
-    }
-    if tables.is_empty() {
-        return Err(Error::definite(format!(
-            "no tables to stream: green has no user tables{}; create the tables first",
-            if publication_exists {
-                format!(" in publication {}", config.publication)
-            } else {
-                String::new()
-            }
-        )));
-    }
-    Ok(tables)
-}
-
-/// Builds the Relation message green will send for this table, from its catalog.
-async fn green_relation(green: &Client, oid: u32, namespace: String, name: String, ident: &str) -> Result<Relation> {
-    let rows = green
-        .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, \
-                    a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
-                        CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
-                    OR c.relreplident = 'f' \
-             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-             ORDER BY a.attnum",
-            &[&oid],
-        )
-        .await
-        .map_err(green_err(&format!("reading columns of {namespace}.{name}")))?;
-    let columns = rows
-        .iter()
-        .map(|r| RelationColumn {
-            flags: u8::from(r.get::<_, bool>(3)),
-            name: r.get(0),
-            type_oid: r.get(1),
-            type_modifier: r.get(2),
-        })
-        .collect();
-    let replica_identity = match ident {
-        "f" => ReplicaIdentity::Full,
-        "n" => ReplicaIdentity::Nothing,
-        "i" => ReplicaIdentity::Index,
-        _ => ReplicaIdentity::Default,
-    };
-    Ok(Relation {
-        xid: None,
-        oid,
-        namespace,
-        name,
-        replica_identity,
-        columns,
-    })
-}
-
-/// Every table must exist on blue and fit by name; every problem is reported, not just the first.
-async fn validate_against_blue(blue: &Client, config: &Config, tables: &[GreenTable]) -> Result<()> {
+/// Every table must exist on blue and fit its mapping; every problem is reported, not just
+/// the first.
+async fn validate_against_blue(blue: &Client, mappings: &Mappings, tables: &[GreenTable]) -> Result<()> {
     let mut problems = Vec::new();
-    for t in tables {
-        let r = &t.relation;
-        let qualified = sql::qualified(&r.namespace, &r.name);
-        let has_identity = r.replica_identity == ReplicaIdentity::Full || r.columns.iter().any(|c| c.is_key());
+    for green in tables {
+        let has_identity = green.replica_identity == ReplicaIdentity::Full || green.columns.iter().any(|c| c.is_key);
         if !has_identity {
             problems.push(format!(
-                "green table {}.{} has no primary key or replica identity, so green would reject its updates and \
-                 deletes once published; add a primary key or run on green: ALTER TABLE {qualified} REPLICA IDENTITY FULL",
-                r.namespace, r.name
+                "green table {} has no primary key or replica identity, so green would reject its updates and \
+                 deletes once published; add a primary key or run on green: ALTER TABLE {} REPLICA IDENTITY FULL",
+                green.qualified(),
+                sql::qualified(&green.namespace, &green.name)
             ));
             continue;
         }
-        match catalog::load_table(blue, &r.namespace, &r.name).await.map_err(Error::into_definite)? {
-            None => problems.push(format!(
-                "green table {}.{} has no table of that name on blue; create it on blue, or add \"{}.{}\" to [mapping] exclude in {}",
-                r.namespace,
-                r.name,
-                r.namespace,
-                r.name,
-                config.path.display()
-            )),
-            Some(b) => {
-                if let Err(e) = mapping::plan_by_name(r, &b, config.strict) {
-                    problems.push(e.to_string());
-                }
-            }
+        if let Err(e) = mappings.plan(blue, green).await {
+            problems.push(e.to_string());
         }
     }
     match problems.len() {

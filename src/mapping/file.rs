@@ -145,7 +145,9 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
             None => false,
             Some("insert") if feed != Feed::Omit => true,
             Some("insert") => {
-                return Err(Error::definite(format!("{where_}: on = \"insert\" makes no sense with omit = true")))
+                return Err(Error::definite(format!(
+                    "{where_}: on = \"insert\" makes no sense with omit = true"
+                )))
             }
             Some(other) => {
                 return Err(Error::definite(format!(
@@ -153,11 +155,21 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
                 )))
             }
         };
-        columns.insert(name.clone(), ColumnSpec { feed, insert_only, line });
+        columns.insert(
+            name.clone(),
+            ColumnSpec {
+                feed,
+                insert_only,
+                line,
+            },
+        );
     }
     let filter = match raw.filter {
         Some(f) if f.condition.get_ref().trim().is_empty() => {
-            return Err(Error::definite(format!("{}: filter.where is empty", at(f.condition.span().start))))
+            return Err(Error::definite(format!(
+                "{}: filter.where is empty",
+                at(f.condition.span().start)
+            )))
         }
         Some(f) => Some(f.condition.into_inner()),
         None => None,
@@ -211,10 +223,17 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::definite(format!("cannot read mapping directory {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(Error::definite(format!(
+                "cannot read mapping directory {}: {e}",
+                dir.display()
+            )))
+        }
     };
     for entry in entries {
-        let path = entry.map_err(|e| Error::definite(format!("{}: {e}", dir.display())))?.path();
+        let path = entry
+            .map_err(|e| Error::definite(format!("{}: {e}", dir.display())))?
+            .path();
         if path.is_dir() {
             collect(&path, out)?;
         } else if path.extension().is_some_and(|x| x == "toml") {
@@ -273,10 +292,26 @@ where = "tenant_id = 42"
     #[test]
     fn errors_name_file_line_and_key() {
         let cases = [
-            ("target = \"t\"\n[columns]\na = { from = \"x\", expr = \"y\" }\n", "customers.toml:3: columns.a", "only one"),
-            ("target = \"t\"\n[columns]\na = { }\n", "customers.toml:3: columns.a", "say how"),
-            ("target = \"t\"\n[columns]\na = { expr = \"1\", on = \"update\" }\n", "columns.a", "\"insert\""),
-            ("target = \"t\"\n[columns]\na = { fromm = \"x\" }\n", "customers.toml:3", "fromm"),
+            (
+                "target = \"t\"\n[columns]\na = { from = \"x\", expr = \"y\" }\n",
+                "customers.toml:3: columns.a",
+                "only one",
+            ),
+            (
+                "target = \"t\"\n[columns]\na = { }\n",
+                "customers.toml:3: columns.a",
+                "say how",
+            ),
+            (
+                "target = \"t\"\n[columns]\na = { expr = \"1\", on = \"update\" }\n",
+                "columns.a",
+                "\"insert\"",
+            ),
+            (
+                "target = \"t\"\n[columns]\na = { fromm = \"x\" }\n",
+                "customers.toml:3",
+                "fromm",
+            ),
             ("target = \"a.b.c\"\n", "customers.toml:1: target", "not a table name"),
             ("source = \"t\"\n", "customers.toml", "target"),
             ("target = \"t\"\n[filter]\nwhere = \" \"\n", "customers.toml:3", "empty"),
@@ -293,7 +328,10 @@ where = "tenant_id = 42"
         std::fs::write(dir.path().join("a.toml"), "target = \"t\"\nsource = \"g1\"\n").unwrap();
         std::fs::write(dir.path().join("b.toml"), "target = \"public.t\"\nsource = \"g2\"\n").unwrap();
         let msg = load_dir(dir.path()).unwrap_err().to_string();
-        assert!(msg.contains("a.toml") && msg.contains("b.toml") && msg.contains("public.t"), "{msg}");
+        assert!(
+            msg.contains("a.toml") && msg.contains("b.toml") && msg.contains("public.t"),
+            "{msg}"
+        );
         assert!(load_dir(&dir.path().join("missing")).unwrap().is_empty());
     }
 }

@@ -5,11 +5,15 @@
 //! be computed from what green sends for updates and deletes) and says exactly what does not,
 //! naming table and column. Statement text is generated from the plan in [`statements`].
 //!
-//! Today tables map by name: the same schema-qualified table on both sides, columns matched by
-//! name. Blue columns that green lacks keep blue's default on insert and are left alone on update.
+//! A table maps through its mapping file (see [`file`]) or, with `implicit = true`, by name: the
+//! same schema-qualified table, same-named columns. Blue columns that nothing feeds keep blue's
+//! default on insert and are left alone on update. Expressions are SQL evaluated on blue with
+//! green's columns in scope, typed as green declares them.
 
 pub mod catalog;
 pub mod file;
+pub mod green_catalog;
+pub mod resolve;
 pub mod statements;
 
 use std::sync::Arc;
@@ -17,158 +21,425 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::protocol::pgoutput::{Relation, ReplicaIdentity};
 use catalog::BlueTable;
+use file::{Feed, MappingFile};
 
-/// How a green column lands on blue.
+/// A green column as its Relation message describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ColumnPlan {
-    /// Position in green's Relation message (and so in every tuple).
-    pub green_index: usize,
-    pub green_name: String,
+pub struct GreenColumn {
+    pub name: String,
+    /// Green's type as a quoted, schema-qualified name without modifiers, as blue knows it.
+    pub type_sql: String,
+    /// Part of green's replica identity (every column under FULL).
+    pub is_key: bool,
+}
+
+/// A green table: its Relation message with resolved type names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GreenTable {
+    pub oid: u32,
+    pub namespace: String,
+    pub name: String,
+    pub replica_identity: ReplicaIdentity,
+    pub columns: Vec<GreenColumn>,
+}
+
+impl GreenTable {
+    /// From a Relation message; `type_sql` resolves a type OID to its name on blue.
+    pub fn from_relation(relation: &Relation, mut type_sql: impl FnMut(u32) -> Option<String>) -> Result<Self> {
+        let full = relation.replica_identity == ReplicaIdentity::Full;
+        let columns = relation
+            .columns
+            .iter()
+            .map(|c| {
+                let t = type_sql(c.type_oid).ok_or_else(|| {
+                    Error::definite(format!(
+                        "green column {}.{}.{} has type OID {} that blue does not know; create the type on blue",
+                        relation.namespace, relation.name, c.name, c.type_oid
+                    ))
+                })?;
+                Ok(GreenColumn {
+                    name: c.name.clone(),
+                    type_sql: t,
+                    is_key: full || c.is_key(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GreenTable {
+            oid: relation.oid,
+            namespace: relation.namespace.clone(),
+            name: relation.name.clone(),
+            replica_identity: relation.replica_identity,
+            columns,
+        })
+    }
+
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// What a blue column receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// The value of green column `i`.
+    Green(usize),
+    /// A SQL expression over green's columns.
+    Expr(String),
+}
+
+/// A blue column pgbridge writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
     pub blue_name: String,
-    /// Blue's type as a quoted, schema-qualified name without modifiers, used to cast the
-    /// text value; assignment to the column then applies its typmod.
-    pub blue_type: String,
-    /// Whether comparing values with `=`/`IS NOT DISTINCT FROM` works for this type.
+    pub value: Value,
+    /// Green columns the value reads (for unchanged TOAST values).
+    pub depends: Vec<usize>,
+    /// Only written when the row is inserted.
+    pub insert_only: bool,
+    /// Whether blue's type has an equality operator (json, point, ... do not).
     pub comparable: bool,
+}
+
+/// A blue key column and the green column its value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyColumn {
+    /// Index into [`TablePlan::targets`].
+    pub target: usize,
+    /// Index into green's columns.
+    pub green: usize,
 }
 
 /// How blue finds the row a green update or delete is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyPlan {
     /// Blue has a primary key (or a unique index on NOT NULL columns): upsert and delete by it.
-    /// Indexes into [`TablePlan::columns`].
-    Unique(Vec<usize>),
+    Unique(Vec<KeyColumn>),
     /// No unique key on blue: the first row whose listed columns equal the old values (all
-    /// columns under REPLICA IDENTITY FULL). Indexes into [`TablePlan::columns`].
-    Match(Vec<usize>),
+    /// green-fed columns under REPLICA IDENTITY FULL).
+    Match(Vec<KeyColumn>),
+}
+
+impl KeyPlan {
+    pub fn columns(&self) -> &[KeyColumn] {
+        match self {
+            KeyPlan::Unique(k) | KeyPlan::Match(k) => k,
+        }
+    }
 }
 
 /// Everything needed to write one green table's changes to blue.
 #[derive(Clone, Debug)]
 pub struct TablePlan {
-    pub green_oid: u32,
+    pub green: GreenTable,
     /// `schema.table` on green, for messages.
     pub green_name: Arc<str>,
     /// `schema.table` on blue, for messages.
     pub blue_name: String,
     /// `"schema"."table"` on blue, for SQL.
     pub blue_sql: String,
-    /// Number of columns in green's tuples.
-    pub green_columns: usize,
-    pub columns: Vec<ColumnPlan>,
+    pub targets: Vec<Target>,
     pub key: KeyPlan,
-    pub replica_identity: ReplicaIdentity,
+    /// Rows outside this condition (over green's columns) are not carried.
+    pub filter: Option<String>,
     /// Blue has a GENERATED ALWAYS identity column that we write.
     pub overriding_system_value: bool,
     /// The blue table is partitioned.
     pub blue_partitioned: bool,
+    /// The mapping file, or `None` for an implicit by-name mapping.
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl TablePlan {
-    pub fn key_columns(&self) -> &[usize] {
-        match &self.key {
-            KeyPlan::Unique(k) | KeyPlan::Match(k) => k,
+    pub fn green_columns(&self) -> usize {
+        self.green.columns.len()
+    }
+
+    /// Where to fix a problem with this table's mapping, for messages.
+    pub fn source_of_truth(&self) -> String {
+        match &self.file {
+            Some(f) => f.display().to_string(),
+            None => format!("a mapping file for {}", self.blue_name),
         }
     }
 }
 
-/// Plans `relation` (green) onto `blue` by column name. `strict` requires every green column
-/// to exist on blue.
-pub fn plan_by_name(relation: &Relation, blue: &BlueTable, strict: bool) -> Result<Arc<TablePlan>> {
-    let green_name = format!("{}.{}", relation.namespace, relation.name);
-    let blue_name = format!("{}.{}", blue.schema, blue.name);
-    let mut columns = Vec::new();
-    let mut overriding = false;
-    for (index, col) in relation.columns.iter().enumerate() {
-        let Some(b) = blue.column(&col.name) else {
-            if strict {
-                return Err(Error::definite(format!(
-                    "green column {green_name}.{} has no column of that name in blue table {blue_name}; \
-                     add the column on blue, or set [mapping] strict = false to drop its values",
-                    col.name
-                )));
+/// Green column names an expression reads: its identifiers (outside string literals) that name
+/// a green column. Over-approximates (a function named like a column counts), which only makes
+/// the unchanged-TOAST handling more careful.
+pub fn expression_columns(expr: &str, green: &GreenTable) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut add = |word: &str| {
+        if let Some(i) = green.position(word) {
+            if !found.contains(&i) {
+                found.push(i);
             }
-            continue;
+        }
+    };
+    let chars: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' && chars.get(i + 1) == Some(&'\'') {
+                    i += 2;
+                } else if chars[i] == '\'' {
+                    break;
+                } else {
+                    i += 1;
+                }
+            }
+            i += 1;
+        } else if c == '"' {
+            let mut word = String::new();
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '"' && chars.get(i + 1) == Some(&'"') {
+                    word.push('"');
+                    i += 2;
+                } else if chars[i] == '"' {
+                    break;
+                } else {
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            i += 1;
+            add(&word);
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect::<String>().to_lowercase();
+            add(&word);
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// Plans `green` onto `blue` through `file` (or by name without one). `strict` requires every
+/// green column to be used or ignored.
+pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, strict: bool) -> Result<Arc<TablePlan>> {
+    let green_name = green.qualified();
+    let blue_name = format!("{}.{}", blue.schema, blue.name);
+    let where_fix = match file {
+        Some(f) => f.path.display().to_string(),
+        None => format!("a mapping file for {blue_name}"),
+    };
+    let at = |line: usize| match file {
+        Some(f) => format!("{}: ", f.at(line)),
+        None => String::new(),
+    };
+    let mut targets: Vec<Target> = Vec::new();
+    let mut overriding = false;
+    let mut used = vec![false; green.columns.len()];
+    let empty = Default::default();
+    let specs = file.map_or(&empty, |f| &f.columns);
+
+    // Explicitly mapped blue columns.
+    for (name, spec) in specs {
+        let Some(b) = blue.column(name) else {
+            return Err(Error::definite(format!(
+                "{}columns.{name}: blue table {blue_name} has no column {name}",
+                at(spec.line)
+            )));
         };
-        if b.generated {
-            // Blue computes it; writing it is an error in PostgreSQL.
-            continue;
+        if b.generated && spec.feed != Feed::Omit {
+            return Err(Error::definite(format!(
+                "{}columns.{name}: blue column {blue_name}.{name} is generated and cannot be written; use {{ omit = true }} or remove it",
+                at(spec.line)
+            )));
+        }
+        let (value, depends) = match &spec.feed {
+            Feed::Omit => continue,
+            Feed::From(col) => {
+                let i = green.position(col).ok_or_else(|| {
+                    Error::definite(format!(
+                        "{}columns.{name}: green table {green_name} has no column {col}",
+                        at(spec.line)
+                    ))
+                })?;
+                (Value::Green(i), vec![i])
+            }
+            Feed::Expr(sql) => (Value::Expr(sql.clone()), expression_columns(sql, green)),
+        };
+        for &d in &depends {
+            used[d] = true;
         }
         overriding |= b.identity_always;
-        columns.push(ColumnPlan {
-            green_index: index,
-            green_name: col.name.clone(),
+        targets.push(Target {
             blue_name: b.name.clone(),
-            blue_type: b.type_sql.clone(),
+            value,
+            depends,
+            insert_only: spec.insert_only,
             comparable: b.comparable,
         });
     }
-    let position = |name: &str| columns.iter().position(|c| c.blue_name == name);
-    let green_key: Vec<&str> = relation
-        .columns
-        .iter()
-        .filter(|c| c.is_key())
-        .map(|c| c.name.as_str())
-        .collect();
-    let full = relation.replica_identity == ReplicaIdentity::Full;
+    // Same-named columns map implicitly.
+    let ignored = |n: &str| file.is_some_and(|f| f.ignore.iter().any(|i| i == n));
+    for (i, col) in green.columns.iter().enumerate() {
+        if ignored(&col.name) {
+            used[i] = true;
+            continue;
+        }
+        if specs.contains_key(&col.name) {
+            continue;
+        }
+        match blue.column(&col.name) {
+            Some(b) if b.generated => used[i] = true,
+            Some(b) => {
+                used[i] = true;
+                overriding |= b.identity_always;
+                targets.push(Target {
+                    blue_name: b.name.clone(),
+                    value: Value::Green(i),
+                    depends: vec![i],
+                    insert_only: false,
+                    comparable: b.comparable,
+                });
+            }
+            None => {}
+        }
+    }
+    if let Some(f) = file {
+        for name in &f.ignore {
+            if green.position(name).is_none() {
+                return Err(Error::definite(format!(
+                    "{}: ignore lists {name}, which green table {green_name} does not have; remove it",
+                    f.path.display()
+                )));
+            }
+        }
+    }
 
-    let key = match &blue.key {
-        Some(blue_key) => {
-            let mut idx = Vec::new();
-            for name in blue_key {
-                let Some(i) = position(name) else {
-                    return Err(Error::definite(format!(
-                        "blue table {blue_name} has key column {name} but green table {green_name} does not send it; \
-                         add the column on green or give blue a key green can fill"
-                    )));
-                };
-                if !full && !green_key.contains(&name.as_str()) {
-                    return Err(Error::definite(format!(
-                        "blue key column {blue_name}.{name} is not part of green's replica identity for {green_name}, \
-                         so updates and deletes would not say which row they change; run on green: \
-                         ALTER TABLE {} REPLICA IDENTITY FULL (or make its primary key match blue's)",
-                        crate::sql::qualified(&relation.namespace, &relation.name)
-                    )));
-                }
-                idx.push(i);
-            }
-            KeyPlan::Unique(idx)
-        }
-        None if full => KeyPlan::Match((0..columns.len()).collect()),
-        None if !green_key.is_empty() => {
-            let mut idx = Vec::new();
-            for name in &green_key {
-                match position(name) {
-                    Some(i) => idx.push(i),
-                    None => {
-                        return Err(Error::definite(format!(
-                            "green replica identity column {green_name}.{name} has no counterpart in blue table {blue_name}"
-                        )))
-                    }
-                }
-            }
-            KeyPlan::Match(idx)
-        }
-        None => {
+    let full = green.replica_identity == ReplicaIdentity::Full;
+    let key = match (&blue.key, file.map(|f| &f.key).filter(|k| !k.is_empty())) {
+        (None, Some(_)) => {
             return Err(Error::definite(format!(
-                "blue table {blue_name} has no primary key and green table {green_name} has no replica identity, \
-                 so updates and deletes cannot be matched; add a primary key on blue, or run on green: \
-                 ALTER TABLE {} REPLICA IDENTITY FULL",
-                crate::sql::qualified(&relation.namespace, &relation.name)
+                "{where_fix}: [key] names columns but blue table {blue_name} has no primary key or unique index on NOT NULL columns to match them"
             )))
         }
+        (Some(blue_key), explicit) => {
+            let mut cols = Vec::new();
+            for bk in blue_key {
+                let green_col = match explicit {
+                    Some(k) => k.get(bk).cloned().ok_or_else(|| {
+                        Error::definite(format!(
+                            "{where_fix}: [key] must give every column of blue's key ({}); {bk} is missing",
+                            blue_key.join(", ")
+                        ))
+                    })?,
+                    None => match targets.iter().find(|t| &t.blue_name == bk).map(|t| &t.value) {
+                        Some(Value::Green(i)) => green.columns[*i].name.clone(),
+                        _ => bk.clone(),
+                    },
+                };
+                let g = green.position(&green_col).ok_or_else(|| {
+                    Error::definite(format!(
+                        "blue key column {blue_name}.{bk} needs green column {green_col}, which {green_name} does not have; \
+                         add it to [key] in {where_fix}"
+                    ))
+                })?;
+                if !green.columns[g].is_key {
+                    return Err(Error::definite(format!(
+                        "blue key column {blue_name}.{bk} comes from green column {green_name}.{green_col}, which is not \
+                         part of green's replica identity, so updates and deletes would not say which row they change; \
+                         run on green: ALTER TABLE {} REPLICA IDENTITY FULL (or key blue on green's key)",
+                        crate::sql::qualified(&green.namespace, &green.name)
+                    )));
+                }
+                let t = match targets.iter().position(|t| &t.blue_name == bk) {
+                    Some(t) if targets[t].value == Value::Green(g) => t,
+                    Some(_) => {
+                        return Err(Error::definite(format!(
+                            "{where_fix}: blue key column {bk} must be fed by green column {green_col} (a plain copy), \
+                             not another column or an expression"
+                        )))
+                    }
+                    None => {
+                        used[g] = true;
+                        targets.push(Target {
+                            blue_name: bk.clone(),
+                            value: Value::Green(g),
+                            depends: vec![g],
+                            insert_only: false,
+                            comparable: true,
+                        });
+                        targets.len() - 1
+                    }
+                };
+                cols.push(KeyColumn { target: t, green: g });
+            }
+            KeyPlan::Unique(cols)
+        }
+        (None, None) => {
+            let cols: Vec<KeyColumn> = targets
+                .iter()
+                .enumerate()
+                .filter_map(|(t, target)| match target.value {
+                    Value::Green(g) if green.columns[g].is_key => Some(KeyColumn { target: t, green: g }),
+                    _ => None,
+                })
+                .collect();
+            if cols.is_empty() {
+                return Err(Error::definite(format!(
+                    "blue table {blue_name} has no primary key and green table {green_name} has no replica identity \
+                     that reaches blue, so updates and deletes cannot be matched; add a primary key on blue, or run \
+                     on green: ALTER TABLE {} REPLICA IDENTITY FULL",
+                    crate::sql::qualified(&green.namespace, &green.name)
+                )));
+            }
+            KeyPlan::Match(cols)
+        }
     };
+
+    let filter = file.and_then(|f| f.filter.clone());
+    if let Some(condition) = &filter {
+        for g in expression_columns(condition, green) {
+            used[g] = true;
+            if !full && !green.columns[g].is_key {
+                return Err(Error::definite(format!(
+                    "{where_fix}: filter.where reads green column {}, which is not part of green's replica identity; \
+                     filter on key columns or set REPLICA IDENTITY FULL on green",
+                    green.columns[g].name
+                )));
+            }
+        }
+    }
+    if strict {
+        if let Some(i) = used.iter().position(|u| !u) {
+            let col = &green.columns[i].name;
+            return Err(Error::definite(match file {
+                Some(f) => format!(
+                    "green column {green_name}.{col} is not carried to blue: map it in [columns] or add it to ignore in {}",
+                    f.path.display()
+                ),
+                None => format!(
+                    "green column {green_name}.{col} has no column of that name in blue table {blue_name}: add it on blue, \
+                     map or ignore it in a mapping file, or set [mapping] strict = false"
+                ),
+            }));
+        }
+    }
     Ok(Arc::new(TablePlan {
-        green_oid: relation.oid,
+        green: green.clone(),
         green_name: green_name.into(),
         blue_name,
         blue_sql: crate::sql::qualified(&blue.schema, &blue.name),
-        green_columns: relation.columns.len(),
-        columns,
+        targets,
         key,
-        replica_identity: relation.replica_identity,
+        filter,
         overriding_system_value: overriding,
         blue_partitioned: blue.partitioned,
+        file: file.map(|f| f.path.clone()),
     }))
 }
 
@@ -176,22 +447,20 @@ pub fn plan_by_name(relation: &Relation, blue: &BlueTable, strict: bool) -> Resu
 mod tests {
     use super::catalog::BlueColumn;
     use super::*;
-    use crate::protocol::pgoutput::RelationColumn;
+    use std::path::Path;
 
-    fn relation(identity: ReplicaIdentity, cols: &[(&str, bool)]) -> Relation {
-        Relation {
-            xid: None,
+    fn green(identity: ReplicaIdentity, cols: &[(&str, bool)]) -> GreenTable {
+        GreenTable {
             oid: 16384,
             namespace: "public".into(),
             name: "orders".into(),
             replica_identity: identity,
             columns: cols
                 .iter()
-                .map(|(n, key)| RelationColumn {
-                    flags: u8::from(*key),
+                .map(|(n, key)| GreenColumn {
                     name: n.to_string(),
-                    type_oid: 23,
-                    type_modifier: -1,
+                    type_sql: "\"pg_catalog\".\"int4\"".into(),
+                    is_key: *key || identity == ReplicaIdentity::Full,
                 })
                 .collect(),
         }
@@ -218,54 +487,108 @@ mod tests {
         }
     }
 
+    fn mapping(text: &str) -> MappingFile {
+        file::parse(Path::new("m/orders.toml"), text).unwrap()
+    }
+
     #[test]
     fn same_shape_maps_by_name_and_key() {
-        let plan = plan_by_name(
-            &relation(ReplicaIdentity::Default, &[("id", true), ("qty", false)]),
+        let plan = plan(
+            &green(ReplicaIdentity::Default, &[("id", true), ("qty", false)]),
             &blue(&["qty", "id", "note"], Some(&["id"])),
+            None,
             true,
         )
         .unwrap();
-        assert_eq!(plan.columns.len(), 2);
-        assert_eq!(plan.key, KeyPlan::Unique(vec![0]));
+        assert_eq!(plan.targets.len(), 2);
+        assert_eq!(plan.key, KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }]));
         assert_eq!(plan.blue_sql, "\"public\".\"orders\"");
     }
 
     #[test]
     fn missing_blue_column_is_named_under_strict() {
-        let err = plan_by_name(
-            &relation(ReplicaIdentity::Default, &[("id", true), ("extra", false)]),
-            &blue(&["id"], Some(&["id"])),
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("extra", false)]);
+        let err = plan(&g, &blue(&["id"], Some(&["id"])), None, true).unwrap_err();
+        assert!(err.to_string().contains("public.orders.extra"), "{err}");
+        assert!(plan(&g, &blue(&["id"], Some(&["id"])), None, false).is_ok());
+    }
+
+    #[test]
+    fn renames_expressions_and_ignores() {
+        let g = green(
+            ReplicaIdentity::Default,
+            &[("id", true), ("email_address", false), ("loc", false), ("prefs", false)],
+        );
+        let m = mapping(
+            "target = \"orders\"\nignore = [\"prefs\"]\n[columns]\nemail = { from = \"email_address\" }\n\
+             city = { expr = \"loc ->> 'city'\" }\norigin = { expr = \"'bridge'\", on = \"insert\" }\n",
+        );
+        let p = plan(
+            &g,
+            &blue(&["id", "email", "city", "origin"], Some(&["id"])),
+            Some(&m),
             true,
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("public.orders.extra"), "{err}");
+        .unwrap();
+        let by_name = |n: &str| p.targets.iter().find(|t| t.blue_name == n).unwrap();
+        assert_eq!(by_name("email").value, Value::Green(1));
+        assert_eq!(by_name("city").depends, vec![2]);
+        assert!(by_name("origin").insert_only && by_name("origin").depends.is_empty());
+        let unused = mapping("target = \"orders\"\n[columns]\nemail = { from = \"email_address\" }\n");
+        let err = plan(&g, &blue(&["id", "email"], Some(&["id"])), Some(&unused), true).unwrap_err();
+        assert!(
+            err.to_string().contains("public.orders.loc") && err.to_string().contains("m/orders.toml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn blue_key_outside_green_identity_needs_full() {
-        let rel = relation(ReplicaIdentity::Default, &[("id", true), ("code", false)]);
-        let err = plan_by_name(&rel, &blue(&["id", "code"], Some(&["code"])), true).unwrap_err();
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("code", false)]);
+        let err = plan(&g, &blue(&["id", "code"], Some(&["code"])), None, true).unwrap_err();
         assert!(err.to_string().contains("REPLICA IDENTITY FULL"), "{err}");
-        let full = relation(ReplicaIdentity::Full, &[("id", false), ("code", false)]);
-        assert!(plan_by_name(&full, &blue(&["id", "code"], Some(&["code"])), true).is_ok());
+        let full = green(ReplicaIdentity::Full, &[("id", false), ("code", false)]);
+        assert!(plan(&full, &blue(&["id", "code"], Some(&["code"])), None, true).is_ok());
     }
 
     #[test]
     fn keyless_tables_match_on_all_columns_under_full() {
-        let plan = plan_by_name(
-            &relation(ReplicaIdentity::Full, &[("a", false), ("b", false)]),
+        let p = plan(
+            &green(ReplicaIdentity::Full, &[("a", false), ("b", false)]),
             &blue(&["a", "b"], None),
+            None,
             true,
         )
         .unwrap();
-        assert_eq!(plan.key, KeyPlan::Match(vec![0, 1]));
-        let err = plan_by_name(
-            &relation(ReplicaIdentity::Nothing, &[("a", false)]),
+        assert_eq!(p.key.columns().len(), 2);
+        let err = plan(
+            &green(ReplicaIdentity::Nothing, &[("a", false)]),
             &blue(&["a"], None),
+            None,
             true,
         )
         .unwrap_err();
         assert!(err.to_string().contains("no primary key"), "{err}");
+    }
+
+    #[test]
+    fn filters_must_read_identity_columns() {
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("tenant", false)]);
+        let m = mapping("target = \"orders\"\n[filter]\nwhere = \"tenant = 42\"\n");
+        let err = plan(&g, &blue(&["id", "tenant"], Some(&["id"])), Some(&m), true).unwrap_err();
+        assert!(err.to_string().contains("replica identity"), "{err}");
+    }
+
+    #[test]
+    fn expression_columns_skip_literals_and_match_quoted_names() {
+        let g = green(
+            ReplicaIdentity::Default,
+            &[("a", true), ("b", false), ("Mixed", false), ("c", false)],
+        );
+        assert_eq!(
+            expression_columns("a || 'b' || \"Mixed\" || upper(C)", &g),
+            vec![0, 2, 3]
+        );
+        assert_eq!(expression_columns("'it''s b'", &g), Vec::<usize>::new());
     }
 }

@@ -1,10 +1,13 @@
 //! SQL text for applying one change to blue, generated from a [`TablePlan`].
 //!
-//! Every value is sent as a text parameter and cast to blue's type (`$1::"pg_catalog"."int4"`),
-//! exactly as PostgreSQL's own apply worker feeds text through the type's input function. All
-//! identifiers are quoted.
+//! Green's row enters every statement as a one-row relation `g`, one text parameter per green
+//! column cast to green's type (`SELECT $1::"pg_catalog"."int4" AS "id", ...`), exactly as
+//! PostgreSQL's own apply worker feeds text through the type's input function. Blue columns
+//! then receive `g."column"` or the mapping's expression, so expressions see green's columns
+//! typed as green declares them, and assignment to blue's column applies blue's type and
+//! modifiers. All identifiers are quoted.
 
-use super::{KeyPlan, TablePlan};
+use super::{KeyPlan, TablePlan, Value};
 use crate::sql::ident;
 
 /// Which tuple a parameter's value comes from.
@@ -14,10 +17,11 @@ pub enum From {
     Old,
 }
 
-/// One `$n`: a column of the plan, from the new or the old tuple.
+/// One `$n`: a green column, from the new or the old tuple.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Param {
-    pub column: usize,
+    /// Index into green's columns.
+    pub green: usize,
     pub from: From,
 }
 
@@ -35,7 +39,7 @@ pub enum Shape {
     Upsert,
     /// Plain insert (blue has no unique key).
     Insert,
-    /// Update the listed columns of the row found by the old key.
+    /// Update the listed targets of the row found by the old key.
     Update(Vec<usize>),
     /// Delete the row found by the old key.
     Delete,
@@ -43,6 +47,9 @@ pub enum Shape {
     /// new one (a row already holding the new key makes it fail loudly, never overwritten), or
     /// upsert the new row when the old one is gone (replay).
     MoveOrUpsert,
+    /// For tables with a filter: delete the row found by the old key when the new row no
+    /// longer passes the filter.
+    DeleteIfFilteredOut,
 }
 
 struct Builder<'a> {
@@ -51,36 +58,55 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn bind(&mut self, column: usize, from: From) -> String {
-        self.params.push(Param { column, from });
-        format!("${}::{}", self.params.len(), self.plan.columns[column].blue_type)
+    fn bind(&mut self, green: usize, from: From) -> String {
+        self.params.push(Param { green, from });
+        format!("${}::{}", self.params.len(), self.plan.green.columns[green].type_sql)
     }
 
-    fn column(&self, column: usize) -> String {
-        ident(&self.plan.columns[column].blue_name)
+    /// `SELECT $1::type AS "col", ...` over every green column of the new tuple.
+    fn new_row(&mut self) -> String {
+        let cols: Vec<String> = (0..self.plan.green.columns.len())
+            .map(|g| {
+                let value = self.bind(g, From::New);
+                format!("{value} AS {}", ident(&self.plan.green.columns[g].name))
+            })
+            .collect();
+        format!("SELECT {}", cols.join(", "))
     }
 
-    /// `WHERE` clause finding the row by the old tuple's key values.
+    fn column(&self, target: usize) -> String {
+        ident(&self.plan.targets[target].blue_name)
+    }
+
+    /// What target `t` receives, in a query over `g`.
+    fn value(&self, t: usize) -> String {
+        match &self.plan.targets[t].value {
+            Value::Green(g) => format!("g.{}", ident(&self.plan.green.columns[*g].name)),
+            Value::Expr(sql) => format!("({sql})"),
+        }
+    }
+
+    /// The condition finding the row by the old tuple's key values.
     fn locate(&mut self) -> String {
         match &self.plan.key {
             KeyPlan::Unique(cols) => {
                 let conds: Vec<String> = cols
                     .iter()
-                    .map(|&c| format!("{} = {}", self.column(c), self.bind(c, From::Old)))
+                    .map(|k| format!("{} = {}", self.column(k.target), self.bind(k.green, From::Old)))
                     .collect();
                 conds.join(" AND ")
             }
             KeyPlan::Match(cols) => {
                 // Types without an equality operator (json, point, ...) compare by their text
-                // form, normalized through blue's type on both sides.
+                // form.
                 let conds: Vec<String> = cols
                     .iter()
-                    .map(|&c| {
-                        let value = self.bind(c, From::Old);
-                        if self.plan.columns[c].comparable {
-                            format!("{} IS NOT DISTINCT FROM {value}", self.column(c))
+                    .map(|k| {
+                        let value = self.bind(k.green, From::Old);
+                        if self.plan.targets[k.target].comparable {
+                            format!("{} IS NOT DISTINCT FROM {value}", self.column(k.target))
                         } else {
-                            format!("{}::text IS NOT DISTINCT FROM {value}::text", self.column(c))
+                            format!("{}::text IS NOT DISTINCT FROM {value}::text", self.column(k.target))
                         }
                     })
                     .collect();
@@ -94,49 +120,73 @@ impl Builder<'_> {
             }
         }
     }
+
+    /// ` AND (filter)` / ` WHERE (filter)` over `g`, or nothing.
+    fn filter(&self, joiner: &str) -> String {
+        self.plan
+            .filter
+            .as_ref()
+            .map_or(String::new(), |f| format!(" {joiner} ({f})"))
+    }
+
+    /// ` AND EXISTS (SELECT 1 FROM g WHERE filter)`, or nothing.
+    fn filter_exists(&self) -> String {
+        self.plan
+            .filter
+            .as_ref()
+            .map_or(String::new(), |f| format!(" AND EXISTS (SELECT 1 FROM g WHERE ({f}))"))
+    }
+
+    /// `INSERT INTO t (...) SELECT ... FROM <from><tail>`, plus the upsert clause when asked
+    /// and blue has a unique key.
+    fn insert(&self, from: &str, tail: &str, upsert: bool) -> String {
+        let all: Vec<usize> = (0..self.plan.targets.len()).collect();
+        let names: Vec<String> = all.iter().map(|&t| self.column(t)).collect();
+        let values: Vec<String> = all.iter().map(|&t| self.value(t)).collect();
+        let overriding = if self.plan.overriding_system_value {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        };
+        let mut text = format!(
+            "INSERT INTO {} ({}){overriding} SELECT {} FROM {from}{tail}",
+            self.plan.blue_sql,
+            names.join(", "),
+            values.join(", ")
+        );
+        if let (true, KeyPlan::Unique(key)) = (upsert, &self.plan.key) {
+            let conflict: Vec<String> = key.iter().map(|k| self.column(k.target)).collect();
+            let updates: Vec<String> = all
+                .iter()
+                .filter(|&&t| !key.iter().any(|k| k.target == t) && !self.plan.targets[t].insert_only)
+                .map(|&t| format!("{0} = EXCLUDED.{0}", self.column(t)))
+                .collect();
+            if updates.is_empty() {
+                text.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", conflict.join(", ")));
+            } else {
+                text.push_str(&format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    conflict.join(", "),
+                    updates.join(", ")
+                ));
+            }
+        }
+        text
+    }
+
+    /// `SET (a, b) = (SELECT <a>, <b> FROM g)`.
+    fn set(&self, targets: &[usize]) -> String {
+        let names: Vec<String> = targets.iter().map(|&t| self.column(t)).collect();
+        let values: Vec<String> = targets.iter().map(|&t| self.value(t)).collect();
+        format!("SET ({}) = (SELECT {} FROM g)", names.join(", "), values.join(", "))
+    }
 }
 
-/// `INSERT INTO t (...) VALUES (...)`, or `... SELECT ... <source_tail>` when `source_tail` is
-/// given, followed by the upsert clause for [`Shape::Upsert`]-like shapes on a unique key.
-fn insert_text(
-    plan: &TablePlan,
-    b: &Builder<'_>,
-    values: &[String],
-    source_tail: Option<&str>,
-    upsert: bool,
-) -> String {
-    let names: Vec<String> = (0..plan.columns.len()).map(|c| b.column(c)).collect();
-    let overriding = if plan.overriding_system_value {
-        " OVERRIDING SYSTEM VALUE"
-    } else {
-        ""
-    };
-    let source = match source_tail {
-        Some(tail) => format!("SELECT {}{tail}", values.join(", ")),
-        None => format!("VALUES ({})", values.join(", ")),
-    };
-    let mut text = format!(
-        "INSERT INTO {} ({}){overriding} {source}",
-        plan.blue_sql,
-        names.join(", ")
-    );
-    if let (true, KeyPlan::Unique(key)) = (upsert, &plan.key) {
-        let conflict: Vec<String> = key.iter().map(|&c| b.column(c)).collect();
-        let updates: Vec<String> = (0..plan.columns.len())
-            .filter(|c| !key.contains(c))
-            .map(|c| format!("{0} = EXCLUDED.{0}", b.column(c)))
-            .collect();
-        if updates.is_empty() {
-            text.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", conflict.join(", ")));
-        } else {
-            text.push_str(&format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}",
-                conflict.join(", "),
-                updates.join(", ")
-            ));
-        }
-    }
-    text
+/// Targets written when a row is moved or updated in full: all but the insert-only ones.
+pub fn updatable(plan: &TablePlan) -> Vec<usize> {
+    (0..plan.targets.len())
+        .filter(|&t| !plan.targets[t].insert_only)
+        .collect()
 }
 
 /// Generates the statement for `shape`.
@@ -147,35 +197,47 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
     };
     let text = match shape {
         Shape::Upsert | Shape::Insert => {
-            let values: Vec<String> = (0..plan.columns.len()).map(|c| b.bind(c, From::New)).collect();
-            insert_text(plan, &b, &values, None, *shape == Shape::Upsert)
-        }
-        Shape::MoveOrUpsert => {
-            let values: Vec<String> = (0..plan.columns.len()).map(|c| b.bind(c, From::New)).collect();
-            let sets: Vec<String> = values
-                .iter()
-                .enumerate()
-                .map(|(c, v)| format!("{} = {v}", b.column(c)))
-                .collect();
-            let locate = b.locate();
-            let insert = insert_text(plan, &b, &values, Some(" WHERE NOT EXISTS (SELECT 1 FROM moved)"), true);
-            format!(
-                "WITH moved AS (UPDATE {} SET {} WHERE {locate} RETURNING 1) {insert}",
-                plan.blue_sql,
-                sets.join(", ")
-            )
+            let row = b.new_row();
+            b.insert(&format!("({row}) AS g"), &b.filter("WHERE"), *shape == Shape::Upsert)
         }
         Shape::Update(set) => {
-            let sets: Vec<String> = set
-                .iter()
-                .map(|&c| format!("{} = {}", b.column(c), b.bind(c, From::New)))
-                .collect();
+            let row = b.new_row();
             let locate = b.locate();
-            format!("UPDATE {} SET {} WHERE {locate}", plan.blue_sql, sets.join(", "))
+            format!(
+                "WITH g AS ({row}) UPDATE {} {} WHERE {locate}{}",
+                plan.blue_sql,
+                b.set(set),
+                b.filter_exists()
+            )
+        }
+        Shape::MoveOrUpsert => {
+            let row = b.new_row();
+            let locate = b.locate();
+            let moved = format!(
+                "moved AS (UPDATE {} {} WHERE {locate}{} RETURNING 1)",
+                plan.blue_sql,
+                b.set(&updatable(plan)),
+                b.filter_exists()
+            );
+            let insert = b.insert(
+                "g",
+                &format!(" WHERE NOT EXISTS (SELECT 1 FROM moved){}", b.filter("AND")),
+                true,
+            );
+            format!("WITH g AS ({row}), {moved} {insert}")
         }
         Shape::Delete => {
             let locate = b.locate();
             format!("DELETE FROM {} WHERE {locate}", plan.blue_sql)
+        }
+        Shape::DeleteIfFilteredOut => {
+            let row = b.new_row();
+            let locate = b.locate();
+            let filter = plan.filter.as_deref().unwrap_or("true");
+            format!(
+                "WITH g AS ({row}) DELETE FROM {} WHERE {locate} AND NOT EXISTS (SELECT 1 FROM g WHERE ({filter}))",
+                plan.blue_sql
+            )
         }
     };
     Sql { text, params: b.params }
@@ -184,55 +246,79 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::ColumnPlan;
+    use crate::mapping::{GreenColumn, GreenTable, KeyColumn, Target};
     use crate::protocol::pgoutput::ReplicaIdentity;
 
+    const INT: &str = "\"pg_catalog\".\"int4\"";
+
     fn plan(key: KeyPlan) -> TablePlan {
-        let col = |i: usize, name: &str| ColumnPlan {
-            green_index: i,
-            green_name: name.into(),
+        let green = GreenTable {
+            oid: 1,
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: ["id", "a", "Odd\"Name"]
+                .iter()
+                .map(|n| GreenColumn {
+                    name: n.to_string(),
+                    type_sql: INT.into(),
+                    is_key: *n == "id",
+                })
+                .collect(),
+        };
+        let target = |g: usize, name: &str| Target {
             blue_name: name.into(),
-            blue_type: "\"pg_catalog\".\"int4\"".into(),
+            value: Value::Green(g),
+            depends: vec![g],
+            insert_only: false,
             comparable: true,
         };
         TablePlan {
-            green_oid: 1,
+            green,
             green_name: "public.t".into(),
             blue_name: "public.t".into(),
             blue_sql: "\"public\".\"t\"".into(),
-            green_columns: 3,
-            columns: vec![col(0, "id"), col(1, "a"), col(2, "Odd\"Name")],
+            targets: vec![target(0, "id"), target(1, "a"), target(2, "Odd\"Name")],
             key,
-            replica_identity: ReplicaIdentity::Default,
+            filter: None,
             overriding_system_value: false,
             blue_partitioned: false,
+            file: None,
         }
     }
 
+    fn unique() -> KeyPlan {
+        KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }])
+    }
+
     #[test]
-    fn upsert_overwrites_non_key_columns() {
-        let sql = build(&plan(KeyPlan::Unique(vec![0])), &Shape::Upsert);
+    fn upsert_reads_green_row_and_overwrites_non_key_columns() {
+        let sql = build(&plan(unique()), &Shape::Upsert);
         assert_eq!(
             sql.text,
-            "INSERT INTO \"public\".\"t\" (\"id\", \"a\", \"Odd\"\"Name\") VALUES ($1::\"pg_catalog\".\"int4\", \
-             $2::\"pg_catalog\".\"int4\", $3::\"pg_catalog\".\"int4\") ON CONFLICT (\"id\") DO UPDATE SET \
-             \"a\" = EXCLUDED.\"a\", \"Odd\"\"Name\" = EXCLUDED.\"Odd\"\"Name\""
+            format!(
+                "INSERT INTO \"public\".\"t\" (\"id\", \"a\", \"Odd\"\"Name\") SELECT g.\"id\", g.\"a\", g.\"Odd\"\"Name\" \
+                 FROM (SELECT $1::{INT} AS \"id\", $2::{INT} AS \"a\", $3::{INT} AS \"Odd\"\"Name\") AS g \
+                 ON CONFLICT (\"id\") DO UPDATE SET \"a\" = EXCLUDED.\"a\", \"Odd\"\"Name\" = EXCLUDED.\"Odd\"\"Name\""
+            )
         );
         assert_eq!(sql.params.len(), 3);
     }
 
     #[test]
-    fn update_binds_new_values_then_old_key() {
-        let sql = build(&plan(KeyPlan::Unique(vec![0])), &Shape::Update(vec![0, 1]));
+    fn update_binds_new_row_then_old_key() {
+        let sql = build(&plan(unique()), &Shape::Update(vec![1]));
         assert_eq!(
             sql.text,
-            "UPDATE \"public\".\"t\" SET \"id\" = $1::\"pg_catalog\".\"int4\", \"a\" = $2::\"pg_catalog\".\"int4\" \
-             WHERE \"id\" = $3::\"pg_catalog\".\"int4\""
+            format!(
+                "WITH g AS (SELECT $1::{INT} AS \"id\", $2::{INT} AS \"a\", $3::{INT} AS \"Odd\"\"Name\") \
+                 UPDATE \"public\".\"t\" SET (\"a\") = (SELECT g.\"a\" FROM g) WHERE \"id\" = $4::{INT}"
+            )
         );
         assert_eq!(
-            sql.params[2],
+            sql.params[3],
             Param {
-                column: 0,
+                green: 0,
                 from: From::Old
             }
         );
@@ -240,41 +326,65 @@ mod tests {
 
     #[test]
     fn keyless_delete_removes_exactly_one_matching_row() {
-        let sql = build(&plan(KeyPlan::Match(vec![0, 1])), &Shape::Delete);
+        let sql = build(
+            &plan(KeyPlan::Match(vec![
+                KeyColumn { target: 0, green: 0 },
+                KeyColumn { target: 1, green: 1 },
+            ])),
+            &Shape::Delete,
+        );
         assert_eq!(
             sql.text,
-            "DELETE FROM \"public\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"public\".\"t\" WHERE \
-             \"id\" IS NOT DISTINCT FROM $1::\"pg_catalog\".\"int4\" AND \"a\" IS NOT DISTINCT FROM \
-             $2::\"pg_catalog\".\"int4\" LIMIT 1)"
+            format!(
+                "DELETE FROM \"public\".\"t\" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"public\".\"t\" \
+                 WHERE \"id\" IS NOT DISTINCT FROM $1::{INT} AND \"a\" IS NOT DISTINCT FROM $2::{INT} LIMIT 1)"
+            )
         );
     }
 
     #[test]
     fn key_change_moves_the_row_or_upserts_on_replay() {
-        let sql = build(&plan(KeyPlan::Unique(vec![0])), &Shape::MoveOrUpsert);
-        let t = "\"pg_catalog\".\"int4\"";
-        assert_eq!(
-            sql.text,
-            format!(
-                "WITH moved AS (UPDATE \"public\".\"t\" SET \"id\" = $1::{t}, \"a\" = $2::{t}, \"Odd\"\"Name\" = $3::{t} \
-                 WHERE \"id\" = $4::{t} RETURNING 1) INSERT INTO \"public\".\"t\" (\"id\", \"a\", \"Odd\"\"Name\") \
-                 SELECT $1::{t}, $2::{t}, $3::{t} WHERE NOT EXISTS (SELECT 1 FROM moved) ON CONFLICT (\"id\") DO UPDATE \
-                 SET \"a\" = EXCLUDED.\"a\", \"Odd\"\"Name\" = EXCLUDED.\"Odd\"\"Name\""
-            )
+        let sql = build(&plan(unique()), &Shape::MoveOrUpsert);
+        assert!(sql.text.starts_with("WITH g AS (SELECT $1::"), "{}", sql.text);
+        assert!(sql.text.contains(
+            "moved AS (UPDATE \"public\".\"t\" SET (\"id\", \"a\", \"Odd\"\"Name\") = (SELECT g.\"id\", g.\"a\", \
+             g.\"Odd\"\"Name\" FROM g) WHERE \"id\" = $4::\"pg_catalog\".\"int4\" RETURNING 1)"
+        ));
+        assert!(sql
+            .text
+            .contains("FROM g WHERE NOT EXISTS (SELECT 1 FROM moved) ON CONFLICT (\"id\") DO UPDATE"));
+    }
+
+    #[test]
+    fn expressions_filters_and_insert_only_columns() {
+        let mut p = plan(unique());
+        p.targets[1].value = Value::Expr("a * 2".into());
+        p.targets[2].insert_only = true;
+        p.filter = Some("id > 10".into());
+        let sql = build(&p, &Shape::Upsert).text;
+        assert!(
+            sql.contains("SELECT g.\"id\", (a * 2), g.\"Odd\"\"Name\" FROM (SELECT"),
+            "{sql}"
         );
-        assert_eq!(
-            sql.params[3],
-            Param {
-                column: 0,
-                from: From::Old
-            }
+        assert!(
+            sql.contains(") AS g WHERE (id > 10) ON CONFLICT (\"id\") DO UPDATE SET \"a\" = EXCLUDED.\"a\""),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains("EXCLUDED.\"Odd"),
+            "insert-only columns are not updated: {sql}"
+        );
+        let out = build(&p, &Shape::DeleteIfFilteredOut).text;
+        assert!(
+            out.ends_with("AND NOT EXISTS (SELECT 1 FROM g WHERE (id > 10))"),
+            "{out}"
         );
     }
 
     #[test]
     fn all_key_table_upsert_does_nothing_on_conflict() {
-        let mut p = plan(KeyPlan::Unique(vec![0]));
-        p.columns.truncate(1);
+        let mut p = plan(unique());
+        p.targets.truncate(1);
         assert!(build(&p, &Shape::Upsert)
             .text
             .ends_with("ON CONFLICT (\"id\") DO NOTHING"));

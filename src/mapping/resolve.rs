@@ -1,0 +1,117 @@
+//! Finding the mapping for a green table and planning it against blue's live catalog; shared by
+//! `run` (on every Relation message), `setup` and `check`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::catalog;
+use super::file::{self, MappingFile};
+use super::{plan, GreenTable, TablePlan};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The mapping files of a configuration and its implicit/strict settings.
+#[derive(Clone, Debug)]
+pub struct Mappings {
+    pub files: Vec<MappingFile>,
+    implicit: bool,
+    strict: bool,
+    config_path: std::path::PathBuf,
+}
+
+impl Mappings {
+    pub fn load(config: &Config) -> Result<Self> {
+        Ok(Mappings {
+            files: file::load_dir(&config.mapping_dir)?,
+            implicit: config.implicit,
+            strict: config.strict,
+            config_path: config.path.clone(),
+        })
+    }
+
+    /// The mapping file reading green table `schema.name`, if any.
+    pub fn file_for(&self, schema: &str, name: &str) -> Option<&MappingFile> {
+        self.files.iter().find(|f| f.source.0 == schema && f.source.1 == name)
+    }
+
+    /// Plans `green` onto its blue table, read from `client`'s catalog.
+    pub async fn plan(&self, client: &Client, green: &GreenTable) -> Result<Arc<TablePlan>> {
+        let file = self.file_for(&green.namespace, &green.name);
+        let (schema, name) = match file {
+            Some(f) => f.target.clone(),
+            None if self.implicit => (green.namespace.clone(), green.name.clone()),
+            None => {
+                return Err(Error::definite(format!(
+                    "green table {} has no mapping file and [mapping] implicit = false in {}; add a mapping file \
+                     or list the table in [mapping] exclude",
+                    green.qualified(),
+                    self.config_path.display()
+                )))
+            }
+        };
+        let blue = catalog::load_table(client, &schema, &name)
+            .await?
+            .ok_or_else(|| match file {
+                Some(f) => Error::definite(format!(
+                    "{}: target {schema}.{name} does not exist on blue; create it or fix target",
+                    f.path.display()
+                )),
+                None => Error::definite(format!(
+                    "green table {} has no table of that name on blue; create it on blue, add a mapping file for it, \
+                 or add \"{}\" to [mapping] exclude in {}",
+                    green.qualified(),
+                    green.qualified(),
+                    self.config_path.display()
+                )),
+            })?;
+        plan(green, &blue, file, self.strict)
+    }
+}
+
+/// Resolves type OIDs to quoted, schema-qualified names on blue. PostgreSQL's built-in types
+/// have the same OIDs everywhere; for the others green sends a Type message with the name,
+/// which must exist on blue too.
+#[derive(Default, Debug)]
+pub struct TypeNames {
+    names: HashMap<u32, String>,
+}
+
+/// OIDs below this are assigned by initdb and the same on every server (FirstGenbkiObjectId).
+const FIRST_NON_BUILTIN_OID: u32 = 10_000;
+
+impl TypeNames {
+    /// Records a Type message from green.
+    pub fn learn(&mut self, oid: u32, namespace: &str, name: &str) {
+        self.names.insert(oid, crate::sql::qualified(namespace, name));
+    }
+
+    /// Looks up the built-in types among `oids` on blue so that [`TypeNames::get`] knows them.
+    pub async fn resolve_builtins(&mut self, client: &Client, oids: &[u32]) -> Result<()> {
+        let missing: Vec<u32> = oids
+            .iter()
+            .copied()
+            .filter(|o| *o < FIRST_NON_BUILTIN_OID && !self.names.contains_key(o))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let rows = client
+            .query(
+                "SELECT t.oid, quote_ident(n.nspname) || '.' || quote_ident(t.typname) \
+                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = ANY($1)",
+                &[&missing],
+            )
+            .await
+            .map_err(|e| Error::postgres("reading type names on blue", &e))?;
+        for row in rows {
+            self.names.insert(row.get(0), row.get(1));
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, oid: u32) -> Option<String> {
+        self.names.get(&oid).cloned()
+    }
+}
