@@ -14,7 +14,7 @@ use super::exec::{Context, TextParam};
 use super::Applier;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::mapping::statements::{From, Param, Shape};
+use crate::mapping::statements::{can_update, From, Param, Shape};
 use crate::mapping::{KeyPlan, TablePlan};
 use crate::protocol::pgoutput::{OldTuple, Truncate, TupleData, TupleValue};
 
@@ -190,7 +190,7 @@ impl Applier {
                 // to its new key if the key changed.
                 let set: Vec<usize> = present
                     .into_iter()
-                    .filter(|t| !plan.targets[*t].insert_only && (key_changed || !is_key(t)))
+                    .filter(|t| can_update(plan, *t) && (key_changed || !is_key(t)))
                     .collect();
                 if set.is_empty() {
                     return Ok(());
@@ -198,7 +198,7 @@ impl Applier {
                 self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
             }
             KeyPlan::Match(_) => {
-                let set: Vec<usize> = present.into_iter().filter(|t| !plan.targets[*t].insert_only).collect();
+                let set: Vec<usize> = present.into_iter().filter(|t| can_update(plan, *t)).collect();
                 if set.is_empty() {
                     return Ok(());
                 }

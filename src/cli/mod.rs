@@ -1,6 +1,7 @@
 //! Command-line interface: one file per command. Exit codes follow DESIGN.md: 0 success,
 //! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
 
+mod check;
 mod run;
 mod setup;
 mod status;
@@ -47,6 +48,12 @@ enum Command {
         #[arg(long)]
         copy: bool,
     },
+    /// Validate the configuration and every mapping against both live catalogs; print the plan.
+    Check {
+        /// Also print the SQL statements each table uses.
+        #[arg(long)]
+        sql: bool,
+    },
     /// Stream green's changes to blue until SIGINT/SIGTERM.
     Run,
     /// Show positions, lag and state.
@@ -83,6 +90,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     let config = Arc::new(Config::load(&cli.config)?);
     match cli.command {
         Command::Setup { copy } => setup::run(&config, copy).await,
+        Command::Check { sql } => check::run(&config, sql).await,
         Command::Run => run::run(config).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown => teardown::run(&config).await,

@@ -24,8 +24,27 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
         let _ = stop_tx.send(true);
     });
     tracing::info!(green = %config.green.describe(), blue = %config.blue.describe(), "pgbridge starting");
+    validate_before_streaming(&config).await?;
     pipeline::run(config, stop_rx).await?;
     Ok(0)
+}
+
+/// The same validation as `pgbridge check`: an invalid plan never starts streaming.
+async fn validate_before_streaming(config: &Config) -> Result<()> {
+    let green = super::connect_green_sql(config).await?;
+    let blue = crate::apply::connect_blue(&config.blue).await?;
+    let report = super::check::validate(config, &green, &blue).await?;
+    match report.problems.len() {
+        0 => {
+            tracing::info!(tables = report.tables.len(), "mapping validated against both catalogs");
+            Ok(())
+        }
+        1 => Err(Error::definite(format!("{}; nothing was streamed", report.problems[0]))),
+        n => Err(Error::definite(format!(
+            "{n} problems, nothing was streamed (details: pgbridge check):\n  - {}",
+            report.problems.join("\n  - ")
+        ))),
+    }
 }
 
 /// Configuration that names features this build does not have yet must not be ignored.

@@ -26,7 +26,7 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
     super::run::refuse_unavailable_features(config)?;
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    check_green_server(&green, config).await?;
+    check_green_server(&green).await?;
 
     let publication_exists = exists(
         &green,
@@ -158,7 +158,7 @@ async fn exists(client: &Client, sql: &str, name: &str) -> Result<bool> {
         .is_some())
 }
 
-async fn check_green_server(green: &Client, config: &Config) -> Result<()> {
+pub(crate) async fn check_green_server(green: &Client) -> Result<()> {
     let row = green
         .query_one(
             "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
@@ -188,7 +188,6 @@ async fn check_green_server(green: &Client, config: &Config) -> Result<()> {
             sql::ident(&user)
         )));
     }
-    let _ = config;
     Ok(())
 }
 

@@ -102,6 +102,9 @@ pub struct Target {
     pub insert_only: bool,
     /// Whether blue's type has an equality operator (json, point, ... do not).
     pub comparable: bool,
+    /// A GENERATED ALWAYS identity column: written on insert (OVERRIDING SYSTEM VALUE), never
+    /// by UPDATE, which PostgreSQL refuses.
+    pub identity_always: bool,
 }
 
 /// A blue key column and the green column its value comes from.
@@ -281,6 +284,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
             depends,
             insert_only: spec.insert_only,
             comparable: b.comparable,
+            identity_always: b.identity_always,
         });
     }
     // Same-named columns map implicitly.
@@ -304,6 +308,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                     depends: vec![i],
                     insert_only: false,
                     comparable: b.comparable,
+                    identity_always: b.identity_always,
                 });
             }
             None => {}
@@ -372,6 +377,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                             depends: vec![g],
                             insert_only: false,
                             comparable: true,
+                            identity_always: blue.column(bk).is_some_and(|c| c.identity_always),
                         });
                         targets.len() - 1
                     }

@@ -38,6 +38,15 @@ impl Mappings {
 
     /// Plans `green` onto its blue table, read from `client`'s catalog.
     pub async fn plan(&self, client: &Client, green: &GreenTable) -> Result<Arc<TablePlan>> {
+        self.plan_with_blue(client, green).await.map(|(plan, _)| plan)
+    }
+
+    /// [`Mappings::plan`], also returning blue's table as read.
+    pub async fn plan_with_blue(
+        &self,
+        client: &Client,
+        green: &GreenTable,
+    ) -> Result<(Arc<TablePlan>, catalog::BlueTable)> {
         let file = self.file_for(&green.namespace, &green.name);
         let (schema, name) = match file {
             Some(f) => f.target.clone(),
@@ -66,7 +75,7 @@ impl Mappings {
                     self.config_path.display()
                 )),
             })?;
-        plan(green, &blue, file, self.strict)
+        Ok((plan(green, &blue, file, self.strict)?, blue))
     }
 }
 

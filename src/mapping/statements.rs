@@ -158,7 +158,7 @@ impl Builder<'_> {
             let conflict: Vec<String> = key.iter().map(|k| self.column(k.target)).collect();
             let updates: Vec<String> = all
                 .iter()
-                .filter(|&&t| !key.iter().any(|k| k.target == t) && !self.plan.targets[t].insert_only)
+                .filter(|&&t| !key.iter().any(|k| k.target == t) && can_update(self.plan, t))
                 .map(|&t| format!("{0} = EXCLUDED.{0}", self.column(t)))
                 .collect();
             if updates.is_empty() {
@@ -182,11 +182,14 @@ impl Builder<'_> {
     }
 }
 
-/// Targets written when a row is moved or updated in full: all but the insert-only ones.
+/// Whether UPDATE may write target `t`: not insert-only, not a GENERATED ALWAYS identity.
+pub fn can_update(plan: &TablePlan, t: usize) -> bool {
+    !plan.targets[t].insert_only && !plan.targets[t].identity_always
+}
+
+/// Targets written when a row is moved or updated in full.
 pub fn updatable(plan: &TablePlan) -> Vec<usize> {
-    (0..plan.targets.len())
-        .filter(|&t| !plan.targets[t].insert_only)
-        .collect()
+    (0..plan.targets.len()).filter(|&t| can_update(plan, t)).collect()
 }
 
 /// Generates the statement for `shape`.
@@ -272,6 +275,7 @@ mod tests {
             depends: vec![g],
             insert_only: false,
             comparable: true,
+            identity_always: false,
         };
         TablePlan {
             green,

@@ -1,0 +1,224 @@
+//! `pgbridge check [--sql]`: validates the configuration and every mapping against both live
+//! catalogs before any row moves, and prints the plan. `run` performs the same validation at
+//! start and refuses to stream an invalid plan.
+
+use std::sync::Arc;
+
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+use super::connect_green_sql;
+use crate::apply;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::mapping::catalog::BlueTable;
+use crate::mapping::resolve::Mappings;
+use crate::mapping::statements::{build, updatable, Shape};
+use crate::mapping::{green_catalog, KeyPlan, TablePlan, Value};
+use crate::protocol::pgoutput::ReplicaIdentity;
+use crate::sql;
+
+/// A table that planned, with the statements that prepared on blue.
+pub struct Planned {
+    pub plan: Arc<TablePlan>,
+    pub statements: Vec<(&'static str, String)>,
+}
+
+/// The outcome of validation: the plans, and every problem found.
+#[derive(Default)]
+pub struct Report {
+    pub tables: Vec<Planned>,
+    pub problems: Vec<String>,
+}
+
+pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
+    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
+    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let report = validate(config, &green, &blue).await?;
+    for t in &report.tables {
+        print_plan(t, show_sql);
+    }
+    if report.problems.is_empty() {
+        println!("ok: {} table(s) planned, no problems", report.tables.len());
+        Ok(0)
+    } else {
+        println!("{} problem(s):", report.problems.len());
+        for p in &report.problems {
+            println!("  - {p}");
+        }
+        Ok(1)
+    }
+}
+
+/// Validates everything `run` will rely on. Connection failures are errors; everything about
+/// the configuration, the mappings or the schemas is a problem in the report.
+pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<Report> {
+    let mut report = Report::default();
+    let mappings = match Mappings::load(config) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return Ok(report);
+        }
+    };
+    if let Err(e) = super::setup::check_green_server(green).await {
+        report.problems.push(e.to_string());
+    }
+    let publication_exists = green
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&config.publication],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading publications on green", &e).into_definite())?
+        .is_some();
+    let tables = match green_catalog::tables(green, config, publication_exists).await {
+        Ok(t) => t,
+        Err(e) if e.sqlstate().is_none() => {
+            report.problems.push(e.to_string());
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    for f in &mappings.files {
+        if !tables
+            .iter()
+            .any(|t| (t.namespace.as_str(), t.name.as_str()) == (f.source.0.as_str(), f.source.1.as_str()))
+        {
+            report.problems.push(format!(
+                "{}: source {}.{} is not among the green tables to stream{}; fix source, create the table, or delete the file",
+                f.path.display(),
+                f.source.0,
+                f.source.1,
+                if publication_exists { format!(" (publication {})", config.publication) } else { String::new() }
+            ));
+        }
+    }
+    for green_table in &tables {
+        let has_identity =
+            green_table.replica_identity == ReplicaIdentity::Full || green_table.columns.iter().any(|c| c.is_key);
+        if !has_identity {
+            report.problems.push(format!(
+                "green table {} has no primary key or replica identity; add a primary key or run on green: \
+                 ALTER TABLE {} REPLICA IDENTITY FULL",
+                green_table.qualified(),
+                sql::qualified(&green_table.namespace, &green_table.name)
+            ));
+            continue;
+        }
+        let (plan, blue_table) = match mappings.plan_with_blue(blue, green_table).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                report.problems.push(e.to_string());
+                continue;
+            }
+        };
+        report.problems.extend(unfed_columns(&plan, &blue_table));
+        let mut statements = Vec::new();
+        for (what, shape) in shapes(&plan) {
+            let sql = build(&plan, &shape);
+            let types = vec![Type::TEXT; sql.params.len()];
+            match blue.prepare_typed(&sql.text, &types).await {
+                Ok(_) => statements.push((what, sql.text)),
+                Err(e) => {
+                    let db = e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                    report.problems.push(format!(
+                        "{}: the {what} statement for blue table {} does not prepare on blue: {db}; check the types and \
+                         expressions feeding it (pgbridge check --sql shows the statement)",
+                        plan.source_of_truth(),
+                        plan.blue_name
+                    ));
+                }
+            }
+        }
+        report.tables.push(Planned { plan, statements });
+    }
+    Ok(report)
+}
+
+/// The statements `run` can issue for this table.
+fn shapes(plan: &TablePlan) -> Vec<(&'static str, Shape)> {
+    let mut out = Vec::new();
+    match plan.key {
+        KeyPlan::Unique(_) => {
+            out.push(("insert", Shape::Upsert));
+            // With a GENERATED ALWAYS identity, key changes are a delete and an insert instead.
+            if !plan.overriding_system_value {
+                out.push(("key change", Shape::MoveOrUpsert));
+            }
+        }
+        KeyPlan::Match(_) => out.push(("insert", Shape::Insert)),
+    }
+    let set = updatable(plan);
+    if !set.is_empty() {
+        out.push(("update", Shape::Update(set)));
+    }
+    out.push(("delete", Shape::Delete));
+    if plan.filter.is_some() {
+        out.push(("filter exit", Shape::DeleteIfFilteredOut));
+    }
+    out
+}
+
+/// Blue NOT NULL columns without a default that nothing feeds: every insert would fail.
+fn unfed_columns(plan: &TablePlan, blue: &BlueTable) -> Vec<String> {
+    blue.columns
+        .iter()
+        .filter(|c| c.not_null && !c.has_default && !c.generated && !c.identity_always)
+        .filter(|c| !plan.targets.iter().any(|t| t.blue_name == c.name))
+        .map(|c| {
+            format!(
+                "{}: blue column {}.{} is NOT NULL without a default and nothing feeds it, so every insert would fail; \
+                 map it in [columns] (from or expr) or give it a default on blue",
+                plan.source_of_truth(),
+                plan.blue_name,
+                c.name
+            )
+        })
+        .collect()
+}
+
+fn print_plan(t: &Planned, show_sql: bool) {
+    let plan = &t.plan;
+    let how = plan
+        .file
+        .as_ref()
+        .map_or_else(|| "by name".to_string(), |f| f.display().to_string());
+    println!("blue {} <- green {} ({how})", plan.blue_name, plan.green_name);
+    for target in &plan.targets {
+        let source = match &target.value {
+            Value::Green(g) => plan.green.columns[*g].name.clone(),
+            Value::Expr(e) => format!("expr {e}"),
+        };
+        let when = if target.insert_only { "  (on insert only)" } else { "" };
+        println!("    {:<24} <- {source}{when}", target.blue_name);
+    }
+    let key: Vec<String> = plan
+        .key
+        .columns()
+        .iter()
+        .map(|k| {
+            format!(
+                "{} <- {}",
+                plan.targets[k.target].blue_name, plan.green.columns[k.green].name
+            )
+        })
+        .collect();
+    let kind = match plan.key {
+        KeyPlan::Unique(_) => "key",
+        KeyPlan::Match(_) => "match (no unique key on blue)",
+    };
+    println!("    {kind}: {}", key.join(", "));
+    if let Some(f) = &plan.filter {
+        println!("    filter: {f}");
+    }
+    if show_sql {
+        for (what, text) in &t.statements {
+            println!("    -- {what}\n    {text};");
+        }
+    }
+    println!();
+}
