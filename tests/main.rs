@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod harness_selftest;
+mod mapping;
 mod recovery;
 mod streaming;
 mod truncate;

@@ -115,7 +115,12 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             }
         };
         report.problems.extend(unfed_columns(&plan, &blue_table));
+        let missing_types = missing_types(blue, &plan).await?;
+        let types_ok = missing_types.is_empty();
+        report.problems.extend(missing_types);
         let mut statements = Vec::new();
+        // The same failure usually hits several statements: report it once, naming them all.
+        let mut failures: Vec<(String, Vec<&'static str>)> = Vec::new();
         for (what, shape) in shapes(&plan) {
             let sql = build(&plan, &shape);
             let types = vec![Type::TEXT; sql.params.len()];
@@ -125,18 +130,50 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
                     let db = e
                         .as_db_error()
                         .map_or_else(|| e.to_string(), |d| d.message().to_string());
-                    report.problems.push(format!(
-                        "{}: the {what} statement for blue table {} does not prepare on blue: {db}; check the types and \
-                         expressions feeding it (pgbridge check --sql shows the statement)",
-                        plan.source_of_truth(),
-                        plan.blue_name
-                    ));
+                    match failures.iter_mut().find(|(m, _)| *m == db) {
+                        Some((_, whats)) => whats.push(what),
+                        None => failures.push((db, vec![what])),
+                    }
                 }
+            }
+        }
+        if types_ok {
+            for (db, whats) in failures {
+                report.problems.push(format!(
+                    "{}: the {} statement(s) for blue table {} do not prepare on blue: {db}; check the types and \
+                     expressions feeding it (pgbridge check --sql shows the statements that do)",
+                    plan.source_of_truth(),
+                    whats.join(", "),
+                    plan.blue_name
+                ));
             }
         }
         report.tables.push(Planned { plan, statements });
     }
     Ok(report)
+}
+
+/// Green types the plan reads that blue does not have.
+async fn missing_types(blue: &Client, plan: &TablePlan) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (g, column) in plan.green.columns.iter().enumerate() {
+        if !plan.read[g] {
+            continue;
+        }
+        let exists: bool = blue
+            .query_one("SELECT to_regtype($1) IS NOT NULL", &[&column.type_sql])
+            .await
+            .map_err(|e| Error::postgres("looking up types on blue", &e))?
+            .get(0);
+        if !exists {
+            problems.push(format!(
+                "green column {}.{} has type {}, which does not exist on blue; create the type on blue, or map the \
+                 column through an expression that blue can evaluate",
+                plan.green_name, column.name, column.type_sql
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 /// The statements `run` can issue for this table.

@@ -154,6 +154,9 @@ pub struct TablePlan {
     pub blue_partitioned: bool,
     /// The mapping file, or `None` for an implicit by-name mapping.
     pub file: Option<std::path::PathBuf>,
+    /// Per green column: whether any blue column, the key or the filter reads it. Columns
+    /// nobody reads enter statements as text, so their type need not exist on blue.
+    pub read: Vec<bool>,
 }
 
 impl TablePlan {
@@ -435,6 +438,20 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
             }));
         }
     }
+    let mut read = vec![false; green.columns.len()];
+    for t in &targets {
+        for &g in &t.depends {
+            read[g] = true;
+        }
+    }
+    for k in key.columns() {
+        read[k.green] = true;
+    }
+    if let Some(condition) = &filter {
+        for g in expression_columns(condition, green) {
+            read[g] = true;
+        }
+    }
     Ok(Arc::new(TablePlan {
         green: green.clone(),
         green_name: green_name.into(),
@@ -446,6 +463,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
         overriding_system_value: overriding,
         blue_partitioned: blue.partitioned,
         file: file.map(|f| f.path.clone()),
+        read,
     }))
 }
 

@@ -63,11 +63,20 @@ impl Builder<'_> {
         format!("${}::{}", self.params.len(), self.plan.green.columns[green].type_sql)
     }
 
-    /// `SELECT $1::type AS "col", ...` over every green column of the new tuple.
+    /// `SELECT $1::type AS "col", ...` over every green column of the new tuple (as text when
+    /// nothing reads it).
     fn new_row(&mut self) -> String {
         let cols: Vec<String> = (0..self.plan.green.columns.len())
             .map(|g| {
-                let value = self.bind(g, From::New);
+                let value = if self.plan.read[g] {
+                    self.bind(g, From::New)
+                } else {
+                    self.params.push(Param {
+                        green: g,
+                        from: From::New,
+                    });
+                    format!("${}::text", self.params.len())
+                };
                 format!("{value} AS {}", ident(&self.plan.green.columns[g].name))
             })
             .collect();
@@ -288,6 +297,7 @@ mod tests {
             overriding_system_value: false,
             blue_partitioned: false,
             file: None,
+            read: vec![true; 3],
         }
     }
 
