@@ -24,6 +24,11 @@ pub struct Error {
     kind: Kind,
     message: String,
     sqlstate: Option<String>,
+    /// Commit LSN of the green transaction whose row failed, when known.
+    lsn: Option<crate::lsn::Lsn>,
+    /// Set when the session should be replayed row by row up to this LSN to find (and park or
+    /// report) the exact failing row.
+    replay_carefully: Option<crate::lsn::Lsn>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,6 +39,8 @@ impl Error {
             kind: Kind::Transient,
             message: message.into(),
             sqlstate: None,
+            lsn: None,
+            replay_carefully: None,
         }
     }
 
@@ -42,6 +49,8 @@ impl Error {
             kind: Kind::Definite,
             message: message.into(),
             sqlstate: None,
+            lsn: None,
+            replay_carefully: None,
         }
     }
 
@@ -51,6 +60,8 @@ impl Error {
             kind: classify_sqlstate(code),
             message: format!("{context}: {text}"),
             sqlstate: Some(code.to_string()),
+            lsn: None,
+            replay_carefully: None,
         }
     }
 
@@ -78,6 +89,8 @@ impl Error {
                     kind,
                     message: format!("{context}: {}", chain(err)),
                     sqlstate: None,
+                    lsn: None,
+                    replay_carefully: None,
                 }
             }
         }
@@ -85,6 +98,36 @@ impl Error {
 
     pub fn io(context: impl fmt::Display, err: &std::io::Error) -> Self {
         Error::transient(format!("{context}: {err}"))
+    }
+
+    /// Records the green transaction a failed row belongs to.
+    pub fn at_lsn(mut self, lsn: crate::lsn::Lsn) -> Self {
+        if !lsn.is_zero() {
+            self.lsn = Some(lsn);
+        }
+        self
+    }
+
+    pub fn lsn(&self) -> Option<crate::lsn::Lsn> {
+        self.lsn
+    }
+
+    /// Whether blue rejected one row for its content (data exception, constraint violation,
+    /// an exception raised by a trigger), as opposed to the schema or the connection.
+    pub fn is_row_rejection(&self) -> bool {
+        self.sqlstate
+            .as_deref()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "P0001")
+    }
+
+    /// Asks the pipeline to replay row by row up to `lsn`.
+    pub fn replay_carefully(mut self, lsn: crate::lsn::Lsn) -> Self {
+        self.replay_carefully = Some(lsn);
+        self
+    }
+
+    pub fn careful_replay_until(&self) -> Option<crate::lsn::Lsn> {
+        self.replay_carefully
     }
 
     pub fn kind(&self) -> Kind {

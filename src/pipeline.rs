@@ -49,15 +49,22 @@ impl Backoff {
 /// Streams until `shutdown` becomes true (`Ok`) or a definite error.
 pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let mut backoff = Backoff::new();
+    let mut careful_until = Lsn::ZERO;
     let mut streamed = false;
     let started = Instant::now();
     loop {
         let session_start = Instant::now();
-        let result = session(&config, &mut shutdown, &mut streamed, started).await;
+        let result = session(&config, &mut shutdown, &careful_until, &mut streamed, started).await;
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if let Some(lsn) = err.careful_replay_until() {
+            // Nothing of the failed group was committed: replay it row by row to find the row.
+            tracing::warn!(error = %err, until = %lsn, "blue rejected a row; replaying row by row from the checkpoint");
+            careful_until = careful_until.max(lsn);
+            continue;
+        }
         // Before the first successful start, a problem is most likely configuration: say so
         // at once rather than retrying forever.
         // A failure while finishing on shutdown is reported, not retried: exit 0 would claim
@@ -80,6 +87,7 @@ pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Re
 async fn session(
     config: &Arc<Config>,
     shutdown: &mut watch::Receiver<bool>,
+    careful_until: &Lsn,
     streamed: &mut bool,
     started: Instant,
 ) -> Result<()> {
@@ -93,7 +101,7 @@ async fn session(
             ))
         })?;
     let (durable_tx, durable_rx) = watch::channel(checkpoint.lsn);
-    let mut applier = Applier::new(config.clone(), blue, checkpoint.lsn, durable_tx).await?;
+    let mut applier = Applier::new(config.clone(), blue, checkpoint.lsn, durable_tx, *careful_until).await?;
 
     let options = StartOptions {
         slot: config.slot.clone(),

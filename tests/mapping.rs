@@ -385,3 +385,58 @@ fn check_reports_each_problem_with_its_fix() {
     let out = pair.pgbridge(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// A row blue rejects: under `dead_letter` it is parked with table, key, row, error and LSN
+/// and the stream goes on; under `stop` the bridge stops naming the same facts.
+#[test]
+fn rejected_rows_are_dead_lettered_or_stop_with_their_key() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.blue
+        .psql(DB, "ALTER TABLE t ADD CONSTRAINT no_bad CHECK (v <> 'bad')");
+    with_mappings(&pair, &[], "[apply]\non_error = \"dead_letter\"\n");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(
+        DB,
+        "BEGIN; INSERT INTO t VALUES (1, 'good'), (2, 'bad'), (3, 'good'); COMMIT;",
+    );
+    let bad_tx_lsn = pair.green.psql(DB, "SELECT pg_current_wal_lsn()");
+    pair.green.psql(DB, "INSERT INTO t VALUES (4, 'after')");
+    pair.wait_caught_up(&bridge);
+    assert_eq!(
+        blue_rows(&pair, "SELECT string_agg(id || v, ',' ORDER BY id) FROM t"),
+        "1good,3good,4after"
+    );
+    assert_eq!(
+        blue_rows(
+            &pair,
+            "SELECT format('%s|%s|%s|%s|%s|%s', slot_name, green_table, blue_table, key, row_data, sqlstate) FROM pgbridge.dead_letter"
+        ),
+        "pgbridge_to_blue|public.t|public.t|{\"id\": \"2\"}|{\"v\": \"bad\", \"id\": \"2\"}|23514"
+    );
+    let parked = blue_rows(
+        &pair,
+        &format!("SELECT error LIKE '%no_bad%' AND lsn < '{bad_tx_lsn}' FROM pgbridge.dead_letter"),
+    );
+    assert_eq!(
+        parked, "t",
+        "the error names the constraint and the LSN is the green transaction's"
+    );
+    assert!(bridge.log().contains("row parked in dead_letter"), "{}", bridge.log());
+    assert_eq!(bridge.terminate(), 0);
+
+    // The same rejection under `stop`.
+    with_mappings(&pair, &[], "");
+    let bridge = pair.run();
+    let before = pair.checkpoint();
+    pair.green.psql(DB, "INSERT INTO t VALUES (5, 'fine'), (6, 'bad')");
+    let (code, log) = bridge.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 2, "{log}");
+    assert!(
+        log.contains("no_bad") && log.contains("{\"id\":\"6\"}") && log.contains("public.t"),
+        "{log}"
+    );
+    assert_eq!(pair.checkpoint(), before);
+    assert_eq!(blue_rows(&pair, "SELECT count(*) FROM t WHERE id >= 5"), "0");
+}

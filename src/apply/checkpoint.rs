@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::sql;
 
-/// SQL that creates pgbridge's schema and checkpoint table if missing.
+/// SQL that creates pgbridge's schema, checkpoint and dead-letter tables if missing.
 pub fn create_sql(schema: &str) -> String {
     let table = sql::qualified(schema, "checkpoint");
     format!(
@@ -18,8 +18,30 @@ pub fn create_sql(schema: &str) -> String {
              lsn         pg_lsn NOT NULL,
              commit_time timestamptz,
              updated_at  timestamptz NOT NULL DEFAULT now()
+         );
+         {dead_letter}",
+        schema = sql::ident(schema),
+        dead_letter = dead_letter_sql(schema)
+    )
+}
+
+/// `<schema>.dead_letter`: rows blue rejected under `on_error = "dead_letter"`, written in the
+/// same blue transaction as the rest of their green transaction and the checkpoint.
+pub fn dead_letter_sql(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+             id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             slot_name   text NOT NULL,
+             green_table text NOT NULL,
+             blue_table  text NOT NULL,
+             key         jsonb,
+             row_data    jsonb,
+             error       text NOT NULL,
+             sqlstate    text,
+             lsn         pg_lsn NOT NULL,
+             created_at  timestamptz NOT NULL DEFAULT now()
          );",
-        schema = sql::ident(schema)
+        sql::qualified(schema, "dead_letter")
     )
 }
 

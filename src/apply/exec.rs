@@ -171,7 +171,7 @@ impl Pipeline {
 }
 
 fn check(result: Result<u64, tokio_postgres::Error>, ctx: &Context) -> Result<()> {
-    let rows = result.map_err(|e| Error::postgres(ctx.describe(), &e))?;
+    let rows = result.map_err(|e| Error::postgres(ctx.describe(), &e).at_lsn(ctx.lsn))?;
     match ctx.expect_rows {
         Some(expected) if expected != rows => Err(Error::definite(format!(
             "{}: expected {expected} row(s), got {rows}",

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, OnError};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::lsn::Lsn;
@@ -154,15 +154,20 @@ pub struct Applier {
     idle: Option<Lsn>,
     last_checkpoint_write: Instant,
     progress: Progress,
+    careful_until: Lsn,
+    dead_letter: Option<Statement>,
 }
 
 impl Applier {
     /// Prepares the blue session; `durable` is the checkpoint read at start.
+    /// Transactions committed at or before `careful_until` are applied row by row, each in a
+    /// savepoint, so a row blue rejects is found exactly (and parked under `dead_letter`).
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
         durable: Lsn,
         durable_tx: watch::Sender<Lsn>,
+        careful_until: Lsn,
     ) -> Result<Self> {
         let replica_role = prepare_session(&client).await?;
         if !replica_role {
@@ -181,6 +186,10 @@ impl Applier {
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
         let mappings = Mappings::load(&config)?;
+        let dead_letter = match config.on_error {
+            OnError::Stop => None,
+            OnError::DeadLetter => Some(rows::prepare_dead_letter(&client, &config.schema).await?),
+        };
         Ok(Applier {
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
@@ -197,12 +206,23 @@ impl Applier {
             idle: None,
             last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
+            careful_until,
+            dead_letter,
         })
     }
 
     /// Applies events until shutdown (`Ok`) or an error. On shutdown a complete group is
     /// committed and a partly received green transaction is rolled back (green resends it).
     pub async fn run(
+        &mut self,
+        events: &mut mpsc::Receiver<SourceEvent>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let result = self.run_inner(events, shutdown).await;
+        result.map_err(|e| self.replay_if_row_rejected(e))
+    }
+
+    async fn run_inner(
         &mut self,
         events: &mut mpsc::Receiver<SourceEvent>,
         shutdown: &mut watch::Receiver<bool>,
@@ -225,6 +245,15 @@ impl Applier {
                 },
                 _ = tick.tick() => self.on_tick().await?,
             }
+        }
+    }
+
+    /// A row rejected by blue in a pipelined group: which row, and what to do about it, is
+    /// settled by replaying that stretch of the stream row by row.
+    fn replay_if_row_rejected(&self, e: Error) -> Error {
+        match e.lsn() {
+            Some(lsn) if e.is_row_rejection() && lsn > self.careful_until => e.replay_carefully(lsn),
+            _ => e,
         }
     }
 
@@ -556,6 +585,10 @@ impl Applier {
         }
         let (stmt, sql) = &self.statements[&key];
         let params = values.bind(plan, &sql.params)?;
+        if lsn <= self.careful_until {
+            let stmt = stmt.clone();
+            return self.apply_one_row(plan, &stmt, params, action, values).await;
+        }
         let ctx = Context {
             action,
             table: Some(plan.green_name.clone()),

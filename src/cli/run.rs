@@ -5,12 +5,11 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{Config, OnError};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pipeline;
 
 pub async fn run(config: Arc<Config>) -> Result<i32> {
-    refuse_unavailable_features(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| Error::definite(format!("cannot install SIGTERM handler: {e}")))?;
@@ -45,15 +44,4 @@ async fn validate_before_streaming(config: &Config) -> Result<()> {
             report.problems.join("\n  - ")
         ))),
     }
-}
-
-/// Configuration that names features this build does not have yet must not be ignored.
-pub(crate) fn refuse_unavailable_features(config: &Config) -> Result<()> {
-    if config.on_error == OnError::DeadLetter {
-        return Err(Error::definite(format!(
-            "{}: apply.on_error = \"dead_letter\" is not available in this version; use \"stop\"",
-            config.path.display()
-        )));
-    }
-    Ok(())
 }

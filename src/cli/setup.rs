@@ -23,7 +23,6 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
              load blue from green first (for example with pg_dump), then run `pgbridge setup`",
         ));
     }
-    super::run::refuse_unavailable_features(config)?;
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     check_green_server(&green).await?;
