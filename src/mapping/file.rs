@@ -322,6 +322,16 @@ where = "tenant_id = 42"
         }
     }
 
+    /// Every mapping shipped in the repository parses (the example is also streamed and
+    /// checked against live catalogs in tests/mapping.rs).
+    #[test]
+    fn shipped_mappings_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let files = load_dir(&root).expect("shipped mappings parse");
+        let targets: Vec<String> = files.iter().map(|f| format!("{}.{}", f.target.0, f.target.1)).collect();
+        assert_eq!(targets, ["public.customers", "public.jobs", "public.orders"]);
+    }
+
     #[test]
     fn duplicate_targets_are_refused() {
         let dir = tempfile::tempdir().unwrap();
