@@ -284,9 +284,10 @@ fn green_ddl_mid_stream_is_rechecked() {
     assert_eq!(blue_rows(&pair, "SELECT count(*) FROM t"), "2");
 }
 
-/// One case per `check` problem: exit 1, and the message names the place and the fix.
-#[test]
-fn check_reports_each_problem_with_its_fix() {
+/// Green and blue for the `check` problem tests: blue differs from green in ways a mapping
+/// must handle (a type mismatch, a generated column, a NOT NULL column green lacks), and green
+/// has an enum blue lacks.
+fn check_pair() -> Pair {
     let pair = Pair::start();
     pair.green.psql(
         DB,
@@ -296,94 +297,157 @@ fn check_reports_each_problem_with_its_fix() {
     );
     pair.blue.psql(
         DB,
-        "CREATE TABLE c (id int PRIMARY KEY, name text NOT NULL, doc integer, m text, code int, \
+        "CREATE TABLE c (id int PRIMARY KEY, name text NOT NULL, doc jsonb, m text, code int, \
            gen int GENERATED ALWAYS AS (id * 2) STORED, must text NOT NULL); \
          CREATE TABLE other (id int PRIMARY KEY);",
     );
-    // m's enum exists only on green: ignored here, checked on its own at the end.
-    let base = "target = \"c\"\nignore = [\"m\"]\n[columns]\nmust = { expr = \"'x'\" }\n";
-    let cases: Vec<(&str, String, &[&str])> = vec![
-        (
-            "type not assignable",
-            base.to_string(),
-            &["do not prepare on blue", "\"doc\" is of type integer"],
-        ),
-        (
-            "unknown blue column",
-            format!("{base}nope = {{ from = \"name\" }}\n"),
-            &["c.toml:5", "columns.nope", "has no column nope"],
-        ),
-        (
-            "unknown green column",
-            format!("{base}name = {{ from = \"nme\" }}\n"),
-            &["columns.name", "no column nme"],
-        ),
-        (
-            "generated blue column",
-            format!("{base}gen = {{ expr = \"1\" }}\n"),
-            &["columns.gen", "generated"],
-        ),
-        (
-            "unfed NOT NULL",
-            "target = \"c\"\nignore = [\"m\"]\n".to_string(),
-            &["c.must", "NOT NULL without a default"],
-        ),
-        (
-            "key outside identity",
-            format!("{base}[key]\nid = \"code\"\n"),
-            &["replica identity", "REPLICA IDENTITY FULL"],
-        ),
-        (
-            "filter outside identity",
-            format!("{base}[filter]\nwhere = \"code > 1\"\n"),
-            &["filter.where", "replica identity"],
-        ),
-        (
-            "bad expression",
-            format!("{base}name = {{ expr = \"upper(name\" }}\n"),
-            &["do not prepare on blue", "syntax error"],
-        ),
-        (
-            "two feeds",
-            format!("{base}name = {{ from = \"name\", expr = \"x\" }}\n"),
-            &["c.toml:5", "only one of"],
-        ),
-        (
-            "unknown key",
-            "target = \"c\"\nsorce = \"c\"\n".to_string(),
-            &["c.toml:2", "sorce"],
-        ),
-        (
-            "source not streamed",
-            "target = \"c\"\nsource = \"missing\"\n".to_string(),
-            &["public.missing", "not among the green tables"],
-        ),
-    ];
-    for (what, body, words) in cases {
-        with_mappings(&pair, &[("c.toml", body.as_str())], "");
-        let out = pair.pgbridge(&["check"]);
-        let said = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{what}: expected exit 1\n{said}");
-        for w in words {
-            assert!(said.contains(w), "{what}: check output lacks {w:?}\n{said}");
-        }
-    }
-    // Green's enum is missing on blue: a green type the mapping reads must exist there.
-    pair.blue
-        .psql(DB, "ALTER TABLE c ALTER COLUMN doc TYPE jsonb USING NULL");
-    let reads_m = "target = \"c\"\n[columns]\nmust = { expr = \"'x'\" }\n";
-    with_mappings(&pair, &[("c.toml", reads_m)], "");
+    pair
+}
+
+/// A mapping that fits [`check_pair`]: m's enum exists only on green, so m is ignored.
+const FITS: &str = "target = \"c\"\nignore = [\"m\"]\n[columns]\nmust = { expr = \"'x'\" }\n";
+
+/// Runs `pgbridge check` with `c.toml` = `body`: exit 1 and every word of `words` in the output.
+fn check_fails_with(pair: &Pair, body: &str, words: &[&str]) {
+    with_mappings(pair, &[("c.toml", body)], "");
     let out = pair.pgbridge(&["check"]);
     let said = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(
-        said.contains("public.c.m has type public.mood, which does not exist on blue"),
-        "{said}"
+    assert_eq!(out.status.code(), Some(1), "expected exit 1\n{said}");
+    for w in words {
+        assert!(said.contains(w), "check output lacks {w:?}\n{said}");
+    }
+}
+
+#[test]
+fn check_passes_a_fitting_mapping() {
+    let pair = check_pair();
+    with_mappings(&pair, &[("c.toml", FITS)], "");
+    let out = pair.pgbridge(&["check", "--sql"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("INSERT INTO \"public\".\"c\""), "{}", text(&out));
+}
+
+#[test]
+fn check_type_not_assignable() {
+    let pair = check_pair();
+    pair.blue
+        .psql(DB, "ALTER TABLE c ALTER COLUMN doc TYPE integer USING NULL");
+    check_fails_with(&pair, FITS, &["do not prepare on blue", "\"doc\" is of type integer"]);
+}
+
+#[test]
+fn check_unknown_blue_column() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}nope = {{ from = \"name\" }}\n"),
+        &["c.toml:5", "columns.nope", "has no column nope"],
     );
-    // With the type on blue, everything fits.
+}
+
+#[test]
+fn check_unknown_green_column() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}name = {{ from = \"nme\" }}\n"),
+        &["columns.name", "no column nme"],
+    );
+}
+
+#[test]
+fn check_generated_blue_column_written() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}gen = {{ expr = \"1\" }}\n"),
+        &["columns.gen", "generated"],
+    );
+}
+
+#[test]
+fn check_not_null_column_unfed() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        "target = \"c\"\nignore = [\"m\"]\n",
+        &["c.must", "NOT NULL without a default"],
+    );
+}
+
+#[test]
+fn check_key_outside_replica_identity() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}[key]\nid = \"code\"\n"),
+        &["replica identity", "REPLICA IDENTITY FULL"],
+    );
+}
+
+#[test]
+fn check_filter_outside_replica_identity() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}[filter]\nwhere = \"code > 1\"\n"),
+        &["filter.where", "replica identity"],
+    );
+}
+
+#[test]
+fn check_expression_that_does_not_prepare() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}name = {{ expr = \"upper(name\" }}\n"),
+        &["do not prepare on blue", "syntax error"],
+    );
+}
+
+#[test]
+fn check_column_with_two_feeds() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        &format!("{FITS}name = {{ from = \"name\", expr = \"x\" }}\n"),
+        &["c.toml:5", "only one of"],
+    );
+}
+
+#[test]
+fn check_unknown_key_in_file() {
+    let pair = check_pair();
+    check_fails_with(&pair, "target = \"c\"\nsorce = \"c\"\n", &["c.toml:2", "sorce"]);
+}
+
+#[test]
+fn check_source_not_streamed() {
+    let pair = check_pair();
+    check_fails_with(
+        &pair,
+        "target = \"c\"\nsource = \"missing\"\n",
+        &["public.missing", "not among the green tables"],
+    );
+}
+
+#[test]
+fn check_green_type_missing_on_blue() {
+    let pair = check_pair();
+    let reads_m = "target = \"c\"\n[columns]\nmust = { expr = \"'x'\" }\n";
+    check_fails_with(
+        &pair,
+        reads_m,
+        &["public.c.m has type public.mood, which does not exist on blue"],
+    );
     pair.blue.psql(DB, "CREATE TYPE mood AS ENUM ('ok', 'sad')");
     let out = pair.pgbridge(&["check"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "with the type on blue everything fits:\n{}",
+        text(&out)
+    );
 }
 
 /// A row blue rejects: under `dead_letter` it is parked with table, key, row, error and LSN
@@ -439,4 +503,30 @@ fn rejected_rows_are_dead_lettered_or_stop_with_their_key() {
     );
     assert_eq!(pair.checkpoint(), before);
     assert_eq!(blue_rows(&pair, "SELECT count(*) FROM t WHERE id >= 5"), "0");
+}
+
+/// A column the mapping uses is retyped on green into something blue's column cannot take:
+/// the bridge stops naming table and column, and confirms nothing after the last good
+/// transaction.
+#[test]
+fn green_column_retyped_mid_stream_stops_the_bridge() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, n int)");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 1)");
+    pair.wait_caught_up(&bridge);
+    let good = pair.checkpoint();
+    pair.green.psql(
+        DB,
+        "ALTER TABLE t ALTER COLUMN n TYPE point USING point(n, n); INSERT INTO t VALUES (2, '(2,2)');",
+    );
+    let (code, log) = bridge.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 2, "{log}");
+    assert!(
+        log.contains("public.t") && log.contains("\"n\" is of type integer but expression is of type point"),
+        "{log}"
+    );
+    assert_eq!(pair.checkpoint(), good);
+    assert_eq!(blue_rows(&pair, "SELECT count(*) FROM t"), "1");
 }
