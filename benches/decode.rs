@@ -72,6 +72,7 @@ fn statements(c: &mut Criterion) {
             })
             .collect(),
         key: Some(vec!["column_0".into()]),
+        unique_keys: vec![vec!["column_0".into()]],
     };
     let plan = plan(&green, &blue, None, true).expect("plan");
     c.bench_function("build_upsert_12_columns", |b| {

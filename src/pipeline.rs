@@ -4,6 +4,7 @@
 //! Every session starts from blue's checkpoint, never from anything held in memory: what was
 //! received but not committed on blue is simply received again.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,20 +50,21 @@ impl Backoff {
 /// Streams until `shutdown` becomes true (`Ok`) or a definite error.
 pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let mut backoff = Backoff::new();
-    let mut careful_until = Lsn::ZERO;
+    // Green transactions to apply row by row because blue rejected one of their rows.
+    let mut careful = BTreeSet::new();
     let mut streamed = false;
     let started = Instant::now();
     loop {
         let session_start = Instant::now();
-        let result = session(&config, &mut shutdown, &careful_until, &mut streamed, started).await;
+        let result = session(&config, &mut shutdown, &careful, &mut streamed, started).await;
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         if let Some(lsn) = err.careful_replay_until() {
             // Nothing of the failed group was committed: replay it row by row to find the row.
-            tracing::warn!(error = %err, until = %lsn, "blue rejected a row; replaying row by row from the checkpoint");
-            careful_until = careful_until.max(lsn);
+            tracing::warn!(error = %err, until = %lsn, "blue rejected a row; replaying its green transaction row by row from the checkpoint");
+            careful.insert(lsn);
             continue;
         }
         // Before the first successful start, a problem is most likely configuration: say so
@@ -87,7 +89,7 @@ pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Re
 async fn session(
     config: &Arc<Config>,
     shutdown: &mut watch::Receiver<bool>,
-    careful_until: &Lsn,
+    careful: &BTreeSet<Lsn>,
     streamed: &mut bool,
     started: Instant,
 ) -> Result<()> {
@@ -101,7 +103,7 @@ async fn session(
             ))
         })?;
     let (durable_tx, durable_rx) = watch::channel(checkpoint.lsn);
-    let mut applier = Applier::new(config.clone(), blue, checkpoint.lsn, durable_tx, *careful_until).await?;
+    let mut applier = Applier::new(config.clone(), blue, checkpoint.lsn, durable_tx, careful.clone()).await?;
 
     let options = StartOptions {
         slot: config.slot.clone(),

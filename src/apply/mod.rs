@@ -14,7 +14,7 @@ pub mod checkpoint;
 pub mod exec;
 mod rows;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,20 +154,20 @@ pub struct Applier {
     idle: Option<Lsn>,
     last_checkpoint_write: Instant,
     progress: Progress,
-    careful_until: Lsn,
+    careful: BTreeSet<Lsn>,
     dead_letter: Option<Statement>,
 }
 
 impl Applier {
     /// Prepares the blue session; `durable` is the checkpoint read at start.
-    /// Transactions committed at or before `careful_until` are applied row by row, each in a
-    /// savepoint, so a row blue rejects is found exactly (and parked under `dead_letter`).
+    /// The green transactions whose commit LSN is in `careful` are applied row by row, each row
+    /// in a savepoint, so a row blue rejects is found exactly (and parked under `dead_letter`).
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
         durable: Lsn,
         durable_tx: watch::Sender<Lsn>,
-        careful_until: Lsn,
+        careful: BTreeSet<Lsn>,
     ) -> Result<Self> {
         let replica_role = prepare_session(&client).await?;
         if !replica_role {
@@ -206,7 +206,7 @@ impl Applier {
             idle: None,
             last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
-            careful_until,
+            careful,
             dead_letter,
         })
     }
@@ -252,7 +252,7 @@ impl Applier {
     /// settled by replaying that stretch of the stream row by row.
     fn replay_if_row_rejected(&self, e: Error) -> Error {
         match e.lsn() {
-            Some(lsn) if e.is_row_rejection() && lsn > self.careful_until => e.replay_carefully(lsn),
+            Some(lsn) if e.is_row_rejection() && !self.careful.contains(&lsn) => e.replay_carefully(lsn),
             _ => e,
         }
     }
@@ -585,7 +585,7 @@ impl Applier {
         }
         let (stmt, sql) = &self.statements[&key];
         let params = values.bind(plan, &sql.params)?;
-        if lsn <= self.careful_until {
+        if self.careful.contains(&lsn) {
             let stmt = stmt.clone();
             return self.apply_one_row(plan, &stmt, params, action, values).await;
         }

@@ -141,7 +141,7 @@ impl Applier {
             let missing = target.depends.iter().filter(|g| unchanged(g)).count();
             if missing == 0 {
                 present.push(t);
-            } else if missing < target.depends.len() {
+            } else if missing < target.depends.len() && can_update(plan, t) {
                 return Err(Error::definite(format!(
                     "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some                      are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so                      pgbridge receives every value, or change the mapping in {}",
                     plan.blue_name,
@@ -176,11 +176,21 @@ impl Applier {
                 if complete && !key_changed {
                     return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
                 }
-                if complete && plan.overriding_system_value {
-                    // GENERATED ALWAYS identity columns cannot be set by UPDATE.
+                // GENERATED ALWAYS identity columns cannot be set by UPDATE: a key made of
+                // one changes by delete and insert.
+                let identity_key = key.iter().any(|k| plan.targets[k.target].identity_always);
+                if complete && identity_key {
                     self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", values)
                         .await?;
                     return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+                }
+                if key_changed && identity_key {
+                    return Err(Error::definite(format!(
+                        "green transaction at {lsn}: the key of {} changed while large values were left unchanged \
+                         (unchanged TOAST), and blue's key is a GENERATED ALWAYS identity that UPDATE cannot move; set \
+                         REPLICA IDENTITY FULL on the green table",
+                        plan.green_name
+                    )));
                 }
                 if complete {
                     // Move the row rather than delete-and-upsert: should blue already hold the
@@ -189,6 +199,17 @@ impl Applier {
                     return self
                         .run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
                         .await;
+                }
+                if key_changed && plan.filter.is_some() {
+                    // The row may be entering the filter, and then blue has no row to move and
+                    // green did not send the whole new one.
+                    return Err(Error::definite(format!(
+                        "green transaction at {lsn}: a key change in {} left large values unchanged (unchanged TOAST), \
+                         so pgbridge cannot tell whether the row enters the filter of {} with all its values; set \
+                         REPLICA IDENTITY FULL on the green table",
+                        plan.green_name,
+                        plan.source_of_truth()
+                    )));
                 }
                 // Keep blue's stored TOAST values: update only what green sent, moving the row
                 // to its new key if the key changed.

@@ -115,6 +115,19 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             }
         };
         report.problems.extend(unfed_columns(&plan, &blue_table));
+        if let Some(f) = mappings.file_for(&green_table.namespace, &green_table.name) {
+            for name in f
+                .ignore
+                .iter()
+                .filter(|n| !green_table.columns.iter().any(|c| &c.name == *n))
+            {
+                report.problems.push(format!(
+                    "{}: ignore lists {name}, which green table {} does not have (dropped?); remove it",
+                    f.path.display(),
+                    green_table.qualified()
+                ));
+            }
+        }
         let missing_types = missing_types(blue, &plan).await?;
         let types_ok = missing_types.is_empty();
         report.problems.extend(missing_types);

@@ -27,6 +27,8 @@ pub struct BlueTable {
     /// Primary key columns, or else those of a unique, non-partial index on NOT NULL
     /// columns; `None` when blue has neither.
     pub key: Option<Vec<String>>,
+    /// Every key usable as an ON CONFLICT arbiter, the default one first.
+    pub unique_keys: Vec<Vec<String>>,
 }
 
 impl BlueTable {
@@ -37,7 +39,9 @@ impl BlueTable {
 
 const COLUMNS_SQL: &str = "
 SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
-       a.attnotnull, a.atthasdef, a.attidentity = 'a', a.attgenerated <> '',
+       a.attnotnull,
+       a.atthasdef OR a.attidentity <> '' OR (t.typtype = 'd' AND t.typdefaultbin IS NOT NULL),
+       a.attidentity = 'a', a.attgenerated <> '',
        coalesce(bt.typname, et.typname, t.typname) NOT IN
          ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot')
 FROM pg_class c
@@ -63,8 +67,7 @@ WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
   AND i.indisunique AND i.indisvalid AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL
 GROUP BY i.indexrelid, i.indisprimary, ic.relname
 HAVING bool_and(a.attnotnull)
-ORDER BY i.indisprimary DESC, count(*), ic.relname
-LIMIT 1";
+ORDER BY i.indisprimary DESC, count(*), ic.relname";
 
 /// Loads `schema.name` from blue; `Ok(None)` when there is no such table.
 pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Option<BlueTable>> {
@@ -88,16 +91,20 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
             comparable: r.get(7),
         })
         .collect();
-    let key = client
-        .query_opt(KEY_SQL, &[&schema, &name])
+    let unique_keys: Vec<Vec<String>> = client
+        .query(KEY_SQL, &[&schema, &name])
         .await
         .map_err(|e| Error::postgres(&what, &e))?
-        .map(|r| r.get::<_, Vec<String>>(0));
+        .iter()
+        .map(|r| r.get::<_, Vec<String>>(0))
+        .collect();
+    let key = unique_keys.first().cloned();
     Ok(Some(BlueTable {
         schema: schema.to_string(),
         name: name.to_string(),
         partitioned: rows[0].get(0),
         columns,
         key,
+        unique_keys,
     }))
 }

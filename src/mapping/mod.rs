@@ -95,6 +95,8 @@ pub enum Value {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub blue_name: String,
+    /// Blue's type, quoted and schema-qualified, for comparing with green's old values.
+    pub blue_type: String,
     pub value: Value,
     /// Green columns the value reads (for unchanged TOAST values).
     pub depends: Vec<usize>,
@@ -187,20 +189,46 @@ pub fn expression_columns(expr: &str, green: &GreenTable) -> Vec<usize> {
     };
     let chars: Vec<char> = expr.chars().collect();
     let mut i = 0;
+    let mut after_cast = false;
     while i < chars.len() {
         let c = chars[i];
-        if c == '\'' {
-            i += 1;
+        let next = chars.get(i + 1).copied();
+        if c == '\'' || ((c == 'E' || c == 'e') && next == Some('\'') && !word_char(chars.get(i.wrapping_sub(1)))) {
+            // 'literal' with '' inside, or E'literal' with backslash escapes.
+            let escapes = c != '\'';
+            i += if escapes { 2 } else { 1 };
             while i < chars.len() {
-                if chars[i] == '\'' && chars.get(i + 1) == Some(&'\'') {
-                    i += 2;
-                } else if chars[i] == '\'' {
-                    break;
-                } else {
-                    i += 1;
+                match chars[i] {
+                    '\\' if escapes => i += 2,
+                    '\'' if chars.get(i + 1) == Some(&'\'') => i += 2,
+                    '\'' => break,
+                    _ => i += 1,
                 }
             }
             i += 1;
+            after_cast = false;
+        } else if c == '$' && !word_char(chars.get(i.wrapping_sub(1))) {
+            // $tag$ ... $tag$ (a bare $1 is a parameter, not a quote).
+            let tag_end = chars[i + 1..].iter().position(|&ch| ch == '$').map(|p| i + 1 + p);
+            match tag_end {
+                Some(end)
+                    if chars[i + 1..end].iter().all(|&ch| ch.is_alphanumeric() || ch == '_')
+                        && !chars.get(i + 1).is_some_and(|ch| ch.is_ascii_digit()) =>
+                {
+                    let tag: String = chars[i..=end].iter().collect();
+                    let body: String = chars[end + 1..].iter().collect();
+                    i = match body.find(&tag) {
+                        Some(p) => end + 1 + body[..p].chars().count() + tag.chars().count(),
+                        None => chars.len(),
+                    };
+                }
+                _ => i += 1,
+            }
+            after_cast = false;
+        } else if c == ':' && next == Some(':') {
+            // What follows :: is a type name, not a column.
+            after_cast = true;
+            i += 2;
         } else if c == '"' {
             let mut word = String::new();
             i += 1;
@@ -216,19 +244,37 @@ pub fn expression_columns(expr: &str, green: &GreenTable) -> Vec<usize> {
                 }
             }
             i += 1;
-            add(&word);
+            if !after_cast {
+                add(&word);
+            }
+            after_cast = false;
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$') {
+            while i < chars.len() && word_char(chars.get(i)) {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect::<String>().to_lowercase();
-            add(&word);
+            // A qualified type name after :: (pg_catalog.text) is skipped whole.
+            let qualified = chars.get(i) == Some(&'.');
+            if !after_cast {
+                add(&word);
+            }
+            after_cast = after_cast && qualified;
+            if qualified && after_cast {
+                i += 1;
+            }
         } else {
+            if !c.is_whitespace() {
+                after_cast = false;
+            }
             i += 1;
         }
     }
     found
+}
+
+fn word_char(c: Option<&char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
 }
 
 /// Plans `green` onto `blue` through `file` (or by name without one). `strict` requires every
@@ -283,6 +329,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
         overriding |= b.identity_always;
         targets.push(Target {
             blue_name: b.name.clone(),
+            blue_type: b.type_sql.clone(),
             value,
             depends,
             insert_only: spec.insert_only,
@@ -307,6 +354,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                 overriding |= b.identity_always;
                 targets.push(Target {
                     blue_name: b.name.clone(),
+                    blue_type: b.type_sql.clone(),
                     value: Value::Green(i),
                     depends: vec![i],
                     insert_only: false,
@@ -317,24 +365,35 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
             None => {}
         }
     }
-    if let Some(f) = file {
-        for name in &f.ignore {
-            if green.position(name).is_none() {
-                return Err(Error::definite(format!(
-                    "{}: ignore lists {name}, which green table {green_name} does not have; remove it",
-                    f.path.display()
-                )));
-            }
-        }
-    }
-
     let full = green.replica_identity == ReplicaIdentity::Full;
-    let key = match (&blue.key, file.map(|f| &f.key).filter(|k| !k.is_empty())) {
-        (None, Some(_)) => {
-            return Err(Error::definite(format!(
-                "{where_fix}: [key] names columns but blue table {blue_name} has no primary key or unique index on NOT NULL columns to match them"
-            )))
-        }
+    let explicit_key = file.map(|f| &f.key).filter(|k| !k.is_empty());
+    // [key] names the blue conflict key: the unique key with exactly those columns.
+    let chosen_key =
+        match explicit_key {
+            Some(k) => {
+                let wanted: std::collections::BTreeSet<&String> = k.keys().collect();
+                let found = blue
+                    .unique_keys
+                    .iter()
+                    .find(|u| u.iter().collect::<std::collections::BTreeSet<_>>() == wanted);
+                match found {
+                    Some(u) => Some(u),
+                    None => {
+                        let available: Vec<String> =
+                            blue.unique_keys.iter().map(|u| format!("({})", u.join(", "))).collect();
+                        return Err(Error::definite(format!(
+                        "{where_fix}: [key] names {:?} but blue table {blue_name} has no primary key or unique index \
+                         (on NOT NULL columns, not deferrable, not partial) on exactly those columns; usable keys: {}",
+                        wanted,
+                        if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                    )));
+                    }
+                }
+            }
+            None => blue.key.as_ref(),
+        };
+    let key = match (chosen_key, explicit_key) {
+        (None, Some(_)) => unreachable!("an explicit [key] either matched a blue key or returned"),
         (Some(blue_key), explicit) => {
             let mut cols = Vec::new();
             for bk in blue_key {
@@ -365,6 +424,11 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                     )));
                 }
                 let t = match targets.iter().position(|t| &t.blue_name == bk) {
+                    Some(t) if targets[t].insert_only => {
+                        return Err(Error::definite(format!(
+                        "{where_fix}: blue key column {bk} cannot be on = \"insert\": a key change must move the row"
+                    )))
+                    }
                     Some(t) if targets[t].value == Value::Green(g) => t,
                     Some(_) => {
                         return Err(Error::definite(format!(
@@ -374,13 +438,15 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                     }
                     None => {
                         used[g] = true;
+                        let b = blue.column(bk);
                         targets.push(Target {
                             blue_name: bk.clone(),
+                            blue_type: b.map_or_else(|| green.columns[g].type_sql.clone(), |c| c.type_sql.clone()),
                             value: Value::Green(g),
                             depends: vec![g],
                             insert_only: false,
                             comparable: true,
-                            identity_always: blue.column(bk).is_some_and(|c| c.identity_always),
+                            identity_always: b.is_some_and(|c| c.identity_always),
                         });
                         targets.len() - 1
                     }
@@ -390,9 +456,12 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
             KeyPlan::Unique(cols)
         }
         (None, None) => {
+            // Match on plain copies that blue keeps in step with green: not insert-only ones,
+            // not identity columns blue generates.
             let cols: Vec<KeyColumn> = targets
                 .iter()
                 .enumerate()
+                .filter(|(_, target)| !target.insert_only && !target.identity_always)
                 .filter_map(|(t, target)| match target.value {
                     Value::Green(g) if green.columns[g].is_key => Some(KeyColumn { target: t, green: g }),
                     _ => None,
@@ -411,6 +480,12 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
     };
 
     let filter = file.and_then(|f| f.filter.clone());
+    if filter.is_some() && matches!(key, KeyPlan::Match(_)) {
+        return Err(Error::definite(format!(
+            "{where_fix}: a filter needs a primary key or unique index on blue table {blue_name}: without one, a row \
+             entering the filter cannot be told from a row already there"
+        )));
+    }
     if let Some(condition) = &filter {
         for g in expression_columns(condition, green) {
             used[g] = true;
@@ -507,6 +582,9 @@ mod tests {
                 })
                 .collect(),
             key: key.map(|k| k.iter().map(|s| s.to_string()).collect()),
+            unique_keys: key
+                .map(|k| vec![k.iter().map(|s| s.to_string()).collect()])
+                .unwrap_or_default(),
             partitioned: false,
         }
     }
@@ -614,5 +692,8 @@ mod tests {
             vec![0, 2, 3]
         );
         assert_eq!(expression_columns("'it''s b'", &g), Vec::<usize>::new());
+        assert_eq!(expression_columns(r"E'\'' || b", &g), vec![1]);
+        assert_eq!(expression_columns("$q$ a $q$ || $$b$$ || c", &g), vec![3]);
+        assert_eq!(expression_columns("b::a || c::pg_catalog.a || $1", &g), vec![1, 3]);
     }
 }

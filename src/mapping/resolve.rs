@@ -50,7 +50,27 @@ impl Mappings {
         let file = self.file_for(&green.namespace, &green.name);
         let (schema, name) = match file {
             Some(f) => f.target.clone(),
-            None if self.implicit => (green.namespace.clone(), green.name.clone()),
+            None if self.implicit => {
+                if let Some(f) = self
+                    .files
+                    .iter()
+                    .find(|f| f.target.0 == green.namespace && f.target.1 == green.name)
+                {
+                    return Err(Error::definite(format!(
+                        "green table {} would map by name onto blue table {}.{}, which {} already fills from {}.{}; \
+                         add green table {} to [mapping] exclude in {} (or give it a mapping file)",
+                        green.qualified(),
+                        f.target.0,
+                        f.target.1,
+                        f.path.display(),
+                        f.source.0,
+                        f.source.1,
+                        green.qualified(),
+                        self.config_path.display()
+                    )));
+                }
+                (green.namespace.clone(), green.name.clone())
+            }
             None => {
                 return Err(Error::definite(format!(
                     "green table {} has no mapping file and [mapping] implicit = false in {}; add a mapping file \

@@ -95,13 +95,25 @@ impl Builder<'_> {
         }
     }
 
+    /// Green's old value of a key column as blue stores it: cast through green's type to
+    /// blue's, as assignment did when the row was written.
+    fn old_key_value(&mut self, k: super::KeyColumn) -> String {
+        let value = self.bind(k.green, From::Old);
+        let blue_type = &self.plan.targets[k.target].blue_type;
+        if *blue_type == self.plan.green.columns[k.green].type_sql {
+            value
+        } else {
+            format!("CAST({value} AS {blue_type})")
+        }
+    }
+
     /// The condition finding the row by the old tuple's key values.
     fn locate(&mut self) -> String {
         match &self.plan.key {
             KeyPlan::Unique(cols) => {
                 let conds: Vec<String> = cols
                     .iter()
-                    .map(|k| format!("{} = {}", self.column(k.target), self.bind(k.green, From::Old)))
+                    .map(|k| format!("{} = {}", self.column(k.target), self.old_key_value(*k)))
                     .collect();
                 conds.join(" AND ")
             }
@@ -111,11 +123,11 @@ impl Builder<'_> {
                 let conds: Vec<String> = cols
                     .iter()
                     .map(|k| {
-                        let value = self.bind(k.green, From::Old);
+                        let value = self.old_key_value(*k);
                         if self.plan.targets[k.target].comparable {
                             format!("{} IS NOT DISTINCT FROM {value}", self.column(k.target))
                         } else {
-                            format!("{}::text IS NOT DISTINCT FROM {value}::text", self.column(k.target))
+                            format!("{}::text IS NOT DISTINCT FROM ({value})::text", self.column(k.target))
                         }
                     })
                     .collect();
@@ -280,6 +292,7 @@ mod tests {
         };
         let target = |g: usize, name: &str| Target {
             blue_name: name.into(),
+            blue_type: INT.into(),
             value: Value::Green(g),
             depends: vec![g],
             insert_only: false,
