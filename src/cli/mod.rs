@@ -2,10 +2,12 @@
 //! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
 
 mod check;
+mod lag;
 mod run;
 mod setup;
 mod status;
 mod teardown;
+mod wait;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +58,24 @@ enum Command {
     },
     /// Stream green's changes to blue until SIGINT/SIGTERM.
     Run,
+    /// Lag of blue behind green, read from the databases: the gate for cutover scripts.
+    Lag {
+        /// Exit 1 when more than this many bytes of green's WAL are not applied on blue.
+        #[arg(long, value_name = "N")]
+        max_bytes: Option<u64>,
+        /// Exit 1 when the oldest transaction blue lacks is older than this many seconds.
+        #[arg(long, value_name = "S")]
+        max_seconds: Option<f64>,
+        /// Print JSON instead of one key=value line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a marker on green and wait until blue has applied it.
+    Wait {
+        /// Give up after this long (e.g. 30s, 2m); exit 1.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Show positions, lag and state.
     Status {
         /// Print JSON instead of aligned text.
@@ -92,6 +112,12 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Setup { copy } => setup::run(&config, copy).await,
         Command::Check { sql } => check::run(&config, sql).await,
         Command::Run => run::run(config).await,
+        Command::Lag {
+            max_bytes,
+            max_seconds,
+            json,
+        } => lag::run(&config, max_bytes, max_seconds, json).await,
+        Command::Wait { timeout } => wait::run(&config, timeout).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown => teardown::run(&config).await,
     }
