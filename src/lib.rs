@@ -25,3 +25,4 @@ pub mod pipeline;
 pub mod protocol;
 pub mod source;
 pub mod sql;
+pub mod telemetry;

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::source::{ReplicationConn, SourceHandle, StartOptions};
 use crate::sql;
+use crate::telemetry::{State, Telemetry};
 
 /// Messages buffered between the socket reader and the applier.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -48,7 +49,23 @@ impl Backoff {
 }
 
 /// Streams until `shutdown` becomes true (`Ok`) or a definite error.
-pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(config: Arc<Config>, telemetry: Arc<Telemetry>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let result = run_sessions(&config, &telemetry, &mut shutdown).await;
+    match &result {
+        Ok(()) => telemetry.set_state(State::Stopped),
+        Err(_) => {
+            telemetry.error("definite");
+            telemetry.set_state(State::Failed);
+        }
+    }
+    result
+}
+
+async fn run_sessions(
+    config: &Arc<Config>,
+    telemetry: &Arc<Telemetry>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
     let mut backoff = Backoff::new();
     // Green transactions to apply row by row because blue rejected one of their rows.
     let mut careful = BTreeSet::new();
@@ -56,7 +73,7 @@ pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Re
     let started = Instant::now();
     loop {
         let session_start = Instant::now();
-        let result = session(&config, &mut shutdown, &careful, &mut streamed, started).await;
+        let result = session(config, telemetry, shutdown, &careful, &mut streamed, started).await;
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -77,6 +94,9 @@ pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Re
         if session_start.elapsed() > Duration::from_secs(30) {
             backoff.reset();
         }
+        telemetry.error("transient");
+        telemetry.reconnect(side_of(&err));
+        telemetry.set_state(State::Reconnecting);
         let delay = backoff.step();
         tracing::warn!(error = %err, retry_in = ?delay, "connection lost; reconnecting from the checkpoint");
         tokio::select! {
@@ -86,8 +106,20 @@ pub async fn run(config: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Re
     }
 }
 
+/// Which connection an error came from, for `pgbridge_reconnects_total{side}`: errors name
+/// their side in their message ("blue (user@host...)", "on blue", "green ...").
+fn side_of(err: &Error) -> &'static str {
+    let text = err.message();
+    match (text.find("blue"), text.find("green")) {
+        (Some(b), Some(g)) if b < g => "blue",
+        (Some(_), None) => "blue",
+        _ => "green",
+    }
+}
+
 async fn session(
     config: &Arc<Config>,
+    telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
     careful: &BTreeSet<Lsn>,
     streamed: &mut bool,
@@ -103,7 +135,15 @@ async fn session(
             ))
         })?;
     let (durable_tx, durable_rx) = watch::channel(checkpoint.lsn);
-    let mut applier = Applier::new(config.clone(), blue, checkpoint.lsn, durable_tx, careful.clone()).await?;
+    let mut applier = Applier::new(
+        config.clone(),
+        blue,
+        checkpoint.lsn,
+        durable_tx,
+        careful.clone(),
+        telemetry.clone(),
+    )
+    .await?;
 
     let options = StartOptions {
         slot: config.slot.clone(),
@@ -143,6 +183,7 @@ async fn session(
     };
     drop(tx);
     *streamed = true;
+    telemetry.set_state(State::Streaming);
     tracing::info!(slot = %config.slot, from = %checkpoint.lsn, "streaming from green");
     let result = applier.run(&mut rx, shutdown).await;
     source.close().await;

@@ -9,6 +9,7 @@ mod harness_selftest;
 mod mapping;
 mod recovery;
 mod streaming;
+mod telemetry;
 mod truncate;
 mod types;
 mod workload;

@@ -14,7 +14,7 @@ pub mod checkpoint;
 pub mod exec;
 mod rows;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use crate::mapping::statements::{self, Shape};
 use crate::mapping::{GreenTable, TablePlan};
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
+use crate::telemetry::{Commit, Telemetry};
 use exec::{Context, Pipeline, TextParam};
 
 /// Statements kept in flight on the blue connection.
@@ -126,6 +127,8 @@ struct Group {
     transactions: u64,
     end: Lsn,
     commit_time: i64,
+    /// Changes per (green table, operation), for the metrics.
+    counts: BTreeMap<(Arc<str>, &'static str), u64>,
 }
 
 /// Counters for the periodic progress line.
@@ -156,6 +159,7 @@ pub struct Applier {
     progress: Progress,
     careful: BTreeSet<Lsn>,
     dead_letter: Option<Statement>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Applier {
@@ -168,6 +172,7 @@ impl Applier {
         durable: Lsn,
         durable_tx: watch::Sender<Lsn>,
         careful: BTreeSet<Lsn>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
         let replica_role = prepare_session(&client).await?;
         if !replica_role {
@@ -208,6 +213,7 @@ impl Applier {
             progress: Progress::default(),
             careful,
             dead_letter,
+            telemetry,
         })
     }
 
@@ -280,6 +286,7 @@ impl Applier {
         match event {
             SourceEvent::Message(m) => self.on_message(m).await,
             SourceEvent::Keepalive { wal_end } => {
+                self.telemetry.received(wal_end);
                 if self.tx.is_none() && wal_end > self.applied_end() {
                     // Everything green committed before wal_end has been received and applied
                     // (or is in the open group), so the position is safe to confirm.
@@ -310,6 +317,7 @@ impl Applier {
                     self.progress.skipped += 1;
                 } else {
                     self.open_group().await?;
+                    self.telemetry.pending_since(b.timestamp);
                 }
                 self.tx = Some(GreenTx {
                     commit_lsn: b.final_lsn,
@@ -318,6 +326,7 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Commit(c) => {
+                self.telemetry.received(c.end_lsn);
                 let tx = self
                     .tx
                     .take()
@@ -337,18 +346,21 @@ impl Applier {
             LogicalMessage::Relation(r) => self.on_relation(r).await,
             LogicalMessage::Insert(m) => {
                 if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
+                    self.count(&plan, "insert");
                     self.insert(&plan, lsn, &m.new).await?;
                 }
                 Ok(())
             }
             LogicalMessage::Update(m) => {
                 if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
+                    self.count(&plan, "update");
                     self.update(&plan, lsn, m.old.as_ref(), &m.new).await?;
                 }
                 Ok(())
             }
             LogicalMessage::Delete(m) => {
                 if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
+                    self.count(&plan, "delete");
                     self.delete(&plan, lsn, &m.old).await?;
                 }
                 Ok(())
@@ -384,6 +396,7 @@ impl Applier {
                 transactions: 0,
                 end: self.durable,
                 commit_time: 0,
+                counts: BTreeMap::new(),
             });
         }
         Ok(())
@@ -408,10 +421,25 @@ impl Applier {
         self.pipe.drain().await?;
         failpoint::hit("after_blue_commit");
         self.publish(group.end);
+        self.telemetry.committed(&Commit {
+            lsn: group.end,
+            transactions: group.transactions,
+            rows: group.rows,
+            duration: group.started.elapsed(),
+            last_commit_time: group.commit_time,
+            counts: &group.counts,
+        });
         self.progress.transactions += group.transactions;
         self.progress.rows += group.rows;
         tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
         Ok(())
+    }
+
+    /// Counts one change for the metrics of the open group.
+    fn count(&mut self, plan: &TablePlan, op: &'static str) {
+        if let Some(g) = self.group.as_mut() {
+            *g.counts.entry((plan.green_name.clone(), op)).or_default() += 1;
+        }
     }
 
     fn publish(&mut self, lsn: Lsn) {
@@ -450,6 +478,7 @@ impl Applier {
         self.pipe.drain().await?;
         tracing::debug!(lsn = %lsn, "idle position committed on blue");
         self.publish(lsn);
+        self.telemetry.applied_idle(lsn);
         Ok(())
     }
 

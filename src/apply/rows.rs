@@ -256,6 +256,7 @@ impl Applier {
                 // only be truncated as a whole.
                 let only = if plan.blue_partitioned { "" } else { "ONLY " };
                 tables.push(format!("{only}{}", plan.blue_sql));
+                self.count(&plan, "truncate");
             }
         }
         if tables.is_empty() {
@@ -393,6 +394,7 @@ impl Applier {
             .execute_raw(&dead_letter, params)
             .await
             .map_err(on_blue("parking a row in dead_letter"))?;
+        self.telemetry.error("dead_letter");
         tracing::warn!(table = %plan.green_name, key = %key, lsn = %values.lsn, error = %err.message(), "row parked in dead_letter");
         Ok(())
     }

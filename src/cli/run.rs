@@ -7,7 +7,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::pipeline;
+use crate::telemetry::{self, State, Telemetry};
 
 pub async fn run(config: Arc<Config>) -> Result<i32> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -23,9 +25,57 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
         let _ = stop_tx.send(true);
     });
     tracing::info!(green = %config.green.describe(), blue = %config.blue.describe(), "pgbridge starting");
-    validate_before_streaming(&config).await?;
-    pipeline::run(config, stop_rx).await?;
+    telemetry::install();
+    let telemetry = Telemetry::new();
+    tokio::spawn(telemetry::http::run(
+        config.metrics_listen.clone(),
+        telemetry.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(poll_green(config.clone(), telemetry.clone(), stop_rx.clone()));
+    if let Err(e) = validate_before_streaming(&config).await {
+        telemetry.error("definite");
+        telemetry.set_state(State::Failed);
+        return Err(e);
+    }
+    pipeline::run(config, telemetry, stop_rx).await?;
     Ok(0)
+}
+
+/// Every two seconds, green's WAL position and the WAL its slot retains, for the lag gauges.
+async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if client.is_none() {
+            client = super::connect_green_sql(&config).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let row = c
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text, coalesce((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
+                 FROM pg_replication_slots WHERE slot_name = $1), 0)",
+                &[&config.slot],
+            )
+            .await;
+        match row {
+            Ok(r) => {
+                if let Ok(lsn) = r.get::<_, String>(0).parse::<Lsn>() {
+                    telemetry.green_position(lsn, r.get::<_, i64>(1).max(0) as u64);
+                    telemetry.refresh();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "polling green's position failed; retrying");
+                client = None;
+            }
+        }
+    }
 }
 
 /// The same validation as `pgbridge check`: an invalid plan never starts streaming.

@@ -15,6 +15,8 @@ pub struct Pair {
     pub green: Cluster,
     pub blue: Cluster,
     pub dir: tempfile::TempDir,
+    /// Where `pgbridge run` serves /metrics, /healthz, /readyz and /status.
+    pub metrics_port: u16,
 }
 
 impl Pair {
@@ -27,10 +29,15 @@ impl Pair {
         let g = std::thread::spawn(move || Cluster::start(green));
         let blue = Cluster::start(blue);
         let green = g.join().expect("green cluster failed to start");
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
         let pair = Pair {
             green,
             blue,
             dir: tempfile::tempdir().expect("temp dir"),
+            metrics_port,
         };
         pair.write_config("");
         pair
@@ -46,9 +53,12 @@ impl Pair {
     }
 
     pub fn write_config_with(&self, green_dsn: &str, blue_dsn: &str, extra: &str) {
+        // Each bridge serves its metrics on a port of its own, so tests can run side by side.
         let text = format!(
             "[green]\ndsn = \"{green_dsn}\"\npublication = \"pgbridge\"\nslot = \"{SLOT}\"\n\n\
-             [blue]\ndsn = \"{blue_dsn}\"\nschema = \"pgbridge\"\n\n{extra}\n"
+             [blue]\ndsn = \"{blue_dsn}\"\nschema = \"pgbridge\"\n\n{extra}\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{}\"\n",
+            self.metrics_port
         );
         std::fs::write(self.config_path(), text).expect("write config");
     }
