@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-postgres.sh
+scripts/ensure-prometheus.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -7,6 +7,7 @@ mod bad_input;
 mod gates;
 mod harness_selftest;
 mod mapping;
+mod ops;
 mod recovery;
 mod streaming;
 mod telemetry;
