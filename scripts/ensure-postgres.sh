@@ -47,23 +47,15 @@ if ! command -v apt-get >/dev/null; then
 fi
 
 echo "ensure-postgres: installing PostgreSQL with apt-get" >&2
-export DEBIAN_FRONTEND=noninteractive
-
-# Keep the package scripts from starting the server they create: the tests start their own.
-policy=/usr/sbin/policy-rc.d
-if [[ ! -e $policy ]]; then
-  trap 'rm -f "$policy"' EXIT
-  printf '#!/bin/sh\nexit 101\n' >"$policy"
-  chmod +x "$policy"
-fi
-
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 apt-get update -qq
 if apt-cache show postgresql-15 >/dev/null 2>&1; then
   packages=(postgresql-15 postgresql-client-15)
 else
   packages=(postgresql postgresql-client)
 fi
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+apt_install_quietly "${packages[@]}"
 
 # In case the cluster started anyway (a policy-rc.d existed already and allowed it).
 for conf in /etc/postgresql/*/main; do

@@ -10,15 +10,9 @@ if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
   exit 1
 fi
 echo "ensure-prometheus: installing prometheus with apt-get" >&2
-export DEBIAN_FRONTEND=noninteractive
-policy=/usr/sbin/policy-rc.d
-if [[ ! -e $policy ]]; then
-  trap 'rm -f "$policy"' EXIT
-  printf '#!/bin/sh\nexit 101\n' >"$policy"
-  chmod +x "$policy"
-fi
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+apt_install_quietly prometheus
 # The package may start its own server; the tests start theirs.
 if command -v service >/dev/null; then service prometheus stop >/dev/null 2>&1 || true; fi
 pkill -x prometheus >/dev/null 2>&1 || true

@@ -156,21 +156,17 @@ fn filter_transitions_insert_and_delete_on_blue() {
     );
 }
 
-fn toast_expression_case(full: bool) -> (Pair, crate::support::bridge::Running) {
+/// Green `d(id, title, doc jsonb)` with `doc` stored out of line, blue `d` as `blue_ddl`, the
+/// mapping `columns`; one row inserted and applied, its doc TOASTed.
+fn toast_pair(full: bool, blue_ddl: &str, columns: &str) -> (Pair, crate::support::bridge::Running) {
     let pair = Pair::start();
     pair.green.psql(DB, "CREATE TABLE d (id int PRIMARY KEY, title text, doc jsonb); ALTER TABLE d ALTER COLUMN doc SET STORAGE EXTERNAL;");
     if full {
         pair.green.psql(DB, "ALTER TABLE d REPLICA IDENTITY FULL");
     }
-    pair.blue.psql(
-        DB,
-        "CREATE TABLE d (id int PRIMARY KEY, title text, city text, label text)",
-    );
-    with_mappings(
-        &pair,
-        &[("d.toml", "target = \"d\"\nignore = [\"doc\"]\n[columns]\ncity = { expr = \"doc ->> 'city'\" }\nlabel = { expr = \"title || '@' || (doc ->> 'city')\" }\n")],
-        "",
-    );
+    pair.blue.psql(DB, blue_ddl);
+    let mapping = format!("target = \"d\"\nignore = [\"doc\"]\n[columns]\n{columns}");
+    with_mappings(&pair, &[("d.toml", mapping.as_str())], "");
     pair.setup();
     let bridge = pair.run();
     pair.green.psql(
@@ -179,6 +175,14 @@ fn toast_expression_case(full: bool) -> (Pair, crate::support::bridge::Running) 
     );
     pair.wait_caught_up(&bridge);
     (pair, bridge)
+}
+
+fn toast_expression_case(full: bool) -> (Pair, crate::support::bridge::Running) {
+    toast_pair(
+        full,
+        "CREATE TABLE d (id int PRIMARY KEY, title text, city text, label text)",
+        "city = { expr = \"doc ->> 'city'\" }\nlabel = { expr = \"title || '@' || (doc ->> 'city')\" }\n",
+    )
 }
 
 /// A blue column whose expression reads only an unchanged TOAST value is left alone; one that
@@ -216,23 +220,10 @@ fn unchanged_toast_through_expressions() {
 /// Only the expression over the unchanged column: blue keeps its value.
 #[test]
 fn expression_over_unchanged_toast_only_is_left_alone() {
-    let pair = Pair::start();
-    pair.green.psql(DB, "CREATE TABLE d (id int PRIMARY KEY, title text, doc jsonb); ALTER TABLE d ALTER COLUMN doc SET STORAGE EXTERNAL;");
-    pair.blue
-        .psql(DB, "CREATE TABLE d (id int PRIMARY KEY, title text, city text)");
-    with_mappings(
-        &pair,
-        &[(
-            "d.toml",
-            "target = \"d\"\nignore = [\"doc\"]\n[columns]\ncity = { expr = \"doc ->> 'city'\" }\n",
-        )],
-        "",
-    );
-    pair.setup();
-    let bridge = pair.run();
-    pair.green.psql(
-        DB,
-        "INSERT INTO d SELECT 1, 't1', jsonb_build_object('city', 'Braga', 'pad', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i))",
+    let (pair, bridge) = toast_pair(
+        false,
+        "CREATE TABLE d (id int PRIMARY KEY, title text, city text)",
+        "city = { expr = \"doc ->> 'city'\" }\n",
     );
     pair.green.psql(DB, "UPDATE d SET title = 't2' WHERE id = 1");
     pair.wait_caught_up(&bridge);

@@ -20,6 +20,15 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
+/// Waits until the bridge serving on `port` reports ready (streaming).
+fn wait_ready(port: u16, bridge: &crate::support::bridge::Running) {
+    wait_for(
+        Duration::from_secs(30),
+        || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200),
+        || bridge.log(),
+    );
+}
+
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
@@ -42,11 +51,7 @@ fn metrics_health_and_status_endpoints() {
     pair.setup();
     let bridge = pair.run();
     let port = pair.metrics_port;
-    wait_for(
-        Duration::from_secs(30),
-        || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200),
-        || bridge.log(),
-    );
+    wait_ready(port, &bridge);
     pair.green.psql(DB, "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g; UPDATE t SET v = 'y' WHERE id <= 10; DELETE FROM t WHERE id = 50;");
     pair.green.psql(DB, "TRUNCATE t");
     pair.wait_caught_up(&bridge);
@@ -105,11 +110,7 @@ fn lag_seconds_grows_while_a_backlog_waits() {
     pair.setup();
     let bridge = pair.run();
     let port = pair.metrics_port;
-    wait_for(
-        Duration::from_secs(30),
-        || http_get(port, "/readyz").is_some_and(|(c, _)| c == 200),
-        || bridge.log(),
-    );
+    wait_ready(port, &bridge);
     let locker = {
         let pair = pair.clone();
         std::thread::spawn(move || pair.blue.psql(DB, "BEGIN; LOCK TABLE t; SELECT pg_sleep(3); COMMIT;"))
