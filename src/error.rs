@@ -24,11 +24,12 @@ pub struct Error {
     kind: Kind,
     message: String,
     sqlstate: Option<String>,
-    /// Commit LSN of the green transaction whose row failed, when known.
-    lsn: Option<crate::lsn::Lsn>,
-    /// Set when the session should be replayed row by row up to this LSN to find (and park or
-    /// report) the exact failing row.
-    replay_carefully: Option<crate::lsn::Lsn>,
+    /// Commit LSNs (first, last) of the green transactions whose rows the failed statement
+    /// carried, when known.
+    lsn: Option<(crate::lsn::Lsn, crate::lsn::Lsn)>,
+    /// Set when the green transactions committed in this range should be replayed row by row
+    /// to find (and park or report) the exact failing row.
+    replay_carefully: Option<(crate::lsn::Lsn, crate::lsn::Lsn)>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -101,14 +102,20 @@ impl Error {
     }
 
     /// Records the green transaction a failed row belongs to.
-    pub fn at_lsn(mut self, lsn: crate::lsn::Lsn) -> Self {
-        if !lsn.is_zero() {
-            self.lsn = Some(lsn);
+    pub fn at_lsn(self, lsn: crate::lsn::Lsn) -> Self {
+        self.at_lsns(lsn, lsn)
+    }
+
+    /// Records the green transactions (by commit LSN, first and last) a failed statement carried.
+    pub fn at_lsns(mut self, first: crate::lsn::Lsn, last: crate::lsn::Lsn) -> Self {
+        if !first.is_zero() {
+            self.lsn = Some((first, last));
         }
         self
     }
 
-    pub fn lsn(&self) -> Option<crate::lsn::Lsn> {
+    /// Commit LSNs (first, last) of the green transactions involved, when known.
+    pub fn lsns(&self) -> Option<(crate::lsn::Lsn, crate::lsn::Lsn)> {
         self.lsn
     }
 
@@ -120,13 +127,13 @@ impl Error {
             .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "P0001")
     }
 
-    /// Asks the pipeline to replay row by row up to `lsn`.
-    pub fn replay_carefully(mut self, lsn: crate::lsn::Lsn) -> Self {
-        self.replay_carefully = Some(lsn);
+    /// Asks the pipeline to replay the green transactions committed in `range` row by row.
+    pub fn replay_carefully(mut self, range: (crate::lsn::Lsn, crate::lsn::Lsn)) -> Self {
+        self.replay_carefully = Some(range);
         self
     }
 
-    pub fn careful_replay_until(&self) -> Option<crate::lsn::Lsn> {
+    pub fn careful_replay(&self) -> Option<(crate::lsn::Lsn, crate::lsn::Lsn)> {
         self.replay_carefully
     }
 

@@ -4,7 +4,6 @@
 //! Every session starts from blue's checkpoint, never from anything held in memory: what was
 //! received but not committed on blue is simply received again.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,8 +66,9 @@ async fn run_sessions(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let mut backoff = Backoff::new();
-    // Green transactions to apply row by row because blue rejected one of their rows.
-    let mut careful = BTreeSet::new();
+    // Green transactions (commit LSN ranges) to apply row by row because blue rejected one of
+    // their rows.
+    let mut careful: Vec<(Lsn, Lsn)> = Vec::new();
     let mut streamed = false;
     let started = Instant::now();
     loop {
@@ -78,10 +78,11 @@ async fn run_sessions(
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        if let Some(lsn) = err.careful_replay_until() {
-            // Nothing of the failed group was committed: replay it row by row to find the row.
-            tracing::warn!(error = %err, until = %lsn, "blue rejected a row; replaying its green transaction row by row from the checkpoint");
-            careful.insert(lsn);
+        if let Some((first, last)) = err.careful_replay() {
+            // Nothing of the failed group was committed: replay the transactions involved row
+            // by row to find the row.
+            tracing::warn!(error = %err, from = %first, to = %last, "blue rejected a row; replaying those green transactions row by row from the checkpoint");
+            careful.push((first, last));
             continue;
         }
         // Before the first successful start, a problem is most likely configuration: say so
@@ -121,7 +122,7 @@ async fn session(
     config: &Arc<Config>,
     telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
-    careful: &BTreeSet<Lsn>,
+    careful: &[(Lsn, Lsn)],
     streamed: &mut bool,
     started: Instant,
 ) -> Result<()> {
@@ -140,7 +141,7 @@ async fn session(
         blue,
         checkpoint.lsn,
         durable_tx,
-        careful.clone(),
+        careful.to_vec(),
         telemetry.clone(),
     )
     .await?;

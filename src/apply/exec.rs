@@ -41,6 +41,37 @@ impl ToSql for TextParam {
     to_sql_checked!();
 }
 
+/// Many values for one `text[]` parameter, one per batched row.
+#[derive(Debug, Clone, Default)]
+pub struct TextArray(pub Vec<Option<Bytes>>);
+
+impl ToSql for TextArray {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        let len = i32::try_from(self.0.len()).map_err(|_| "too many rows in one batch")?;
+        let dimension = postgres_protocol::types::ArrayDimension { len, lower_bound: 1 };
+        postgres_protocol::types::array_to_sql(
+            [dimension],
+            Type::TEXT.oid(),
+            self.0.iter(),
+            |value, buf| match value {
+                Some(b) => {
+                    buf.extend_from_slice(b);
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            out,
+        )?;
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT_ARRAY
+    }
+
+    to_sql_checked!();
+}
+
 /// What a statement was doing, formatted only when it fails.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -48,6 +79,8 @@ pub struct Context {
     pub table: Option<Arc<str>>,
     /// The green transaction's commit LSN (0 outside a transaction).
     pub lsn: Lsn,
+    /// For a batch spanning several green transactions: the last one's commit LSN.
+    pub lsn_end: Lsn,
     /// Rows the statement must report, when it matters (the checkpoint update).
     pub expect_rows: Option<u64>,
 }
@@ -58,6 +91,7 @@ impl Context {
             action,
             table: None,
             lsn: Lsn::ZERO,
+            lsn_end: Lsn::ZERO,
             expect_rows: None,
         }
     }
@@ -99,8 +133,13 @@ impl Pipeline {
         &self.client
     }
 
-    /// Issues a prepared statement with text parameters.
-    pub async fn execute(&mut self, statement: &Statement, params: Vec<TextParam>, ctx: Context) -> Result<()> {
+    /// Issues a prepared statement with its parameters.
+    pub async fn execute<P: ToSql + Send + Sync + 'static>(
+        &mut self,
+        statement: &Statement,
+        params: Vec<P>,
+        ctx: Context,
+    ) -> Result<()> {
         let client = self.client.clone();
         let statement = statement.clone();
         self.issue(
@@ -171,7 +210,7 @@ impl Pipeline {
 }
 
 fn check(result: Result<u64, tokio_postgres::Error>, ctx: &Context) -> Result<()> {
-    let rows = result.map_err(|e| Error::postgres(ctx.describe(), &e).at_lsn(ctx.lsn))?;
+    let rows = result.map_err(|e| Error::postgres(ctx.describe(), &e).at_lsns(ctx.lsn, ctx.lsn_end.max(ctx.lsn)))?;
     match ctx.expect_rows {
         Some(expected) if expected != rows => Err(Error::definite(format!(
             "{}: expected {expected} row(s), got {rows}",

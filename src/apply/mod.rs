@@ -14,7 +14,7 @@ pub mod checkpoint;
 pub mod exec;
 mod rows;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,21 +157,22 @@ pub struct Applier {
     idle: Option<Lsn>,
     last_checkpoint_write: Instant,
     progress: Progress,
-    careful: BTreeSet<Lsn>,
+    careful: Vec<(Lsn, Lsn)>,
     dead_letter: Option<Statement>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Applier {
     /// Prepares the blue session; `durable` is the checkpoint read at start.
-    /// The green transactions whose commit LSN is in `careful` are applied row by row, each row
-    /// in a savepoint, so a row blue rejects is found exactly (and parked under `dead_letter`).
+    /// The green transactions whose commit LSN falls in one of the `careful` ranges are applied
+    /// row by row, each row in a savepoint, so a row blue rejects is found exactly (and parked
+    /// under `dead_letter`).
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
         durable: Lsn,
         durable_tx: watch::Sender<Lsn>,
-        careful: BTreeSet<Lsn>,
+        careful: Vec<(Lsn, Lsn)>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
         let replica_role = prepare_session(&client).await?;
@@ -257,10 +258,15 @@ impl Applier {
     /// A row rejected by blue in a pipelined group: which row, and what to do about it, is
     /// settled by replaying that stretch of the stream row by row.
     fn replay_if_row_rejected(&self, e: Error) -> Error {
-        match e.lsn() {
-            Some(lsn) if e.is_row_rejection() && !self.careful.contains(&lsn) => e.replay_carefully(lsn),
+        match e.lsns() {
+            Some(range) if e.is_row_rejection() && !self.is_careful(range.0) => e.replay_carefully(range),
             _ => e,
         }
+    }
+
+    /// Whether the green transaction committed at `lsn` is applied row by row.
+    fn is_careful(&self, lsn: Lsn) -> bool {
+        self.careful.iter().any(|(first, last)| *first <= lsn && lsn <= *last)
     }
 
     /// The position after everything applied so far, committed or not.
@@ -614,7 +620,7 @@ impl Applier {
         }
         let (stmt, sql) = &self.statements[&key];
         let params = values.bind(plan, &sql.params)?;
-        if self.careful.contains(&lsn) {
+        if self.is_careful(lsn) {
             let stmt = stmt.clone();
             return self.apply_one_row(plan, &stmt, params, action, values).await;
         }
@@ -622,6 +628,7 @@ impl Applier {
             action,
             table: Some(plan.green_name.clone()),
             lsn,
+            lsn_end: lsn,
             expect_rows: None,
         };
         let stmt = stmt.clone();

@@ -50,6 +50,18 @@ pub enum Shape {
     /// For tables with a filter: delete the row found by the old key when the new row no
     /// longer passes the filter.
     DeleteIfFilteredOut,
+    /// [`Shape::Upsert`] or [`Shape::Insert`] for many rows at once: one `text[]` parameter per
+    /// green column, unnested into `g`.
+    BatchInsert { upsert: bool },
+    /// Delete many rows by unique key: one `text[]` parameter per key column.
+    BatchDelete,
+}
+
+impl Shape {
+    /// Whether the statement takes arrays (one element per row) instead of single values.
+    pub fn is_batch(&self) -> bool {
+        matches!(self, Shape::BatchInsert { .. } | Shape::BatchDelete)
+    }
 }
 
 struct Builder<'a> {
@@ -140,6 +152,34 @@ impl Builder<'_> {
                 )
             }
         }
+    }
+
+    /// `SELECT u.c1::type AS "col1", ... FROM unnest($1::text[], ...) AS u(c1, ...)`: many new
+    /// rows, as [`Builder::new_row`] makes one.
+    fn new_rows(&mut self) -> String {
+        let n = self.plan.green.columns.len();
+        let mut arrays = Vec::with_capacity(n);
+        let mut cols = Vec::with_capacity(n);
+        for g in 0..n {
+            self.params.push(Param {
+                green: g,
+                from: From::New,
+            });
+            arrays.push(format!("${}::text[]", self.params.len()));
+            let cast = if self.plan.read[g] {
+                format!("::{}", self.plan.green.columns[g].type_sql)
+            } else {
+                String::new()
+            };
+            cols.push(format!("u.c{g}{cast} AS {}", ident(&self.plan.green.columns[g].name)));
+        }
+        let names: Vec<String> = (0..n).map(|g| format!("c{g}")).collect();
+        format!(
+            "SELECT {} FROM unnest({}) AS u({})",
+            cols.join(", "),
+            arrays.join(", "),
+            names.join(", ")
+        )
     }
 
     /// ` AND (filter)` / ` WHERE (filter)` over `g`, or nothing.
@@ -253,6 +293,35 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
         Shape::Delete => {
             let locate = b.locate();
             format!("DELETE FROM {} WHERE {locate}", plan.blue_sql)
+        }
+        Shape::BatchInsert { upsert } => {
+            let rows = b.new_rows();
+            b.insert(&format!("({rows}) AS g"), &b.filter("WHERE"), *upsert)
+        }
+        Shape::BatchDelete => {
+            let key = plan.key.columns();
+            let mut arrays = Vec::new();
+            let mut values = Vec::new();
+            for (i, k) in key.iter().enumerate() {
+                b.params.push(Param {
+                    green: k.green,
+                    from: From::Old,
+                });
+                arrays.push(format!("${}::text[]", b.params.len()));
+                let green_type = &plan.green.columns[k.green].type_sql;
+                let blue_type = &plan.targets[k.target].blue_type;
+                values.push(format!("CAST(u.k{i}::{green_type} AS {blue_type})"));
+            }
+            let columns: Vec<String> = key.iter().map(|k| b.column(k.target)).collect();
+            let names: Vec<String> = (0..key.len()).map(|i| format!("k{i}")).collect();
+            format!(
+                "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+                plan.blue_sql,
+                columns.join(", "),
+                values.join(", "),
+                arrays.join(", "),
+                names.join(", ")
+            )
         }
         Shape::DeleteIfFilteredOut => {
             let row = b.new_row();
