@@ -214,3 +214,18 @@ fn deferred_key_swap_fails_loudly_instead_of_overwriting() {
         "blue is left as it was"
     );
 }
+
+/// The exact-order reference path (PGBRIDGE_APPLY=exact: one statement per row, in green's
+/// order) on the same seeded workload as the set-based default above: both must equal green,
+/// hence each other.
+#[test]
+fn random_transactions_converge_on_the_exact_order_path() {
+    let pair = Pair::start();
+    workload::create(&pair);
+    pair.setup();
+    workload::run(&pair, 1, 300);
+    let bridge = pair.run_with_env(&[("PGBRIDGE_APPLY", "exact")]);
+    workload::run(&pair, 2, 700);
+    pair.wait_caught_up(&bridge);
+    workload::assert_converged(&pair);
+}

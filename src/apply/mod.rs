@@ -10,6 +10,7 @@
 //! Changes are applied as they stream in, never buffered whole, so a transaction of any size
 //! runs in bounded memory.
 
+mod batch;
 pub mod checkpoint;
 pub mod exec;
 mod rows;
@@ -160,6 +161,12 @@ pub struct Applier {
     careful: Vec<(Lsn, Lsn)>,
     dead_letter: Option<Statement>,
     telemetry: Arc<Telemetry>,
+    /// Pending set-based batches, by green table OID.
+    batches: HashMap<u32, batch::Batch>,
+    /// Set-based apply is on (PGBRIDGE_APPLY=exact turns it off: the reference path).
+    batching: bool,
+    /// Blue runs with session_replication_role = replica, so tables may be written in any order.
+    reorder_tables: bool,
 }
 
 impl Applier {
@@ -215,6 +222,9 @@ impl Applier {
             careful,
             dead_letter,
             telemetry,
+            batches: HashMap::new(),
+            batching: std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
+            reorder_tables: replica_role,
         })
     }
 
@@ -410,6 +420,7 @@ impl Applier {
 
     /// Commits the open group with its checkpoint, then publishes the position as durable.
     async fn commit_group(&mut self) -> Result<()> {
+        self.flush_batches().await?;
         let Some(group) = self.group.take() else { return Ok(()) };
         failpoint::hit("before_blue_commit");
         let params = vec![
@@ -512,6 +523,7 @@ impl Applier {
     async fn finish(&mut self) -> Result<()> {
         if self.tx.as_ref().is_some_and(|t| !t.skip) {
             self.group = None;
+            self.batches.clear();
             self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
             self.pipe.drain().await?;
             tracing::info!("rolled back a partly received green transaction; green will send it again");
@@ -526,6 +538,8 @@ impl Applier {
 
     async fn on_relation(&mut self, relation: Relation) -> Result<()> {
         let oid = relation.oid;
+        // Rows batched under the old description go out before it changes.
+        self.flush_batch(oid).await?;
         self.statements.retain(|(o, _), _| *o != oid);
         let excluded = self.config.is_excluded(&relation.namespace, &relation.name);
         let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
@@ -605,6 +619,10 @@ impl Applier {
         values: rows::Values<'_>,
     ) -> Result<()> {
         let key = (plan.green.oid, shape);
+        if self.batching && !self.is_careful(lsn) && self.batch(plan, &key.1, lsn, &values).await? {
+            return Ok(());
+        }
+        self.flush_before(plan.green.oid).await?;
         if !self.statements.contains_key(&key) {
             let sql = statements::build(plan, &key.1);
             let types = vec![Type::TEXT; sql.params.len()];

@@ -262,6 +262,7 @@ impl Applier {
         if tables.is_empty() {
             return Ok(());
         }
+        self.flush_batches().await?;
         let mut text = format!("TRUNCATE {}", tables.join(", "));
         if t.restart_identity() {
             text.push_str(" RESTART IDENTITY");

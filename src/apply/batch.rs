@@ -1,0 +1,222 @@
+//! Set-based apply: consecutive changes of one table that the same statement can carry are
+//! collected and sent as one statement over arrays (`unnest`), instead of one statement per
+//! row.
+//!
+//! Order is preserved where it matters: a table's batch is flushed before any other statement
+//! for that table, and, unless blue runs the session with `session_replication_role = replica`
+//! (so no triggers or foreign keys tie tables together), before any statement for another
+//! table too. Within a batch every key appears once: a repeated upsert replaces the earlier row
+//! (the last image wins, as applying both in order would leave it), anything else flushes first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::exec::{Context, TextArray};
+use super::rows::Values;
+use super::Applier;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::mapping::statements::{self, From, Shape};
+use crate::mapping::{KeyPlan, TablePlan};
+use crate::protocol::pgoutput::TupleValue;
+use tokio_postgres::types::Type;
+
+/// Rows per batch statement.
+const BATCH_ROWS: usize = 1000;
+
+type Row = Vec<Option<Bytes>>;
+
+/// One table's pending rows for one batch shape.
+pub(super) struct Batch {
+    plan: Arc<TablePlan>,
+    shape: Shape,
+    /// Parameter values, one array per statement parameter.
+    columns: Vec<Vec<Option<Bytes>>>,
+    /// Key -> row index, for tables with a unique key.
+    keys: HashMap<Row, usize>,
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    rows: usize,
+}
+
+/// Whether a change can join a batch, and as which shape.
+pub(super) fn batch_shape(plan: &TablePlan, shape: &Shape) -> Option<Shape> {
+    match (shape, &plan.key) {
+        (Shape::Upsert, KeyPlan::Unique(_)) => Some(Shape::BatchInsert { upsert: true }),
+        (Shape::Insert, KeyPlan::Match(_)) => Some(Shape::BatchInsert { upsert: false }),
+        (Shape::Delete, KeyPlan::Unique(_)) => Some(Shape::BatchDelete),
+        _ => None,
+    }
+}
+
+fn value(v: Option<&TupleValue>) -> Option<Option<Bytes>> {
+    match v {
+        Some(TupleValue::Null) => Some(None),
+        Some(TupleValue::Text(b)) => Some(Some(b.clone())),
+        _ => None,
+    }
+}
+
+impl Batch {
+    /// The key and the parameter values of one change, or `None` if it cannot be batched
+    /// (a value missing, binary format).
+    fn row(plan: &TablePlan, shape: &Shape, values: &Values<'_>) -> Option<(Option<Row>, Row)> {
+        let key_cols = plan.key.columns();
+        match shape {
+            Shape::BatchInsert { upsert } => {
+                let new = values.new?;
+                let row: Row = new.iter().map(|v| value(Some(v))).collect::<Option<_>>()?;
+                let key = upsert.then(|| key_cols.iter().map(|k| row[k.green].clone()).collect());
+                Some((key, row))
+            }
+            Shape::BatchDelete => {
+                let old = values.old?;
+                let key: Row = key_cols
+                    .iter()
+                    .map(|k| value(old.get(k.green)))
+                    .collect::<Option<_>>()?;
+                Some((Some(key.clone()), key))
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds a row; `false` when its key is already in the batch and the batch must be flushed
+    /// first.
+    fn push(&mut self, key: Option<Row>, row: Row, lsn: Lsn) -> bool {
+        if let Some(k) = &key {
+            if let Some(&i) = self.keys.get(k) {
+                match self.shape {
+                    // Deleting a key twice deletes it once.
+                    Shape::BatchDelete => return true,
+                    // The last image wins, unless the first image's insert-only values could
+                    // differ from the last one's.
+                    Shape::BatchInsert { upsert: true } if !self.plan.targets.iter().any(|t| t.insert_only) => {
+                        for (column, v) in self.columns.iter_mut().zip(row) {
+                            column[i] = v;
+                        }
+                        self.last_lsn = lsn;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        if let Some(k) = key {
+            self.keys.insert(k, self.rows);
+        }
+        for (column, v) in self.columns.iter_mut().zip(row) {
+            column.push(v);
+        }
+        if self.rows == 0 {
+            self.first_lsn = lsn;
+        }
+        self.last_lsn = lsn;
+        self.rows += 1;
+        true
+    }
+}
+
+impl Applier {
+    /// Adds a change to its table's batch; `Ok(false)` if it cannot be batched.
+    pub(super) async fn batch(
+        &mut self,
+        plan: &Arc<TablePlan>,
+        shape: &Shape,
+        lsn: Lsn,
+        values: &Values<'_>,
+    ) -> Result<bool> {
+        let Some(batch_shape) = batch_shape(plan, shape) else {
+            return Ok(false);
+        };
+        let Some((key, row)) = Batch::row(plan, &batch_shape, values) else {
+            return Ok(false);
+        };
+        let oid = plan.green.oid;
+        // Keep the order of statements across tables unless blue ignores it (replica role).
+        if !self.reorder_tables {
+            let others: Vec<u32> = self.batches.keys().copied().filter(|o| *o != oid).collect();
+            for o in others {
+                self.flush_batch(o).await?;
+            }
+        }
+        if self
+            .batches
+            .get(&oid)
+            .is_some_and(|b| b.shape != batch_shape || !Arc::ptr_eq(&b.plan, plan))
+        {
+            self.flush_batch(oid).await?;
+        }
+        let batch = self.batches.entry(oid).or_insert_with(|| Batch {
+            plan: plan.clone(),
+            shape: batch_shape.clone(),
+            columns: vec![Vec::new(); row.len()],
+            keys: HashMap::new(),
+            first_lsn: lsn,
+            last_lsn: lsn,
+            rows: 0,
+        });
+        if !batch.push(key.clone(), row.clone(), lsn) {
+            self.flush_batch(oid).await?;
+            return Box::pin(self.batch(plan, shape, lsn, values)).await;
+        }
+        if batch.rows >= BATCH_ROWS {
+            self.flush_batch(oid).await?;
+        }
+        Ok(true)
+    }
+
+    /// Sends the pending batch of one table.
+    pub(super) async fn flush_batch(&mut self, oid: u32) -> Result<()> {
+        let Some(batch) = self.batches.remove(&oid) else {
+            return Ok(());
+        };
+        let key = (oid, batch.shape.clone());
+        if !self.statements.contains_key(&key) {
+            let sql = statements::build(&batch.plan, &batch.shape);
+            debug_assert!(sql.params.iter().all(|p| p.from == From::New) || batch.shape == Shape::BatchDelete);
+            let types = vec![Type::TEXT_ARRAY; sql.params.len()];
+            let stmt = match self.pipe.client().prepare_typed(&sql.text, &types).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let err = Error::postgres(format!("preparing a batch for blue table {}", batch.plan.blue_name), &e);
+                    return Err(self.pipe.root_cause(err).await);
+                }
+            };
+            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
+        }
+        let stmt = self.statements[&key].0.clone();
+        let params: Vec<TextArray> = batch.columns.into_iter().map(TextArray).collect();
+        let ctx = Context {
+            action: match batch.shape {
+                Shape::BatchDelete => "delete (batch)",
+                _ => "insert (batch)",
+            },
+            table: Some(batch.plan.green_name.clone()),
+            lsn: batch.first_lsn,
+            lsn_end: batch.last_lsn,
+            expect_rows: None,
+        };
+        self.pipe.execute(&stmt, params, ctx).await
+    }
+
+    /// Sends every pending batch.
+    pub(super) async fn flush_batches(&mut self) -> Result<()> {
+        let oids: Vec<u32> = self.batches.keys().copied().collect();
+        for oid in oids {
+            self.flush_batch(oid).await?;
+        }
+        Ok(())
+    }
+
+    /// Before a statement for `oid` outside the batches: flush what must come before it.
+    pub(super) async fn flush_before(&mut self, oid: u32) -> Result<()> {
+        if self.reorder_tables {
+            self.flush_batch(oid).await
+        } else {
+            self.flush_batches().await
+        }
+    }
+}
