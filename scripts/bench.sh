@@ -112,6 +112,8 @@ drain_bridge() { # target_lsn -> "seconds peak_rss_mb"
   until caught_up_bridge "$1"; do sleep 0.01; done
   local t1; t1=$(now)
   local rss; rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$bridge_pid/status")
+  local ticks; ticks=$(awk '{print $14 + $15}' "/proc/$bridge_pid/stat")
+  echo "   pgbridge: $(calc "$t1 - $t0") s wall, $(calc "$ticks / $(getconf CLK_TCK)") s CPU" >&2
   kill -TERM "$bridge_pid"; wait "$bridge_pid" || true; bridge_pid=""
   echo "$(calc "$t1 - $t0") $rss"
 }

@@ -17,8 +17,9 @@ use crate::source::{ReplicationConn, SourceHandle, StartOptions};
 use crate::sql;
 use crate::telemetry::{State, Telemetry};
 
-/// Messages buffered between the socket reader and the applier.
-const CHANNEL_CAPACITY: usize = 4096;
+/// Chunks (of at most [`crate::source::stream::CHUNK_BYTES`] each) buffered between the socket
+/// reader and the applier.
+const CHANNEL_CAPACITY: usize = 8;
 /// How long `run` waits at start for a slot still held by a previous, dying walsender.
 const SLOT_BUSY_GRACE: Duration = Duration::from_secs(30);
 

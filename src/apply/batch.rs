@@ -24,7 +24,7 @@ use crate::protocol::pgoutput::TupleValue;
 use tokio_postgres::types::Type;
 
 /// Rows per batch statement.
-const BATCH_ROWS: usize = 1000;
+const BATCH_ROWS: usize = 5000;
 
 type Row = Vec<Option<Bytes>>;
 
@@ -83,14 +83,14 @@ impl Batch {
         }
     }
 
-    /// Adds a row; `false` when its key is already in the batch and the batch must be flushed
-    /// first.
-    fn push(&mut self, key: Option<Row>, row: Row, lsn: Lsn) -> bool {
+    /// Adds a row; gives it back when its key is already in the batch and the batch must be
+    /// flushed first.
+    fn push(&mut self, key: Option<Row>, row: Row, lsn: Lsn) -> Result<(), (Option<Row>, Row)> {
         if let Some(k) = &key {
             if let Some(&i) = self.keys.get(k) {
                 match self.shape {
                     // Deleting a key twice deletes it once.
-                    Shape::BatchDelete => return true,
+                    Shape::BatchDelete => return Ok(()),
                     // The last image wins, unless the first image's insert-only values could
                     // differ from the last one's.
                     Shape::BatchInsert { upsert: true } if !self.plan.targets.iter().any(|t| t.insert_only) => {
@@ -98,9 +98,9 @@ impl Batch {
                             column[i] = v;
                         }
                         self.last_lsn = lsn;
-                        return true;
+                        return Ok(());
                     }
-                    _ => return false,
+                    _ => return Err((key, row)),
                 }
             }
         }
@@ -115,7 +115,7 @@ impl Batch {
         }
         self.last_lsn = lsn;
         self.rows += 1;
-        true
+        Ok(())
     }
 }
 
@@ -149,20 +149,25 @@ impl Applier {
         {
             self.flush_batch(oid).await?;
         }
-        let batch = self.batches.entry(oid).or_insert_with(|| Batch {
+        let width = row.len();
+        let new_batch = || Batch {
             plan: plan.clone(),
             shape: batch_shape.clone(),
-            columns: vec![Vec::new(); row.len()],
+            columns: vec![Vec::with_capacity(BATCH_ROWS); width],
             keys: HashMap::new(),
             first_lsn: lsn,
             last_lsn: lsn,
             rows: 0,
-        });
-        if !batch.push(key.clone(), row.clone(), lsn) {
+        };
+        let batch = self.batches.entry(oid).or_insert_with(new_batch);
+        if let Err((key, row)) = batch.push(key, row, lsn) {
+            // The key is already pending in a way that cannot be merged: send what is there,
+            // then start a new batch with this row.
             self.flush_batch(oid).await?;
-            return Box::pin(self.batch(plan, shape, lsn, values)).await;
+            let batch = self.batches.entry(oid).or_insert_with(new_batch);
+            let _ = batch.push(key, row, lsn);
         }
-        if batch.rows >= BATCH_ROWS {
+        if self.batches.get(&oid).is_some_and(|b| b.rows >= BATCH_ROWS) {
             self.flush_batch(oid).await?;
         }
         Ok(true)

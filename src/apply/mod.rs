@@ -232,7 +232,7 @@ impl Applier {
     /// committed and a partly received green transaction is rolled back (green resends it).
     pub async fn run(
         &mut self,
-        events: &mut mpsc::Receiver<SourceEvent>,
+        events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
         let result = self.run_inner(events, shutdown).await;
@@ -241,7 +241,7 @@ impl Applier {
 
     async fn run_inner(
         &mut self,
-        events: &mut mpsc::Receiver<SourceEvent>,
+        events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -253,10 +253,13 @@ impl Applier {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return self.finish().await,
-                event = events.recv() => match event {
-                    Some(event) => {
-                        self.handle(event).await?;
-                        self.maybe_commit(events.is_empty()).await?;
+                chunk = events.recv() => match chunk {
+                    Some(chunk) => {
+                        let last = chunk.len().saturating_sub(1);
+                        for (i, event) in chunk.into_iter().enumerate() {
+                            self.handle(event).await?;
+                            self.maybe_commit(i == last && events.is_empty()).await?;
+                        }
                     }
                     None => return Err(Error::transient("the replication stream from green ended")),
                 },

@@ -45,6 +45,14 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Whether a whole message is already buffered, so [`Reader::next`] will not wait.
+    pub fn has_message(&self) -> bool {
+        self.buf.len() >= 5 && {
+            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            self.buf.len() > len
+        }
+    }
+
     pub async fn next(&mut self) -> Result<Backend> {
         loop {
             if self.buf.len() >= 5 {

@@ -20,6 +20,9 @@ use crate::sql;
 /// How often a status update is sent even when nothing changed. PostgreSQL's default
 /// `wal_sender_timeout` is 60 s; operators shorten it, so stay far below any sane value.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Most bytes of green's messages in one chunk handed to the applier. With the channel's
+/// capacity this bounds what is held between socket and blue, whatever the row sizes.
+pub const CHUNK_BYTES: usize = 1 << 20;
 /// Every this many status updates asks green to answer, so a silent connection is noticed.
 const REPLY_REQUEST_EVERY: u32 = 10;
 /// With replies requested every 10 s, this long without a message means the connection is
@@ -77,7 +80,7 @@ impl SourceHandle {
         conn: ReplicationConn,
         options: &StartOptions,
         durable: watch::Receiver<Lsn>,
-        events: mpsc::Sender<SourceEvent>,
+        events: mpsc::Sender<Vec<SourceEvent>>,
     ) -> Result<SourceHandle> {
         let (reader, writer) = conn.start_replication(&options.command()).await?;
         let received = Arc::new(AtomicU64::new(options.start.0));
@@ -104,31 +107,42 @@ impl SourceHandle {
     }
 }
 
+/// Events are handed over in chunks: everything already decoded from what the socket
+/// delivered, up to [`CHUNK_BYTES`]. One wake-up of the applier per chunk instead of per
+/// message keeps the two tasks from spending their time switching.
 async fn read_loop(
     mut reader: Reader,
-    events: mpsc::Sender<SourceEvent>,
+    events: mpsc::Sender<Vec<SourceEvent>>,
     received: Arc<AtomicU64>,
     reply: Arc<Notify>,
 ) {
     let mut in_stream = false;
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
     loop {
         let read = tokio::time::timeout(SILENCE_LIMIT, read_one(&mut reader, &received, &reply, &mut in_stream));
         let event = match read.await {
-            Ok(Ok(Some(event))) => event,
-            Ok(Ok(None)) => continue,
-            Ok(Err(e)) => SourceEvent::Failed(e),
-            Err(_) => SourceEvent::Failed(Error::transient(format!(
-                "no message from green for {} s although replies were requested; the connection is presumed dead",
-                SILENCE_LIMIT.as_secs()
-            ))),
+            Ok(Ok(event)) => event,
+            Ok(Err(e)) => Some((SourceEvent::Failed(e), 0)),
+            Err(_) => Some((
+                SourceEvent::Failed(Error::transient(format!(
+                    "no message from green for {} s although replies were requested; the connection is presumed dead",
+                    SILENCE_LIMIT.as_secs()
+                ))),
+                0,
+            )),
         };
-        let failed = matches!(event, SourceEvent::Failed(_));
-        if let SourceEvent::Keepalive { .. } = event {
-            // A keepalive only matters when the applier is idle, and then the channel is
-            // empty: never block the socket on one.
-            let _ = events.try_send(event);
-        } else if events.send(event).await.is_err() || failed {
-            return;
+        let failed = matches!(event, Some((SourceEvent::Failed(_), _)));
+        if let Some((event, size)) = event {
+            chunk_bytes += size;
+            chunk.push(event);
+        }
+        let hand_over = failed || chunk_bytes >= CHUNK_BYTES || !reader.has_message();
+        if hand_over && !chunk.is_empty() {
+            chunk_bytes = 0;
+            if events.send(std::mem::take(&mut chunk)).await.is_err() || failed {
+                return;
+            }
         }
     }
 }
@@ -138,7 +152,7 @@ async fn read_one(
     received: &AtomicU64,
     reply: &Notify,
     in_stream: &mut bool,
-) -> Result<Option<SourceEvent>> {
+) -> Result<Option<(SourceEvent, usize)>> {
     let body = match reader.next().await? {
         Backend::Message(Message::CopyData(body)) => body.into_bytes(),
         Backend::Message(Message::CopyDone) => {
@@ -154,6 +168,7 @@ async fn read_one(
             ))
         }
     };
+    let size = body.len();
     let message = replication::decode_copy_data(body)
         .map_err(|e| Error::definite(format!("cannot decode a replication message from green: {e}")))?;
     match message {
@@ -166,7 +181,7 @@ async fn read_one(
             if reply_requested {
                 reply.notify_one();
             }
-            Ok(Some(SourceEvent::Keepalive { wal_end }))
+            Ok(Some((SourceEvent::Keepalive { wal_end }, size)))
         }
         ReplicationMessage::XLogData { wal_start, data, .. } => {
             let msg = pgoutput::decode(data, *in_stream).map_err(|e| {
@@ -184,7 +199,7 @@ async fn read_one(
                 }
                 _ => {}
             }
-            Ok(Some(SourceEvent::Message(msg)))
+            Ok(Some((SourceEvent::Message(msg), size)))
         }
     }
 }
