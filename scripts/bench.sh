@@ -149,6 +149,19 @@ n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
 compare bulk
 report "2. backlog drain, one $rows-row tx" "rows/s" "$rows" "$n" "$b" "$rss"
 
+if [[ -n ${BENCH_BIG_MB:-} ]]; then
+  # Workload 4: pgbridge alone, one transaction of about BENCH_BIG_MB MB of row data; the point
+  # is pgbridge's peak memory (target: under 150 MB for 1 GB).
+  echo "workload 4: one transaction with about ${BENCH_BIG_MB} MB of row data..." >&2
+  green -c "CREATE TABLE big (id bigint PRIMARY KEY, pad text)"
+  psql_at "$bp" bridge -c "CREATE TABLE big (id bigint PRIMARY KEY, pad text)"
+  green -c "ALTER PUBLICATION pgbridge ADD TABLE big" 2>/dev/null || true
+  green -c "INSERT INTO big SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, ${BENCH_BIG_MB} * 2048) g"
+  target=$(green -c "SELECT pg_current_wal_lsn()")
+  read -r b rss <<<"$(drain_bridge "$target")"
+  results+=("$(printf '| %-38s | %21s | %12.0f %-8s | %6s | %6s MB |' "4. one ${BENCH_BIG_MB} MB transaction" "-" "$(calc "${BENCH_BIG_MB} * 2048 / $b")" "rows/s" "-" "$rss")")
+fi
+
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, $("$bindir/postgres" --version); identity mapping"
 echo "| workload                               | native                | pgbridge              | ratio  | peak RSS  |"

@@ -193,6 +193,12 @@ impl Applier {
             self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
         }
         let stmt = self.statements[&key].0.clone();
+        let weight = batch
+            .columns
+            .iter()
+            .flatten()
+            .map(|v| v.as_ref().map_or(4, |b| b.len() + 4))
+            .sum();
         let params: Vec<TextArray> = batch.columns.into_iter().map(TextArray).collect();
         let ctx = Context {
             action: match batch.shape {
@@ -203,6 +209,7 @@ impl Applier {
             lsn: batch.first_lsn,
             lsn_end: batch.last_lsn,
             expect_rows: None,
+            weight,
         };
         self.pipe.execute(&stmt, params, ctx).await
     }

@@ -83,6 +83,8 @@ pub struct Context {
     pub lsn_end: Lsn,
     /// Rows the statement must report, when it matters (the checkpoint update).
     pub expect_rows: Option<u64>,
+    /// Approximate bytes the statement carries, for bounding what is in flight.
+    pub weight: usize,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             lsn: Lsn::ZERO,
             lsn_end: Lsn::ZERO,
             expect_rows: None,
+            weight: 0,
         }
     }
 
@@ -118,7 +121,13 @@ pub struct Pipeline {
     client: Arc<Client>,
     pending: VecDeque<Pending>,
     max_in_flight: usize,
+    /// Sum of the pending statements' weights.
+    in_flight_bytes: usize,
 }
+
+/// Most bytes of statement parameters in flight at once: encoded requests wait in the
+/// connection's queue until blue takes them, so this bounds memory when blue is slower.
+const MAX_IN_FLIGHT_BYTES: usize = 16 << 20;
 
 impl Pipeline {
     pub fn new(client: Arc<Client>, max_in_flight: usize) -> Self {
@@ -126,6 +135,7 @@ impl Pipeline {
             client,
             pending: VecDeque::new(),
             max_in_flight,
+            in_flight_bytes: 0,
         }
     }
 
@@ -172,9 +182,14 @@ impl Pipeline {
                 self.drain().await?;
                 check(result, &ctx)?;
             }
-            Poll::Pending => self.pending.push_back((fut, ctx)),
+            Poll::Pending => {
+                self.in_flight_bytes += ctx.weight;
+                self.pending.push_back((fut, ctx));
+            }
         }
-        while self.pending.len() > self.max_in_flight {
+        while self.pending.len() > self.max_in_flight
+            || (self.in_flight_bytes > MAX_IN_FLIGHT_BYTES && self.pending.len() > 1)
+        {
             self.finish_one().await?;
         }
         Ok(())
@@ -182,9 +197,11 @@ impl Pipeline {
 
     async fn finish_one(&mut self) -> Result<()> {
         if let Some((fut, ctx)) = self.pending.pop_front() {
+            self.in_flight_bytes -= ctx.weight;
             let result = fut.await;
             if let Err(e) = check(result, &ctx) {
                 self.pending.clear();
+                self.in_flight_bytes = 0;
                 return Err(e);
             }
         }

@@ -651,6 +651,7 @@ impl Applier {
             lsn,
             lsn_end: lsn,
             expect_rows: None,
+            weight: params.iter().map(|p| p.0.as_ref().map_or(4, |b| b.len() + 4)).sum(),
         };
         let stmt = stmt.clone();
         self.pipe.execute(&stmt, params, ctx).await
