@@ -56,6 +56,7 @@ max_wal_senders = 10
 max_replication_slots = 10
 max_wal_size = 4GB
 shared_buffers = 256MB
+track_commit_timestamp = on
 CONF
   "${as_pg[@]}" "$bindir/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
 }
@@ -69,8 +70,15 @@ psql_at "$gp" postgres -c "CREATE DATABASE app"
 for db in native bridge; do psql_at "$bp" postgres -c "CREATE DATABASE $db"; done
 "$bindir/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
 green -c "CREATE TABLE bulk (id bigint PRIMARY KEY, a int, b text, c timestamptz); ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+green -c "CREATE TABLE lat (id bigserial PRIMARY KEY, v int)"
 for db in native bridge; do
   "$bindir/pg_dump" -s -h 127.0.0.1 -p "$gp" -U postgres app | psql_at "$bp" "$db" >/dev/null
+  # Blue's apply time per row for workload 3: native apply stamps commits with green's commit
+  # time, so a trigger that fires for replicated rows (ENABLE ALWAYS) records the arrival.
+  psql_at "$bp" "$db" -c "ALTER TABLE lat ADD COLUMN arrived timestamptz;
+    CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN NEW.arrived := clock_timestamp(); RETURN NEW; END';
+    CREATE TRIGGER stamp BEFORE INSERT ON lat FOR EACH ROW EXECUTE FUNCTION stamp();
+    ALTER TABLE lat ENABLE ALWAYS TRIGGER stamp;" >/dev/null
   # Same starting rows on both sides.
   "$bindir/pg_dump" -a -h 127.0.0.1 -p "$gp" -U postgres app | psql_at "$bp" "$db" >/dev/null
 done
@@ -123,8 +131,8 @@ settle() {
   drain_native "$lsn" >/dev/null
   drain_bridge "$lsn" >/dev/null
 }
-compare() { # table
-  local q="SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM $1 t"
+compare() { # table [columns]
+  local q="SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM (SELECT ${2:-*} FROM $1) t"
   [[ $(psql_at "$bp" native -c "$q") == $(psql_at "$bp" bridge -c "$q") ]] || { echo "MISMATCH in $1" >&2; exit 1; }
 }
 
@@ -148,6 +156,54 @@ target=$(green -c "SELECT pg_current_wal_lsn()")
 n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
 compare bulk
 report "2. backlog drain, one $rows-row tx" "rows/s" "$rows" "$n" "$b" "$rss"
+
+# Workload 3: steady state. Each consumer alone, streaming while pgbench commits a one-row
+# insert at a fixed rate; per row, blue's apply time (trigger) minus green's commit time.
+rate=${BENCH_RATE:-1000}
+seconds=${BENCH_SECONDS:-10}
+printf '\\set v random(1, 1000)\nINSERT INTO lat (v) VALUES (:v);\n' >"$work/lat.sql"
+commit_times() { # port db first last column -> "id|epoch" lines
+  psql_at "$1" "$2" -c "SELECT id, extract(epoch FROM $5) FROM lat WHERE id > $3 AND id <= $4"
+}
+latency() { # consumer
+  local first last target
+  if [[ $1 == native ]]; then
+    psql_at "$bp" native -c "ALTER SUBSCRIPTION native ENABLE"
+  else
+    "$pgbridge" run >>"$work/pgbridge.log" 2>&1 &
+    bridge_pid=$!
+  fi
+  sleep 1 # let the consumer connect before the load starts
+  first=$(green -c "SELECT coalesce(max(id), 0) FROM lat")
+  "$bindir/pgbench" -n -c 2 -j 2 -R "$rate" -T "$seconds" -f "$work/lat.sql" -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
+  last=$(green -c "SELECT max(id) FROM lat")
+  target=$(green -c "SELECT pg_current_wal_lsn()")
+  if [[ $1 == native ]]; then
+    until caught_up_native "$target"; do sleep 0.01; done
+    psql_at "$bp" native -c "ALTER SUBSCRIPTION native DISABLE"
+  else
+    until caught_up_bridge "$target"; do sleep 0.01; done
+    kill -TERM "$bridge_pid"; wait "$bridge_pid" || true; bridge_pid=""
+  fi
+  commit_times "$gp" app "$first" "$last" "pg_xact_commit_timestamp(xmin)" >"$work/green.times"
+  commit_times "$bp" "$1" "$first" "$last" "arrived" >"$work/blue.times"
+  python3 - "$work/green.times" "$work/blue.times" <<'PY'
+import sys
+green = dict(l.split('|') for l in open(sys.argv[1]) if l.strip())
+blue = dict(l.split('|') for l in open(sys.argv[2]) if l.strip())
+d = sorted((float(blue[k]) - float(green[k])) * 1000 for k in green if k in blue)
+if len(d) != len(green):
+    sys.exit("blue lacks rows")
+q = lambda p: d[min(len(d) - 1, int(p * len(d)))]
+print(f"{q(0.5):.2f} {q(0.99):.2f} {len(d)}")
+PY
+}
+echo "workload 3: $rate inserts/s for ${seconds}s, each consumer streaming..." >&2
+read -r n50 n99 nn <<<"$(latency native)"
+read -r b50 b99 bn <<<"$(latency bridge)"
+settle
+compare lat "id, v"
+results+=("$(printf '| %-38s | p50 %6.1f p99 %6.1f ms | p50 %6.1f p99 %6.1f ms | %6s | %6s    |' "3. steady $rate tx/s, green commit to blue" "$n50" "$n99" "$b50" "$b99" "-" "-")")
 
 if [[ -n ${BENCH_BIG_MB:-} ]]; then
   # Workload 4: pgbridge alone, one transaction of about BENCH_BIG_MB MB of row data; the point
