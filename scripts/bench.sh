@@ -16,53 +16,28 @@ tx_per_client=${BENCH_TX:-5000}
 rows=${BENCH_ROWS:-1000000}
 
 scripts/ensure-postgres.sh
-bindir=$(pg_config --bindir 2>/dev/null || true)
-[[ -x ${PGBRIDGE_PG_BIN:-}/initdb ]] && bindir=$PGBRIDGE_PG_BIN
-[[ -x $bindir/initdb ]] || bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r | head -n1)
+# shellcheck source=lib/clusters.sh
+. scripts/lib/clusters.sh
+clusters_init bench
 echo "building pgbridge (release)..." >&2
 cargo build --release --quiet
 pgbridge=$repo/target/release/pgbridge
 
-as_pg=()
-if [[ $(id -u) -eq 0 ]]; then
-  id pgbridge-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pgbridge-test
-  as_pg=(runuser -u pgbridge-test --)
-fi
-work=$(mktemp -d /tmp/pgbridge-bench.XXXXXX)
-chmod 755 "$work"
 bridge_pid=""
 cleanup() {
   set +e
   [[ -n $bridge_pid ]] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
-  for side in green blue; do
-    [[ -d $work/$side ]] && "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/$side" -m immediate stop >/dev/null 2>&1
-  done
-  rm -rf "$work"
+  stop_clusters
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-start_cluster() { # name port
-  local dir=$work/$1
-  mkdir -p "$dir"
-  [[ ${#as_pg[@]} -gt 0 ]] && chown pgbridge-test "$dir"
-  "${as_pg[@]}" "$bindir/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >/dev/null
-  cat >>"$dir/postgresql.conf" <<CONF
-port = $2
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$dir'
-wal_level = logical
-max_wal_senders = 10
+settings="max_wal_senders = 10
 max_replication_slots = 10
 max_wal_size = 4GB
 shared_buffers = 256MB
-track_commit_timestamp = on
-CONF
-  "${as_pg[@]}" "$bindir/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
-}
+track_commit_timestamp = on"
 gp=$(free_port); bp=$(free_port)
-start_cluster green "$gp"
-start_cluster blue "$bp"
+start_cluster green "$gp" <<<"$settings"
+start_cluster blue "$bp" <<<"$settings"
 psql_at() { local port=$1 db=$2; shift 2; "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
 green() { psql_at "$gp" app "$@"; }
 

@@ -16,54 +16,27 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "checking PostgreSQL and building pgbridge"
 scripts/ensure-postgres.sh
-bindir=$(pg_config --bindir 2>/dev/null || true)
-[[ -x ${PGBRIDGE_PG_BIN:-}/initdb ]] && bindir=$PGBRIDGE_PG_BIN
-[[ -x $bindir/initdb ]] || bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r | head -n1)
+# shellcheck source=lib/clusters.sh
+. scripts/lib/clusters.sh
+clusters_init demo
 cargo build --quiet
 pgbridge=$repo/target/debug/pgbridge
 
-# PostgreSQL refuses to run as root: run the servers as an unprivileged user.
-as_pg=()
-if [[ $(id -u) -eq 0 ]]; then
-  id pgbridge-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pgbridge-test
-  as_pg=(runuser -u pgbridge-test --)
-fi
-
-work=$(mktemp -d /tmp/pgbridge-demo.XXXXXX)
-chmod 755 "$work"
 bridge_pid=""
 cleanup() {
   set +e
   [[ -n $bridge_pid ]] && kill -TERM "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
-  for side in green blue; do
-    [[ -d $work/$side ]] && "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/$side" -m immediate stop >/dev/null 2>&1
-  done
-  rm -rf "$work"
+  stop_clusters
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-start_cluster() { # name port
-  local dir=$work/$1
-  mkdir -p "$dir" && [[ ${#as_pg[@]} -gt 0 ]] && chown pgbridge-test "$dir"
-  "${as_pg[@]}" "$bindir/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 >/dev/null
-  cat >>"$dir/postgresql.conf" <<CONF
-port = $2
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$dir'
-wal_level = logical
-fsync = off
-CONF
-  "${as_pg[@]}" "$bindir/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
-  echo "   $1 is PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$2"
-}
 
 step "starting green and blue under $work"
 green_port=$(free_port)
 blue_port=$(free_port)
-start_cluster green "$green_port"
-start_cluster blue "$blue_port"
+for side in green:$green_port blue:$blue_port; do
+  echo "fsync = off" | start_cluster "${side%%:*}" "${side##*:}"
+  echo "   ${side%%:*} is PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:${side##*:}"
+done
 green() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$green_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 blue() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$blue_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
