@@ -18,7 +18,7 @@ use super::rows::Values;
 use super::Applier;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::mapping::statements::{self, From, Shape};
+use crate::mapping::statements::{self, Shape};
 use crate::mapping::{KeyPlan, TablePlan};
 use crate::protocol::pgoutput::TupleValue;
 use tokio_postgres::types::Type;
@@ -136,7 +136,7 @@ impl Applier {
         };
         let oid = plan.green.oid;
         // Keep the order of statements across tables unless blue ignores it (replica role).
-        if !self.reorder_tables {
+        if !self.reorder_tables && self.batches.keys().any(|o| *o != oid) {
             let others: Vec<u32> = self.batches.keys().copied().filter(|o| *o != oid).collect();
             for o in others {
                 self.flush_batch(o).await?;
@@ -181,7 +181,6 @@ impl Applier {
         let key = (oid, batch.shape.clone());
         if !self.statements.contains_key(&key) {
             let sql = statements::build(&batch.plan, &batch.shape);
-            debug_assert!(sql.params.iter().all(|p| p.from == From::New) || batch.shape == Shape::BatchDelete);
             let types = vec![Type::TEXT_ARRAY; sql.params.len()];
             let stmt = match self.pipe.client().prepare_typed(&sql.text, &types).await {
                 Ok(s) => s,
