@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh                 # workloads 1 and 2 at full size
 #   BENCH_TX=2000 BENCH_ROWS=100000 scripts/bench.sh   # smaller, for a quick look
+#   BENCH_WORKLOADS="3" scripts/bench.sh                 # only some workloads
 #
 # Workload 1: pgbench TPC-B-like, BENCH_TX transactions per client x 4 clients, written while
 #             both consumers are stopped; then each drains the backlog alone, timed.
@@ -14,6 +15,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 tx_per_client=${BENCH_TX:-5000}
 rows=${BENCH_ROWS:-1000000}
+workloads=" ${BENCH_WORKLOADS:-1 2 3} "
+[[ -n ${BENCH_BIG_MB:-} ]] && workloads+="4 "
+selected() { [[ $workloads == *" $1 "* ]]; }
 
 scripts/ensure-postgres.sh
 # shellcheck source=lib/clusters.sh
@@ -118,19 +122,23 @@ report() { # name unit amount native_s bridge_s rss
   results+=("$(printf '| %-38s | %12.0f %-6s | %12.0f %-6s | %5.2fx | %6s MB |' "$1" "$native_rate" "$2" "$bridge_rate" "$2" "$ratio" "$6")")
 }
 
+if selected 1; then
 echo "workload 1: pgbench -c 4 -t $tx_per_client on green with both consumers stopped..." >&2
 "$bindir/pgbench" -n -c 4 -j 2 -t "$tx_per_client" -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
 target=$(green -c "SELECT pg_current_wal_lsn()")
 n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
 for t in pgbench_accounts pgbench_branches pgbench_tellers pgbench_history; do compare "$t"; done
 report "1. backlog drain, pgbench TPC-B" "tx/s" "$((4 * tx_per_client))" "$n" "$b" "$rss"
+fi
 
+if selected 2; then
 echo "workload 2: one transaction inserting $rows rows..." >&2
 green -c "INSERT INTO bulk SELECT g, g % 1000, md5(g::text), now() FROM generate_series(1, $rows) g"
 target=$(green -c "SELECT pg_current_wal_lsn()")
 n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
 compare bulk
 report "2. backlog drain, one $rows-row tx" "rows/s" "$rows" "$n" "$b" "$rss"
+fi
 
 # Workload 3: steady state. Each consumer alone, streaming while pgbench commits a one-row
 # insert at a fixed rate; per row, blue's apply time (trigger) minus green's commit time.
@@ -173,14 +181,16 @@ q = lambda p: d[min(len(d) - 1, int(p * len(d)))]
 print(f"{q(0.5):.2f} {q(0.99):.2f} {len(d)}")
 PY
 }
+if selected 3; then
 echo "workload 3: $rate inserts/s for ${seconds}s, each consumer streaming..." >&2
 read -r n50 n99 nn <<<"$(latency native)"
 read -r b50 b99 bn <<<"$(latency bridge)"
 settle
 compare lat "id, v"
-results+=("$(printf '| %-38s | p50 %6.1f p99 %6.1f ms | p50 %6.1f p99 %6.1f ms | %6s | %6s    |' "3. steady $rate tx/s, green commit to blue" "$n50" "$n99" "$b50" "$b99" "-" "-")")
+results+=("$(printf '| %-38s | p50 %5.2f p99 %5.2f ms | p50 %5.2f p99 %5.2f ms | %6s | %6s    |' "3. steady $rate tx/s, green commit to blue" "$n50" "$n99" "$b50" "$b99" "-" "-")")
+fi
 
-if [[ -n ${BENCH_BIG_MB:-} ]]; then
+if selected 4; then
   # Workload 4: pgbridge alone, one transaction of about BENCH_BIG_MB MB of row data; the point
   # is pgbridge's peak memory (target: under 150 MB for 1 GB).
   echo "workload 4: one transaction with about ${BENCH_BIG_MB} MB of row data..." >&2

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::support::bridge::{wait_for, Pair, DB, SLOT};
+use crate::support::bridge::{rows, wait_for, Pair, DB, SLOT};
 use crate::workload;
 
 fn lsn_ge(pair: &Pair, a: &str, b: &str) -> bool {
@@ -317,4 +317,38 @@ fn blocked_blue_does_not_time_out_the_stream() {
         bridge.log()
     );
     assert!(!bridge.log().contains("reconnecting"), "{}", bridge.log());
+}
+
+/// Blue transactions are pipelined: the next group is sent before the previous COMMIT has
+/// returned. When one of them fails, none after it may commit (the checkpoint update is
+/// guarded), so blue never holds a later green transaction without an earlier one.
+#[test]
+fn nothing_commits_after_a_rejected_pipelined_group() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.blue
+        .psql(DB, "ALTER TABLE t ADD CONSTRAINT no_bad CHECK (v <> 'bad')");
+    // One green transaction per blue transaction, so the backlog becomes many groups.
+    pair.write_config("[apply]\nmax_batch_rows = 1");
+    pair.setup();
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'good')");
+    pair.green.psql(DB, "INSERT INTO t VALUES (2, 'bad')");
+    pair.green.psql(
+        DB,
+        "DO $$ BEGIN FOR i IN 3..300 LOOP INSERT INTO t VALUES (i, 'later'); COMMIT; END LOOP; END $$",
+    );
+    let bridge = pair.run();
+    let (code, log) = bridge.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("no_bad"), "the error names the constraint:\n{log}");
+    assert_eq!(rows(&pair.blue, "t"), vec!["(1,good)".to_string()], "{log}");
+    assert!(
+        lsn_ge(&pair, &pair.checkpoint(), &pair.confirmed_flush()),
+        "the slot must not pass blue's checkpoint"
+    );
+
+    pair.blue.psql(DB, "ALTER TABLE t DROP CONSTRAINT no_bad");
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    pair.assert_same("t");
 }

@@ -209,6 +209,7 @@ impl Applier {
             lsn_end: batch.last_lsn,
             expect_rows: None,
             weight,
+            commit: false,
         };
         self.pipe.execute(&stmt, params, ctx).await
     }

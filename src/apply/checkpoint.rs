@@ -85,22 +85,41 @@ pub async fn read(client: &Client, schema: &str, slot: &str) -> Result<Option<Ch
     .transpose()
 }
 
+/// The new checkpoint value, guarded: when the row does not hold `$prev` (an earlier blue
+/// transaction, pipelined ahead of this one, failed and rolled back) it evaluates to NULL,
+/// which the NOT NULL column rejects, so this transaction fails too instead of claiming
+/// positions blue does not have.
+fn guarded(new: &str, prev: &str) -> String {
+    format!("CASE WHEN lsn = {prev}::pg_lsn THEN {new}::pg_lsn END")
+}
+
 /// Statement that moves the checkpoint after applying transactions: $1 slot, $2 lsn (text),
-/// $3 commit time (text, microseconds since the PostgreSQL epoch).
+/// $3 commit time (text, microseconds since the PostgreSQL epoch), $4 the checkpoint it
+/// must replace (text).
 pub fn advance_sql(schema: &str) -> String {
     format!(
-        "UPDATE {} SET lsn = $2::pg_lsn, \
+        "UPDATE {} SET lsn = {}, \
          commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', \
          updated_at = now() WHERE slot_name = $1",
-        sql::qualified(schema, "checkpoint")
+        sql::qualified(schema, "checkpoint"),
+        guarded("$2", "$4")
     )
 }
 
 /// Statement that moves the checkpoint to an idle position (no transaction applied):
-/// $1 slot, $2 lsn (text). Never moves it backwards.
+/// $1 slot, $2 lsn (text), $3 the checkpoint it must replace (text).
 pub fn advance_idle_sql(schema: &str) -> String {
     format!(
-        "UPDATE {} SET lsn = $2::pg_lsn, updated_at = now() WHERE slot_name = $1 AND lsn < $2::pg_lsn",
+        "UPDATE {} SET lsn = {}, updated_at = now() WHERE slot_name = $1",
+        sql::qualified(schema, "checkpoint"),
+        guarded("$2", "$3")
+    )
+}
+
+/// Statement that rewrites the checkpoint row unchanged ($1 slot): WAL to flush.
+pub fn touch_sql(schema: &str) -> String {
+    format!(
+        "UPDATE {} SET lsn = lsn WHERE slot_name = $1",
         sql::qualified(schema, "checkpoint")
     )
 }

@@ -85,6 +85,8 @@ pub struct Context {
     pub expect_rows: Option<u64>,
     /// Approximate bytes the statement carries, for bounding what is in flight.
     pub weight: usize,
+    /// The statement is a group's COMMIT: its success is counted (`take_commits`).
+    pub commit: bool,
 }
 
 impl Context {
@@ -96,6 +98,7 @@ impl Context {
             lsn_end: Lsn::ZERO,
             expect_rows: None,
             weight: 0,
+            commit: false,
         }
     }
 
@@ -123,6 +126,8 @@ pub struct Pipeline {
     max_in_flight: usize,
     /// Sum of the pending statements' weights.
     in_flight_bytes: usize,
+    /// COMMITs that succeeded since the last `take_commits`.
+    commits: usize,
 }
 
 /// Most bytes of statement parameters in flight at once: encoded requests wait in the
@@ -136,6 +141,7 @@ impl Pipeline {
             pending: VecDeque::new(),
             max_in_flight,
             in_flight_bytes: 0,
+            commits: 0,
         }
     }
 
@@ -195,17 +201,34 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn finish_one(&mut self) -> Result<()> {
-        if let Some((fut, ctx)) = self.pending.pop_front() {
-            self.in_flight_bytes -= ctx.weight;
-            let result = fut.await;
-            if let Err(e) = check(result, &ctx) {
-                self.pending.clear();
-                self.in_flight_bytes = 0;
-                return Err(e);
-            }
+    /// Waits for the oldest statement in flight. Cancel-safe: the statement stays queued
+    /// until it has completed, so this can race other events in a `select!`.
+    pub async fn finish_one(&mut self) -> Result<()> {
+        let Some((fut, _)) = self.pending.front_mut() else {
+            return Ok(());
+        };
+        let result = fut.as_mut().await;
+        let (_, ctx) = self.pending.pop_front().expect("the statement just awaited");
+        self.in_flight_bytes -= ctx.weight;
+        if let Err(e) = check(result, &ctx) {
+            self.pending.clear();
+            self.in_flight_bytes = 0;
+            return Err(e);
+        }
+        if ctx.commit {
+            self.commits += 1;
         }
         Ok(())
+    }
+
+    /// Whether statements are in flight.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// How many COMMITs completed since the last call (they complete in issue order).
+    pub fn take_commits(&mut self) -> usize {
+        std::mem::take(&mut self.commits)
     }
 
     /// Waits for every statement in flight; returns the first error in issue order.

@@ -15,7 +15,7 @@ pub mod checkpoint;
 pub mod exec;
 mod rows;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,13 @@ use exec::{Context, Pipeline, TextParam};
 
 /// Statements kept in flight on the blue connection.
 const MAX_IN_FLIGHT: usize = 512;
+/// What a failed checkpoint update says. It fails when the row no longer holds the position
+/// written last: an earlier pipelined transaction failed (that error is reported instead), or
+/// something else wrote the row.
+const CHECKPOINT_UPDATE: &str =
+    "updating the checkpoint (a NULL lsn means the row changed under pgbridge: is another pgbridge using this slot?)";
+/// Housekeeping cadence: delayed group commits, idle checkpoints, flush confirmations.
+const TICK: Duration = Duration::from_millis(100);
 /// Idle positions are written to blue at most this often.
 const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -70,9 +77,20 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
     }
 }
 
+/// How blue commits are made durable before their position is confirmed to green (rule 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// Each COMMIT waits for blue's WAL flush (and its synchronous standbys, if any).
+    Sync,
+    /// COMMIT returns at once (`synchronous_commit = off`, as PostgreSQL's own apply worker
+    /// does); a position is confirmed to green only once blue's WAL is flushed past it.
+    Async,
+}
+
 /// Per-connection settings: no timeouts that an operator set for applications, the same
-/// text formats green prints in, and durable commits (rule 2 needs them).
-async fn prepare_session(client: &Client) -> Result<bool> {
+/// text formats green prints in, and how commits become durable. Returns whether the
+/// replica role was granted.
+async fn prepare_session(client: &Client) -> Result<(bool, Durability)> {
     client
         .batch_execute(
             "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
@@ -89,24 +107,41 @@ async fn prepare_session(client: &Client) -> Result<bool> {
         )
         .await
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    let sync: String = client
-        .query_one("SELECT current_setting('synchronous_commit')", &[])
+    let row = client
+        .query_one(
+            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
+            &[],
+        )
         .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?
-        .get(0);
-    if sync == "off" {
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    let (sync, standbys): (String, String) = (row.get(0), row.get(1));
+    // Without synchronous standbys, durable means flushed to blue's own WAL, which pgbridge
+    // can observe; so commits need not wait for it. With them, every commit waits as
+    // configured, so a failover of blue to a standby loses nothing green has forgotten.
+    let durability = if standbys.trim().is_empty() {
+        Durability::Async
+    } else {
+        Durability::Sync
+    };
+    let setting = match (durability, sync.as_str()) {
+        (Durability::Async, _) => Some("off"),
+        (Durability::Sync, "off") => Some("local"),
+        (Durability::Sync, _) => None,
+    };
+    if let Some(setting) = setting {
         client
-            .batch_execute("SET synchronous_commit = local")
+            .batch_execute(&format!("SET synchronous_commit = {setting}"))
             .await
             .map_err(|e| Error::postgres("configuring the blue session", &e))?;
     }
     // What PostgreSQL's own apply worker does: triggers and foreign-key checks do not fire for
     // replicated rows. Needs superuser or GRANT SET ON PARAMETER (PostgreSQL 15+).
-    match client.batch_execute("SET session_replication_role = replica").await {
-        Ok(()) => Ok(true),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => Ok(false),
-        Err(e) => Err(Error::postgres("configuring the blue session", &e)),
-    }
+    let replica_role = match client.batch_execute("SET session_replication_role = replica").await {
+        Ok(()) => true,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => false,
+        Err(e) => return Err(Error::postgres("configuring the blue session", &e)),
+    };
+    Ok((replica_role, durability))
 }
 
 struct Rel {
@@ -151,7 +186,19 @@ pub struct Applier {
     statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
     advance: Statement,
     advance_idle: Statement,
-    durable: Lsn,
+    /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
+    flush: Statement,
+    /// End of everything committed on blue (visible there, maybe not yet flushed).
+    committed: Lsn,
+    /// Under `Durability::Async`: a committed position not yet tied to a blue WAL position,
+    /// and positions waiting for blue's WAL flush, as (green position, blue WAL position).
+    unbound: Option<Lsn>,
+    unflushed: VecDeque<(Lsn, Lsn)>,
+    durability: Durability,
+    last_flush_check: Instant,
+    /// Groups whose COMMIT is in flight, oldest first.
+    committing: VecDeque<Group>,
+    /// The position confirmed to green: committed and durable on blue.
     durable_tx: watch::Sender<Lsn>,
     tx: Option<GreenTx>,
     group: Option<Group>,
@@ -167,10 +214,13 @@ pub struct Applier {
     batching: bool,
     /// Blue runs with session_replication_role = replica, so tables may be written in any order.
     reorder_tables: bool,
+    /// More events are already waiting behind the one being handled.
+    backlog: bool,
 }
 
 impl Applier {
-    /// Prepares the blue session; `durable` is the checkpoint read at start.
+    /// Prepares the blue session; `durable` is the checkpoint read at start (confirmed to
+    /// green as soon as streaming starts, so it is flushed here first).
     /// The green transactions whose commit LSN falls in one of the `careful` ranges are applied
     /// row by row, each row in a savepoint, so a row blue rejects is found exactly (and parked
     /// under `dead_letter`).
@@ -182,7 +232,7 @@ impl Applier {
         careful: Vec<(Lsn, Lsn)>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
-        let replica_role = prepare_session(&client).await?;
+        let (replica_role, durability) = prepare_session(&client).await?;
         if !replica_role {
             tracing::warn!(
                 "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
@@ -191,13 +241,22 @@ impl Applier {
         }
         let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
         let advance = client
-            .prepare_typed(&checkpoint::advance_sql(&config.schema), &text3)
+            .prepare_typed(&checkpoint::advance_sql(&config.schema), &[Type::TEXT; 4])
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
         let advance_idle = client
-            .prepare_typed(&checkpoint::advance_idle_sql(&config.schema), &text3[..2])
+            .prepare_typed(&checkpoint::advance_idle_sql(&config.schema), &text3)
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
+        let flush = client
+            .prepare_typed(&checkpoint::touch_sql(&config.schema), &text3[..1])
+            .await
+            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
+        if durability == Durability::Async {
+            // The checkpoint just read may be an asynchronous commit of an earlier run that
+            // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
+            flush_wal(&client, &flush, &config.slot).await?;
+        }
         let mappings = Mappings::load(&config)?;
         let dead_letter = match config.on_error {
             OnError::Stop => None,
@@ -212,7 +271,13 @@ impl Applier {
             statements: HashMap::new(),
             advance,
             advance_idle,
-            durable,
+            flush,
+            committed: durable,
+            unbound: None,
+            unflushed: VecDeque::new(),
+            durability,
+            last_flush_check: Instant::now(),
+            committing: VecDeque::new(),
             durable_tx,
             tx: None,
             group: None,
@@ -225,6 +290,7 @@ impl Applier {
             batches: HashMap::new(),
             batching: std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
             reorder_tables: replica_role,
+            backlog: false,
         })
     }
 
@@ -244,7 +310,7 @@ impl Applier {
         events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
@@ -257,12 +323,19 @@ impl Applier {
                     Some(chunk) => {
                         let last = chunk.len().saturating_sub(1);
                         for (i, event) in chunk.into_iter().enumerate() {
+                            self.backlog = i < last || !events.is_empty();
                             self.handle(event).await?;
                             self.maybe_commit(i == last && events.is_empty()).await?;
                         }
+                        self.settle_commits();
                     }
                     None => return Err(Error::transient("the replication stream from green ended")),
                 },
+                done = self.pipe.finish_one(), if self.pipe.busy() => {
+                    done?;
+                    self.settle_commits();
+                    self.maybe_confirm().await?;
+                }
                 _ = tick.tick() => self.on_tick().await?,
             }
         }
@@ -284,7 +357,16 @@ impl Applier {
 
     /// The position after everything applied so far, committed or not.
     fn applied_end(&self) -> Lsn {
-        self.group.as_ref().map_or(self.durable, |g| g.end.max(self.durable))
+        self.group
+            .as_ref()
+            .map_or(self.committing_end(), |g| g.end.max(self.committing_end()))
+    }
+
+    /// The position after every group committed or committing on blue.
+    fn committing_end(&self) -> Lsn {
+        self.committing
+            .back()
+            .map_or(self.committed, |g| g.end.max(self.committed))
     }
 
     /// Commits the open group between green transactions when nothing more is waiting (so a
@@ -297,6 +379,7 @@ impl Applier {
         let full = group.rows >= self.config.max_batch_rows || group.started.elapsed() >= self.config.max_batch_delay;
         if queue_empty || full {
             self.commit_group().await?;
+            self.maybe_confirm().await?;
         }
         Ok(())
     }
@@ -332,7 +415,7 @@ impl Applier {
                 // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
                 let skip = b.final_lsn < self.applied_end();
                 if skip {
-                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.durable, "skipping a transaction blue already has");
+                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.committed, "skipping a transaction blue already has");
                     self.progress.skipped += 1;
                 } else {
                     self.open_group().await?;
@@ -413,7 +496,7 @@ impl Applier {
                 started: Instant::now(),
                 rows: 0,
                 transactions: 0,
-                end: self.durable,
+                end: self.committing_end(),
                 commit_time: 0,
                 counts: BTreeMap::new(),
             });
@@ -424,34 +507,61 @@ impl Applier {
     /// Commits the open group with its checkpoint, then publishes the position as durable.
     async fn commit_group(&mut self) -> Result<()> {
         self.flush_batches().await?;
+        // The checkpoint this group replaces: the previous group's, whose COMMIT may still
+        // be in flight.
+        let prev = self.committing_end();
         let Some(group) = self.group.take() else { return Ok(()) };
         failpoint::hit("before_blue_commit");
         let params = vec![
             text(&self.config.slot),
             text(&group.end.to_string()),
             text(&group.commit_time.to_string()),
+            text(&prev.to_string()),
         ];
         let ctx = Context {
             expect_rows: Some(1),
-            ..Context::new("updating the checkpoint")
+            ..Context::new(CHECKPOINT_UPDATE)
         };
         let advance = self.advance.clone();
         self.pipe.execute(&advance, params, ctx).await?;
-        self.pipe.command("COMMIT".into(), Context::new("COMMIT")).await?;
+        let ctx = Context {
+            commit: true,
+            ..Context::new("COMMIT")
+        };
+        // The next group's statements follow the COMMIT without waiting for it; the position
+        // is published when the COMMIT has returned (`settle_commits`).
+        self.committing.push_back(group);
+        self.pipe.command("COMMIT".into(), ctx).await?;
+        self.settle_commits();
+        Ok(())
+    }
+
+    /// Publishes the groups whose COMMIT has returned, in order.
+    fn settle_commits(&mut self) {
+        for _ in 0..self.pipe.take_commits() {
+            let Some(group) = self.committing.pop_front() else {
+                break;
+            };
+            failpoint::hit("after_blue_commit");
+            self.publish(group.end);
+            self.telemetry.committed(&Commit {
+                lsn: group.end,
+                transactions: group.transactions,
+                rows: group.rows,
+                duration: group.started.elapsed(),
+                last_commit_time: group.commit_time,
+                counts: &group.counts,
+            });
+            self.progress.transactions += group.transactions;
+            self.progress.rows += group.rows;
+            tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
+        }
+    }
+
+    /// Waits for everything in flight and publishes what it committed.
+    async fn drain(&mut self) -> Result<()> {
         self.pipe.drain().await?;
-        failpoint::hit("after_blue_commit");
-        self.publish(group.end);
-        self.telemetry.committed(&Commit {
-            lsn: group.end,
-            transactions: group.transactions,
-            rows: group.rows,
-            duration: group.started.elapsed(),
-            last_commit_time: group.commit_time,
-            counts: &group.counts,
-        });
-        self.progress.transactions += group.transactions;
-        self.progress.rows += group.rows;
-        tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
+        self.settle_commits();
         Ok(())
     }
 
@@ -462,13 +572,77 @@ impl Applier {
         }
     }
 
+    /// Records a blue commit that reaches `lsn`; it is confirmed to green once durable.
     fn publish(&mut self, lsn: Lsn) {
-        self.durable = lsn;
+        self.committed = lsn;
         self.last_checkpoint_write = Instant::now();
         if self.idle.is_some_and(|i| i <= lsn) {
             self.idle = None;
         }
-        self.durable_tx.send_replace(lsn);
+        match self.durability {
+            Durability::Sync => {
+                self.durable_tx.send_replace(lsn);
+            }
+            Durability::Async => self.unbound = Some(lsn),
+        }
+    }
+
+    /// Under asynchronous commit: ties committed positions to blue's WAL insert position and
+    /// confirms those that blue's WAL flush has passed. One cheap query, only when something
+    /// is waiting.
+    async fn confirm_flushed(&mut self) -> Result<()> {
+        if self.unbound.is_none() && self.unflushed.is_empty() {
+            return Ok(());
+        }
+        let row = match self
+            .pipe
+            .client()
+            .query_one(
+                "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+                &[],
+            )
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => {
+                let e = Error::postgres("reading blue's WAL positions", &e);
+                return Err(self.pipe.root_cause(e).await);
+            }
+        };
+        let parse = |i: usize| -> Result<Lsn> {
+            let text: String = row.get(i);
+            text.parse()
+                .map_err(|_| Error::transient(format!("blue returned an unreadable WAL position {text:?}")))
+        };
+        let (insert, flushed) = (parse(0)?, parse(1)?);
+        // Every commit returned before the query ran lies below the insert position.
+        if let Some(lsn) = self.unbound.take() {
+            self.unflushed.push_back((lsn, insert));
+        }
+        let mut confirmed = None;
+        while let Some(&(green, blue)) = self.unflushed.front() {
+            if blue > flushed {
+                break;
+            }
+            confirmed = Some(green);
+            self.unflushed.pop_front();
+        }
+        if let Some(lsn) = confirmed {
+            self.durable_tx.send_replace(lsn);
+        }
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable and confirms it (at shutdown).
+    async fn confirm_all(&mut self) -> Result<()> {
+        if self.durability == Durability::Async && (self.unbound.is_some() || !self.unflushed.is_empty()) {
+            self.drain().await?;
+            flush_wal(self.pipe.client(), &self.flush, &self.config.slot).await?;
+            self.unbound = None;
+            self.unflushed.clear();
+            self.durable_tx.send_replace(self.committed);
+        }
+        Ok(())
     }
 
     async fn on_tick(&mut self) -> Result<()> {
@@ -485,17 +659,40 @@ impl Applier {
                 self.write_idle_checkpoint(idle).await?;
             }
         }
+        self.maybe_confirm().await?;
         self.report_progress();
+        Ok(())
+    }
+
+    /// Checks blue's WAL flush at most once per tick, and only between blue transactions:
+    /// then nothing is in flight and the query costs one round trip.
+    async fn maybe_confirm(&mut self) -> Result<()> {
+        if self.durability == Durability::Async
+            && self.group.is_none()
+            && !self.pipe.busy()
+            && self.last_flush_check.elapsed() >= TICK
+        {
+            self.last_flush_check = Instant::now();
+            self.confirm_flushed().await?;
+        }
         Ok(())
     }
 
     async fn write_idle_checkpoint(&mut self, lsn: Lsn) -> Result<()> {
         let advance_idle = self.advance_idle.clone();
-        let params = vec![text(&self.config.slot), text(&lsn.to_string())];
+        self.drain().await?;
+        if lsn <= self.committed {
+            return Ok(());
+        }
+        let params = vec![
+            text(&self.config.slot),
+            text(&lsn.to_string()),
+            text(&self.committed.to_string()),
+        ];
         self.pipe
-            .execute(&advance_idle, params, Context::new("updating the checkpoint"))
+            .execute(&advance_idle, params, Context::new(CHECKPOINT_UPDATE))
             .await?;
-        self.pipe.drain().await?;
+        self.drain().await?;
         tracing::debug!(lsn = %lsn, "idle position committed on blue");
         self.publish(lsn);
         self.telemetry.applied_idle(lsn);
@@ -512,7 +709,7 @@ impl Applier {
                 transactions = self.progress.transactions,
                 rows = self.progress.rows,
                 skipped = self.progress.skipped,
-                checkpoint = %self.durable,
+                checkpoint = %self.committed,
                 "applied to blue in the last 30 s"
             );
             self.progress = Progress {
@@ -528,15 +725,16 @@ impl Applier {
             self.group = None;
             self.batches.clear();
             self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
-            self.pipe.drain().await?;
+            self.drain().await?;
             tracing::info!("rolled back a partly received green transaction; green will send it again");
         } else if self.group.is_some() {
             self.commit_group().await?;
         }
-        if let Some(idle) = self.idle.filter(|i| *i > self.durable) {
+        self.drain().await?;
+        if let Some(idle) = self.idle.filter(|i| *i > self.committed) {
             self.write_idle_checkpoint(idle).await?;
         }
-        Ok(())
+        self.confirm_all().await
     }
 
     async fn on_relation(&mut self, relation: Relation) -> Result<()> {
@@ -622,7 +820,9 @@ impl Applier {
         values: rows::Values<'_>,
     ) -> Result<()> {
         let key = (plan.green.oid, shape);
-        if self.batching && !self.is_careful(lsn) && self.batch(plan, &key.1, lsn, &values).await? {
+        // Batches pay off when changes are waiting; a change that arrives alone goes out at
+        // once as its own statement, so steady-state latency stays low.
+        if self.batching && self.backlog && !self.is_careful(lsn) && self.batch(plan, &key.1, lsn, &values).await? {
             return Ok(());
         }
         self.flush_before(plan.green.oid).await?;
@@ -652,10 +852,23 @@ impl Applier {
             lsn_end: lsn,
             expect_rows: None,
             weight: params.iter().map(|p| p.0.as_ref().map_or(4, |b| b.len() + 4)).sum(),
+            commit: false,
         };
         let stmt = stmt.clone();
         self.pipe.execute(&stmt, params, ctx).await
     }
+}
+
+/// Forces blue's WAL to disk up to now: a synchronous commit that writes WAL flushes
+/// everything before it (a commit that wrote nothing would not).
+async fn flush_wal(client: &Client, touch: &Statement, slot: &str) -> Result<()> {
+    let result = async {
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = on").await?;
+        client.execute(touch, &[&slot]).await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    result.map_err(|e| Error::postgres("flushing blue's WAL", &e))
 }
 
 fn text(s: &str) -> TextParam {
