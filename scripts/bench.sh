@@ -9,13 +9,18 @@
 # Workload 1: pgbench TPC-B-like, BENCH_TX transactions per client x 4 clients, written while
 #             both consumers are stopped; then each drains the backlog alone, timed.
 # Workload 2: one transaction inserting BENCH_ROWS rows, same procedure.
+# Workload 3: steady state, green commit to blue visibility.
+# Workload 4 (BENCH_BIG_MB): pgbridge's peak memory on one huge transaction.
+# Workloads 1m and 2m: 1 and 2 again on the schema of mappings/example/, where pgbridge maps
+#             every row to blue's older schema (renamed table and column, jsonb to text,
+#             numeric to integer) and the native subscription writes a same-schema copy.
 # Both consumers read the same WAL (one slot each) and write to separate blue databases.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 tx_per_client=${BENCH_TX:-5000}
 rows=${BENCH_ROWS:-1000000}
-workloads=" ${BENCH_WORKLOADS:-1 2 3} "
+workloads=" ${BENCH_WORKLOADS:-1 2 3 1m 2m} "
 [[ -n ${BENCH_BIG_MB:-} ]] && workloads+="4 "
 selected() { [[ $workloads == *" $1 "* ]]; }
 
@@ -38,13 +43,25 @@ settings="max_wal_senders = 10
 max_replication_slots = 10
 max_wal_size = 4GB
 shared_buffers = 256MB
-track_commit_timestamp = on"
+track_commit_timestamp = on
+# the launcher restarts a just-disabled subscription's worker only after this; keep it from
+# counting in native's drain times
+wal_retrieve_retry_interval = 50ms"
 gp=$(free_port); bp=$(free_port)
 start_cluster green "$gp" <<<"$settings"
 start_cluster blue "$bp" <<<"$settings"
 psql_at() { local port=$1 db=$2; shift 2; "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
 green() { psql_at "$gp" app "$@"; }
 
+# The consumer pair under test: the native subscription (also its slot's name) and its blue
+# database, pgbridge's blue database. `use_suite shop` switches to the example-mapping pair.
+use_suite() {
+  case $1 in
+    app) nsub=native ndb=native bdb=bridge PGBRIDGE_CONFIG=$work/pgbridge.toml ;;
+    shop) nsub=native_shop ndb=shop_native bdb=shop_bridge PGBRIDGE_CONFIG=$work/pgbridge-shop.toml ;;
+  esac
+  export PGBRIDGE_CONFIG
+}
 psql_at "$gp" postgres -c "CREATE DATABASE app"
 for db in native bridge; do psql_at "$bp" postgres -c "CREATE DATABASE $db"; done
 "$bindir/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
@@ -72,24 +89,58 @@ dsn = "postgres://postgres@127.0.0.1:$bp/bridge"
 [metrics]
 listen = "127.0.0.1:$(free_port)"
 TOML
-export PGBRIDGE_CONFIG=$work/pgbridge.toml
+use_suite app
 "$pgbridge" setup >/dev/null
+
+# The example-mapping suite: green's migrated schema in database shop; blue's older schema in
+# shop_bridge (pgbridge maps to it), green's schema in shop_native (what a native subscription
+# can write). Same starting rows everywhere, written through the same mapping by hand.
+psql_at "$gp" postgres -c "CREATE DATABASE shop"
+for db in shop_native shop_bridge; do psql_at "$bp" postgres -c "CREATE DATABASE $db"; done
+psql_at "$gp" shop -f mappings/example/green.sql >/dev/null
+psql_at "$bp" shop_native -f mappings/example/green.sql >/dev/null
+psql_at "$bp" shop_bridge -f mappings/example/blue.sql >/dev/null
+shop_rows="FROM generate_series(1, 10000) i"
+psql_at "$gp" shop -c "INSERT INTO customers (id, name, email_address, location_structured, created_at)
+    SELECT i, 'customer ' || i, 'c' || i || '@example.com', jsonb_build_object('city', 'city ' || i % 50), '2026-01-01' $shop_rows;
+  INSERT INTO jobs SELECT i, i, i % 7 + 0.5, 'job ' || i $shop_rows;
+  CREATE SEQUENCE purchase_ids;"
+psql_at "$bp" shop_native -c "INSERT INTO customers (id, name, email_address, location_structured, created_at)
+    SELECT i, 'customer ' || i, 'c' || i || '@example.com', jsonb_build_object('city', 'city ' || i % 50), '2026-01-01' $shop_rows;
+  INSERT INTO jobs SELECT i, i, i % 7 + 0.5, 'job ' || i $shop_rows;"
+psql_at "$bp" shop_bridge -c "INSERT INTO customers (id, name, email, location, created_at)
+    SELECT i, 'customer ' || i, 'c' || i || '@example.com', 'city ' || i % 50, '2026-01-01' $shop_rows;
+  INSERT INTO jobs SELECT i, i, (i % 7 + 0.5)::numeric(10,2), 'job ' || i $shop_rows;"
+psql_at "$gp" shop -c "CREATE PUBLICATION native FOR ALL TABLES"
+psql_at "$bp" shop_native -c "CREATE SUBSCRIPTION native_shop CONNECTION 'host=127.0.0.1 port=$gp user=postgres dbname=shop' PUBLICATION native WITH (copy_data = false, enabled = false)"
+cat >"$work/pgbridge-shop.toml" <<TOML
+[green]
+dsn = "postgres://postgres@127.0.0.1:$gp/shop"
+slot = "pgbridge_shop"
+[blue]
+dsn = "postgres://postgres@127.0.0.1:$bp/shop_bridge"
+[mapping]
+dir = "$repo/mappings/example"
+[metrics]
+listen = "127.0.0.1:$(free_port)"
+TOML
+PGBRIDGE_CONFIG=$work/pgbridge-shop.toml "$pgbridge" setup >/dev/null
 
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 caught_up_native() { # lsn
-  [[ $(green -c "SELECT confirmed_flush_lsn >= '$1' FROM pg_replication_slots WHERE slot_name = 'native'") == t ]]
+  [[ $(green -c "SELECT confirmed_flush_lsn >= '$1' FROM pg_replication_slots WHERE slot_name = '$nsub'") == t ]]
 }
 caught_up_bridge() { # lsn
-  [[ $(psql_at "$bp" bridge -c "SELECT lsn >= '$1' FROM pgbridge.checkpoint") == t ]]
+  [[ $(psql_at "$bp" "$bdb" -c "SELECT lsn >= '$1' FROM pgbridge.checkpoint") == t ]]
 }
 
 drain_native() { # target_lsn -> seconds
   local t0; t0=$(now)
-  psql_at "$bp" native -c "ALTER SUBSCRIPTION native ENABLE"
+  psql_at "$bp" "$ndb" -c "ALTER SUBSCRIPTION $nsub ENABLE"
   until caught_up_native "$1"; do sleep 0.01; done
   local t1; t1=$(now)
-  psql_at "$bp" native -c "ALTER SUBSCRIPTION native DISABLE"
+  psql_at "$bp" "$ndb" -c "ALTER SUBSCRIPTION $nsub DISABLE"
   calc "$t1 - $t0"
 }
 drain_bridge() { # target_lsn -> "seconds peak_rss_mb"
@@ -105,14 +156,33 @@ drain_bridge() { # target_lsn -> "seconds peak_rss_mb"
   echo "$(calc "$t1 - $t0") $rss"
 }
 # After each workload, wait until neither consumer is behind before the next backlog.
-settle() {
-  local lsn; lsn=$(green -c "SELECT pg_logical_emit_message(true, 'bench', 'settle')")
+settle() { # [green database]
+  local lsn; lsn=$(psql_at "$gp" "${1:-app}" -c "SELECT pg_logical_emit_message(true, 'bench', 'settle')")
   drain_native "$lsn" >/dev/null
   drain_bridge "$lsn" >/dev/null
 }
+digest() { # port db select
+  psql_at "$1" "$2" -c "SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM ($3) t"
+}
 compare() { # table [columns]
-  local q="SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM (SELECT ${2:-*} FROM $1) t"
-  [[ $(psql_at "$bp" native -c "$q") == $(psql_at "$bp" bridge -c "$q") ]] || { echo "MISMATCH in $1" >&2; exit 1; }
+  local q="SELECT ${2:-*} FROM $1"
+  [[ $(digest "$bp" native "$q") == $(digest "$bp" bridge "$q") ]] || { echo "MISMATCH in $1" >&2; exit 1; }
+}
+# The example suite: green's rows through the mapping (written out in SQL) against blue's.
+compare_shop() {
+  local pairs=(
+    "SELECT id, name, email_address, location_structured ->> 'city', created_at FROM customers"
+    "SELECT id, name, email, location, created_at FROM customers"
+    "SELECT id, customer_id, quantity::integer, description FROM jobs"
+    "SELECT id, customer_id, quantity, description FROM jobs"
+    "SELECT * FROM purchases"
+    "SELECT * FROM orders"
+  )
+  local i
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
+    [[ $(digest "$bp" shop_native "${pairs[i]}") == $(digest "$bp" shop_bridge "${pairs[i + 1]}") ]] ||
+      { echo "MISMATCH: ${pairs[i + 1]}" >&2; exit 1; }
+  done
 }
 
 results=()
@@ -190,12 +260,43 @@ compare lat "id, v"
 results+=("$(printf '| %-38s | p50 %5.2f p99 %5.2f ms | p50 %5.2f p99 %5.2f ms | %6s | %6s    |' "3. steady $rate tx/s, green commit to blue" "$n50" "$n99" "$b50" "$b99" "-" "-")")
 fi
 
+use_suite shop
+shop() { psql_at "$gp" shop "$@"; }
+# Both shop consumers first read past the WAL of the workloads above.
+if selected 1m || selected 2m; then settle shop; fi
+if selected 1m; then
+  echo "workload 1m: the example schema, pgbench -c 4 -t $tx_per_client (3 tables per transaction)..." >&2
+  cat >"$work/shop.sql" <<'SQL'
+\set c random(1, 10000)
+\set j random(1, 10000)
+BEGIN;
+UPDATE customers SET email_address = 'u' || :c || '@example.com', location_structured = jsonb_build_object('city', 'town ' || :j) WHERE id = :c;
+UPDATE jobs SET quantity = quantity + 0.25 WHERE id = :j;
+INSERT INTO purchases (id, customer_id, total, status) VALUES (nextval('purchase_ids'), :c, :j / 100.0, 'new');
+END;
+SQL
+  "$bindir/pgbench" -n -c 4 -j 2 -t "$tx_per_client" -f "$work/shop.sql" -h 127.0.0.1 -p "$gp" -U postgres shop >/dev/null 2>&1
+  target=$(shop -c "SELECT pg_current_wal_lsn()")
+  n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
+  compare_shop
+  report "1m. backlog drain, example mapping" "tx/s" "$((4 * tx_per_client))" "$n" "$b" "$rss"
+fi
+if selected 2m; then
+  echo "workload 2m: the example schema, one transaction inserting $rows purchases..." >&2
+  shop -c "INSERT INTO purchases SELECT nextval('purchase_ids'), g % 10000 + 1, g % 997 + 0.99, 'imported' FROM generate_series(1, $rows) g"
+  target=$(shop -c "SELECT pg_current_wal_lsn()")
+  n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
+  compare_shop
+  report "2m. one $rows-row tx, example mapping" "rows/s" "$rows" "$n" "$b" "$rss"
+fi
+use_suite app
+
 if selected 4; then
   # Workload 4: pgbridge alone, one transaction of about BENCH_BIG_MB MB of row data; the point
   # is pgbridge's peak memory (target: under 150 MB for 1 GB).
   echo "workload 4: one transaction with about ${BENCH_BIG_MB} MB of row data..." >&2
   green -c "CREATE TABLE big (id bigint PRIMARY KEY, pad text)"
-  psql_at "$bp" bridge -c "CREATE TABLE big (id bigint PRIMARY KEY, pad text)"
+  psql_at "$bp" "$bdb" -c "CREATE TABLE big (id bigint PRIMARY KEY, pad text)"
   green -c "ALTER PUBLICATION pgbridge ADD TABLE big" 2>/dev/null || true
   green -c "INSERT INTO big SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, ${BENCH_BIG_MB} * 2048) g"
   target=$(green -c "SELECT pg_current_wal_lsn()")
@@ -204,7 +305,7 @@ if selected 4; then
 fi
 
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, $("$bindir/postgres" --version); identity mapping"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, $("$bindir/postgres" --version); identity mapping except 1m and 2m"
 echo "| workload                               | native                | pgbridge              | ratio  | peak RSS  |"
 echo "|----------------------------------------|-----------------------|-----------------------|--------|-----------|"
 printf '%s\n' "${results[@]}"

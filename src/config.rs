@@ -28,6 +28,9 @@ struct RawConfig {
     /// The HTTP endpoint for Prometheus and health checks.
     #[serde(default)]
     metrics: RawMetrics,
+    /// Green sequence -> blue sequence, where the names differ (`sync-sequences`).
+    #[serde(default)]
+    sequences: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +255,8 @@ pub struct Config {
     pub max_batch_delay: Duration,
     pub on_error: OnError,
     pub metrics_listen: String,
+    /// Renamed sequences as (green (schema, name), blue (schema, name)).
+    pub sequences: Vec<((String, String), (String, String))>,
 }
 
 impl Config {
@@ -319,6 +324,18 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let sequence_name = |name: &str| {
+            split_table_name(name).ok_or_else(|| {
+                Error::definite(format!(
+                    "{file}: [sequences] entry {name:?} is not a sequence name; write \"schema.sequence\" or \"sequence\""
+                ))
+            })
+        };
+        let sequences = raw
+            .sequences
+            .iter()
+            .map(|(green, blue)| Ok((sequence_name(green)?, sequence_name(blue)?)))
+            .collect::<Result<Vec<_>>>()?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Config {
             path: path.to_path_buf(),
@@ -331,6 +348,7 @@ impl Config {
             implicit: raw.mapping.implicit,
             strict: raw.mapping.strict,
             exclude,
+            sequences,
             max_batch_rows: raw.apply.max_batch_rows,
             max_batch_delay,
             on_error,

@@ -136,6 +136,13 @@ async fn session(
                 config.slot, config.schema
             ))
         })?;
+    if checkpoint.lsn.is_zero() {
+        return Err(Error::definite(format!(
+            "blue's checkpoint for slot {} is at 0/0: the initial copy into blue (`pgbridge setup --copy`) did not \
+             finish, so blue is incomplete; run `pgbridge setup --copy` again",
+            config.slot
+        )));
+    }
     let (durable_tx, durable_rx) = watch::channel(checkpoint.lsn);
     let mut applier = Applier::new(
         config.clone(),

@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod copy;
 mod gates;
 mod harness_selftest;
 mod mapping;

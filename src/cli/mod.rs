@@ -2,6 +2,7 @@
 //! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
 
 mod check;
+mod copy;
 mod lag;
 mod run;
 mod setup;
@@ -46,9 +47,13 @@ enum LogFormat {
 enum Command {
     /// Create the publication and slot on green and the checkpoint on blue (idempotent).
     Setup {
-        /// Also copy existing rows from the slot's snapshot (not available yet).
+        /// Also copy green's existing rows into blue through the mapping, from the new slot's
+        /// snapshot (recreates the slot; blue converges to green).
         #[arg(long)]
         copy: bool,
+        /// Tables copied at once, each over its own pair of connections.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        jobs: usize,
     },
     /// Validate the configuration and every mapping against both live catalogs; print the plan.
     Check {
@@ -109,7 +114,7 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32> {
     let config = Arc::new(Config::load(&cli.config)?);
     match cli.command {
-        Command::Setup { copy } => setup::run(&config, copy).await,
+        Command::Setup { copy, jobs } => setup::run(&config, copy, jobs).await,
         Command::Check { sql } => check::run(&config, sql).await,
         Command::Run => run::run(config).await,
         Command::Lag {
@@ -140,7 +145,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// A plain (non-replication) SQL connection to green, for catalog work.
-pub(crate) async fn connect_green_sql(config: &Config) -> Result<tokio_postgres::Client> {
+pub async fn connect_green_sql(config: &Config) -> Result<tokio_postgres::Client> {
     let mut pg = config.green.pg.clone();
     pg.application_name("pgbridge");
     let (client, connection) = pg

@@ -16,13 +16,7 @@ use crate::protocol::pgoutput::ReplicaIdentity;
 use crate::source::ReplicationConn;
 use crate::sql;
 
-pub async fn run(config: &Config, copy: bool) -> Result<i32> {
-    if copy {
-        return Err(Error::definite(
-            "setup --copy (initial copy through the mapping) is not available in this version; \
-             load blue from green first (for example with pg_dump), then run `pgbridge setup`",
-        ));
-    }
+pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     check_green_server(&green).await?;
@@ -35,13 +29,20 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
     .await?;
     let tables = green_catalog::tables(&green, config, publication_exists).await?;
     let mappings = Mappings::load(config)?;
-    validate_against_blue(&blue, &mappings, &tables).await?;
+    let plans = validate_against_blue(&blue, &mappings, &tables).await?;
 
     let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?;
     let slot = slot_state(&green, &config.slot).await?;
-    if let (Some(cp), None) = (&existing_checkpoint, &slot) {
+    if let Some(cp) = existing_checkpoint.as_ref().filter(|cp| cp.lsn.is_zero() && !copy) {
+        return Err(Error::definite(format!(
+            "blue's checkpoint for slot {} is at {}: an initial copy into blue did not finish; \
+             run `pgbridge setup --copy` again (it starts over)",
+            config.slot, cp.lsn
+        )));
+    }
+    if let (Some(cp), None, false) = (&existing_checkpoint, &slot, copy) {
         return Err(Error::definite(format!(
             "blue has a checkpoint for slot {} at {} but green has no such slot: changes after {} can no longer be \
              streamed. If blue was re-synchronized with green, delete the old checkpoint \
@@ -60,7 +61,7 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
                 config.slot, s.plugin
             )));
         }
-        if s.lost {
+        if s.lost && !copy {
             return Err(Error::definite(format!(
                 "slot {} on green was invalidated (wal_status = lost); run `pgbridge teardown` and set up again with a re-synchronized blue",
                 config.slot
@@ -94,6 +95,10 @@ pub async fn run(config: &Config, copy: bool) -> Result<i32> {
             config.publication,
             tables.len()
         );
+    }
+
+    if copy {
+        return super::copy::run(config, &green, &blue, plans, slot.is_some(), jobs).await;
     }
 
     let start = match &slot {
@@ -192,8 +197,13 @@ pub(crate) async fn check_green_server(green: &Client) -> Result<()> {
 
 /// Every table must exist on blue and fit its mapping; every problem is reported, not just
 /// the first.
-async fn validate_against_blue(blue: &Client, mappings: &Mappings, tables: &[GreenTable]) -> Result<()> {
+async fn validate_against_blue(
+    blue: &Client,
+    mappings: &Mappings,
+    tables: &[GreenTable],
+) -> Result<Vec<std::sync::Arc<crate::mapping::TablePlan>>> {
     let mut problems = Vec::new();
+    let mut plans = Vec::new();
     for green in tables {
         let has_identity = green.replica_identity == ReplicaIdentity::Full || green.columns.iter().any(|c| c.is_key);
         if !has_identity {
@@ -205,12 +215,13 @@ async fn validate_against_blue(blue: &Client, mappings: &Mappings, tables: &[Gre
             ));
             continue;
         }
-        if let Err(e) = mappings.plan(blue, green).await {
-            problems.push(e.to_string());
+        match mappings.plan(blue, green).await {
+            Ok(plan) => plans.push(plan),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     match problems.len() {
-        0 => Ok(()),
+        0 => Ok(plans),
         1 => Err(Error::definite(format!("{}; nothing was created", problems[0]))),
         n => Err(Error::definite(format!(
             "{n} problems, nothing was created; fix these first:\n  - {}",

@@ -336,6 +336,59 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
     Sql { text, params: b.params }
 }
 
+/// Green columns a relation of green rows must carry for `plan` (the ones anything reads),
+/// as indexes into green's columns. The initial copy and `verify` move only these.
+pub fn needed_columns(plan: &TablePlan) -> Vec<usize> {
+    (0..plan.green.columns.len()).filter(|&g| plan.read[g]).collect()
+}
+
+/// `CREATE TEMP TABLE` for green rows on blue: the needed columns, named and typed as green
+/// declares them (so expressions see them exactly as in the apply statements).
+pub fn staging_table(plan: &TablePlan, name: &str) -> String {
+    let cols: Vec<String> = needed_columns(plan)
+        .iter()
+        .map(|&g| {
+            let c = &plan.green.columns[g];
+            format!("{} {}", ident(&c.name), c.type_sql)
+        })
+        .collect();
+    format!("CREATE TEMP TABLE {} ({})", ident(name), cols.join(", "))
+}
+
+/// `COPY (SELECT <needed columns> FROM green table <tail>) TO STDOUT`, run on green.
+pub fn copy_out(plan: &TablePlan, tail: &str) -> String {
+    let cols: Vec<String> = needed_columns(plan)
+        .iter()
+        .map(|&g| ident(&plan.green.columns[g].name))
+        .collect();
+    format!(
+        "COPY (SELECT {} FROM {}{tail}) TO STDOUT",
+        cols.join(", "),
+        crate::sql::qualified(&plan.green.namespace, &plan.green.name)
+    )
+}
+
+/// `INSERT INTO blue (...) SELECT <mapped> FROM <from> AS g [WHERE filter]`, with the upsert
+/// clause when asked and blue has a unique key: green rows already on blue (as a relation,
+/// for example a staging table) written through the mapping.
+pub fn insert_from(plan: &TablePlan, from: &str, upsert: bool) -> String {
+    let b = Builder {
+        plan,
+        params: Vec::new(),
+    };
+    b.insert(&format!("{from} AS g"), &b.filter("WHERE"), upsert)
+}
+
+/// What blue column `t` receives, over a green row `g`, cast to blue's type: the value the
+/// apply path stores.
+pub fn mapped_value(plan: &TablePlan, t: usize) -> String {
+    let b = Builder {
+        plan,
+        params: Vec::new(),
+    };
+    format!("CAST({} AS {})", b.value(t), plan.targets[t].blue_type)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,305 @@
+//! `pgbridge setup --copy`: the initial copy of green's rows into blue, through the mapping.
+//!
+//! 1. Blue's checkpoint row is set to 0/0, which `run` refuses ("the copy did not finish"),
+//!    so a half-copied blue is never streamed into.
+//! 2. The slot is (re)created with EXPORT_SNAPSHOT; its replication connection stays open and
+//!    idle, which keeps the snapshot importable.
+//! 3. Tables are copied in parallel (`--jobs`), each on its own green connection that imports
+//!    the snapshot and its own blue transaction: green's rows are COPYed into a temporary
+//!    table on blue and written through the mapping with the same SQL the apply path uses
+//!    (upsert, and removal of blue rows green does not have, so a partly filled blue
+//!    converges). A table whose mapping changes nothing and whose blue table is empty is
+//!    COPYed straight into place.
+//! 4. The checkpoint is set to the slot's consistent point: streaming starts exactly after the
+//!    snapshot, so rows written on green during the copy arrive once.
+//!
+//! On failure or Ctrl-C the slot is dropped (it would hold back green's WAL) and the
+//! checkpoint stays at 0/0; running `setup --copy` again starts over.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::{blue_err, green_err};
+use crate::apply;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::mapping::statements;
+use crate::mapping::{KeyPlan, TablePlan, Value};
+use crate::progress::{self, Display, Task};
+use crate::source::ReplicationConn;
+use crate::sql;
+use crate::transfer;
+
+/// Name of the temporary table green's rows are loaded into on blue.
+const STAGE: &str = "pgbridge_copy";
+
+pub async fn run(
+    config: &Config,
+    green: &Client,
+    blue: &Client,
+    plans: Vec<Arc<TablePlan>>,
+    slot_exists: bool,
+    jobs: usize,
+) -> Result<i32> {
+    let started = Instant::now();
+    if slot_exists {
+        drop_slot(green, &config.slot).await.map_err(|e| {
+            e.hint(format!(
+                "slot {} is in use: stop `pgbridge run` (or whatever streams it) before copying again",
+                config.slot
+            ))
+        })?;
+        println!(
+            "green  slot        {:<24} dropped, to copy from a new snapshot",
+            config.slot
+        );
+    }
+    let checkpoint = sql::qualified(&config.schema, "checkpoint");
+    blue.execute(
+        &format!(
+            "INSERT INTO {checkpoint} (slot_name, lsn, commit_time, updated_at) VALUES ($1, '0/0', NULL, now()) \
+             ON CONFLICT (slot_name) DO UPDATE SET lsn = '0/0', commit_time = NULL, updated_at = now()"
+        ),
+        &[&config.slot],
+    )
+    .await
+    .map_err(blue_err("marking the copy as started in the checkpoint"))?;
+
+    let mut repl = ReplicationConn::connect(&config.green, "pgbridge setup --copy")
+        .await
+        .map_err(Error::into_definite)?;
+    let rows = repl
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            sql::ident(&config.slot)
+        ))
+        .await
+        .map_err(|e| {
+            e.into_definite()
+                .hint("check max_replication_slots on green and that the role has the REPLICATION attribute")
+        })?;
+    let point = rows.first("consistent_point").unwrap_or("0/0").to_string();
+    let snapshot = rows.first("snapshot_name").unwrap_or_default().to_string();
+    let consistent: Lsn = point
+        .parse()
+        .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))?;
+    println!(
+        "green  slot        {:<24} created at {consistent}, snapshot {snapshot}",
+        config.slot
+    );
+
+    let copied = tokio::select! {
+        r = copy_all(config, green, &snapshot, plans, jobs) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::definite("interrupted")),
+    };
+    // The snapshot is no longer needed once every table has imported it.
+    drop(repl);
+    let (tables, rows, bytes) = match copied {
+        Ok(totals) => totals,
+        Err(e) => {
+            let dropped = drop_slot(green, &config.slot).await.is_ok();
+            return Err(e.hint(format!(
+                "the copy did not finish and blue's checkpoint is at 0/0, so `pgbridge run` will not start; {}\
+                 fix the cause and run `pgbridge setup --copy` again, which starts over",
+                if dropped {
+                    "the new slot was dropped; "
+                } else {
+                    "drop the slot on green if you give up (SELECT pg_drop_replication_slot(...)); "
+                }
+            )));
+        }
+    };
+    blue.execute(
+        &format!("UPDATE {checkpoint} SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot_name = $1"),
+        &[&config.slot, &consistent.to_string()],
+    )
+    .await
+    .map_err(blue_err("writing the checkpoint"))?;
+    println!(
+        "copied {tables} table(s), {rows} rows, {} in {:.1}s",
+        progress::human_bytes(bytes),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "blue   checkpoint  {:<24} at {consistent}, the slot's consistent point",
+        format!("{}.checkpoint", config.schema)
+    );
+    println!("ready: start streaming with `pgbridge run`; rows written on green during the copy follow");
+    Ok(0)
+}
+
+async fn drop_slot(green: &Client, slot: &str) -> Result<()> {
+    green
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map(|_| ())
+        .map_err(green_err(&format!("dropping slot {slot}")))
+}
+
+/// Copies every table, `jobs` at a time, biggest first. Returns (tables, rows, bytes).
+async fn copy_all(
+    config: &Config,
+    green: &Client,
+    snapshot: &str,
+    plans: Vec<Arc<TablePlan>>,
+    jobs: usize,
+) -> Result<(usize, u64, u64)> {
+    let mut work = Vec::new();
+    for plan in plans {
+        let (rows, bytes) = transfer::estimate(green, &plan.green.namespace, &plan.green.name).await;
+        let name = if *plan.green_name == *plan.blue_name {
+            plan.blue_name.clone()
+        } else {
+            format!("{} -> {}", plan.green_name, plan.blue_name)
+        };
+        work.push((plan, Task::new(name, rows, bytes)));
+    }
+    work.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
+    let tasks: Vec<Arc<Task>> = work.iter().map(|(_, t)| t.clone()).collect();
+    let n = work.len();
+    let queue = Mutex::new(VecDeque::from(work));
+    let display = Display::start(tasks.clone());
+    let workers = (0..jobs.clamp(1, n.max(1))).map(|_| async {
+        loop {
+            let next = queue.lock().expect("copy queue").pop_front();
+            let Some((plan, task)) = next else { return Ok(()) };
+            task.start();
+            match copy_table(config, snapshot, &plan, &task).await {
+                Ok(note) => task.done(note),
+                Err(e) => {
+                    task.failed();
+                    return Err(e);
+                }
+            }
+        }
+    });
+    let result = futures_util::future::try_join_all(workers).await;
+    display.finish().await;
+    result?;
+    Ok((
+        n,
+        tasks.iter().map(|t| t.counter.rows()).sum(),
+        tasks.iter().map(|t| t.counter.bytes()).sum(),
+    ))
+}
+
+/// Whether green's rows can be COPYed straight into the blue table: every blue column is a
+/// green column of the same type, no filter.
+fn direct(plan: &TablePlan) -> bool {
+    let unquote = |s: &str| s.replace('"', "");
+    plan.filter.is_none()
+        && plan.targets.iter().all(|t| match t.value {
+            Value::Green(g) => unquote(&t.blue_type) == unquote(&plan.green.columns[g].type_sql),
+            Value::Expr(_) => false,
+        })
+}
+
+/// Copies one table in one blue transaction; returns a note for the progress line.
+async fn copy_table(config: &Config, snapshot: &str, plan: &TablePlan, task: &Task) -> Result<String> {
+    let what = format!(
+        "copying green table {} to blue table {}",
+        plan.green_name, plan.blue_name
+    );
+    let green = transfer::green_at_snapshot(config, Some(snapshot)).await?;
+    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    transfer::prepare_blue(&blue).await?;
+    let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
+    // Replicated rows, not application writes: no triggers or foreign-key checks, as when
+    // streaming (where permitted).
+    let _ = blue.batch_execute("SET session_replication_role = replica").await;
+    blue.batch_execute("BEGIN").await.map_err(on_blue)?;
+    let empty: bool = blue
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
+        .await
+        .map_err(on_blue)?
+        .get(0);
+    let mut note = String::new();
+    if empty && direct(plan) {
+        let green_cols: Vec<String> = plan
+            .targets
+            .iter()
+            .map(|t| match t.value {
+                Value::Green(g) => sql::ident(&plan.green.columns[g].name),
+                Value::Expr(_) => unreachable!("direct() admits only green columns"),
+            })
+            .collect();
+        let blue_cols: Vec<String> = plan.targets.iter().map(|t| sql::ident(&t.blue_name)).collect();
+        let out = format!(
+            "COPY (SELECT {} FROM {}) TO STDOUT",
+            green_cols.join(", "),
+            sql::qualified(&plan.green.namespace, &plan.green.name)
+        );
+        let into = format!("COPY {} ({}) FROM STDIN", plan.blue_sql, blue_cols.join(", "));
+        transfer::pump(&green, &out, &blue, &into, &task.counter, &what).await?;
+        task.finishing();
+    } else {
+        blue.batch_execute(&format!("{} ON COMMIT DROP", statements::staging_table(plan, STAGE)))
+            .await
+            .map_err(on_blue)?;
+        let into = format!("COPY {} FROM STDIN", sql::ident(STAGE));
+        transfer::pump(
+            &green,
+            &statements::copy_out(plan, ""),
+            &blue,
+            &into,
+            &task.counter,
+            &what,
+        )
+        .await?;
+        task.finishing();
+        let unique = matches!(plan.key, KeyPlan::Unique(_));
+        if !empty && !unique {
+            // No key to match rows by: blue's rows are replaced.
+            let n = blue
+                .execute(&format!("DELETE FROM {}", plan.blue_sql), &[])
+                .await
+                .map_err(on_blue)?;
+            note = format!("{n} old blue rows replaced");
+        }
+        let insert = statements::insert_from(plan, &sql::ident(STAGE), !empty && unique);
+        blue.execute(&insert, &[]).await.map_err(on_blue)?;
+        if !empty && unique {
+            let n = delete_extra(&blue, plan).await.map_err(on_blue)?;
+            if n > 0 {
+                note = format!("{n} blue rows not on green deleted");
+            }
+        }
+    }
+    blue.batch_execute("COMMIT").await.map_err(on_blue)?;
+    Ok(note)
+}
+
+/// Deletes blue rows that green (at the snapshot) does not have: without a filter, every blue
+/// row whose key is not among green's; with one, the rows whose green row the filter
+/// excludes (other blue rows are outside the mapping's reach).
+async fn delete_extra(blue: &Client, plan: &TablePlan) -> std::result::Result<u64, tokio_postgres::Error> {
+    let key = plan.key.columns();
+    let matches: Vec<String> = key
+        .iter()
+        .map(|k| {
+            format!(
+                "b.{} = {}",
+                sql::ident(&plan.targets[k.target].blue_name),
+                statements::mapped_value(plan, k.target)
+            )
+        })
+        .collect();
+    let stage = sql::ident(STAGE);
+    let text = match &plan.filter {
+        None => format!(
+            "DELETE FROM {} AS b WHERE NOT EXISTS (SELECT 1 FROM {stage} AS g WHERE {})",
+            plan.blue_sql,
+            matches.join(" AND ")
+        ),
+        Some(f) => format!(
+            "DELETE FROM {} AS b USING {stage} AS g WHERE {} AND NOT coalesce(({f}), false)",
+            plan.blue_sql,
+            matches.join(" AND ")
+        ),
+    };
+    blue.execute(&text, &[]).await
+}

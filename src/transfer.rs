@@ -1,0 +1,108 @@
+//! Moving green rows to blue in bulk, for the initial copy and for `verify`: COPY out of green
+//! (at an exported or a fresh snapshot) streamed into COPY on blue, byte for byte, without
+//! parsing rows or holding more than one network buffer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Session settings that make green print and blue parse values identically (the same ones
+/// the apply path uses), with time zones printed as UTC offsets.
+const SESSION: &str = "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; \
+                       SET TimeZone = 'UTC'; SET bytea_output = hex; SET statement_timeout = 0; \
+                       SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0";
+
+/// A green connection inside a read-only REPEATABLE READ transaction: at `snapshot` (one
+/// exported by CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.
+pub async fn green_at_snapshot(config: &Config, snapshot: Option<&str>) -> Result<Client> {
+    let green = crate::cli::connect_green_sql(config).await?;
+    let mut sql = format!("{SESSION}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    if let Some(s) = snapshot {
+        sql.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", crate::sql::literal(s)));
+    }
+    green
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::postgres("opening a snapshot transaction on green", &e).into_definite())?;
+    Ok(green)
+}
+
+/// Prepares a blue connection for bulk loading.
+pub async fn prepare_blue(blue: &Client) -> Result<()> {
+    blue.batch_execute(SESSION)
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e).into_definite())
+}
+
+/// Rows and bytes moved so far, shared with a progress display.
+#[derive(Debug, Default)]
+pub struct Counter {
+    pub rows: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Counter {
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, rows: u64, bytes: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Streams `copy_out` (a `COPY ... TO STDOUT` on green) into `copy_in` (a `COPY ... FROM STDIN`
+/// on blue). Text-format COPY ends every row with a newline and escapes newlines inside
+/// values, so rows are counted by newlines. Returns the rows moved.
+pub async fn pump(
+    green: &Client,
+    copy_out: &str,
+    blue: &Client,
+    copy_in: &str,
+    counter: &Counter,
+    what: &str,
+) -> Result<u64> {
+    let stream = green
+        .copy_out(copy_out)
+        .await
+        .map_err(|e| Error::postgres(format!("{what}: reading green"), &e).into_definite())?;
+    let sink = blue
+        .copy_in::<_, Bytes>(copy_in)
+        .await
+        .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
+    futures_util::pin_mut!(stream, sink);
+    let mut rows = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::postgres(format!("{what}: reading green"), &e).into_definite())?;
+        let n = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        rows += n;
+        counter.add(n, chunk.len() as u64);
+        sink.send(chunk)
+            .await
+            .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
+    }
+    sink.finish()
+        .await
+        .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
+    Ok(rows)
+}
+
+/// Green's estimate of a table's rows and bytes (from the last VACUUM/ANALYZE), for progress.
+pub async fn estimate(green: &Client, schema: &str, table: &str) -> (u64, u64) {
+    let q = "SELECT greatest(c.reltuples, 0)::int8, pg_table_size(c.oid)::int8 FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2";
+    match green.query_opt(q, &[&schema, &table]).await {
+        Ok(Some(r)) => (r.get::<_, i64>(0).max(0) as u64, r.get::<_, i64>(1).max(0) as u64),
+        _ => (0, 0),
+    }
+}
