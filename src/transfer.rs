@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 /// the apply path uses), with time zones printed as UTC offsets.
 const SESSION: &str = "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; \
                        SET TimeZone = 'UTC'; SET bytea_output = hex; SET statement_timeout = 0; \
-                       SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0";
+                       SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+                       SET client_min_messages = warning";
 
 /// A green connection inside a read-only REPEATABLE READ transaction: at `snapshot` (one
 /// exported by CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.

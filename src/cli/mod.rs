@@ -5,9 +5,11 @@ mod check;
 mod copy;
 mod lag;
 mod run;
+mod sequences;
 mod setup;
 mod status;
 mod teardown;
+mod verify;
 mod wait;
 
 use std::path::PathBuf;
@@ -81,6 +83,25 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Compare green, passed through the mapping, with blue: rows missing, extra or different.
+    Verify {
+        /// Only this table (green or blue name, schema.table or table).
+        #[arg(long, value_name = "T")]
+        table: Option<String>,
+        /// Print JSON instead of a line per table.
+        #[arg(long)]
+        json: bool,
+        /// Example keys shown per kind of difference.
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        examples: usize,
+    },
+    /// Move every blue sequence to at least green's value, so inserts on blue after a rollback
+    /// do not collide (idempotent; prints what it changed).
+    SyncSequences {
+        /// Add this much headroom beyond green's last value.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        margin: i64,
+    },
     /// Show positions, lag and state.
     Status {
         /// Print JSON instead of aligned text.
@@ -123,6 +144,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             json,
         } => lag::run(&config, max_bytes, max_seconds, json).await,
         Command::Wait { timeout } => wait::run(&config, timeout).await,
+        Command::Verify { table, json, examples } => verify::run(&config, table, json, examples).await,
+        Command::SyncSequences { margin } => sequences::run(&config, margin).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown => teardown::run(&config).await,
     }

@@ -1,0 +1,126 @@
+//! `pgbridge sync-sequences`: logical replication never carries sequences, so after a
+//! rollback blue's sequences would hand out values green already used. This moves every blue
+//! sequence to at least green's last value (plus `--margin`), never backwards; running it again
+//! changes nothing. Sequences map by name, or through the `[sequences]` table of the config.
+
+use tokio_postgres::Client;
+
+use super::{blue_err, connect_green_sql, green_err};
+use crate::apply;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::sql;
+
+struct Seq {
+    schema: String,
+    name: String,
+    /// The last value handed out (`None`: never used, or not readable).
+    last: Option<i64>,
+    increment: i64,
+    start: i64,
+    min: i64,
+    max: i64,
+}
+
+const SEQUENCES_SQL: &str = "SELECT schemaname::text, sequencename::text, last_value, increment_by, start_value, \
+                             min_value, max_value FROM pg_sequences ORDER BY 1, 2";
+
+async fn sequences(client: &Client) -> std::result::Result<Vec<Seq>, tokio_postgres::Error> {
+    Ok(client
+        .query(SEQUENCES_SQL, &[])
+        .await?
+        .iter()
+        .map(|r| Seq {
+            schema: r.get(0),
+            name: r.get(1),
+            last: r.get(2),
+            increment: r.get(3),
+            start: r.get(4),
+            min: r.get(5),
+            max: r.get(6),
+        })
+        .collect())
+}
+
+pub async fn run(config: &Config, margin: i64) -> Result<i32> {
+    if margin < 0 {
+        return Err(Error::definite("--margin must be 0 or more"));
+    }
+    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
+    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let green_seqs = sequences(&green).await.map_err(green_err("reading sequences"))?;
+    let blue_seqs = sequences(&blue).await.map_err(blue_err("reading sequences"))?;
+    let (mut changed, mut unchanged, mut missing) = (0, 0, 0);
+    for g in &green_seqs {
+        let (bs, bn) = config
+            .sequences
+            .iter()
+            .find(|((s, n), _)| *s == g.schema && *n == g.name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| (g.schema.clone(), g.name.clone()));
+        let green_name = format!("{}.{}", g.schema, g.name);
+        let blue_name = format!("{bs}.{bn}");
+        let label = if green_name == blue_name {
+            blue_name.clone()
+        } else {
+            format!("{green_name} -> {blue_name}")
+        };
+        let Some(b) = blue_seqs.iter().find(|s| s.schema == bs && s.name == bn) else {
+            missing += 1;
+            println!(
+                "{label:<48} skipped: no such sequence on blue (map it in the [sequences] table of {} if it was renamed)",
+                config.path.display()
+            );
+            continue;
+        };
+        let Some(green_last) = g.last else {
+            unchanged += 1;
+            println!("{label:<48} unchanged: green has not used it");
+            continue;
+        };
+        let ascending = b.increment > 0;
+        // The value blue must have handed out last so that its next value is past green's.
+        let target = if ascending {
+            green_last.saturating_add(margin)
+        } else {
+            green_last.saturating_sub(margin)
+        };
+        // What blue would hand out next.
+        let next = match b.last {
+            Some(l) => l.saturating_add(b.increment),
+            None => b.start,
+        };
+        let behind = if ascending { next <= target } else { next >= target };
+        if !behind {
+            unchanged += 1;
+            println!("{label:<48} unchanged: blue's next value {next} is already past green's {green_last}");
+            continue;
+        }
+        if target > b.max || target < b.min {
+            return Err(Error::definite(format!(
+                "blue sequence {blue_name} cannot reach {target} (green's {green_last} plus margin {margin}): its range is {}..{}; \
+                 widen it on blue (ALTER SEQUENCE {} MAXVALUE ...)",
+                b.min,
+                b.max,
+                sql::qualified(&bs, &bn)
+            )));
+        }
+        blue.execute(
+            "SELECT setval($1::text::regclass, $2, true)",
+            &[&sql::qualified(&bs, &bn), &target],
+        )
+        .await
+        .map_err(blue_err(&format!("setting sequence {blue_name}")))?;
+        changed += 1;
+        println!(
+            "{label:<48} {} -> {target} (green at {green_last}, margin {margin}); next value on blue {}",
+            b.last.map_or("unused".to_string(), |l| l.to_string()),
+            target.saturating_add(b.increment)
+        );
+    }
+    println!(
+        "sequences: {changed} moved, {unchanged} already ahead or unused, {missing} not on blue ({} on green)",
+        green_seqs.len()
+    );
+    Ok(0)
+}
