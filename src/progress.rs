@@ -50,8 +50,12 @@ impl Task {
         *self.phase.lock().expect("progress lock")
     }
 
-    pub fn start(&self) {
-        self.set(Phase::Running(Instant::now()));
+    /// Marks the task running, unless it already is (a table copied in parts).
+    pub fn start_once(&self) {
+        let mut phase = self.phase.lock().expect("progress lock");
+        if *phase == Phase::Waiting {
+            *phase = Phase::Running(Instant::now());
+        }
     }
 
     /// Data is loaded; blue is applying it (upsert, index updates).

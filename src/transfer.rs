@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_postgres::Client;
 
 use crate::config::Config;
@@ -16,7 +16,10 @@ use crate::error::{Error, Result};
 const SESSION: &str = "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; \
                        SET TimeZone = 'UTC'; SET bytea_output = hex; SET statement_timeout = 0; \
                        SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-                       SET client_min_messages = warning";
+                       SET client_min_messages = warning; SET temp_buffers = '256MB'; SET jit = off";
+
+/// Bytes gathered before a write to blue.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// A green connection inside a read-only REPEATABLE READ transaction: at `snapshot` (one
 /// exported by CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.
@@ -83,9 +86,29 @@ pub async fn pump(
         .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
     futures_util::pin_mut!(stream, sink);
     let mut rows = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::postgres(format!("{what}: reading green"), &e).into_definite())?;
-        let n = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    let read_err = |e: tokio_postgres::Error| Error::postgres(format!("{what}: reading green"), &e).into_definite();
+    let mut buf = BytesMut::with_capacity(BATCH_BYTES);
+    // Green sends a message per row: gather what has already arrived into one buffer, so
+    // blue gets large messages and the per-row cost here stays small.
+    let mut ended = false;
+    while !ended {
+        match stream.next().await {
+            Some(first) => buf.extend_from_slice(&first.map_err(read_err)?),
+            None => break,
+        }
+        // (a finished stream must not be polled again)
+        while buf.len() < BATCH_BYTES {
+            match stream.next().now_or_never() {
+                Some(Some(more)) => buf.extend_from_slice(&more.map_err(read_err)?),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let chunk = buf.split().freeze();
+        let n = memchr::memchr_iter(b'\n', &chunk).count() as u64;
         rows += n;
         counter.add(n, chunk.len() as u64);
         sink.send(chunk)

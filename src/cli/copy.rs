@@ -17,6 +17,7 @@
 //! checkpoint stays at 0/0; running `setup --copy` again starts over.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -93,7 +94,7 @@ pub async fn run(
     );
 
     let copied = tokio::select! {
-        r = copy_all(config, green, &snapshot, plans, jobs) => r,
+        r = copy_all(config, green, blue, &snapshot, plans, jobs) => r,
         _ = tokio::signal::ctrl_c() => Err(Error::definite("interrupted")),
     };
     // The snapshot is no longer needed once every table has imported it.
@@ -144,11 +145,12 @@ async fn drop_slot(green: &Client, slot: &str) -> Result<()> {
 async fn copy_all(
     config: &Config,
     green: &Client,
+    blue: &Client,
     snapshot: &str,
     plans: Vec<Arc<TablePlan>>,
     jobs: usize,
 ) -> Result<(usize, u64, u64)> {
-    let mut work = Vec::new();
+    let mut tables = Vec::new();
     for plan in plans {
         let (rows, bytes) = transfer::estimate(green, &plan.green.namespace, &plan.green.name).await;
         let name = if *plan.green_name == *plan.blue_name {
@@ -156,22 +158,56 @@ async fn copy_all(
         } else {
             format!("{} -> {}", plan.green_name, plan.blue_name)
         };
-        work.push((plan, Task::new(name, rows, bytes)));
+        tables.push((plan, Task::new(name, rows, bytes)));
     }
-    work.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
-    let tasks: Vec<Arc<Task>> = work.iter().map(|(_, t)| t.clone()).collect();
-    let n = work.len();
-    let queue = Mutex::new(VecDeque::from(work));
+    tables.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
+    let tasks: Vec<Arc<Task>> = tables.iter().map(|(_, t)| t.clone()).collect();
+    let n = tables.len();
+    // An empty blue table is filled in parts (block ranges of green's table, each in its own
+    // blue transaction), so the work spreads over the workers; a blue table that holds rows
+    // is converged in one transaction, which needs all of green's keys at once.
+    let mut work = VecDeque::new();
+    for (plan, task) in tables {
+        let empty: bool = blue
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
+            .await
+            .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
+            .get(0);
+        let blocks = task.bytes_estimate / BLOCK_SIZE;
+        let parts = if empty {
+            (task.bytes_estimate / PART_BYTES).clamp(1, MAX_PARTS)
+        } else {
+            1
+        };
+        let remaining = Arc::new(AtomicU64::new(parts));
+        let step = blocks.div_ceil(parts).max(1);
+        for i in 0..parts {
+            let range = (parts > 1).then(|| (i * step, (i + 1 < parts).then(|| (i + 1) * step)));
+            work.push_back(Part {
+                plan: plan.clone(),
+                task: task.clone(),
+                range,
+                empty,
+                remaining: remaining.clone(),
+            });
+        }
+    }
+    let units = work.len();
+    let queue = Mutex::new(work);
     let display = Display::start(tasks.clone());
-    let workers = (0..jobs.clamp(1, n.max(1))).map(|_| async {
+    let workers = (0..jobs.clamp(1, units.max(1))).map(|_| async {
         loop {
             let next = queue.lock().expect("copy queue").pop_front();
-            let Some((plan, task)) = next else { return Ok(()) };
-            task.start();
-            match copy_table(config, snapshot, &plan, &task).await {
-                Ok(note) => task.done(note),
+            let Some(part) = next else { return Ok(()) };
+            part.task.start_once();
+            match copy_part(config, snapshot, &part).await {
+                Ok(note) => {
+                    if part.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        part.task.done(note);
+                    }
+                }
                 Err(e) => {
-                    task.failed();
+                    part.task.failed();
                     return Err(e);
                 }
             }
@@ -198,8 +234,34 @@ fn direct(plan: &TablePlan) -> bool {
         })
 }
 
-/// Copies one table in one blue transaction; returns a note for the progress line.
-async fn copy_table(config: &Config, snapshot: &str, plan: &TablePlan, task: &Task) -> Result<String> {
+/// Rows of one table or of a block range of it, copied in one blue transaction.
+struct Part {
+    plan: Arc<TablePlan>,
+    task: Arc<Task>,
+    /// Green blocks [from, to), `to` open for the last part; `None` is the whole table.
+    range: Option<(u64, Option<u64>)>,
+    /// Blue's table was empty when the copy began.
+    empty: bool,
+    /// Parts of this table not yet copied.
+    remaining: Arc<AtomicU64>,
+}
+
+/// Green's block size (PostgreSQL's default); only used to cut tables into parts.
+const BLOCK_SIZE: u64 = 8192;
+/// About this much of green's table per part.
+const PART_BYTES: u64 = 16 << 20;
+const MAX_PARTS: u64 = 64;
+
+/// Copies one part in one blue transaction; returns a note for the progress line.
+async fn copy_part(config: &Config, snapshot: &str, part: &Part) -> Result<String> {
+    let (plan, task, empty) = (&*part.plan, &*part.task, part.empty);
+    let whole = part.range.is_none();
+    // A TID range scan: cheap, and needs no key.
+    let tail = match part.range {
+        None => String::new(),
+        Some((from, None)) => format!(" WHERE ctid >= '({from},0)'::tid"),
+        Some((from, Some(to))) => format!(" WHERE ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"),
+    };
     let what = format!(
         "copying green table {} to blue table {}",
         plan.green_name, plan.blue_name
@@ -212,11 +274,6 @@ async fn copy_table(config: &Config, snapshot: &str, plan: &TablePlan, task: &Ta
     // streaming (where permitted).
     let _ = blue.batch_execute("SET session_replication_role = replica").await;
     blue.batch_execute("BEGIN").await.map_err(on_blue)?;
-    let empty: bool = blue
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
-        .await
-        .map_err(on_blue)?
-        .get(0);
     let mut note = String::new();
     if empty && direct(plan) {
         let green_cols: Vec<String> = plan
@@ -229,28 +286,35 @@ async fn copy_table(config: &Config, snapshot: &str, plan: &TablePlan, task: &Ta
             .collect();
         let blue_cols: Vec<String> = plan.targets.iter().map(|t| sql::ident(&t.blue_name)).collect();
         let out = format!(
-            "COPY (SELECT {} FROM {}) TO STDOUT",
+            "COPY (SELECT {} FROM {}{tail}) TO STDOUT",
             green_cols.join(", "),
             sql::qualified(&plan.green.namespace, &plan.green.name)
         );
         let into = format!("COPY {} ({}) FROM STDIN", plan.blue_sql, blue_cols.join(", "));
         transfer::pump(&green, &out, &blue, &into, &task.counter, &what).await?;
-        task.finishing();
+        if whole {
+            task.finishing();
+        }
     } else {
         blue.batch_execute(&format!("{} ON COMMIT DROP", statements::staging_table(plan, STAGE)))
             .await
             .map_err(on_blue)?;
         let into = format!("COPY {} FROM STDIN", sql::ident(STAGE));
+        let loading = Instant::now();
         transfer::pump(
             &green,
-            &statements::copy_out(plan, ""),
+            &statements::copy_out(plan, &tail),
             &blue,
             &into,
             &task.counter,
             &what,
         )
         .await?;
-        task.finishing();
+        tracing::debug!(table = %plan.blue_name, seconds = loading.elapsed().as_secs_f64(), "loaded into the stage");
+        if whole {
+            task.finishing();
+        }
+        let applying = Instant::now();
         let unique = matches!(plan.key, KeyPlan::Unique(_));
         if !empty && !unique {
             // No key to match rows by: blue's rows are replaced.
@@ -268,6 +332,7 @@ async fn copy_table(config: &Config, snapshot: &str, plan: &TablePlan, task: &Ta
                 note = format!("{n} blue rows not on green deleted");
             }
         }
+        tracing::debug!(table = %plan.blue_name, seconds = applying.elapsed().as_secs_f64(), "written through the mapping");
     }
     blue.batch_execute("COMMIT").await.map_err(on_blue)?;
     Ok(note)

@@ -53,8 +53,9 @@ enum Command {
         /// snapshot (recreates the slot; blue converges to green).
         #[arg(long)]
         copy: bool,
-        /// Tables copied at once, each over its own pair of connections.
-        #[arg(long, default_value_t = 4, value_name = "N")]
+        /// Parts copied at once, each over its own pair of connections (tables, or block
+        /// ranges of an empty blue table); raise it when both servers have cores to spare.
+        #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
     },
     /// Validate the configuration and every mapping against both live catalogs; print the plan.
