@@ -38,10 +38,13 @@ case "${1:-}" in
     echo "2. wait until blue has every transaction green committed"
     "$pgbridge" wait --timeout 30s || abort "blue did not catch up within 30 s"
     "$pgbridge" lag --max-bytes 0 >/dev/null || echo "   (non-transactional WAL only; wait already proved blue has every commit)"
-    echo "3. switch traffic back to blue"
+    echo "3. sequences are not replicated: move blue's ahead of green's before anything writes there"
+    "$pgbridge" sync-sequences --margin 1000 || abort "sync-sequences failed"
+    echo "4. prove blue holds everything green has"
+    "$pgbridge" verify || abort "blue differs from green (the keys are listed above); traffic stays on green, writes stopped"
+    echo "5. switch traffic back to blue"
     send_traffic_to blue
     resume_writes
-    echo "4. sequences are not replicated: set blue's sequences ahead of green's before writing there"
     ;;
   *)
     echo "usage: $0 cutover|rollback" >&2

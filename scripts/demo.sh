@@ -43,12 +43,11 @@ blue() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$blue_port" -U postgres -d po
 step "creating the example schemas (mappings/example): green was migrated, blue was not"
 green -f "$repo/mappings/example/green.sql"
 blue -f "$repo/mappings/example/blue.sql"
-# The same 100 customers on both sides, each in its own shape.
+# Green has 100 customers and 1,000 purchases; blue starts empty (setup --copy fills it).
 green -c "INSERT INTO customers (id, name, email_address, location_structured, created_at)
           SELECT g, 'customer ' || g, 'user' || g || '@example.com', jsonb_build_object('city', 'Lisbon'), '2026-01-01'
-          FROM generate_series(1, 100) g"
-blue -c "INSERT INTO customers (id, name, email, location, created_at)
-         SELECT g, 'customer ' || g, 'user' || g || '@example.com', 'Lisbon', '2026-01-01' FROM generate_series(1, 100) g"
+          FROM generate_series(1, 100) g;
+          INSERT INTO purchases SELECT g, 1 + g % 100, g % 50 + 0.5, 'old' FROM generate_series(1, 1000) g"
 
 cat >"$work/pgbridge.toml" <<TOML
 [green]
@@ -65,11 +64,12 @@ dir = "$repo/mappings/example"
 TOML
 export PGBRIDGE_CONFIG=$work/pgbridge.toml
 
+same=yes
 step "pgbridge check: the plan, validated against both live catalogs"
 "$pgbridge" check
 
-step "pgbridge setup"
-"$pgbridge" setup
+step "pgbridge setup --copy: publication, slot, and green's rows copied into blue through the mapping"
+"$pgbridge" setup --copy
 
 step "pgbridge run (in the background; log in $work/pgbridge.log)"
 "$pgbridge" run >"$work/pgbridge.log" 2>&1 &
@@ -100,8 +100,10 @@ for _ in $(seq 1 300); do
 done
 "$pgbridge" status
 
+step "pgbridge verify: green through the mapping against blue, by key"
+"$pgbridge" verify || same=no
+
 step "comparing green, passed through the mapping by hand, with blue row by row"
-same=yes
 compare() { # name green_query blue_query
   local g b
   g=$(green -c "SELECT count(*) || ' rows, md5 ' || md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM ($2) r")
