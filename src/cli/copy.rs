@@ -27,11 +27,9 @@ use super::{blue_err, green_err};
 use crate::apply;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan, Value};
 use crate::progress::{self, Display, Task};
-use crate::source::ReplicationConn;
 use crate::sql;
 use crate::transfer;
 
@@ -70,24 +68,8 @@ pub async fn run(
     .await
     .map_err(blue_err("marking the copy as started in the checkpoint"))?;
 
-    let mut repl = ReplicationConn::connect(&config.green, "pgbridge setup --copy")
-        .await
-        .map_err(Error::into_definite)?;
-    let rows = repl
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-            sql::ident(&config.slot)
-        ))
-        .await
-        .map_err(|e| {
-            e.into_definite()
-                .hint("check max_replication_slots on green and that the role has the REPLICATION attribute")
-        })?;
-    let point = rows.first("consistent_point").unwrap_or("0/0").to_string();
-    let snapshot = rows.first("snapshot_name").unwrap_or_default().to_string();
-    let consistent: Lsn = point
-        .parse()
-        .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))?;
+    let (repl, consistent, snapshot) = super::setup::create_slot_on(config, true).await?;
+    let snapshot = snapshot.ok_or_else(|| Error::definite("CREATE_REPLICATION_SLOT returned no snapshot name"))?;
     println!(
         "green  slot        {:<24} created at {consistent}, snapshot {snapshot}",
         config.slot

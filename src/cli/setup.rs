@@ -259,13 +259,22 @@ pub(crate) async fn slot_state(green: &Client, slot: &str) -> Result<Option<Slot
 }
 
 async fn create_slot(config: &Config) -> Result<Lsn> {
+    let (_, point, _) = create_slot_on(config, false).await?;
+    Ok(point)
+}
+
+/// Creates the slot over a replication connection; returns the connection, the consistent
+/// point and, with `export`, the snapshot name (importable while the connection stays open
+/// and idle).
+pub(crate) async fn create_slot_on(config: &Config, export: bool) -> Result<(ReplicationConn, Lsn, Option<String>)> {
     let mut conn = ReplicationConn::connect(&config.green, "pgbridge setup")
         .await
         .map_err(Error::into_definite)?;
     let rows = conn
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-            sql::ident(&config.slot)
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
+            sql::ident(&config.slot),
+            if export { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" }
         ))
         .await
         .map_err(|e| {
@@ -273,7 +282,9 @@ async fn create_slot(config: &Config) -> Result<Lsn> {
                 .hint("check max_replication_slots on green and that the role has the REPLICATION attribute")
         })?;
     let point = rows.first("consistent_point").unwrap_or("0/0");
-    point
+    let lsn = point
         .parse()
-        .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))
+        .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))?;
+    let snapshot = rows.first("snapshot_name").map(str::to_string);
+    Ok((conn, lsn, snapshot))
 }

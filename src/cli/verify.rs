@@ -24,7 +24,6 @@ use super::{connect_green_sql, green_err};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::statements;
 use crate::mapping::{green_catalog, KeyPlan, TablePlan};
@@ -316,15 +315,7 @@ async fn verify_table(
 
 /// Waits until blue's checkpoint passes a marker written on green now (as `wait` does).
 async fn caught_up(green: &Client, blue: &Client, config: &Config) -> Result<()> {
-    let marker: String = green
-        .query_one(
-            "SELECT pg_logical_emit_message(true, 'pgbridge.verify', now()::text)::text",
-            &[],
-        )
-        .await
-        .map_err(green_err("writing the verify marker"))?
-        .get(0);
-    let marker: Lsn = marker.parse().map_err(|e| Error::definite(format!("green: {e}")))?;
+    let marker = super::wait::write_marker(green, "pgbridge.verify").await?;
     let started = Instant::now();
     loop {
         let cp = checkpoint::read(blue, &config.schema, &config.slot)

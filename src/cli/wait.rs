@@ -12,22 +12,27 @@ use crate::lsn::Lsn;
 
 const POLL: Duration = Duration::from_millis(20);
 
+/// Writes a transactional logical message on green and returns its LSN. The message commits
+/// in its own transaction, after every transaction that committed before the call, so a
+/// checkpoint past it covers them all.
+pub(crate) async fn write_marker(green: &tokio_postgres::Client, prefix: &str) -> Result<Lsn> {
+    green
+        .query_one(
+            "SELECT pg_logical_emit_message(true, $1, now()::text)::text",
+            &[&prefix],
+        )
+        .await
+        .map_err(green_err("writing a marker"))?
+        .get::<_, String>(0)
+        .parse()
+        .map_err(|e| Error::definite(format!("green: {e}")))
+}
+
 pub async fn run(config: &Config, timeout: Duration) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let started = Instant::now();
-    // The message commits in its own transaction; its commit follows every transaction that
-    // committed before this call, so a checkpoint past the message covers them all.
-    let marker: Lsn = green
-        .query_one(
-            "SELECT pg_logical_emit_message(true, 'pgbridge.wait', now()::text)::text",
-            &[],
-        )
-        .await
-        .map_err(green_err("writing the wait marker"))?
-        .get::<_, String>(0)
-        .parse()
-        .map_err(|e| Error::definite(format!("green: {e}")))?;
+    let marker = write_marker(&green, "pgbridge.wait").await?;
     loop {
         let cp = checkpoint::read(&blue, &config.schema, &config.slot)
             .await
