@@ -157,6 +157,11 @@ fn human_duration(secs: f64) -> String {
     }
 }
 
+/// How often the display wakes: a terminal is redrawn then, finished tables are printed.
+const TICK: Duration = Duration::from_millis(250);
+/// Without a terminal, running tables get a line this often.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
 /// Draws the tasks on stderr until dropped (the final state is drawn then).
 pub struct Display {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -169,17 +174,12 @@ impl Display {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let handle = tokio::spawn(async move {
             let mut painter = Painter::new(tasks, tty);
-            let every = if tty {
-                Duration::from_millis(250)
-            } else {
-                Duration::from_secs(10)
-            };
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tokio::time::sleep(if tty { every } else { Duration::from_millis(250) }) => {}
+                    _ = tokio::time::sleep(TICK) => {}
                 }
-                painter.tick(every);
+                painter.tick();
             }
             painter.finish();
         });
@@ -225,11 +225,11 @@ impl Painter {
         }
     }
 
-    fn tick(&mut self, every: Duration) {
+    fn tick(&mut self) {
         if self.tty {
             self.redraw();
         } else {
-            self.plain(self.last_plain.elapsed() >= every);
+            self.plain(self.last_plain.elapsed() >= PLAIN_EVERY);
         }
     }
 

@@ -84,30 +84,11 @@ pub async fn pump(
         .copy_in::<_, Bytes>(copy_in)
         .await
         .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
-    futures_util::pin_mut!(stream, sink);
+    futures_util::pin_mut!(sink);
     let mut rows = 0u64;
     let read_err = |e: tokio_postgres::Error| Error::postgres(format!("{what}: reading green"), &e).into_definite();
-    let mut buf = BytesMut::with_capacity(BATCH_BYTES);
-    // Green sends a message per row: gather what has already arrived into one buffer, so
-    // blue gets large messages and the per-row cost here stays small.
-    let mut ended = false;
-    while !ended {
-        match stream.next().await {
-            Some(first) => buf.extend_from_slice(&first.map_err(read_err)?),
-            None => break,
-        }
-        // (a finished stream must not be polled again)
-        while buf.len() < BATCH_BYTES {
-            match stream.next().now_or_never() {
-                Some(Some(more)) => buf.extend_from_slice(&more.map_err(read_err)?),
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                None => break,
-            }
-        }
-        let chunk = buf.split().freeze();
+    let mut reader = Gathered::new(stream);
+    while let Some(chunk) = reader.next().await.map_err(read_err)? {
         let n = memchr::memchr_iter(b'\n', &chunk).count() as u64;
         rows += n;
         counter.add(n, chunk.len() as u64);
@@ -119,6 +100,51 @@ pub async fn pump(
         .await
         .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
     Ok(rows)
+}
+
+/// A COPY TO STDOUT stream read in large pieces: green sends a message per row, so what has
+/// already arrived is gathered into one buffer, and blue gets large messages while the
+/// per-row cost here stays small.
+pub struct Gathered {
+    stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    buf: BytesMut,
+    /// The stream has ended (a finished stream must not be polled again).
+    ended: bool,
+}
+
+impl Gathered {
+    pub fn new(stream: tokio_postgres::CopyOutStream) -> Gathered {
+        Gathered {
+            stream: Box::pin(stream),
+            buf: BytesMut::with_capacity(BATCH_BYTES),
+            ended: false,
+        }
+    }
+
+    /// Whole messages (so whole rows) up to about `BATCH_BYTES`; `None` at the end.
+    pub async fn next(&mut self) -> std::result::Result<Option<Bytes>, tokio_postgres::Error> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.stream.next().await {
+            Some(first) => self.buf.extend_from_slice(&first?),
+            None => {
+                self.ended = true;
+                return Ok(None);
+            }
+        }
+        while self.buf.len() < BATCH_BYTES {
+            match self.stream.next().now_or_never() {
+                Some(Some(more)) => self.buf.extend_from_slice(&more?),
+                Some(None) => {
+                    self.ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(Some(self.buf.split().freeze()))
+    }
 }
 
 /// Green's estimate of a table's rows and bytes (from the last VACUUM/ANALYZE), for progress.

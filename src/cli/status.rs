@@ -114,17 +114,12 @@ fn print_text(s: &Status) {
     }
 }
 
+/// A size for people, with the exact count when rounded.
 fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
+    let short = crate::progress::human_bytes(b);
+    if b < 1024 {
+        short
     } else {
-        format!("{v:.1} {} ({b} bytes)", UNITS[unit])
+        format!("{short} ({b} bytes)")
     }
 }

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
@@ -51,14 +51,13 @@ struct Examples {
     different: Vec<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 struct Counts {
     green_rows: i64,
     blue_rows: i64,
     missing: i64,
     extra: i64,
     different: i64,
-    #[serde(skip)]
     examples: Examples,
 }
 
@@ -455,7 +454,6 @@ impl<'a> Table<'a> {
             .copy_out(&statements::copy_out(self.plan, &tail))
             .await
             .map_err(on_green)?;
-        futures_util::pin_mut!(stream);
         let mut results = Vec::new();
         let mut lo = only.and_then(|r| r.lo.clone());
         let mut in_chunk = 0u64;
@@ -463,8 +461,8 @@ impl<'a> Table<'a> {
             .await
             .map_err(on_blue)?;
         let mut sink = Box::pin(blue.copy_in::<_, bytes::Bytes>(&copy_in).await.map_err(on_blue)?);
-        while let Some(data) = stream.next().await {
-            let mut data = data.map_err(on_green)?;
+        let mut reader = transfer::Gathered::new(stream);
+        while let Some(mut data) = reader.next().await.map_err(on_green)? {
             while !data.is_empty() {
                 let need = chunk_rows - in_chunk;
                 let mut seen = 0u64;
