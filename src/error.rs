@@ -30,6 +30,10 @@ pub struct Error {
     /// Set when the green transactions committed in this range should be replayed row by row
     /// to find (and park or report) the exact failing row.
     replay_carefully: Option<(crate::lsn::Lsn, crate::lsn::Lsn)>,
+    /// Set when a plain batched INSERT (sent without `ON CONFLICT` because every row came
+    /// from an insert on green) met a row blue already holds: the green table to upsert into
+    /// from now on. Nothing of the group was committed; replaying it with upserts is enough.
+    conflicted_insert: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -42,6 +46,7 @@ impl Error {
             sqlstate: None,
             lsn: None,
             replay_carefully: None,
+            conflicted_insert: None,
         }
     }
 
@@ -52,6 +57,7 @@ impl Error {
             sqlstate: None,
             lsn: None,
             replay_carefully: None,
+            conflicted_insert: None,
         }
     }
 
@@ -63,6 +69,7 @@ impl Error {
             sqlstate: Some(code.to_string()),
             lsn: None,
             replay_carefully: None,
+            conflicted_insert: None,
         }
     }
 
@@ -92,6 +99,7 @@ impl Error {
                     sqlstate: None,
                     lsn: None,
                     replay_carefully: None,
+                    conflicted_insert: None,
                 }
             }
         }
@@ -131,6 +139,17 @@ impl Error {
     pub fn replay_carefully(mut self, range: (crate::lsn::Lsn, crate::lsn::Lsn)) -> Self {
         self.replay_carefully = Some(range);
         self
+    }
+
+    /// Marks a unique violation from a plain batched insert into green table `table`.
+    pub fn conflicted_insert(mut self, table: &str) -> Self {
+        self.conflicted_insert = Some(table.to_string());
+        self
+    }
+
+    /// The green table whose plain batched insert met an existing row, if that is the error.
+    pub fn insert_conflict(&self) -> Option<&str> {
+        self.conflicted_insert.as_deref()
     }
 
     pub fn careful_replay(&self) -> Option<(crate::lsn::Lsn, crate::lsn::Lsn)> {

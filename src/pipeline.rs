@@ -4,6 +4,7 @@
 //! Every session starts from blue's checkpoint, never from anything held in memory: what was
 //! received but not committed on blue is simply received again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,15 +71,30 @@ async fn run_sessions(
     // Green transactions (commit LSN ranges) to apply row by row because blue rejected one of
     // their rows.
     let mut careful: Vec<(Lsn, Lsn)> = Vec::new();
+    // Green tables whose batched inserts go out as upserts (see `apply::batch`).
+    let mut upsert_tables: HashSet<String> = HashSet::new();
     let mut streamed = false;
     let started = Instant::now();
     loop {
         let session_start = Instant::now();
-        let result = session(config, telemetry, shutdown, &careful, &mut streamed, started).await;
+        let replay = Replay {
+            careful: &careful,
+            upsert_tables: &upsert_tables,
+        };
+        let result = session(config, telemetry, shutdown, replay, &mut streamed, started).await;
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if let Some(table) = err.insert_conflict() {
+            // Nothing of the failed group was committed; inserting with upserts settles it.
+            tracing::info!(
+                table,
+                "a row inserted on green already exists on blue; replaying from the checkpoint with upserts into this table from now on"
+            );
+            upsert_tables.insert(table.to_string());
+            continue;
+        }
         if let Some((first, last)) = err.careful_replay() {
             // Nothing of the failed group was committed: replay the transactions involved row
             // by row to find the row.
@@ -119,11 +135,19 @@ fn side_of(err: &Error) -> &'static str {
     }
 }
 
+/// What earlier sessions of this run learned about applying the stream.
+#[derive(Clone, Copy)]
+struct Replay<'a> {
+    /// Green transactions (commit LSN ranges) to apply row by row.
+    careful: &'a [(Lsn, Lsn)],
+    upsert_tables: &'a HashSet<String>,
+}
+
 async fn session(
     config: &Arc<Config>,
     telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
-    careful: &[(Lsn, Lsn)],
+    replay: Replay<'_>,
     streamed: &mut bool,
     started: Instant,
 ) -> Result<()> {
@@ -149,7 +173,8 @@ async fn session(
         blue,
         checkpoint.lsn,
         durable_tx,
-        careful.to_vec(),
+        replay.careful.to_vec(),
+        replay.upsert_tables.clone(),
         telemetry.clone(),
     )
     .await?;

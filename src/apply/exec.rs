@@ -87,6 +87,8 @@ pub struct Context {
     pub weight: usize,
     /// The statement is a group's COMMIT: its success is counted (`take_commits`).
     pub commit: bool,
+    /// A batched INSERT sent without `ON CONFLICT` (see [`Error::insert_conflict`]).
+    pub optimistic: bool,
 }
 
 impl Context {
@@ -99,6 +101,7 @@ impl Context {
             expect_rows: None,
             weight: 0,
             commit: false,
+            optimistic: false,
         }
     }
 
@@ -250,7 +253,13 @@ impl Pipeline {
 }
 
 fn check(result: Result<u64, tokio_postgres::Error>, ctx: &Context) -> Result<()> {
-    let rows = result.map_err(|e| Error::postgres(ctx.describe(), &e).at_lsns(ctx.lsn, ctx.lsn_end.max(ctx.lsn)))?;
+    let rows = result.map_err(|e| {
+        let err = Error::postgres(ctx.describe(), &e).at_lsns(ctx.lsn, ctx.lsn_end.max(ctx.lsn));
+        match &ctx.table {
+            Some(table) if ctx.optimistic && err.sqlstate() == Some("23505") => err.conflicted_insert(table),
+            _ => err,
+        }
+    })?;
     match ctx.expect_rows {
         Some(expected) if expected != rows => Err(Error::definite(format!(
             "{}: expected {expected} row(s), got {rows}",

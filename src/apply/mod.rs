@@ -15,7 +15,7 @@ pub mod checkpoint;
 pub mod exec;
 mod rows;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -214,6 +214,9 @@ pub struct Applier {
     batching: bool,
     /// Blue runs with session_replication_role = replica, so tables may be written in any order.
     reorder_tables: bool,
+    /// Green tables (qualified names) whose batched inserts are sent as upserts, because a
+    /// plain insert met a row blue already had.
+    upsert_tables: HashSet<String>,
     /// More events are already waiting behind the one being handled.
     backlog: bool,
 }
@@ -223,13 +226,15 @@ impl Applier {
     /// green as soon as streaming starts, so it is flushed here first).
     /// The green transactions whose commit LSN falls in one of the `careful` ranges are applied
     /// row by row, each row in a savepoint, so a row blue rejects is found exactly (and parked
-    /// under `dead_letter`).
+    /// under `dead_letter`). Batched inserts into the `upsert_tables` always carry
+    /// `ON CONFLICT`.
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
         durable: Lsn,
         durable_tx: watch::Sender<Lsn>,
         careful: Vec<(Lsn, Lsn)>,
+        upsert_tables: HashSet<String>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
         let (replica_role, durability) = prepare_session(&client).await?;
@@ -290,6 +295,7 @@ impl Applier {
             batches: HashMap::new(),
             batching: std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
             reorder_tables: replica_role,
+            upsert_tables,
             backlog: false,
         })
     }
@@ -345,6 +351,7 @@ impl Applier {
     /// settled by replaying that stretch of the stream row by row.
     fn replay_if_row_rejected(&self, e: Error) -> Error {
         match e.lsns() {
+            _ if e.insert_conflict().is_some() => e,
             Some(range) if e.is_row_rejection() && !self.is_careful(range.0) => e.replay_carefully(range),
             _ => e,
         }
@@ -822,7 +829,11 @@ impl Applier {
         let key = (plan.green.oid, shape);
         // Batches pay off when changes are waiting; a change that arrives alone goes out at
         // once as its own statement, so steady-state latency stays low.
-        if self.batching && self.backlog && !self.is_careful(lsn) && self.batch(plan, &key.1, lsn, &values).await? {
+        if self.batching
+            && self.backlog
+            && !self.is_careful(lsn)
+            && self.batch(plan, &key.1, lsn, &values, action == "insert").await?
+        {
             return Ok(());
         }
         self.flush_before(plan.green.oid).await?;
@@ -853,6 +864,7 @@ impl Applier {
             expect_rows: None,
             weight: params.iter().map(|p| p.0.as_ref().map_or(4, |b| b.len() + 4)).sum(),
             commit: false,
+            optimistic: false,
         };
         let stmt = stmt.clone();
         self.pipe.execute(&stmt, params, ctx).await
