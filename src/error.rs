@@ -33,7 +33,7 @@ pub struct Error {
     /// Set when a plain batched INSERT (sent without `ON CONFLICT` because every row came
     /// from an insert on green) met a row blue already holds: the green table to upsert into
     /// from now on. Nothing of the group was committed; replaying it with upserts is enough.
-    conflicted_insert: Option<String>,
+    conflicted_insert: Option<Box<str>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -143,7 +143,7 @@ impl Error {
 
     /// Marks a unique violation from a plain batched insert into green table `table`.
     pub fn conflicted_insert(mut self, table: &str) -> Self {
-        self.conflicted_insert = Some(table.to_string());
+        self.conflicted_insert = Some(table.into());
         self
     }
 
