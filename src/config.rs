@@ -165,6 +165,8 @@ pub struct Endpoint {
     /// Which side this is: "green" or "blue".
     pub side: &'static str,
     pub pg: tokio_postgres::Config,
+    /// `sslmode` and `sslrootcert` from the DSN, with libpq's meaning.
+    pub tls: crate::tls::Tls,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -175,7 +177,8 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     fn parse(side: &'static str, dsn: &str, file: &Path) -> Result<Self> {
-        let pg: tokio_postgres::Config = dsn.parse().map_err(|e| {
+        let (dsn, tls_params) = crate::tls::split_dsn(dsn);
+        let mut pg: tokio_postgres::Config = dsn.parse().map_err(|e| {
             // tokio-postgres' parse errors never echo the password back.
             Error::definite(format!(
                 "{}: {side}.dsn is not a valid connection string: {e}; use a URL like \
@@ -183,16 +186,8 @@ impl Endpoint {
                 file.display()
             ))
         })?;
-        match pg.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => {}
-            _ => {
-                return Err(Error::definite(format!(
-                    "{}: {side}.dsn asks for sslmode=require or stronger, but this version of pgbridge \
-                     does not speak TLS yet; use sslmode=disable on a trusted network or a TLS tunnel",
-                    file.display()
-                )))
-            }
-        }
+        let tls = crate::tls::Tls::from_dsn(side, &tls_params, file)?;
+        pg.ssl_mode(tls.mode.for_tokio_postgres());
         let host_with_at = pg.get_hosts().iter().any(|h| match h {
             tokio_postgres::config::Host::Tcp(h) => h.contains('@'),
             _ => false,
@@ -209,7 +204,7 @@ impl Endpoint {
                 file.display()
             )));
         }
-        Ok(Endpoint { side, pg })
+        Ok(Endpoint { side, pg, tls })
     }
 
     /// `side (user@host:port/dbname)`, never with the password.
@@ -540,9 +535,12 @@ dsn = "host=blue-host port=5433 user=bridge dbname=app"
     }
 
     #[test]
-    fn tls_and_ambiguous_hosts_are_refused() {
-        let tls = MINIMAL.replace("app\"\n[blue]", "app?sslmode=require\"\n[blue]");
-        assert!(parse(&tls).unwrap_err().to_string().contains("TLS"));
+    fn bad_sslmode_and_ambiguous_hosts_are_refused() {
+        let tls = MINIMAL.replace("app\"\n[blue]", "app?sslmode=strict\"\n[blue]");
+        let msg = parse(&tls).unwrap_err().to_string();
+        assert!(msg.contains("green.dsn sslmode=strict is not a valid sslmode"), "{msg}");
+        let ok = MINIMAL.replace("app\"\n[blue]", "app?sslmode=require\"\n[blue]");
+        assert_eq!(parse(&ok).unwrap().green.tls.mode, crate::tls::SslMode::Require);
         let at = MINIMAL.replace("${GREEN_PASSWORD}", "p@ss");
         let msg = parse(&at).unwrap_err().to_string();
         assert!(msg.contains("%40") && !msg.contains("p@ss"), "{msg}");

@@ -27,4 +27,5 @@ pub mod protocol;
 pub mod source;
 pub mod sql;
 pub mod telemetry;
+pub mod tls;
 pub mod transfer;

@@ -13,6 +13,7 @@ mod recovery;
 mod sequences;
 mod streaming;
 mod telemetry;
+mod tls;
 mod truncate;
 mod types;
 mod verify;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Endpoint, OnError};
 use crate::error::{Error, Result};
@@ -53,7 +53,8 @@ pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
     if pg.get_application_name().is_none() {
         pg.application_name("pgbridge");
     }
-    let (client, connection) = pg.connect(NoTls).await.map_err(|e| connect_error(endpoint, &e))?;
+    let tls = crate::tls::MakeTls::new(&endpoint.tls);
+    let (client, connection) = pg.connect(tls).await.map_err(|e| connect_error(endpoint, &e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "blue connection ended");
@@ -70,6 +71,12 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
         Some("28000") => e.hint("add a pg_hba.conf line that admits this user and database"),
         Some("3D000") => e.hint(format!("check the database name in {}.dsn", endpoint.side)),
         Some(_) => e,
+        None if e.message().contains("TLS handshake failed") => e,
+        None if e.message().contains("server does not support TLS") => e.hint(format!(
+            "the server has ssl = off, but {}.dsn asks for sslmode={}; turn ssl on there or lower sslmode",
+            endpoint.side,
+            endpoint.tls.mode.as_str()
+        )),
         None => e.hint(format!(
             "check host and port in {}.dsn and that the server is running",
             endpoint.side

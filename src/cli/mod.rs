@@ -173,7 +173,7 @@ pub async fn connect_green_sql(config: &Config) -> Result<tokio_postgres::Client
     let mut pg = config.green.pg.clone();
     pg.application_name("pgbridge");
     let (client, connection) = pg
-        .connect(tokio_postgres::NoTls)
+        .connect(crate::tls::MakeTls::new(&config.green.tls))
         .await
         .map_err(|e| crate::apply::connect_error(&config.green, &e))?;
     tokio::spawn(async move {

@@ -448,7 +448,7 @@ async fn open_socket(endpoint: &Endpoint) -> Result<Box<dyn Stream>> {
         .unwrap_or(Duration::from_secs(10));
     let what = endpoint.describe();
     let connect = async {
-        match host {
+        match &host {
             Some(Host::Tcp(h)) => {
                 let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
                 s.set_nodelay(true)?;
@@ -462,8 +462,29 @@ async fn open_socket(endpoint: &Endpoint) -> Result<Box<dyn Stream>> {
             None => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no host in dsn")),
         }
     };
+    let tls = &endpoint.tls;
+    let secure = |mut s: Box<dyn Stream>| async {
+        // As libpq: TLS over TCP only; a Unix socket is already local.
+        let Some(Host::Tcp(h)) = &host else {
+            return Ok(s);
+        };
+        if !tls.negotiate(&mut s, &what).await? {
+            return Ok(s);
+        }
+        let s = tls
+            .handshake(s, h)
+            .await
+            .map_err(|e| Error::definite(format!("cannot connect to {what}: {}", e.message())))?;
+        let s: Box<dyn Stream> = Box::new(s);
+        Ok::<_, Error>(s)
+    };
     match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => match tokio::time::timeout(timeout, secure(s)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::transient(format!(
+                "cannot connect to {what}: the TLS handshake timed out after {timeout:?}"
+            ))),
+        },
         Ok(Err(e)) => Err(Error::transient(format!(
             "cannot connect to {what}: {e}; check host and port in {}.dsn and that the server is running",
             endpoint.side

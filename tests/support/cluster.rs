@@ -734,6 +734,23 @@ fn private_dir(prefix: &str, owner: Option<(u32, u32)>) -> TempDir {
     dir
 }
 
+/// A directory the server programs can read, for files a test hands to a server (TLS
+/// certificates and keys). Files written into it should go through [`give_to_server`].
+pub fn server_files_dir() -> TempDir {
+    private_dir("pgb-files-", harness().run_as)
+}
+
+/// Makes a file the server user's own, so the server accepts it as its private key (mode 0600).
+pub fn give_to_server(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|err| panic!("cannot chmod {}: {err}", path.display()));
+    if let Some((uid, gid)) = harness().run_as {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|err| panic!("cannot give {} to {TEST_USER}: {err}", path.display()));
+    }
+}
+
 /// A port that was free a moment ago and that no live cluster of this process holds.
 fn reserve_port() -> u16 {
     loop {
