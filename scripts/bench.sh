@@ -152,10 +152,11 @@ drain_bridge() { # target_lsn -> "seconds peak_rss_mb"
   local rss; rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$bridge_pid/status")
   local ticks; ticks=$(awk '{print $14 + $15}' "/proc/$bridge_pid/stat")
   echo "   pgbridge: $(calc "$t1 - $t0") s wall, $(calc "$ticks / $(getconf CLK_TCK)") s CPU" >&2
-  if [[ -n ${BENCH_CPU:-} ]]; then
-    for p in $(pgrep -u pgbridge-test); do
-      echo "     $(awk '{print $14 + $15}' /proc/$p/stat) ticks: $(tr '\0' ' ' </proc/$p/cmdline | cut -c1-80)" >&2
-    done | sort -rn | head -5
+  if [[ -n ${BENCH_CPU:-} ]]; then # the busiest server processes, in CPU seconds
+    for p in $(pgrep -u "$(stat -c %U "$work/green")" postgres); do
+      awk -v hz="$(getconf CLK_TCK)" -v cmd="$(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-70)" \
+        '{ printf "     %6.2f s CPU: %s\n", ($14 + $15) / hz, cmd }' "/proc/$p/stat"
+    done | sort -rn | head -3 >&2
   fi
   kill -TERM "$bridge_pid"; wait "$bridge_pid" || true; bridge_pid=""
   echo "$(calc "$t1 - $t0") $rss"

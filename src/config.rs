@@ -15,10 +15,11 @@ pub const DEFAULT_PATH: &str = "pgbridge.toml";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    /// The source database whose changes are streamed.
-    green: RawGreen,
-    /// The target database.
-    blue: RawBlue,
+    /// The source database whose changes are streamed (required; optional here so that its
+    /// absence gets a message of our own).
+    green: Option<RawGreen>,
+    /// The target database (required).
+    blue: Option<RawBlue>,
     /// How green tables map to blue tables.
     #[serde(default)]
     mapping: RawMapping,
@@ -36,8 +37,8 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGreen {
-    /// libpq-style URL or key=value string; `${VAR}` is expanded from the environment.
-    dsn: String,
+    /// libpq-style URL or key=value string; `${VAR}` is expanded from the environment (required).
+    dsn: Option<String>,
     /// Publication whose tables are streamed.
     #[serde(default = "default_publication")]
     publication: String,
@@ -49,8 +50,8 @@ struct RawGreen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBlue {
-    /// libpq-style URL or key=value string; `${VAR}` is expanded from the environment.
-    dsn: String,
+    /// libpq-style URL or key=value string; `${VAR}` is expanded from the environment (required).
+    dsn: Option<String>,
     /// Schema on blue holding pgbridge's own tables (checkpoint, dead letters).
     #[serde(default = "default_schema")]
     schema: String,
@@ -179,11 +180,11 @@ impl Endpoint {
     fn parse(side: &'static str, dsn: &str, file: &Path) -> Result<Self> {
         let (dsn, tls_params) = crate::tls::split_dsn(dsn);
         let mut pg: tokio_postgres::Config = dsn.parse().map_err(|e| {
-            // tokio-postgres' parse errors never echo the password back.
             Error::definite(format!(
-                "{}: {side}.dsn is not a valid connection string: {e}; use a URL like \
+                "{}: {side}.dsn is not a valid connection string ({}); use a URL like \
                  postgres://user@host:5432/dbname or key=value pairs",
-                file.display()
+                file.display(),
+                dsn_problem(&dsn, &e)
             ))
         })?;
         let tls = crate::tls::Tls::from_dsn(side, &tls_params, file)?;
@@ -257,11 +258,14 @@ pub struct Config {
 impl Config {
     /// Reads and validates the configuration file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::definite(format!(
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                Error::definite(format!("{}: not UTF-8 text; save the file as UTF-8", path.display()))
+            }
+            _ => Error::definite(format!(
                 "cannot read configuration {}: {e}; pass -c PATH or set PGBRIDGE_CONFIG",
                 path.display()
-            ))
+            )),
         })?;
         Config::parse(&text, path, &|name| std::env::var(name).ok())
     }
@@ -271,18 +275,40 @@ impl Config {
         let file = path.display();
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let expand = |key: &str, value: &str| {
-            expand_env(value, env).map_err(|var| {
-                Error::definite(format!(
-                    "{file}: {key} uses ${{{var}}} but the environment variable {var} is not set"
-                ))
+            expand_env(value, env).map_err(|var| match var {
+                Some(var) => Error::definite(format!(
+                    "{file}: {key} uses ${{{var}}} but the environment variable {var} is not set; set it or \
+                     write the value itself"
+                )),
+                // Not a variable name: quoting it could show part of a password.
+                None => Error::definite(format!(
+                    "{file}: {key} has a ${{...}} that is not a variable name; write ${{NAME}} with letters, digits \
+                     and underscores"
+                )),
             })
         };
+        let example = "dsn = \"postgres://user@host:5432/dbname\"";
+        let raw_green = raw.green.ok_or_else(|| {
+            Error::definite(format!(
+                "{file}: [green] is missing; add a [green] section with {example} (the database whose changes are \
+                 streamed)"
+            ))
+        })?;
+        let raw_blue = raw.blue.ok_or_else(|| {
+            Error::definite(format!(
+                "{file}: [blue] is missing; add a [blue] section with {example} (the database pgbridge writes to)"
+            ))
+        })?;
+        let dsn = |side: &str, dsn: Option<String>| {
+            dsn.ok_or_else(|| Error::definite(format!("{file}: {side}.dsn is missing; add {example} under [{side}]")))
+        };
+        let (green_dsn, blue_dsn) = (dsn("green", raw_green.dsn)?, dsn("blue", raw_blue.dsn)?);
 
-        let green = Endpoint::parse("green", &expand("green.dsn", &raw.green.dsn)?, path)?;
-        let blue = Endpoint::parse("blue", &expand("blue.dsn", &raw.blue.dsn)?, path)?;
-        let publication = expand("green.publication", &raw.green.publication)?;
-        let slot = expand("green.slot", &raw.green.slot)?;
-        let schema = expand("blue.schema", &raw.blue.schema)?;
+        let green = Endpoint::parse("green", &expand("green.dsn", &green_dsn)?, path)?;
+        let blue = Endpoint::parse("blue", &expand("blue.dsn", &blue_dsn)?, path)?;
+        let publication = expand("green.publication", &raw_green.publication)?;
+        let slot = expand("green.slot", &raw_green.slot)?;
+        let schema = expand("blue.schema", &raw_blue.schema)?;
         check_identifier(path, "green.publication", &publication)?;
         check_identifier(path, "blue.schema", &schema)?;
         check_slot_name(path, &slot)?;
@@ -331,6 +357,16 @@ impl Config {
             .iter()
             .map(|(green, blue)| Ok((sequence_name(green)?, sequence_name(blue)?)))
             .collect::<Result<Vec<_>>>()?;
+        let listen = raw.metrics.listen;
+        let valid_listen = listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid_listen {
+            return Err(Error::definite(format!(
+                "{file}: metrics.listen = {listen:?} is not an address to listen on; write host:port, e.g. \
+                 \"127.0.0.1:9187\" or \"[::]:9187\""
+            )));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Config {
             path: path.to_path_buf(),
@@ -347,7 +383,7 @@ impl Config {
             max_batch_rows: raw.apply.max_batch_rows,
             max_batch_delay,
             on_error,
-            metrics_listen: raw.metrics.listen,
+            metrics_listen: listen,
         })
     }
 
@@ -358,24 +394,173 @@ impl Config {
 
 /// A TOML error as one line: `FILE:LINE:COLUMN: message`.
 pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
-    let message = err.message().trim().replace('\n', " ");
+    let message = plain_toml_message(err.message());
     match err.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let mut start = span.start.min(text.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let before = &text[..start];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             // Name the key of the offending line, never its value: it may be a DSN with a password.
+            // A missing key is reported at its table, whose first line is some other key.
             let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
             let key = source_line
                 .split_once('=')
                 .map(|(k, _)| k.trim())
-                .filter(|k| !k.is_empty() && k.len() <= 64);
+                .filter(|k| looks_like_key(k) && !message.contains(&format!("`{k}`")))
+                .filter(|_| !message.starts_with("missing key"));
             match key {
                 Some(key) => Error::definite(format!("{}:{line}:{column}: {key}: {message}", path.display())),
                 None => Error::definite(format!("{}:{line}:{column}: {message}", path.display())),
             }
         }
         None => Error::definite(format!("{}: {message}", path.display())),
+    }
+}
+
+/// Whether `k`, the text before `=` on a line, is a TOML key rather than the inside of a value
+/// (a string broken over lines): bare or quoted key characters, no spaces.
+fn looks_like_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= 64 && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"'".contains(c))
+}
+
+/// serde's words for a TOML error, in the file's terms; never quotes a string value.
+fn plain_toml_message(message: &str) -> String {
+    let mut m = message.trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+    if m == "expected `.`, `=`" {
+        m = "a key must be followed by = and its value".into();
+    }
+    // "invalid type: string \"postgres://u:pw@h\", expected u64" quotes the whole value.
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = m.strip_prefix(prefix) {
+            if let Some(i) = rest.rfind(", expected ") {
+                let found = &rest[..i];
+                let found = if found.starts_with("string ") {
+                    "a string"
+                } else {
+                    found
+                };
+                m = format!("expected {}, found {found}", &rest[i + ", expected ".len()..]);
+            }
+            break;
+        }
+    }
+    for (serde, toml) in [
+        ("unknown field", "unknown key"),
+        ("missing field", "missing key"),
+        ("struct RawGreen", "a [green] table"),
+        ("struct RawBlue", "a [blue] table"),
+        ("struct RawMapping", "a [mapping] table"),
+        ("struct RawApply", "an [apply] table"),
+        ("struct RawMetrics", "a [metrics] table"),
+        ("struct RawColumn", "an inline table like { from = \"green_column\" }"),
+        ("struct RawFilter", "a [filter] table with where = \"condition\""),
+        ("expected u64", "expected a whole number"),
+        ("expected a sequence", "expected an array like [\"a\", \"b\"]"),
+        ("expected a map", "expected a table"),
+        ("found sequence", "found an array"),
+        ("found map", "found a table"),
+    ] {
+        m = m.replace(serde, toml);
+    }
+    // "unknown key `aply`, expected one of `green`, `blue`, ...": suggest the closest.
+    if m.starts_with("unknown key `") {
+        let quoted: Vec<&str> = m.split('`').skip(1).step_by(2).collect();
+        if let Some((unknown, allowed)) = quoted.split_first() {
+            let best = allowed.iter().min_by_key(|a| edit_distance(unknown, a));
+            if let Some(best) = best.filter(|a| edit_distance(unknown, a) <= 2.min(a.len() / 2)) {
+                m = format!("{m}; did you mean `{best}`?");
+            }
+        }
+    }
+    m
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// What is wrong with a connection string that tokio-postgres refused, in words that never
+/// quote the string (it may hold a password): tokio-postgres says only "invalid connection
+/// string" and keeps the detail in its source, which can quote an unknown key.
+fn dsn_problem(dsn: &str, err: &tokio_postgres::Error) -> String {
+    let scheme = dsn.trim_start().split_once("://").map(|(scheme, _)| scheme);
+    let other_scheme = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && s != "postgres"
+            && s != "postgresql"
+    };
+    if scheme.is_some_and(other_scheme) {
+        return "a URL must start with postgres:// or postgresql://".into();
+    }
+    let detail = std::error::Error::source(err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    if detail.starts_with("invalid value for option `") {
+        // Names a libpq option, never its value.
+        detail
+    } else if let Some(unknown) = detail
+        .strip_prefix("unknown option `")
+        .and_then(|d| d.strip_suffix('`'))
+    {
+        // The unknown key is named only when it is a misspelt option: a value with spaces
+        // that was not quoted ("password=a b=c") makes a key out of part of the password.
+        const OPTIONS: [&str; 18] = [
+            "user",
+            "password",
+            "dbname",
+            "options",
+            "application_name",
+            "sslmode",
+            "sslrootcert",
+            "host",
+            "hostaddr",
+            "port",
+            "connect_timeout",
+            "tcp_user_timeout",
+            "keepalives",
+            "keepalives_idle",
+            "keepalives_interval",
+            "keepalives_retries",
+            "target_session_attrs",
+            "channel_binding",
+        ];
+        let plain = unknown.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match OPTIONS
+            .iter()
+            .find(|o| plain && edit_distance(unknown, o) <= 2.min(o.len() / 2))
+        {
+            Some(option) => format!("unknown key {unknown}; did you mean {option}?"),
+            None => "it has an unknown key; check the spelling of each key, and quote values with spaces: \
+                     password='a b'"
+                .into(),
+        }
+    } else if detail.starts_with("unexpected character") || detail == "unexpected EOF" {
+        "a key without =value, or a value with spaces that is not quoted: password='a b'".into()
+    } else if detail.starts_with("unterminated quoted") {
+        "a quoted value has no closing quote".into()
+    } else if detail == "unterminated parameter" {
+        "a URL parameter after ? has no =value".into()
+    } else if detail.starts_with("invalid utf-8") {
+        "a %-escape does not decode to UTF-8".into()
+    } else {
+        "it cannot be parsed".into()
     }
 }
 
@@ -431,8 +616,9 @@ fn split_qualified(name: &str) -> Option<Vec<String>> {
     }
 }
 
-/// Replaces `${VAR}` with the variable's value; returns the name of the first unset variable.
-fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+/// Replaces `${VAR}` with the variable's value; returns the name of the first unset variable,
+/// or `None` for a `${...}` whose inside is not a variable name.
+fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, Option<String>> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -443,7 +629,12 @@ fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result:
             return Ok(out);
         };
         let name = &after[..end];
-        out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(None);
+        }
+        out.push_str(&env(name).ok_or_else(|| Some(name.to_string()))?);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -576,5 +767,358 @@ dsn = "host=blue-host port=5433 user=bridge dbname=app"
         );
         assert_eq!(split_table_name("a.b.c"), None);
         assert_eq!(split_table_name("drop table x;"), None);
+    }
+}
+
+/// Mutations of valid texts for the parsers' property tests (here and in `mapping::file`).
+#[cfg(test)]
+pub(crate) mod mutate {
+    use proptest::prelude::*;
+
+    /// One edit of a text, at a position taken modulo its length in characters.
+    #[derive(Clone, Debug)]
+    pub enum Edit {
+        Insert(usize, String),
+        Delete(usize, usize),
+        Replace(usize, String),
+        Truncate(usize),
+    }
+
+    /// Characters and fragments that matter to TOML and to connection strings.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<char>().prop_map(String::from),
+            prop::sample::select(vec![
+                "=", "\"", "'", "\n", "[", "]", "{", "}", "${", "$", "@", ":", "/", "?", "&", " ", "\\", "%", "#", ",",
+                ".", "\"\"\"", "[[", "-", "0", "\t", "\r\n", "\u{0}", "é", "日本",
+            ])
+            .prop_map(String::from),
+            "[a-z_]{1,8}",
+        ]
+    }
+
+    pub fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            3 => (any::<usize>(), fragment()).prop_map(|(at, s)| Edit::Insert(at, s)),
+            3 => (any::<usize>(), 1..4usize).prop_map(|(at, n)| Edit::Delete(at, n)),
+            3 => (any::<usize>(), fragment()).prop_map(|(at, s)| Edit::Replace(at, s)),
+            1 => any::<usize>().prop_map(Edit::Truncate),
+        ]
+    }
+
+    /// `text` after `edits`, in order.
+    pub fn apply(text: &str, edits: &[Edit]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for edit in edits {
+            let pos = |at: usize, len: usize| if len == 0 { 0 } else { at % len };
+            match edit {
+                Edit::Insert(at, s) => {
+                    let at = pos(*at, chars.len() + 1);
+                    chars.splice(at..at, s.chars());
+                }
+                Edit::Delete(at, n) => {
+                    let at = pos(*at, chars.len());
+                    let end = (at + n).min(chars.len());
+                    chars.drain(at..end);
+                }
+                Edit::Replace(at, s) => {
+                    if !chars.is_empty() {
+                        let at = pos(*at, chars.len());
+                        chars.splice(at..at + 1, s.chars());
+                    }
+                }
+                Edit::Truncate(at) => chars.truncate(pos(*at, chars.len() + 1)),
+            }
+        }
+        chars.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::tls::{split_dsn, DsnTls};
+
+    const FILE: &str = "/etc/pgbridge/pgbridge.toml";
+    const PASSWORD: &str = "s3cr3t-pw";
+
+    /// Valid configurations with a password in their DSNs: in a URL, quoted in key=value form,
+    /// percent-encoded, and from `${GREEN_PASSWORD}`.
+    const VALID: [&str; 3] = [
+        r#"[green]
+dsn = "postgres://bridge:s3cr3t-pw@green-host:5432/app?sslmode=prefer&application_name=pgbridge"
+publication = "pgbridge"
+slot = "pgbridge_to_blue"
+
+[blue]
+dsn = "host=blue-host port=5433 user=bridge password=s3cr3t-pw dbname=app sslmode=disable"
+schema = "pgbridge"
+
+[mapping]
+dir = "mappings"
+implicit = true
+strict = true
+exclude = ["public.audit", "\"Odd Schema\".\"T\""]
+
+[apply]
+max_batch_rows = 10000
+max_batch_delay = "20ms"
+on_error = "dead_letter"
+
+[metrics]
+listen = "127.0.0.1:9187"
+
+[sequences]
+"public.orders_id_seq" = "public.purchases_id_seq"
+"#,
+        r#"[green]
+dsn = "host=green-host user=bridge password='s3cr3t-pw' dbname=app sslmode=require"
+[blue]
+dsn = "postgres://bridge:${GREEN_PASSWORD}@blue-host/app"
+"#,
+        "[blue]\ndsn = 'postgresql://bridge:s3cr3t%2Dpw@[::1]:5433/app'\n\
+         [green]\ndsn = \"\"\"\nhost=green-host password=s3cr3t-pw\"\"\"\n",
+    ];
+
+    /// Connection strings with the password before TLS parameters, after them, and quoted: the
+    /// text before the password, the password with its key, the text after.
+    const DSNS: [(&str, &str, &str); 3] = [
+        (
+            "postgres://bridge",
+            ":s3cr3t-pw@",
+            "green-host:5432/app?sslmode=require&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        ),
+        (
+            "sslmode=require sslrootcert=/etc/ca.pem ",
+            "password=s3cr3t-pw",
+            " host=h user=bridge dbname=app",
+        ),
+        (
+            "host=h user=bridge ",
+            "password='s3cr3t-pw'",
+            " dbname=app connect_timeout=5 sslmode=prefer",
+        ),
+    ];
+
+    /// Edits that matter to a connection string: its punctuation, and deletions.
+    fn dsn_edit() -> impl Strategy<Value = mutate::Edit> {
+        let fragment = prop::sample::select(vec![
+            "'", "\"", " ", "=", "&", "?", "@", ":", "/", "%", "\\", "${", "}", "#", ",", "[", "]",
+        ]);
+        prop_oneof![
+            (any::<usize>(), fragment.clone()).prop_map(|(at, s)| mutate::Edit::Insert(at, s.to_string())),
+            (any::<usize>(), 1..8usize).prop_map(|(at, n)| mutate::Edit::Delete(at, n)),
+            (any::<usize>(), fragment).prop_map(|(at, s)| mutate::Edit::Replace(at, s.to_string())),
+        ]
+    }
+
+    /// `value` as a TOML basic string, so that it reaches the DSN parser unchanged.
+    fn toml_string(value: &str) -> String {
+        let mut out = String::from("\"");
+        for c in value.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new(FILE), &|name| {
+            (name == "GREEN_PASSWORD").then(|| PASSWORD.to_string())
+        })
+    }
+
+    /// An error names the file, is one line, and holds no part of the password.
+    fn check_error(err: &Error, file: &str) -> std::result::Result<(), TestCaseError> {
+        let msg = err.to_string();
+        prop_assert!(!msg.trim().is_empty());
+        prop_assert!(msg.contains(file), "the error does not name {}: {}", file, msg);
+        prop_assert!(!msg.contains('\n'), "the error spans several lines: {}", msg);
+        prop_assert!(!msg.contains("s3cr3t"), "the error shows the password: {}", msg);
+        Ok(())
+    }
+
+    /// A configuration that parsed never shows the password when printed.
+    fn check_config(config: &Config) -> std::result::Result<(), TestCaseError> {
+        for endpoint in [&config.green, &config.blue] {
+            let visible = format!("{:?} {}", endpoint.pg.get_user(), endpoint.dbname());
+            let hosts = format!("{:?}", endpoint.pg.get_hosts());
+            // A mutation can turn the password into a user, database or host name, which are shown.
+            if !visible.contains("s3cr3t") && !hosts.contains("s3cr3t") {
+                prop_assert!(!endpoint.describe().contains("s3cr3t"));
+            }
+        }
+        let shown = format!("{config:?}");
+        let named = [&config.green, &config.blue]
+            .iter()
+            .any(|e| format!("{} {:?}", e.describe(), e.pg.get_options()).contains("s3cr3t"));
+        if !named {
+            prop_assert!(!shown.contains("s3cr3t"), "{}", shown);
+        }
+        Ok(())
+    }
+
+    /// What is left after taking the TLS parameters out has none.
+    fn split_twice(dsn: &str) -> std::result::Result<(), TestCaseError> {
+        let (rest, _) = split_dsn(dsn);
+        prop_assert_eq!(split_dsn(&rest).1, DsnTls::default(), "{:?} left {:?}", dsn, rest);
+        Ok(())
+    }
+
+    #[test]
+    fn valid_texts_parse_and_carry_the_password() {
+        for text in VALID {
+            let config = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(config.green.pg.get_password(), Some(PASSWORD.as_bytes()), "{text}");
+            assert_eq!(config.blue.pg.get_password(), Some(PASSWORD.as_bytes()), "{text}");
+            assert!(!format!("{config:?}").contains("s3cr3t"));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_is_refused_cleanly(text in any::<String>()) {
+            match parse(&text) {
+                Ok(config) => check_config(&config)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_around_a_valid_config_is_refused_cleanly(
+            base in 0..VALID.len(),
+            before in ".{0,16}",
+            after in ".{0,16}",
+        ) {
+            let text = format!("{before}{}{after}", VALID[base]);
+            match parse(&text) {
+                Ok(config) => check_config(&config)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_in_the_file_are_refused_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("pgbridge.toml");
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(e) = Config::load(&path) {
+                check_error(&e, &path.display().to_string())?;
+            }
+        }
+
+        #[test]
+        fn mutated_configs_never_show_the_password(
+            base in 0..VALID.len(),
+            edits in prop::collection::vec(mutate::edit(), 1..4),
+        ) {
+            let text = mutate::apply(VALID[base], &edits);
+            match parse(&text) {
+                Ok(config) => check_config(&config)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
+
+        #[test]
+        fn split_dsn_takes_out_every_tls_parameter_of_arbitrary_text(dsn in any::<String>()) {
+            split_twice(&dsn)?;
+        }
+
+        #[test]
+        fn split_dsn_takes_out_every_tls_parameter_of_mutated_dsns(
+            base in prop::sample::select(vec![
+                "postgres://bridge:s3cr3t-pw@green-host:5432/app?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem",
+                "host=h user=bridge password='s3\\'cr3t pw' sslmode = require sslrootcert='/x y/ca.pem' dbname=d",
+            ]),
+            edits in prop::collection::vec(mutate::edit(), 1..4),
+        ) {
+            split_twice(&mutate::apply(base, &edits))?;
+        }
+
+        /// key=value form: every value quoted, with arbitrary characters.
+        #[test]
+        fn split_dsn_keeps_quoted_values_apart(
+            password in ".{0,12}",
+            user in ".{0,8}",
+            sslmode in ".{0,10}",
+            sslrootcert in ".{0,10}",
+            tls_first: bool,
+        ) {
+            let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+            let plain = format!("user={} password={}", quote(&user), quote(&password));
+            let tls = format!("sslmode={} sslrootcert={}", quote(&sslmode), quote(&sslrootcert));
+            let dsn = if tls_first { format!("{tls} {plain} host=h") } else { format!("host=h {plain} {tls}") };
+            let (rest, found) = split_dsn(&dsn);
+            prop_assert_eq!(found.sslmode.as_deref(), Some(sslmode.as_str()));
+            prop_assert_eq!(found.sslrootcert.as_deref(), Some(sslrootcert.as_str()));
+            let pg: tokio_postgres::Config = rest.parse().map_err(|e| TestCaseError::fail(format!("{rest}: {e:?}")))?;
+            prop_assert_eq!(pg.get_password(), Some(password.as_bytes()));
+            prop_assert_eq!(pg.get_user(), Some(user.as_str()));
+        }
+
+        /// URL form: every value percent-encoded.
+        #[test]
+        fn split_dsn_decodes_url_parameters(
+            password in ".{1,12}",
+            sslmode in ".{0,10}",
+            sslrootcert in ".{0,10}",
+            tls_first: bool,
+        ) {
+            let encode = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+            let tls = format!("sslmode={}&sslrootcert={}", encode(&sslmode), encode(&sslrootcert));
+            let query = if tls_first {
+                format!("{tls}&application_name=x")
+            } else {
+                format!("application_name=x&{tls}")
+            };
+            let dsn = format!("postgres://bridge:{}@h:5432/db?{query}", encode(&password));
+            let (rest, found) = split_dsn(&dsn);
+            let expected = format!("postgres://bridge:{}@h:5432/db?application_name=x", encode(&password));
+            prop_assert_eq!(rest.as_str(), expected);
+            prop_assert_eq!(found.sslmode.as_deref(), Some(sslmode.as_str()));
+            prop_assert_eq!(found.sslrootcert.as_deref(), Some(sslrootcert.as_str()));
+            let pg: tokio_postgres::Config = rest.parse().map_err(|e| TestCaseError::fail(format!("{rest}: {e:?}")))?;
+            prop_assert_eq!(pg.get_password(), Some(password.as_bytes()));
+        }
+    }
+
+    proptest! {
+        // The most pointed target: more cases, each cheap.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Edits around the password (never inside it: an edit can make it part of another
+        /// value, a file name for instance, which is then rightly shown).
+        #[test]
+        fn mutated_dsns_never_show_the_password(
+            (before, password, after) in prop::sample::select(DSNS.to_vec()),
+            edits_before in prop::collection::vec(dsn_edit(), 0..3),
+            edits_after in prop::collection::vec(dsn_edit(), 0..3),
+            green: bool,
+        ) {
+            let dsn = format!(
+                "{}{password}{}",
+                mutate::apply(before, &edits_before),
+                mutate::apply(after, &edits_after)
+            );
+            let dsn = toml_string(&dsn);
+            let text = if green {
+                format!("[green]\ndsn = {dsn}\n[blue]\ndsn = \"host=b\"\n")
+            } else {
+                format!("[green]\ndsn = \"host=g\"\n[blue]\ndsn = {dsn}\n")
+            };
+            match parse(&text) {
+                Ok(config) => check_config(&config)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
     }
 }

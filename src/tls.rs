@@ -90,7 +90,8 @@ pub fn split_dsn(dsn: &str) -> (String, DsnTls) {
         let mut kept = Vec::new();
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
+            // Keys are percent-decoded too (tokio-postgres decodes them): `ssl%6Dode` is sslmode.
+            match percent_decode(key).as_str() {
                 "sslmode" => found.sslmode = Some(percent_decode(value)),
                 "sslrootcert" => found.sslrootcert = Some(percent_decode(value)),
                 _ => kept.push(pair),
@@ -131,9 +132,15 @@ pub fn split_dsn(dsn: &str) -> (String, DsnTls) {
         }
         let value_start = i;
         let mut value = String::new();
+        let mut closed = true;
         if i < chars.len() && chars[i] == '\'' {
             i += 1;
-            while i < chars.len() && chars[i] != '\'' {
+            closed = false;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    closed = true;
+                    break;
+                }
                 if chars[i] == '\\' && i + 1 < chars.len() {
                     i += 1;
                 }
@@ -152,8 +159,9 @@ pub fn split_dsn(dsn: &str) -> (String, DsnTls) {
         }
         let raw: String = chars[value_start..i.min(chars.len())].iter().collect();
         match key.as_str() {
-            "sslmode" => found.sslmode = Some(value),
-            "sslrootcert" => found.sslrootcert = Some(value),
+            // An unclosed quote is left for tokio-postgres to refuse, as libpq does.
+            "sslmode" if closed => found.sslmode = Some(value),
+            "sslrootcert" if closed => found.sslrootcert = Some(value),
             _ => {
                 rest.push_str(&format!("{key}={raw} "));
             }
@@ -168,8 +176,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            let (h, l) = (bytes[i + 1], bytes[i + 2]);
+            if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ASCII hex digits");
+                let b = u8::from_str_radix(hex, 16).expect("two hex digits");
                 out.push(b);
                 i += 3;
                 continue;
@@ -212,12 +222,25 @@ impl Tls {
         let mode = match found.sslmode.as_deref() {
             None => None,
             Some(v) => Some(SslMode::parse(v).ok_or_else(|| {
+                // Quote the value only when it looks like a mode: in a mangled DSN
+                // ("sslmode= password=..."), the value is the rest of the string.
+                let shown = if v.len() <= 16 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    format!("={v} is not a valid sslmode")
+                } else {
+                    " has a value that is not an sslmode".into()
+                };
                 Error::definite(format!(
-                    "{}={v} is not a valid sslmode; use disable, prefer, require, verify-ca or verify-full",
+                    "{}{shown}; use disable, prefer, require, verify-ca or verify-full",
                     key("sslmode")
                 ))
             })?),
         };
+        if found.sslrootcert.as_deref().is_some_and(|p| p.contains('=')) {
+            return Err(Error::definite(format!(
+                "{} has a value with = in it, not a file name; quote a path with spaces: sslrootcert='/a b/root.crt'",
+                key("sslrootcert")
+            )));
+        }
         // `sslrootcert=system` defaults to verify-full, as in libpq 16.
         let system = found.sslrootcert.as_deref() == Some("system");
         let mode = mode.unwrap_or(if system { SslMode::VerifyFull } else { SslMode::Prefer });
@@ -597,6 +620,22 @@ mod tests {
         assert_eq!(tls.sslmode.as_deref(), Some("require"));
         let (rest, tls) = split_dsn("postgres://h/db");
         assert_eq!((rest.as_str(), tls), ("postgres://h/db", DsnTls::default()));
+    }
+
+    #[test]
+    fn encoded_keys_unclosed_quotes_and_signs_are_not_slipped_past() {
+        // tokio-postgres decodes keys: an encoded sslmode must not bypass the TLS settings.
+        let (rest, tls) = split_dsn("postgres://h/db?ssl%6Dode=verify-full");
+        assert_eq!(
+            (rest.as_str(), tls.sslmode.as_deref()),
+            ("postgres://h/db", Some("verify-full"))
+        );
+        // An unclosed quote stays in the DSN for tokio-postgres to refuse.
+        let (rest, tls) = split_dsn("host=h sslmode='require");
+        assert_eq!(tls.sslmode, None);
+        assert!(rest.contains("sslmode='require"), "{rest}");
+        assert_eq!(percent_decode("a%+fb%4"), "a%+fb%4");
+        assert_eq!(percent_decode("%2Ftmp"), "/tmp");
     }
 
     #[test]

@@ -3,12 +3,15 @@
 
 mod support;
 
+mod bad_config;
 mod bad_input;
 mod copy;
+mod faults;
 mod gates;
 mod harness_selftest;
 mod mapping;
 mod ops;
+mod privileges;
 mod recovery;
 mod sequences;
 mod streaming;

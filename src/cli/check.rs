@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::mapping::catalog::BlueTable;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::statements::{build, updatable, Shape};
-use crate::mapping::{green_catalog, KeyPlan, TablePlan, Value};
+use crate::mapping::{green_catalog, GreenTable, KeyPlan, TablePlan, Value};
 use crate::protocol::pgoutput::ReplicaIdentity;
 use crate::sql;
 
@@ -62,6 +62,10 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         }
     };
     if let Err(e) = super::setup::check_green_server(green).await {
+        if green.is_closed() {
+            // The connection dropped: a network problem, not a finding about green.
+            return Err(Error::transient(e.message().to_string()));
+        }
         report.problems.push(e.to_string());
     }
     let publication_exists = green
@@ -70,7 +74,7 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             &[&config.publication],
         )
         .await
-        .map_err(|e| Error::postgres("reading publications on green", &e).into_definite())?
+        .map_err(|e| Error::postgres("reading publications on green", &e))?
         .is_some();
     let tables = match green_catalog::tables(green, config, publication_exists).await {
         Ok(t) => t,
@@ -80,20 +84,9 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         }
         Err(e) => return Err(e),
     };
-    for f in &mappings.files {
-        if !tables
-            .iter()
-            .any(|t| (t.namespace.as_str(), t.name.as_str()) == (f.source.0.as_str(), f.source.1.as_str()))
-        {
-            report.problems.push(format!(
-                "{}: source {}.{} is not among the green tables to stream{}; fix source, create the table, or delete the file",
-                f.path.display(),
-                f.source.0,
-                f.source.1,
-                if publication_exists { format!(" (publication {})", config.publication) } else { String::new() }
-            ));
-        }
-    }
+    report
+        .problems
+        .extend(unmatched_sources(config, &mappings, &tables, publication_exists));
     for green_table in &tables {
         let has_identity =
             green_table.replica_identity == ReplicaIdentity::Full || green_table.columns.iter().any(|c| c.is_key);
@@ -162,6 +155,15 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             }
         }
         report.tables.push(Planned { plan, statements });
+    }
+    let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
+    report
+        .problems
+        .extend(super::privileges::blue_write_problems(blue, &plans).await?);
+    if !publication_exists && !tables.is_empty() {
+        report
+            .problems
+            .extend(super::privileges::publication_problem(green, &config.publication, &tables).await?);
     }
     Ok(report)
 }
@@ -271,4 +273,32 @@ fn print_plan(t: &Planned, show_sql: bool) {
         }
     }
     println!();
+}
+
+/// Mapping files whose source is not among the green tables to stream, as problems.
+pub(super) fn unmatched_sources(
+    config: &Config,
+    mappings: &Mappings,
+    tables: &[GreenTable],
+    publication_exists: bool,
+) -> Vec<String> {
+    let streamed = |f: &&crate::mapping::file::MappingFile| {
+        tables
+            .iter()
+            .any(|t| (t.namespace.as_str(), t.name.as_str()) == (f.source.0.as_str(), f.source.1.as_str()))
+    };
+    mappings
+        .files
+        .iter()
+        .filter(|f| !streamed(f))
+        .map(|f| {
+            format!(
+                "{}: source {}.{} is not among the green tables to stream{}; fix source, create the table, or delete the file",
+                f.path.display(),
+                f.source.0,
+                f.source.1,
+                if publication_exists { format!(" (publication {})", config.publication) } else { String::new() }
+            )
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@
 mod check;
 mod copy;
 mod lag;
+mod privileges;
 mod run;
 mod sequences;
 mod setup;

@@ -33,10 +33,10 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
         stop_rx.clone(),
     ));
     tokio::spawn(poll_green(config.clone(), telemetry.clone(), stop_rx.clone()));
-    if let Err(e) = validate_before_streaming(&config).await {
+    if let Err(e) = validate_with_retries(&config).await {
         telemetry.error("definite");
         telemetry.set_state(State::Failed);
-        return Err(e);
+        return Err(e.into_definite());
     }
     pipeline::run(config, telemetry, stop_rx).await?;
     Ok(0)
@@ -77,6 +77,26 @@ async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, mut stop: wa
         }
     }
 }
+
+/// Validation at start-up. A connection that drops during it is retried a few times (a network
+/// blip is not a configuration problem); anything else, or a drop that keeps happening, stops
+/// the start with exit 2.
+async fn validate_with_retries(config: &Config) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match validate_before_streaming(config).await {
+            Err(e) if e.is_transient() && attempt < START_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "validating at start failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt as u64)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Attempts at start-up validation when connections drop.
+const START_ATTEMPTS: u32 = 3;
 
 /// The same validation as `pgbridge check`: an invalid plan never starts streaming.
 async fn validate_before_streaming(config: &Config) -> Result<()> {

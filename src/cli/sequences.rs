@@ -20,10 +20,18 @@ struct Seq {
     start: i64,
     min: i64,
     max: i64,
+    /// The role may read `last_value` (SELECT or USAGE); pg_sequences shows NULL otherwise,
+    /// which must not pass for "never used".
+    readable: bool,
+    /// The role may setval() it (UPDATE).
+    updatable: bool,
 }
 
 const SEQUENCES_SQL: &str = "SELECT schemaname::text, sequencename::text, last_value, increment_by, start_value, \
-                             min_value, max_value FROM pg_sequences ORDER BY 1, 2";
+                             min_value, max_value, \
+                             has_sequence_privilege(quote_ident(schemaname) || '.' || quote_ident(sequencename), 'SELECT,USAGE'), \
+                             has_sequence_privilege(quote_ident(schemaname) || '.' || quote_ident(sequencename), 'UPDATE') \
+                             FROM pg_sequences ORDER BY 1, 2";
 
 async fn sequences(client: &Client) -> std::result::Result<Vec<Seq>, tokio_postgres::Error> {
     Ok(client
@@ -38,6 +46,8 @@ async fn sequences(client: &Client) -> std::result::Result<Vec<Seq>, tokio_postg
             start: r.get(4),
             min: r.get(5),
             max: r.get(6),
+            readable: r.get(7),
+            updatable: r.get(8),
         })
         .collect())
 }
@@ -50,14 +60,18 @@ pub async fn run(config: &Config, margin: i64) -> Result<i32> {
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let green_seqs = sequences(&green).await.map_err(green_err("reading sequences"))?;
     let blue_seqs = sequences(&blue).await.map_err(blue_err("reading sequences"))?;
-    let (mut changed, mut unchanged, mut missing) = (0, 0, 0);
-    for g in &green_seqs {
-        let (bs, bn) = config
+    let blue_for = |g: &Seq| {
+        config
             .sequences
             .iter()
             .find(|((s, n), _)| *s == g.schema && *n == g.name)
             .map(|(_, b)| b.clone())
-            .unwrap_or_else(|| (g.schema.clone(), g.name.clone()));
+            .unwrap_or_else(|| (g.schema.clone(), g.name.clone()))
+    };
+    privilege_problems(&green, &blue, &green_seqs, &blue_seqs, &blue_for).await?;
+    let (mut changed, mut unchanged, mut missing) = (0, 0, 0);
+    for g in &green_seqs {
+        let (bs, bn) = blue_for(g);
         let green_name = format!("{}.{}", g.schema, g.name);
         let blue_name = format!("{bs}.{bn}");
         let label = if green_name == blue_name {
@@ -123,4 +137,58 @@ pub async fn run(config: &Config, margin: i64) -> Result<i32> {
         green_seqs.len()
     );
     Ok(0)
+}
+
+/// Every sequence pair must be readable on both sides and movable on blue before anything
+/// changes: an unreadable `last_value` would pass for an unused sequence (and could move blue's
+/// backwards).
+async fn privilege_problems(
+    green: &Client,
+    blue: &Client,
+    green_seqs: &[Seq],
+    blue_seqs: &[Seq],
+    blue_for: &dyn Fn(&Seq) -> (String, String),
+) -> Result<()> {
+    const ROLE: &str = "SELECT current_user::text";
+    let green_role: String = green
+        .query_one(ROLE, &[])
+        .await
+        .map_err(green_err("reading the role"))?
+        .get(0);
+    let blue_role: String = blue
+        .query_one(ROLE, &[])
+        .await
+        .map_err(blue_err("reading the role"))?
+        .get(0);
+    let mut problems = Vec::new();
+    for g in green_seqs {
+        let (bs, bn) = blue_for(g);
+        let Some(b) = blue_seqs.iter().find(|s| s.schema == bs && s.name == bn) else {
+            continue;
+        };
+        if !g.readable {
+            problems.push(format!(
+                "role {green_role} may not read green sequence {}.{}; run on green: GRANT SELECT ON SEQUENCE {} TO {}",
+                g.schema,
+                g.name,
+                sql::qualified(&g.schema, &g.name),
+                sql::ident(&green_role)
+            ));
+        }
+        let lacks: Vec<&str> = [("SELECT", !b.readable), ("UPDATE", !b.updatable)]
+            .into_iter()
+            .filter_map(|(p, missing)| missing.then_some(p))
+            .collect();
+        if !lacks.is_empty() {
+            problems.push(format!(
+                "role {blue_role} lacks {} on blue sequence {bs}.{bn}, which sync-sequences reads and moves; \
+                 run on blue: GRANT {} ON SEQUENCE {} TO {}",
+                lacks.join(", "),
+                lacks.join(", "),
+                sql::qualified(&bs, &bn),
+                sql::ident(&blue_role)
+            ));
+        }
+    }
+    super::privileges::refuse(problems, "no sequence was changed")
 }

@@ -4,6 +4,7 @@
 
 use tokio_postgres::Client;
 
+use super::privileges::{self, BlueSchema};
 use super::{blue_err, connect_green_sql, green_err};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
@@ -29,7 +30,19 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     .await?;
     let tables = green_catalog::tables(&green, config, publication_exists).await?;
     let mappings = Mappings::load(config)?;
-    let plans = validate_against_blue(&blue, &mappings, &tables).await?;
+    let mut unmatched = super::check::unmatched_sources(config, &mappings, &tables, publication_exists);
+    let plans = validate_against_blue(&blue, &mappings, &tables, &mut unmatched).await?;
+    // What a role that is not a superuser may lack (README, "Least-privilege setup").
+    let mut problems = privileges::blue_write_problems(&blue, &plans).await?;
+    if copy {
+        problems.extend(privileges::read_problems(&green, &blue, &plans, "setup --copy").await?);
+        problems.extend(privileges::copy_foreign_key_problem(&blue, &plans).await?);
+    }
+    if !publication_exists {
+        problems.extend(privileges::publication_problem(&green, &config.publication, &tables).await?);
+    }
+    refuse(problems)?;
+    let blue_schema = privileges::blue_schema(&blue, &config.schema).await?;
 
     let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
         .await
@@ -70,9 +83,16 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     }
 
     // Validation passed: create what is missing.
-    blue.batch_execute(&checkpoint::create_sql(&config.schema))
-        .await
-        .map_err(blue_err(&format!("creating schema {}", config.schema)))?;
+    let create = match blue_schema {
+        BlueSchema::Create => Some(checkpoint::create_sql(&config.schema)),
+        BlueSchema::CreateTables => Some(tables_sql(&config.schema)),
+        BlueSchema::Ready => None,
+    };
+    if let Some(create) = create {
+        blue.batch_execute(&create)
+            .await
+            .map_err(blue_err(&format!("creating schema {}", config.schema)))?;
+    }
 
     if publication_exists {
         println!(
@@ -201,8 +221,8 @@ async fn validate_against_blue(
     blue: &Client,
     mappings: &Mappings,
     tables: &[GreenTable],
+    problems: &mut Vec<String>,
 ) -> Result<Vec<std::sync::Arc<crate::mapping::TablePlan>>> {
-    let mut problems = Vec::new();
     let mut plans = Vec::new();
     for green in tables {
         let has_identity = green.replica_identity == ReplicaIdentity::Full || green.columns.iter().any(|c| c.is_key);
@@ -220,13 +240,23 @@ async fn validate_against_blue(
             Err(e) => problems.push(e.to_string()),
         }
     }
-    match problems.len() {
-        0 => Ok(plans),
-        1 => Err(Error::definite(format!("{}; nothing was created", problems[0]))),
-        n => Err(Error::definite(format!(
-            "{n} problems, nothing was created; fix these first:\n  - {}",
-            problems.join("\n  - ")
-        ))),
+    refuse(std::mem::take(problems))?;
+    Ok(plans)
+}
+
+/// Stops setup before it creates anything when there are problems, listing every one.
+fn refuse(problems: Vec<String>) -> Result<()> {
+    privileges::refuse(problems, "nothing was created")
+}
+
+/// pgbridge's tables in `<schema>`, for a schema that exists: without `CREATE SCHEMA`, which
+/// PostgreSQL refuses to a role without CREATE on the database even when the schema exists.
+fn tables_sql(schema: &str) -> String {
+    let all = checkpoint::create_sql(schema);
+    let create_schema = format!("CREATE SCHEMA IF NOT EXISTS {};", sql::ident(schema));
+    match all.strip_prefix(&create_schema) {
+        Some(rest) => rest.to_string(),
+        None => all,
     }
 }
 
@@ -287,4 +317,20 @@ pub(crate) async fn create_slot_on(config: &Config, export: bool) -> Result<(Rep
         .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))?;
     let snapshot = rows.first("snapshot_name").map(str::to_string);
     Ok((conn, lsn, snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_sql_leaves_the_schema_alone() {
+        let text = tables_sql("pg bridge");
+        assert!(!text.contains("CREATE SCHEMA"), "{text}");
+        assert!(
+            text.contains("CREATE TABLE IF NOT EXISTS \"pg bridge\".\"checkpoint\""),
+            "{text}"
+        );
+        assert!(checkpoint::create_sql("pg bridge").ends_with(&text));
+    }
 }

@@ -12,6 +12,17 @@ pub async fn run(config: &Config) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
 
+    // A publication an owner created beforehand (README, "Least-privilege setup") can only be
+    // dropped by its owner: keep it, and say so, rather than stop after dropping the slot.
+    let publication_owner: Option<(String, bool)> = green
+        .query_opt(
+            "SELECT pubowner::regrole::text, pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1",
+            &[&config.publication],
+        )
+        .await
+        .map_err(green_err("reading publications"))?
+        .map(|r| (r.get(0), r.get(1)));
+
     let slot = green
         .query_opt(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
@@ -35,14 +46,24 @@ pub async fn run(config: &Config) -> Result<i32> {
         }
         None => println!("green  slot        {:<24} absent", config.slot),
     }
-    green
-        .batch_execute(&format!(
-            "DROP PUBLICATION IF EXISTS {}",
+    match publication_owner {
+        Some((owner, false)) => println!(
+            "green  publication {:<24} kept: owned by {owner}; to drop it, have {owner} or a superuser run on green: \
+             DROP PUBLICATION {}",
+            config.publication,
             sql::ident(&config.publication)
-        ))
-        .await
-        .map_err(green_err(&format!("dropping publication {}", config.publication)))?;
-    println!("green  publication {:<24} dropped", config.publication);
+        ),
+        _ => {
+            green
+                .batch_execute(&format!(
+                    "DROP PUBLICATION IF EXISTS {}",
+                    sql::ident(&config.publication)
+                ))
+                .await
+                .map_err(green_err(&format!("dropping publication {}", config.publication)))?;
+            println!("green  publication {:<24} dropped", config.publication);
+        }
+    }
 
     if checkpoint::read(&blue, &config.schema, &config.slot)
         .await

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::{connect_green_sql, green_err};
+use super::{connect_green_sql, green_err, privileges};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -147,6 +147,10 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
             )));
         }
     }
+    privileges::refuse(
+        privileges::read_problems(&green, &blue, &plans, "verify").await?,
+        "nothing was compared",
+    )?;
     let active = green
         .query_opt(
             "SELECT active FROM pg_replication_slots WHERE slot_name = $1",

@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    /// Blue table, `schema.table` or `table` (public).
-    target: Spanned<String>,
+    /// Blue table, `schema.table` or `table` (public); required, optional here so that its
+    /// absence gets a message of our own.
+    target: Option<Spanned<String>>,
     /// Green table; defaults to the target's name.
     source: Option<Spanned<String>>,
     /// Green columns deliberately not carried.
@@ -111,7 +112,13 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
             ))
         })
     };
-    let target = table("target", &raw.target)?;
+    let target = raw.target.as_ref().ok_or_else(|| {
+        Error::definite(format!(
+            "{}: target is missing; add target = \"schema.table\", the blue table this file fills",
+            path.display()
+        ))
+    })?;
+    let target = table("target", target)?;
     let source = match &raw.source {
         Some(s) => table("source", s)?,
         None => target.clone(),
@@ -193,8 +200,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<MappingFile>> {
     paths.sort();
     let mut files: Vec<MappingFile> = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::definite(format!("cannot read mapping {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                Error::definite(format!("{}: not UTF-8 text; save the file as UTF-8", path.display()))
+            }
+            _ => Error::definite(format!("cannot read mapping {}: {e}", path.display())),
+        })?;
         let file = parse(&path, &text)?;
         if let Some(other) = files.iter().find(|f| f.target == file.target) {
             return Err(Error::definite(format!(
@@ -225,7 +236,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(Error::definite(format!(
-                "cannot read mapping directory {}: {e}",
+                "cannot read mapping directory {}: {e}; point [mapping] dir at a directory of mapping files",
                 dir.display()
             )))
         }
@@ -343,5 +354,129 @@ where = "tenant_id = 42"
             "{msg}"
         );
         assert!(load_dir(&dir.path().join("missing")).unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::mutate;
+
+    const FILE: &str = "mappings/customers.toml";
+
+    /// Valid mapping files: every feature, and the smallest.
+    const VALID: [&str; 3] = [
+        r#"target = "public.customers"
+source = "public.customers"
+ignore = ["preferences"]
+
+[columns]
+email    = { from = "email_address" }
+location = { expr = "location_structured ->> 'city'" }
+legacy   = { omit = true }
+origin   = { expr = "'bridge'", on = "insert" }
+"Odd \"Name\";" = { from = "odd" }
+
+[key]
+id = "id"
+
+[filter]
+where = "tenant_id = 42"
+"#,
+        "target = 'orders'\n",
+        "target = '\"Sales\".\"Orders\"'\nsource = \"sales.purchases\"\n\
+         [columns]\ntotal = { expr = '''\namount\n  * 100''' }\n",
+    ];
+
+    /// An error names the file and is one line.
+    fn check_error(err: &Error, file: &str) -> std::result::Result<(), TestCaseError> {
+        let msg = err.to_string();
+        prop_assert!(!msg.trim().is_empty());
+        prop_assert!(msg.contains(file), "the error does not name {}: {}", file, msg);
+        prop_assert!(!msg.contains('\n'), "the error spans several lines: {}", msg);
+        Ok(())
+    }
+
+    /// A file that parsed describes a table: names are never empty, lines are in the file.
+    fn check_file(m: &MappingFile, text: &str) -> std::result::Result<(), TestCaseError> {
+        for (schema, table) in [&m.target, &m.source] {
+            prop_assert!(!schema.is_empty() && !table.is_empty());
+        }
+        let lines = text.split('\n').count();
+        for spec in m.columns.values() {
+            prop_assert!(spec.line >= 1 && spec.line <= lines, "line {} of {}", spec.line, lines);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn valid_texts_parse() {
+        for text in VALID {
+            let m = parse(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert!(!m.target.1.is_empty(), "{text}");
+        }
+        let m = parse(Path::new(FILE), VALID[0]).unwrap();
+        assert_eq!(m.columns["Odd \"Name\";"].feed, Feed::From("odd".into()));
+        let m = parse(Path::new(FILE), VALID[2]).unwrap();
+        assert_eq!(m.target, ("Sales".into(), "Orders".into()));
+        assert_eq!(m.columns["total"].feed, Feed::Expr("amount\n  * 100".into()));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_is_refused_cleanly(text in any::<String>()) {
+            match parse(Path::new(FILE), &text) {
+                Ok(m) => check_file(&m, &text)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_around_a_valid_mapping_is_refused_cleanly(
+            base in 0..VALID.len(),
+            before in ".{0,16}",
+            after in ".{0,16}",
+        ) {
+            let text = format!("{before}{}{after}", VALID[base]);
+            match parse(Path::new(FILE), &text) {
+                Ok(m) => check_file(&m, &text)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
+
+        #[test]
+        fn mutated_mappings_are_refused_cleanly(
+            base in 0..VALID.len(),
+            edits in prop::collection::vec(mutate::edit(), 1..4),
+        ) {
+            let text = mutate::apply(VALID[base], &edits);
+            match parse(Path::new(FILE), &text) {
+                Ok(m) => check_file(&m, &text)?,
+                Err(e) => check_error(&e, FILE)?,
+            }
+        }
+
+        /// Through `load_dir`, as `setup`, `check` and `run` read them: any bytes, several files.
+        #[test]
+        fn arbitrary_files_in_the_directory_are_refused_cleanly(
+            files in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..256), 1..4),
+            valid in prop::option::of(0..VALID.len()),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            for (i, bytes) in files.iter().enumerate() {
+                std::fs::write(dir.path().join(format!("{i}.toml")), bytes).unwrap();
+            }
+            if let Some(v) = valid {
+                std::fs::write(dir.path().join("valid.toml"), VALID[v]).unwrap();
+            }
+            match load_dir(dir.path()) {
+                Ok(found) => prop_assert!(found.len() <= files.len() + 1),
+                Err(e) => check_error(&e, &dir.path().display().to_string())?,
+            }
+        }
     }
 }

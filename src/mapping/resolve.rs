@@ -84,8 +84,10 @@ impl Mappings {
             .await?
             .ok_or_else(|| match file {
                 Some(f) => Error::definite(format!(
-                    "{}: target {schema}.{name} does not exist on blue; create it or fix target",
-                    f.path.display()
+                    "{}: target {}.{} does not exist on blue; create it or fix target",
+                    f.path.display(),
+                    shown(&schema),
+                    shown(&name)
                 )),
                 None => Error::definite(format!(
                     "green table {} has no table of that name on blue; create it on blue, add a mapping file for it, \
@@ -96,6 +98,20 @@ impl Mappings {
                 )),
             })?;
         Ok((plan(green, &blue, file, self.strict)?, blue))
+    }
+}
+
+/// `name` as written in SQL: bare when PostgreSQL would not quote it, else quoted, so that an odd
+/// name (`t; DROP TABLE x`) reads as one name in a message.
+fn shown(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        crate::sql::ident(name)
     }
 }
 

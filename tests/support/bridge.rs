@@ -98,10 +98,20 @@ impl Pair {
     }
 
     pub fn run_with_env(&self, env: &[(&str, &str)]) -> Running {
+        self.spawn_logged(&["run"], env)
+    }
+
+    /// Starts `pgbridge ARGS` in the background with its output in a log file, like
+    /// [`Pair::run`]; for a `run` with global options (`--log-format json run`).
+    pub fn run_with_args(&self, args: &[&str]) -> Running {
+        self.spawn_logged(args, &[])
+    }
+
+    fn spawn_logged(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("run-{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = self.command(&["run"]);
+        let mut cmd = self.command(args);
         cmd.stdout(file.try_clone().expect("log")).stderr(file);
         for (k, v) in env {
             cmd.env(k, v);

@@ -6,5 +6,6 @@
 
 pub mod bridge;
 pub mod cluster;
+pub mod proxy;
 
 pub use cluster::{pg_bin_dir, Cluster, ClusterOptions};
