@@ -317,7 +317,7 @@ fn privileges_session_replication_role_grant_decides_the_warning_and_triggers() 
     let warning = log.lines().find(|l| l.contains(WARNING)).expect("warning line");
     assert!(warning.contains("WARN"), "{warning}");
     assert!(
-        warning.contains("GRANT SET ON PARAMETER session_replication_role TO"),
+        warning.contains("GRANT SET ON PARAMETER session_replication_role TO \"bridge\""),
         "{warning}"
     );
     pair.green.psql(

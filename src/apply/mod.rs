@@ -248,7 +248,9 @@ impl Applier {
         if !replica_role {
             tracing::warn!(
                 "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
-                 replicated rows (grant it with: GRANT SET ON PARAMETER session_replication_role TO <role>)"
+                 replicated rows and tables are applied in green's order (grant it with: GRANT SET ON PARAMETER \
+                 session_replication_role TO {})",
+                crate::sql::ident(&config.blue.user())
             );
         }
         let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
