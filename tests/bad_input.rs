@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::support::bridge::{text, wait_for, Pair, DB, SLOT};
-use crate::support::{pg_bin_dir, ClusterOptions};
+use crate::support::{pg_client_bin_dir, ClusterOptions};
 
 /// The error pgbridge printed: the one stderr line starting with `error: `. Asserts exit
 /// code 2, exactly one such line and no continuation lines after it.
@@ -146,6 +146,7 @@ fn password_pair() -> Pair {
     let pair = pair_with_table(ClusterOptions {
         settings: vec![],
         hba: vec!["host all app 127.0.0.1/32 scram-sha-256".into()],
+        ..Default::default()
     });
     pair.green.psql(
         DB,
@@ -243,6 +244,7 @@ fn bad_input_md5_password_works_for_setup_and_run() {
     let pair = pair_with_table(ClusterOptions {
         settings: vec![],
         hba: vec!["host all app_md5 127.0.0.1/32 md5".into()],
+        ..Default::default()
     });
     let password = "m:d5@pass/ word";
     pair.green.psql(
@@ -264,6 +266,7 @@ fn bad_input_wal_level_replica_is_refused_by_setup() {
     let pair = pair_with_table(ClusterOptions {
         settings: vec![("wal_level".into(), "replica".into())],
         hba: vec![],
+        ..Default::default()
     });
     let err = failure(&pair.pgbridge(&["setup"]));
     assert_mentions(
@@ -313,7 +316,7 @@ fn green_load(pair: &Pair, seconds: u32) -> std::thread::JoinHandle<Output> {
         seconds * 100
     );
     std::thread::spawn(move || {
-        std::process::Command::new(pg_bin_dir().join("psql"))
+        std::process::Command::new(pg_client_bin_dir().join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", &sql])
             .output()
             .expect("run psql")

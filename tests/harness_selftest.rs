@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::thread;
 
-use crate::support::{pg_bin_dir, Cluster, ClusterOptions};
+use crate::support::{pg_client_bin_dir, Cluster, ClusterOptions};
 
 #[test]
 fn harness_starts_two_clusters_concurrently_with_logical_wal() {
@@ -36,6 +36,7 @@ fn harness_applies_options_reloads_and_restarts() {
     let cluster = Cluster::start(ClusterOptions {
         settings: vec![("wal_sender_timeout".into(), "7s".into())],
         hba: vec!["host all alice 127.0.0.1/32 scram-sha-256".into()],
+        ..Default::default()
     });
     assert_eq!(cluster.psql("postgres", "SHOW wal_sender_timeout"), "7s");
 
@@ -85,7 +86,7 @@ fn harness_drop_stops_the_server_and_removes_its_directory() {
 
 /// Runs `SELECT current_user` through psql with a connection URL, never prompting for a password.
 fn psql_url(url: &str) -> Output {
-    Command::new(pg_bin_dir().join("psql"))
+    Command::new(pg_client_bin_dir().join("psql"))
         .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user", "-d", url])
         .env_remove("PGPASSWORD")
         .env_remove("PGPASSFILE")

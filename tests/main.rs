@@ -20,4 +20,5 @@ mod tls;
 mod truncate;
 mod types;
 mod verify;
+mod versions;
 mod workload;

@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::bridge::{text, wait_for, Pair, Running, DB};
-use crate::support::{pg_bin_dir, ClusterOptions};
+use crate::support::{pg_client_bin_dir, ClusterOptions};
 use crate::telemetry::http_get;
 
 /// The role pgbridge logs in as, on both sides.
@@ -48,6 +48,7 @@ fn least_privilege_pair(grants: Grants) -> Pair {
             .iter()
             .map(|db| format!("host {db} {ROLE} 127.0.0.1/32 scram-sha-256"))
             .collect(),
+        ..Default::default()
     };
     let pair = Pair::start_with(scram(&["all", "replication"]), scram(&["all"]));
     pair.both(SCHEMA);
@@ -141,7 +142,7 @@ fn green_writes(pair: &Pair, iterations: u32) -> std::thread::JoinHandle<Output>
          END LOOP; END $$"
     );
     std::thread::spawn(move || {
-        std::process::Command::new(pg_bin_dir().join("psql"))
+        std::process::Command::new(pg_client_bin_dir().join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &dsn, "-c", &sql])
             .output()
             .expect("run psql")

@@ -49,6 +49,7 @@ fn tls_server(ca: &Ca, names: &[&str], dir: &Path, tag: &str) -> ClusterOptions 
             ("ssl_key_file".into(), key_path.display().to_string()),
         ],
         hba: vec!["hostnossl all all 127.0.0.1/32 reject".into()],
+        ..Default::default()
     }
 }
 

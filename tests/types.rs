@@ -19,6 +19,7 @@ fn options(timezone: &str) -> ClusterOptions {
     ClusterOptions {
         settings: settings.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
         hba: vec![],
+        ..Default::default()
     }
 }
 

@@ -65,8 +65,10 @@ const SIGINT: i32 = 2;
 const SIGQUIT: i32 = 3;
 const SIGKILL: i32 = 9;
 
-/// Process-wide facts, resolved on first use.
-static HARNESS: OnceLock<Harness> = OnceLock::new();
+/// Process-wide facts per server bin directory (one initdb template each), resolved on first use.
+static HARNESSES: Mutex<Vec<&'static Harness>> = Mutex::new(Vec::new());
+/// Template directories to remove at exit.
+static TEMPLATES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Directories of clusters not yet dropped, for the exit hook.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Ports held by live clusters of this process: the OS may offer a port again after we probed it.
@@ -80,6 +82,9 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// Extra `pg_hba.conf` lines, placed before the default `trust` lines so they match first.
     pub hba: Vec<String>,
+    /// Server binaries of another PostgreSQL version (a bin directory with initdb and
+    /// postgres); default [`pg_bin_dir`].
+    pub bin: Option<PathBuf>,
 }
 
 /// A running PostgreSQL server with its own directory and port; stopped and deleted on drop.
@@ -91,6 +96,7 @@ pub struct Cluster {
     port: u16,
     /// The running postmaster, a child of the test process; `None` while stopped.
     postmaster: Mutex<Option<Child>>,
+    harness: &'static Harness,
 }
 
 /// How to stop a server: the modes of `pg_ctl stop -m`.
@@ -106,7 +112,10 @@ impl Cluster {
     /// Copies the template, configures it and starts the server. Panics with the end of the
     /// server log if the server does not come up.
     pub fn start(opts: ClusterOptions) -> Cluster {
-        let harness = harness();
+        let harness = match &opts.bin {
+            Some(bin) => harness_for(bin),
+            None => harness(),
+        };
         let dir = private_dir("pgb-", harness.run_as);
         // Built before anything can fail, so that `Drop` cleans up after a panic below.
         let mut cluster = Cluster {
@@ -115,6 +124,7 @@ impl Cluster {
             dir,
             port: 0,
             postmaster: Mutex::new(None),
+            harness,
         };
         lock(&LIVE).push(cluster.dir.path().to_path_buf());
         cluster.copy_template(harness);
@@ -165,7 +175,7 @@ impl Cluster {
     /// Like [`Cluster::psql`], but returns psql's stderr instead of panicking. Statements run one
     /// by one and psql stops at the first error.
     pub fn try_psql(&self, dbname: &str, sql: &str) -> Result<String, String> {
-        let mut cmd = Command::new(pg_bin_dir().join("psql"));
+        let mut cmd = Command::new(pg_client_bin_dir().join("psql"));
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             .args(["-h", "127.0.0.1", "-U", "postgres"])
             .arg("-p")
@@ -344,7 +354,7 @@ impl Cluster {
             .open(&self.log)
             .map_err(|err| format!("cannot open {}: {err}", self.log.display()))?;
         let log_too = log.try_clone().map_err(|err| err.to_string())?;
-        let mut cmd = harness().server_command("postgres", self.dir.path());
+        let mut cmd = self.harness.server_command("postgres", self.dir.path());
         cmd.arg("-D").arg(&self.data).stdout(log).stderr(log_too);
         let child = cmd.spawn().map_err(|err| format!("cannot run postgres: {err}"))?;
         // Stored before waiting, so that `Drop` stops it whatever happens next.
@@ -489,14 +499,25 @@ struct Harness {
 }
 
 fn harness() -> &'static Harness {
-    HARNESS.get_or_init(Harness::init)
+    harness_for(&pg_bin_dir())
+}
+
+/// The harness for the server binaries in `bin`, set up (initdb template) on first use.
+fn harness_for(bin: &Path) -> &'static Harness {
+    let mut all = lock(&HARNESSES);
+    if let Some(h) = all.iter().find(|h| h.bin == bin) {
+        return h;
+    }
+    let h: &'static Harness = Box::leak(Box::new(Harness::init(bin.to_path_buf())));
+    all.push(h);
+    h
 }
 
 impl Harness {
-    fn init() -> Harness {
-        let bin = pg_bin_dir();
+    fn init(bin: PathBuf) -> Harness {
         let run_as = is_root().then(ensure_test_user);
         let template_root = private_dir("pgb-template-", run_as).keep();
+        lock(&TEMPLATES).push(template_root.clone());
         let harness = Harness {
             bin,
             run_as,
@@ -506,8 +527,11 @@ impl Harness {
             let _ = fs::remove_dir_all(&harness.template_root);
             panic!("{err}");
         }
+        static REGISTERED: OnceLock<()> = OnceLock::new();
         // SAFETY: registers a plain function; it only runs at process exit.
-        unsafe { atexit(cleanup_at_exit) };
+        REGISTERED.get_or_init(|| unsafe {
+            atexit(cleanup_at_exit);
+        });
         harness
     }
 
@@ -560,9 +584,6 @@ impl Harness {
 
 /// Stops clusters that were never dropped and removes their directories and the template.
 extern "C" fn cleanup_at_exit() {
-    let Some(harness) = HARNESS.get() else {
-        return;
-    };
     // try_lock: a thread still inside `Cluster::start` must not block the exit.
     if let Ok(live) = LIVE.try_lock() {
         for dir in live.iter() {
@@ -570,7 +591,11 @@ extern "C" fn cleanup_at_exit() {
             let _ = fs::remove_dir_all(dir);
         }
     }
-    let _ = fs::remove_dir_all(&harness.template_root);
+    if let Ok(templates) = TEMPLATES.try_lock() {
+        for t in templates.iter() {
+            let _ = fs::remove_dir_all(t);
+        }
+    }
 }
 
 /// Immediate shutdown of the server in `data` found through its pid file, waiting up to 10 s.
@@ -605,6 +630,30 @@ fn is_running_postgres(pid: i32) -> bool {
 pub fn pg_bin_dir() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(find_bin_dir).clone()
+}
+
+/// Where client programs (psql, pg_dump, pgbench) come from: the server bin directory when it
+/// has them, else Debian's (the npm server packages carry no clients).
+pub fn pg_client_bin_dir() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let server = pg_bin_dir();
+        if server.join("psql").is_file() {
+            return server;
+        }
+        pg_config_bin_dir()
+            .or_else(newest_debian_bin_dir)
+            .filter(|d| d.join("psql").is_file())
+            .unwrap_or_else(|| panic!("no psql next to {} nor in Debian's packages", server.display()))
+    })
+    .clone()
+}
+
+/// Server binaries of PostgreSQL `major` when the environment names them
+/// (`PGBRIDGE_PG<major>_BIN`, set by scripts/test.sh from scripts/ensure-postgres-version.sh).
+pub fn pg_version_bin_dir(major: u32) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os(format!("PGBRIDGE_PG{major}_BIN"))?);
+    has_initdb(&dir).then_some(dir)
 }
 
 fn find_bin_dir() -> PathBuf {

@@ -8,4 +8,4 @@ pub mod bridge;
 pub mod cluster;
 pub mod proxy;
 
-pub use cluster::{pg_bin_dir, Cluster, ClusterOptions};
+pub use cluster::{pg_client_bin_dir, pg_version_bin_dir, Cluster, ClusterOptions};
