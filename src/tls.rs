@@ -348,10 +348,19 @@ impl Tls {
         ))
     }
 
+    /// Advice when a server without TLS refuses what `side`'s sslmode demands.
+    pub fn refused_hint(&self, side: &str) -> String {
+        format!(
+            "the server has ssl = off, but {side}.dsn asks for sslmode={}; turn ssl on there or lower sslmode",
+            self.mode.as_str()
+        )
+    }
+
     /// For green's replication connection: asks for TLS on a fresh socket (SSLRequest) and
     /// performs the handshake, or goes on in plain text when the server declines and the mode
-    /// allows it. `Ok(true)`: do the handshake now; `Ok(false)`: go on in plain text.
-    pub async fn negotiate<S>(&self, stream: &mut S, what: &str) -> Result<bool>
+    /// allows it. `Ok(true)`: do the handshake now; `Ok(false)`: go on in plain text. `side`
+    /// ("green", "blue") names the DSN in advice.
+    pub async fn negotiate<S>(&self, stream: &mut S, what: &str, side: &str) -> Result<bool>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -368,11 +377,10 @@ impl Tls {
         match answer[0] {
             b'S' => Ok(true),
             b'N' if self.mode == SslMode::Prefer => Ok(false),
-            b'N' => Err(Error::definite(format!(
-                "cannot connect to {what}: the server does not support TLS; hint: the server has ssl = off, but the \
-                 dsn asks for sslmode={}; turn ssl on there or lower sslmode",
-                self.mode.as_str()
-            ))),
+            b'N' => Err(
+                Error::definite(format!("cannot connect to {what}: the server does not support TLS"))
+                    .hint(self.refused_hint(side)),
+            ),
             other => Err(Error::definite(format!(
                 "{what} answered the TLS request with {:?}, not S or N; is this a PostgreSQL server?",
                 other as char

@@ -136,22 +136,7 @@ fn configure(pair: &Pair, green_port: Option<u16>, blue_port: Option<u16>) {
 /// With the load stopped: `wait` until blue has everything, then `verify` must find blue
 /// identical to green through the mapping (the keyless history compared as a multiset).
 fn assert_identical(pair: &Pair, bridge: &Running, what: &str) {
-    let out = pair.pgbridge(&["wait", "--timeout", "120s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{what}: wait\n{}\n{}",
-        text(&out),
-        bridge.log()
-    );
-    let out = pair.pgbridge(&["verify"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{what}: verify found differences\n{}\n--- pgbridge log ---\n{}",
-        text(&out),
-        bridge.log()
-    );
+    pair.assert_caught_up_and_verified(bridge, what);
     let counts = pair
         .green
         .psql(DB, "SELECT (SELECT count(*) FROM hist) || ' history rows'");

@@ -49,22 +49,7 @@ fn example_flow(green_bin: Option<&PathBuf>, blue_bin: Option<&PathBuf>) -> Stri
          UPDATE jobs SET quantity = quantity + 1 WHERE id <= 50;
          INSERT INTO purchases (id, customer_id, total, status) SELECT i, i, i * 1.5, 'new' FROM generate_series(1, 100) i;",
     );
-    let out = pair.pgbridge(&["wait", "--timeout", "120s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{versions}: wait\n{}\n{}",
-        text(&out),
-        bridge.log()
-    );
-    let out = pair.pgbridge(&["verify"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{versions}: verify\n{}\n{}",
-        text(&out),
-        bridge.log()
-    );
+    pair.assert_caught_up_and_verified(&bridge, &versions);
     assert_eq!(bridge.terminate(), 0, "{versions}");
     versions
 }

@@ -72,11 +72,7 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
         Some("3D000") => e.hint(format!("check the database name in {}.dsn", endpoint.side)),
         Some(_) => e,
         None if e.message().contains("TLS handshake failed") => e,
-        None if e.message().contains("server does not support TLS") => e.hint(format!(
-            "the server has ssl = off, but {}.dsn asks for sslmode={}; turn ssl on there or lower sslmode",
-            endpoint.side,
-            endpoint.tls.mode.as_str()
-        )),
+        None if e.message().contains("server does not support TLS") => e.hint(endpoint.tls.refused_hint(endpoint.side)),
         None => e.hint(format!(
             "check host and port in {}.dsn and that the server is running",
             endpoint.side

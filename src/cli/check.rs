@@ -61,21 +61,13 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             return Ok(report);
         }
     };
-    if let Err(e) = super::setup::check_green_server(green).await {
-        if green.is_closed() {
-            // The connection dropped: a network problem, not a finding about green.
-            return Err(Error::transient(e.message().to_string()));
-        }
-        report.problems.push(e.to_string());
+    match super::setup::check_green_server(green).await {
+        // The connection dropped: a network problem, not a finding about green.
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => report.problems.push(e.to_string()),
+        Ok(()) => {}
     }
-    let publication_exists = green
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&config.publication],
-        )
-        .await
-        .map_err(|e| Error::postgres("reading publications on green", &e))?
-        .is_some();
+    let publication_exists = green_catalog::publication_exists(green, &config.publication).await?;
     let tables = match green_catalog::tables(green, config, publication_exists).await {
         Ok(t) => t,
         Err(e) if e.sqlstate().is_none() => {

@@ -20,14 +20,11 @@ use crate::sql;
 pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    check_green_server(&green).await?;
+    check_green_server(&green).await.map_err(Error::into_definite)?;
 
-    let publication_exists = exists(
-        &green,
-        "SELECT 1 FROM pg_publication WHERE pubname = $1",
-        &config.publication,
-    )
-    .await?;
+    let publication_exists = green_catalog::publication_exists(&green, &config.publication)
+        .await
+        .map_err(Error::into_definite)?;
     let tables = green_catalog::tables(&green, config, publication_exists).await?;
     let mappings = Mappings::load(config)?;
     let mut unmatched = super::check::unmatched_sources(config, &mappings, &tables, publication_exists);
@@ -174,14 +171,8 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     Ok(0)
 }
 
-async fn exists(client: &Client, sql: &str, name: &str) -> Result<bool> {
-    Ok(client
-        .query_opt(sql, &[&name])
-        .await
-        .map_err(green_err("reading the catalog"))?
-        .is_some())
-}
-
+/// Green's settings and the role's attributes, as setup needs them. A failed query keeps its
+/// kind (a dropped connection stays transient); the findings themselves are definite.
 pub(crate) async fn check_green_server(green: &Client) -> Result<()> {
     let row = green
         .query_one(
@@ -190,7 +181,7 @@ pub(crate) async fn check_green_server(green: &Client) -> Result<()> {
             &[],
         )
         .await
-        .map_err(green_err("checking the server"))?;
+        .map_err(|e| Error::postgres("checking the server on green", &e))?;
     let wal_level: String = row.get(0);
     let version: i32 = row.get(1);
     let can_replicate: bool = row.get::<_, Option<bool>>(2).unwrap_or(false);

@@ -124,14 +124,9 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     transfer::prepare_blue(&blue).await?;
-    let publication_exists = green
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&config.publication],
-        )
+    let publication_exists = green_catalog::publication_exists(&green, &config.publication)
         .await
-        .map_err(green_err("reading the catalog"))?
-        .is_some();
+        .map_err(Error::into_definite)?;
     let tables = green_catalog::tables(&green, config, publication_exists).await?;
     let mappings = Mappings::load(config)?;
     let mut plans = Vec::new();

@@ -12,6 +12,16 @@ fn err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     move |e| Error::postgres(format!("{what} on green"), &e).into_definite()
 }
 
+/// Whether publication `name` exists on green. A failure keeps its kind (a dropped connection
+/// stays transient); callers that must fail fast make it definite.
+pub async fn publication_exists(green: &Client, name: &str) -> Result<bool> {
+    Ok(green
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| Error::postgres("reading publications on green", &e))?
+        .is_some())
+}
+
 /// The tables to stream: those of the existing publication, or every user table on green that
 /// `[mapping] exclude` does not list.
 pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<GreenTable>> {

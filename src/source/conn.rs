@@ -468,7 +468,7 @@ async fn open_socket(endpoint: &Endpoint) -> Result<Box<dyn Stream>> {
         let Some(Host::Tcp(h)) = &host else {
             return Ok(s);
         };
-        if !tls.negotiate(&mut s, &what).await? {
+        if !tls.negotiate(&mut s, &what, endpoint.side).await? {
             return Ok(s);
         }
         let s = tls

@@ -162,6 +162,27 @@ impl Pair {
         );
     }
 
+    /// `pgbridge wait` until blue has everything green committed, then `pgbridge verify`: both
+    /// must exit 0, i.e. blue is identical to green through the mapping. `what` heads failures.
+    pub fn assert_caught_up_and_verified(&self, bridge: &Running, what: &str) {
+        let out = self.pgbridge(&["wait", "--timeout", "120s"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: wait\n{}\n{}",
+            text(&out),
+            bridge.log()
+        );
+        let out = self.pgbridge(&["verify"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: verify found differences\n{}\n--- pgbridge log ---\n{}",
+            text(&out),
+            bridge.log()
+        );
+    }
+
     /// Asserts that `table` holds the same rows (as a multiset of row texts) on both sides.
     pub fn assert_same(&self, table: &str) {
         let g = rows(&self.green, table);
