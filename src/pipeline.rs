@@ -31,7 +31,8 @@ struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(30);
+    /// Lag grows while pgbridge waits: retry a down server at least this often.
+    const CAP: Duration = Duration::from_secs(10);
 
     fn new() -> Self {
         Backoff { next: Self::FIRST }
@@ -81,7 +82,17 @@ async fn run_sessions(
             careful: &careful,
             upsert_tables: &upsert_tables,
         };
-        let result = session(config, telemetry, shutdown, replay, &mut streamed, started).await;
+        let mut progressed = false;
+        let result = session(
+            config,
+            telemetry,
+            shutdown,
+            replay,
+            &mut streamed,
+            &mut progressed,
+            started,
+        )
+        .await;
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -109,7 +120,9 @@ async fn run_sessions(
         if !err.is_transient() || !streamed || *shutdown.borrow() {
             return Err(err);
         }
-        if session_start.elapsed() > Duration::from_secs(30) {
+        // A session that moved blue's checkpoint had a working connection: a cut after it
+        // is a new fault, retried at once, not the next step of a failing one.
+        if progressed || session_start.elapsed() > Duration::from_secs(30) {
             backoff.reset();
         }
         telemetry.error("transient");
@@ -149,6 +162,7 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     replay: Replay<'_>,
     streamed: &mut bool,
+    progressed: &mut bool,
     started: Instant,
 ) -> Result<()> {
     let blue = apply::connect_blue(&config.blue).await?;
@@ -220,6 +234,7 @@ async fn session(
     telemetry.set_state(State::Streaming);
     tracing::info!(slot = %config.slot, from = %checkpoint.lsn, "streaming from green");
     let result = applier.run(&mut rx, shutdown).await;
+    *progressed = *durable_rx.borrow() > checkpoint.lsn;
     source.close().await;
     match &result {
         Ok(()) => tracing::info!(checkpoint = %*durable_rx.borrow(), "stopped cleanly"),

@@ -150,14 +150,20 @@ fn walsender_pid(pair: &Pair) -> String {
     )
 }
 
-/// The walsender serving pgbridge, once there is one.
+/// The walsender serving pgbridge, once it streams. One still in its start-up (between
+/// connecting and START_REPLICATION) waits for commands without any timeout of its own, so
+/// stalling it would test pgbridge's answer timeout rather than `wal_sender_timeout`.
 fn streaming_walsender(pair: &Pair, bridge: &Running) -> String {
     let mut pid = String::new();
     wait_for(
         Duration::from_secs(60),
         || {
-            pid = walsender_pid(pair);
-            !pid.is_empty()
+            pid = pair.green.psql(
+                DB,
+                "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_replication \
+                 WHERE application_name = 'pgbridge' AND state IN ('catchup', 'streaming')",
+            );
+            !pid.is_empty() && pid == walsender_pid(pair)
         },
         || format!("pgbridge is not streaming\n{}", bridge.log()),
     );

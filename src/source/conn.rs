@@ -27,6 +27,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// PostgreSQL caps a protocol message at 1 GB; a longer length is a corrupt stream.
 const MAX_MESSAGE_LEN: usize = 1 << 30;
 
+/// How long a command-mode exchange (authentication, IDENTIFY_SYSTEM, START_REPLICATION) may
+/// take. Outside streaming the walsender has no timeout of its own, so a connection that goes
+/// silent there (a partition, a stalled proxy) would otherwise hang both sides for good.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Startup options so that pgoutput prints values in a form blue parses back exactly.
 const SESSION_OPTIONS: &str = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c TimeZone=UTC";
 
@@ -162,7 +167,8 @@ impl ReplicationConn {
             parameters: HashMap::new(),
             describe,
         };
-        conn.startup(endpoint, application_name).await?;
+        let startup = conn.startup(endpoint, application_name);
+        answer_within(&endpoint.describe(), "authentication", startup).await?;
         Ok(conn)
     }
 
@@ -322,7 +328,8 @@ impl ReplicationConn {
     }
 
     pub async fn identify_system(&mut self) -> Result<SystemId> {
-        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        let describe = self.describe.clone();
+        let rows = answer_within(&describe, "IDENTIFY_SYSTEM", self.simple_query("IDENTIFY_SYSTEM")).await?;
         let xlogpos = rows.first("xlogpos").unwrap_or("0/0");
         Ok(SystemId {
             system_id: rows.first("systemid").unwrap_or_default().to_string(),
@@ -334,7 +341,12 @@ impl ReplicationConn {
     }
 
     /// Sends `START_REPLICATION` and waits for CopyBothResponse; returns the socket halves.
-    pub async fn start_replication(mut self, command: &str) -> Result<(Reader, Writer)> {
+    pub async fn start_replication(self, command: &str) -> Result<(Reader, Writer)> {
+        let describe = self.describe.clone();
+        answer_within(&describe, "START_REPLICATION", self.start_replication_inner(command)).await
+    }
+
+    async fn start_replication_inner(mut self, command: &str) -> Result<(Reader, Writer)> {
         self.send_query(command).await?;
         loop {
             match self.reader.next().await? {
@@ -394,6 +406,22 @@ pub fn parse_server_version(text: &str) -> u32 {
         major * 10_000 + minor
     } else {
         major * 10_000 + minor * 100 + parts.next().unwrap_or(0)
+    }
+}
+
+/// Runs one command-mode exchange, failing (transiently, so the caller reconnects) when the
+/// server has not answered within [`ANSWER_TIMEOUT`].
+async fn answer_within<T>(
+    what: &str,
+    during: &str,
+    exchange: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::transient(format!(
+            "{what} did not answer {during} within {}s; the connection is presumed dead",
+            ANSWER_TIMEOUT.as_secs()
+        ))),
     }
 }
 
