@@ -34,6 +34,10 @@ pub struct Error {
     /// from an insert on green) met a row blue already holds: the green table to upsert into
     /// from now on. Nothing of the group was committed; replaying it with upserts is enough.
     conflicted_insert: Option<Box<str>>,
+    /// Set when applying a transaction green streamed while in progress failed in a way the
+    /// ordinary path handles better (a rejected row, a lock wait, more such transactions than
+    /// pgbridge applies at once): the next session streams without in-progress transactions.
+    unstreamed_retry: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +51,7 @@ impl Error {
             lsn: None,
             replay_carefully: None,
             conflicted_insert: None,
+            unstreamed_retry: false,
         }
     }
 
@@ -58,6 +63,7 @@ impl Error {
             lsn: None,
             replay_carefully: None,
             conflicted_insert: None,
+            unstreamed_retry: false,
         }
     }
 
@@ -70,6 +76,7 @@ impl Error {
             lsn: None,
             replay_carefully: None,
             conflicted_insert: None,
+            unstreamed_retry: false,
         }
     }
 
@@ -100,6 +107,7 @@ impl Error {
                     lsn: None,
                     replay_carefully: None,
                     conflicted_insert: None,
+                    unstreamed_retry: false,
                 }
             }
         }
@@ -150,6 +158,17 @@ impl Error {
     /// The green table whose plain batched insert met an existing row, if that is the error.
     pub fn insert_conflict(&self) -> Option<&str> {
         self.conflicted_insert.as_deref()
+    }
+
+    /// Asks the pipeline to replay from the checkpoint without in-progress streaming.
+    pub fn retry_unstreamed(mut self) -> Self {
+        self.unstreamed_retry = true;
+        self
+    }
+
+    /// Whether the next session should stream without in-progress transactions.
+    pub fn wants_unstreamed_retry(&self) -> bool {
+        self.unstreamed_retry
     }
 
     pub fn careful_replay(&self) -> Option<(crate::lsn::Lsn, crate::lsn::Lsn)> {

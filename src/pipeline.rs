@@ -75,12 +75,16 @@ async fn run_sessions(
     // Green tables whose batched inserts go out as upserts (see `apply::batch`).
     let mut upsert_tables: HashSet<String> = HashSet::new();
     let mut streamed = false;
+    // In-progress streaming is a fast path; after trouble in it, one session goes without.
+    let streaming = std::env::var("PGBRIDGE_STREAMING").map_or(true, |v| v != "off");
+    let mut unstreamed = false;
     let started = Instant::now();
     loop {
         let session_start = Instant::now();
         let replay = Replay {
             careful: &careful,
             upsert_tables: &upsert_tables,
+            streaming: streaming && !std::mem::take(&mut unstreamed),
         };
         let mut progressed = false;
         let result = session(
@@ -104,6 +108,13 @@ async fn run_sessions(
                 "a row inserted on green already exists on blue; replaying from the checkpoint with upserts into this table from now on"
             );
             upsert_tables.insert(table.to_string());
+            continue;
+        }
+        if err.wants_unstreamed_retry() {
+            // Nothing of the streamed transaction was committed: green sends it again whole,
+            // and the ordinary path finds the failing row or waits for the lock.
+            tracing::warn!(error = %err, "applying a transaction green streamed in progress failed; replaying from the checkpoint with that transaction sent whole");
+            unstreamed = true;
             continue;
         }
         if let Some((first, last)) = err.careful_replay() {
@@ -154,6 +165,8 @@ struct Replay<'a> {
     /// Green transactions (commit LSN ranges) to apply row by row.
     careful: &'a [(Lsn, Lsn)],
     upsert_tables: &'a HashSet<String>,
+    /// Ask green for large transactions while they are in progress.
+    streaming: bool,
 }
 
 async fn session(
@@ -197,7 +210,8 @@ async fn session(
         slot: config.slot.clone(),
         publication: config.publication.clone(),
         start: checkpoint.lsn,
-        proto_version: 1,
+        proto_version: if replay.streaming { 2 } else { 1 },
+        streaming: replay.streaming,
     };
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source = loop {

@@ -9,6 +9,7 @@ mod copy;
 mod faults;
 mod gates;
 mod harness_selftest;
+mod in_progress;
 mod mapping;
 mod ops;
 mod privileges;

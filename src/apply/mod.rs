@@ -14,6 +14,7 @@ mod batch;
 pub mod checkpoint;
 pub mod exec;
 mod rows;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -222,6 +223,11 @@ pub struct Applier {
     upsert_tables: HashSet<String>,
     /// More events are already waiting behind the one being handled.
     backlog: bool,
+    /// Inside a Stream Start .. Stream Stop block: the in-progress transaction it belongs to.
+    stream_block: Option<u32>,
+    /// Open in-progress transactions, by green top-level xid (see `stream`).
+    lanes: HashMap<u32, stream::Lane>,
+    spare_lanes: Vec<stream::Lane>,
 }
 
 impl Applier {
@@ -249,6 +255,34 @@ impl Applier {
                 crate::sql::ident(&config.blue.user())
             );
         }
+        let mappings = Mappings::load(&config)?;
+        let mut applier = Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role).await?;
+        applier.durability = durability;
+        if durability == Durability::Async {
+            // The checkpoint just read may be an asynchronous commit of an earlier run that
+            // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
+            flush_wal(applier.pipe.client(), &applier.flush, &applier.config.slot).await?;
+        }
+        if applier.config.on_error == OnError::DeadLetter {
+            applier.dead_letter = Some(rows::prepare_dead_letter(applier.pipe.client(), &applier.config.schema).await?);
+        }
+        applier.committed = durable;
+        applier.careful = careful;
+        applier.upsert_tables = upsert_tables;
+        Ok(applier)
+    }
+
+    /// An applier on a prepared blue session, without the main connection's duties (dead
+    /// letters, careful replays, upserts, confirming durability); `durable_tx` holds the
+    /// position it starts at.
+    async fn on_session(
+        config: Arc<Config>,
+        client: Arc<Client>,
+        mappings: Mappings,
+        durable_tx: watch::Sender<Lsn>,
+        telemetry: Arc<Telemetry>,
+        replica_role: bool,
+    ) -> Result<Self> {
         let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
         let advance = client
             .prepare_typed(&checkpoint::advance_sql(&config.schema), &[Type::TEXT; 4])
@@ -262,16 +296,7 @@ impl Applier {
             .prepare_typed(&checkpoint::touch_sql(&config.schema), &text3[..1])
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        if durability == Durability::Async {
-            // The checkpoint just read may be an asynchronous commit of an earlier run that
-            // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
-            flush_wal(&client, &flush, &config.slot).await?;
-        }
-        let mappings = Mappings::load(&config)?;
-        let dead_letter = match config.on_error {
-            OnError::Stop => None,
-            OnError::DeadLetter => Some(rows::prepare_dead_letter(&client, &config.schema).await?),
-        };
+        let durable = *durable_tx.borrow();
         Ok(Applier {
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
@@ -285,7 +310,7 @@ impl Applier {
             committed: durable,
             unbound: None,
             unflushed: VecDeque::new(),
-            durability,
+            durability: Durability::Sync,
             last_flush_check: Instant::now(),
             committing: VecDeque::new(),
             durable_tx,
@@ -294,14 +319,17 @@ impl Applier {
             idle: None,
             last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
-            careful,
-            dead_letter,
+            careful: Vec::new(),
+            dead_letter: None,
             telemetry,
             batches: HashMap::new(),
             batching: std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
             reorder_tables: replica_role,
-            upsert_tables,
+            upsert_tables: HashSet::new(),
             backlog: false,
+            stream_block: None,
+            lanes: HashMap::new(),
+            spare_lanes: Vec::new(),
         })
     }
 
@@ -313,7 +341,15 @@ impl Applier {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
         let result = self.run_inner(events, shutdown).await;
-        result.map_err(|e| self.replay_if_row_rejected(e))
+        result.map_err(|e| {
+            let e = self.replay_if_row_rejected(e);
+            // lock_timeout is set only while streamed transactions are open (see `stream`).
+            if e.sqlstate() == Some("55P03") {
+                e.retry_unstreamed()
+            } else {
+                e
+            }
+        })
     }
 
     async fn run_inner(
@@ -416,6 +452,9 @@ impl Applier {
     }
 
     async fn on_message(&mut self, message: LogicalMessage) -> Result<()> {
+        if let Some(top) = self.stream_block {
+            return self.in_stream_block(top, message).await;
+        }
         match message {
             LogicalMessage::Begin(b) => {
                 if self.tx.is_some() {
@@ -491,12 +530,11 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Origin(_) => Ok(()),
-            LogicalMessage::StreamStart(_)
-            | LogicalMessage::StreamStop
-            | LogicalMessage::StreamCommit(_)
-            | LogicalMessage::StreamAbort(_) => Err(Error::definite(
-                "green sent a streamed in-progress transaction although pgbridge did not ask for streaming; \
-                 the slot and checkpoint are unchanged",
+            LogicalMessage::StreamStart(s) => self.stream_start(s).await,
+            LogicalMessage::StreamCommit(c) => self.stream_commit(c).await,
+            LogicalMessage::StreamAbort(a) => self.stream_abort(a).await,
+            LogicalMessage::StreamStop => Err(Error::transient(
+                "green sent Stream Stop outside a stream block; restarting the stream",
             )),
         }
     }

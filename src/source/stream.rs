@@ -50,6 +50,9 @@ pub struct StartOptions {
     /// The blue checkpoint. The server starts at max(this, the slot's confirmed_flush_lsn).
     pub start: Lsn,
     pub proto_version: u32,
+    /// Ask for large in-progress transactions as they are decoded (`streaming 'on'`, protocol
+    /// 2+), instead of after green has decoded, spilled and re-read all of them.
+    pub streaming: bool,
 }
 
 impl StartOptions {
@@ -57,11 +60,12 @@ impl StartOptions {
         // publication_names is parsed as a list of identifiers, so quote the name inside the
         // string literal.
         format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true')",
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{})",
             sql::ident(&self.slot),
             self.start,
             sql::literal(&self.proto_version.to_string()),
             sql::literal(&sql::ident(&self.publication)),
+            if self.streaming { ", streaming 'on'" } else { "" },
         )
     }
 }
@@ -255,12 +259,20 @@ mod tests {
             publication: "My \"pub\"".into(),
             start: Lsn(0x16_B374_D848),
             proto_version: 1,
-        }
-        .command();
+            streaming: false,
+        };
         assert_eq!(
-            cmd,
+            cmd.command(),
             "START_REPLICATION SLOT \"pgbridge_to_blue\" LOGICAL 16/B374D848 (proto_version '1', \
              publication_names '\"My \"\"pub\"\"\"', messages 'true')"
         );
+        let streamed = StartOptions {
+            proto_version: 2,
+            streaming: true,
+            ..cmd
+        };
+        assert!(streamed
+            .command()
+            .ends_with("(proto_version '2', publication_names '\"My \"\"pub\"\"\"', messages 'true', streaming 'on')"));
     }
 }

@@ -1,0 +1,355 @@
+//! Transactions green streams while they are still in progress (protocol 2, `streaming 'on'`).
+//!
+//! Without streaming, green decodes a large transaction whole, spilling it to disk, re-reads it
+//! at its commit and only then sends the first row, so blue starts applying only after green has
+//! finished decoding. With streaming, green sends the transaction in blocks as it decodes, and
+//! pgbridge applies each block at once in a blue transaction of its own: a *lane*, one blue
+//! connection per in-progress green transaction, left open until green's Stream Commit.
+//!
+//! Correctness rests on four points:
+//! * Order. Green's WAL order is its lock order, and green sends everything in WAL order:
+//!   a whole transaction that commits while a streamed one is open never touched the rows the
+//!   streamed one holds. Before a block is applied, the main connection's open group is
+//!   committed (pipelined), so the lane never waits on a lock pgbridge itself holds.
+//! * Commit. At Stream Commit the main connection drains first; the lane then writes the
+//!   checkpoint row (which it never touched before) and commits. Blue's checkpoint advances
+//!   in green's commit order, exactly as on the ordinary path.
+//! * Aborts. Each subtransaction gets a savepoint before its first change; a subtransaction
+//!   abort rolls back to it (everything after it belongs to that subtransaction or its
+//!   children), a top-level abort rolls the lane back.
+//! * Restarts. A lane's transaction never commits before green's commit, so a crash or
+//!   reconnect simply rolls it back and green streams the transaction again from its start.
+//!
+//! Anything unusual (a row blue rejects, a lock wait past [`LOCK_TIMEOUT`], more than
+//! [`MAX_LANES`] large transactions at once) fails the session with
+//! [`Error::retry_unstreamed`]: the next session replays from the checkpoint with green
+//! sending transactions whole, where the ordinary path finds the row or waits for the lock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::exec::Context;
+use super::{prepare_session, text, Applier, GreenTx, CHECKPOINT_UPDATE};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::lsn::Lsn;
+use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
+use crate::sql;
+use crate::telemetry::Commit;
+
+/// In-progress transactions applied at once; beyond that the session falls back.
+const MAX_LANES: usize = 4;
+/// Idle lanes kept connected for the next streamed transaction.
+const SPARE_LANES: usize = 2;
+/// While lanes are open, a statement waiting this long for a lock on blue (on a lane, or on
+/// the main connection behind a lane) ends the session and replays without streaming: a wait
+/// between pgbridge's own connections would otherwise never end.
+const LOCK_TIMEOUT: &str = "10s";
+
+/// One in-progress green transaction, applied in an open blue transaction.
+pub(super) struct Lane {
+    applier: Box<Applier>,
+    /// Subtransactions with a savepoint, in the order they were set.
+    savepoints: Vec<u32>,
+    /// Relations described inside this transaction: green treats them as described to the
+    /// main stream too once it commits.
+    relations: Vec<Relation>,
+    started: Instant,
+}
+
+impl Lane {
+    /// A failure on the lane: the ordinary path retries it, unless it is the connection
+    /// (reconnect as usual) or an insert that met an existing row (retried with upserts).
+    fn error(e: Error) -> Error {
+        if e.insert_conflict().is_some() || (e.is_transient() && e.sqlstate().is_none()) {
+            e
+        } else {
+            e.retry_unstreamed()
+        }
+    }
+
+    fn reset(&mut self) {
+        self.applier.tx = None;
+        self.applier.group = None;
+        self.applier.batches.clear();
+        self.savepoints.clear();
+        self.relations.clear();
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        self.applier.batches.clear();
+        self.applier.group = None;
+        self.applier.tx = None;
+        self.applier
+            .pipe
+            .command("ROLLBACK".into(), Context::new("ROLLBACK"))
+            .await?;
+        self.applier.pipe.drain().await
+    }
+}
+
+/// Applies a message on a lane (boxed: the lane's applier is the same type as the caller).
+fn apply_on_lane(applier: &mut Applier, message: LogicalMessage) -> Pin<Box<dyn Future<Output = Result<()>> + '_>> {
+    Box::pin(applier.on_message(message))
+}
+
+fn savepoint(subxid: u32) -> String {
+    sql::ident(&format!("pgbridge_sub_{subxid}"))
+}
+
+/// The (sub)transaction a change inside a stream block belongs to.
+fn change_xid(message: &LogicalMessage) -> Option<u32> {
+    match message {
+        LogicalMessage::Insert(m) => m.xid,
+        LogicalMessage::Update(m) => m.xid,
+        LogicalMessage::Delete(m) => m.xid,
+        LogicalMessage::Truncate(m) => m.xid,
+        _ => None,
+    }
+}
+
+impl Applier {
+    /// A message between Stream Start and Stream Stop: it belongs to in-progress transaction
+    /// `top`, applied on its lane.
+    pub(super) async fn in_stream_block(&mut self, top: u32, message: LogicalMessage) -> Result<()> {
+        let lane = self
+            .lanes
+            .get_mut(&top)
+            .ok_or_else(|| Error::transient(format!("green streamed transaction {top} without starting it")))?;
+        match message {
+            LogicalMessage::StreamStop => {
+                self.stream_block = None;
+                Ok(())
+            }
+            LogicalMessage::Begin(_)
+            | LogicalMessage::Commit(_)
+            | LogicalMessage::StreamStart(_)
+            | LogicalMessage::StreamCommit(_)
+            | LogicalMessage::StreamAbort(_) => Err(Error::transient(format!(
+                "green sent {message:?} inside the stream block of transaction {top}; restarting the stream"
+            ))),
+            LogicalMessage::Relation(r) => {
+                lane.relations.retain(|known| known.oid != r.oid);
+                lane.relations.push(r.clone());
+                apply_on_lane(&mut lane.applier, LogicalMessage::Relation(r))
+                    .await
+                    .map_err(Lane::error)
+            }
+            LogicalMessage::Type(t) => {
+                // Type names are not transactional: the main stream may use them as well.
+                self.types.learn(t.oid, &t.namespace, &t.name);
+                apply_on_lane(&mut lane.applier, LogicalMessage::Type(t))
+                    .await
+                    .map_err(Lane::error)
+            }
+            LogicalMessage::Message(_) | LogicalMessage::Origin(_) => Ok(()),
+            change => {
+                let xid = change_xid(&change).unwrap_or(top);
+                if xid != top && !lane.savepoints.contains(&xid) {
+                    // Batched rows are sent first, so the savepoint separates exactly the
+                    // changes before it from those after.
+                    lane.applier.flush_batches().await.map_err(Lane::error)?;
+                    let sql = format!("SAVEPOINT {}", savepoint(xid));
+                    lane.applier
+                        .pipe
+                        .command(sql, Context::new("SAVEPOINT"))
+                        .await
+                        .map_err(Lane::error)?;
+                    lane.savepoints.push(xid);
+                }
+                lane.applier.backlog = true;
+                apply_on_lane(&mut lane.applier, change).await.map_err(Lane::error)
+            }
+        }
+    }
+
+    /// Stream Start: opens (or continues) the lane of an in-progress transaction.
+    pub(super) async fn stream_start(&mut self, start: StreamStart) -> Result<()> {
+        if self.tx.is_some() {
+            return Err(Error::transient(
+                "green sent Stream Start inside a transaction; restarting the stream",
+            ));
+        }
+        // Whole transactions received so far commit before the lane can wait on their rows.
+        self.commit_group().await?;
+        match (self.lanes.contains_key(&start.xid), start.first_segment) {
+            (true, false) | (false, true) => {}
+            (open, _) => {
+                return Err(Error::transient(format!(
+                    "green sent {} block of transaction {} {}; restarting the stream",
+                    if start.first_segment { "the first" } else { "a further" },
+                    start.xid,
+                    if open { "again" } else { "without its first" }
+                )))
+            }
+        }
+        if !self.lanes.contains_key(&start.xid) {
+            if self.lanes.len() >= MAX_LANES {
+                return Err(Error::transient(format!(
+                    "green streams more than {MAX_LANES} large transactions in progress at once"
+                ))
+                .retry_unstreamed());
+            }
+            let mut lane = match self.spare_lanes.pop() {
+                Some(lane) => lane,
+                None => self.new_lane().await?,
+            };
+            lane.started = Instant::now();
+            lane.applier.tx = Some(GreenTx {
+                commit_lsn: Lsn(0),
+                skip: false,
+            });
+            lane.applier.open_group().await.map_err(Lane::error)?;
+            if self.lanes.is_empty() {
+                self.set_lock_timeout(LOCK_TIMEOUT).await?;
+            }
+            self.lanes.insert(start.xid, lane);
+        }
+        self.stream_block = Some(start.xid);
+        Ok(())
+    }
+
+    /// Stream Commit: after everything green committed before it, the lane commits with the
+    /// checkpoint.
+    pub(super) async fn stream_commit(&mut self, commit: StreamCommit) -> Result<()> {
+        self.telemetry.received(commit.end_lsn);
+        let mut lane = self.lanes.remove(&commit.xid).ok_or_else(|| {
+            Error::transient(format!(
+                "green committed streamed transaction {} that it never streamed; restarting the stream",
+                commit.xid
+            ))
+        })?;
+        self.commit_group().await?;
+        self.drain().await?;
+        if commit.commit_lsn < self.applied_end() {
+            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.committed, "rolling back a streamed transaction blue already has");
+            self.progress.skipped += 1;
+            lane.rollback().await.map_err(Lane::error)?;
+        } else {
+            lane.applier.flush_batches().await.map_err(Lane::error)?;
+            failpoint::hit("before_blue_commit");
+            let params = vec![
+                text(&self.config.slot),
+                text(&commit.end_lsn.to_string()),
+                text(&commit.timestamp.to_string()),
+                text(&self.committed.to_string()),
+            ];
+            let ctx = Context {
+                expect_rows: Some(1),
+                ..Context::new(CHECKPOINT_UPDATE)
+            };
+            let advance = lane.applier.advance.clone();
+            let applier = &mut lane.applier;
+            let committed = async {
+                applier.pipe.execute(&advance, params, ctx).await?;
+                let ctx = Context {
+                    commit: true,
+                    ..Context::new("COMMIT")
+                };
+                applier.pipe.command("COMMIT".into(), ctx).await?;
+                applier.pipe.drain().await
+            };
+            committed.await.map_err(Lane::error)?;
+            failpoint::hit("after_blue_commit");
+            let group = lane.applier.group.take().expect("a lane always has its group open");
+            self.publish(commit.end_lsn);
+            self.telemetry.committed(&Commit {
+                lsn: commit.end_lsn,
+                transactions: 1,
+                rows: group.rows,
+                duration: lane.started.elapsed(),
+                last_commit_time: commit.timestamp,
+                counts: &group.counts,
+            });
+            self.progress.transactions += 1;
+            self.progress.rows += group.rows;
+            tracing::debug!(lsn = %commit.end_lsn, rows = group.rows, "committed a streamed transaction on blue");
+        }
+        // Green now counts these relations as described to the main stream as well.
+        for relation in std::mem::take(&mut lane.relations) {
+            self.on_relation(relation).await?;
+        }
+        self.retire(lane).await
+    }
+
+    /// Stream Abort: drops a subtransaction's changes, or the whole transaction's.
+    pub(super) async fn stream_abort(&mut self, abort: StreamAbort) -> Result<()> {
+        if abort.xid == abort.subxid {
+            if let Some(mut lane) = self.lanes.remove(&abort.xid) {
+                lane.rollback().await.map_err(Lane::error)?;
+                self.retire(lane).await?;
+            }
+            return Ok(());
+        }
+        let Some(lane) = self.lanes.get_mut(&abort.xid) else {
+            return Ok(());
+        };
+        // Without a savepoint the subtransaction changed nothing pgbridge applied (or an
+        // enclosing rollback already undid it).
+        if let Some(i) = lane.savepoints.iter().position(|s| *s == abort.subxid) {
+            // Pending batched rows all come after the newest savepoint, so after this one.
+            lane.applier.batches.clear();
+            let sql = format!("ROLLBACK TO SAVEPOINT {}", savepoint(abort.subxid));
+            lane.applier
+                .pipe
+                .command(sql, Context::new("ROLLBACK TO SAVEPOINT"))
+                .await
+                .map_err(Lane::error)?;
+            lane.savepoints.truncate(i);
+        }
+        Ok(())
+    }
+
+    /// A finished lane goes back to the spares; the lock timeout goes when no lane is open.
+    async fn retire(&mut self, mut lane: Lane) -> Result<()> {
+        lane.reset();
+        if self.spare_lanes.len() < SPARE_LANES {
+            self.spare_lanes.push(lane);
+        }
+        if self.lanes.is_empty() {
+            self.set_lock_timeout("0").await?;
+        }
+        Ok(())
+    }
+
+    async fn set_lock_timeout(&mut self, value: &str) -> Result<()> {
+        let sql = format!("SET lock_timeout = {}", sql::literal(value));
+        self.pipe.command(sql, Context::new("SET lock_timeout")).await
+    }
+
+    /// A lane: its own blue connection, configured like the main one, planning with the same
+    /// mapping files.
+    async fn new_lane(&mut self) -> Result<Lane> {
+        let client = super::connect_blue(&self.config.blue).await?;
+        let (replica_role, _) = prepare_session(&client).await?;
+        client
+            .batch_execute(&format!("SET lock_timeout = {}", sql::literal(LOCK_TIMEOUT)))
+            .await
+            .map_err(|e| Error::postgres("configuring a blue session for streamed transactions", &e))?;
+        let (durable_tx, _) = watch::channel(self.committed);
+        let mut applier = Applier::on_session(
+            self.config.clone(),
+            client,
+            self.mappings.clone(),
+            durable_tx,
+            self.telemetry.clone(),
+            replica_role,
+        )
+        .await?;
+        applier.batching = self.batching;
+        applier.upsert_tables = self.upsert_tables.clone();
+        tracing::debug!(
+            lanes = self.lanes.len() + 1,
+            "opened a blue session for a streamed transaction"
+        );
+        Ok(Lane {
+            applier: Box::new(applier),
+            savepoints: Vec::new(),
+            relations: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+}
