@@ -219,7 +219,10 @@ async fn session(
             let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
             let system = conn.identify_system().await?;
             tracing::debug!(system_id = %system.system_id, timeline = system.timeline, wal = %system.xlogpos, "green identified");
-            let conn = check_slot(conn, config, checkpoint.lsn).await?;
+            let mut conn = check_slot(conn, config, checkpoint.lsn).await?;
+            if options.streaming {
+                cap_decoding_memory(&mut conn).await?;
+            }
             SourceHandle::start(conn, &options, durable_rx.clone(), tx.clone()).await
         };
         match attempt.await {
@@ -255,6 +258,24 @@ async fn session(
         Err(e) => tracing::debug!(error = %e, "session ended"),
     }
     result
+}
+
+/// Green streams an in-progress transaction once its decoded changes exceed
+/// `logical_decoding_work_mem`, and decodes without sending until then. A cap on this walsender
+/// session (the server's setting is untouched, and a lower one is kept) lets blue start on a
+/// large transaction sooner and keeps green's decoding and blue's apply overlapped.
+const STREAMING_DECODING_MEM_KB: u64 = 16 * 1024;
+
+async fn cap_decoding_memory(conn: &mut ReplicationConn) -> Result<()> {
+    let rows = conn
+        .simple_query("SELECT setting FROM pg_settings WHERE name = 'logical_decoding_work_mem'")
+        .await?;
+    let current: u64 = rows.first("setting").and_then(|v| v.parse().ok()).unwrap_or(0);
+    if current > STREAMING_DECODING_MEM_KB {
+        conn.simple_query(&format!("SET logical_decoding_work_mem = {STREAMING_DECODING_MEM_KB}"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Refuses to stream from a slot that cannot deliver everything after the checkpoint.
