@@ -110,7 +110,7 @@ async fn run_sessions(
             upsert_tables.insert(table.to_string());
             continue;
         }
-        if err.wants_unstreamed_retry() {
+        if err.wants_unstreamed_retry() && !*shutdown.borrow() {
             // Nothing of the streamed transaction was committed: green sends it again whole,
             // and the ordinary path finds the failing row or waits for the lock.
             tracing::warn!(error = %err, "applying a transaction green streamed in progress failed; replaying from the checkpoint with that transaction sent whole");

@@ -771,6 +771,11 @@ impl Applier {
 
     /// On shutdown: commit what is complete, roll back what is not.
     async fn finish(&mut self) -> Result<()> {
+        // Transactions still in progress on green: closing their connections rolls them back
+        // on blue (green streams them again), and releases their locks first.
+        self.lanes.clear();
+        self.spare_lanes.clear();
+        self.stream_block = None;
         if self.tx.as_ref().is_some_and(|t| !t.skip) {
             self.group = None;
             self.batches.clear();

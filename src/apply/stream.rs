@@ -9,8 +9,11 @@
 //! Correctness rests on four points:
 //! * Order. Green's WAL order is its lock order, and green sends everything in WAL order:
 //!   a whole transaction that commits while a streamed one is open never touched the rows the
-//!   streamed one holds. Before a block is applied, the main connection's open group is
-//!   committed (pipelined), so the lane never waits on a lock pgbridge itself holds.
+//!   streamed one holds, but a block may change rows that whole transactions received before
+//!   it inserted or changed. So before a block is applied, the main connection commits and
+//!   *drains*: everything received earlier is on blue before the lane's first statement runs.
+//!   After a subtransaction abort the lane drains too, so whole transactions that follow may
+//!   take the rows it released.
 //! * Commit. At Stream Commit the main connection drains first; the lane then writes the
 //!   checkpoint row (which it never touched before) and commits. Blue's checkpoint advances
 //!   in green's commit order, exactly as on the ordinary path.
@@ -42,6 +45,9 @@ use crate::telemetry::Commit;
 
 /// In-progress transactions applied at once; beyond that the session falls back.
 const MAX_LANES: usize = 4;
+/// Subtransactions with changes in one transaction (a PL/pgSQL loop with an EXCEPTION block
+/// makes one per iteration); beyond that the session falls back.
+const MAX_SAVEPOINTS: usize = 1000;
 /// Idle lanes kept connected for the next streamed transaction.
 const SPARE_LANES: usize = 2;
 /// While lanes are open, a statement waiting this long for a lock on blue (on a lane, or on
@@ -61,13 +67,18 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    /// A failure on the lane: the ordinary path retries it, unless it is the connection
-    /// (reconnect as usual) or an insert that met an existing row (retried with upserts).
+    /// A failure on the lane: the ordinary path retries it, unless it is the connection or
+    /// the server going away (reconnect as usual) or an insert that met an existing row
+    /// (retried with upserts).
     fn error(e: Error) -> Error {
-        if e.insert_conflict().is_some() || (e.is_transient() && e.sqlstate().is_none()) {
-            e
-        } else {
-            e.retry_unstreamed()
+        if e.insert_conflict().is_some() {
+            return e;
+        }
+        match e.sqlstate() {
+            None if e.is_transient() => e,
+            // Connection exceptions, operator intervention (shutdown, terminate), resources.
+            Some(c) if ["08", "57", "53", "58"].iter().any(|class| c.starts_with(class)) => e,
+            _ => e.retry_unstreamed(),
         }
     }
 
@@ -149,6 +160,12 @@ impl Applier {
             change => {
                 let xid = change_xid(&change).unwrap_or(top);
                 if xid != top && !lane.savepoints.contains(&xid) {
+                    if lane.savepoints.len() >= MAX_SAVEPOINTS {
+                        return Err(Error::transient(format!(
+                            "transaction {top} green streams in progress has more than {MAX_SAVEPOINTS} subtransactions"
+                        ))
+                        .retry_unstreamed());
+                    }
                     // Batched rows are sent first, so the savepoint separates exactly the
                     // changes before it from those after.
                     lane.applier.flush_batches().await.map_err(Lane::error)?;
@@ -173,8 +190,13 @@ impl Applier {
                 "green sent Stream Start inside a transaction; restarting the stream",
             ));
         }
-        // Whole transactions received so far commit before the lane can wait on their rows.
+        // Whole transactions received so far are committed on blue before the block's first
+        // statement runs: the block may change their rows.
         self.commit_group().await?;
+        if self.lanes.is_empty() {
+            self.set_lock_timeout(LOCK_TIMEOUT).await?;
+        }
+        self.drain().await?;
         match (self.lanes.contains_key(&start.xid), start.first_segment) {
             (true, false) | (false, true) => {}
             (open, _) => {
@@ -203,9 +225,6 @@ impl Applier {
                 skip: false,
             });
             lane.applier.open_group().await.map_err(Lane::error)?;
-            if self.lanes.is_empty() {
-                self.set_lock_timeout(LOCK_TIMEOUT).await?;
-            }
             self.lanes.insert(start.xid, lane);
         }
         self.stream_block = Some(start.xid);
@@ -298,6 +317,8 @@ impl Applier {
                 .command(sql, Context::new("ROLLBACK TO SAVEPOINT"))
                 .await
                 .map_err(Lane::error)?;
+            // Whole transactions after the abort may take the rows it released.
+            lane.applier.pipe.drain().await.map_err(Lane::error)?;
             lane.savepoints.truncate(i);
         }
         Ok(())
