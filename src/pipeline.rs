@@ -198,7 +198,6 @@ async fn session(
     let mut applier = Applier::new(
         config.clone(),
         blue,
-        checkpoint.lsn,
         durable_tx,
         replay.careful.to_vec(),
         replay.upsert_tables.clone(),

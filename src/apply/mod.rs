@@ -231,8 +231,8 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// Prepares the blue session; `durable` is the checkpoint read at start (confirmed to
-    /// green as soon as streaming starts, so it is flushed here first).
+    /// Prepares the blue session; `durable_tx` holds the checkpoint read at start (confirmed
+    /// to green as soon as streaming starts, so it is flushed here first).
     /// The green transactions whose commit LSN falls in one of the `careful` ranges are applied
     /// row by row, each row in a savepoint, so a row blue rejects is found exactly (and parked
     /// under `dead_letter`). Batched inserts into the `upsert_tables` always carry
@@ -240,7 +240,6 @@ impl Applier {
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
-        durable: Lsn,
         durable_tx: watch::Sender<Lsn>,
         careful: Vec<(Lsn, Lsn)>,
         upsert_tables: HashSet<String>,
@@ -266,7 +265,6 @@ impl Applier {
         if applier.config.on_error == OnError::DeadLetter {
             applier.dead_letter = Some(rows::prepare_dead_letter(applier.pipe.client(), &applier.config.schema).await?);
         }
-        applier.committed = durable;
         applier.careful = careful;
         applier.upsert_tables = upsert_tables;
         Ok(applier)
@@ -561,27 +559,11 @@ impl Applier {
         // be in flight.
         let prev = self.committing_end();
         let Some(group) = self.group.take() else { return Ok(()) };
-        failpoint::hit("before_blue_commit");
-        let params = vec![
-            text(&self.config.slot),
-            text(&group.end.to_string()),
-            text(&group.commit_time.to_string()),
-            text(&prev.to_string()),
-        ];
-        let ctx = Context {
-            expect_rows: Some(1),
-            ..Context::new(CHECKPOINT_UPDATE)
-        };
         let advance = self.advance.clone();
-        self.pipe.execute(&advance, params, ctx).await?;
-        let ctx = Context {
-            commit: true,
-            ..Context::new("COMMIT")
-        };
+        commit_with_checkpoint(&mut self.pipe, &advance, &self.config.slot, &group, prev).await?;
         // The next group's statements follow the COMMIT without waiting for it; the position
         // is published when the COMMIT has returned (`settle_commits`).
         self.committing.push_back(group);
-        self.pipe.command("COMMIT".into(), ctx).await?;
         self.settle_commits();
         Ok(())
     }
@@ -592,20 +574,25 @@ impl Applier {
             let Some(group) = self.committing.pop_front() else {
                 break;
             };
-            failpoint::hit("after_blue_commit");
-            self.publish(group.end);
-            self.telemetry.committed(&Commit {
-                lsn: group.end,
-                transactions: group.transactions,
-                rows: group.rows,
-                duration: group.started.elapsed(),
-                last_commit_time: group.commit_time,
-                counts: &group.counts,
-            });
-            self.progress.transactions += group.transactions;
-            self.progress.rows += group.rows;
-            tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
+            self.group_committed(group);
         }
+    }
+
+    /// A group's COMMIT has returned: publishes its position and accounts for it.
+    fn group_committed(&mut self, group: Group) {
+        failpoint::hit("after_blue_commit");
+        self.publish(group.end);
+        self.telemetry.committed(&Commit {
+            lsn: group.end,
+            transactions: group.transactions,
+            rows: group.rows,
+            duration: group.started.elapsed(),
+            last_commit_time: group.commit_time,
+            counts: &group.counts,
+        });
+        self.progress.transactions += group.transactions;
+        self.progress.rows += group.rows;
+        tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
     }
 
     /// Waits for everything in flight and publishes what it committed.
@@ -917,6 +904,34 @@ impl Applier {
         let stmt = stmt.clone();
         self.pipe.execute(&stmt, params, ctx).await
     }
+}
+
+/// Issues `group`'s checkpoint update, guarded by the position it replaces (`prev`), and
+/// its COMMIT on `pipe`; neither is waited for.
+async fn commit_with_checkpoint(
+    pipe: &mut Pipeline,
+    advance: &Statement,
+    slot: &str,
+    group: &Group,
+    prev: Lsn,
+) -> Result<()> {
+    failpoint::hit("before_blue_commit");
+    let params = vec![
+        text(slot),
+        text(&group.end.to_string()),
+        text(&group.commit_time.to_string()),
+        text(&prev.to_string()),
+    ];
+    let ctx = Context {
+        expect_rows: Some(1),
+        ..Context::new(CHECKPOINT_UPDATE)
+    };
+    pipe.execute(advance, params, ctx).await?;
+    let ctx = Context {
+        commit: true,
+        ..Context::new("COMMIT")
+    };
+    pipe.command("COMMIT".into(), ctx).await
 }
 
 /// Forces blue's WAL to disk up to now: a synchronous commit that writes WAL flushes

@@ -30,18 +30,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
 
 use tokio::sync::watch;
 
 use super::exec::Context;
-use super::{prepare_session, text, Applier, GreenTx, CHECKPOINT_UPDATE};
+use super::{commit_with_checkpoint, prepare_session, Applier, GreenTx};
 use crate::error::{Error, Result};
-use crate::failpoint;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
 use crate::sql;
-use crate::telemetry::Commit;
 
 /// In-progress transactions applied at once; beyond that the session falls back.
 const MAX_LANES: usize = 4;
@@ -63,7 +60,6 @@ pub(super) struct Lane {
     /// Relations described inside this transaction: green treats them as described to the
     /// main stream too once it commits.
     relations: Vec<Relation>,
-    started: Instant,
 }
 
 impl Lane {
@@ -90,10 +86,8 @@ impl Lane {
         self.relations.clear();
     }
 
+    /// Rolls the lane's transaction back; [`Applier::retire`] then clears its state.
     async fn rollback(&mut self) -> Result<()> {
-        self.applier.batches.clear();
-        self.applier.group = None;
-        self.applier.tx = None;
         self.applier
             .pipe
             .command("ROLLBACK".into(), Context::new("ROLLBACK"))
@@ -105,6 +99,10 @@ impl Lane {
 /// Applies a message on a lane (boxed: the lane's applier is the same type as the caller).
 fn apply_on_lane(applier: &mut Applier, message: LogicalMessage) -> Pin<Box<dyn Future<Output = Result<()>> + '_>> {
     Box::pin(applier.on_message(message))
+}
+
+fn set_lock_timeout(value: &str) -> String {
+    format!("SET lock_timeout = {}", sql::literal(value))
 }
 
 fn savepoint(subxid: u32) -> String {
@@ -219,7 +217,6 @@ impl Applier {
                 Some(lane) => lane,
                 None => self.new_lane().await?,
             };
-            lane.started = Instant::now();
             lane.applier.tx = Some(GreenTx {
                 commit_lsn: Lsn(0),
                 skip: false,
@@ -248,44 +245,19 @@ impl Applier {
             self.progress.skipped += 1;
             lane.rollback().await.map_err(Lane::error)?;
         } else {
-            lane.applier.flush_batches().await.map_err(Lane::error)?;
-            failpoint::hit("before_blue_commit");
-            let params = vec![
-                text(&self.config.slot),
-                text(&commit.end_lsn.to_string()),
-                text(&commit.timestamp.to_string()),
-                text(&self.committed.to_string()),
-            ];
-            let ctx = Context {
-                expect_rows: Some(1),
-                ..Context::new(CHECKPOINT_UPDATE)
-            };
-            let advance = lane.applier.advance.clone();
             let applier = &mut lane.applier;
+            let mut group = applier.group.take().expect("a lane always has its group open");
+            group.transactions = 1;
+            group.end = commit.end_lsn;
+            group.commit_time = commit.timestamp;
+            let advance = applier.advance.clone();
             let committed = async {
-                applier.pipe.execute(&advance, params, ctx).await?;
-                let ctx = Context {
-                    commit: true,
-                    ..Context::new("COMMIT")
-                };
-                applier.pipe.command("COMMIT".into(), ctx).await?;
+                applier.flush_batches().await?;
+                commit_with_checkpoint(&mut applier.pipe, &advance, &self.config.slot, &group, self.committed).await?;
                 applier.pipe.drain().await
             };
             committed.await.map_err(Lane::error)?;
-            failpoint::hit("after_blue_commit");
-            let group = lane.applier.group.take().expect("a lane always has its group open");
-            self.publish(commit.end_lsn);
-            self.telemetry.committed(&Commit {
-                lsn: commit.end_lsn,
-                transactions: 1,
-                rows: group.rows,
-                duration: lane.started.elapsed(),
-                last_commit_time: commit.timestamp,
-                counts: &group.counts,
-            });
-            self.progress.transactions += 1;
-            self.progress.rows += group.rows;
-            tracing::debug!(lsn = %commit.end_lsn, rows = group.rows, "committed a streamed transaction on blue");
+            self.group_committed(group);
         }
         // Green now counts these relations as described to the main stream as well.
         for relation in std::mem::take(&mut lane.relations) {
@@ -337,8 +309,9 @@ impl Applier {
     }
 
     async fn set_lock_timeout(&mut self, value: &str) -> Result<()> {
-        let sql = format!("SET lock_timeout = {}", sql::literal(value));
-        self.pipe.command(sql, Context::new("SET lock_timeout")).await
+        self.pipe
+            .command(set_lock_timeout(value), Context::new("SET lock_timeout"))
+            .await
     }
 
     /// A lane: its own blue connection, configured like the main one, planning with the same
@@ -347,7 +320,7 @@ impl Applier {
         let client = super::connect_blue(&self.config.blue).await?;
         let (replica_role, _) = prepare_session(&client).await?;
         client
-            .batch_execute(&format!("SET lock_timeout = {}", sql::literal(LOCK_TIMEOUT)))
+            .batch_execute(&set_lock_timeout(LOCK_TIMEOUT))
             .await
             .map_err(|e| Error::postgres("configuring a blue session for streamed transactions", &e))?;
         let (durable_tx, _) = watch::channel(self.committed);
@@ -370,7 +343,6 @@ impl Applier {
             applier: Box::new(applier),
             savepoints: Vec::new(),
             relations: Vec::new(),
-            started: Instant::now(),
         })
     }
 }
