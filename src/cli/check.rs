@@ -70,6 +70,8 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
     let publication_exists = green_catalog::publication_exists(green, &config.publication).await?;
     let tables = match green_catalog::tables(green, config, publication_exists).await {
         Ok(t) => t,
+        // The connection dropped: not a finding, and no table list to check the mappings by.
+        Err(e) if e.is_transient() => return Err(e),
         Err(e) if e.sqlstate().is_none() => {
             report.problems.push(e.to_string());
             Vec::new()

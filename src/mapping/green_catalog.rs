@@ -8,8 +8,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::protocol::pgoutput::ReplicaIdentity;
 
+/// A failed catalog query on green. Like [`publication_exists`], it keeps its kind: a dropped
+/// connection stays transient, so start-up validation retries it instead of reporting it as a
+/// finding about green.
 fn err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::postgres(format!("{what} on green"), &e).into_definite()
+    move |e| Error::postgres(format!("{what} on green"), &e)
 }
 
 /// Whether publication `name` exists on green. A failure keeps its kind (a dropped connection
