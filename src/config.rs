@@ -45,6 +45,11 @@ struct RawGreen {
     /// Logical replication slot that holds green's WAL for us.
     #[serde(default = "default_slot")]
     slot: String,
+    /// `none`: skip transactions that were applied under a replication origin (another
+    /// pgbridge's or a subscription's), so two bridges in opposite directions do not echo;
+    /// `any`: carry them too.
+    #[serde(default = "default_origin_filter")]
+    origin: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +102,9 @@ struct RawApply {
     /// `stop` or `dead_letter`.
     #[serde(default = "default_on_error")]
     on_error: String,
+    /// Replication origin blue's commits are tagged with (default `pgbridge_<slot>`); `""`
+    /// applies untagged.
+    origin: Option<String>,
 }
 
 impl Default for RawApply {
@@ -105,6 +113,7 @@ impl Default for RawApply {
             max_batch_rows: default_batch_rows(),
             max_batch_delay: default_batch_delay(),
             on_error: default_on_error(),
+            origin: None,
         }
     }
 }
@@ -148,6 +157,9 @@ fn default_batch_delay() -> String {
 }
 fn default_on_error() -> String {
     "stop".into()
+}
+fn default_origin_filter() -> String {
+    "none".into()
 }
 fn default_listen() -> String {
     "127.0.0.1:9187".into()
@@ -210,13 +222,18 @@ impl Endpoint {
 
     /// `side (user@host:port/dbname)`, never with the password.
     pub fn describe(&self) -> String {
+        format!("{} ({}@{})", self.side, self.user(), self.address())
+    }
+
+    /// `host:port/dbname`: which database this is, whoever connects.
+    pub fn address(&self) -> String {
         let host = match self.pg.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
             None => "?".into(),
         };
         let port = self.pg.get_ports().first().copied().unwrap_or(5432);
-        format!("{} ({}@{}:{}/{})", self.side, self.user(), host, port, self.dbname())
+        format!("{host}:{port}/{}", self.dbname())
     }
 
     pub fn user(&self) -> String {
@@ -253,6 +270,11 @@ pub struct Config {
     pub metrics_listen: String,
     /// Renamed sequences as (green (schema, name), blue (schema, name)).
     pub sequences: Vec<((String, String), (String, String))>,
+    /// Skip green transactions that carry a replication origin (`green.origin = "none"`).
+    pub skip_origins: bool,
+    /// The replication origin blue's commits are tagged with (`apply.origin`); `None` when
+    /// tagging is off.
+    pub origin: Option<String>,
 }
 
 impl Config {
@@ -357,6 +379,24 @@ impl Config {
             .iter()
             .map(|(green, blue)| Ok((sequence_name(green)?, sequence_name(blue)?)))
             .collect::<Result<Vec<_>>>()?;
+        let skip_origins = match raw_green.origin.as_str() {
+            "none" => true,
+            "any" => false,
+            other => {
+                return Err(Error::definite(format!(
+                    "{file}: green.origin = {other:?} is not one of \"none\" (skip what another bridge or a \
+                     subscription applied on green: no echo between two bridges) or \"any\" (carry it too)"
+                )))
+            }
+        };
+        let origin = match raw.apply.origin {
+            None => Some(format!("pgbridge_{slot}")),
+            Some(name) if name.is_empty() => None,
+            Some(name) => Some(name),
+        };
+        if let Some(name) = &origin {
+            check_origin_name(path, name)?;
+        }
         let listen = raw.metrics.listen;
         let valid_listen = listen
             .rsplit_once(':')
@@ -384,12 +424,36 @@ impl Config {
             max_batch_delay,
             on_error,
             metrics_listen: listen,
+            skip_origins,
+            origin,
         })
     }
 
     pub fn is_excluded(&self, schema: &str, table: &str) -> bool {
         self.exclude.iter().any(|(s, t)| s == schema && t == table)
     }
+}
+
+/// Longest origin name pgbridge takes: PostgreSQL allows 512 bytes, and streamed
+/// transactions use the name with a suffix (see `apply::origin`).
+const MAX_ORIGIN_NAME: usize = 500;
+
+/// A replication origin name PostgreSQL accepts.
+fn check_origin_name(path: &Path, name: &str) -> Result<()> {
+    let file = path.display();
+    if name.len() > MAX_ORIGIN_NAME {
+        return Err(Error::definite(format!(
+            "{file}: apply.origin is {} bytes long; use at most {MAX_ORIGIN_NAME}",
+            name.len()
+        )));
+    }
+    if name.starts_with("pg_") || name.eq_ignore_ascii_case("none") || name.eq_ignore_ascii_case("any") {
+        return Err(Error::definite(format!(
+            "{file}: apply.origin = {name:?} is reserved by PostgreSQL (names starting with pg_, \"none\" and \
+             \"any\"); choose another name, e.g. \"pgbridge_to_blue\""
+        )));
+    }
+    Ok(())
 }
 
 /// A TOML error as one line: `FILE:LINE:COLUMN: message`.

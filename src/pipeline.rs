@@ -211,6 +211,7 @@ async fn session(
         start: checkpoint.lsn,
         proto_version: if replay.streaming { 2 } else { 1 },
         streaming: replay.streaming,
+        origin_none: false,
     };
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let source = loop {
@@ -219,6 +220,7 @@ async fn session(
             let system = conn.identify_system().await?;
             tracing::debug!(system_id = %system.system_id, timeline = system.timeline, wal = %system.xlogpos, "green identified");
             let mut conn = check_slot(conn, config, checkpoint.lsn).await?;
+            let options = for_server(&options, config, conn.server_version_num());
             if options.streaming {
                 cap_decoding_memory(&mut conn).await?;
             }
@@ -246,6 +248,10 @@ async fn session(
         }
     };
     drop(tx);
+    if let Err(e) = applier.attach_origin().await {
+        source.close().await;
+        return Err(e);
+    }
     *streamed = true;
     telemetry.set_state(State::Streaming);
     tracing::info!(slot = %config.slot, from = %checkpoint.lsn, "streaming from green");
@@ -257,6 +263,25 @@ async fn session(
         Err(e) => tracing::debug!(error = %e, "session ended"),
     }
     result
+}
+
+/// The streaming options green's server version allows. Transactions applied under a
+/// replication origin are skipped by green itself on PostgreSQL 16+ (`origin 'none'`); on 15
+/// pgbridge drops them by their Origin message, which green sends only for whole
+/// transactions (the origin of an in-progress one is not known yet), so there they are
+/// received whole.
+fn for_server(options: &StartOptions, config: &Config, version: u32) -> StartOptions {
+    let mut options = options.clone();
+    if config.skip_origins {
+        if version >= 160000 {
+            options.origin_none = true;
+        } else if options.streaming {
+            tracing::debug!("green runs PostgreSQL {version}: large transactions are received whole, so that those applied under a replication origin can be recognized (green.origin = \"none\")");
+            options.streaming = false;
+            options.proto_version = 1;
+        }
+    }
+    options
 }
 
 /// Green streams an in-progress transaction once its decoded changes exceed

@@ -133,7 +133,7 @@ const CONFIG_CASES: &[(&str, &str, &str)] = &[
         "misspelt key in a section",
         "{base}[apply]\nmax_batch_rowz = 5\n",
         "error: {file}:9:1: unknown key `max_batch_rowz`, expected one of `max_batch_rows`, `max_batch_delay`, \
-         `on_error`; did you mean `max_batch_rows`?",
+         `on_error`, `origin`; did you mean `max_batch_rows`?",
     ),
     (
         "unknown top-level key",
@@ -149,7 +149,7 @@ const CONFIG_CASES: &[(&str, &str, &str)] = &[
     (
         "misspelt key in [green]",
         "[green]\ndsn = \"{green}\"\npublcation = \"pgbridge\"\n[blue]\ndsn = \"{blue}\"\n",
-        "error: {file}:3:1: unknown key `publcation`, expected one of `dsn`, `publication`, `slot`; \
+        "error: {file}:3:1: unknown key `publcation`, expected one of `dsn`, `publication`, `slot`, `origin`; \
          did you mean `publication`?",
     ),
     // Malformed TOML.

@@ -27,14 +27,22 @@ struct Grants {
     publication: bool,
     /// Blue: GRANT SET ON PARAMETER session_replication_role.
     replica_role: bool,
+    /// Blue: EXECUTE on the replication origin functions (tagging blue's commits).
+    origin: bool,
     /// Blue: schema pgbridge created for the role; otherwise the role gets CREATE on the
     /// database and setup creates the schema.
     schema_precreated: bool,
 }
 
+/// The origin functions README's "Least-privilege setup" grants.
+const ORIGIN_GRANT: &str = "GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), \
+     pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone), \
+     pg_replication_origin_drop(text) TO \"bridge\"";
+
 const DOCUMENTED: Grants = Grants {
     publication: true,
     replica_role: true,
+    origin: true,
     schema_precreated: true,
 };
 
@@ -82,6 +90,9 @@ fn least_privilege_pair(grants: Grants) -> Pair {
     }
     if grants.replica_role {
         grant_replica_role(&pair);
+    }
+    if grants.origin {
+        pair.blue.psql(DB, ORIGIN_GRANT);
     }
     for side in [&pair.green, &pair.blue] {
         assert_eq!(
@@ -350,6 +361,23 @@ fn privileges_session_replication_role_grant_decides_the_warning_and_triggers() 
     let log = bridge.log();
     assert!(!log.contains(WARNING), "warning despite the grant:\n{log}");
     assert_eq!(bridge.terminate(), 0);
+}
+
+#[test]
+fn privileges_origin_functions_are_named_by_check_and_setup() {
+    let pair = least_privilege_pair(Grants {
+        origin: false,
+        ..DOCUMENTED
+    });
+    let out = expect(&pair, &["check"], 1);
+    assert!(out.contains("tagging blue's commits with replication origin pgbridge_pgbridge_to_blue"), "{out}");
+    assert!(out.contains(ORIGIN_GRANT), "check does not name the statement to run:\n{out}");
+    let out = expect(&pair, &["setup"], 2);
+    assert!(out.contains(ORIGIN_GRANT), "{out}");
+    // The statement it names is all that was missing.
+    pair.blue.psql(DB, ORIGIN_GRANT);
+    expect(&pair, &["check"], 0);
+    expect(&pair, &["setup"], 0);
 }
 
 #[test]

@@ -95,12 +95,18 @@ fn guarded(new: &str, prev: &str) -> String {
 
 /// Statement that moves the checkpoint after applying transactions: $1 slot, $2 lsn (text),
 /// $3 commit time (text, microseconds since the PostgreSQL epoch), $4 the checkpoint it
-/// must replace (text).
-pub fn advance_sql(schema: &str) -> String {
+/// must replace (text). `tagged`: the session applies under a replication origin, and the
+/// transaction records the green position and commit time it replays
+/// (`pg_replication_origin_xact_setup`, in the same statement so it costs no round trip).
+pub fn advance_sql(schema: &str, tagged: bool) -> String {
+    const COMMIT_TIME: &str = "timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond'";
+    let origin = if tagged {
+        format!(" FROM (SELECT pg_replication_origin_xact_setup($2::pg_lsn, {COMMIT_TIME})) AS origin")
+    } else {
+        String::new()
+    };
     format!(
-        "UPDATE {} SET lsn = {}, \
-         commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', \
-         updated_at = now() WHERE slot_name = $1",
+        "UPDATE {} SET lsn = {}, commit_time = {COMMIT_TIME}, updated_at = now(){origin} WHERE slot_name = $1",
         sql::qualified(schema, "checkpoint"),
         guarded("$2", "$4")
     )

@@ -13,6 +13,7 @@
 mod batch;
 pub mod checkpoint;
 pub mod exec;
+pub mod origin;
 mod rows;
 mod stream;
 
@@ -36,6 +37,8 @@ use crate::source::SourceEvent;
 use crate::telemetry::{Commit, Telemetry};
 use exec::{Context, Pipeline, TextParam};
 
+/// Blue sessions of transactions green streams in progress (each with its own origin).
+pub const MAX_LANES: usize = stream::MAX_LANES;
 /// Statements kept in flight on the blue connection.
 const MAX_IN_FLIGHT: usize = 512;
 /// What a failed checkpoint update says. It fails when the row no longer holds the position
@@ -157,7 +160,11 @@ struct Rel {
 
 struct GreenTx {
     commit_lsn: Lsn,
+    /// Blue already has it.
     skip: bool,
+    /// Applied on green under a replication origin (by a bridge in the other direction, or a
+    /// subscription) and `green.origin = "none"`: its changes are not carried, its position is.
+    foreign: bool,
 }
 
 /// An open blue transaction.
@@ -283,7 +290,10 @@ impl Applier {
     ) -> Result<Self> {
         let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
         let advance = client
-            .prepare_typed(&checkpoint::advance_sql(&config.schema), &[Type::TEXT; 4])
+            .prepare_typed(
+                &checkpoint::advance_sql(&config.schema, config.origin.is_some()),
+                &[Type::TEXT; 4],
+            )
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
         let advance_idle = client
@@ -329,6 +339,15 @@ impl Applier {
             lanes: HashMap::new(),
             spare_lanes: Vec::new(),
         })
+    }
+
+    /// Selects the replication origin blue's commits are tagged with (`apply.origin`). Call
+    /// it once green's slot is held, so no other run of this bridge can be using the origin.
+    pub async fn attach_origin(&mut self) -> Result<()> {
+        if let Some(name) = &self.config.origin {
+            origin::attach(self.pipe.client(), name, &self.config.blue.user()).await?;
+        }
+        Ok(())
     }
 
     /// Applies events until shutdown (`Ok`) or an error. On shutdown a complete group is
@@ -473,6 +492,7 @@ impl Applier {
                 self.tx = Some(GreenTx {
                     commit_lsn: b.final_lsn,
                     skip,
+                    foreign: false,
                 });
                 Ok(())
             }
@@ -489,6 +509,11 @@ impl Applier {
                     .group
                     .as_mut()
                     .ok_or_else(|| Error::transient("commit without an open blue transaction"))?;
+                group.end = group.end.max(c.end_lsn);
+                if tx.foreign {
+                    self.progress.skipped += 1;
+                    return Ok(());
+                }
                 group.transactions += 1;
                 group.end = group.end.max(c.end_lsn);
                 group.commit_time = c.timestamp;
@@ -527,7 +552,17 @@ impl Applier {
                 self.types.learn(t.oid, &t.namespace, &t.name);
                 Ok(())
             }
-            LogicalMessage::Origin(_) => Ok(()),
+            LogicalMessage::Origin(o) => {
+                // Sent after Begin for a transaction applied under a replication origin. With
+                // `origin 'none'` (PostgreSQL 16+) green filters these itself.
+                if let Some(tx) = self.tx.as_mut().filter(|_| self.config.skip_origins) {
+                    if !tx.foreign && !tx.skip {
+                        tracing::debug!(origin = %o.name, commit_lsn = %tx.commit_lsn, "not carrying a transaction applied on green under a replication origin");
+                    }
+                    tx.foreign = true;
+                }
+                Ok(())
+            }
             LogicalMessage::StreamStart(s) => self.stream_start(s).await,
             LogicalMessage::StreamCommit(c) => self.stream_commit(c).await,
             LogicalMessage::StreamAbort(a) => self.stream_abort(a).await,
@@ -831,7 +866,7 @@ impl Applier {
             .tx
             .as_ref()
             .ok_or_else(|| Error::transient("green sent a change outside a transaction"))?;
-        if tx.skip {
+        if tx.skip || tx.foreign {
             return Ok(None);
         }
         let lsn = tx.commit_lsn;

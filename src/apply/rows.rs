@@ -245,7 +245,7 @@ impl Applier {
 
     pub(super) async fn truncate(&mut self, t: &Truncate) -> Result<()> {
         let lsn = match &self.tx {
-            Some(tx) if tx.skip => return Ok(()),
+            Some(tx) if tx.skip || tx.foreign => return Ok(()),
             Some(tx) => tx.commit_lsn,
             None => return Err(Error::transient("green sent Truncate outside a transaction")),
         };

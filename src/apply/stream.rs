@@ -34,14 +34,14 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 use super::exec::Context;
-use super::{commit_with_checkpoint, prepare_session, Applier, GreenTx};
+use super::{commit_with_checkpoint, origin, prepare_session, Applier, GreenTx};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
 use crate::sql;
 
 /// In-progress transactions applied at once; beyond that the session falls back.
-const MAX_LANES: usize = 4;
+pub(super) const MAX_LANES: usize = 4;
 /// Subtransactions with changes in one transaction (a PL/pgSQL loop with an EXCEPTION block
 /// makes one per iteration); beyond that the session falls back.
 const MAX_SAVEPOINTS: usize = 1000;
@@ -60,6 +60,9 @@ pub(super) struct Lane {
     /// Relations described inside this transaction: green treats them as described to the
     /// main stream too once it commits.
     relations: Vec<Relation>,
+    /// Which of the lane origins (`origin::lane_name`) its session selected: 1 to
+    /// [`MAX_LANES`], unique among the open and spare lanes.
+    number: usize,
 }
 
 impl Lane {
@@ -220,6 +223,7 @@ impl Applier {
             lane.applier.tx = Some(GreenTx {
                 commit_lsn: Lsn(0),
                 skip: false,
+                foreign: false,
             });
             lane.applier.open_group().await.map_err(Lane::error)?;
             self.lanes.insert(start.xid, lane);
@@ -323,6 +327,12 @@ impl Applier {
             .batch_execute(&set_lock_timeout(LOCK_TIMEOUT))
             .await
             .map_err(|e| Error::postgres("configuring a blue session for streamed transactions", &e))?;
+        let number = (1..=MAX_LANES)
+            .find(|n| !self.lanes.values().chain(&self.spare_lanes).any(|lane| lane.number == *n))
+            .expect("there are never more lanes than MAX_LANES");
+        if let Some(base) = &self.config.origin {
+            origin::attach(&client, &origin::lane_name(base, number), &self.config.blue.user()).await?;
+        }
         let (durable_tx, _) = watch::channel(self.committed);
         let mut applier = Applier::on_session(
             self.config.clone(),
@@ -343,6 +353,7 @@ impl Applier {
             applier: Box::new(applier),
             savepoints: Vec::new(),
             relations: Vec::new(),
+            number,
         })
     }
 }

@@ -154,6 +154,9 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
     report
         .problems
         .extend(super::privileges::blue_write_problems(blue, &plans).await?);
+    report
+        .problems
+        .extend(super::privileges::origin_problem(blue, config).await?);
     if !publication_exists && !tables.is_empty() {
         report
             .problems

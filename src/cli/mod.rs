@@ -9,6 +9,7 @@ mod run;
 mod sequences;
 mod setup;
 mod status;
+mod switchover;
 mod teardown;
 mod verify;
 mod wait;
@@ -112,6 +113,25 @@ enum Command {
     },
     /// Drop the slot and publication on green and the checkpoint row on blue.
     Teardown,
+    /// Move the application's writes from this bridge's source ([green]) to its target
+    /// ([blue]): fence the roles there, wait until the target has everything, sync sequences,
+    /// set up the bridge for the new direction and un-fence the roles on the target. Undoes
+    /// every step if one fails.
+    Switchover {
+        /// Configuration of the bridge for the new direction (from this bridge's target back
+        /// to its source); set up if it is not.
+        #[arg(long, value_name = "PATH")]
+        reverse: PathBuf,
+        /// An application role whose writes move (repeat for each).
+        #[arg(long = "app-role", value_name = "ROLE", required = true)]
+        app_roles: Vec<String>,
+        /// Undo and give up when fencing or catching up takes longer than this.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Headroom for the target's sequences beyond the source's last values.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        sequence_margin: i64,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -150,6 +170,20 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::SyncSequences { margin } => sequences::run(&config, margin).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Teardown => teardown::run(&config).await,
+        Command::Switchover {
+            reverse,
+            app_roles,
+            timeout,
+            sequence_margin,
+        } => {
+            let options = switchover::Options {
+                reverse,
+                app_roles,
+                timeout,
+                sequence_margin,
+            };
+            switchover::run(&config, &options).await
+        }
     }
 }
 

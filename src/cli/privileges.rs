@@ -97,6 +97,34 @@ pub(crate) async fn blue_write_problems(blue: &Client, plans: &[Arc<TablePlan>])
     Ok(problems)
 }
 
+/// What applying under a replication origin (`apply.origin`) needs on blue: EXECUTE on the
+/// origin functions, which PostgreSQL grants to superusers only.
+pub(crate) async fn origin_problem(blue: &Client, config: &crate::config::Config) -> Result<Option<String>> {
+    let Some(name) = &config.origin else { return Ok(None) };
+    let (role, _) = who(blue, "blue").await?;
+    let mut missing = Vec::new();
+    for function in crate::apply::origin::FUNCTIONS {
+        let allowed: bool = blue
+            .query_one("SELECT has_function_privilege($1::text::regprocedure, 'EXECUTE')", &[&function])
+            .await
+            .map_err(|e| Error::postgres("reading privileges on blue", &e).into_definite())?
+            .get(0);
+        if !allowed {
+            missing.push(function);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "role {role} may not call {} on blue, which tagging blue's commits with replication origin {name} needs (so \
+         that a bridge in the other direction does not echo them); run on blue: {} (or set apply.origin = \"\" if no \
+         bridge ever streams from this database)",
+        missing.join(", "),
+        crate::apply::origin::grant_sql(&role)
+    )))
+}
+
 /// What `setup --copy` and `verify` need: reading green's tables, reading blue's, and
 /// temporary tables on blue (where green's rows are staged).
 pub(crate) async fn read_problems(

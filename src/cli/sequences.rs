@@ -52,14 +52,52 @@ async fn sequences(client: &Client) -> std::result::Result<Vec<Seq>, tokio_postg
         .collect())
 }
 
+/// A blue sequence `sync` moved, and how to put it back.
+pub(crate) struct Moved {
+    /// Qualified, quoted name.
+    pub sql_name: String,
+    /// The last value it had handed out (`None`: unused, next value `start`).
+    pub previous: Option<i64>,
+    pub start: i64,
+}
+
+impl Moved {
+    /// Puts the sequence back where `sync` found it.
+    pub async fn restore(&self, blue: &Client) -> std::result::Result<(), tokio_postgres::Error> {
+        let (value, called) = match self.previous {
+            Some(last) => (last, true),
+            None => (self.start, false),
+        };
+        blue.execute(
+            "SELECT setval($1::text::regclass, $2, $3)",
+            &[&self.sql_name, &value, &called],
+        )
+        .await
+        .map(drop)
+    }
+}
+
 pub async fn run(config: &Config, margin: i64) -> Result<i32> {
     if margin < 0 {
         return Err(Error::definite("--margin must be 0 or more"));
     }
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    let green_seqs = sequences(&green).await.map_err(green_err("reading sequences"))?;
-    let blue_seqs = sequences(&blue).await.map_err(blue_err("reading sequences"))?;
+    sync(config, &green, &blue, margin, &mut |line| println!("{line}")).await?;
+    Ok(0)
+}
+
+/// Moves blue's sequences past green's (see the module docs), reporting a line per sequence
+/// and a summary; returns what it moved.
+pub(crate) async fn sync(
+    config: &Config,
+    green: &Client,
+    blue: &Client,
+    margin: i64,
+    report: &mut dyn FnMut(String),
+) -> Result<Vec<Moved>> {
+    let green_seqs = sequences(green).await.map_err(green_err("reading sequences"))?;
+    let blue_seqs = sequences(blue).await.map_err(blue_err("reading sequences"))?;
     let blue_for = |g: &Seq| {
         config
             .sequences
@@ -68,8 +106,9 @@ pub async fn run(config: &Config, margin: i64) -> Result<i32> {
             .map(|(_, b)| b.clone())
             .unwrap_or_else(|| (g.schema.clone(), g.name.clone()))
     };
-    privilege_problems(&green, &blue, &green_seqs, &blue_seqs, &blue_for).await?;
+    privilege_problems(green, blue, &green_seqs, &blue_seqs, &blue_for).await?;
     let (mut changed, mut unchanged, mut missing) = (0, 0, 0);
+    let mut moved = Vec::new();
     for g in &green_seqs {
         let (bs, bn) = blue_for(g);
         let green_name = format!("{}.{}", g.schema, g.name);
@@ -81,15 +120,15 @@ pub async fn run(config: &Config, margin: i64) -> Result<i32> {
         };
         let Some(b) = blue_seqs.iter().find(|s| s.schema == bs && s.name == bn) else {
             missing += 1;
-            println!(
+            report(format!(
                 "{label:<48} skipped: no such sequence on blue (map it in the [sequences] table of {} if it was renamed)",
                 config.path.display()
-            );
+            ));
             continue;
         };
         let Some(green_last) = g.last else {
             unchanged += 1;
-            println!("{label:<48} unchanged: green has not used it");
+            report(format!("{label:<48} unchanged: green has not used it"));
             continue;
         };
         let ascending = b.increment > 0;
@@ -107,7 +146,9 @@ pub async fn run(config: &Config, margin: i64) -> Result<i32> {
         let behind = if ascending { next <= target } else { next >= target };
         if !behind {
             unchanged += 1;
-            println!("{label:<48} unchanged: blue's next value {next} is already past green's {green_last}");
+            report(format!(
+                "{label:<48} unchanged: blue's next value {next} is already past green's {green_last}"
+            ));
             continue;
         }
         if target > b.max || target < b.min {
@@ -125,18 +166,23 @@ pub async fn run(config: &Config, margin: i64) -> Result<i32> {
         )
         .await
         .map_err(blue_err(&format!("setting sequence {blue_name}")))?;
+        moved.push(Moved {
+            sql_name: sql::qualified(&bs, &bn),
+            previous: b.last,
+            start: b.start,
+        });
         changed += 1;
-        println!(
+        report(format!(
             "{label:<48} {} -> {target} (green at {green_last}, margin {margin}); next value on blue {}",
             b.last.map_or("unused".to_string(), |l| l.to_string()),
             target.saturating_add(b.increment)
-        );
+        ));
     }
-    println!(
+    report(format!(
         "sequences: {changed} moved, {unchanged} already ahead or unused, {missing} not on blue ({} on green)",
         green_seqs.len()
-    );
-    Ok(0)
+    ));
+    Ok(moved)
 }
 
 /// Every sequence pair must be readable on both sides and movable on blue before anything

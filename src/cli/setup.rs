@@ -31,6 +31,7 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let plans = validate_against_blue(&blue, &mappings, &tables, &mut unmatched).await?;
     // What a role that is not a superuser may lack (README, "Least-privilege setup").
     let mut problems = privileges::blue_write_problems(&blue, &plans).await?;
+    problems.extend(privileges::origin_problem(&blue, config).await?);
     if copy {
         problems.extend(privileges::read_problems(&green, &blue, &plans, "setup --copy").await?);
         problems.extend(privileges::copy_foreign_key_problem(&blue, &plans).await?);

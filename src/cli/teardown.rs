@@ -1,9 +1,10 @@
-//! `pgbridge teardown`: drop the slot and publication on green and the checkpoint row on blue.
+//! `pgbridge teardown`: drop the slot and publication on green, and the checkpoint row and
+//! replication origins on blue.
 //! The checkpoint goes too, because it is meaningless without the slot: a later `setup` must not
 //! resume from it.
 
 use super::{blue_err, connect_green_sql, green_err};
-use crate::apply::{self, checkpoint};
+use crate::apply::{self, checkpoint, origin};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sql;
@@ -83,5 +84,27 @@ pub async fn run(config: &Config) -> Result<i32> {
     } else {
         println!("blue   checkpoint  {:<24} absent", config.slot);
     }
+    if let Some(base) = &config.origin {
+        drop_origins(&blue, base).await?;
+    }
     Ok(0)
+}
+
+/// Drops the replication origins the bridge's blue sessions used. An origin whose session is
+/// still connected cannot be dropped; dropping nothing needs no privilege.
+async fn drop_origins(blue: &tokio_postgres::Client, base: &str) -> Result<()> {
+    for name in origin::all_names(base, apply::MAX_LANES) {
+        let exists: bool = blue
+            .query_one("SELECT pg_replication_origin_oid($1) IS NOT NULL", &[&name])
+            .await
+            .map_err(blue_err(&format!("looking up replication origin {name}")))?
+            .get(0);
+        if exists {
+            blue.execute("SELECT pg_replication_origin_drop($1)", &[&name])
+                .await
+                .map_err(blue_err(&format!("dropping replication origin {name}")))?;
+            println!("blue   origin      {name:<24} dropped");
+        }
+    }
+    Ok(())
 }

@@ -53,6 +53,8 @@ pub struct StartOptions {
     /// Ask for large in-progress transactions as they are decoded (`streaming 'on'`, protocol
     /// 2+), instead of after green has decoded, spilled and re-read all of them.
     pub streaming: bool,
+    /// Skip transactions applied under a replication origin (`origin 'none'`, PostgreSQL 16+).
+    pub origin_none: bool,
 }
 
 impl StartOptions {
@@ -60,12 +62,13 @@ impl StartOptions {
         // publication_names is parsed as a list of identifiers, so quote the name inside the
         // string literal.
         format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{})",
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{}{})",
             sql::ident(&self.slot),
             self.start,
             sql::literal(&self.proto_version.to_string()),
             sql::literal(&sql::ident(&self.publication)),
             if self.streaming { ", streaming 'on'" } else { "" },
+            if self.origin_none { ", origin 'none'" } else { "" },
         )
     }
 }
@@ -260,6 +263,7 @@ mod tests {
             start: Lsn(0x16_B374_D848),
             proto_version: 1,
             streaming: false,
+            origin_none: false,
         };
         assert_eq!(
             cmd.command(),
@@ -269,10 +273,11 @@ mod tests {
         let streamed = StartOptions {
             proto_version: 2,
             streaming: true,
+            origin_none: true,
             ..cmd
         };
         assert!(streamed
             .command()
-            .ends_with("(proto_version '2', publication_names '\"My \"\"pub\"\"\"', messages 'true', streaming 'on')"));
+            .ends_with("(proto_version '2', publication_names '\"My \"\"pub\"\"\"', messages 'true', streaming 'on', origin 'none')"));
     }
 }

@@ -63,6 +63,16 @@ impl Pair {
         std::fs::write(self.config_path(), text).expect("write config");
     }
 
+    /// Adds `key = value` (TOML) to the `[green]` section of `pgbridge.toml`.
+    pub fn set_green_option(&self, key: &str, value: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let slot_line = format!("slot = \"{SLOT}\"\n");
+        assert!(text.contains(&slot_line), "config without the slot line:\n{text}");
+        let text = text.replacen(&slot_line, &format!("{slot_line}{key} = {value}\n"), 1);
+        std::fs::write(path, text).expect("write config");
+    }
+
     /// Runs the same SQL on green and blue.
     pub fn both(&self, sql: &str) {
         self.green.psql(DB, sql);

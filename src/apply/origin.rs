@@ -1,0 +1,167 @@
+//! Replication origins: loop prevention between two bridges in opposite directions.
+//!
+//! Every blue session pgbridge applies on selects a replication origin
+//! (`pg_replication_origin_session_setup`), so each of its commits, and every row change in
+//! them, carries that origin in blue's WAL. A bridge streaming *from* blue asks with
+//! `origin 'none'` (PostgreSQL 16+) or drops transactions that arrive with an Origin message
+//! (15), so what pgbridge wrote on blue never travels back. Each blue transaction also records
+//! the green position and commit time it replays (`pg_replication_origin_xact_setup`), which
+//! `pg_replication_origin_status` then shows.
+//!
+//! An origin can be selected by one session at a time (PostgreSQL before 19), so the blue
+//! sessions of streamed transactions (`stream`) each use an origin of their own:
+//! `<origin>_lane<N>`.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::sql;
+
+/// The origin a lane's session selects.
+pub fn lane_name(base: &str, lane: usize) -> String {
+    format!("{base}_lane{lane}")
+}
+
+/// Every origin a bridge with origin `base` may have created (for teardown).
+pub fn all_names(base: &str, lanes: usize) -> Vec<String> {
+    std::iter::once(base.to_string())
+        .chain((1..=lanes).map(|i| lane_name(base, i)))
+        .collect()
+}
+
+/// The functions applying under an origin needs, as `GRANT EXECUTE` takes them.
+/// (`pg_replication_origin_drop` is for `teardown`.)
+pub const FUNCTIONS: [&str; 5] = [
+    "pg_replication_origin_oid(text)",
+    "pg_replication_origin_create(text)",
+    "pg_replication_origin_session_setup(text)",
+    "pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)",
+    "pg_replication_origin_drop(text)",
+];
+
+/// The statement that grants them to `role`.
+pub fn grant_sql(role: &str) -> String {
+    format!(
+        "GRANT EXECUTE ON FUNCTION {} TO {}",
+        FUNCTIONS.join(", "),
+        sql::ident(role)
+    )
+}
+
+/// Selects origin `name` for this blue session, creating it first if needed. Call it only
+/// while holding green's slot: a session of an earlier pgbridge run of this bridge that still
+/// holds the origin (its client vanished without closing the connection) is then certainly
+/// stale, and is terminated.
+pub async fn attach(client: &Client, name: &str, role: &str) -> Result<()> {
+    let denied = |e: &tokio_postgres::Error| {
+        Error::postgres(format!("selecting replication origin {name} on blue"), e)
+            .hint(format!(
+                "pgbridge tags what it writes with a replication origin so that a bridge in the other direction \
+                 skips it; run on blue: {} (or set apply.origin = \"\" if no bridge ever streams from this database)",
+                grant_sql(role)
+            ))
+            .into_definite()
+    };
+    for _ in 0..3 {
+        match client
+            .execute(
+                "SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL",
+                &[&name],
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Created by someone else in between.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => return Err(denied(&e)),
+            Err(e) => return Err(Error::postgres(format!("creating replication origin {name} on blue"), &e)),
+        }
+        let err = match client
+            .execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match err.code() {
+            Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => return Err(denied(&err)),
+            Some(c) if *c == SqlState::OBJECT_IN_USE => {
+                let Some(pid) = holder(&err) else {
+                    return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err));
+                };
+                if !terminate_stale(client, name, pid).await? {
+                    return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err)
+                        .hint(format!(
+                            "PID {pid} on blue is not a pgbridge session of this role; is another bridge configured \
+                             with apply.origin = {name:?}? Give each bridge its own origin"
+                        ))
+                        .into_definite());
+                }
+            }
+            // "could not find free replication state slot"
+            Some(c) if *c == SqlState::CONFIGURATION_LIMIT_EXCEEDED => {
+                return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err)
+                    .hint(
+                        "each pgbridge bridge writing to this server uses up to 5 replication origins; raise \
+                         max_replication_slots (PostgreSQL 15-17) or max_active_replication_origins (18) on blue and \
+                         restart it",
+                    )
+                    .into_definite())
+            }
+            _ => return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err)),
+        }
+    }
+    Err(Error::transient(format!(
+        "replication origin {name} on blue stayed in use by another session"
+    )))
+}
+
+/// The PID in "replication origin with ID n is already active for PID m".
+fn holder(err: &tokio_postgres::Error) -> Option<i32> {
+    let message = err.as_db_error()?.message();
+    message
+        .split(|c: char| !c.is_ascii_digit())
+        .rfind(|part| !part.is_empty())
+        .and_then(|pid| pid.parse().ok())
+}
+
+/// Terminates `pid` if it is a pgbridge session of this role, waiting up to 5 s for it to
+/// exit. Returns whether it was one.
+async fn terminate_stale(client: &Client, name: &str, pid: i32) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+             WHERE pid = $1 AND usename = current_user AND application_name LIKE 'pgbridge%'",
+            &[&pid],
+        )
+        .await
+        .map_err(|e| Error::postgres("ending a stale pgbridge session on blue", &e))?;
+    let Some(row) = row else { return Ok(false) };
+    let ended: bool = row.get(0);
+    tracing::info!(
+        origin = name,
+        pid,
+        ended,
+        "a blue session of an earlier run still held the replication origin; terminated it"
+    );
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            all_names("pgbridge_to_blue", 2),
+            ["pgbridge_to_blue", "pgbridge_to_blue_lane1", "pgbridge_to_blue_lane2"]
+        );
+    }
+
+    #[test]
+    fn grant_quotes_the_role() {
+        assert!(grant_sql("App User").ends_with(" TO \"App User\""));
+    }
+}
