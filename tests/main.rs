@@ -5,6 +5,7 @@ mod support;
 
 mod bad_config;
 mod bad_input;
+mod bidirectional;
 mod copy;
 mod faults;
 mod gates;

@@ -35,7 +35,8 @@ struct Grants {
 }
 
 /// The origin functions README's "Least-privilege setup" grants.
-const ORIGIN_GRANT: &str = "GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), \
+const ORIGIN_GRANT: &str =
+    "GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), \
      pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone), \
      pg_replication_origin_drop(text) TO \"bridge\"";
 
@@ -370,8 +371,14 @@ fn privileges_origin_functions_are_named_by_check_and_setup() {
         ..DOCUMENTED
     });
     let out = expect(&pair, &["check"], 1);
-    assert!(out.contains("tagging blue's commits with replication origin pgbridge_pgbridge_to_blue"), "{out}");
-    assert!(out.contains(ORIGIN_GRANT), "check does not name the statement to run:\n{out}");
+    assert!(
+        out.contains("tagging blue's commits with replication origin pgbridge_pgbridge_to_blue"),
+        "{out}"
+    );
+    assert!(
+        out.contains(ORIGIN_GRANT),
+        "check does not name the statement to run:\n{out}"
+    );
     let out = expect(&pair, &["setup"], 2);
     assert!(out.contains(ORIGIN_GRANT), "{out}");
     // The statement it names is all that was missing.

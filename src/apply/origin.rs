@@ -75,7 +75,12 @@ pub async fn attach(client: &Client, name: &str, role: &str) -> Result<()> {
             // Created by someone else in between.
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
             Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => return Err(denied(&e)),
-            Err(e) => return Err(Error::postgres(format!("creating replication origin {name} on blue"), &e)),
+            Err(e) => {
+                return Err(Error::postgres(
+                    format!("creating replication origin {name} on blue"),
+                    &e,
+                ))
+            }
         }
         let err = match client
             .execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
@@ -88,28 +93,40 @@ pub async fn attach(client: &Client, name: &str, role: &str) -> Result<()> {
             Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => return Err(denied(&err)),
             Some(c) if *c == SqlState::OBJECT_IN_USE => {
                 let Some(pid) = holder(&err) else {
-                    return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err));
+                    return Err(Error::postgres(
+                        format!("selecting replication origin {name} on blue"),
+                        &err,
+                    ));
                 };
                 if !terminate_stale(client, name, pid).await? {
-                    return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err)
-                        .hint(format!(
+                    return Err(
+                        Error::postgres(format!("selecting replication origin {name} on blue"), &err)
+                            .hint(format!(
                             "PID {pid} on blue is not a pgbridge session of this role; is another bridge configured \
                              with apply.origin = {name:?}? Give each bridge its own origin"
                         ))
-                        .into_definite());
+                            .into_definite(),
+                    );
                 }
             }
             // "could not find free replication state slot"
             Some(c) if *c == SqlState::CONFIGURATION_LIMIT_EXCEEDED => {
-                return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err)
-                    .hint(
-                        "each pgbridge bridge writing to this server uses up to 5 replication origins; raise \
+                return Err(
+                    Error::postgres(format!("selecting replication origin {name} on blue"), &err)
+                        .hint(
+                            "each pgbridge bridge writing to this server uses up to 5 replication origins; raise \
                          max_replication_slots (PostgreSQL 15-17) or max_active_replication_origins (18) on blue and \
                          restart it",
-                    )
-                    .into_definite())
+                        )
+                        .into_definite(),
+                )
             }
-            _ => return Err(Error::postgres(format!("selecting replication origin {name} on blue"), &err)),
+            _ => {
+                return Err(Error::postgres(
+                    format!("selecting replication origin {name} on blue"),
+                    &err,
+                ))
+            }
         }
     }
     Err(Error::transient(format!(

@@ -328,7 +328,13 @@ impl Applier {
             .await
             .map_err(|e| Error::postgres("configuring a blue session for streamed transactions", &e))?;
         let number = (1..=MAX_LANES)
-            .find(|n| !self.lanes.values().chain(&self.spare_lanes).any(|lane| lane.number == *n))
+            .find(|n| {
+                !self
+                    .lanes
+                    .values()
+                    .chain(&self.spare_lanes)
+                    .any(|lane| lane.number == *n)
+            })
             .expect("there are never more lanes than MAX_LANES");
         if let Some(base) = &self.config.origin {
             origin::attach(&client, &origin::lane_name(base, number), &self.config.blue.user()).await?;

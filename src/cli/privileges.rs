@@ -105,7 +105,10 @@ pub(crate) async fn origin_problem(blue: &Client, config: &crate::config::Config
     let mut missing = Vec::new();
     for function in crate::apply::origin::FUNCTIONS {
         let allowed: bool = blue
-            .query_one("SELECT has_function_privilege($1::text::regprocedure, 'EXECUTE')", &[&function])
+            .query_one(
+                "SELECT has_function_privilege($1::text::regprocedure, 'EXECUTE')",
+                &[&function],
+            )
             .await
             .map_err(|e| Error::postgres("reading privileges on blue", &e).into_definite())?
             .get(0);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::{blue_err, connect_green_sql, green_err, sequences, setup, teardown, wait};
+use super::{blue_err, connect_green_sql, green_err, sequences, setup, wait};
 use crate::apply::{self, checkpoint};
 use crate::config::{Config, Endpoint};
 use crate::error::{Error, Result};
@@ -78,8 +78,10 @@ struct Done {
     moved: Vec<sequences::Moved>,
     /// Roles un-fenced on the side being entered, with the setting they had.
     unfenced: Vec<(String, Option<String>)>,
-    /// The reverse bridge was set up by this run.
+    /// The reverse bridge's slot was created by this run (with its checkpoint row).
     reverse_created: bool,
+    /// So was its publication.
+    reverse_publication_created: bool,
 }
 
 pub async fn run(config: &Config, options: &Options) -> Result<i32> {
@@ -90,7 +92,9 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
             "name the application's roles to fence with --app-role ROLE (repeat it for each)",
         ));
     }
-    let log = Log { started: Instant::now() };
+    let log = Log {
+        started: Instant::now(),
+    };
     let left = Side {
         client: std::sync::Arc::new(connect_green_sql(config).await.map_err(Error::into_definite)?),
         address: config.green.address(),
@@ -113,7 +117,10 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     bridges_can_run_both_ways(config, &reverse, &options.reverse)?;
     let streaming: Option<bool> = left
         .client
-        .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&config.slot])
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
         .await
         .map_err(left.err("reading replication slots"))?
         .map(|r| r.get(0));
@@ -140,10 +147,18 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
         left.address
     ));
     done.reverse_created = setup::slot_state(&entered.client, &reverse.slot).await?.is_none();
-    if let Err(e) = setup::run(&reverse, false, 1).await {
-        if done.reverse_created {
-            undo(&log, &left, &entered, &reverse, &mut done).await;
-        }
+    done.reverse_publication_created =
+        !crate::mapping::green_catalog::publication_exists(&entered.client, &reverse.publication).await?;
+    // Creating a logical slot waits for every write transaction open on that side to end.
+    let prepared = match tokio::time::timeout(options.timeout, setup::run(&reverse, false, 1)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::definite(format!(
+            "setting up the reverse bridge took longer than {:?}: creating its slot on {} waits for every write              transaction open there to end (see pg_stat_activity)",
+            options.timeout, entered.address
+        ))),
+    };
+    if let Err(e) = prepared {
+        undo(&log, &left, &entered, &reverse, &mut done).await;
         return Err(e.hint("nothing was fenced"));
     }
 
@@ -263,7 +278,10 @@ async fn switch(
         tokio::time::sleep(POLL).await;
     }
     steps.push(("fence", t.elapsed()));
-    log.say(format!("    no write transaction of theirs remains on {}", left.address));
+    log.say(format!(
+        "    no write transaction of theirs remains on {}",
+        left.address
+    ));
 
     let t = Instant::now();
     let marker = wait::write_marker(&left.client, "pgbridge.switchover").await?;
@@ -271,7 +289,12 @@ async fn switch(
         let cp = checkpoint::read(&entered.client, &config.schema, &config.slot)
             .await
             .map_err(Error::into_definite)?
-            .ok_or_else(|| Error::definite(format!("{} has no checkpoint for slot {}", entered.address, config.slot)))?;
+            .ok_or_else(|| {
+                Error::definite(format!(
+                    "{} has no checkpoint for slot {}",
+                    entered.address, config.slot
+                ))
+            })?;
         if cp.lsn > marker {
             break;
         }
@@ -370,7 +393,10 @@ async fn undo(log: &Log, left: &Side, entered: &Side, reverse: &Config, done: &m
     }
     for moved in std::mem::take(&mut done.moved).into_iter().rev() {
         match moved.restore(&entered.client).await {
-            Ok(()) => log.say(format!("    sequence {} put back on {}", moved.sql_name, entered.address)),
+            Ok(()) => log.say(format!(
+                "    sequence {} put back on {}",
+                moved.sql_name, entered.address
+            )),
             Err(e) => {
                 ok = false;
                 log.say(format!(
@@ -396,16 +422,70 @@ async fn undo(log: &Log, left: &Side, entered: &Side, reverse: &Config, done: &m
             }
         }
     }
-    if std::mem::take(&mut done.reverse_created) {
-        match teardown::run(reverse).await {
-            Ok(_) => log.say("    reverse bridge set up by this run torn down"),
+    let (slot, publication) = (
+        std::mem::take(&mut done.reverse_created),
+        std::mem::take(&mut done.reverse_publication_created),
+    );
+    if slot || publication {
+        match remove_reverse(entered, left, reverse, slot, publication).await {
+            Ok(()) => log.say("    reverse bridge set up by this run torn down"),
             Err(e) => {
                 ok = false;
-                log.say(format!("    could not tear the reverse bridge down: {e}"));
+                log.say(format!(
+                    "    could not tear the reverse bridge down: {e}; run `pgbridge teardown -c` with its configuration"
+                ));
             }
         }
     }
     ok
+}
+
+/// Drops what this run's `setup` of the reverse bridge created: the slot (also one still
+/// being created), its checkpoint row, the publication.
+async fn remove_reverse(entered: &Side, left: &Side, reverse: &Config, slot: bool, publication: bool) -> Result<()> {
+    if slot {
+        entered
+            .client
+            .execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+                 WHERE application_name = 'pgbridge setup' AND usename = current_user AND backend_type = 'walsender'",
+                &[],
+            )
+            .await
+            .map_err(entered.err("ending the slot creation"))?;
+        entered
+            .client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&reverse.slot],
+            )
+            .await
+            .map_err(entered.err("dropping the reverse bridge's slot"))?;
+        let table = sql::qualified(&reverse.schema, "checkpoint");
+        let exists: bool = left
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(left.err("looking for the reverse bridge's checkpoint"))?
+            .get(0);
+        if exists {
+            left.client
+                .execute(&format!("DELETE FROM {table} WHERE slot_name = $1"), &[&reverse.slot])
+                .await
+                .map_err(left.err("deleting the reverse bridge's checkpoint"))?;
+        }
+    }
+    if publication {
+        entered
+            .client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                sql::ident(&reverse.publication)
+            ))
+            .await
+            .map_err(entered.err("dropping the reverse bridge's publication"))?;
+    }
+    Ok(())
 }
 
 /// The reverse bridge reads this bridge's target and writes its source.
@@ -425,7 +505,10 @@ fn check_pairing(config: &Config, reverse: &Config, path: &std::path::Path) -> R
         )));
     }
     if reverse.slot == config.slot && reverse.green.address() == config.green.address() {
-        return Err(Error::definite(format!("{} uses the same slot as this bridge", path.display())));
+        return Err(Error::definite(format!(
+            "{} uses the same slot as this bridge",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -516,7 +599,8 @@ async fn preflight(side: &Side, roles: &[String]) -> Result<()> {
                 "role {me} may not change the settings of {role} on {} ({}); it needs superuser, or CREATEROLE with \
                  ADMIN OPTION on {role} (PostgreSQL 16+)",
                 side.address,
-                e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
             ));
         }
     }
@@ -524,7 +608,11 @@ async fn preflight(side: &Side, roles: &[String]) -> Result<()> {
 }
 
 async fn side_db(side: &Side) -> std::result::Result<String, tokio_postgres::Error> {
-    Ok(side.client.query_one("SELECT current_database()::text", &[]).await?.get(0))
+    Ok(side
+        .client
+        .query_one("SELECT current_database()::text", &[])
+        .await?
+        .get(0))
 }
 
 fn alter_sql(db: &str, role: &str, value: Option<&str>) -> String {
@@ -532,7 +620,11 @@ fn alter_sql(db: &str, role: &str, value: Option<&str>) -> String {
         Some(v) => format!("SET default_transaction_read_only = {}", sql::literal(v)),
         None => "RESET default_transaction_read_only".to_string(),
     };
-    format!("ALTER ROLE {} IN DATABASE {} {action}", sql::ident(role), sql::ident(db))
+    format!(
+        "ALTER ROLE {} IN DATABASE {} {action}",
+        sql::ident(role),
+        sql::ident(db)
+    )
 }
 
 /// The role's database-level `default_transaction_read_only` on this side, if set.

@@ -26,7 +26,7 @@ pub async fn publication_exists(green: &Client, name: &str) -> Result<bool> {
 }
 
 /// The tables to stream: those of the existing publication, or every user table on green that
-/// `[mapping] exclude` does not list.
+/// `[mapping] exclude` does not list, outside the schema named by `blue.schema`.
 pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<GreenTable>> {
     let list = if publication_exists {
         green
@@ -57,7 +57,9 @@ pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -
     for row in list {
         let (oid, schema, name, ident): (u32, String, String, String) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
-        if config.is_excluded(&schema, &name) {
+        // pgbridge's own tables, there when green is also the target of a bridge in the other
+        // direction: bookkeeping of that bridge, never application data.
+        if config.is_excluded(&schema, &name) || (!publication_exists && schema == config.schema) {
             continue;
         }
         tables.push(table(green, oid, schema, name, &ident).await?);

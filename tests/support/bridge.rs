@@ -91,9 +91,14 @@ impl Pair {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&self.config_path(), args)
+    }
+
+    /// `pgbridge -c CONFIG ARGS`, for a second bridge in the same directory.
+    pub fn command_with(&self, config: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgbridge"));
         cmd.arg("-c")
-            .arg(self.config_path())
+            .arg(config)
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
@@ -118,10 +123,15 @@ impl Pair {
     }
 
     fn spawn_logged(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        self.spawn_logged_with(&self.config_path(), args, env)
+    }
+
+    /// `pgbridge -c CONFIG ARGS` in the background, logged like [`Pair::run`].
+    pub fn spawn_logged_with(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.path().join(format!("run-{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = self.command(args);
+        let mut cmd = self.command_with(config, args);
         cmd.stdout(file.try_clone().expect("log")).stderr(file);
         for (k, v) in env {
             cmd.env(k, v);
