@@ -84,6 +84,9 @@ psql_at "$bp" native -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 p
 cat >"$work/pgbridge.toml" <<TOML
 [green]
 dsn = "postgres://postgres@127.0.0.1:$gp/app"
+# One direction, as the native subscription (origin = any): on PostgreSQL 15, skipping
+# transactions by origin would mean receiving large ones whole.
+origin = "any"
 [blue]
 dsn = "postgres://postgres@127.0.0.1:$bp/bridge"
 [metrics]
@@ -117,6 +120,7 @@ cat >"$work/pgbridge-shop.toml" <<TOML
 [green]
 dsn = "postgres://postgres@127.0.0.1:$gp/shop"
 slot = "pgbridge_shop"
+origin = "any"
 [blue]
 dsn = "postgres://postgres@127.0.0.1:$bp/shop_bridge"
 [mapping]
