@@ -205,6 +205,13 @@ fn faults_immediate_restarts_of_blue_and_green() {
     let pair = bed(ClusterOptions::default(), ClusterOptions::default());
     let load = Load::start(&pair);
     let bridge = pair.run();
+    // A transient failure before the first start exits (it is most likely configuration):
+    // the restarts begin once the bridge streams.
+    wait_for(
+        Duration::from_secs(60),
+        || bridge.log().contains("streaming from green"),
+        || format!("the bridge did not start streaming:\n{}", bridge.log()),
+    );
     let rounds = 3 * soak();
     for round in 0..rounds {
         load.wait_more(5, || format!("round {round}: green takes no writes"));
