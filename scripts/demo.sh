@@ -31,14 +31,10 @@ cleanup() {
 trap cleanup EXIT
 
 step "starting green and blue under $work"
-green_port=$(free_port)
-blue_port=$(free_port)
-for side in green:$green_port blue:$blue_port; do
-  echo "fsync = off" | start_cluster "${side%%:*}" "${side##*:}"
-  echo "   ${side%%:*} is PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:${side##*:}"
-done
-green() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$green_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
-blue() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$blue_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+start_side green
+start_side blue
+green() { psql_on "$green_port" "$@"; }
+blue() { psql_on "$blue_port" "$@"; }
 
 step "creating the example schemas (mappings/example): green was migrated, blue was not"
 green -f "$repo/mappings/example/green.sql"

@@ -38,14 +38,10 @@ cleanup() {
 trap cleanup EXIT
 
 step "starting blue and green under $work"
-blue_port=$(free_port)
-green_port=$(free_port)
-for side in blue:$blue_port green:$green_port; do
-  echo "fsync = off" | start_cluster "${side%%:*}" "${side##*:}"
-  echo "   ${side%%:*} is PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:${side##*:}"
-done
-blue() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$blue_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
-green() { "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$green_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+start_side blue
+start_side green
+blue() { psql_on "$blue_port" "$@"; }
+green() { psql_on "$green_port" "$@"; }
 
 step "schemas: blue as it is, green migrated (customers.email renamed to email_address, score added)"
 blue -c "CREATE TABLE customers (id bigserial PRIMARY KEY, email text NOT NULL, note text);

@@ -179,14 +179,7 @@ async fn session(
     started: Instant,
 ) -> Result<()> {
     let blue = apply::connect_blue(&config.blue).await?;
-    let checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
-        .await?
-        .ok_or_else(|| {
-            Error::definite(format!(
-                "blue has no checkpoint for slot {} in {}.checkpoint; run `pgbridge setup` first",
-                config.slot, config.schema
-            ))
-        })?;
+    let checkpoint = checkpoint::read_required(&blue, &config.schema, &config.slot).await?;
     if checkpoint.lsn.is_zero() {
         return Err(Error::definite(format!(
             "blue's checkpoint for slot {} is at 0/0: the initial copy into blue (`pgbridge setup --copy`) did not \
@@ -209,7 +202,6 @@ async fn session(
         slot: config.slot.clone(),
         publication: config.publication.clone(),
         start: checkpoint.lsn,
-        proto_version: if replay.streaming { 2 } else { 1 },
         streaming: replay.streaming,
         origin_none: false,
     };
@@ -278,7 +270,6 @@ fn for_server(options: &StartOptions, config: &Config, version: u32) -> StartOpt
         } else if options.streaming {
             tracing::debug!("green runs PostgreSQL {version}: large transactions are received whole, so that those applied under a replication origin can be recognized (green.origin = \"none\")");
             options.streaming = false;
-            options.proto_version = 1;
         }
     }
     options

@@ -81,6 +81,18 @@ impl Both {
         Both { pair, to_green }
     }
 
+    /// Before cutover: green is the standby, where the application may not write, and the
+    /// bridge blue -> green is set up (not running).
+    fn before_cutover() -> Both {
+        let both = Both::start();
+        both.pair.green.psql(
+            DB,
+            &format!("ALTER ROLE {APP} IN DATABASE {DB} SET default_transaction_read_only = on"),
+        );
+        both.expect(both.to_green(&["setup"]), 0, "setup blue -> green");
+        both
+    }
+
     fn to_green(&self, args: &[&str]) -> std::process::Output {
         self.pair.command_with(&self.to_green, args).output().unwrap()
     }
@@ -354,13 +366,7 @@ fn reported_window(out: &str) -> f64 {
 
 #[test]
 fn switchover_under_load_and_rollback_lose_nothing() {
-    let both = Both::start();
-    // Before cutover green is the standby: the application may not write there.
-    both.pair.green.psql(
-        DB,
-        &format!("ALTER ROLE {APP} IN DATABASE {DB} SET default_transaction_read_only = on"),
-    );
-    both.expect(both.to_green(&["setup"]), 0, "setup blue -> green");
+    let both = Both::before_cutover();
     let to_green = both.run_to_green();
     let app = App::start(
         both.pair.blue.dsn_as(APP, None, DB),
@@ -426,12 +432,7 @@ fn switchover_under_load_and_rollback_lose_nothing() {
 
 #[test]
 fn switchover_that_cannot_finish_undoes_every_step() {
-    let both = Both::start();
-    both.pair.green.psql(
-        DB,
-        &format!("ALTER ROLE {APP} IN DATABASE {DB} SET default_transaction_read_only = on"),
-    );
-    both.expect(both.to_green(&["setup"]), 0, "setup blue -> green");
+    let both = Both::before_cutover();
     // The reverse bridge's publication exists (an owner created it); switchover creates its
     // slot and checkpoint, and must take back only those.
     both.pair

@@ -1,8 +1,10 @@
-# Sourced by demo.sh and bench.sh: throwaway PostgreSQL clusters under a temporary directory,
+# Sourced by demo.sh, rehearse.sh and bench.sh: throwaway PostgreSQL clusters under a temporary directory,
 # run as an unprivileged user when the script runs as root (PostgreSQL refuses root).
 #
 #   clusters_init NAME        # sets $bindir, $as_pg and $work (/tmp/pgbridge-NAME.XXXXXX)
 #   start_cluster NAME PORT   # initdb + start; extra postgresql.conf lines on stdin
+#   start_side NAME           # start_cluster on a free port with fsync off, version printed; sets ${NAME}_port
+#   psql_on PORT ARGS...      # psql as postgres on database postgres, unaligned, stops at errors
 #   stop_clusters             # immediate stop of every cluster, then remove $work
 #   free_port                 # a free loopback port
 
@@ -31,6 +33,20 @@ start_cluster() { # name port, extra settings on stdin
     cat
   } >>"$dir/postgresql.conf"
   "${as_pg[@]}" "$bindir/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
+}
+
+start_side() { # name
+  local port
+  port=$(free_port)
+  echo "fsync = off" | start_cluster "$1" "$port"
+  printf -v "${1}_port" %s "$port"
+  echo "   $1 is PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+psql_on() { # port args...
+  local port=$1
+  shift
+  "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"
 }
 
 stop_clusters() {

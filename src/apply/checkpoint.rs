@@ -54,6 +54,15 @@ pub struct Checkpoint {
     pub updated_at: String,
 }
 
+/// Reads the checkpoint of `slot`, which must exist (a definite error says to run `setup`).
+pub async fn read_required(client: &Client, schema: &str, slot: &str) -> Result<Checkpoint> {
+    read(client, schema, slot).await?.ok_or_else(|| {
+        Error::definite(format!(
+            "blue has no checkpoint for slot {slot} in {schema}.checkpoint; run `pgbridge setup` first"
+        ))
+    })
+}
+
 /// Reads the checkpoint of `slot`; `Ok(None)` when the table or the row is missing.
 pub async fn read(client: &Client, schema: &str, slot: &str) -> Result<Option<Checkpoint>> {
     let table = sql::qualified(schema, "checkpoint");

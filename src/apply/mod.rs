@@ -515,7 +515,6 @@ impl Applier {
                     return Ok(());
                 }
                 group.transactions += 1;
-                group.end = group.end.max(c.end_lsn);
                 group.commit_time = c.timestamp;
                 Ok(())
             }

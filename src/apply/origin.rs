@@ -54,8 +54,10 @@ pub fn grant_sql(role: &str) -> String {
 /// holds the origin (its client vanished without closing the connection) is then certainly
 /// stale, and is terminated.
 pub async fn attach(client: &Client, name: &str, role: &str) -> Result<()> {
+    let selecting =
+        |e: &tokio_postgres::Error| Error::postgres(format!("selecting replication origin {name} on blue"), e);
     let denied = |e: &tokio_postgres::Error| {
-        Error::postgres(format!("selecting replication origin {name} on blue"), e)
+        selecting(e)
             .hint(format!(
                 "pgbridge tags what it writes with a replication origin so that a bridge in the other direction \
                  skips it; run on blue: {} (or set apply.origin = \"\" if no bridge ever streams from this database)",
@@ -93,40 +95,28 @@ pub async fn attach(client: &Client, name: &str, role: &str) -> Result<()> {
             Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => return Err(denied(&err)),
             Some(c) if *c == SqlState::OBJECT_IN_USE => {
                 let Some(pid) = holder(&err) else {
-                    return Err(Error::postgres(
-                        format!("selecting replication origin {name} on blue"),
-                        &err,
-                    ));
+                    return Err(selecting(&err));
                 };
                 if !terminate_stale(client, name, pid).await? {
-                    return Err(
-                        Error::postgres(format!("selecting replication origin {name} on blue"), &err)
-                            .hint(format!(
+                    return Err(selecting(&err)
+                        .hint(format!(
                             "PID {pid} on blue is not a pgbridge session of this role; is another bridge configured \
                              with apply.origin = {name:?}? Give each bridge its own origin"
                         ))
-                            .into_definite(),
-                    );
+                        .into_definite());
                 }
             }
             // "could not find free replication state slot"
             Some(c) if *c == SqlState::CONFIGURATION_LIMIT_EXCEEDED => {
-                return Err(
-                    Error::postgres(format!("selecting replication origin {name} on blue"), &err)
-                        .hint(
-                            "each pgbridge bridge writing to this server uses up to 5 replication origins; raise \
+                return Err(selecting(&err)
+                    .hint(
+                        "each pgbridge bridge writing to this server uses up to 5 replication origins; raise \
                          max_replication_slots (PostgreSQL 15-17) or max_active_replication_origins (18) on blue and \
                          restart it",
-                        )
-                        .into_definite(),
-                )
+                    )
+                    .into_definite())
             }
-            _ => {
-                return Err(Error::postgres(
-                    format!("selecting replication origin {name} on blue"),
-                    &err,
-                ))
-            }
+            _ => return Err(selecting(&err)),
         }
     }
     Err(Error::transient(format!(

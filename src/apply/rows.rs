@@ -143,7 +143,9 @@ impl Applier {
                 present.push(t);
             } else if missing < target.depends.len() && can_update(plan, t) {
                 return Err(Error::definite(format!(
-                    "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some                      are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so                      pgbridge receives every value, or change the mapping in {}",
+                    "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some \
+                     are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so \
+                     pgbridge receives every value, or change the mapping in {}",
                     plan.blue_name,
                     target.blue_name,
                     plan.green_name,

@@ -52,15 +52,9 @@ pub async fn run(config: &Config, max_bytes: Option<u64>, max_seconds: Option<f6
 
 /// Measures lag from the databases.
 pub async fn measure(config: &Config, green: &Client, blue: &Client) -> Result<Lag> {
-    let cp = checkpoint::read(blue, &config.schema, &config.slot)
+    let cp = checkpoint::read_required(blue, &config.schema, &config.slot)
         .await
-        .map_err(Error::into_definite)?
-        .ok_or_else(|| {
-            Error::definite(format!(
-                "blue has no checkpoint for slot {} in {}.checkpoint; run `pgbridge setup` first",
-                config.slot, config.schema
-            ))
-        })?;
+        .map_err(Error::into_definite)?;
     let row = green
         .query_one(
             "SELECT pg_current_wal_lsn()::text, \

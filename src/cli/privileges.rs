@@ -102,20 +102,18 @@ pub(crate) async fn blue_write_problems(blue: &Client, plans: &[Arc<TablePlan>])
 pub(crate) async fn origin_problem(blue: &Client, config: &crate::config::Config) -> Result<Option<String>> {
     let Some(name) = &config.origin else { return Ok(None) };
     let (role, _) = who(blue, "blue").await?;
-    let mut missing = Vec::new();
-    for function in crate::apply::origin::FUNCTIONS {
-        let allowed: bool = blue
-            .query_one(
-                "SELECT has_function_privilege($1::text::regprocedure, 'EXECUTE')",
-                &[&function],
-            )
-            .await
-            .map_err(|e| Error::postgres("reading privileges on blue", &e).into_definite())?
-            .get(0);
-        if !allowed {
-            missing.push(function);
-        }
-    }
+    let functions = crate::apply::origin::FUNCTIONS.map(String::from).to_vec();
+    let missing: Vec<String> = blue
+        .query(
+            "SELECT f FROM unnest($1::text[]) WITH ORDINALITY AS u(f, i) \
+             WHERE NOT has_function_privilege(f::regprocedure, 'EXECUTE') ORDER BY i",
+            &[&functions],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading privileges on blue", &e).into_definite())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     if missing.is_empty() {
         return Ok(None);
     }

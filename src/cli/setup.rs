@@ -256,13 +256,15 @@ pub(crate) struct SlotState {
     pub plugin: String,
     pub confirmed: Lsn,
     pub lost: bool,
+    /// A walsender is streaming it.
+    pub active: bool,
 }
 
 pub(crate) async fn slot_state(green: &Client, slot: &str) -> Result<Option<SlotState>> {
     let row = green
         .query_opt(
-            "SELECT coalesce(plugin::text, ''), coalesce(confirmed_flush_lsn::text, '0/0'), coalesce(wal_status = 'lost', false) \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT coalesce(plugin::text, ''), coalesce(confirmed_flush_lsn::text, '0/0'), coalesce(wal_status = 'lost', false), \
+                    active FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -275,6 +277,7 @@ pub(crate) async fn slot_state(green: &Client, slot: &str) -> Result<Option<Slot
                 .parse()
                 .map_err(|e| Error::definite(format!("slot {slot}: {e}")))?,
             lost: r.get(2),
+            active: r.get(3),
         })
     })
     .transpose()

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::{blue_err, connect_green_sql, green_err, sequences, setup, wait};
-use crate::apply::{self, checkpoint};
+use super::{connect_green_sql, sequences, setup, wait};
+use crate::apply;
 use crate::config::{Config, Endpoint};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -61,9 +61,21 @@ impl Log {
 struct Side {
     client: std::sync::Arc<Client>,
     address: String,
+    /// The database's name, as `ALTER ROLE ... IN DATABASE` takes it.
+    db: String,
 }
 
 impl Side {
+    async fn new(client: std::sync::Arc<Client>, endpoint: &Endpoint) -> Result<Side> {
+        let address = endpoint.address();
+        let db = client
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| Error::postgres(format!("reading the database name on {address}"), &e).into_definite())?
+            .get(0);
+        Ok(Side { client, address, db })
+    }
+
     fn err<'a>(&'a self, what: &'a str) -> impl Fn(tokio_postgres::Error) -> Error + 'a {
         move |e| Error::postgres(format!("{what} on {}", self.address), &e).into_definite()
     }
@@ -86,7 +98,7 @@ struct Done {
 
 pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     let reverse = Config::load(&options.reverse)?;
-    check_pairing(config, &reverse, &options.reverse)?;
+    check_pairing(config, &reverse)?;
     if options.app_roles.is_empty() {
         return Err(Error::definite(
             "name the application's roles to fence with --app-role ROLE (repeat it for each)",
@@ -95,14 +107,16 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     let log = Log {
         started: Instant::now(),
     };
-    let left = Side {
-        client: std::sync::Arc::new(connect_green_sql(config).await.map_err(Error::into_definite)?),
-        address: config.green.address(),
-    };
-    let entered = Side {
-        client: apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?,
-        address: config.blue.address(),
-    };
+    let left = Side::new(
+        std::sync::Arc::new(connect_green_sql(config).await.map_err(Error::into_definite)?),
+        &config.green,
+    )
+    .await?;
+    let entered = Side::new(
+        apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?,
+        &config.blue,
+    )
+    .await?;
     log.say(format!(
         "switchover of the writes of {} from {} to {}",
         options.app_roles.join(", "),
@@ -114,16 +128,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     for side in [&left, &entered] {
         preflight(side, &options.app_roles).await?;
     }
-    bridges_can_run_both_ways(config, &reverse, &options.reverse)?;
-    let streaming: Option<bool> = left
-        .client
-        .query_opt(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-            &[&config.slot],
-        )
-        .await
-        .map_err(left.err("reading replication slots"))?
-        .map(|r| r.get(0));
+    bridges_can_run_both_ways(config, &reverse)?;
+    let streaming = setup::slot_state(&left.client, &config.slot).await?.map(|s| s.active);
     if streaming != Some(true) {
         return Err(Error::definite(format!(
             "the bridge of {} is not streaming (slot {} on {} is {}); start `pgbridge run -c {}` and let it catch up first",
@@ -153,7 +159,8 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     let prepared = match tokio::time::timeout(options.timeout, setup::run(&reverse, false, 1)).await {
         Ok(result) => result,
         Err(_) => Err(Error::definite(format!(
-            "setting up the reverse bridge took longer than {:?}: creating its slot on {} waits for every write              transaction open there to end (see pg_stat_activity)",
+            "setting up the reverse bridge took longer than {:?}: creating its slot on {} waits for every write \
+             transaction open there to end (see pg_stat_activity)",
             options.timeout, entered.address
         ))),
     };
@@ -285,30 +292,14 @@ async fn switch(
 
     let t = Instant::now();
     let marker = wait::write_marker(&left.client, "pgbridge.switchover").await?;
-    loop {
-        let cp = checkpoint::read(&entered.client, &config.schema, &config.slot)
-            .await
-            .map_err(Error::into_definite)?
-            .ok_or_else(|| {
-                Error::definite(format!(
-                    "{} has no checkpoint for slot {}",
-                    entered.address, config.slot
-                ))
-            })?;
-        if cp.lsn > marker {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::definite(format!(
-                "{} did not catch up with {} within {:?}: its checkpoint {} is {} bytes short of the marker {marker}",
-                entered.address,
-                left.address,
-                options.timeout,
-                cp.lsn,
-                cp.lsn.bytes_until(marker)
-            )));
-        }
-        tokio::time::sleep(POLL).await;
+    if let Err(lsn) = wait::until_applied(&entered.client, config, marker, deadline, POLL).await? {
+        return Err(Error::definite(format!(
+            "{} did not catch up with {} within {:?}: its checkpoint {lsn} is {} bytes short of the marker {marker}",
+            entered.address,
+            left.address,
+            options.timeout,
+            lsn.bytes_until(marker)
+        )));
     }
     steps.push(("catch_up", t.elapsed()));
     log.say(format!(
@@ -403,7 +394,7 @@ async fn undo(log: &Log, left: &Side, entered: &Side, reverse: &Config, done: &m
                     "    could not put sequence {} back on {}: {}",
                     moved.sql_name,
                     entered.address,
-                    blue_err("setval")(e)
+                    entered.err("setval")(e)
                 ));
             }
         }
@@ -489,7 +480,8 @@ async fn remove_reverse(entered: &Side, left: &Side, reverse: &Config, slot: boo
 }
 
 /// The reverse bridge reads this bridge's target and writes its source.
-fn check_pairing(config: &Config, reverse: &Config, path: &std::path::Path) -> Result<()> {
+fn check_pairing(config: &Config, reverse: &Config) -> Result<()> {
+    let path = &reverse.path;
     let same = |a: &Endpoint, b: &Endpoint| a.address() == b.address();
     if !same(&reverse.green, &config.blue) || !same(&reverse.blue, &config.green) {
         return Err(Error::definite(format!(
@@ -515,14 +507,14 @@ fn check_pairing(config: &Config, reverse: &Config, path: &std::path::Path) -> R
 
 /// Two bridges in opposite directions run at once only if neither carries what the other
 /// wrote.
-fn bridges_can_run_both_ways(config: &Config, reverse: &Config, reverse_path: &std::path::Path) -> Result<()> {
-    for (c, path) in [(config, config.path.as_path()), (reverse, reverse_path)] {
+fn bridges_can_run_both_ways(config: &Config, reverse: &Config) -> Result<()> {
+    for c in [config, reverse] {
         if c.origin.is_none() || !c.skip_origins {
             return Err(Error::definite(format!(
                 "{}: with apply.origin = \"\" or green.origin = \"any\", the two bridges would echo each other's rows \
                  back and forth; remove those settings (the defaults tag what a bridge writes and skip what the other \
                  wrote)",
-                path.display()
+                c.path.display()
             )));
         }
     }
@@ -586,10 +578,7 @@ async fn preflight(side: &Side, roles: &[String]) -> Result<()> {
         // ALTER ROLE is transactional: try it, and roll it back.
         let tried = async {
             side.client.batch_execute("BEGIN").await?;
-            let r = side
-                .client
-                .batch_execute(&alter_sql(&side_db(side).await?, role, Some("on")))
-                .await;
+            let r = side.client.batch_execute(&alter_sql(&side.db, role, Some("on"))).await;
             side.client.batch_execute("ROLLBACK").await?;
             r
         }
@@ -605,14 +594,6 @@ async fn preflight(side: &Side, roles: &[String]) -> Result<()> {
         }
     }
     super::privileges::refuse(problems, "nothing was fenced")
-}
-
-async fn side_db(side: &Side) -> std::result::Result<String, tokio_postgres::Error> {
-    Ok(side
-        .client
-        .query_one("SELECT current_database()::text", &[])
-        .await?
-        .get(0))
 }
 
 fn alter_sql(db: &str, role: &str, value: Option<&str>) -> String {
@@ -645,9 +626,8 @@ async fn read_only_setting(side: &Side, role: &str) -> Result<Option<String>> {
 
 /// Sets (`Some`) or resets (`None`) the role's database-level `default_transaction_read_only`.
 async fn set_read_only(side: &Side, role: &str, value: Option<&str>) -> Result<()> {
-    let db = side_db(side).await.map_err(side.err("reading the database name"))?;
     side.client
-        .batch_execute(&alter_sql(&db, role, value))
+        .batch_execute(&alter_sql(&side.db, role, value))
         .await
         .map_err(side.err(&format!("changing the settings of role {role}")))
 }
@@ -655,28 +635,16 @@ async fn set_read_only(side: &Side, role: &str, value: Option<&str>) -> Result<(
 /// Where the reverse bridge's slot starts (its confirmed position) and whether a pgbridge is
 /// streaming it.
 async fn reverse_position(entered: &Side, reverse: &Config) -> Result<(Lsn, bool)> {
-    let row = entered
-        .client
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text, active, coalesce(wal_status = 'lost', false) \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&reverse.slot],
-        )
-        .await
-        .map_err(green_err("reading replication slots"))?
+    let slot = setup::slot_state(&entered.client, &reverse.slot)
+        .await?
         .ok_or_else(|| Error::definite(format!("the reverse bridge's slot {} disappeared", reverse.slot)))?;
-    let (confirmed, active, lost): (Option<String>, bool, bool) = (row.get(0), row.get(1), row.get(2));
-    if lost {
+    if slot.lost {
         return Err(Error::definite(format!(
             "the reverse bridge's slot {} on {} was invalidated",
             reverse.slot, entered.address
         )));
     }
-    let from = confirmed
-        .unwrap_or_else(|| "0/0".into())
-        .parse()
-        .map_err(|e| Error::definite(format!("slot {}: {e}", reverse.slot)))?;
-    Ok((from, active))
+    Ok((slot.confirmed, slot.active))
 }
 
 #[cfg(test)]

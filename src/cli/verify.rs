@@ -51,7 +51,7 @@ struct Examples {
     different: Vec<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize)]
 struct Counts {
     green_rows: i64,
     blue_rows: i64,
@@ -86,12 +86,9 @@ impl Counts {
 struct TableReport {
     green_table: String,
     blue_table: String,
-    green_rows: i64,
-    blue_rows: i64,
-    missing: i64,
-    extra: i64,
-    different: i64,
-    examples: Examples,
+    /// Rows, differences and examples, as top-level fields of the JSON.
+    #[serde(flatten)]
+    counts: Counts,
     /// Chunks compared again after blue caught up.
     rechecked_chunks: usize,
     identical: bool,
@@ -202,12 +199,15 @@ fn print_table(r: &TableReport) {
     let verdict = if r.identical {
         "identical".to_string()
     } else {
-        format!("missing {}, extra {}, different {}", r.missing, r.extra, r.different)
+        format!(
+            "missing {}, extra {}, different {}",
+            r.counts.missing, r.counts.extra, r.counts.different
+        )
     };
     println!(
         "{name:<44} green {:>10}  blue {:>10}  {verdict}  ({:.1}s{})",
-        r.green_rows,
-        r.blue_rows,
+        r.counts.green_rows,
+        r.counts.blue_rows,
         r.seconds,
         if r.rechecked_chunks > 0 {
             format!(", {} chunk(s) rechecked", r.rechecked_chunks)
@@ -219,9 +219,9 @@ fn print_table(r: &TableReport) {
         println!("    {scope}");
     }
     for (label, keys) in [
-        ("missing on blue", &r.examples.missing),
-        ("extra on blue", &r.examples.extra),
-        ("different", &r.examples.different),
+        ("missing on blue", &r.counts.examples.missing),
+        ("extra on blue", &r.counts.examples.extra),
+        ("different", &r.counts.examples.different),
     ] {
         if !keys.is_empty() {
             println!("    {label}: {}", keys.join("; "));
@@ -295,12 +295,7 @@ async fn verify_table(
     Ok(TableReport {
         green_table: plan.green_name.to_string(),
         blue_table: plan.blue_name.clone(),
-        green_rows: total.green_rows,
-        blue_rows: total.blue_rows,
-        missing: total.missing,
-        extra: total.extra,
-        different: total.different,
-        examples: total.examples,
+        counts: total,
         rechecked_chunks: rechecked,
         identical,
         scope: plan

@@ -33,28 +33,44 @@ pub async fn run(config: &Config, timeout: Duration) -> Result<i32> {
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let started = Instant::now();
     let marker = write_marker(&green, "pgbridge.wait").await?;
+    match until_applied(&blue, config, marker, started + timeout, POLL).await? {
+        Ok(lsn) => {
+            println!(
+                "caught up in {:.3}s: blue's checkpoint {lsn} is past the marker {marker}",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(0)
+        }
+        Err(lsn) => {
+            println!(
+                "timed out after {:.3}s: blue's checkpoint {lsn} has not reached the marker {marker} ({} bytes behind)",
+                started.elapsed().as_secs_f64(),
+                lsn.bytes_until(marker)
+            );
+            Ok(1)
+        }
+    }
+}
+
+/// Polls blue's checkpoint every `poll` until it passes `marker` (`Ok(Ok(checkpoint))`), or
+/// until `deadline` comes first (`Ok(Err(checkpoint))`).
+pub(crate) async fn until_applied(
+    blue: &tokio_postgres::Client,
+    config: &Config,
+    marker: Lsn,
+    deadline: Instant,
+    poll: Duration,
+) -> Result<std::result::Result<Lsn, Lsn>> {
     loop {
-        let cp = checkpoint::read(&blue, &config.schema, &config.slot)
+        let cp = checkpoint::read_required(blue, &config.schema, &config.slot)
             .await
-            .map_err(Error::into_definite)?
-            .ok_or_else(|| Error::definite("blue has no checkpoint for this slot; run `pgbridge setup` first"))?;
+            .map_err(Error::into_definite)?;
         if cp.lsn > marker {
-            println!(
-                "caught up in {:.3}s: blue's checkpoint {} is past the marker {marker}",
-                started.elapsed().as_secs_f64(),
-                cp.lsn
-            );
-            return Ok(0);
+            return Ok(Ok(cp.lsn));
         }
-        if started.elapsed() >= timeout {
-            println!(
-                "timed out after {:.3}s: blue's checkpoint {} has not reached the marker {marker} ({} bytes behind)",
-                started.elapsed().as_secs_f64(),
-                cp.lsn,
-                cp.lsn.bytes_until(marker)
-            );
-            return Ok(1);
+        if Instant::now() >= deadline {
+            return Ok(Err(cp.lsn));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }

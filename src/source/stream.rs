@@ -49,9 +49,9 @@ pub struct StartOptions {
     pub publication: String,
     /// The blue checkpoint. The server starts at max(this, the slot's confirmed_flush_lsn).
     pub start: Lsn,
-    pub proto_version: u32,
-    /// Ask for large in-progress transactions as they are decoded (`streaming 'on'`, protocol
-    /// 2+), instead of after green has decoded, spilled and re-read all of them.
+    /// Ask for large in-progress transactions as they are decoded (`streaming 'on'`, which
+    /// needs protocol 2; protocol 1 otherwise), instead of after green has decoded, spilled and
+    /// re-read all of them.
     pub streaming: bool,
     /// Skip transactions applied under a replication origin (`origin 'none'`, PostgreSQL 16+).
     pub origin_none: bool,
@@ -65,7 +65,7 @@ impl StartOptions {
             "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{}{})",
             sql::ident(&self.slot),
             self.start,
-            sql::literal(&self.proto_version.to_string()),
+            sql::literal(if self.streaming { "2" } else { "1" }),
             sql::literal(&sql::ident(&self.publication)),
             if self.streaming { ", streaming 'on'" } else { "" },
             if self.origin_none { ", origin 'none'" } else { "" },
@@ -261,7 +261,6 @@ mod tests {
             slot: "pgbridge_to_blue".into(),
             publication: "My \"pub\"".into(),
             start: Lsn(0x16_B374_D848),
-            proto_version: 1,
             streaming: false,
             origin_none: false,
         };
@@ -271,7 +270,6 @@ mod tests {
              publication_names '\"My \"\"pub\"\"\"', messages 'true')"
         );
         let streamed = StartOptions {
-            proto_version: 2,
             streaming: true,
             origin_none: true,
             ..cmd
