@@ -55,6 +55,7 @@ fn statements(c: &mut Criterion) {
                 is_key: i == 0,
             })
             .collect(),
+        facts: None,
     };
     let blue = BlueTable {
         schema: "public".into(),
@@ -64,6 +65,7 @@ fn statements(c: &mut Criterion) {
             .map(|i| BlueColumn {
                 name: format!("column_{i}"),
                 type_sql: "\"pg_catalog\".\"text\"".into(),
+                declared: "text".into(),
                 not_null: i == 0,
                 has_default: false,
                 identity_always: false,

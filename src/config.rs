@@ -77,6 +77,11 @@ struct RawMapping {
     /// Green tables (`schema.table`) deliberately not replicated.
     #[serde(default)]
     exclude: Vec<String>,
+    /// How often `run` compares green's and blue's catalogs with the accepted plan (a
+    /// duration, e.g. "5s"): what Relation messages cannot show (a table that left the
+    /// publication, was re-created or gained partitions) is found this way.
+    #[serde(default = "default_schema_check_interval")]
+    schema_check_interval: String,
 }
 
 impl Default for RawMapping {
@@ -86,6 +91,7 @@ impl Default for RawMapping {
             implicit: true,
             strict: true,
             exclude: Vec::new(),
+            schema_check_interval: default_schema_check_interval(),
         }
     }
 }
@@ -151,6 +157,9 @@ fn default_true() -> bool {
 }
 fn default_batch_rows() -> u64 {
     10_000
+}
+fn default_schema_check_interval() -> String {
+    "5s".into()
 }
 fn default_batch_delay() -> String {
     "20ms".into()
@@ -262,6 +271,8 @@ pub struct Config {
     pub mapping_dir: PathBuf,
     pub implicit: bool,
     pub strict: bool,
+    /// How often `run` compares both catalogs with the accepted plan.
+    pub schema_check_interval: Duration,
     /// Excluded green tables as (schema, table).
     pub exclude: Vec<(String, String)>,
     pub max_batch_rows: u64,
@@ -341,6 +352,15 @@ impl Config {
                 raw.apply.max_batch_delay
             ))
         })?;
+        let schema_check_interval = humantime::parse_duration(&raw.mapping.schema_check_interval)
+            .ok()
+            .filter(|d| *d >= Duration::from_millis(100))
+            .ok_or_else(|| {
+                Error::definite(format!(
+                    "{file}: mapping.schema_check_interval = {:?} is not a duration of at least 100ms; write e.g. \"5s\"",
+                    raw.mapping.schema_check_interval
+                ))
+            })?;
         if raw.apply.max_batch_rows == 0 {
             return Err(Error::definite(format!(
                 "{file}: apply.max_batch_rows must be at least 1"
@@ -418,6 +438,7 @@ impl Config {
             mapping_dir: base.join(&raw.mapping.dir),
             implicit: raw.mapping.implicit,
             strict: raw.mapping.strict,
+            schema_check_interval,
             exclude,
             sequences,
             max_batch_rows: raw.apply.max_batch_rows,

@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod failpoint;
 pub mod lsn;

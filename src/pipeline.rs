@@ -51,8 +51,13 @@ impl Backoff {
 }
 
 /// Streams until `shutdown` becomes true (`Ok`) or a definite error.
-pub async fn run(config: Arc<Config>, telemetry: Arc<Telemetry>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let result = run_sessions(&config, &telemetry, &mut shutdown).await;
+pub async fn run(
+    config: Arc<Config>,
+    telemetry: Arc<Telemetry>,
+    mut shutdown: watch::Receiver<bool>,
+    guard: crate::drift::Guard,
+) -> Result<()> {
+    let result = run_sessions(&config, &telemetry, &mut shutdown, &guard).await;
     match &result {
         Ok(()) => telemetry.set_state(State::Stopped),
         Err(_) => {
@@ -67,6 +72,7 @@ async fn run_sessions(
     config: &Arc<Config>,
     telemetry: &Arc<Telemetry>,
     shutdown: &mut watch::Receiver<bool>,
+    guard: &crate::drift::Guard,
 ) -> Result<()> {
     let mut backoff = Backoff::new();
     // Green transactions (commit LSN ranges) to apply row by row because blue rejected one of
@@ -85,6 +91,7 @@ async fn run_sessions(
             careful: &careful,
             upsert_tables: &upsert_tables,
             streaming: streaming && !std::mem::take(&mut unstreamed),
+            guard,
         };
         let mut progressed = false;
         let result = session(
@@ -167,6 +174,7 @@ struct Replay<'a> {
     upsert_tables: &'a HashSet<String>,
     /// Ask green for large transactions while they are in progress.
     streaming: bool,
+    guard: &'a crate::drift::Guard,
 }
 
 async fn session(
@@ -195,6 +203,7 @@ async fn session(
         replay.careful.to_vec(),
         replay.upsert_tables.clone(),
         telemetry.clone(),
+        replay.guard,
     )
     .await?;
 

@@ -19,9 +19,11 @@ pub fn create_sql(schema: &str) -> String {
              commit_time timestamptz,
              updated_at  timestamptz NOT NULL DEFAULT now()
          );
-         {dead_letter}",
+         {dead_letter}
+         {accepted}",
         schema = sql::ident(schema),
-        dead_letter = dead_letter_sql(schema)
+        dead_letter = dead_letter_sql(schema),
+        accepted = crate::drift::create_sql(schema)
     )
 }
 

@@ -235,6 +235,8 @@ pub struct Applier {
     /// Open in-progress transactions, by green top-level xid (see `stream`).
     lanes: HashMap<u32, stream::Lane>,
     spare_lanes: Vec<stream::Lane>,
+    /// Where to stop because the catalogs drifted (the main session only).
+    drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
 }
 
 impl Applier {
@@ -251,6 +253,7 @@ impl Applier {
         careful: Vec<(Lsn, Lsn)>,
         upsert_tables: HashSet<String>,
         telemetry: Arc<Telemetry>,
+        guard: &crate::drift::Guard,
     ) -> Result<Self> {
         let (replica_role, durability) = prepare_session(&client).await?;
         if !replica_role {
@@ -261,9 +264,10 @@ impl Applier {
                 crate::sql::ident(&config.blue.user())
             );
         }
-        let mappings = Mappings::load(&config)?;
+        let mappings = guard.mappings.clone();
         let mut applier = Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role).await?;
         applier.durability = durability;
+        applier.drift_stop = Some(guard.stop.clone());
         if durability == Durability::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
             // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
@@ -338,6 +342,7 @@ impl Applier {
             stream_block: None,
             lanes: HashMap::new(),
             spare_lanes: Vec::new(),
+            drift_stop: None,
         })
     }
 
@@ -716,7 +721,22 @@ impl Applier {
         Ok(())
     }
 
+    /// Stops once blue has everything green wrote before the catalogs were seen to drift.
+    fn check_drift_stop(&self) -> Result<()> {
+        let Some(stop) = self.drift_stop.as_ref().and_then(|s| s.borrow().clone()) else {
+            return Ok(());
+        };
+        if self.committed >= stop.at && self.tx.is_none() && self.group.is_none() {
+            return Err(Error::definite(format!(
+                "{}; blue has everything green committed up to {} (checkpoint {}), nothing after",
+                stop.message, stop.at, self.committed
+            )));
+        }
+        Ok(())
+    }
+
     async fn on_tick(&mut self) -> Result<()> {
+        self.check_drift_stop()?;
         if self.tx.is_none()
             && self
                 .group
@@ -832,7 +852,8 @@ impl Applier {
         // Rule 7: a Relation message that no longer fits stops the bridge before the
         // transaction that carries it is applied. Inside a skipped transaction the plan is
         // resolved when first used instead.
-        if !excluded && !self.tx.as_ref().is_some_and(|t| t.skip) {
+        let expected = self.mappings.expects(&self.relations[&oid].label);
+        if !excluded && expected && !self.tx.as_ref().is_some_and(|t| t.skip) {
             self.resolve(oid).await?;
         }
         Ok(())
@@ -845,17 +866,72 @@ impl Applier {
         let planned = async {
             self.types.resolve_builtins(self.pipe.client(), &oids).await?;
             let green = GreenTable::from_relation(&relation, |o| self.types.get(o))?;
-            self.mappings.plan(self.pipe.client(), &green).await
+            self.mappings.plan_with_blue(self.pipe.client(), &green).await
         };
-        let plan = match planned.await {
+        let (plan, blue) = match planned.await {
             Ok(p) => p,
             Err(e) if e.is_transient() => return Err(self.pipe.root_cause(e).await),
-            Err(e) => return Err(e),
+            Err(e) => return Err(self.drifted_or(e)),
         };
+        self.hold_to_baseline(&plan, &blue)?;
         let rel = self.relations.get_mut(&oid).expect("relation just looked up");
         tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.targets.len(), "mapped green table");
         rel.plan = Some(plan.clone());
         Ok(plan)
+    }
+
+    /// A Relation message that no longer plans: when the table is part of the accepted plan,
+    /// that is drift, and the message says what to do about it.
+    fn drifted_or(&self, e: Error) -> Error {
+        if self.mappings.baseline().is_none() {
+            return e;
+        }
+        self.telemetry.schema_drift(true);
+        Error::definite(format!(
+            "{}{}; nothing from there on was applied (blue's checkpoint stays at {}); {}",
+            e.message(),
+            self.at_lsn(),
+            self.committed,
+            crate::drift::fix(&self.config)
+        ))
+    }
+
+    /// ` at green LSN x/y` for the transaction being received, for messages.
+    fn at_lsn(&self) -> String {
+        match &self.tx {
+            Some(tx) => format!(" (green transaction committed at {})", tx.commit_lsn),
+            None => String::new(),
+        }
+    }
+
+    /// Rule 9: a Relation message whose plan differs from the accepted one stops the bridge
+    /// before the transaction that carries it is applied, naming what changed. A table not in
+    /// the accepted plan (created since) joins it.
+    fn hold_to_baseline(&self, plan: &TablePlan, blue: &crate::mapping::catalog::BlueTable) -> Result<()> {
+        let Some(baseline) = self.mappings.baseline() else {
+            return Ok(());
+        };
+        let now = crate::mapping::signature::Signature::of(plan, blue);
+        let mut accepted = baseline.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(was) = accepted.get(plan.green_name.as_ref()) else {
+            tracing::info!(table = %plan.green_name, blue = %plan.blue_name, "green table is new since the plan was accepted; carrying it");
+            accepted.insert(plan.green_name.to_string(), now);
+            return Ok(());
+        };
+        let changes = crate::mapping::signature::diff(was, &now);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.telemetry.schema_drift(true);
+        Err(Error::definite(format!(
+            "green table {} no longer maps onto blue as accepted{}: {}; nothing from there on was applied (blue's \
+             checkpoint stays at {}); {}",
+            plan.green_name,
+            self.at_lsn(),
+            changes.join("; "),
+            self.committed,
+            crate::drift::fix(&self.config)
+        )))
     }
 
     /// The plan for a change's table, or `None` when the change is not applied (skipped

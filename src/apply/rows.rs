@@ -254,6 +254,18 @@ impl Applier {
         let mut tables = Vec::new();
         for &oid in &t.relation_oids {
             if let Some((plan, _)) = self.change_target(oid).await? {
+                if let Some(parent) = &plan.partition_of {
+                    return Err(Error::definite(format!(
+                        "green truncated partition {} of {parent} (green transaction committed at {lsn}), which maps \
+                         onto blue table {} as a whole: blue cannot tell which of its rows came from that partition, so \
+                         nothing from this transaction on was applied (blue's checkpoint stays before it). Re-synchronize \
+                         blue with `pgbridge setup --copy`; to carry partitioned tables whole, publish them through \
+                         their root first: ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                        plan.green_name,
+                        plan.blue_name,
+                        crate::sql::ident(&self.config.publication)
+                    )));
+                }
                 // ONLY keeps blue's inheritance children alone, but a partitioned table can
                 // only be truncated as a whole.
                 let only = if plan.blue_partitioned { "" } else { "ONLY " };

@@ -2,6 +2,7 @@
 //! catalogs before any row moves, and prints the plan. `run` performs the same validation at
 //! start and refuses to stream an invalid plan.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio_postgres::types::Type;
@@ -10,9 +11,11 @@ use tokio_postgres::Client;
 use super::connect_green_sql;
 use crate::apply;
 use crate::config::Config;
+use crate::drift;
 use crate::error::{Error, Result};
 use crate::mapping::catalog::BlueTable;
 use crate::mapping::resolve::Mappings;
+use crate::mapping::signature::Signature;
 use crate::mapping::statements::{build, updatable, Shape};
 use crate::mapping::{green_catalog, GreenTable, KeyPlan, TablePlan, Value};
 use crate::protocol::pgoutput::ReplicaIdentity;
@@ -29,6 +32,15 @@ pub struct Planned {
 pub struct Report {
     pub tables: Vec<Planned>,
     pub problems: Vec<String>,
+    /// Green's streamed relations as read from the catalog.
+    pub green_tables: Vec<GreenTable>,
+    /// The plan both catalogs give now (see [`crate::drift`]).
+    pub current: drift::Current,
+    /// The plan `setup` accepted, when one was stored.
+    pub accepted: Option<BTreeMap<String, Signature>>,
+    /// How the current plan differs from the accepted one.
+    pub drift: Vec<drift::Finding>,
+    pub publication_exists: bool,
 }
 
 pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
@@ -38,6 +50,16 @@ pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
     for t in &report.tables {
         print_plan(t, show_sql);
     }
+    let mut problems = report.problems.clone();
+    for f in &report.drift {
+        problems.push(format!(
+            "green table {} changed since `pgbridge setup` accepted its plan: {}; {}",
+            f.green_table,
+            f.text(),
+            drift::fix(config)
+        ));
+    }
+    let report = Report { problems, ..report };
     if report.problems.is_empty() {
         println!("ok: {} table(s) planned, no problems", report.tables.len());
         Ok(0)
@@ -68,6 +90,7 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         Ok(()) => {}
     }
     let publication_exists = green_catalog::publication_exists(green, &config.publication).await?;
+    report.publication_exists = publication_exists;
     let tables = match green_catalog::tables(green, config, publication_exists).await {
         Ok(t) => t,
         // The connection dropped: not a finding, and no table list to check the mappings by.
@@ -78,6 +101,8 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         }
         Err(e) => return Err(e),
     };
+    let mut mappings = mappings;
+    mappings.learn_partitions(&tables);
     report
         .problems
         .extend(unmatched_sources(config, &mappings, &tables, publication_exists));
@@ -98,10 +123,15 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 report.problems.push(e.to_string());
+                report.current.failures.push((green_table.qualified(), e.to_string()));
                 continue;
             }
         };
+        report.current.signatures.push(Signature::of(&plan, &blue_table));
         report.problems.extend(unfed_columns(&plan, &blue_table));
+        report
+            .problems
+            .extend(unpublished_namesakes(config, &mappings, &plan, &blue_table));
         if let Some(f) = mappings.file_for(&green_table.namespace, &green_table.name) {
             for name in f
                 .ignore
@@ -162,7 +192,47 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             .problems
             .extend(super::privileges::publication_problem(green, &config.publication, &tables).await?);
     }
+    if !publication_exists {
+        report.current.nothing_streamed = Some(format!("publication {} does not exist on green", config.publication));
+    }
+    report.accepted = drift::read_accepted(blue, config).await?;
+    if let Some(accepted) = &report.accepted {
+        report.drift = drift::compare(config, accepted, &report.current).0;
+    }
+    report.green_tables = tables;
     Ok(report)
+}
+
+/// Blue columns that a same-named green column would feed, were it streamed: a generated
+/// column, or one the publication's column list leaves out. Nothing feeds them, so they would
+/// keep blue's default, or go stale, without a word.
+fn unpublished_namesakes(config: &Config, mappings: &Mappings, plan: &TablePlan, blue: &BlueTable) -> Vec<String> {
+    let Some(facts) = &plan.green.facts else {
+        return Vec::new();
+    };
+    let file = mappings.file_for(&plan.green.namespace, &plan.green.name);
+    let ignored = |c: &str| file.is_some_and(|f| f.ignore.iter().any(|i| i == c));
+    let omitted = |c: &str| file.is_some_and(|f| f.columns.contains_key(c));
+    facts
+        .unpublished
+        .iter()
+        .filter(|(g, _)| blue.column(&g.name).is_some_and(|b| !b.generated))
+        .filter(|(g, _)| !plan.targets.iter().any(|t| t.blue_name == g.name))
+        .filter(|(g, _)| !ignored(&g.name) && !omitted(&g.name))
+        .map(|(g, why)| {
+            format!(
+                "{}: blue column {}.{} has a same-named green column {}.{}, but that is {}, so nothing would feed                  blue's column; compute it in [columns] ({} = {{ expr = \"...\" }} over published columns), publish                  the column, or write {} = {{ omit = true }} to leave it to blue",
+                plan.source_of_truth(),
+                plan.blue_name,
+                g.name,
+                plan.green_name,
+                g.name,
+                why.describe(&config.publication),
+                g.name,
+                g.name
+            )
+        })
+        .collect()
 }
 
 /// Green types the plan reads that blue does not have.
@@ -279,10 +349,12 @@ pub(super) fn unmatched_sources(
     tables: &[GreenTable],
     publication_exists: bool,
 ) -> Vec<String> {
+    // A partitioned table streamed as its partitions counts as streamed.
     let streamed = |f: &&crate::mapping::file::MappingFile| {
-        tables
-            .iter()
-            .any(|t| (t.namespace.as_str(), t.name.as_str()) == (f.source.0.as_str(), f.source.1.as_str()))
+        tables.iter().any(|t| {
+            (t.namespace.as_str(), t.name.as_str()) == (f.source.0.as_str(), f.source.1.as_str())
+                || t.facts.as_ref().and_then(|x| x.root.as_ref()) == Some(&f.source)
+        })
     };
     mappings
         .files

@@ -239,11 +239,15 @@ async fn copy_part(config: &Config, snapshot: &str, part: &Part) -> Result<Strin
     let (plan, task, empty) = (&*part.plan, &*part.task, part.empty);
     let whole = part.range.is_none();
     // A TID range scan: cheap, and needs no key.
-    let tail = match part.range {
-        None => String::new(),
-        Some((from, None)) => format!(" WHERE ctid >= '({from},0)'::tid"),
-        Some((from, Some(to))) => format!(" WHERE ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"),
+    let mut conditions = match part.range {
+        None => Vec::new(),
+        Some((from, None)) => vec![format!("ctid >= '({from},0)'::tid")],
+        Some((from, Some(to))) => vec![format!("ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid")],
     };
+    // Rows the publication's row filter leaves out never stream: copying them would leave
+    // rows on blue that nothing keeps current.
+    conditions.extend(statements::published_rows(plan));
+    let tail = statements::where_clause(&conditions);
     let what = format!(
         "copying green table {} to blue table {}",
         plan.green_name, plan.blue_name

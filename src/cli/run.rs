@@ -1,13 +1,15 @@
 //! `pgbridge run`: stream until SIGINT/SIGTERM, then finish the batch, checkpoint and exit.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::drift;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::mapping::resolve::Mappings;
 use crate::pipeline;
 use crate::telemetry::{self, State, Telemetry};
 
@@ -33,13 +35,124 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
         stop_rx.clone(),
     ));
     tokio::spawn(poll_green(config.clone(), telemetry.clone(), stop_rx.clone()));
-    if let Err(e) = validate_with_retries(&config).await {
-        telemetry.error("definite");
-        telemetry.set_state(State::Failed);
-        return Err(e.into_definite());
+    let (drift_tx, drift_rx) = watch::channel(None);
+    let mappings = match validate_with_retries(&config, &telemetry, &drift_tx).await {
+        Ok(m) => m,
+        Err(e) => {
+            telemetry.error("definite");
+            telemetry.set_state(State::Failed);
+            return Err(e.into_definite());
+        }
+    };
+    if let Some(baseline) = mappings.baseline() {
+        tokio::spawn(watch_catalogs(
+            config.clone(),
+            baseline.clone(),
+            telemetry.clone(),
+            drift_tx,
+            stop_rx.clone(),
+        ));
     }
-    pipeline::run(config, telemetry, stop_rx).await?;
+    let guard = drift::Guard {
+        mappings,
+        stop: drift_rx,
+    };
+    pipeline::run(config, telemetry, stop_rx, guard).await?;
     Ok(0)
+}
+
+/// Every `[mapping] schema_check_interval`, both catalogs against the accepted plan: what no
+/// Relation message shows (a table that left the publication or was created again, partitions
+/// attached or detached, blue's DDL) stops the bridge once blue has everything green wrote
+/// before the change was seen.
+async fn watch_catalogs(
+    config: Arc<Config>,
+    baseline: drift::Baseline,
+    telemetry: Arc<Telemetry>,
+    drift_tx: watch::Sender<Option<drift::Stop>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(config.schema_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clients = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if drift_tx.borrow().is_some() {
+            continue;
+        }
+        if clients.is_none() {
+            let green = super::connect_green_sql(&config).await;
+            let blue = crate::apply::connect_blue(&config.blue).await;
+            if let (Ok(g), Ok(b)) = (green, blue) {
+                clients = Some((g, b));
+            }
+        }
+        let Some((green, blue)) = &clients else { continue };
+        match catalogs_against(&config, green, blue, &baseline).await {
+            Ok(None) => {}
+            Ok(Some(found)) => {
+                telemetry.schema_drift(true);
+                tracing::error!(stop_at = %found.at, "{}", found.message);
+                let _ = drift_tx.send(Some(found));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "checking the catalogs failed; trying again");
+                clients = None;
+            }
+        }
+    }
+}
+
+/// Both catalogs against `baseline` now; new tables join it. `Some` when the plan drifted,
+/// with the position to stop at: green's WAL position after the catalog was read.
+async fn catalogs_against(
+    config: &Config,
+    green: &tokio_postgres::Client,
+    blue: &tokio_postgres::Client,
+    baseline: &drift::Baseline,
+) -> Result<Option<drift::Stop>> {
+    let current = drift::current(config, green, blue).await?;
+    let accepted = baseline.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (findings, new) = drift::compare(config, &accepted, &current);
+    if !new.is_empty() {
+        for s in &new {
+            tracing::info!(table = %s.green_table, blue = %s.blue_table, "green streams a table that is new since the plan was accepted; carrying it");
+        }
+        drift::store(blue, config, &new, false).await?;
+        let mut b = baseline.lock().unwrap_or_else(|e| e.into_inner());
+        for s in new {
+            b.entry(s.green_table.clone()).or_insert(s);
+        }
+    }
+    if findings.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(drift::Stop {
+        at: green_position(green).await?,
+        message: drift_message(config, &findings),
+    }))
+}
+
+fn drift_message(config: &Config, findings: &[drift::Finding]) -> String {
+    format!(
+        "green's or blue's catalog no longer matches the plan `pgbridge setup` accepted:\n{}\n{}; stopping once \
+         blue has everything green wrote before the change was seen",
+        drift::describe(findings),
+        drift::fix(config)
+    )
+}
+
+async fn green_position(green: &tokio_postgres::Client) -> Result<Lsn> {
+    let text: String = green
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(|e| Error::postgres("reading green's WAL position", &e))?
+        .get(0);
+    text.parse()
+        .map_err(|_| Error::definite(format!("green returned an unreadable WAL position {text:?}")))
 }
 
 /// Every two seconds, green's WAL position and the WAL its slot retains, for the lag gauges.
@@ -81,10 +194,14 @@ async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, mut stop: wa
 /// Validation at start-up. A connection that drops during it is retried a few times (a network
 /// blip is not a configuration problem); anything else, or a drop that keeps happening, stops
 /// the start with exit 2.
-async fn validate_with_retries(config: &Config) -> Result<()> {
+async fn validate_with_retries(
+    config: &Config,
+    telemetry: &Telemetry,
+    drift_tx: &watch::Sender<Option<drift::Stop>>,
+) -> Result<Mappings> {
     let mut attempt = 1;
     loop {
-        match validate_before_streaming(config).await {
+        match validate_before_streaming(config, telemetry, drift_tx).await {
             Err(e) if e.is_transient() && attempt < START_ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "validating at start failed; trying again");
                 tokio::time::sleep(std::time::Duration::from_millis(500 * attempt as u64)).await;
@@ -98,15 +215,59 @@ async fn validate_with_retries(config: &Config) -> Result<()> {
 /// Attempts at start-up validation when connections drop.
 const START_ATTEMPTS: u32 = 3;
 
-/// The same validation as `pgbridge check`: an invalid plan never starts streaming.
-async fn validate_before_streaming(config: &Config) -> Result<()> {
+/// The same validation as `pgbridge check`: an invalid plan never starts streaming. Returns
+/// the mappings held to the accepted plan (stored now when an earlier pgbridge's `setup`
+/// stored none). When the catalogs already differ from it, streaming goes on up to green's
+/// current position and stops there (or earlier, at the Relation message that shows the
+/// change), so blue gets everything written under the accepted plan.
+async fn validate_before_streaming(
+    config: &Config,
+    telemetry: &Telemetry,
+    drift_tx: &watch::Sender<Option<drift::Stop>>,
+) -> Result<Mappings> {
     let green = super::connect_green_sql(config).await?;
     let blue = crate::apply::connect_blue(&config.blue).await?;
     let report = super::check::validate(config, &green, &blue).await?;
     match report.problems.len() {
         0 => {
             tracing::info!(tables = report.tables.len(), "mapping validated against both catalogs");
-            Ok(())
+            let mut mappings = Mappings::load(config)?;
+            mappings.learn_partitions(&report.green_tables);
+            let accepted = match &report.accepted {
+                Some(accepted) => {
+                    let (_, new) = drift::compare(config, accepted, &report.current);
+                    drift::store(&blue, config, &new, false).await?;
+                    let mut all = accepted.clone();
+                    for s in new {
+                        tracing::info!(table = %s.green_table, "green table is new since the plan was accepted; carrying it");
+                        all.insert(s.green_table.clone(), s);
+                    }
+                    all
+                }
+                None => {
+                    tracing::info!(
+                        "no accepted plan on blue (set up by an earlier pgbridge); accepting the current one"
+                    );
+                    drift::store(&blue, config, &report.current.signatures, true).await?;
+                    report
+                        .current
+                        .signatures
+                        .iter()
+                        .map(|s| (s.green_table.clone(), s.clone()))
+                        .collect()
+                }
+            };
+            mappings.hold_to(Arc::new(Mutex::new(accepted)));
+            if !report.drift.is_empty() {
+                let found = drift::Stop {
+                    at: green_position(&green).await?,
+                    message: drift_message(config, &report.drift),
+                };
+                telemetry.schema_drift(true);
+                tracing::error!(stop_at = %found.at, "{}", found.message);
+                drift_tx.send_replace(Some(found));
+            }
+            Ok(mappings)
         }
         1 => Err(Error::definite(format!("{}; nothing was streamed", report.problems[0]))),
         n => Err(Error::definite(format!(

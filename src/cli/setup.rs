@@ -2,6 +2,8 @@
 //! leaves nothing half-made: blue's schema, green's publication, the slot, the checkpoint row.
 //! Running it again changes nothing.
 
+use std::sync::Arc;
+
 use tokio_postgres::Client;
 
 use super::privileges::{self, BlueSchema};
@@ -10,36 +12,34 @@ use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::mapping::green_catalog;
-use crate::mapping::resolve::Mappings;
-use crate::mapping::GreenTable;
-use crate::protocol::pgoutput::ReplicaIdentity;
+use crate::mapping::{green_catalog, TablePlan};
 use crate::source::ReplicationConn;
 use crate::sql;
 
 pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    check_green_server(&green).await.map_err(Error::into_definite)?;
-
-    let publication_exists = green_catalog::publication_exists(&green, &config.publication)
+    // Exactly `check`'s validation (every statement prepared on blue, NOT NULL coverage,
+    // privileges), before anything is created.
+    let report = super::check::validate(config, &green, &blue)
         .await
         .map_err(Error::into_definite)?;
-    let tables = green_catalog::tables(&green, config, publication_exists).await?;
-    let mappings = Mappings::load(config)?;
-    let mut unmatched = super::check::unmatched_sources(config, &mappings, &tables, publication_exists);
-    let plans = validate_against_blue(&blue, &mappings, &tables, &mut unmatched).await?;
-    // What a role that is not a superuser may lack (README, "Least-privilege setup").
-    let mut problems = privileges::blue_write_problems(&blue, &plans).await?;
-    problems.extend(privileges::origin_problem(&blue, config).await?);
+    let publication_exists = report.publication_exists;
+    let tables = report.green_tables.clone();
+    let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
+    let mut problems = report.problems.clone();
     if copy {
         problems.extend(privileges::read_problems(&green, &blue, &plans, "setup --copy").await?);
         problems.extend(privileges::copy_foreign_key_problem(&blue, &plans).await?);
     }
-    if !publication_exists {
-        problems.extend(privileges::publication_problem(&green, &config.publication, &tables).await?);
-    }
     refuse(problems)?;
+    for finding in &report.drift {
+        println!(
+            "plan   {:<30} changed since it was accepted: {}",
+            finding.green_table,
+            finding.text()
+        );
+    }
     let blue_schema = privileges::blue_schema(&blue, &config.schema).await?;
 
     let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
@@ -100,9 +100,16 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
         );
     } else {
         let names: Vec<String> = tables.iter().map(|t| sql::qualified(&t.namespace, &t.name)).collect();
+        // Changes of a partitioned table then arrive under its own name, which is what its
+        // mapping names, whatever partitions green has or attaches later.
+        let via_root = if green_catalog::any_partitioned(&tables) {
+            " WITH (publish_via_partition_root = true)"
+        } else {
+            ""
+        };
         green
             .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {}",
+                "CREATE PUBLICATION {} FOR TABLE {}{via_root}",
                 sql::ident(&config.publication),
                 names.join(", ")
             ))
@@ -116,7 +123,9 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     }
 
     if copy {
-        return super::copy::run(config, &green, &blue, plans, slot.is_some(), jobs).await;
+        let code = super::copy::run(config, &green, &blue, plans, slot.is_some(), jobs).await?;
+        accept(config, &blue, &report).await?;
+        return Ok(code);
     }
 
     let start = match &slot {
@@ -168,8 +177,28 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
             );
         }
     }
+    accept(config, &blue, &report).await?;
     println!("ready: start streaming with `pgbridge run`");
     Ok(0)
+}
+
+/// Stores the plan just validated as the accepted one, which `run`, `check`, `status` and
+/// `verify` compare both catalogs with from now on (see [`crate::drift`]).
+async fn accept(config: &Config, blue: &Client, report: &super::check::Report) -> Result<()> {
+    crate::drift::store(blue, config, &report.current.signatures, true)
+        .await
+        .map_err(Error::into_definite)?;
+    let verb = match (&report.accepted, report.drift.is_empty()) {
+        (None, _) => "stored",
+        (Some(_), true) => "unchanged",
+        (Some(_), false) => "accepted as changed",
+    };
+    println!(
+        "blue   plan        {:<24} {verb}, {} table(s)",
+        format!("{}.accepted_plan", config.schema),
+        report.current.signatures.len()
+    );
+    Ok(())
 }
 
 /// Green's settings and the role's attributes, as setup needs them. A failed query keeps its
@@ -205,35 +234,6 @@ pub(crate) async fn check_green_server(green: &Client) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Every table must exist on blue and fit its mapping; every problem is reported, not just
-/// the first.
-async fn validate_against_blue(
-    blue: &Client,
-    mappings: &Mappings,
-    tables: &[GreenTable],
-    problems: &mut Vec<String>,
-) -> Result<Vec<std::sync::Arc<crate::mapping::TablePlan>>> {
-    let mut plans = Vec::new();
-    for green in tables {
-        let has_identity = green.replica_identity == ReplicaIdentity::Full || green.columns.iter().any(|c| c.is_key);
-        if !has_identity {
-            problems.push(format!(
-                "green table {} has no primary key or replica identity, so green would reject its updates and \
-                 deletes once published; add a primary key or run on green: ALTER TABLE {} REPLICA IDENTITY FULL",
-                green.qualified(),
-                sql::qualified(&green.namespace, &green.name)
-            ));
-            continue;
-        }
-        match mappings.plan(blue, green).await {
-            Ok(plan) => plans.push(plan),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    refuse(std::mem::take(problems))?;
-    Ok(plans)
 }
 
 /// Stops setup before it creates anything when there are problems, listing every one.

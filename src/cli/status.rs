@@ -22,6 +22,11 @@ struct Status {
     checkpoint_updated_at: Option<String>,
     lag_bytes: Option<u64>,
     slot_retained_wal_bytes: Option<u64>,
+    /// Whether green's or blue's catalogs no longer match the accepted plan; `None` when no
+    /// plan was accepted (not set up).
+    schema_drift: Option<bool>,
+    /// What changed, per table.
+    drift: Vec<crate::drift::Finding>,
 }
 
 pub async fn run(config: &Config, json: bool) -> Result<i32> {
@@ -56,6 +61,9 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
         ),
         None => (None, None, None, None),
     };
+    let findings = crate::drift::check(config, &green, &blue)
+        .await
+        .map_err(Error::into_definite)?;
     let state = match (&slot, &cp) {
         (None, _) | (_, None) => "not set up",
         _ if wal_status.as_deref() == Some("lost") => "slot lost",
@@ -74,6 +82,8 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
         checkpoint_updated_at: cp.as_ref().map(|c| c.updated_at.clone()),
         lag_bytes: cp.as_ref().map(|c| c.lsn.bytes_until(green_lsn)),
         slot_retained_wal_bytes: retained.map(|r| r.max(0) as u64),
+        schema_drift: findings.as_ref().map(|f| !f.is_empty()),
+        drift: findings.unwrap_or_default(),
     };
     if json {
         println!(
@@ -109,8 +119,19 @@ fn print_text(s: &Status) {
         "slot_retained_wal",
         s.slot_retained_wal_bytes.map_or("-".into(), human_bytes),
     ));
+    lines.push((
+        "schema_drift",
+        match s.schema_drift {
+            None => "- (no accepted plan: run pgbridge setup)".into(),
+            Some(false) => "no (both catalogs match the accepted plan)".into(),
+            Some(true) => format!("YES, {} table(s); see below and `pgbridge check`", s.drift.len()),
+        },
+    ));
     for (k, v) in lines {
         println!("{k:<22} {v}");
+    }
+    for f in &s.drift {
+        println!("  {}: {}", f.green_table, f.text());
     }
 }
 

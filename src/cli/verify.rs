@@ -13,6 +13,8 @@
 //! green snapshot, after blue has applied everything green had committed (the `wait`
 //! marker), up to three times, when the bridge is running. What still differs is reported.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -23,10 +25,12 @@ use tokio_postgres::Client;
 use super::{connect_green_sql, green_err, privileges};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
+use crate::drift;
 use crate::error::{Error, Result};
 use crate::mapping::resolve::Mappings;
+use crate::mapping::signature::Signature;
 use crate::mapping::statements;
-use crate::mapping::{green_catalog, KeyPlan, TablePlan};
+use crate::mapping::{green_catalog, GreenTable, KeyPlan, TablePlan};
 use crate::sql;
 use crate::transfer;
 
@@ -95,7 +99,162 @@ struct TableReport {
     /// What the counts cover, when not the whole blue table.
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    /// Why blue does not follow green here, beyond the rows: the table is no longer streamed,
+    /// its plan changed since it was accepted, or it cannot be compared at all.
+    problems: Vec<String>,
     seconds: f64,
+}
+
+impl TableReport {
+    /// A table that could not be compared row by row.
+    fn uncompared(subject: &Subject) -> TableReport {
+        TableReport {
+            green_table: subject.green_table.clone(),
+            blue_table: subject.blue_table.clone(),
+            counts: Counts::default(),
+            rechecked_chunks: 0,
+            identical: false,
+            scope: Some("not compared row by row".into()),
+            problems: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
+/// A table verify looks at: every table green streams, every table the accepted plan holds
+/// and every mapping file's source, whether or not the publication still carries it.
+struct Subject {
+    green_table: String,
+    blue_table: String,
+    /// What the mapping says, planned over green's table as it is (generated columns
+    /// included, so a column that stopped being streamed is still compared); `None` when it
+    /// cannot be planned.
+    plan: Option<Arc<TablePlan>>,
+    problems: Vec<String>,
+}
+
+async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<Subject>> {
+    let mut mappings = Mappings::load(config)?;
+    let streamed = if green_catalog::publication_exists(green, &config.publication).await? {
+        match green_catalog::tables(green, config, true).await {
+            Ok(t) => t,
+            Err(e) if e.sqlstate().is_none() && !e.is_transient() => Vec::new(),
+            Err(e) => return Err(e),
+        }
+    } else {
+        Vec::new()
+    };
+    mappings.learn_partitions(&streamed);
+    // The plan as `run` would hold it, for the drift against the accepted one.
+    let mut current = drift::Current::default();
+    let mut by_root: BTreeMap<String, GreenTable> = BTreeMap::new();
+    for t in &streamed {
+        match mappings.plan_with_blue(blue, t).await {
+            Ok((plan, blue_table)) => {
+                current.signatures.push(Signature::of(&plan, &blue_table));
+                if let Some(root) = &plan.partition_of {
+                    // Partitions are compared through the table they belong to, as a whole.
+                    let (schema, name) = root.split_once('.').unwrap_or(("", root));
+                    if let Some(r) = green_catalog::table_directly(green, schema, name).await? {
+                        by_root.insert(root.clone(), r);
+                    }
+                    continue;
+                }
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => current.failures.push((t.qualified(), e.to_string())),
+        }
+        by_root.insert(t.qualified(), t.clone());
+    }
+    let accepted = drift::read_accepted(blue, config).await?.unwrap_or_default();
+    let (findings, _) = drift::compare(config, &accepted, &current);
+    let lenient = mappings.lenient();
+    let mut names: Vec<(String, String)> = by_root
+        .values()
+        .map(|t| (t.namespace.clone(), t.name.clone()))
+        .collect();
+    let leaves: Vec<String> = streamed.iter().map(|t| t.qualified()).collect();
+    let mut extra: Vec<(String, String)> = accepted
+        .keys()
+        .filter(|k| !leaves.contains(k))
+        .filter_map(|k| k.split_once('.').map(|(a, b)| (a.to_string(), b.to_string())))
+        .collect();
+    extra.extend(lenient.files.iter().map(|f| f.source.clone()));
+    for n in extra {
+        let qualified = format!("{}.{}", n.0, n.1);
+        if !names.contains(&n) && !by_root.contains_key(&qualified) && !config.is_excluded(&n.0, &n.1) {
+            names.push(n);
+        }
+    }
+    let mut out = Vec::new();
+    for (schema, name) in names {
+        let qualified = format!("{schema}.{name}");
+        let mut problems: Vec<String> = findings
+            .iter()
+            .filter(|f| f.green_table == qualified)
+            .flat_map(|f| f.changes.clone())
+            .collect();
+        let green_table = match by_root.get(&qualified) {
+            Some(t) => Some(t.clone()),
+            None => {
+                if problems.is_empty() {
+                    problems.push(format!(
+                        "green table {qualified} is not streamed (publication {} does not carry it), so its changes do \
+                         not reach blue",
+                        config.publication
+                    ));
+                }
+                green_catalog::table_directly(green, &schema, &name).await?
+            }
+        };
+        let Some(green_table) = green_table else {
+            problems.push(format!("green table {qualified} does not exist on green"));
+            out.push(Subject {
+                blue_table: accepted
+                    .get(&qualified)
+                    .map_or_else(|| qualified.clone(), |s| s.blue_table.clone()),
+                green_table: qualified,
+                plan: None,
+                problems,
+            });
+            continue;
+        };
+        let (plan, blue_table) = match lenient
+            .plan_with_blue(blue, &with_unstreamed_generated(&green_table))
+            .await
+        {
+            Ok((p, b)) => (Some(p), format!("{}.{}", b.schema, b.name)),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                problems.push(e.to_string());
+                let b = accepted
+                    .get(&qualified)
+                    .map_or_else(|| qualified.clone(), |s| s.blue_table.clone());
+                (None, b)
+            }
+        };
+        out.push(Subject {
+            green_table: qualified,
+            blue_table,
+            plan,
+            problems,
+        });
+    }
+    Ok(out)
+}
+
+/// Green's table with its generated columns as if streamed: blue columns fed by their names
+/// are compared with them even though the stream does not carry them.
+fn with_unstreamed_generated(t: &GreenTable) -> GreenTable {
+    let mut t = t.clone();
+    if let Some(facts) = &t.facts {
+        for (column, why) in &facts.unpublished {
+            if *why == green_catalog::Unpublished::Generated && !t.columns.iter().any(|c| c.name == column.name) {
+                t.columns.push(column.clone());
+            }
+        }
+    }
+    t
 }
 
 #[derive(Debug, Serialize)]
@@ -121,24 +280,17 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     transfer::prepare_blue(&blue).await?;
-    let publication_exists = green_catalog::publication_exists(&green, &config.publication)
-        .await
-        .map_err(Error::into_definite)?;
-    let tables = green_catalog::tables(&green, config, publication_exists).await?;
-    let mappings = Mappings::load(config)?;
-    let mut plans = Vec::new();
-    for t in &tables {
-        plans.push(mappings.plan(&blue, t).await.map_err(Error::into_definite)?);
-    }
+    let mut subjects = subjects(config, &green, &blue).await.map_err(Error::into_definite)?;
     if let Some(wanted) = &table {
         let matches = |name: &str| name == wanted || name.rsplit('.').next() == Some(wanted.as_str());
-        plans.retain(|p| matches(&p.green_name) || matches(&p.blue_name));
-        if plans.is_empty() {
+        subjects.retain(|s| matches(&s.green_table) || matches(&s.blue_table));
+        if subjects.is_empty() {
             return Err(Error::definite(format!(
                 "no mapped table is called {wanted}; name a green or blue table as schema.table (see `pgbridge check`)"
             )));
         }
     }
+    let plans: Vec<Arc<TablePlan>> = subjects.iter().filter_map(|s| s.plan.clone()).collect();
     privileges::refuse(
         privileges::read_problems(&green, &blue, &plans, "verify").await?,
         "nothing was compared",
@@ -161,8 +313,15 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
         }
     }
     let mut reports = Vec::new();
-    for plan in &plans {
-        let report = verify_table(config, &green, &blue, plan, examples, active).await?;
+    for subject in subjects {
+        let mut report = match &subject.plan {
+            Some(plan) => verify_table(config, &green, &blue, plan, examples, active).await?,
+            None => TableReport::uncompared(&subject),
+        };
+        if !subject.problems.is_empty() {
+            report.identical = false;
+            report.problems = subject.problems;
+        }
         if !json {
             print_table(&report);
         }
@@ -217,6 +376,9 @@ fn print_table(r: &TableReport) {
     );
     if let Some(scope) = &r.scope {
         println!("    {scope}");
+    }
+    for problem in &r.problems {
+        println!("    DIFFERENT: {problem}");
     }
     for (label, keys) in [
         ("missing on blue", &r.counts.examples.missing),
@@ -298,6 +460,7 @@ async fn verify_table(
         counts: total,
         rechecked_chunks: rechecked,
         identical,
+        problems: Vec::new(),
         scope: plan
             .filter
             .as_ref()
@@ -435,12 +598,15 @@ impl<'a> Table<'a> {
     ) -> Result<Vec<(Range, Counts)>> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
         let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
-        let tail = if self.keyed {
-            let filter = only.map_or(String::new(), |r| format!(" WHERE {}", self.range_condition(false, r)));
-            format!("{filter} ORDER BY {}", self.green_order("", false))
-        } else {
-            String::new()
-        };
+        // Only the rows the publication carries, as the stream does.
+        let mut conditions: Vec<String> = statements::published_rows(self.plan).into_iter().collect();
+        if self.keyed {
+            conditions.extend(only.map(|r| self.range_condition(false, r)));
+        }
+        let mut tail = statements::where_clause(&conditions);
+        if self.keyed {
+            tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
+        }
         let chunk_rows = if self.keyed { chunk_rows() } else { u64::MAX };
         let stage = sql::ident(STAGE);
         let copy_in = format!("COPY {stage} FROM STDIN");

@@ -9,6 +9,8 @@ pub struct BlueColumn {
     pub name: String,
     /// `"schema"."typname"`: arrays as their `_elem` type, domains and enums by name.
     pub type_sql: String,
+    /// The type as declared, with its modifier (`numeric(12,2)`), as `format_type` prints it.
+    pub declared: String,
     pub not_null: bool,
     pub has_default: bool,
     pub identity_always: bool,
@@ -43,7 +45,8 @@ SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote
        a.atthasdef OR a.attidentity <> '' OR (t.typtype = 'd' AND t.typdefaultbin IS NOT NULL),
        a.attidentity = 'a', a.attgenerated <> '',
        coalesce(bt.typname, et.typname, t.typname) NOT IN
-         ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot')
+         ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot'),
+       format_type(a.atttypid, a.atttypmod)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -89,6 +92,7 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
             identity_always: r.get(5),
             generated: r.get(6),
             comparable: r.get(7),
+            declared: r.get(8),
         })
         .collect();
     let unique_keys: Vec<Vec<String>> = client

@@ -1,5 +1,10 @@
-//! Green's catalog as the publication will present it, for `setup` and `check`: the tables to
-//! stream and, for each, the columns its Relation messages will carry.
+//! Green's catalog as the publication presents it, for `setup`, `check`, `verify` and the
+//! schema check of `run`: the relations green will stream and, for each, the columns its
+//! Relation messages will carry, plus what the stream cannot show (the publication's row
+//! filter, columns it leaves out, partitions) so that copies and comparisons see exactly what
+//! the stream sees and drift can be told from the catalog.
+
+use std::sync::Arc;
 
 use tokio_postgres::Client;
 
@@ -7,6 +12,39 @@ use super::{GreenColumn, GreenTable};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::protocol::pgoutput::ReplicaIdentity;
+
+/// Why a green column is not in the Relation messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unpublished {
+    /// A generated column (not published before PostgreSQL 18's publish_generated_columns).
+    Generated,
+    /// Left out by the publication's column list.
+    ColumnList,
+}
+
+impl Unpublished {
+    pub fn describe(self, publication: &str) -> String {
+        match self {
+            Unpublished::Generated => "a generated column, which logical replication does not carry".into(),
+            Unpublished::ColumnList => format!("left out by the column list of publication {publication}"),
+        }
+    }
+}
+
+/// What green's catalog says about a streamed relation beyond its Relation message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogFacts {
+    /// A partition streamed under its own name (publish_via_partition_root off): its
+    /// top-level partitioned table, whose mapping it follows unless it has its own.
+    pub root: Option<(String, String)>,
+    /// A partitioned table: its leaf partitions, qualified, sorted.
+    pub partitions: Vec<String>,
+    pub partitioned: bool,
+    /// The publication's row filter (PostgreSQL 15+), SQL over green's columns.
+    pub row_filter: Option<String>,
+    /// Columns of the table that the stream does not carry, with their types.
+    pub unpublished: Vec<(GreenColumn, Unpublished)>,
+}
 
 /// A failed catalog query on green. Like [`publication_exists`], it keeps its kind: a dropped
 /// connection stays transient, so start-up validation retries it instead of reporting it as a
@@ -25,44 +63,26 @@ pub async fn publication_exists(green: &Client, name: &str) -> Result<bool> {
         .is_some())
 }
 
-/// The tables to stream: those of the existing publication, or every user table on green that
-/// `[mapping] exclude` does not list, outside the schema named by `blue.schema`.
+/// Whether any of `tables` is partitioned: a publication `setup` creates for them publishes
+/// through the partition root, so changes arrive under the names blue knows.
+pub fn any_partitioned(tables: &[GreenTable]) -> bool {
+    tables.iter().any(|t| t.facts.as_ref().is_some_and(|f| f.partitioned))
+}
+
+/// The relations to stream: those the existing publication carries (leaf partitions or their
+/// roots, as `publish_via_partition_root` says), or every user table on green that
+/// `[mapping] exclude` does not list, outside the schema named by `blue.schema` (partitioned
+/// tables as a whole: `setup` publishes them through their root).
 pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<GreenTable>> {
-    let list = if publication_exists {
-        green
-            .query(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
-                 FROM pg_publication_tables pt \
-                 JOIN pg_namespace n ON n.nspname = pt.schemaname \
-                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-                 WHERE pt.pubname = $1 ORDER BY 2, 3",
-                &[&config.publication],
-            )
-            .await
-    } else {
-        green
-            .query(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
-                   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
-                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
-                 ORDER BY 2, 3",
-                &[],
-            )
-            .await
-    }
-    .map_err(err("listing tables"))?;
+    let list = listed(green, config, publication_exists).await?;
     let mut tables = Vec::new();
     for row in list {
-        let (oid, schema, name, ident): (u32, String, String, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
         // pgbridge's own tables, there when green is also the target of a bridge in the other
         // direction: bookkeeping of that bridge, never application data.
-        if config.is_excluded(&schema, &name) || (!publication_exists && schema == config.schema) {
+        if config.is_excluded(&row.schema, &row.name) || (!publication_exists && row.schema == config.schema) {
             continue;
         }
-        tables.push(table(green, oid, schema, name, &ident).await?);
+        tables.push(table(green, row).await?);
     }
     if tables.is_empty() {
         return Err(Error::definite(format!(
@@ -77,9 +97,95 @@ pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -
     Ok(tables)
 }
 
-/// One table as its Relation message will describe it: published (non-generated) columns,
-/// replica-identity flags as pgoutput sets them, and type names.
-async fn table(green: &Client, oid: u32, namespace: String, name: String, ident: &str) -> Result<GreenTable> {
+/// One listed relation.
+struct Listed {
+    oid: u32,
+    schema: String,
+    name: String,
+    ident: String,
+    /// The publication's column list (PostgreSQL 15+): `None` when there is none.
+    columns: Option<Vec<String>>,
+    row_filter: Option<String>,
+    /// Generated columns are published (PostgreSQL 18+).
+    generated_published: bool,
+}
+
+async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<Listed>> {
+    let version: i32 = green
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(err("reading the server version"))?
+        .get(0);
+    let rows = if publication_exists {
+        // attnames lists every column when there is no column list; whether there is one is
+        // read from pg_publication_rel (a schema-wide or all-tables publication has none).
+        let (attnames, rowfilter, has_list, gencols) = if version >= 150000 {
+            (
+                "pt.attnames::text[]",
+                "pt.rowfilter",
+                "EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = c.oid \
+                 AND pr.prattrs IS NOT NULL)",
+                if version >= 180000 {
+                    "p.pubgencols = 's'"
+                } else {
+                    "false"
+                },
+            )
+        } else {
+            ("NULL::text[]", "NULL::text", "false", "false")
+        };
+        green
+            .query(
+                &format!(
+                    "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, \
+                            CASE WHEN {has_list} THEN {attnames} END, {rowfilter}, {gencols} OR {has_list} \
+                     FROM pg_publication_tables pt \
+                     JOIN pg_publication p ON p.pubname = pt.pubname \
+                     JOIN pg_namespace n ON n.nspname = pt.schemaname \
+                     JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+                     WHERE pt.pubname = $1 ORDER BY 2, 3"
+                ),
+                &[&config.publication],
+            )
+            .await
+    } else {
+        green
+            .query(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, NULL::text[], NULL::text, false \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
+                   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
+                 ORDER BY 2, 3",
+                &[],
+            )
+            .await
+    }
+    .map_err(err("listing tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Listed {
+            oid: r.get(0),
+            schema: r.get(1),
+            name: r.get(2),
+            ident: r.get(3),
+            columns: r.get(4),
+            row_filter: r.get(5),
+            generated_published: r.get(6),
+        })
+        .collect())
+}
+
+/// One relation as its Relation message will describe it: published columns, replica-identity
+/// flags as pgoutput sets them, and type names; with the catalog facts around it.
+async fn table(green: &Client, listed: Listed) -> Result<GreenTable> {
+    let Listed {
+        oid,
+        schema: namespace,
+        name,
+        ident,
+        ..
+    } = &listed;
     // A deferrable primary key cannot serve as replica identity.
     let rows = green
         .query(
@@ -87,34 +193,103 @@ async fn table(green: &Client, oid: u32, namespace: String, name: String, ident:
                     a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
                         CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
                                             WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
-                    OR c.relreplident = 'f' \
+                    OR c.relreplident = 'f', \
+                    a.attgenerated <> '' \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
-            &[&oid],
+            &[oid],
         )
         .await
         .map_err(err(&format!("reading columns of {namespace}.{name}")))?;
-    let columns = rows
-        .iter()
-        .map(|r| GreenColumn {
+    let mut columns = Vec::new();
+    let mut unpublished = Vec::new();
+    for r in &rows {
+        let column = GreenColumn {
             name: r.get(0),
             type_sql: r.get(1),
             is_key: r.get(2),
-        })
-        .collect();
-    let replica_identity = match ident {
+        };
+        let generated: bool = r.get(3);
+        let listed_out = listed.columns.as_ref().is_some_and(|list| !list.contains(&column.name));
+        if listed_out {
+            unpublished.push((column, Unpublished::ColumnList));
+        } else if generated && !listed.generated_published {
+            unpublished.push((column, Unpublished::Generated));
+        } else {
+            columns.push(column);
+        }
+    }
+    let replica_identity = match ident.as_str() {
         "f" => ReplicaIdentity::Full,
         "n" => ReplicaIdentity::Nothing,
         "i" => ReplicaIdentity::Index,
         _ => ReplicaIdentity::Default,
     };
+    let mut facts = partitioning(green, *oid).await?;
+    facts.row_filter = listed.row_filter.clone();
+    facts.unpublished = unpublished;
     Ok(GreenTable {
-        oid,
-        namespace,
-        name,
+        oid: *oid,
+        namespace: namespace.clone(),
+        name: name.clone(),
         replica_identity,
         columns,
+        facts: Some(Arc::new(facts)),
     })
+}
+
+/// Whether the relation is a partition (and of which top-level table) or partitioned (and
+/// into which leaves).
+async fn partitioning(green: &Client, oid: u32) -> Result<CatalogFacts> {
+    let row = green
+        .query_one(
+            "SELECT c.relkind = 'p', c.relispartition, \
+                    (SELECT rn.nspname::text FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+                      WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), \
+                    (SELECT r.relname::text FROM pg_class r WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), \
+                    ARRAY(SELECT quote_ident(ln.nspname) || '.' || quote_ident(l.relname) \
+                          FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
+                          JOIN pg_namespace ln ON ln.oid = l.relnamespace \
+                          WHERE c.relkind = 'p' AND t.isleaf ORDER BY 1) \
+             FROM pg_class c WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(err("reading partitions"))?;
+    let root = match (row.get::<_, Option<String>>(2), row.get::<_, Option<String>>(3)) {
+        (Some(s), Some(n)) if row.get::<_, bool>(1) => Some((s, n)),
+        _ => None,
+    };
+    Ok(CatalogFacts {
+        partitioned: row.get(0),
+        root,
+        partitions: row.get(4),
+        ..CatalogFacts::default()
+    })
+}
+
+/// Green table `schema.name` read directly (not through the publication), as `verify` reads
+/// a table the publication no longer carries: every column, generated ones included.
+pub async fn table_directly(green: &Client, schema: &str, name: &str) -> Result<Option<GreenTable>> {
+    let row = green
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(err("looking up a table"))?;
+    let Some(row) = row else { return Ok(None) };
+    let listed = Listed {
+        oid: row.get(0),
+        schema: schema.to_string(),
+        name: name.to_string(),
+        ident: row.get(1),
+        columns: None,
+        row_filter: None,
+        generated_published: true,
+    };
+    table(green, listed).await.map(Some)
 }

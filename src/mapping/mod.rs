@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod file;
 pub mod green_catalog;
 pub mod resolve;
+pub mod signature;
 pub mod statements;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct GreenTable {
     pub name: String,
     pub replica_identity: ReplicaIdentity,
     pub columns: Vec<GreenColumn>,
+    /// What green's catalog says beyond the Relation message; `None` for a table described
+    /// by a Relation message.
+    pub facts: Option<Arc<green_catalog::CatalogFacts>>,
 }
 
 impl GreenTable {
@@ -70,6 +74,7 @@ impl GreenTable {
             name: relation.name.clone(),
             replica_identity: relation.replica_identity,
             columns,
+            facts: None,
         })
     }
 
@@ -156,6 +161,10 @@ pub struct TablePlan {
     pub blue_partitioned: bool,
     /// The mapping file, or `None` for an implicit by-name mapping.
     pub file: Option<std::path::PathBuf>,
+    /// A green partition mapped through its partitioned table's mapping (publication without
+    /// publish_via_partition_root): that table, qualified. Blue cannot tell which of its rows
+    /// came from this partition, so a TRUNCATE of it cannot be carried.
+    pub partition_of: Option<String>,
     /// Per green column: whether any blue column, the key or the filter reads it. Columns
     /// nobody reads enter statements as text, so their type need not exist on blue.
     pub read: Vec<bool>,
@@ -314,9 +323,24 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
             Feed::Omit => continue,
             Feed::From(col) => {
                 let i = green.position(col).ok_or_else(|| {
+                    let unpublished = green
+                        .facts
+                        .as_ref()
+                        .and_then(|f| f.unpublished.iter().find(|(c, _)| &c.name == col))
+                        .map(|(_, why)| match why {
+                            green_catalog::Unpublished::Generated => {
+                                " that the stream carries: it is a generated column, which logical replication does not \
+                                 publish; compute it with expr over published columns"
+                            }
+                            green_catalog::Unpublished::ColumnList => {
+                                " that the stream carries: the publication's column list leaves it out; add it to the \
+                                 column list or map another column"
+                            }
+                        });
                     Error::definite(format!(
-                        "{}columns.{name}: green table {green_name} has no column {col}",
-                        at(spec.line)
+                        "{}columns.{name}: green table {green_name} has no column {col}{}",
+                        at(spec.line),
+                        unpublished.unwrap_or("")
                     ))
                 })?;
                 (Value::Green(i), vec![i])
@@ -538,6 +562,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
         overriding_system_value: overriding,
         blue_partitioned: blue.partitioned,
         file: file.map(|f| f.path.clone()),
+        partition_of: None,
         read,
     }))
 }
@@ -562,6 +587,7 @@ mod tests {
                     is_key: *key || identity == ReplicaIdentity::Full,
                 })
                 .collect(),
+            facts: None,
         }
     }
 
@@ -574,6 +600,7 @@ mod tests {
                 .map(|n| BlueColumn {
                     name: n.to_string(),
                     type_sql: "\"pg_catalog\".\"int4\"".into(),
+                    declared: "integer".into(),
                     not_null: false,
                     has_default: false,
                     identity_always: false,

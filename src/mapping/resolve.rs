@@ -19,6 +19,11 @@ pub struct Mappings {
     implicit: bool,
     strict: bool,
     config_path: std::path::PathBuf,
+    /// Green partitions streamed under their own names, and the partitioned table each
+    /// belongs to (from green's catalog at start; a Relation message does not say).
+    roots: Arc<HashMap<(String, String), (String, String)>>,
+    /// The accepted plan `run` holds every Relation message to (see [`crate::drift`]).
+    baseline: Option<super::signature::Baseline>,
 }
 
 impl Mappings {
@@ -28,7 +33,50 @@ impl Mappings {
             implicit: config.implicit,
             strict: config.strict,
             config_path: config.path.clone(),
+            roots: Arc::default(),
+            baseline: None,
         })
+    }
+
+    /// The same mappings without `strict`: `verify` compares what the mappings say over
+    /// green's whole table, columns the stream does not carry included.
+    pub fn lenient(&self) -> Mappings {
+        Mappings {
+            strict: false,
+            ..self.clone()
+        }
+    }
+
+    /// Holds plans to `baseline` from now on.
+    pub fn hold_to(&mut self, baseline: super::signature::Baseline) {
+        self.baseline = Some(baseline);
+    }
+
+    pub fn baseline(&self) -> Option<&super::signature::Baseline> {
+        self.baseline.as_ref()
+    }
+
+    /// Whether green table `schema.table` is part of the accepted plan (always, without one):
+    /// its Relation messages are planned at once, the others at their first change (a
+    /// partition's Relation message that comes with its root's, say).
+    pub fn expects(&self, qualified: &str) -> bool {
+        match &self.baseline {
+            None => true,
+            Some(b) => b.lock().unwrap_or_else(|e| e.into_inner()).contains_key(qualified),
+        }
+    }
+
+    /// Remembers which of green's streamed relations are partitions of which table, so that a
+    /// Relation message for a partition plans like [`GreenTable`]s read from the catalog.
+    pub fn learn_partitions(&mut self, tables: &[GreenTable]) {
+        let roots = tables
+            .iter()
+            .filter_map(|t| {
+                let root = t.facts.as_ref()?.root.clone()?;
+                Some(((t.namespace.clone(), t.name.clone()), root))
+            })
+            .collect();
+        self.roots = Arc::new(roots);
     }
 
     /// The mapping file reading green table `schema.name`, if any.
@@ -47,6 +95,39 @@ impl Mappings {
         client: &Client,
         green: &GreenTable,
     ) -> Result<(Arc<TablePlan>, catalog::BlueTable)> {
+        let key = (green.namespace.clone(), green.name.clone());
+        let root = green
+            .facts
+            .as_ref()
+            .and_then(|f| f.root.clone())
+            .or_else(|| self.roots.get(&key).cloned());
+        if let Some((schema, name)) = root {
+            // A partition streamed under its own name maps through its own mapping file or a
+            // same-named blue table (the same partitions on both sides), else through the
+            // mapping of the partitioned table it belongs to.
+            let own = self.file_for(&green.namespace, &green.name).is_some()
+                || (self.implicit
+                    && catalog::load_table(client, &green.namespace, &green.name)
+                        .await?
+                        .is_some());
+            if !own {
+                let as_root = GreenTable {
+                    namespace: schema.clone(),
+                    name: name.clone(),
+                    ..green.clone()
+                };
+                let (plan, blue) = self.plan_table(client, &as_root).await?;
+                let mut plan = (*plan).clone();
+                plan.green = green.clone();
+                plan.green_name = green.qualified().into();
+                plan.partition_of = Some(format!("{schema}.{name}"));
+                return Ok((Arc::new(plan), blue));
+            }
+        }
+        self.plan_table(client, green).await
+    }
+
+    async fn plan_table(&self, client: &Client, green: &GreenTable) -> Result<(Arc<TablePlan>, catalog::BlueTable)> {
         let file = self.file_for(&green.namespace, &green.name);
         let (schema, name) = match file {
             Some(f) => f.target.clone(),

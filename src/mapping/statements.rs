@@ -368,6 +368,22 @@ pub fn copy_out(plan: &TablePlan, tail: &str) -> String {
     )
 }
 
+/// The publication's row filter, as a condition over green's table, when it has one: the rows
+/// the stream carries, which a copy or a comparison must read too.
+pub fn published_rows(plan: &TablePlan) -> Option<String> {
+    let filter = plan.green.facts.as_ref()?.row_filter.as_ref()?;
+    Some(format!("({filter})"))
+}
+
+/// ` WHERE a AND b`, or nothing without conditions.
+pub fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
 /// `INSERT INTO blue (...) SELECT <mapped> FROM <from> AS g [WHERE filter]`, with the upsert
 /// clause when asked and blue has a unique key: green rows already on blue (as a relation,
 /// for example a staging table) written through the mapping.
@@ -411,6 +427,7 @@ mod tests {
                     is_key: *n == "id",
                 })
                 .collect(),
+            facts: None,
         };
         let target = |g: usize, name: &str| Target {
             blue_name: name.into(),
@@ -432,6 +449,7 @@ mod tests {
             overriding_system_value: false,
             blue_partitioned: false,
             file: None,
+            partition_of: None,
             read: vec![true; 3],
         }
     }

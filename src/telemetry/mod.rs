@@ -60,6 +60,8 @@ pub struct Telemetry {
     applied: AtomicU64,
     green_wal: AtomicU64,
     retained: AtomicU64,
+    /// Green's or blue's catalogs no longer match the accepted plan.
+    drift: std::sync::atomic::AtomicBool,
     /// Green commit time (µs since 2000) of the oldest received transaction not yet durable on
     /// blue; 0 when none.
     oldest_pending: AtomicI64,
@@ -75,6 +77,7 @@ impl Default for Telemetry {
             green_wal: AtomicU64::new(0),
             retained: AtomicU64::new(0),
             oldest_pending: AtomicI64::new(0),
+            drift: std::sync::atomic::AtomicBool::new(false),
             tables: Mutex::new(BTreeMap::new()),
         }
     }
@@ -128,6 +131,10 @@ fn describe() {
     metrics::describe_counter!(ERRORS, "errors by kind: transient, definite, dead_letter");
     metrics::describe_counter!(RECONNECTS, "reconnections by side: green, blue");
     metrics::describe_gauge!(STATE, "1 for the current state");
+    metrics::describe_gauge!(
+        SCHEMA_DRIFT,
+        "1 while green's or blue's catalogs no longer match the accepted plan"
+    );
 }
 
 impl Telemetry {
@@ -138,6 +145,7 @@ impl Telemetry {
         for kind in ["transient", "definite", "dead_letter"] {
             metrics::counter!(ERRORS, "kind" => kind).absolute(0);
         }
+        metrics::gauge!(SCHEMA_DRIFT).set(0.0);
         for side in ["green", "blue"] {
             metrics::counter!(RECONNECTS, "side" => side).absolute(0);
         }
@@ -204,6 +212,12 @@ impl Telemetry {
             .compare_exchange(0, commit_time, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// Whether green's or blue's catalogs no longer match the accepted plan.
+    pub fn schema_drift(&self, drift: bool) {
+        self.drift.store(drift, Ordering::Relaxed);
+        metrics::gauge!(SCHEMA_DRIFT).set(if drift { 1.0 } else { 0.0 });
+    }
+
     pub fn error(&self, kind: &'static str) {
         metrics::counter!(ERRORS, "kind" => kind).increment(1);
     }
@@ -250,6 +264,7 @@ impl Telemetry {
             lag_bytes: green.saturating_sub(applied),
             lag_seconds: self.lag_seconds(),
             slot_retained_wal_bytes: self.retained.load(Ordering::Relaxed),
+            schema_drift: self.drift.load(Ordering::Relaxed),
             tables: self.tables.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
@@ -275,6 +290,8 @@ pub struct StatusDoc {
     pub lag_bytes: u64,
     pub lag_seconds: f64,
     pub slot_retained_wal_bytes: u64,
+    /// Green's or blue's catalogs no longer match the accepted plan.
+    pub schema_drift: bool,
     /// Rows applied since start, by green table and operation.
     pub tables: TableCounts,
 }

@@ -15,9 +15,10 @@ pub const REPLICATION_DELAY: &str = "pgbridge_replication_delay_seconds";
 pub const ERRORS: &str = "pgbridge_errors_total";
 pub const RECONNECTS: &str = "pgbridge_reconnects_total";
 pub const STATE: &str = "pgbridge_state";
+pub const SCHEMA_DRIFT: &str = "pgbridge_schema_drift";
 
 /// All of them, for tests and documentation.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     LAG_BYTES,
     LAG_SECONDS,
     RECEIVED_LSN,
@@ -32,4 +33,5 @@ pub const ALL: [&str; 14] = [
     ERRORS,
     RECONNECTS,
     STATE,
+    SCHEMA_DRIFT,
 ];

@@ -1,0 +1,251 @@
+//! Schema drift: green or blue changing under the bridge in a way that alters what blue
+//! receives.
+//!
+//! `setup` stores on blue, in `<schema>.accepted_plan`, the [`Signature`] of every table it
+//! accepted. From then on three independent checks compare what green and blue say now with
+//! that accepted plan:
+//!
+//! * `run`, on every Relation message (the stream's own description of a table);
+//! * `run`, every `[mapping] schema_check_interval`, from both catalogs: a table that left the
+//!   publication, was dropped and created again, or gained or lost partitions sends no Relation
+//!   message at all;
+//! * `check`, `status` and `verify`, from both catalogs, whether or not `run` is up.
+//!
+//! A change that leaves every blue value computed as before (a new green column nobody maps, an
+//! index) carries on; anything else stops `run` with exit 2 naming the table, the columns and
+//! the position, and is listed by `check`, `status` and `verify` until it is fixed and accepted
+//! again with `pgbridge setup`.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::mapping::green_catalog;
+use crate::mapping::resolve::Mappings;
+use crate::mapping::signature::{diff, Signature};
+use crate::sql;
+
+pub use crate::mapping::signature::Baseline;
+
+/// Where `run` stops because the catalogs no longer match the accepted plan: once blue has
+/// applied everything green wrote before the change was seen (a Relation message stops it
+/// earlier, exactly at the change, for the tables green still streams).
+#[derive(Clone, Debug)]
+pub struct Stop {
+    pub at: Lsn,
+    pub message: String,
+}
+
+/// What `run` streams under: the mappings with the accepted plan, and where to stop.
+#[derive(Clone)]
+pub struct Guard {
+    pub mappings: Mappings,
+    pub stop: watch::Receiver<Option<Stop>>,
+}
+
+/// What to do after the accepted plan changed, for every message.
+pub fn fix(config: &Config) -> String {
+    format!(
+        "review the change with `pgbridge check` and `pgbridge verify`; when the mapping files under {} and blue's \
+         rows are right again (re-synchronize with `pgbridge setup --copy` if rows were lost), accept the new plan \
+         with `pgbridge setup` and start `pgbridge run` again",
+        config.mapping_dir.display()
+    )
+}
+
+/// `<schema>.accepted_plan`: the signature of every table `setup` accepted, per slot.
+pub fn create_sql(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+             slot_name   text NOT NULL,
+             green_table text NOT NULL,
+             blue_table  text NOT NULL,
+             signature   text NOT NULL,
+             accepted_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (slot_name, green_table)
+         );",
+        sql::qualified(schema, "accepted_plan")
+    )
+}
+
+/// The accepted plan of `config`'s slot; `None` when none was stored (a setup of an older
+/// pgbridge).
+pub async fn read_accepted(blue: &Client, config: &Config) -> Result<Option<BTreeMap<String, Signature>>> {
+    let table = sql::qualified(&config.schema, "accepted_plan");
+    let exists: bool = blue
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(|e| Error::postgres("reading the accepted plan on blue", &e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = blue
+        .query(
+            &format!("SELECT green_table, signature FROM {table} WHERE slot_name = $1"),
+            &[&config.slot],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading the accepted plan on blue", &e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut accepted = BTreeMap::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let text: String = row.get(1);
+        let sig = Signature::from_json(&text).ok_or_else(|| {
+            Error::definite(format!(
+                "{}.accepted_plan on blue holds an unreadable plan for green table {name}; run `pgbridge setup` to \
+                 store it again",
+                config.schema
+            ))
+        })?;
+        accepted.insert(name, sig);
+    }
+    Ok(Some(accepted))
+}
+
+/// Stores `signatures` as the accepted plan: all of it (`replace`), or only tables not
+/// accepted yet.
+pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], replace: bool) -> Result<()> {
+    let table = sql::qualified(&config.schema, "accepted_plan");
+    let err = |e: tokio_postgres::Error| Error::postgres("storing the accepted plan on blue", &e);
+    blue.batch_execute(&format!("{} BEGIN", create_sql(&config.schema)))
+        .await
+        .map_err(err)?;
+    let result = async {
+        if replace {
+            blue.execute(&format!("DELETE FROM {table} WHERE slot_name = $1"), &[&config.slot])
+                .await?;
+        }
+        let insert = format!(
+            "INSERT INTO {table} (slot_name, green_table, blue_table, signature) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (slot_name, green_table) DO NOTHING"
+        );
+        for s in signatures {
+            blue.execute(&insert, &[&config.slot, &s.green_table, &s.blue_table, &s.to_json()])
+                .await?;
+        }
+        blue.batch_execute("COMMIT").await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = blue.batch_execute("ROLLBACK").await;
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// The plan both catalogs give now.
+#[derive(Default)]
+pub struct Current {
+    pub signatures: Vec<Signature>,
+    /// Tables green streams that no longer plan, with why.
+    pub failures: Vec<(String, String)>,
+    /// Why green streams nothing at all, when it does not.
+    pub nothing_streamed: Option<String>,
+}
+
+/// Plans every table green streams now against blue's catalog now.
+pub async fn current(config: &Config, green: &Client, blue: &Client) -> Result<Current> {
+    let mut out = Current::default();
+    let mut mappings = Mappings::load(config)?;
+    if !green_catalog::publication_exists(green, &config.publication).await? {
+        out.nothing_streamed = Some(format!("publication {} no longer exists on green", config.publication));
+        return Ok(out);
+    }
+    let tables = match green_catalog::tables(green, config, true).await {
+        Ok(t) => t,
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => {
+            out.nothing_streamed = Some(e.to_string());
+            return Ok(out);
+        }
+    };
+    mappings.learn_partitions(&tables);
+    for t in &tables {
+        match mappings.plan_with_blue(blue, t).await {
+            Ok((plan, blue_table)) => out.signatures.push(Signature::of(&plan, &blue_table)),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => out.failures.push((t.qualified(), e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// One accepted table whose plan changed, with the changes in words.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub green_table: String,
+    pub changes: Vec<String>,
+}
+
+impl Finding {
+    pub fn text(&self) -> String {
+        self.changes.join("; ")
+    }
+}
+
+/// Compares the accepted plan with the current one. Returns what changed, and the tables
+/// streamed now that were not accepted (new tables carry on: their rows stream from their
+/// creation).
+pub fn compare(
+    config: &Config,
+    accepted: &BTreeMap<String, Signature>,
+    current: &Current,
+) -> (Vec<Finding>, Vec<Signature>) {
+    let mut findings = Vec::new();
+    for (name, was) in accepted {
+        let changes = match current.signatures.iter().find(|s| &s.green_table == name) {
+            Some(now) => diff(was, now),
+            None => match current.failures.iter().find(|(t, _)| t == name) {
+                Some((_, why)) => vec![format!("green table {name} no longer maps onto blue: {why}")],
+                None => vec![format!(
+                    "green table {name} is no longer streamed ({}): its changes no longer reach blue table {}",
+                    current.nothing_streamed.clone().unwrap_or_else(|| format!(
+                        "it left publication {}, or was dropped, renamed or excluded",
+                        config.publication
+                    )),
+                    was.blue_table
+                )],
+            },
+        };
+        if !changes.is_empty() {
+            findings.push(Finding {
+                green_table: name.clone(),
+                changes,
+            });
+        }
+    }
+    let new = current
+        .signatures
+        .iter()
+        .filter(|s| !accepted.contains_key(&s.green_table))
+        .cloned()
+        .collect();
+    (findings, new)
+}
+
+/// The accepted plan against both catalogs now, for `check`, `status` and `verify`; `None`
+/// when no plan was accepted yet.
+pub async fn check(config: &Config, green: &Client, blue: &Client) -> Result<Option<Vec<Finding>>> {
+    let Some(accepted) = read_accepted(blue, config).await? else {
+        return Ok(None);
+    };
+    let current = current(config, green, blue).await?;
+    Ok(Some(compare(config, &accepted, &current).0))
+}
+
+/// One line per finding, for messages.
+pub fn describe(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("  - {}", f.text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
