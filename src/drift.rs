@@ -115,9 +115,15 @@ pub async fn read_accepted(blue: &Client, config: &Config) -> Result<Option<BTre
 pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], replace: bool) -> Result<()> {
     let table = sql::qualified(&config.schema, "accepted_plan");
     let err = |e: tokio_postgres::Error| Error::postgres("storing the accepted plan on blue", &e);
-    blue.batch_execute(&format!("{} BEGIN", create_sql(&config.schema)))
+    let exists: bool = blue
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .get(0);
+    if !exists {
+        blue.batch_execute(&create_sql(&config.schema)).await.map_err(err)?;
+    }
+    blue.batch_execute("BEGIN").await.map_err(err)?;
     let result = async {
         if replace {
             blue.execute(&format!("DELETE FROM {table} WHERE slot_name = $1"), &[&config.slot])

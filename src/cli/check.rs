@@ -221,7 +221,7 @@ fn unpublished_namesakes(config: &Config, mappings: &Mappings, plan: &TablePlan,
         .filter(|(g, _)| !ignored(&g.name) && !omitted(&g.name))
         .map(|(g, why)| {
             format!(
-                "{}: blue column {}.{} has a same-named green column {}.{}, but that is {}, so nothing would feed                  blue's column; compute it in [columns] ({} = {{ expr = \"...\" }} over published columns), publish                  the column, or write {} = {{ omit = true }} to leave it to blue",
+                "{}: blue column {}.{} has a same-named green column {}.{}, but that is {}, so nothing would feed blue's column; compute it in [columns] ({} = {{ expr = \"...\" }} over published columns), publish the column, or write {} = {{ omit = true }} to leave it to blue",
                 plan.source_of_truth(),
                 plan.blue_name,
                 g.name,

@@ -19,6 +19,8 @@ use crate::sql;
 pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    // A mapping file that does not parse is an error of its own, before any catalog work.
+    crate::mapping::resolve::Mappings::load(config)?;
     // Exactly `check`'s validation (every statement prepared on blue, NOT NULL coverage,
     // privileges), before anything is created.
     let report = super::check::validate(config, &green, &blue)
