@@ -472,3 +472,60 @@ fn setup_refuses_what_check_refuses_and_creates_nothing() {
         );
     }
 }
+
+#[test]
+fn same_partitions_on_both_sides_map_partition_to_partition() {
+    let schema = "CREATE TABLE m (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k); \
+                  CREATE TABLE m_1 PARTITION OF m FOR VALUES FROM (0) TO (100); \
+                  CREATE TABLE m_2 PARTITION OF m FOR VALUES FROM (100) TO (200);";
+    let pair = pair_with(
+        &format!("{schema} CREATE PUBLICATION pgbridge FOR TABLE m;"),
+        schema,
+        &[],
+        "",
+    );
+    let out = pair.pgbridge(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("blue public.m_2 <- green public.m_2"),
+        "{}",
+        text(&out)
+    );
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(
+        DB,
+        "INSERT INTO m VALUES (1, 5, 'a'), (2, 150, 'b'); UPDATE m SET k = 105 WHERE id = 1; TRUNCATE m_2; \
+         INSERT INTO m VALUES (3, 6, 'c');",
+    );
+    pair.assert_caught_up_and_verified(&bridge, "same partitions on both sides");
+    assert_eq!(
+        blue(&pair, "SELECT string_agg(id || v, ',' ORDER BY id) FROM m_1"),
+        "3c"
+    );
+    assert_eq!(blue(&pair, "SELECT count(*) FROM m_2"), "0");
+}
+
+#[test]
+fn column_an_expression_reads_renamed_stops_naming_both() {
+    let pair = pair_with(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "CREATE TABLE t (id int PRIMARY KEY, label text);",
+        &[("t.toml", "target = \"t\"\n[columns]\nlabel = { expr = \"upper(v)\" }\n")],
+        "strict = false\n",
+    );
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'a')");
+    pair.wait_caught_up(&bridge);
+    pair.green
+        .psql(DB, "ALTER TABLE t RENAME COLUMN v TO w; INSERT INTO t VALUES (2, 'b')");
+    let log = stops(bridge);
+    assert!(
+        log.contains(
+            "green column public.t.v, which expression upper(v) for blue column public.t.label reads, is gone"
+        ),
+        "{log}"
+    );
+    assert_eq!(blue(&pair, "SELECT string_agg(id || label, ',') FROM t"), "1A");
+}

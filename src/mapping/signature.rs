@@ -153,7 +153,17 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
                 now.source, was.source
             )),
             Some(now) => {
-                for ((name, before), (_, after)) in was.reads.iter().zip(&now.reads) {
+                for (name, _) in &was.reads {
+                    if !now.reads.iter().any(|(n, _)| n == name) {
+                        out.push(format!(
+                            "green column {green}.{name}, which {} for blue column {blue}.{column} reads, is gone: \
+                             renamed, dropped, turned generated or left out of the publication",
+                            was.source
+                        ));
+                    }
+                }
+                let same_names = was.reads.iter().zip(&now.reads).filter(|((a, _), (b, _))| a == b);
+                for ((name, before), (_, after)) in same_names {
                     if before != after {
                         out.push(format!(
                             "green column {green}.{name}, which feeds blue column {blue}.{column}, changed type from \
@@ -365,6 +375,17 @@ mod tests {
         new.columns.insert(
             "city".into(),
             feed("expression loc ->> 'city'", &[("loc", "jsonb")], "text"),
+        );
+        let mut upper = sig();
+        upper
+            .columns
+            .insert("label".into(), feed("expression upper(v)", &[("v", "text")], "text"));
+        let mut renamed = upper.clone();
+        renamed.columns.get_mut("label").unwrap().reads.clear();
+        let gone = diff(&upper, &renamed).join("\n");
+        assert!(
+            gone.contains("green column public.customers.v, which expression upper(v) for blue column public.customers.label reads, is gone"),
+            "{gone}"
         );
         let text = diff(&old, &new).join("\n");
         assert!(
