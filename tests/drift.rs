@@ -529,3 +529,30 @@ fn column_an_expression_reads_renamed_stops_naming_both() {
     );
     assert_eq!(blue(&pair, "SELECT string_agg(id || label, ',') FROM t"), "1A");
 }
+
+#[test]
+fn publication_that_stops_carrying_deletes_stops_the_bridge() {
+    let schema = "CREATE TABLE t (id int PRIMARY KEY, v text);";
+    let pair = pair_with(schema, schema, &[], "");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'a'), (2, 'b')");
+    pair.wait_caught_up(&bridge);
+    // Green's deletes would no longer reach blue.
+    pair.green.psql(
+        DB,
+        "ALTER PUBLICATION pgbridge SET (publish = 'insert, update'); DELETE FROM t WHERE id = 1",
+    );
+    let log = stops(bridge);
+    assert!(
+        log.contains("the publication no longer carries delete, truncate for green table public.t"),
+        "{log}"
+    );
+    let out = pair.pgbridge(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("publication pgbridge does not carry delete, truncate for green table public.t"),
+        "{}",
+        text(&out)
+    );
+}

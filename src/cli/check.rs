@@ -132,6 +132,7 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         report
             .problems
             .extend(unpublished_namesakes(config, &mappings, &plan, &blue_table));
+        report.problems.extend(unpublished_actions(config, &plan));
         if let Some(f) = mappings.file_for(&green_table.namespace, &green_table.name) {
             for name in f
                 .ignore
@@ -201,6 +202,31 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
     }
     report.green_tables = tables;
     Ok(report)
+}
+
+/// Operations an existing publication does not carry: blue would silently keep rows green
+/// deleted or truncated, or miss rows green inserted.
+fn unpublished_actions(config: &Config, plan: &TablePlan) -> Option<String> {
+    let facts = plan.green.facts.as_ref()?;
+    if facts.actions.is_empty() {
+        return None;
+    }
+    let missing: Vec<&str> = green_catalog::ALL_ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| !facts.actions.contains(a))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "publication {} does not carry {} for green table {}, so blue would not follow those changes; run on green: \
+         ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate')",
+        config.publication,
+        missing.join(", "),
+        plan.green_name,
+        sql::ident(&config.publication)
+    ))
 }
 
 /// Blue columns that a same-named green column would feed, were it streamed: a generated

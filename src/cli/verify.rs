@@ -225,6 +225,9 @@ async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<
         {
             Ok((p, b)) => (Some(p), format!("{}.{}", b.schema, b.name)),
             Err(e) if e.is_transient() => return Err(e),
+            // A mapping that does not plan is a configuration error, not a difference; a blue
+            // table that is missing is a difference.
+            Err(e) if blue_table_exists(blue, &lenient, &green_table).await? => return Err(e.into_definite()),
             Err(e) => {
                 problems.push(e.to_string());
                 let b = accepted
@@ -241,6 +244,14 @@ async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// Whether the blue table `green` maps onto exists.
+async fn blue_table_exists(blue: &Client, mappings: &Mappings, green: &GreenTable) -> Result<bool> {
+    let (schema, name) = mappings.target_of(green);
+    Ok(crate::mapping::catalog::load_table(blue, &schema, &name)
+        .await?
+        .is_some())
 }
 
 /// Green's table with its generated columns as if streamed: blue columns fed by their names

@@ -44,7 +44,13 @@ pub struct CatalogFacts {
     pub row_filter: Option<String>,
     /// Columns of the table that the stream does not carry, with their types.
     pub unpublished: Vec<(GreenColumn, Unpublished)>,
+    /// The operations the publication carries, of insert, update, delete and truncate (all
+    /// four when no publication exists yet: `setup` creates one that carries them).
+    pub actions: Vec<&'static str>,
 }
+
+/// Every operation blue must follow.
+pub const ALL_ACTIONS: [&str; 4] = ["insert", "update", "delete", "truncate"];
 
 /// A failed catalog query on green. Like [`publication_exists`], it keeps its kind: a dropped
 /// connection stays transient, so start-up validation retries it instead of reporting it as a
@@ -108,6 +114,7 @@ struct Listed {
     row_filter: Option<String>,
     /// Generated columns are published (PostgreSQL 18+).
     generated_published: bool,
+    actions: Vec<&'static str>,
 }
 
 async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<Listed>> {
@@ -138,7 +145,8 @@ async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Re
             .query(
                 &format!(
                     "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, \
-                            CASE WHEN {has_list} THEN {attnames} END, {rowfilter}, {gencols} OR {has_list} \
+                            CASE WHEN {has_list} THEN {attnames} END, {rowfilter}, {gencols} OR {has_list}, \
+                            ARRAY[p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate] \
                      FROM pg_publication_tables pt \
                      JOIN pg_publication p ON p.pubname = pt.pubname \
                      JOIN pg_namespace n ON n.nspname = pt.schemaname \
@@ -151,7 +159,8 @@ async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Re
     } else {
         green
             .query(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, NULL::text[], NULL::text, false \
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, NULL::text[], NULL::text, false, \
+                        NULL::bool[] \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
                    AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
@@ -172,6 +181,18 @@ async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Re
             columns: r.get(4),
             row_filter: r.get(5),
             generated_published: r.get(6),
+            actions: r
+                .get::<_, Option<Vec<bool>>>(7)
+                .map(|on| {
+                    ALL_ACTIONS
+                        .iter()
+                        .zip(on)
+                        .filter(|(_, on)| *on)
+                        .map(|(a, _)| *a)
+                        .collect()
+                })
+                // No publication yet: `setup` creates one that carries all of them.
+                .unwrap_or_else(|| ALL_ACTIONS.to_vec()),
         })
         .collect())
 }
@@ -186,17 +207,25 @@ async fn table(green: &Client, listed: Listed) -> Result<GreenTable> {
         ident,
         ..
     } = &listed;
-    // A deferrable primary key cannot serve as replica identity.
+    // A deferrable primary key cannot serve as replica identity. A domain is named by its base
+    // type, as green's Type message names it (proto.c, logicalrep_write_typ).
     let rows = green
         .query(
-            "SELECT a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname), \
+            "SELECT a.attname::text, \
+                    (WITH RECURSIVE d(oid, typtype, base) AS ( \
+                         SELECT t.oid, t.typtype, t.typbasetype \
+                         UNION ALL SELECT p.oid, p.typtype, p.typbasetype FROM pg_type p JOIN d ON p.oid = d.base \
+                          WHERE d.typtype = 'd') \
+                     SELECT quote_ident(bn.nspname) || '.' || quote_ident(bt.typname) FROM d \
+                     JOIN pg_type bt ON bt.oid = d.oid JOIN pg_namespace bn ON bn.oid = bt.typnamespace \
+                     WHERE d.typtype <> 'd' LIMIT 1), \
                     a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
                         CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
                                             WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
                     OR c.relreplident = 'f', \
                     a.attgenerated <> '' \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
             &[oid],
@@ -229,6 +258,7 @@ async fn table(green: &Client, listed: Listed) -> Result<GreenTable> {
     };
     let mut facts = partitioning(green, *oid).await?;
     facts.row_filter = listed.row_filter.clone();
+    facts.actions = listed.actions.clone();
     facts.unpublished = unpublished;
     Ok(GreenTable {
         oid: *oid,
@@ -290,6 +320,7 @@ pub async fn table_directly(green: &Client, schema: &str, name: &str) -> Result<
         columns: None,
         row_filter: None,
         generated_published: true,
+        actions: Vec::new(),
     };
     table(green, listed).await.map(Some)
 }

@@ -79,6 +79,14 @@ impl Mappings {
         self.roots = Arc::new(roots);
     }
 
+    /// The blue table green table `green` maps onto by its file, or by name.
+    pub fn target_of(&self, green: &GreenTable) -> (String, String) {
+        match self.file_for(&green.namespace, &green.name) {
+            Some(f) => f.target.clone(),
+            None => (green.namespace.clone(), green.name.clone()),
+        }
+    }
+
     /// The mapping file reading green table `schema.name`, if any.
     pub fn file_for(&self, schema: &str, name: &str) -> Option<&MappingFile> {
         self.files.iter().find(|f| f.source.0 == schema && f.source.1 == name)

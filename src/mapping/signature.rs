@@ -39,6 +39,9 @@ pub struct Feed {
 pub struct CatalogSide {
     pub row_filter: Option<String>,
     pub partitions: Vec<String>,
+    /// The operations the publication carries (insert, update, delete, truncate).
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +101,7 @@ impl Signature {
         let catalog = plan.green.facts.as_ref().map(|f| CatalogSide {
             row_filter: f.row_filter.clone(),
             partitions: f.partitions.clone(),
+            actions: f.actions.iter().map(|a| a.to_string()).collect(),
         });
         Signature {
             green_table: plan.green_name.to_string(),
@@ -219,6 +223,13 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
                  it are neither inserted nor deleted on blue",
                 shown(&now.row_filter),
                 shown(&was.row_filter)
+            ));
+        }
+        let dropped: Vec<&String> = was.actions.iter().filter(|a| !now.actions.contains(a)).collect();
+        if !now.actions.is_empty() && !dropped.is_empty() {
+            out.push(format!(
+                "the publication no longer carries {} for green table {green}: those changes would not reach blue",
+                list(&dropped)
             ));
         }
         let attached: Vec<&String> = now.partitions.iter().filter(|p| !was.partitions.contains(p)).collect();
@@ -409,6 +420,7 @@ mod tests {
             catalog: Some(CatalogSide {
                 row_filter: None,
                 partitions: vec!["public.m_2024".into()],
+                actions: vec!["insert".into(), "delete".into()],
             }),
             ..sig()
         };
@@ -416,6 +428,7 @@ mod tests {
             catalog: Some(CatalogSide {
                 row_filter: Some("tenant = 1".into()),
                 partitions: vec!["public.m_2025".into()],
+                actions: vec!["insert".into()],
             }),
             ..sig()
         };
@@ -423,6 +436,7 @@ mod tests {
         assert!(text.contains("public.m_2025 were attached"), "{text}");
         assert!(text.contains("public.m_2024 were detached"), "{text}");
         assert!(text.contains("row filter"), "{text}");
+        assert!(text.contains("no longer carries delete"), "{text}");
         let from_relation = Signature { catalog: None, ..sig() };
         assert!(diff(&old, &from_relation).is_empty());
     }
