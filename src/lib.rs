@@ -18,6 +18,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod evaluation;
 pub mod failpoint;
 pub mod lsn;
 pub mod mapping;

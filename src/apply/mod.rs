@@ -27,6 +27,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Endpoint, OnError};
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::failpoint;
 use crate::lsn::Lsn;
 use crate::mapping::resolve::{Mappings, TypeNames};
@@ -94,17 +95,16 @@ enum Durability {
     Async,
 }
 
-/// Per-connection settings: no timeouts that an operator set for applications, the same
-/// text formats green prints in, and how commits become durable. Returns whether the
-/// replica role was granted.
-async fn prepare_session(client: &Client) -> Result<(bool, Durability)> {
+/// Per-connection settings: no timeouts that an operator set for applications, the one
+/// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
+/// the same settings), and how commits become durable. Returns whether the replica role was
+/// granted.
+async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Durability)> {
     client
-        .batch_execute(
-            "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
-             SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3;",
-        )
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
         .await
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    env.apply(client).await?;
     // Timeouts an operator may have set for applications, where they exist (PostgreSQL 14+
     // idle_session_timeout, 17+ transaction_timeout): a large transaction must not be cut off.
     client
@@ -235,6 +235,8 @@ pub struct Applier {
     /// Open in-progress transactions, by green top-level xid (see `stream`).
     lanes: HashMap<u32, stream::Lane>,
     spare_lanes: Vec<stream::Lane>,
+    /// The session settings mapped values are computed under, on this session and its lanes.
+    env: Environment,
 }
 
 impl Applier {
@@ -252,7 +254,8 @@ impl Applier {
         upsert_tables: HashSet<String>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
-        let (replica_role, durability) = prepare_session(&client).await?;
+        let env = Environment::resolve(&client, &config).await?;
+        let (replica_role, durability) = prepare_session(&client, &env).await?;
         if !replica_role {
             tracing::warn!(
                 "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
@@ -262,7 +265,9 @@ impl Applier {
             );
         }
         let mappings = Mappings::load(&config)?;
-        let mut applier = Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role).await?;
+        tracing::debug!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
+        let mut applier =
+            Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role, env).await?;
         applier.durability = durability;
         if durability == Durability::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
@@ -287,6 +292,7 @@ impl Applier {
         durable_tx: watch::Sender<Lsn>,
         telemetry: Arc<Telemetry>,
         replica_role: bool,
+        env: Environment,
     ) -> Result<Self> {
         let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
         let advance = client
@@ -338,6 +344,7 @@ impl Applier {
             stream_block: None,
             lanes: HashMap::new(),
             spare_lanes: Vec::new(),
+            env,
         })
     }
 

@@ -1,6 +1,8 @@
 //! `pgbridge check [--sql]`: validates the configuration and every mapping against both live
 //! catalogs before any row moves, and prints the plan. `run` performs the same validation at
-//! start and refuses to stream an invalid plan.
+//! start and refuses to stream an invalid plan. Statements are prepared on blue in the session
+//! settings the apply path runs them in ([`crate::evaluation`]), which `[blue] timezone` is
+//! checked for.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use super::connect_green_sql;
 use crate::apply;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::mapping::catalog::BlueTable;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::statements::{build, updatable, Shape};
@@ -54,6 +57,17 @@ pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
 /// the configuration, the mappings or the schemas is a problem in the report.
 pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<Report> {
     let mut report = Report::default();
+    // Statements prepare in the settings `run` applies them in (search_path, ...).
+    let env = match Environment::resolve(blue, config).await {
+        Ok(env) => env,
+        Err(e) if e.is_transient() || e.sqlstate().is_some() => return Err(e),
+        // [blue] timezone names a zone blue does not know: a problem; go on in blue's default.
+        Err(e) => {
+            report.problems.push(e.to_string());
+            Environment::blue_defaults(blue).await?
+        }
+    };
+    env.apply(blue).await?;
     let mappings = match Mappings::load(config) {
         Ok(m) => m,
         Err(e) => {

@@ -9,6 +9,7 @@ use super::{blue_err, connect_green_sql, green_err};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::lsn::Lsn;
 use crate::mapping::green_catalog;
 use crate::mapping::resolve::Mappings;
@@ -20,6 +21,8 @@ use crate::sql;
 pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    // Also checks [blue] timezone before anything is created.
+    let env = Environment::setup(&blue, config).await.map_err(Error::into_definite)?;
     check_green_server(&green).await.map_err(Error::into_definite)?;
 
     let publication_exists = green_catalog::publication_exists(&green, &config.publication)
@@ -116,7 +119,7 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     }
 
     if copy {
-        return super::copy::run(config, &green, &blue, plans, slot.is_some(), jobs).await;
+        return super::copy::run(config, &green, &blue, &env, plans, slot.is_some(), jobs).await;
     }
 
     let start = match &slot {

@@ -13,6 +13,7 @@
 //! green snapshot, after blue has applied everything green had committed (the `wait`
 //! marker), up to three times, when the bridge is running. What still differs is reported.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -24,6 +25,7 @@ use super::{connect_green_sql, green_err, privileges};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::statements;
 use crate::mapping::{green_catalog, KeyPlan, TablePlan};
@@ -120,7 +122,11 @@ struct Range {
 pub async fn run(config: &Config, table: Option<String>, json: bool, examples: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    transfer::prepare_blue(&blue).await?;
+    // The settings `run` and `setup --copy` evaluate the mapping in (crate::evaluation).
+    let env = Environment::resolve(&blue, config)
+        .await
+        .map_err(Error::into_definite)?;
+    transfer::prepare_blue(&blue, &env).await?;
     let publication_exists = green_catalog::publication_exists(&green, &config.publication)
         .await
         .map_err(Error::into_definite)?;
@@ -131,13 +137,7 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
         plans.push(mappings.plan(&blue, t).await.map_err(Error::into_definite)?);
     }
     if let Some(wanted) = &table {
-        let matches = |name: &str| name == wanted || name.rsplit('.').next() == Some(wanted.as_str());
-        plans.retain(|p| matches(&p.green_name) || matches(&p.blue_name));
-        if plans.is_empty() {
-            return Err(Error::definite(format!(
-                "no mapped table is called {wanted}; name a green or blue table as schema.table (see `pgbridge check`)"
-            )));
-        }
+        plans = select_tables(plans, wanted)?;
     }
     privileges::refuse(
         privileges::read_problems(&green, &blue, &plans, "verify").await?,
@@ -188,6 +188,47 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
         }
     }
     Ok(if identical { 0 } else { 1 })
+}
+
+/// The plans `--table wanted` names: a green or a blue table, written as mapping files write
+/// `target` and `source` (`schema.table` or `table`, unquoted parts folded to lower case,
+/// quoted ones as written: `"Sales Dept"."Order"`); a name without schema matches in any
+/// schema. The unquoted text verify prints (`Sales Dept.Order`) is taken too, when it names
+/// nothing the other way.
+fn select_tables(plans: Vec<Arc<TablePlan>>, wanted: &str) -> Result<Vec<Arc<TablePlan>>> {
+    let parsed = crate::config::parse_table_name(wanted);
+    let is_named = |schema: &str, table: &str| {
+        parsed
+            .as_ref()
+            .is_some_and(|(s, t)| t == table && s.as_deref().map_or(true, |s| s == schema))
+    };
+    // blue_sql is the quoted "schema"."table", which parses back exactly.
+    let blue_named =
+        |p: &TablePlan| crate::config::split_table_name(&p.blue_sql).is_some_and(|(s, t)| is_named(&s, &t));
+    let shown = |name: &str| name == wanted || name.rsplit('.').next() == Some(wanted);
+    let (named, rest): (Vec<_>, Vec<_>) = plans
+        .into_iter()
+        .partition(|p| is_named(&p.green.namespace, &p.green.name) || blue_named(p));
+    if !named.is_empty() {
+        return Ok(named);
+    }
+    let shown: Vec<_> = rest
+        .into_iter()
+        .filter(|p| shown(&p.green_name) || shown(&p.blue_name))
+        .collect();
+    if !shown.is_empty() {
+        return Ok(shown);
+    }
+    Err(Error::definite(match parsed {
+        Some(_) => format!(
+            "no mapped table is called {wanted}; name a green or blue table as schema.table, quoting names as \
+             mapping files do (\"Sales Dept\".\"Order\"; see `pgbridge check` for the mapped tables)"
+        ),
+        None => format!(
+            "--table {wanted:?} is not a table name; write schema.table or table, quoting names as mapping files \
+             do: '\"Sales Dept\".\"Order\"'"
+        ),
+    }))
 }
 
 fn print_table(r: &TableReport) {
@@ -393,7 +434,8 @@ impl<'a> Table<'a> {
             let green_type = &self.plan.green.columns[k.green].type_sql;
             let value = format!("CAST({} AS {green_type})", sql::literal(&values[i]));
             if blue_side {
-                let blue_type = &self.plan.targets[k.target].blue_type;
+                // As blue stores it (see mapped_value).
+                let blue_type = &self.plan.targets[k.target].stored_type;
                 cols.push(format!(
                     "b.{}{}",
                     sql::ident(&self.plan.targets[k.target].blue_name),
