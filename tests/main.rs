@@ -7,6 +7,7 @@ mod bad_config;
 mod bad_input;
 mod bidirectional;
 mod copy;
+mod environment;
 mod faults;
 mod gates;
 mod harness_selftest;
