@@ -152,6 +152,12 @@ fn copy_stream_and_check(pair: &Pair, zone: &str) {
 #[test]
 fn copied_and_streamed_rows_take_blues_time_zone() {
     let pair = pair(KIRITIMATI, "");
+    let out = pair.pgbridge(&["check"]);
+    assert!(
+        text(&out).contains(&format!("blue evaluates mappings with TimeZone={KIRITIMATI} ")),
+        "{}",
+        text(&out)
+    );
     copy_stream_and_check(&pair, KIRITIMATI);
     // A real difference is still one.
     pair.blue.psql(DB, "UPDATE visits SET day = day + 1 WHERE id = 2");
@@ -190,5 +196,12 @@ fn blue_timezone_key_sets_the_zone_mappings_see() {
     );
     let out = pair.pgbridge(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "blue evaluates mappings with TimeZone={ST_JOHNS} search_path="
+        )),
+        "{}",
+        text(&out)
+    );
     copy_stream_and_check(&pair, ST_JOHNS);
 }

@@ -159,7 +159,10 @@ fn copied_and_streamed_rows_equal_under_awkward_session_defaults() {
     let pair = Pair::start();
     create(&pair);
     assert_eq!(
-        pair.blue.psql(DB, "SELECT current_setting('DateStyle') || ' ' || current_setting('TimeZone')"),
+        pair.blue.psql(
+            DB,
+            "SELECT current_setting('DateStyle') || ' ' || current_setting('TimeZone')"
+        ),
         format!("German, DMY {BLUE_ZONE}"),
         "blue's defaults are not in effect"
     );
@@ -172,7 +175,10 @@ fn copied_and_streamed_rows_equal_under_awkward_session_defaults() {
     pair.wait_caught_up(&bridge);
     assert_converged(&pair);
     let moments: i64 = pair.blue.psql(DB, "SELECT count(*) FROM moments").parse().unwrap();
-    assert!(moments > 20, "the workload should leave moments behind, found {moments}");
+    assert!(
+        moments > 20,
+        "the workload should leave moments behind, found {moments}"
+    );
     let out = pair.pgbridge(&["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), bridge.log());
     assert!(text(&out).contains("identical: 4 table(s)"), "{}", text(&out));

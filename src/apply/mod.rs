@@ -265,7 +265,7 @@ impl Applier {
             );
         }
         let mappings = Mappings::load(&config)?;
-        tracing::debug!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
+        tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
         let mut applier =
             Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role, env).await?;
         applier.durability = durability;

@@ -32,12 +32,15 @@ pub struct Planned {
 pub struct Report {
     pub tables: Vec<Planned>,
     pub problems: Vec<String>,
+    /// The session settings taken from blue (TimeZone, search_path, ...), for the plan.
+    pub settings: String,
 }
 
 pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let report = validate(config, &green, &blue).await?;
+    println!("blue evaluates mappings with {}\n", report.settings);
     for t in &report.tables {
         print_plan(t, show_sql);
     }
@@ -68,6 +71,7 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         }
     };
     env.apply(blue).await?;
+    report.settings = env.describe();
     let mappings = match Mappings::load(config) {
         Ok(m) => m,
         Err(e) => {
