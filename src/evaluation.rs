@@ -148,11 +148,7 @@ impl Environment {
         self
     }
 
-    /// The zone mapping expressions see.
-    pub fn timezone(&self) -> &str {
-        self.get("TimeZone").unwrap_or("")
-    }
-
+    /// The value of setting `name` (as spelled in [`FIXED`] and [`FROM_BLUE`]).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.settings.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
@@ -232,7 +228,7 @@ mod tests {
             ],
         }
         .with("TimeZone", "Pacific/Kiritimati");
-        assert_eq!(env.timezone(), "Pacific/Kiritimati");
+        assert_eq!(env.get("TimeZone"), Some("Pacific/Kiritimati"));
         assert_eq!(env.describe(), "TimeZone=Pacific/Kiritimati");
     }
 }
