@@ -66,6 +66,7 @@ fn statements(c: &mut Criterion) {
                 name: format!("column_{i}"),
                 type_sql: "\"pg_catalog\".\"text\"".into(),
                 declared: "text".into(),
+                stored_type: "\"pg_catalog\".\"text\"".into(),
                 not_null: i == 0,
                 has_default: false,
                 identity_always: false,

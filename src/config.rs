@@ -60,6 +60,10 @@ struct RawBlue {
     /// Schema on blue holding pgbridge's own tables (checkpoint, dead letters).
     #[serde(default = "default_schema")]
     schema: String,
+    /// The TimeZone mapping expressions are evaluated in on blue (a `timestamptz` stored into
+    /// a `timestamp` or `date` column, `at::date`, ...), by every path alike; default: blue's
+    /// own default for the bridge's role and database, the zone blue's applications see.
+    timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +272,10 @@ pub struct Config {
     pub slot: String,
     pub blue: Endpoint,
     pub schema: String,
+    /// `[blue] timezone`: the TimeZone mapping expressions see on blue; `None` means blue's
+    /// default for the role and database (see [`crate::evaluation`]). Checked against blue's
+    /// zones when a command connects.
+    pub blue_timezone: Option<String>,
     pub mapping_dir: PathBuf,
     pub implicit: bool,
     pub strict: bool,
@@ -345,6 +353,10 @@ impl Config {
         check_identifier(path, "green.publication", &publication)?;
         check_identifier(path, "blue.schema", &schema)?;
         check_slot_name(path, &slot)?;
+        let blue_timezone = match &raw_blue.timezone {
+            Some(zone) => Some(check_timezone(path, &expand("blue.timezone", zone)?)?),
+            None => None,
+        };
 
         let max_batch_delay = humantime::parse_duration(&raw.apply.max_batch_delay).map_err(|e| {
             Error::definite(format!(
@@ -435,6 +447,7 @@ impl Config {
             slot,
             blue,
             schema,
+            blue_timezone,
             mapping_dir: base.join(&raw.mapping.dir),
             implicit: raw.mapping.implicit,
             strict: raw.mapping.strict,
@@ -652,11 +665,18 @@ fn dsn_problem(dsn: &str, err: &tokio_postgres::Error) -> String {
 /// Splits `schema.table` (or `table`, meaning `public`) into its parts. Quoted names are
 /// accepted: `"My Schema"."Orders"`.
 pub fn split_table_name(name: &str) -> Option<(String, String)> {
-    let parts = split_qualified(name)?;
-    match parts.as_slice() {
-        [table] => Some(("public".into(), table.clone())),
-        [schema, table] => Some((schema.clone(), table.clone())),
-        _ => None,
+    parse_table_name(name).map(|(schema, table)| (schema.unwrap_or_else(|| "public".into()), table))
+}
+
+/// A table name as mapping files write it, as (schema if given, table): unquoted parts are
+/// folded to lower case as SQL does, quoted ones kept as written (`"Sales Dept"."Order"`).
+pub fn parse_table_name(name: &str) -> Option<(Option<String>, String)> {
+    let mut parts = split_qualified(name)?;
+    let table = parts.pop()?;
+    match parts.pop() {
+        None => Some((None, table)),
+        Some(schema) if parts.is_empty() => Some((Some(schema), table)),
+        Some(_) => None,
     }
 }
 
@@ -736,6 +756,20 @@ fn check_identifier(path: &Path, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// A plausible time zone name: blue is asked whether it knows the zone when a command connects
+/// (see [`crate::evaluation`]); here only what can never be one is refused.
+fn check_timezone(path: &Path, zone: &str) -> Result<String> {
+    let zone = zone.trim();
+    if zone.is_empty() || zone.len() > 255 || zone.chars().any(char::is_control) {
+        return Err(Error::definite(format!(
+            "{}: blue.timezone = {zone:?} is not a time zone name; write one from blue's pg_timezone_names, e.g. \
+             \"Europe/Berlin\", or remove the key to use blue's default",
+            path.display()
+        )));
+    }
+    Ok(zone.to_string())
+}
+
 /// PostgreSQL accepts only lower-case letters, digits and underscores in slot names.
 fn check_slot_name(path: &Path, slot: &str) -> Result<()> {
     let valid = !slot.is_empty()
@@ -783,6 +817,24 @@ dsn = "host=blue-host port=5433 user=bridge dbname=app"
         assert_eq!(c.mapping_dir, Path::new("/etc/pgbridge/mappings"));
         assert!(c.implicit && c.strict);
         assert_eq!(c.green.pg.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(
+            c.blue_timezone, None,
+            "blue's own default zone unless the file names one"
+        );
+    }
+
+    #[test]
+    fn blue_timezone_is_taken_as_written_and_never_empty() {
+        let with = |line: &str| parse(&MINIMAL.replace("dbname=app\"", &format!("dbname=app\"\n{line}")));
+        let c = with("timezone = \" America/St_Johns \"").unwrap();
+        assert_eq!(c.blue_timezone.as_deref(), Some("America/St_Johns"));
+        let e = with("timezone = \"\"").unwrap_err().to_string();
+        assert!(e.contains("blue.timezone") && e.contains("not a time zone name"), "{e}");
+        let e = with("time_zone = \"UTC\"").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown key `time_zone`") && e.contains("did you mean `timezone`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -852,6 +904,13 @@ dsn = "host=blue-host port=5433 user=bridge dbname=app"
         );
         assert_eq!(split_table_name("a.b.c"), None);
         assert_eq!(split_table_name("drop table x;"), None);
+        assert_eq!(parse_table_name("\"Order\""), Some((None, "Order".into())));
+        assert_eq!(
+            parse_table_name(" \"Sales Dept\".\"Order\" "),
+            Some((Some("Sales Dept".into()), "Order".into()))
+        );
+        assert_eq!(parse_table_name("\"Sales Dept\".\"Order"), None);
+        assert_eq!(parse_table_name("Sales Dept.Order"), None);
     }
 }
 

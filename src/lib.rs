@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod drift;
 pub mod error;
+pub mod evaluation;
 pub mod failpoint;
 pub mod lsn;
 pub mod mapping;

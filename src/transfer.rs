@@ -1,6 +1,7 @@
 //! Moving green rows to blue in bulk, for the initial copy and for `verify`: COPY out of green
 //! (at an exported or a fresh snapshot) streamed into COPY on blue, byte for byte, without
-//! parsing rows or holding more than one network buffer.
+//! parsing rows or holding more than one network buffer. Green prints and blue reads and
+//! evaluates under [`crate::evaluation`]'s settings, the same as when streaming.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,13 +11,13 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 
-/// Session settings that make green print and blue parse values identically (the same ones
-/// the apply path uses), with time zones printed as UTC offsets.
-const SESSION: &str = "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; \
-                       SET TimeZone = 'UTC'; SET bytea_output = hex; SET statement_timeout = 0; \
-                       SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-                       SET client_min_messages = warning; SET temp_buffers = '256MB'; SET jit = off";
+/// Settings of bulk sessions on both sides that do not change values: no timeouts an operator
+/// set for applications, no chatter, room for temporary tables. How values are printed and
+/// computed is [`crate::evaluation`]'s business.
+const BULK: &str = "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+                    SET client_min_messages = warning; SET temp_buffers = '256MB'; SET jit = off";
 
 /// Bytes gathered before a write to blue.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -25,7 +26,10 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// exported by CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.
 pub async fn green_at_snapshot(config: &Config, snapshot: Option<&str>) -> Result<Client> {
     let green = crate::cli::connect_green_sql(config).await?;
-    let mut sql = format!("{SESSION}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    let mut sql = format!(
+        "{BULK}; {}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        crate::evaluation::green_set_sql()
+    );
     if let Some(s) = snapshot {
         sql.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", crate::sql::literal(s)));
     }
@@ -36,11 +40,12 @@ pub async fn green_at_snapshot(config: &Config, snapshot: Option<&str>) -> Resul
     Ok(green)
 }
 
-/// Prepares a blue connection for bulk loading.
-pub async fn prepare_blue(blue: &Client) -> Result<()> {
-    blue.batch_execute(SESSION)
+/// Prepares a blue connection for bulk loading and for evaluating mappings in `env`.
+pub async fn prepare_blue(blue: &Client, env: &Environment) -> Result<()> {
+    blue.batch_execute(BULK)
         .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e).into_definite())
+        .map_err(|e| Error::postgres("configuring the blue session", &e).into_definite())?;
+    env.apply(blue).await.map_err(Error::into_definite)
 }
 
 /// Rows and bytes moved so far, shared with a progress display.

@@ -8,6 +8,7 @@ mod bad_input;
 mod bidirectional;
 mod copy;
 mod drift;
+mod environment;
 mod faults;
 mod gates;
 mod harness_selftest;

@@ -2,7 +2,7 @@
 //! 100,000-row table; reports identical tables after streaming through the example mapping.
 
 use crate::copy::{example_pair, fill_green};
-use crate::support::bridge::{text, DB};
+use crate::support::bridge::{text, Pair, DB};
 
 #[test]
 fn verify_reports_changed_missing_and_extra_rows_by_key() {
@@ -113,4 +113,163 @@ fn verify_chunks_text_keys_in_byte_order() {
         report.contains("name=0000 first; name=Mmmm middle; name=zzzz last"),
         "{report}"
     );
+}
+
+/// Writes `files` (name, text) into a mapping directory and points the configuration at it.
+fn use_mappings(pair: &Pair, files: &[(&str, &str)]) {
+    let dir = pair.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", dir.display()));
+}
+
+/// Green's `qty * price` (numeric with four or more decimals) into blue's `numeric(12,2)`, and
+/// a `timestamptz` with microseconds into a `timestamp(0)`: blue rounds on assignment, and
+/// `verify` compares the mapped value as blue stores it, so an exact bridge is identical.
+#[test]
+fn verify_compares_values_as_blue_stores_them() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE lines (id int PRIMARY KEY, qty numeric, price numeric, at timestamptz)",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE lines (id int PRIMARY KEY, amount numeric(12,2), at timestamp(0))",
+    );
+    use_mappings(
+        &pair,
+        &[(
+            "lines.toml",
+            "target = \"lines\"\nignore = [\"qty\", \"price\"]\n[columns]\namount = { expr = \"qty * price\" }\n",
+        )],
+    );
+    let fill = |from: i32, to: i32| {
+        pair.green.psql(
+            DB,
+            &format!(
+                "INSERT INTO lines SELECT i, 1.5 + i * 0.137, 1.0735 + i * 0.0101, \
+                 timestamptz '2024-01-01 00:00:00.5+00' + i * interval '1.3 seconds' FROM generate_series({from}, {to}) i"
+            ),
+        )
+    };
+    fill(1, 500);
+    pair.green
+        .psql(DB, "INSERT INTO lines VALUES (2000001, 2, 18.3425, NULL)");
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let bridge = pair.run();
+    fill(501, 1000);
+    pair.green
+        .psql(DB, "UPDATE lines SET price = price * 1.0303 WHERE id % 4 = 0");
+    pair.wait_caught_up(&bridge);
+    drop(bridge);
+
+    // Blue holds green's values rounded as the types say, computed here independently.
+    let zone = pair.blue.psql(DB, "SHOW TimeZone");
+    let digest = |cluster: &crate::support::Cluster, q: &str| {
+        cluster.psql(
+            DB,
+            &format!("SET DateStyle = ISO; SELECT md5(string_agg(t::text, ',' ORDER BY t.id)) FROM ({q}) t"),
+        )
+    };
+    assert_eq!(
+        digest(&pair.blue, "SELECT id, amount, at FROM lines"),
+        digest(
+            &pair.green,
+            &format!(
+                "SELECT id, round(qty * price, 2) AS amount, \
+                 date_trunc('second', (at AT TIME ZONE '{zone}') + interval '0.5 second') AS at FROM lines"
+            )
+        )
+    );
+    assert_eq!(
+        pair.blue.psql(DB, "SELECT amount FROM lines WHERE id = 2000001"),
+        "36.69"
+    );
+    let out = pair.pgbridge(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("identical: 1 table(s)"), "{}", text(&out));
+
+    pair.blue
+        .psql(DB, "UPDATE lines SET amount = amount + 0.01 WHERE id = 42");
+    let out = pair.pgbridge(&["verify"]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("missing 0, extra 0, different 1"), "{report}");
+    assert!(report.contains("different: id=42"), "{report}");
+}
+
+/// `verify --table` takes a table name as mapping files write `target` and `source`: quoted
+/// parts keep case and spaces, unquoted ones fold to lower case, the schema may be left out;
+/// green's or blue's name. A name that fits no mapped table exits 2 and says so.
+#[test]
+fn verify_table_takes_names_as_mapping_files_write_them() {
+    let pair = Pair::start();
+    pair.both(
+        "CREATE SCHEMA \"Sales Dept\"; CREATE TABLE \"Sales Dept\".\"Order\" (id int PRIMARY KEY, \"Total\" numeric); \
+         CREATE TABLE other (id int PRIMARY KEY); \
+         INSERT INTO \"Sales Dept\".\"Order\" SELECT i, i * 1.5 FROM generate_series(1, 100) i; \
+         INSERT INTO other SELECT generate_series(1, 10);",
+    );
+    pair.green.psql(
+        DB,
+        "CREATE TABLE \"Sales Dept\".\"Refund\" (id int PRIMARY KEY, note text)",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE SCHEMA legacy; CREATE TABLE legacy.\"Refund Rows\" (id int PRIMARY KEY, note text)",
+    );
+    use_mappings(
+        &pair,
+        &[(
+            "refunds.toml",
+            "target = 'legacy.\"Refund Rows\"'\nsource = '\"Sales Dept\".\"Refund\"'\n",
+        )],
+    );
+    pair.setup();
+    let verify = |name: &str| pair.pgbridge(&["verify", "--table", name]);
+    for name in ["\"Sales Dept\".\"Order\"", "\"Order\"", "Sales Dept.Order"] {
+        let out = verify(name);
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {report}");
+        assert!(report.contains("identical: 1 table(s)"), "{name}: {report}");
+        assert!(report.contains("Sales Dept.Order"), "{name}: {report}");
+        assert!(report.contains("green        100  blue        100"), "{name}: {report}");
+    }
+    // Green's name or blue's, quoted or not where SQL allows.
+    for name in [
+        "legacy.\"Refund Rows\"",
+        "\"legacy\".\"Refund Rows\"",
+        "\"Sales Dept\".\"Refund\"",
+    ] {
+        let out = verify(name);
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {report}");
+        assert!(
+            report.contains("Sales Dept.Refund -> legacy.Refund Rows"),
+            "{name}: {report}"
+        );
+    }
+    // The table it names is the one compared.
+    pair.blue
+        .psql(DB, "UPDATE \"Sales Dept\".\"Order\" SET \"Total\" = 0 WHERE id = 7");
+    let out = verify("\"Sales Dept\".\"Order\"");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("different: id=7"), "{}", text(&out));
+
+    for (name, says) in [
+        (
+            "\"sales dept\".\"order\"",
+            "no mapped table is called \"sales dept\".\"order\"",
+        ),
+        ("Sales Dept.\"Order", "is not a table name"),
+        ("a.b.c", "is not a table name"),
+    ] {
+        let out = verify(name);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        assert!(text(&out).contains(says), "{name}: {}", text(&out));
+    }
 }

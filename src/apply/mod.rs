@@ -27,6 +27,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Endpoint, OnError};
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::failpoint;
 use crate::lsn::Lsn;
 use crate::mapping::resolve::{Mappings, TypeNames};
@@ -94,17 +95,16 @@ enum Durability {
     Async,
 }
 
-/// Per-connection settings: no timeouts that an operator set for applications, the same
-/// text formats green prints in, and how commits become durable. Returns whether the
-/// replica role was granted.
-async fn prepare_session(client: &Client) -> Result<(bool, Durability)> {
+/// Per-connection settings: no timeouts that an operator set for applications, the one
+/// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
+/// the same settings), and how commits become durable. Returns whether the replica role was
+/// granted.
+async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Durability)> {
     client
-        .batch_execute(
-            "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
-             SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3;",
-        )
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
         .await
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    env.apply(client).await?;
     // Timeouts an operator may have set for applications, where they exist (PostgreSQL 14+
     // idle_session_timeout, 17+ transaction_timeout): a large transaction must not be cut off.
     client
@@ -237,6 +237,8 @@ pub struct Applier {
     spare_lanes: Vec<stream::Lane>,
     /// Where to stop because the catalogs drifted (the main session only).
     drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
+    /// The session settings mapped values are computed under, on this session and its lanes.
+    env: Environment,
 }
 
 impl Applier {
@@ -255,7 +257,8 @@ impl Applier {
         telemetry: Arc<Telemetry>,
         guard: &crate::drift::Guard,
     ) -> Result<Self> {
-        let (replica_role, durability) = prepare_session(&client).await?;
+        let env = Environment::resolve(&client, &config).await?;
+        let (replica_role, durability) = prepare_session(&client, &env).await?;
         if !replica_role {
             tracing::warn!(
                 "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
@@ -265,7 +268,9 @@ impl Applier {
             );
         }
         let mappings = guard.mappings.clone();
-        let mut applier = Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role).await?;
+        tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
+        let mut applier =
+            Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role, env).await?;
         applier.durability = durability;
         applier.drift_stop = Some(guard.stop.clone());
         if durability == Durability::Async {
@@ -291,6 +296,7 @@ impl Applier {
         durable_tx: watch::Sender<Lsn>,
         telemetry: Arc<Telemetry>,
         replica_role: bool,
+        env: Environment,
     ) -> Result<Self> {
         let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
         let advance = client
@@ -343,6 +349,7 @@ impl Applier {
             lanes: HashMap::new(),
             spare_lanes: Vec::new(),
             drift_stop: None,
+            env,
         })
     }
 

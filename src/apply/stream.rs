@@ -322,7 +322,7 @@ impl Applier {
     /// mapping files.
     async fn new_lane(&mut self) -> Result<Lane> {
         let client = super::connect_blue(&self.config.blue).await?;
-        let (replica_role, _) = prepare_session(&client).await?;
+        let (replica_role, _) = prepare_session(&client, &self.env).await?;
         client
             .batch_execute(&set_lock_timeout(LOCK_TIMEOUT))
             .await
@@ -347,6 +347,7 @@ impl Applier {
             durable_tx,
             self.telemetry.clone(),
             replica_role,
+            self.env.clone(),
         )
         .await?;
         applier.batching = self.batching;

@@ -1,6 +1,8 @@
 //! `pgbridge check [--sql]`: validates the configuration and every mapping against both live
 //! catalogs before any row moves, and prints the plan. `run` performs the same validation at
-//! start and refuses to stream an invalid plan.
+//! start and refuses to stream an invalid plan. Statements are prepared on blue in the session
+//! settings the apply path runs them in ([`crate::evaluation`]), which `[blue] timezone` is
+//! checked for.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use crate::apply;
 use crate::config::Config;
 use crate::drift;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::mapping::catalog::BlueTable;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::signature::Signature;
@@ -41,12 +44,15 @@ pub struct Report {
     /// How the current plan differs from the accepted one.
     pub drift: Vec<drift::Finding>,
     pub publication_exists: bool,
+    /// The session settings taken from blue (TimeZone, search_path, ...), for the plan.
+    pub settings: String,
 }
 
 pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let report = validate(config, &green, &blue).await?;
+    println!("blue evaluates mappings with {}\n", report.settings);
     for t in &report.tables {
         print_plan(t, show_sql);
     }
@@ -76,6 +82,18 @@ pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
 /// the configuration, the mappings or the schemas is a problem in the report.
 pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<Report> {
     let mut report = Report::default();
+    // Statements prepare in the settings `run` applies them in (search_path, ...).
+    let env = match Environment::resolve(blue, config).await {
+        Ok(env) => env,
+        Err(e) if e.is_transient() || e.sqlstate().is_some() => return Err(e),
+        // [blue] timezone names a zone blue does not know: a problem; go on in blue's default.
+        Err(e) => {
+            report.problems.push(e.to_string());
+            Environment::blue_defaults(blue).await?
+        }
+    };
+    env.apply(blue).await?;
+    report.settings = env.describe();
     let mappings = match Mappings::load(config) {
         Ok(m) => m,
         Err(e) => {

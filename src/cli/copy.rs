@@ -8,8 +8,9 @@
 //!    the snapshot and its own blue transaction: green's rows are COPYed into a temporary
 //!    table on blue and written through the mapping with the same SQL the apply path uses
 //!    (upsert, and removal of blue rows green does not have, so a partly filled blue
-//!    converges). A table whose mapping changes nothing and whose blue table is empty is
-//!    COPYed straight into place.
+//!    converges), in the same session settings as the apply path ([`crate::evaluation`]), so
+//!    a copied row equals the same row streamed. A table whose mapping changes nothing and
+//!    whose blue table is empty is COPYed straight into place.
 //! 4. The checkpoint is set to the slot's consistent point: streaming starts exactly after the
 //!    snapshot, so rows written on green during the copy arrive once.
 //!
@@ -27,6 +28,7 @@ use super::{blue_err, green_err};
 use crate::apply;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan, Value};
 use crate::progress::{self, Display, Task};
@@ -40,6 +42,7 @@ pub async fn run(
     config: &Config,
     green: &Client,
     blue: &Client,
+    env: &Environment,
     plans: Vec<Arc<TablePlan>>,
     slot_exists: bool,
     jobs: usize,
@@ -76,7 +79,7 @@ pub async fn run(
     );
 
     let copied = tokio::select! {
-        r = copy_all(config, green, blue, &snapshot, plans, jobs) => r,
+        r = copy_all(config, green, blue, env, &snapshot, plans, jobs) => r,
         _ = tokio::signal::ctrl_c() => Err(Error::definite("interrupted")),
     };
     // The snapshot is no longer needed once every table has imported it.
@@ -123,11 +126,13 @@ async fn drop_slot(green: &Client, slot: &str) -> Result<()> {
         .map_err(green_err(&format!("dropping slot {slot}")))
 }
 
-/// Copies every table, `jobs` at a time, biggest first. Returns (tables, rows, bytes).
+/// Copies every table, `jobs` at a time, biggest first, each part's blue session evaluating
+/// the mapping in `env`. Returns (tables, rows, bytes).
 async fn copy_all(
     config: &Config,
     green: &Client,
     blue: &Client,
+    env: &Environment,
     snapshot: &str,
     plans: Vec<Arc<TablePlan>>,
     jobs: usize,
@@ -182,7 +187,7 @@ async fn copy_all(
             let next = queue.lock().expect("copy queue").pop_front();
             let Some(part) = next else { return Ok(()) };
             part.task.start_once();
-            match copy_part(config, snapshot, &part).await {
+            match copy_part(config, env, snapshot, &part).await {
                 Ok(note) => {
                     if part.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                         part.task.done(note);
@@ -235,7 +240,7 @@ const PART_BYTES: u64 = 16 << 20;
 const MAX_PARTS: u64 = 64;
 
 /// Copies one part in one blue transaction; returns a note for the progress line.
-async fn copy_part(config: &Config, snapshot: &str, part: &Part) -> Result<String> {
+async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Part) -> Result<String> {
     let (plan, task, empty) = (&*part.plan, &*part.task, part.empty);
     let whole = part.range.is_none();
     // A TID range scan: cheap, and needs no key.
@@ -254,7 +259,7 @@ async fn copy_part(config: &Config, snapshot: &str, part: &Part) -> Result<Strin
     );
     let green = transfer::green_at_snapshot(config, Some(snapshot)).await?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    transfer::prepare_blue(&blue).await?;
+    transfer::prepare_blue(&blue, env).await?;
     let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
     // Replicated rows, not application writes: no triggers or foreign-key checks, as when
     // streaming (where permitted).

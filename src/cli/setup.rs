@@ -11,6 +11,7 @@ use super::{blue_err, connect_green_sql, green_err};
 use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::lsn::Lsn;
 use crate::mapping::{green_catalog, TablePlan};
 use crate::source::ReplicationConn;
@@ -21,6 +22,8 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     // A mapping file that does not parse is an error of its own, before any catalog work.
     crate::mapping::resolve::Mappings::load(config)?;
+    // Also checks [blue] timezone before anything is created.
+    let env = Environment::setup(&blue, config).await.map_err(Error::into_definite)?;
     // Exactly `check`'s validation (every statement prepared on blue, NOT NULL coverage,
     // privileges), before anything is created.
     let report = super::check::validate(config, &green, &blue)
@@ -125,7 +128,7 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     }
 
     if copy {
-        let code = super::copy::run(config, &green, &blue, plans, slot.is_some(), jobs).await?;
+        let code = super::copy::run(config, &green, &blue, &env, plans, slot.is_some(), jobs).await?;
         accept(config, &blue, &report).await?;
         return Ok(code);
     }

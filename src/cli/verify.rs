@@ -27,6 +27,7 @@ use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::drift;
 use crate::error::{Error, Result};
+use crate::evaluation::Environment;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::signature::Signature;
 use crate::mapping::statements;
@@ -126,6 +127,9 @@ impl TableReport {
 struct Subject {
     green_table: String,
     blue_table: String,
+    /// Schema and name, for `--table`.
+    green_name: (String, String),
+    blue_name: (String, String),
     /// What the mapping says, planned over green's table as it is (generated columns
     /// included, so a column that stopped being streamed is still compared); `None` when it
     /// cannot be planned.
@@ -207,38 +211,39 @@ async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<
                 green_catalog::table_directly(green, &schema, &name).await?
             }
         };
+        let target = lenient.target_of(&schema, &name);
+        let target_text = format!("{}.{}", target.0, target.1);
         let Some(green_table) = green_table else {
             problems.push(format!("green table {qualified} does not exist on green"));
             out.push(Subject {
-                blue_table: accepted
-                    .get(&qualified)
-                    .map_or_else(|| qualified.clone(), |s| s.blue_table.clone()),
                 green_table: qualified,
+                blue_table: target_text,
+                green_name: (schema, name),
+                blue_name: target,
                 plan: None,
                 problems,
             });
             continue;
         };
-        let (plan, blue_table) = match lenient
+        let planned = lenient
             .plan_with_blue(blue, &with_unstreamed_generated(&green_table))
-            .await
-        {
-            Ok((p, b)) => (Some(p), format!("{}.{}", b.schema, b.name)),
+            .await;
+        let (plan, blue_name) = match planned {
+            Ok((p, b)) => (Some(p), (b.schema, b.name)),
             Err(e) if e.is_transient() => return Err(e),
             // A mapping that does not plan is a configuration error, not a difference; a blue
             // table that is missing is a difference.
-            Err(e) if blue_table_exists(blue, &lenient, &green_table).await? => return Err(e.into_definite()),
+            Err(e) if blue_table_exists(blue, &target).await? => return Err(e.into_definite()),
             Err(e) => {
                 problems.push(e.to_string());
-                let b = accepted
-                    .get(&qualified)
-                    .map_or_else(|| qualified.clone(), |s| s.blue_table.clone());
-                (None, b)
+                (None, target)
             }
         };
         out.push(Subject {
             green_table: qualified,
-            blue_table,
+            blue_table: format!("{}.{}", blue_name.0, blue_name.1),
+            green_name: (schema, name),
+            blue_name,
             plan,
             problems,
         });
@@ -246,12 +251,9 @@ async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<
     Ok(out)
 }
 
-/// Whether the blue table `green` maps onto exists.
-async fn blue_table_exists(blue: &Client, mappings: &Mappings, green: &GreenTable) -> Result<bool> {
-    let (schema, name) = mappings.target_of(green);
-    Ok(crate::mapping::catalog::load_table(blue, &schema, &name)
-        .await?
-        .is_some())
+/// Whether blue table `schema.name` exists.
+async fn blue_table_exists(blue: &Client, (schema, name): &(String, String)) -> Result<bool> {
+    Ok(crate::mapping::catalog::load_table(blue, schema, name).await?.is_some())
 }
 
 /// Green's table with its generated columns as if streamed: blue columns fed by their names
@@ -290,16 +292,14 @@ struct Range {
 pub async fn run(config: &Config, table: Option<String>, json: bool, examples: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    transfer::prepare_blue(&blue).await?;
+    // The settings `run` and `setup --copy` evaluate the mapping in (crate::evaluation).
+    let env = Environment::resolve(&blue, config)
+        .await
+        .map_err(Error::into_definite)?;
+    transfer::prepare_blue(&blue, &env).await?;
     let mut subjects = subjects(config, &green, &blue).await.map_err(Error::into_definite)?;
     if let Some(wanted) = &table {
-        let matches = |name: &str| name == wanted || name.rsplit('.').next() == Some(wanted.as_str());
-        subjects.retain(|s| matches(&s.green_table) || matches(&s.blue_table));
-        if subjects.is_empty() {
-            return Err(Error::definite(format!(
-                "no mapped table is called {wanted}; name a green or blue table as schema.table (see `pgbridge check`)"
-            )));
-        }
+        subjects = select_tables(subjects, wanted)?;
     }
     let plans: Vec<Arc<TablePlan>> = subjects.iter().filter_map(|s| s.plan.clone()).collect();
     privileges::refuse(
@@ -358,6 +358,44 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
         }
     }
     Ok(if identical { 0 } else { 1 })
+}
+
+/// The plans `--table wanted` names: a green or a blue table, written as mapping files write
+/// `target` and `source` (`schema.table` or `table`, unquoted parts folded to lower case,
+/// quoted ones as written: `"Sales Dept"."Order"`); a name without schema matches in any
+/// schema. The unquoted text verify prints (`Sales Dept.Order`) is taken too, when it names
+/// nothing the other way.
+fn select_tables(subjects: Vec<Subject>, wanted: &str) -> Result<Vec<Subject>> {
+    let parsed = crate::config::parse_table_name(wanted);
+    let is_named = |(schema, table): &(String, String)| {
+        parsed
+            .as_ref()
+            .is_some_and(|(s, t)| t == table && s.as_deref().map_or(true, |s| s == schema))
+    };
+    let shown = |name: &str| name == wanted || name.rsplit('.').next() == Some(wanted);
+    let (named, rest): (Vec<_>, Vec<_>) = subjects
+        .into_iter()
+        .partition(|s| is_named(&s.green_name) || is_named(&s.blue_name));
+    if !named.is_empty() {
+        return Ok(named);
+    }
+    let shown: Vec<_> = rest
+        .into_iter()
+        .filter(|s| shown(&s.green_table) || shown(&s.blue_table))
+        .collect();
+    if !shown.is_empty() {
+        return Ok(shown);
+    }
+    Err(Error::definite(match parsed {
+        Some(_) => format!(
+            "no mapped table is called {wanted}; name a green or blue table as schema.table, quoting names as \
+             mapping files do (\"Sales Dept\".\"Order\"; see `pgbridge check` for the mapped tables)"
+        ),
+        None => format!(
+            "--table {wanted:?} is not a table name; write schema.table or table, quoting names as mapping files \
+             do: '\"Sales Dept\".\"Order\"'"
+        ),
+    }))
 }
 
 fn print_table(r: &TableReport) {
@@ -567,7 +605,8 @@ impl<'a> Table<'a> {
             let green_type = &self.plan.green.columns[k.green].type_sql;
             let value = format!("CAST({} AS {green_type})", sql::literal(&values[i]));
             if blue_side {
-                let blue_type = &self.plan.targets[k.target].blue_type;
+                // As blue stores it (see mapped_value).
+                let blue_type = &self.plan.targets[k.target].stored_type;
                 cols.push(format!(
                     "b.{}{}",
                     sql::ident(&self.plan.targets[k.target].blue_name),

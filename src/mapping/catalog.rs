@@ -11,6 +11,10 @@ pub struct BlueColumn {
     pub type_sql: String,
     /// The type as declared, with its modifier (`numeric(12,2)`), as `format_type` prints it.
     pub declared: String,
+    /// The type with the column's modifier (`numeric(12,2)`, `timestamp(0) without time zone`),
+    /// so that `CAST(value AS stored_type)` is the value an INSERT stores (see
+    /// [`STORED_TYPE_SQL`]).
+    pub stored_type: String,
     pub not_null: bool,
     pub has_default: bool,
     pub identity_always: bool,
@@ -39,6 +43,22 @@ impl BlueTable {
     }
 }
 
+/// A column's type with its modifier, for casts that store what assignment stores: numbers,
+/// times and intervals are rounded by the modifier under an explicit cast exactly as on
+/// INSERT. Character and bit-string types are not: an explicit cast truncates a value that an
+/// INSERT refuses, so for them the type without modifier compares the value as it is (blue
+/// pads char(n) on INSERT, which its equality ignores). Built-in types print under SQL's own
+/// names (`numeric(12,2)`), which resolve whatever the search_path; other types with a
+/// modifier (extensions' `vector(3)`) get their qualified name followed by the modifier.
+const STORED_TYPE_SQL: &str = "
+CASE WHEN a.atttypmod < 0 OR coalesce(et.typcategory, t.typcategory) IN ('S', 'V')
+       THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
+     WHEN tn.nspname = 'pg_catalog' THEN format_type(a.atttypid, a.atttypmod)
+     WHEN starts_with(format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL))
+       THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
+            || substr(format_type(a.atttypid, a.atttypmod), length(format_type(a.atttypid, NULL)) + 1)
+     ELSE quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END";
+
 const COLUMNS_SQL: &str = "
 SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
        a.attnotnull,
@@ -46,6 +66,7 @@ SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote
        a.attidentity = 'a', a.attgenerated <> '',
        coalesce(bt.typname, et.typname, t.typname) NOT IN
          ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot'),
+       {STORED_TYPE},
        format_type(a.atttypid, a.atttypmod)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -76,7 +97,10 @@ ORDER BY i.indisprimary DESC, count(*), ic.relname";
 pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Option<BlueTable>> {
     let what = format!("reading blue's catalog for {schema}.{name}");
     let rows = client
-        .query(COLUMNS_SQL, &[&schema, &name])
+        .query(
+            &COLUMNS_SQL.replace("{STORED_TYPE}", STORED_TYPE_SQL),
+            &[&schema, &name],
+        )
         .await
         .map_err(|e| Error::postgres(&what, &e))?;
     if rows.is_empty() {
@@ -92,7 +116,8 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
             identity_always: r.get(5),
             generated: r.get(6),
             comparable: r.get(7),
-            declared: r.get(8),
+            stored_type: r.get(8),
+            declared: r.get(9),
         })
         .collect();
     let unique_keys: Vec<Vec<String>> = client

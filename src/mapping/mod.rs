@@ -102,6 +102,9 @@ pub struct Target {
     pub blue_name: String,
     /// Blue's type, quoted and schema-qualified, for comparing with green's old values.
     pub blue_type: String,
+    /// Blue's type with the column's modifier (`numeric(12,2)`): `CAST(value AS stored_type)`
+    /// is what assigning `value` to the column stores (see `catalog::BlueColumn`).
+    pub stored_type: String,
     pub value: Value,
     /// Green columns the value reads (for unchanged TOAST values).
     pub depends: Vec<usize>,
@@ -354,6 +357,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
         targets.push(Target {
             blue_name: b.name.clone(),
             blue_type: b.type_sql.clone(),
+            stored_type: b.stored_type.clone(),
             value,
             depends,
             insert_only: spec.insert_only,
@@ -379,6 +383,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                 targets.push(Target {
                     blue_name: b.name.clone(),
                     blue_type: b.type_sql.clone(),
+                    stored_type: b.stored_type.clone(),
                     value: Value::Green(i),
                     depends: vec![i],
                     insert_only: false,
@@ -466,6 +471,7 @@ pub fn plan(green: &GreenTable, blue: &BlueTable, file: Option<&MappingFile>, st
                         targets.push(Target {
                             blue_name: bk.clone(),
                             blue_type: b.map_or_else(|| green.columns[g].type_sql.clone(), |c| c.type_sql.clone()),
+                            stored_type: b.map_or_else(|| green.columns[g].type_sql.clone(), |c| c.stored_type.clone()),
                             value: Value::Green(g),
                             depends: vec![g],
                             insert_only: false,
@@ -601,6 +607,7 @@ mod tests {
                     name: n.to_string(),
                     type_sql: "\"pg_catalog\".\"int4\"".into(),
                     declared: "integer".into(),
+                    stored_type: "\"pg_catalog\".\"int4\"".into(),
                     not_null: false,
                     has_default: false,
                     identity_always: false,

@@ -79,11 +79,11 @@ impl Mappings {
         self.roots = Arc::new(roots);
     }
 
-    /// The blue table green table `green` maps onto by its file, or by name.
-    pub fn target_of(&self, green: &GreenTable) -> (String, String) {
-        match self.file_for(&green.namespace, &green.name) {
+    /// The blue table green table `schema.name` maps onto by its file, or by name.
+    pub fn target_of(&self, schema: &str, name: &str) -> (String, String) {
+        match self.file_for(schema, name) {
             Some(f) => f.target.clone(),
-            None => (green.namespace.clone(), green.name.clone()),
+            None => (schema.to_string(), name.to_string()),
         }
     }
 

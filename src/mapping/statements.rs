@@ -395,14 +395,14 @@ pub fn insert_from(plan: &TablePlan, from: &str, upsert: bool) -> String {
     b.insert(&format!("{from} AS g"), &b.filter("WHERE"), upsert)
 }
 
-/// What blue column `t` receives, over a green row `g`, cast to blue's type: the value the
-/// apply path stores.
+/// What blue column `t` receives, over a green row `g`, cast to blue's type with the column's
+/// modifier (`numeric(12,2)` rounds as assignment does): the value the apply path stores.
 pub fn mapped_value(plan: &TablePlan, t: usize) -> String {
     let b = Builder {
         plan,
         params: Vec::new(),
     };
-    format!("CAST({} AS {})", b.value(t), plan.targets[t].blue_type)
+    format!("CAST({} AS {})", b.value(t), plan.targets[t].stored_type)
 }
 
 #[cfg(test)]
@@ -432,6 +432,7 @@ mod tests {
         let target = |g: usize, name: &str| Target {
             blue_name: name.into(),
             blue_type: INT.into(),
+            stored_type: INT.into(),
             value: Value::Green(g),
             depends: vec![g],
             insert_only: false,

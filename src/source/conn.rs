@@ -32,9 +32,6 @@ const MAX_MESSAGE_LEN: usize = 1 << 30;
 /// silent there (a partition, a stalled proxy) would otherwise hang both sides for good.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Startup options so that pgoutput prints values in a form blue parses back exactly.
-const SESSION_OPTIONS: &str = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c TimeZone=UTC";
-
 /// One backend message as far as the replication client cares.
 pub enum Backend {
     Message(Message),
@@ -175,13 +172,15 @@ impl ReplicationConn {
     async fn startup(&mut self, endpoint: &Endpoint, application_name: &str) -> Result<()> {
         let user = endpoint.user();
         let dbname = endpoint.dbname();
+        let options = crate::evaluation::green_startup_options();
         let params = [
             ("user", user.as_str()),
             ("database", dbname.as_str()),
             ("replication", "database"),
             ("application_name", application_name),
             ("client_encoding", "UTF8"),
-            ("options", SESSION_OPTIONS),
+            // pgoutput prints values with the walsender's settings: formats blue parses exactly.
+            ("options", options.as_str()),
         ];
         let mut buf = BytesMut::new();
         frontend::startup_message(params.iter().copied(), &mut buf).map_err(|e| self.protocol(e))?;

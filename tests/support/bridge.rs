@@ -225,7 +225,8 @@ pub fn rows(cluster: &Cluster, table: &str) -> Vec<String> {
     let out = cluster.psql(
         DB,
         &format!(
-            "SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET datestyle = ISO; \
+            "SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET datestyle = ISO; SET IntervalStyle = postgres; \
+             SET bytea_output = hex; \
              SELECT coalesce(string_agg(r, E'\\n' ORDER BY r), '') FROM (SELECT pgbridge_row::text AS r FROM {table} pgbridge_row) s"
         ),
     );
