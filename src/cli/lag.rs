@@ -164,6 +164,13 @@ pub enum Reader {
 
 /// The slot, if it can still show what blue lacks.
 fn usable_slot<'a>(config: &Config, state: &'a GreenState, checkpoint: Lsn) -> Result<&'a SlotState> {
+    if checkpoint.is_zero() {
+        return Err(Error::definite(format!(
+            "cannot tell lag_seconds: blue's checkpoint for slot {} is at 0/0, so the initial copy into blue \
+             (`pgbridge setup --copy`) has not finished and blue is incomplete; wait for it, or run it again",
+            config.slot
+        )));
+    }
     let slot = state.slot.as_ref().ok_or_else(|| {
         Error::definite(format!(
             "cannot tell lag_seconds: replication slot {} does not exist on green; run `pgbridge setup` (if it \
