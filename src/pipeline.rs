@@ -195,6 +195,8 @@ async fn session(
             config.slot
         )));
     }
+    // Blue has everything up to here: the lag gauges count from it, not from 0.
+    telemetry.applied_idle(checkpoint.lsn);
     let (durable_tx, durable_rx) = watch::channel(checkpoint.lsn);
     let mut applier = Applier::new(
         config.clone(),

@@ -29,7 +29,7 @@ fn wait_ready(port: u16, bridge: &crate::support::bridge::Running) {
     );
 }
 
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find(|l| l.starts_with(series))

@@ -165,6 +165,9 @@ struct GreenTx {
     /// Applied on green under a replication origin (by a bridge in the other direction, or a
     /// subscription) and `green.origin = "none"`: its changes are not carried, its position is.
     foreign: bool,
+    /// Green commit time, until the first change reports the transaction as pending
+    /// (`Telemetry::pending_since`); `None` on lanes, whose commit time comes at Stream Commit.
+    unreported: Option<i64>,
 }
 
 /// An open blue transaction.
@@ -499,12 +502,12 @@ impl Applier {
                     self.progress.skipped += 1;
                 } else {
                     self.open_group().await?;
-                    self.telemetry.pending_since(b.timestamp);
                 }
                 self.tx = Some(GreenTx {
                     commit_lsn: b.final_lsn,
                     skip,
                     foreign: false,
+                    unreported: Some(b.timestamp),
                 });
                 Ok(())
             }
@@ -532,6 +535,7 @@ impl Applier {
             }
             LogicalMessage::Relation(r) => self.on_relation(r).await,
             LogicalMessage::Insert(m) => {
+                self.report_pending();
                 if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
                     self.count(&plan, "insert");
                     self.insert(&plan, lsn, &m.new).await?;
@@ -539,6 +543,7 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Update(m) => {
+                self.report_pending();
                 if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
                     self.count(&plan, "update");
                     self.update(&plan, lsn, m.old.as_ref(), &m.new).await?;
@@ -546,13 +551,17 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Delete(m) => {
+                self.report_pending();
                 if let Some((plan, lsn)) = self.change_target(m.relation_oid).await? {
                     self.count(&plan, "delete");
                     self.delete(&plan, lsn, &m.old).await?;
                 }
                 Ok(())
             }
-            LogicalMessage::Truncate(t) => self.truncate(&t).await,
+            LogicalMessage::Truncate(t) => {
+                self.report_pending();
+                self.truncate(&t).await
+            }
             LogicalMessage::Message(m) => {
                 if !m.transactional {
                     tracing::debug!(prefix = %m.prefix, lsn = %m.lsn, "ignoring a non-transactional logical message");
@@ -580,6 +589,17 @@ impl Applier {
             LogicalMessage::StreamStop => Err(Error::transient(
                 "green sent Stream Stop outside a stream block; restarting the stream",
             )),
+        }
+    }
+
+    /// A change of a transaction blue lacks: from now on it counts as lag until a blue commit
+    /// passes it (transactions without changes, which green sends before PostgreSQL 15, and
+    /// those not carried never count, as in `pgbridge lag`).
+    fn report_pending(&mut self) {
+        if let Some(tx) = self.tx.as_mut().filter(|t| !t.skip && !t.foreign) {
+            if let Some(commit_time) = tx.unreported.take() {
+                self.telemetry.pending_since(tx.commit_lsn, commit_time);
+            }
         }
     }
 

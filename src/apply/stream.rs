@@ -60,6 +60,9 @@ pub(super) struct Lane {
     /// Relations described inside this transaction: green treats them as described to the
     /// main stream too once it commits.
     relations: Vec<Relation>,
+    /// Whether a change was applied on it: then, once green commits it, it is lag until blue
+    /// has it too.
+    changed: bool,
     /// Which of the lane origins (`origin::lane_name`) its session selected: 1 to
     /// [`MAX_LANES`], unique among the open and spare lanes.
     number: usize,
@@ -87,6 +90,7 @@ impl Lane {
         self.applier.batches.clear();
         self.savepoints.clear();
         self.relations.clear();
+        self.changed = false;
     }
 
     /// Rolls the lane's transaction back; [`Applier::retire`] then clears its state.
@@ -179,6 +183,7 @@ impl Applier {
                     lane.savepoints.push(xid);
                 }
                 lane.applier.backlog = true;
+                lane.changed = true;
                 apply_on_lane(&mut lane.applier, change).await.map_err(Lane::error)
             }
         }
@@ -224,6 +229,7 @@ impl Applier {
                 commit_lsn: Lsn(0),
                 skip: false,
                 foreign: false,
+                unreported: None,
             });
             lane.applier.open_group().await.map_err(Lane::error)?;
             self.lanes.insert(start.xid, lane);
@@ -242,6 +248,9 @@ impl Applier {
                 commit.xid
             ))
         })?;
+        if lane.changed {
+            self.telemetry.pending_since(commit.commit_lsn, commit.timestamp);
+        }
         self.commit_group().await?;
         self.drain().await?;
         if commit.commit_lsn < self.applied_end() {
@@ -360,6 +369,7 @@ impl Applier {
             applier: Box::new(applier),
             savepoints: Vec::new(),
             relations: Vec::new(),
+            changed: false,
             number,
         })
     }

@@ -1,15 +1,19 @@
 //! `pgbridge lag`: the cutover gate. Reads positions from the databases themselves (green's WAL
-//! position and slot, blue's checkpoint), so it answers whether or not `pgbridge run` is up, and
-//! is cheap enough to call every 100 ms.
+//! position and slot, blue's checkpoint), so it answers whether or not `pgbridge run` is up.
 //!
-//! `lag_bytes` is green's current WAL position minus blue's checkpoint. `lag_seconds` is the age
-//! of the oldest green transaction blue does not have yet, 0 when there is none: exact while
-//! the slot is idle (the first pending transaction is peeked from the slot), an upper bound
-//! (age of the last applied commit) while a `run` holds the slot.
+//! `lag_bytes` is green's current WAL position minus blue's checkpoint. `lag_seconds` is the
+//! age (now minus green commit time) of the oldest green transaction with published changes
+//! whose end is beyond blue's checkpoint, 0 when there is none, whether or not a `run` holds
+//! the slot: [`crate::source::peek`] decodes the slot, or a temporary copy of it. WAL that gives
+//! blue nothing to do (unpublished tables, autovacuum, other databases) makes `lag_bytes` > 0
+//! but never `lag_seconds`. A gate polling every 100 ms costs two small queries while
+//! `lag_bytes` is 0; only then is nothing decoded.
+//!
+//! When the answer cannot be determined (no free replication slot for the copy, the slot gone
+//! or invalidated, no `REPLICATION` attribute) the command exits 2 saying why and what to do:
+//! a gate must never pass, or fail, on an estimate. `status` and the bridge's
+//! `pgbridge_lag_seconds` use the same functions.
 
-use std::time::SystemTime;
-
-use bytes::Bytes;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -18,9 +22,8 @@ use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::protocol::pgoutput::{self, LogicalMessage};
-use crate::protocol::replication::pg_time_to_system;
-use crate::sql;
+use crate::source::peek::{self, Pending};
+use crate::telemetry;
 
 /// What `lag` prints: the same keys on one line or as JSON.
 #[derive(Serialize, Debug)]
@@ -50,88 +53,145 @@ pub async fn run(config: &Config, max_bytes: Option<u64>, max_seconds: Option<f6
     Ok(if over { 1 } else { 0 })
 }
 
-/// Measures lag from the databases.
+/// Measures lag from the databases. Green is read before blue, so blue's checkpoint is at or
+/// beyond anything the slot had confirmed.
 pub async fn measure(config: &Config, green: &Client, blue: &Client) -> Result<Lag> {
+    let state = green_state(config, green).await?;
     let cp = checkpoint::read_required(blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?;
-    let row = green
-        .query_one(
-            "SELECT pg_current_wal_lsn()::text, \
-                    (SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1)",
-            &[&config.slot],
-        )
-        .await
-        .map_err(green_err("reading the WAL position"))?;
-    let green_lsn: Lsn = row
-        .get::<_, String>(0)
-        .parse()
-        .map_err(|e| Error::definite(format!("green: {e}")))?;
-    let slot_active: Option<bool> = row.get(1);
-    let lag_bytes = cp.lsn.bytes_until(green_lsn);
-    let lag_seconds = if lag_bytes == 0 {
-        0.0
-    } else if slot_active == Some(false) {
-        match oldest_pending_commit(config, green, cp.lsn).await {
-            Ok(Some(t)) => age(t),
-            Ok(None) => 0.0,
-            Err(e) => {
-                tracing::debug!(error = %e, "could not peek the slot; estimating lag_seconds");
-                last_commit_age(blue, config).await?
-            }
-        }
-    } else {
-        last_commit_age(blue, config).await?
-    };
+    let pending = oldest_pending(config, green, &state, cp.lsn, Reader::Command).await?;
     Ok(Lag {
-        lag_bytes,
-        lag_seconds,
+        lag_bytes: cp.lsn.bytes_until(state.wal),
+        lag_seconds: pending.map_or(0.0, |p| telemetry::age(p.commit_time)),
         applied_lsn: cp.lsn.to_string(),
-        green_lsn: green_lsn.to_string(),
+        green_lsn: state.wal.to_string(),
     })
 }
 
-fn age(t: SystemTime) -> f64 {
-    SystemTime::now().duration_since(t).map_or(0.0, |d| d.as_secs_f64())
+/// Green's WAL position, server version and the slot, read in one query.
+pub struct GreenState {
+    pub wal: Lsn,
+    pub server_version: u32,
+    pub slot: Option<SlotState>,
 }
 
-/// Commit time of the first transaction in the (idle) slot that blue's checkpoint does not
-/// cover, or `None` when only WAL without published transactions is pending.
-async fn oldest_pending_commit(config: &Config, green: &Client, checkpoint: Lsn) -> Result<Option<SystemTime>> {
-    let rows = green
-        .query(
-            &format!(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, 64, 'proto_version', '1', \
-                 'publication_names', {})",
-                sql::literal(&sql::ident(&config.publication))
-            ),
-            &[&config.slot],
-        )
-        .await
-        .map_err(green_err("peeking the slot"))?;
-    for row in rows {
-        let data: Vec<u8> = row.get(0);
-        if let Ok(LogicalMessage::Begin(b)) = pgoutput::decode(Bytes::from(data), false) {
-            if b.final_lsn >= checkpoint {
-                return Ok(Some(pg_time_to_system(b.timestamp)));
-            }
-        }
+impl GreenState {
+    /// WAL green keeps for the slot, 0 without one.
+    pub fn retained_bytes(&self) -> u64 {
+        self.slot.as_ref().map_or(0, |s| s.retained_bytes)
     }
-    Ok(None)
 }
 
-/// Age of the last commit blue has applied: an upper bound of the oldest pending one's.
-async fn last_commit_age(blue: &Client, config: &Config) -> Result<f64> {
-    let seconds: Option<f64> = blue
+pub struct SlotState {
+    /// A walsender (normally `pgbridge run`) holds it.
+    pub active: bool,
+    /// Invalidated (`wal_status = 'lost'`).
+    pub lost: bool,
+    pub confirmed: Option<Lsn>,
+    /// Green's WAL position minus the slot's restart_lsn.
+    pub retained_bytes: u64,
+}
+
+pub async fn green_state(config: &Config, green: &Client) -> Result<GreenState> {
+    let row = green
         .query_one(
-            &format!(
-                "SELECT extract(epoch FROM now() - coalesce(commit_time, updated_at))::float8 FROM {} WHERE slot_name = $1",
-                sql::qualified(&config.schema, "checkpoint")
-            ),
+            "SELECT pg_current_wal_lsn()::text, current_setting('server_version_num')::int4, s.slot_name IS NOT NULL, \
+                    coalesce(s.active_pid IS NOT NULL, false), coalesce(s.wal_status = 'lost', false), \
+                    s.confirmed_flush_lsn::text, \
+                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8, 0) \
+             FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
             &[&config.slot],
         )
         .await
-        .map_err(|e| Error::postgres("reading the checkpoint on blue", &e).into_definite())?
-        .get(0);
-    Ok(seconds.unwrap_or(0.0).max(0.0))
+        .map_err(green_err("reading the WAL position and the slot"))?;
+    let parse = |text: String| -> Result<Lsn> {
+        text.parse()
+            .map_err(|e| Error::definite(format!("green returned an unreadable position: {e}")))
+    };
+    let slot = match row.get::<_, bool>(2) {
+        false => None,
+        true => Some(SlotState {
+            active: row.get(3),
+            lost: row.get(4),
+            confirmed: row.get::<_, Option<String>>(5).map(parse).transpose()?,
+            retained_bytes: row.get::<_, i64>(6).max(0) as u64,
+        }),
+    };
+    Ok(GreenState {
+        wal: parse(row.get(0))?,
+        server_version: row.get::<_, i32>(1).max(0) as u32,
+        slot,
+    })
+}
+
+/// The oldest green transaction with published changes ending beyond `checkpoint`, `None`
+/// when there is none up to the position in `state`. Decodes nothing when `checkpoint` is
+/// already there. Errors say why the answer cannot be determined. The slot itself is peeked
+/// only while idle and only when `reader` allows: `run` reads a copy even then, so that it
+/// never holds the slot its own stream is about to take.
+pub async fn oldest_pending(
+    config: &Config,
+    green: &Client,
+    state: &GreenState,
+    checkpoint: Lsn,
+    reader: Reader,
+) -> Result<Option<Pending>> {
+    if checkpoint >= state.wal {
+        return Ok(None);
+    }
+    let slot = usable_slot(config, state, checkpoint)?;
+    let peek = peek::Peek {
+        slot: &config.slot,
+        publication: &config.publication,
+        skip_origins: config.skip_origins,
+        server_version: state.server_version,
+        checkpoint,
+        upto: state.wal,
+    };
+    let copy = slot.active || reader == Reader::CopyOnly;
+    peek::oldest_pending(green, &peek, copy).await
+}
+
+/// Who decodes the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// A command: peeks the slot while it is idle, a copy while a walsender holds it.
+    Command,
+    /// The running bridge: always a copy.
+    CopyOnly,
+}
+
+/// The slot, if it can still show what blue lacks.
+fn usable_slot<'a>(config: &Config, state: &'a GreenState, checkpoint: Lsn) -> Result<&'a SlotState> {
+    if checkpoint.is_zero() {
+        return Err(Error::definite(format!(
+            "cannot tell lag_seconds: blue's checkpoint for slot {} is at 0/0, so the initial copy into blue \
+             (`pgbridge setup --copy`) has not finished and blue is incomplete; wait for it, or run it again",
+            config.slot
+        )));
+    }
+    let slot = state.slot.as_ref().ok_or_else(|| {
+        Error::definite(format!(
+            "cannot tell lag_seconds: replication slot {} does not exist on green; run `pgbridge setup` (if it \
+             was dropped, blue missed every change since: re-copy blue with `pgbridge setup --copy`)",
+            config.slot
+        ))
+    })?;
+    if slot.lost {
+        return Err(Error::definite(format!(
+            "cannot tell lag_seconds: replication slot {} on green was invalidated (wal_status = lost), so green \
+             no longer has what blue lacks; re-synchronize blue with `pgbridge teardown` and `pgbridge setup --copy`",
+            config.slot
+        )));
+    }
+    if let Some(confirmed) = slot.confirmed.filter(|c| *c > checkpoint) {
+        return Err(Error::definite(format!(
+            "cannot tell lag_seconds: slot {} on green has confirmed {confirmed}, beyond blue's checkpoint \
+             {checkpoint}, so green will not show the changes in between; re-synchronize blue with \
+             `pgbridge teardown` and `pgbridge setup --copy`",
+            config.slot
+        )));
+    }
+    Ok(slot)
 }

@@ -1,6 +1,7 @@
 //! `pgbridge run`: stream until SIGINT/SIGTERM, then finish the batch, checkpoint and exit.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -11,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::mapping::resolve::Mappings;
 use crate::pipeline;
-use crate::telemetry::{self, State, Telemetry};
+use crate::telemetry::{self, State, Telemetry, Verdict};
+
+use super::lag;
 
 pub async fn run(config: Arc<Config>) -> Result<i32> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -155,38 +158,103 @@ async fn green_position(green: &tokio_postgres::Client) -> Result<Lsn> {
         .map_err(|_| Error::definite(format!("green returned an unreadable WAL position {text:?}")))
 }
 
-/// Every two seconds, green's WAL position and the WAL its slot retains, for the lag gauges.
+/// How often the poller reads green's position for the lag gauges.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often it polls until the first session has read blue's checkpoint.
+const POLL_INTERVAL_AT_START: Duration = Duration::from_millis(100);
+
+/// Every two seconds: green's WAL position and the WAL its slot retains, and what the stream
+/// has not delivered yet, for the lag gauges (see [`crate::telemetry`]).
 async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut client = None;
+    // Green's WAL position at the previous poll.
+    let mut previous: Option<Lsn> = None;
+    let mut unknown = UnknownLog::default();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
         if client.is_none() {
             client = super::connect_green_sql(&config).await.ok();
         }
-        let Some(c) = &client else { continue };
-        let row = c
-            .query_one(
-                "SELECT pg_current_wal_lsn()::text, coalesce((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
-                 FROM pg_replication_slots WHERE slot_name = $1), 0)",
-                &[&config.slot],
-            )
-            .await;
-        match row {
-            Ok(r) => {
-                if let Ok(lsn) = r.get::<_, String>(0).parse::<Lsn>() {
-                    telemetry.green_position(lsn, r.get::<_, i64>(1).max(0) as u64);
+        if let Some(c) = &client {
+            match lag::green_state(&config, c).await {
+                Ok(state) => {
+                    telemetry.green_position(state.wal, state.retained_bytes());
+                    let verdict = undelivered(&config, &telemetry, c, &state, previous, &mut unknown).await;
+                    telemetry.set_verdict(verdict);
                     telemetry.refresh();
+                    previous = Some(state.wal);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "polling green's position failed; retrying");
+                    client = None;
                 }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "polling green's position failed; retrying");
-                client = None;
-            }
+        }
+        let pause = if telemetry.applied_lsn().is_zero() {
+            POLL_INTERVAL_AT_START
+        } else {
+            POLL_INTERVAL
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// What blue lacks beyond the transactions the applier has received. Cheap unless the stream
+/// is behind what green had at the previous poll: then the slot is decoded, as `lag` does.
+async fn undelivered(
+    config: &Config,
+    telemetry: &Telemetry,
+    green: &tokio_postgres::Client,
+    state: &lag::GreenState,
+    previous: Option<Lsn>,
+    unknown: &mut UnknownLog,
+) -> Verdict {
+    let applied = telemetry.applied_lsn();
+    if applied.is_zero() {
+        return Verdict::Unknown;
+    }
+    if telemetry.oldest_received().is_some() || applied >= state.wal {
+        return Verdict::Nothing;
+    }
+    // Everything green had written by the previous poll has been sent, so anything not
+    // received is younger than one poll.
+    if previous.is_some_and(|p| telemetry.received_lsn() >= p) {
+        return Verdict::Nothing;
+    }
+    match lag::oldest_pending(config, green, state, applied, lag::Reader::CopyOnly).await {
+        Ok(found) => {
+            tracing::debug!(applied = %applied, green = %state.wal, ?found, "stream behind green's previous position: decoded a copy of the slot");
+            unknown.clear();
+            found.map_or(Verdict::Nothing, |p| Verdict::Pending {
+                end_lsn: p.end_lsn,
+                commit_time: p.commit_time,
+            })
+        }
+        Err(e) => {
+            unknown.warn(&e);
+            Verdict::Unknown
+        }
+    }
+}
+
+/// Logs why lag_seconds cannot be told once per distinct reason, not every poll.
+#[derive(Default)]
+struct UnknownLog(Option<String>);
+
+impl UnknownLog {
+    fn warn(&mut self, e: &Error) {
+        let text = e.to_string();
+        if self.0.as_deref() != Some(text.as_str()) {
+            tracing::warn!(error = %text, "cannot tell what green has not sent yet: pgbridge_lag_seconds is NaN while nothing received is pending");
+            self.0 = Some(text);
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.0.take().is_some() {
+            tracing::info!("what green has not sent yet can be told again (pgbridge_lag_seconds)");
         }
     }
 }

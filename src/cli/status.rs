@@ -1,5 +1,7 @@
 //! `pgbridge status`: positions, lag and state, read from the databases themselves so it works
-//! whether or not a `pgbridge run` is up.
+//! whether or not a `pgbridge run` is up. Lag is measured by the same function as `pgbridge lag`
+//! ([`super::lag::measure`]), so the two never disagree; when `lag` would exit 2 because it cannot
+//! tell, `status` shows why in place of `lag_seconds` and still reports everything else.
 
 use serde::Serialize;
 
@@ -21,6 +23,11 @@ struct Status {
     last_commit_time: Option<String>,
     checkpoint_updated_at: Option<String>,
     lag_bytes: Option<u64>,
+    /// As `pgbridge lag` reports it; `None` when not set up or when it cannot be told.
+    lag_seconds: Option<f64>,
+    /// Why `lag_seconds` cannot be told, and how to fix that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_seconds_unknown: Option<String>,
     slot_retained_wal_bytes: Option<u64>,
     /// Whether green's or blue's catalogs no longer match the accepted plan; `None` when no
     /// plan was accepted (not set up).
@@ -70,6 +77,17 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
         _ if pid.is_some() => "streaming",
         _ => "stopped",
     };
+    let mut lag_bytes = cp.as_ref().map(|c| c.lsn.bytes_until(green_lsn));
+    let (mut lag_seconds, mut lag_seconds_unknown) = (None, None);
+    if slot.is_some() && cp.is_some() {
+        match super::lag::measure(config, &green, &blue).await {
+            Ok(lag) => {
+                lag_bytes = Some(lag.lag_bytes);
+                lag_seconds = Some(lag.lag_seconds);
+            }
+            Err(e) => lag_seconds_unknown = Some(e.to_string()),
+        }
+    }
     let status = Status {
         state,
         slot: config.slot.clone(),
@@ -80,7 +98,9 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
         applied_lsn: cp.as_ref().map(|c| c.lsn.to_string()),
         last_commit_time: cp.as_ref().and_then(|c| c.commit_time.clone()),
         checkpoint_updated_at: cp.as_ref().map(|c| c.updated_at.clone()),
-        lag_bytes: cp.as_ref().map(|c| c.lsn.bytes_until(green_lsn)),
+        lag_bytes,
+        lag_seconds,
+        lag_seconds_unknown,
         slot_retained_wal_bytes: retained.map(|r| r.max(0) as u64),
         schema_drift: findings.as_ref().map(|f| !f.is_empty()),
         drift: findings.unwrap_or_default(),
@@ -115,6 +135,14 @@ fn print_text(s: &Status) {
         ("checkpoint_updated_at", or_dash(&s.checkpoint_updated_at)),
     ];
     lines.push(("lag_bytes", s.lag_bytes.map_or("-".into(), |b| b.to_string())));
+    lines.push((
+        "lag_seconds",
+        match (&s.lag_seconds, &s.lag_seconds_unknown) {
+            (Some(seconds), _) => format!("{seconds:.3}"),
+            (None, Some(why)) => format!("unknown: {why}"),
+            (None, None) => "-".into(),
+        },
+    ));
     lines.push((
         "slot_retained_wal",
         s.slot_retained_wal_bytes.map_or("-".into(), human_bytes),

@@ -9,6 +9,7 @@
 //! buffer is full.
 
 pub mod conn;
+pub mod peek;
 pub mod stream;
 
 pub use conn::ReplicationConn;

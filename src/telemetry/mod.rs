@@ -3,12 +3,24 @@
 //! Every metric name lives in [`names`]; labels have bounded values (table names, operation
 //! kinds, error kinds, sides, states), never error texts or row keys. The applier reports per
 //! blue transaction, not per row, so the hot path only bumps local counters.
+//!
+//! `pgbridge_lag_seconds` means what `pgbridge lag` prints: the age of the oldest green
+//! transaction with published changes that blue lacks, 0 when there is none. Two sources make
+//! it exact without decoding the slot on every scrape:
+//! * transactions the applier has received are tracked by commit LSN from their first row
+//!   change until a blue commit passes them, whatever holds their apply up (a lock on blue,
+//!   a reconnect). Delivery is in commit order, so the first of them is the oldest of all;
+//! * when none is pending, the only lag can be in what green has not sent yet. The poller
+//!   ([`crate::cli`]'s `run`) checks every 2 s whether the stream has reached the position
+//!   green had at its previous poll; when it has not, it decodes the slot as `lag` does and
+//!   reports its [`Verdict`]. WAL without published changes sends no transaction, so it never
+//!   counts.
 
 pub mod http;
 pub mod names;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -62,9 +74,11 @@ pub struct Telemetry {
     retained: AtomicU64,
     /// Green's or blue's catalogs no longer match the accepted plan.
     drift: std::sync::atomic::AtomicBool,
-    /// Green commit time (µs since 2000) of the oldest received transaction not yet durable on
-    /// blue; 0 when none.
-    oldest_pending: AtomicI64,
+    /// Received transactions with changes that blue has not committed yet, as (commit LSN,
+    /// green commit time in µs since 2000), in commit order.
+    pending: Mutex<VecDeque<(Lsn, i64)>>,
+    /// What the poller found beyond the received transactions.
+    verdict: Mutex<Verdict>,
     tables: Mutex<TableCounts>,
 }
 
@@ -76,7 +90,8 @@ impl Default for Telemetry {
             applied: AtomicU64::new(0),
             green_wal: AtomicU64::new(0),
             retained: AtomicU64::new(0),
-            oldest_pending: AtomicI64::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            verdict: Mutex::new(Verdict::Unknown),
             drift: std::sync::atomic::AtomicBool::new(false),
             tables: Mutex::new(BTreeMap::new()),
         }
@@ -117,7 +132,7 @@ fn describe() {
     );
     metrics::describe_gauge!(
         LAG_SECONDS,
-        "now minus the green commit time of the oldest unapplied transaction; 0 when caught up"
+        "now minus the green commit time of the oldest green transaction with published changes that blue lacks (as pgbridge lag); 0 when there is none; NaN when it cannot be told"
     );
     metrics::describe_gauge!(RECEIVED_LSN, "last position received from green");
     metrics::describe_gauge!(APPLIED_LSN, "last position durably committed on blue (the checkpoint)");
@@ -195,21 +210,63 @@ impl Telemetry {
             metrics::counter!(ROWS_APPLIED, "table" => table.to_string(), "op" => *op).increment(*n);
             *tables.entry(table.to_string()).or_default().entry(op).or_default() += n;
         }
-        self.oldest_pending.store(0, Ordering::Relaxed);
+        drop(tables);
+        self.forget_applied();
     }
 
-    /// An idle position committed on blue.
+    /// A position committed on blue without transactions: an idle position, or the checkpoint
+    /// a session starts from.
     pub fn applied_idle(&self, lsn: Lsn) {
-        self.applied.fetch_max(lsn.0, Ordering::Relaxed);
-        metrics::gauge!(APPLIED_LSN).set(lsn.0 as f64);
+        let applied = self.applied.fetch_max(lsn.0, Ordering::Relaxed).max(lsn.0);
+        metrics::gauge!(APPLIED_LSN).set(applied as f64);
+        self.forget_applied();
     }
 
-    /// The commit time of a received transaction that is not durable on blue yet (the first
-    /// one of a group counts).
-    pub fn pending_since(&self, commit_time: i64) {
-        let _ = self
-            .oldest_pending
-            .compare_exchange(0, commit_time, Ordering::Relaxed, Ordering::Relaxed);
+    /// A received transaction with changes (called at its first change) that blue does not have
+    /// yet; it counts until a blue commit passes its commit LSN. Sent again after a reconnect,
+    /// it is counted once.
+    pub fn pending_since(&self, commit_lsn: Lsn, commit_time: i64) {
+        if commit_lsn.0 < self.applied.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.back().map_or(true, |(last, _)| *last < commit_lsn) {
+            pending.push_back((commit_lsn, commit_time));
+        }
+    }
+
+    /// Drops the received transactions blue has committed: those that commit before the
+    /// applied position (which is an end LSN).
+    fn forget_applied(&self) {
+        let applied = Lsn(self.applied.load(Ordering::Relaxed));
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while pending.front().is_some_and(|(lsn, _)| *lsn < applied) {
+            pending.pop_front();
+        }
+    }
+
+    /// Green commit time of the oldest received transaction blue lacks.
+    pub fn oldest_received(&self) -> Option<i64> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .front()
+            .map(|(_, t)| *t)
+    }
+
+    /// The last position received from green (a commit's end or a keepalive's).
+    pub fn received_lsn(&self) -> Lsn {
+        Lsn(self.received.load(Ordering::Relaxed))
+    }
+
+    /// The last position committed on blue; 0 until the first session has read the checkpoint.
+    pub fn applied_lsn(&self) -> Lsn {
+        Lsn(self.applied.load(Ordering::Relaxed))
+    }
+
+    /// What the poller found about transactions not received yet.
+    pub fn set_verdict(&self, verdict: Verdict) {
+        *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = verdict;
     }
 
     /// Whether green's or blue's catalogs no longer match the accepted plan.
@@ -243,12 +300,17 @@ impl Telemetry {
         metrics::gauge!(LAG_SECONDS).set(self.lag_seconds());
     }
 
+    /// The age of the oldest transaction blue lacks; NaN while it cannot be told.
     fn lag_seconds(&self) -> f64 {
-        match self.oldest_pending.load(Ordering::Relaxed) {
-            0 => 0.0,
-            t => SystemTime::now()
-                .duration_since(pg_time_to_system(t))
-                .map_or(0.0, |d| d.as_secs_f64()),
+        if let Some(t) = self.oldest_received() {
+            return age(t);
+        }
+        match *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) {
+            Verdict::Unknown => f64::NAN,
+            Verdict::Pending { end_lsn, commit_time } if end_lsn.0 > self.applied.load(Ordering::Relaxed) => {
+                age(commit_time)
+            }
+            Verdict::Pending { .. } | Verdict::Nothing => 0.0,
         }
     }
 
@@ -268,6 +330,25 @@ impl Telemetry {
             tables: self.tables.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
+}
+
+/// What the poller knows of transactions the stream has not delivered (when none it delivered
+/// is pending).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    /// Nothing older than one poll is undelivered.
+    Nothing,
+    /// The slot holds this transaction, which blue lacks.
+    Pending { end_lsn: Lsn, commit_time: i64 },
+    /// Not known yet, or it could not be told (the poller logs why).
+    Unknown,
+}
+
+/// Seconds from a green commit time to now, 0 for a time ahead of this clock.
+pub fn age(commit_time: i64) -> f64 {
+    SystemTime::now()
+        .duration_since(pg_time_to_system(commit_time))
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// One blue commit, as the applier reports it.
