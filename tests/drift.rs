@@ -556,3 +556,36 @@ fn publication_that_stops_carrying_deletes_stops_the_bridge() {
         text(&out)
     );
 }
+
+/// The next bug of the kind of issue 14's case 7: a key blue stores with a narrower type
+/// modifier than green's is found by the value blue stored (green's 1.005 is blue's 1.01), so
+/// updates and deletes reach their row instead of silently missing it.
+#[test]
+fn keys_narrowed_by_blues_type_modifier_still_find_their_rows() {
+    let pair = pair_with(
+        "CREATE TABLE k (id numeric PRIMARY KEY, v text);",
+        "CREATE TABLE k (id numeric(12,2) PRIMARY KEY, v text);",
+        &[],
+        "",
+    );
+    pair.setup();
+    let bridge = pair.run_with_env(&[("PGBRIDGE_APPLY", "exact")]);
+    pair.green.psql(DB, "INSERT INTO k VALUES (1.005, 'a'), (2.5, 'b')");
+    pair.green.psql(DB, "UPDATE k SET v = 'a2' WHERE id = 1.005");
+    pair.green.psql(DB, "UPDATE k SET id = 3.005 WHERE id = 1.005");
+    pair.green.psql(DB, "DELETE FROM k WHERE id = 2.5");
+    pair.wait_caught_up(&bridge);
+    assert_eq!(blue(&pair, "SELECT string_agg(id || '=' || v, ',') FROM k"), "3.01=a2");
+    pair.green.psql(DB, "DELETE FROM k WHERE id = 3.005");
+    pair.wait_caught_up(&bridge);
+    assert_eq!(blue(&pair, "SELECT count(*) FROM k"), "0");
+    drop(bridge);
+    // The batched path, where deletes go out as one statement per table.
+    let bridge = pair.run();
+    pair.green.psql(
+        DB,
+        "INSERT INTO k SELECT g + 0.005, 'x' FROM generate_series(10, 400) g; DELETE FROM k WHERE id > 100;",
+    );
+    pair.assert_caught_up_and_verified(&bridge, "narrowed keys");
+    assert_eq!(blue(&pair, "SELECT count(*) FROM k"), "90");
+}

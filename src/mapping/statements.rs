@@ -108,14 +108,15 @@ impl Builder<'_> {
     }
 
     /// Green's old value of a key column as blue stores it: cast through green's type to
-    /// blue's, as assignment did when the row was written.
+    /// blue's with the column's modifier, as assignment did when the row was written (green's
+    /// 1.005 is blue's `numeric(12,2)` 1.01, and only that finds the row).
     fn old_key_value(&mut self, k: super::KeyColumn) -> String {
         let value = self.bind(k.green, From::Old);
-        let blue_type = &self.plan.targets[k.target].blue_type;
-        if *blue_type == self.plan.green.columns[k.green].type_sql {
+        let stored = &self.plan.targets[k.target].stored_type;
+        if *stored == self.plan.green.columns[k.green].type_sql {
             value
         } else {
-            format!("CAST({value} AS {blue_type})")
+            format!("CAST({value} AS {stored})")
         }
     }
 
@@ -309,8 +310,8 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
                 });
                 arrays.push(format!("${}::text[]", b.params.len()));
                 let green_type = &plan.green.columns[k.green].type_sql;
-                let blue_type = &plan.targets[k.target].blue_type;
-                values.push(format!("CAST(u.k{i}::{green_type} AS {blue_type})"));
+                let stored = &plan.targets[k.target].stored_type;
+                values.push(format!("CAST(u.k{i}::{green_type} AS {stored})"));
             }
             let columns: Vec<String> = key.iter().map(|k| b.column(k.target)).collect();
             let names: Vec<String> = (0..key.len()).map(|i| format!("k{i}")).collect();
