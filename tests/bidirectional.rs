@@ -525,4 +525,27 @@ fn switchover_that_cannot_finish_undoes_every_step() {
     rt.block_on(locker.batch_execute("COMMIT")).unwrap();
     both.expect(both.to_green(&["wait", "--timeout", "60s"]), 0, "wait after the lock");
     both.expect(both.to_green(&["verify"]), 0, "verify");
+
+    // A source whose catalog drifted from the accepted plan: the target may lack changes, so
+    // switchover refuses before it fences anything.
+    both.pair.blue.psql(
+        DB,
+        "ALTER PUBLICATION pgbridge_to_green SET (publish = 'insert, update')",
+    );
+    let out = both.expect(
+        both.to_green(&["switchover", "--reverse", "pgbridge.toml", "--app-role", APP]),
+        2,
+        "switchover after the plan drifted",
+    );
+    assert!(
+        out.contains("no longer matches the plan") && out.contains("nothing was fenced"),
+        "{out}"
+    );
+    assert_eq!(
+        both.pair.blue.psql(
+            DB,
+            "SELECT count(*) FROM pg_db_role_setting WHERE setrole = 'app'::regrole"
+        ),
+        "0"
+    );
 }

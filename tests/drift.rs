@@ -62,6 +62,8 @@ fn stays_stopped(pair: &Pair, words: &[&str]) {
         "status:\n{}",
         text(&out)
     );
+    let out = pair.pgbridge(&["wait", "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1), "wait:\n{}", text(&out));
     let out = pair.pgbridge(&["verify"]);
     assert_eq!(out.status.code(), Some(1), "verify:\n{}", text(&out));
     for w in words {

@@ -133,9 +133,20 @@ async fn catalogs_against(
     if findings.is_empty() {
         return Ok(None);
     }
+    // Catalogs read while DDL commits can be caught halfway: only what a second reading
+    // confirms counts.
+    let again = drift::current(config, green, blue).await?;
+    let (confirmed, _) = drift::compare(config, &accepted, &again);
+    let confirmed: Vec<drift::Finding> = confirmed
+        .into_iter()
+        .filter(|f| findings.iter().any(|g| g.green_table == f.green_table))
+        .collect();
+    if confirmed.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(drift::Stop {
         at: green_position(green).await?,
-        message: drift_message(config, &findings),
+        message: drift_message(config, &confirmed),
     }))
 }
 

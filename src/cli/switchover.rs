@@ -129,6 +129,20 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
         preflight(side, &options.app_roles).await?;
     }
     bridges_can_run_both_ways(config, &reverse)?;
+    // Blue must hold what the plan says before the writes move there.
+    if let Some(findings) = crate::drift::check(config, &left.client, &entered.client)
+        .await
+        .map_err(Error::into_definite)?
+        .filter(|f| !f.is_empty())
+    {
+        return Err(Error::definite(format!(
+            "green's or blue's catalog no longer matches the plan `pgbridge setup` accepted, so {} may be missing \
+             changes; nothing was fenced:\n{}\n{}",
+            entered.address,
+            crate::drift::describe(&findings),
+            crate::drift::fix(config)
+        )));
+    }
     let streaming = setup::slot_state(&left.client, &config.slot).await?.map(|s| s.active);
     if streaming != Some(true) {
         return Err(Error::definite(format!(

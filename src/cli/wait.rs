@@ -1,6 +1,8 @@
 //! `pgbridge wait`: writes a marker on green (a transactional logical message) and waits until
 //! blue's checkpoint passes it. When it returns 0, blue has every transaction green committed
-//! before the call, also while green is under write load.
+//! before the call, also while green is under write load, and both catalogs still match the
+//! accepted plan (see [`crate::drift`]): a stream that no longer carries a table cannot vouch
+//! for it.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,21 @@ pub async fn run(config: &Config, timeout: Duration) -> Result<i32> {
     let marker = write_marker(&green, "pgbridge.wait").await?;
     match until_applied(&blue, config, marker, started + timeout, POLL).await? {
         Ok(lsn) => {
+            // Caught up with the stream is not caught up with green when the stream no longer
+            // carries what the plan says (a table that left the publication, say).
+            let findings = crate::drift::check(config, &green, &blue)
+                .await
+                .map_err(Error::into_definite)?
+                .unwrap_or_default();
+            if !findings.is_empty() {
+                println!(
+                    "NOT caught up: blue's checkpoint {lsn} is past the marker {marker}, but green's or blue's catalog \
+                     no longer matches the plan `pgbridge setup` accepted, so blue may lack changes the stream no \
+                     longer carries:\n{}",
+                    crate::drift::describe(&findings)
+                );
+                return Ok(1);
+            }
             println!(
                 "caught up in {:.3}s: blue's checkpoint {lsn} is past the marker {marker}",
                 started.elapsed().as_secs_f64()

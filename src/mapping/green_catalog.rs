@@ -88,7 +88,11 @@ pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -
         if config.is_excluded(&row.schema, &row.name) || (!publication_exists && row.schema == config.schema) {
             continue;
         }
-        tables.push(table(green, row).await?);
+        // A table dropped while the list was read is simply not there (the next check sees a
+        // settled catalog).
+        if let Some(t) = table(green, row).await? {
+            tables.push(t);
+        }
     }
     if tables.is_empty() {
         return Err(Error::definite(format!(
@@ -199,7 +203,7 @@ async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Re
 
 /// One relation as its Relation message will describe it: published columns, replica-identity
 /// flags as pgoutput sets them, and type names; with the catalog facts around it.
-async fn table(green: &Client, listed: Listed) -> Result<GreenTable> {
+async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
     let Listed {
         oid,
         schema: namespace,
@@ -256,25 +260,30 @@ async fn table(green: &Client, listed: Listed) -> Result<GreenTable> {
         "i" => ReplicaIdentity::Index,
         _ => ReplicaIdentity::Default,
     };
-    let mut facts = partitioning(green, *oid).await?;
+    let Some(mut facts) = partitioning(green, *oid).await? else {
+        return Ok(None);
+    };
+    if rows.is_empty() {
+        return Ok(None);
+    }
     facts.row_filter = listed.row_filter.clone();
     facts.actions = listed.actions.clone();
     facts.unpublished = unpublished;
-    Ok(GreenTable {
+    Ok(Some(GreenTable {
         oid: *oid,
         namespace: namespace.clone(),
         name: name.clone(),
         replica_identity,
         columns,
         facts: Some(Arc::new(facts)),
-    })
+    }))
 }
 
 /// Whether the relation is a partition (and of which top-level table) or partitioned (and
 /// into which leaves).
-async fn partitioning(green: &Client, oid: u32) -> Result<CatalogFacts> {
+async fn partitioning(green: &Client, oid: u32) -> Result<Option<CatalogFacts>> {
     let row = green
-        .query_one(
+        .query_opt(
             "SELECT c.relkind = 'p', c.relispartition, \
                     (SELECT rn.nspname::text FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace \
                       WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), \
@@ -288,16 +297,17 @@ async fn partitioning(green: &Client, oid: u32) -> Result<CatalogFacts> {
         )
         .await
         .map_err(err("reading partitions"))?;
+    let Some(row) = row else { return Ok(None) };
     let root = match (row.get::<_, Option<String>>(2), row.get::<_, Option<String>>(3)) {
         (Some(s), Some(n)) if row.get::<_, bool>(1) => Some((s, n)),
         _ => None,
     };
-    Ok(CatalogFacts {
+    Ok(Some(CatalogFacts {
         partitioned: row.get(0),
         root,
         partitions: row.get(4),
         ..CatalogFacts::default()
-    })
+    }))
 }
 
 /// Green table `schema.name` read directly (not through the publication), as `verify` reads
@@ -322,5 +332,5 @@ pub async fn table_directly(green: &Client, schema: &str, name: &str) -> Result<
         generated_published: true,
         actions: Vec::new(),
     };
-    table(green, listed).await.map(Some)
+    table(green, listed).await
 }
