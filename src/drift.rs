@@ -174,9 +174,12 @@ pub async fn current(config: &Config, green: &Client, blue: &Client) -> Result<C
         }
     };
     mappings.learn_partitions(&tables);
+    let settings = crate::evaluation::Environment::resolve(blue, config).await?.describe();
     for t in &tables {
         match mappings.plan_with_blue(blue, t).await {
-            Ok((plan, blue_table)) => out.signatures.push(Signature::of(&plan, &blue_table)),
+            Ok((plan, blue_table)) => out
+                .signatures
+                .push(Signature::of(&plan, &blue_table).with_settings(&settings)),
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => out.failures.push((t.qualified(), e.to_string())),
         }

@@ -591,3 +591,50 @@ fn keys_narrowed_by_blues_type_modifier_still_find_their_rows() {
     pair.assert_caught_up_and_verified(&bridge, "narrowed keys");
     assert_eq!(blue(&pair, "SELECT count(*) FROM k"), "90");
 }
+
+/// Blue's default time zone changed during the window: streamed `timestamptz -> timestamp`
+/// values would change meaning from then on, so the bridge stops; pinning the zone with
+/// `[blue] timezone` keeps what was accepted.
+#[test]
+fn blue_default_time_zone_changed_during_the_window_stops_the_bridge() {
+    let pair = pair_with(
+        "CREATE TABLE e (id int PRIMARY KEY, at timestamptz);",
+        "CREATE TABLE e (id int PRIMARY KEY, at timestamp);",
+        &[],
+        "",
+    );
+    let zone = pair.blue.psql(DB, "SHOW timezone");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green
+        .psql(DB, "INSERT INTO e VALUES (1, '2026-01-01 12:00:00+00')");
+    pair.wait_caught_up(&bridge);
+    pair.blue
+        .psql(DB, "ALTER DATABASE postgres SET timezone = 'Asia/Tokyo'");
+    let log = stops(bridge);
+    assert!(
+        log.contains("other session settings now") && log.contains("TimeZone=Asia/Tokyo"),
+        "{log}"
+    );
+    // Pinned to the zone the plan was accepted with, the bridge streams as before.
+    let config = std::fs::read_to_string(pair.config_path()).unwrap();
+    std::fs::write(
+        pair.config_path(),
+        config.replace(
+            "schema = \"pgbridge\"\n",
+            &format!("schema = \"pgbridge\"\ntimezone = \"{zone}\"\n"),
+        ),
+    )
+    .unwrap();
+    let bridge = pair.run();
+    pair.green
+        .psql(DB, "INSERT INTO e VALUES (2, '2026-01-01 12:00:00+00')");
+    pair.assert_caught_up_and_verified(&bridge, "zone pinned");
+    assert_eq!(
+        blue(&pair, "SELECT string_agg(at::text, ',' ORDER BY id) FROM e"),
+        pair.green.psql(
+            DB,
+            &format!("SELECT string_agg((at AT TIME ZONE '{zone}')::text, ',' ORDER BY id) FROM e")
+        )
+    );
+}

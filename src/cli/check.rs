@@ -145,7 +145,10 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
                 continue;
             }
         };
-        report.current.signatures.push(Signature::of(&plan, &blue_table));
+        report
+            .current
+            .signatures
+            .push(Signature::of(&plan, &blue_table).with_settings(&report.settings));
         report.problems.extend(unfed_columns(&plan, &blue_table));
         report
             .problems

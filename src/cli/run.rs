@@ -87,14 +87,15 @@ async fn watch_catalogs(
             continue;
         }
         if clients.is_none() {
-            let green = super::connect_green_sql(&config).await;
-            let blue = crate::apply::connect_blue(&config.blue).await;
-            if let (Ok(g), Ok(b)) = (green, blue) {
-                clients = Some((g, b));
-            }
+            clients = super::connect_green_sql(&config).await.ok();
         }
-        let Some((green, blue)) = &clients else { continue };
-        match catalogs_against(&config, green, blue, &baseline).await {
+        // A new blue session each time: it starts with blue's current defaults, which the
+        // evaluation settings are compared by.
+        let (Some(green), Ok(blue)) = (&clients, crate::apply::connect_blue(&config.blue).await) else {
+            clients = None;
+            continue;
+        };
+        match catalogs_against(&config, green, &blue, &baseline).await {
             Ok(None) => {}
             Ok(Some(found)) => {
                 telemetry.schema_drift(true);

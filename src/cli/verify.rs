@@ -137,7 +137,7 @@ struct Subject {
     problems: Vec<String>,
 }
 
-async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<Subject>> {
+async fn subjects(config: &Config, green: &Client, blue: &Client, settings: &str) -> Result<Vec<Subject>> {
     let mut mappings = Mappings::load(config)?;
     let streamed = if green_catalog::publication_exists(green, &config.publication).await? {
         match green_catalog::tables(green, config, true).await {
@@ -155,7 +155,9 @@ async fn subjects(config: &Config, green: &Client, blue: &Client) -> Result<Vec<
     for t in &streamed {
         match mappings.plan_with_blue(blue, t).await {
             Ok((plan, blue_table)) => {
-                current.signatures.push(Signature::of(&plan, &blue_table));
+                current
+                    .signatures
+                    .push(Signature::of(&plan, &blue_table).with_settings(settings));
                 if let Some(root) = &plan.partition_of {
                     // Partitions are compared through the table they belong to, as a whole.
                     let (schema, name) = root.split_once('.').unwrap_or(("", root));
@@ -297,7 +299,9 @@ pub async fn run(config: &Config, table: Option<String>, json: bool, examples: u
         .await
         .map_err(Error::into_definite)?;
     transfer::prepare_blue(&blue, &env).await?;
-    let mut subjects = subjects(config, &green, &blue).await.map_err(Error::into_definite)?;
+    let mut subjects = subjects(config, &green, &blue, &env.describe())
+        .await
+        .map_err(Error::into_definite)?;
     if let Some(wanted) = &table {
         subjects = select_tables(subjects, wanted)?;
     }

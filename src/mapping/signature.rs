@@ -58,6 +58,10 @@ pub struct Signature {
     pub filter: Option<String>,
     #[serde(default)]
     pub catalog: Option<CatalogSide>,
+    /// The session settings blue evaluates mappings with (TimeZone, search_path, ...; see
+    /// [`crate::evaluation`]), when known: a new default on blue changes computed values.
+    #[serde(default)]
+    pub settings: Option<String>,
 }
 
 impl Signature {
@@ -111,7 +115,14 @@ impl Signature {
             key,
             filter: plan.filter.clone(),
             catalog,
+            settings: None,
         }
+    }
+
+    /// The same, evaluated under `settings`.
+    pub fn with_settings(mut self, settings: &str) -> Signature {
+        self.settings = Some(settings.to_string());
+        self
     }
 
     /// For storing on blue.
@@ -215,6 +226,15 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
             shown(&new.filter),
             shown(&old.filter)
         ));
+    }
+    if let (Some(was), Some(now)) = (&old.settings, &new.settings) {
+        if was != now {
+            out.push(format!(
+                "blue evaluates the mapping of {blue} with other session settings now ({now}) than when it was \
+                 accepted ({was}): rows written from now on could get other values; set [blue] timezone to pin the \
+                 time zone, or change blue's defaults back"
+            ));
+        }
     }
     if let (Some(was), Some(now)) = (&old.catalog, &new.catalog) {
         if was.row_filter != now.row_filter {
@@ -344,6 +364,7 @@ mod tests {
             key: vec!["id <- id".into()],
             filter: None,
             catalog: Some(CatalogSide::default()),
+            settings: Some("TimeZone=UTC".into()),
         }
     }
 
@@ -437,6 +458,11 @@ mod tests {
         assert!(text.contains("public.m_2024 were detached"), "{text}");
         assert!(text.contains("row filter"), "{text}");
         assert!(text.contains("no longer carries delete"), "{text}");
+        let zone = diff(&sig(), &sig().with_settings("TimeZone=Asia/Tokyo")).join("\n");
+        assert!(
+            zone.contains("other session settings now (TimeZone=Asia/Tokyo)"),
+            "{zone}"
+        );
         let from_relation = Signature { catalog: None, ..sig() };
         assert!(diff(&old, &from_relation).is_empty());
     }
