@@ -915,7 +915,9 @@ impl Applier {
         }
         self.telemetry.schema_drift(true);
         Error::definite(format!(
-            "{}{}; nothing from there on was applied (blue's checkpoint stays at {}); {}",
+            "{}{}; nothing from there on was applied (blue's checkpoint stays at {}); {}. If the mapping files were \
+             already changed for a newer green schema, the stream has not reached that change yet: keep the earlier \
+             mapping until the bridge stops at the change, then switch",
             e.message(),
             self.at_lsn(),
             self.committed,
