@@ -58,6 +58,7 @@ fn statements(c: &mut Criterion) {
         facts: None,
     };
     let blue = BlueTable {
+        oid: 1,
         schema: "public".into(),
         name: "orders".into(),
         partitioned: false,
@@ -66,6 +67,7 @@ fn statements(c: &mut Criterion) {
                 name: format!("column_{i}"),
                 type_sql: "\"pg_catalog\".\"text\"".into(),
                 declared: "text".into(),
+                attnum: i as i16 + 1,
                 stored_type: "\"pg_catalog\".\"text\"".into(),
                 not_null: i == 0,
                 has_default: false,

@@ -57,7 +57,10 @@ pub fn fix(config: &Config) -> String {
     )
 }
 
-/// `<schema>.accepted_plan`: the signature of every table `setup` accepted, per slot.
+/// `<schema>.accepted_plan`: the signature of every table `setup` accepted, per slot; and
+/// `<schema>.drift`: each drift `run` stopped for, kept until `setup` accepts a plan again, so
+/// that undoing the change (which does not bring back what the stream missed meanwhile)
+/// does not make the alarm go away by itself.
 pub fn create_sql(schema: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (
@@ -67,9 +70,92 @@ pub fn create_sql(schema: &str) -> String {
              signature   text NOT NULL,
              accepted_at timestamptz NOT NULL DEFAULT now(),
              PRIMARY KEY (slot_name, green_table)
+         );
+         CREATE TABLE IF NOT EXISTS {} (
+             slot_name text NOT NULL,
+             found_at  timestamptz NOT NULL DEFAULT now(),
+             message   text NOT NULL
          );",
-        sql::qualified(schema, "accepted_plan")
+        sql::qualified(schema, "accepted_plan"),
+        sql::qualified(schema, "drift")
     )
+}
+
+/// Remembers on blue that `run` stopped for drift (best effort: the stop itself does not
+/// depend on it).
+pub async fn record(blue: &Client, config: &Config, message: &str) {
+    let table = sql::qualified(&config.schema, "drift");
+    let result = async {
+        ensure_tables(blue, config).await?;
+        blue.execute(
+            &format!(
+                "INSERT INTO {table} (slot_name, message) SELECT $1, $2 \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE slot_name = $1 AND message = $2)"
+            ),
+            &[&config.slot, &message],
+        )
+        .await
+        .map_err(|e| Error::postgres("recording the drift on blue", &e))
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not record the drift on blue; `pgbridge status` shows it only while it lasts");
+    }
+}
+
+/// Drift `run` stopped for since `setup` last accepted a plan.
+pub async fn recorded(blue: &Client, config: &Config) -> Result<Vec<Finding>> {
+    let table = sql::qualified(&config.schema, "drift");
+    let exists: bool = blue
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(|e| Error::postgres("reading recorded drift on blue", &e))?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = blue
+        .query(
+            &format!(
+                "SELECT to_char(found_at, 'YYYY-MM-DD HH24:MI:SS OF'), message FROM {table} \
+                 WHERE slot_name = $1 ORDER BY found_at"
+            ),
+            &[&config.slot],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading recorded drift on blue", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| Finding {
+            green_table: "(recorded)".into(),
+            changes: vec![format!(
+                "run stopped for drift at {} (changes made then are not on blue even if the change was undone \
+                 since): {}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1)
+            )],
+        })
+        .collect())
+}
+
+async fn ensure_tables(blue: &Client, config: &Config) -> Result<()> {
+    let exists: bool = blue
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            &[
+                &sql::qualified(&config.schema, "accepted_plan"),
+                &sql::qualified(&config.schema, "drift"),
+            ],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading pgbridge's tables on blue", &e))?
+        .get(0);
+    if !exists {
+        blue.batch_execute(&create_sql(&config.schema))
+            .await
+            .map_err(|e| Error::postgres("creating pgbridge's tables on blue", &e))?;
+    }
+    Ok(())
 }
 
 /// The accepted plan of `config`'s slot; `None` when none was stored (a setup of an older
@@ -115,19 +201,21 @@ pub async fn read_accepted(blue: &Client, config: &Config) -> Result<Option<BTre
 pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], replace: bool) -> Result<()> {
     let table = sql::qualified(&config.schema, "accepted_plan");
     let err = |e: tokio_postgres::Error| Error::postgres("storing the accepted plan on blue", &e);
-    let exists: bool = blue
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .await
-        .map_err(err)?
-        .get(0);
-    if !exists {
-        blue.batch_execute(&create_sql(&config.schema)).await.map_err(err)?;
-    }
+    ensure_tables(blue, config).await?;
     blue.batch_execute("BEGIN").await.map_err(err)?;
     let result = async {
         if replace {
+            // Accepting a plan is also acknowledging the drift recorded so far.
             blue.execute(&format!("DELETE FROM {table} WHERE slot_name = $1"), &[&config.slot])
                 .await?;
+            blue.execute(
+                &format!(
+                    "DELETE FROM {} WHERE slot_name = $1",
+                    sql::qualified(&config.schema, "drift")
+                ),
+                &[&config.slot],
+            )
+            .await?;
         }
         let insert = format!(
             "INSERT INTO {table} (slot_name, green_table, blue_table, signature) VALUES ($1, $2, $3, $4) \
@@ -247,7 +335,9 @@ pub async fn check(config: &Config, green: &Client, blue: &Client) -> Result<Opt
         return Ok(None);
     };
     let current = current(config, green, blue).await?;
-    Ok(Some(compare(config, &accepted, &current).0))
+    let mut findings = recorded(blue, config).await?;
+    findings.extend(compare(config, &accepted, &current).0);
+    Ok(Some(findings))
 }
 
 /// One line per finding, for messages.

@@ -38,6 +38,10 @@ pub struct Error {
     /// ordinary path handles better (a rejected row, a lock wait, more such transactions than
     /// pgbridge applies at once): the next session streams without in-progress transactions.
     unstreamed_retry: bool,
+    /// Set when the green transaction committed at this LSN cannot be applied (the schema
+    /// changed under the bridge there): the transactions before it are committed on blue
+    /// first, then the bridge stops, so blue holds everything written before the change.
+    stop_before: Option<crate::lsn::Lsn>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -52,6 +56,7 @@ impl Error {
             replay_carefully: None,
             conflicted_insert: None,
             unstreamed_retry: false,
+            stop_before: None,
         }
     }
 
@@ -64,6 +69,7 @@ impl Error {
             replay_carefully: None,
             conflicted_insert: None,
             unstreamed_retry: false,
+            stop_before: None,
         }
     }
 
@@ -77,6 +83,7 @@ impl Error {
             replay_carefully: None,
             conflicted_insert: None,
             unstreamed_retry: false,
+            stop_before: None,
         }
     }
 
@@ -108,6 +115,7 @@ impl Error {
                     replay_carefully: None,
                     conflicted_insert: None,
                     unstreamed_retry: false,
+                    stop_before: None,
                 }
             }
         }
@@ -167,6 +175,16 @@ impl Error {
     }
 
     /// Whether the next session should stream without in-progress transactions.
+    /// See [`Error::stop_before`].
+    pub fn stop_before_transaction(mut self, commit_lsn: crate::lsn::Lsn) -> Self {
+        self.stop_before = Some(commit_lsn);
+        self
+    }
+
+    pub fn stop_before(&self) -> Option<crate::lsn::Lsn> {
+        self.stop_before
+    }
+
     pub fn wants_unstreamed_retry(&self) -> bool {
         self.unstreamed_retry
     }

@@ -84,14 +84,18 @@ async fn run_sessions(
     // In-progress streaming is a fast path; after trouble in it, one session goes without.
     let streaming = std::env::var("PGBRIDGE_STREAMING").map_or(true, |v| v != "off");
     let mut unstreamed = false;
+    // A green transaction the schema changed at: the next session commits what comes before
+    // it and stops there.
+    let mut stop_before: Option<(Lsn, String)> = None;
     let started = Instant::now();
     loop {
         let session_start = Instant::now();
         let replay = Replay {
             careful: &careful,
             upsert_tables: &upsert_tables,
-            streaming: streaming && !std::mem::take(&mut unstreamed),
+            streaming: streaming && !std::mem::take(&mut unstreamed) && stop_before.is_none(),
             guard,
+            stop_before: stop_before.as_ref(),
         };
         let mut progressed = false;
         let result = session(
@@ -115,6 +119,16 @@ async fn run_sessions(
                 "a row inserted on green already exists on blue; replaying from the checkpoint with upserts into this table from now on"
             );
             upsert_tables.insert(table.to_string());
+            continue;
+        }
+        if let Some(lsn) = err
+            .stop_before()
+            .filter(|_| stop_before.is_none() && !*shutdown.borrow())
+        {
+            // Nothing of that transaction was committed, but transactions before it that
+            // shared its blue transaction were not either: commit them, then stop.
+            tracing::debug!(before = %lsn, "the schema changed at a green transaction; committing everything before it, then stopping");
+            stop_before = Some((lsn, err.message().to_string()));
             continue;
         }
         if err.wants_unstreamed_retry() && !*shutdown.borrow() {
@@ -175,6 +189,7 @@ struct Replay<'a> {
     /// Ask green for large transactions while they are in progress.
     streaming: bool,
     guard: &'a crate::drift::Guard,
+    stop_before: Option<&'a (Lsn, String)>,
 }
 
 async fn session(
@@ -208,6 +223,9 @@ async fn session(
         replay.guard,
     )
     .await?;
+    if let Some((lsn, message)) = replay.stop_before {
+        applier.stop_before(*lsn, message.clone());
+    }
 
     let options = StartOptions {
         slot: config.slot.clone(),

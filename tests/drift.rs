@@ -97,6 +97,8 @@ fn table_recreated_outside_a_for_table_publication_stops_and_is_reported() {
         || metric(&pair, "pgbridge_schema_drift") == Some(0.0),
         || format!("pgbridge_schema_drift not 0 while nothing changed\n{}", bridge.log()),
     );
+    // Blue held back, so the bridge is still up (and reporting) when the drift is found.
+    let lock = crate::gates::BlueLock::take(&pair, "a");
     // What a migration tool does: the new b is not in the publication, so its rows and the
     // old b's disappearance never reach blue.
     pair.green.psql(
@@ -109,6 +111,7 @@ fn table_recreated_outside_a_for_table_publication_stops_and_is_reported() {
         || metric(&pair, "pgbridge_schema_drift") == Some(1.0),
         || format!("pgbridge_schema_drift never became 1\n{}", bridge.log()),
     );
+    lock.release();
     let log = stops(bridge);
     assert!(
         log.contains("green table public.b is no longer streamed") && log.contains("publication pgbridge"),
@@ -267,6 +270,14 @@ fn used_column_retyped_on_green_or_blue_stops_and_an_unused_new_column_carries_o
     );
     pair.blue
         .psql(DB, "ALTER TABLE t ALTER COLUMN amount TYPE numeric(10,2)");
+    // Undone, the change stays on record (rows written meanwhile were rounded) until a plan
+    // is accepted again.
+    let log = stops(pair.run());
+    assert!(log.contains("run stopped for drift at"), "{log}");
+    let out = pair.pgbridge(&["status"]);
+    assert!(text(&out).contains("schema_drift           YES"), "{}", text(&out));
+    let out = pair.pgbridge(&["setup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let bridge = pair.run();
     pair.wait_caught_up(&bridge);
     // Green's DDL on a used column.
@@ -557,6 +568,17 @@ fn publication_that_stops_carrying_deletes_stops_the_bridge() {
         "{}",
         text(&out)
     );
+    // A publication that carries nothing at all is no exception.
+    pair.green.psql(DB, "ALTER PUBLICATION pgbridge SET (publish = '')");
+    let out = pair.pgbridge(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not carry insert, update, delete, truncate for green table public.t"),
+        "{}",
+        text(&out)
+    );
+    let out = pair.pgbridge(&["setup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 /// The next bug of the kind of issue 14's case 7: a key blue stores with a narrower type
@@ -616,7 +638,8 @@ fn blue_default_time_zone_changed_during_the_window_stops_the_bridge() {
         log.contains("other session settings now") && log.contains("TimeZone=Asia/Tokyo"),
         "{log}"
     );
-    // Pinned to the zone the plan was accepted with, the bridge streams as before.
+    // Pinned to the zone the plan was accepted with (and the stop acknowledged), the bridge
+    // streams as before.
     let config = std::fs::read_to_string(pair.config_path()).unwrap();
     std::fs::write(
         pair.config_path(),
@@ -626,6 +649,8 @@ fn blue_default_time_zone_changed_during_the_window_stops_the_bridge() {
         ),
     )
     .unwrap();
+    let out = pair.pgbridge(&["setup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let bridge = pair.run();
     pair.green
         .psql(DB, "INSERT INTO e VALUES (2, '2026-01-01 12:00:00+00')");
@@ -636,5 +661,119 @@ fn blue_default_time_zone_changed_during_the_window_stops_the_bridge() {
             DB,
             &format!("SELECT string_agg((at AT TIME ZONE '{zone}')::text, ',' ORDER BY id) FROM e")
         )
+    );
+}
+
+/// Changes the stream cannot show because green or blue rewrites values in place without a
+/// replicated change: a green column dropped and added again under the same name, a green
+/// column's modifier narrowed, a blue column renamed away and replaced, a blue table replaced.
+#[test]
+fn values_rewritten_in_place_on_either_side_stop_the_bridge() {
+    let schema = "CREATE TABLE r (id int PRIMARY KEY, first text, price numeric(12,2));";
+    let pair = pair_with(schema, schema, &[], "");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO r VALUES (1, 'ann', 10.55)");
+    pair.wait_caught_up(&bridge);
+    pair.green.psql(
+        DB,
+        "BEGIN; ALTER TABLE r DROP COLUMN price; ALTER TABLE r ADD COLUMN price numeric(12,2); COMMIT;",
+    );
+    let log = stops(bridge);
+    assert!(
+        log.contains("green column public.r.price is another column now"),
+        "{log}"
+    );
+    assert_eq!(blue(&pair, "SELECT price FROM r"), "10.55");
+    assert_eq!(
+        pair.green.psql(DB, "SELECT coalesce(price::text, 'null') FROM r"),
+        "null"
+    );
+
+    // Re-synchronized and accepted; then the modifier narrows (green rounds its values).
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    pair.green.psql(DB, "UPDATE r SET price = 10.55");
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    pair.green
+        .psql(DB, "ALTER TABLE r ALTER COLUMN price TYPE numeric(12,0)");
+    let log = stops(bridge);
+    assert!(
+        log.contains("green column public.r.price changed its declared type from numeric(12,2) to numeric(12,0)"),
+        "{log}"
+    );
+
+    // Blue: a column renamed away and a new one of the same name, and a table replaced.
+    pair.green
+        .psql(DB, "ALTER TABLE r ALTER COLUMN price TYPE numeric(12,2)");
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    pair.blue.psql(
+        DB,
+        "BEGIN; ALTER TABLE r RENAME COLUMN first TO first_old; ALTER TABLE r ADD COLUMN first text; COMMIT;",
+    );
+    let log = stops(bridge);
+    assert!(
+        log.contains("blue column public.r.first is another column now"),
+        "{log}"
+    );
+    pair.blue.psql(
+        DB,
+        "BEGIN; ALTER TABLE r DROP COLUMN first; ALTER TABLE r RENAME COLUMN first_old TO first; COMMIT;",
+    );
+    let out = pair.pgbridge(&["setup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    pair.blue.psql(
+        DB,
+        "BEGIN; ALTER TABLE r RENAME TO r_old; CREATE TABLE r (LIKE r_old INCLUDING ALL); COMMIT;",
+    );
+    let log = stops(bridge);
+    assert!(
+        log.contains("blue table public.r was dropped and created again"),
+        "{log}"
+    );
+}
+
+/// A change made while `run` is down, with rows written before it: `run` applies what was
+/// written before the change under the accepted plan and stops exactly at the change; the
+/// mapping fixed and accepted, it goes on from there.
+#[test]
+fn change_made_while_run_is_down_is_met_at_its_place_in_the_stream() {
+    let schema = "CREATE TABLE t (id int PRIMARY KEY, a text);";
+    let pair = pair_with(schema, schema, &[], "");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'one')");
+    pair.wait_caught_up(&bridge);
+    assert_eq!(bridge.terminate(), 0);
+    pair.green.psql(
+        DB,
+        "INSERT INTO t VALUES (2, 'two'); UPDATE t SET a = 'uno' WHERE id = 1; \
+         ALTER TABLE t RENAME COLUMN a TO a_new; INSERT INTO t VALUES (3, 'three');",
+    );
+    let log = stops(pair.run());
+    assert!(log.contains("public.t.a_new"), "{log}");
+    assert_eq!(
+        blue(&pair, "SELECT string_agg(id || a, ',' ORDER BY id) FROM t"),
+        "1uno,2two",
+        "what was written before the change is applied:\n{log}"
+    );
+    write_mappings(
+        &pair,
+        &[("t.toml", "target = \"t\"\n[columns]\na = { from = \"a_new\" }\n")],
+        "",
+    );
+    let out = pair.pgbridge(&["setup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let bridge = pair.run();
+    pair.assert_caught_up_and_verified(&bridge, "after the change made while down");
+    assert_eq!(
+        blue(&pair, "SELECT string_agg(id || a, ',' ORDER BY id) FROM t"),
+        "1uno,2two,3three"
     );
 }

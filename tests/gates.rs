@@ -199,13 +199,13 @@ fn unpublished_wal_is_not_lag_while_the_bridge_streams() {
 }
 
 /// Holds a lock on blue's `table` from another session until released (or dropped).
-struct BlueLock {
+pub(crate) struct BlueLock {
     rt: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
 }
 
 impl BlueLock {
-    fn take(pair: &Pair, table: &str) -> BlueLock {
+    pub(crate) fn take(pair: &Pair, table: &str) -> BlueLock {
         BlueLock::take_in_mode(pair, table, "ACCESS EXCLUSIVE")
     }
 
@@ -223,7 +223,7 @@ impl BlueLock {
         BlueLock { rt, client }
     }
 
-    fn release(self) {
+    pub(crate) fn release(self) {
         self.rt.block_on(self.client.batch_execute("ROLLBACK")).unwrap();
     }
 }

@@ -240,6 +240,9 @@ pub struct Applier {
     spare_lanes: Vec<stream::Lane>,
     /// Where to stop because the catalogs drifted (the main session only).
     drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
+    /// A green transaction (commit LSN) the schema changed at, and why: everything before it
+    /// is committed, then the session ends.
+    stop_before: Option<(Lsn, String)>,
     /// The session settings mapped values are computed under, on this session and its lanes.
     env: Environment,
 }
@@ -352,6 +355,7 @@ impl Applier {
             lanes: HashMap::new(),
             spare_lanes: Vec::new(),
             drift_stop: None,
+            stop_before: None,
             env,
         })
     }
@@ -497,6 +501,14 @@ impl Applier {
                 // Delivery is in commit order, so a transaction that commits before the
                 // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
                 let skip = b.final_lsn < self.applied_end();
+                let stop = self.stop_before.clone().filter(|(lsn, _)| !skip && b.final_lsn >= *lsn);
+                if let Some((lsn, message)) = stop {
+                    self.commit_group().await?;
+                    self.drain().await?;
+                    self.confirm_all().await?;
+                    tracing::debug!(before = %lsn, checkpoint = %self.committed, "committed everything before the change");
+                    return Err(Error::definite(message));
+                }
                 if skip {
                     tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.committed, "skipping a transaction blue already has");
                     self.progress.skipped += 1;
@@ -914,15 +926,33 @@ impl Applier {
             return e;
         }
         self.telemetry.schema_drift(true);
-        Error::definite(format!(
-            "{}{}; nothing from there on was applied (blue's checkpoint stays at {}); {}. If the mapping files were \
+        self.drift_error(format!(
+            "{}{}; blue has everything green committed before it and nothing after; {}. If the mapping files were \
              already changed for a newer green schema, the stream has not reached that change yet: keep the earlier \
              mapping until the bridge stops at the change, then switch",
             e.message(),
             self.at_lsn(),
-            self.committed,
             crate::drift::fix(&self.config)
         ))
+    }
+
+    /// A stop for drift at the transaction being received: the transactions before it
+    /// (maybe in the same blue transaction) are committed first (the pipeline restarts the
+    /// session to do so). On a lane the transaction's position is not known yet, so green
+    /// sends it again whole.
+    pub(super) fn drift_error(&self, message: String) -> Error {
+        let e = Error::definite(message);
+        match (&self.tx, self.drift_stop.is_some()) {
+            (Some(tx), true) => e.stop_before_transaction(tx.commit_lsn),
+            (_, false) => e.retry_unstreamed(),
+            _ => e,
+        }
+    }
+
+    /// Set by the pipeline after a stop for drift: the transactions before `lsn` are
+    /// committed, then the session ends with `message`.
+    pub fn stop_before(&mut self, lsn: Lsn, message: String) {
+        self.stop_before = Some((lsn, message));
     }
 
     /// ` at green LSN x/y` for the transaction being received, for messages.
@@ -952,13 +982,12 @@ impl Applier {
             return Ok(());
         }
         self.telemetry.schema_drift(true);
-        Err(Error::definite(format!(
-            "green table {} no longer maps onto blue as accepted{}: {}; nothing from there on was applied (blue's \
-             checkpoint stays at {}); {}",
+        Err(self.drift_error(format!(
+            "green table {} no longer maps onto blue as accepted{}: {}; blue has everything green committed before \
+             it and nothing after; {}",
             plan.green_name,
             self.at_lsn(),
             changes.join("; "),
-            self.committed,
             crate::drift::fix(&self.config)
         )))
     }

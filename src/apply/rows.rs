@@ -255,7 +255,7 @@ impl Applier {
         for &oid in &t.relation_oids {
             if let Some((plan, _)) = self.change_target(oid).await? {
                 if let Some(parent) = &plan.partition_of {
-                    return Err(Error::definite(format!(
+                    return Err(self.drift_error(format!(
                         "green truncated partition {} of {parent} (green transaction committed at {lsn}), which maps \
                          onto blue table {} as a whole: blue cannot tell which of its rows came from that partition, so \
                          nothing from this transaction on was applied (blue's checkpoint stays before it). Re-synchronize \

@@ -43,6 +43,10 @@ pub struct Report {
     pub accepted: Option<BTreeMap<String, Signature>>,
     /// How the current plan differs from the accepted one.
     pub drift: Vec<drift::Finding>,
+    /// The problems that are about green's or blue's catalog as it is now (a table that no
+    /// longer plans, a column the stream does not carry): with an accepted plan, `run` streams
+    /// what was written before such a change and stops at it.
+    pub catalog_problems: Vec<String>,
     pub publication_exists: bool,
     /// The session settings taken from blue (TimeZone, search_path, ...), for the plan.
     pub settings: String,
@@ -141,6 +145,7 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 report.problems.push(e.to_string());
+                report.catalog_problems.push(e.to_string());
                 report.current.failures.push((green_table.qualified(), e.to_string()));
                 continue;
             }
@@ -150,10 +155,12 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             .signatures
             .push(Signature::of(&plan, &blue_table).with_settings(&report.settings));
         report.problems.extend(unfed_columns(&plan, &blue_table));
-        report
-            .problems
-            .extend(unpublished_namesakes(config, &mappings, &plan, &blue_table));
-        report.problems.extend(unpublished_actions(config, &plan));
+        let catalog: Vec<String> = unpublished_namesakes(config, &mappings, &plan, &blue_table)
+            .into_iter()
+            .chain(unpublished_actions(config, &plan))
+            .collect();
+        report.problems.extend(catalog.iter().cloned());
+        report.catalog_problems.extend(catalog);
         if let Some(f) = mappings.file_for(&green_table.namespace, &green_table.name) {
             for name in f
                 .ignore
@@ -219,7 +226,8 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
     }
     report.accepted = drift::read_accepted(blue, config).await?;
     if let Some(accepted) = &report.accepted {
-        report.drift = drift::compare(config, accepted, &report.current).0;
+        report.drift = drift::recorded(blue, config).await?;
+        report.drift.extend(drift::compare(config, accepted, &report.current).0);
     }
     report.green_tables = tables;
     Ok(report)
@@ -229,9 +237,6 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
 /// deleted or truncated, or miss rows green inserted.
 fn unpublished_actions(config: &Config, plan: &TablePlan) -> Option<String> {
     let facts = plan.green.facts.as_ref()?;
-    if facts.actions.is_empty() {
-        return None;
-    }
     let missing: Vec<&str> = green_catalog::ALL_ACTIONS
         .iter()
         .copied()

@@ -60,6 +60,8 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
         mappings,
         stop: drift_rx,
     };
+    // A stop at a Relation message needs no record: the stream shows the change again at the
+    // same place on every start.
     pipeline::run(config, telemetry, stop_rx, guard).await?;
     Ok(0)
 }
@@ -97,9 +99,10 @@ async fn watch_catalogs(
         };
         match catalogs_against(&config, green, &blue, &baseline).await {
             Ok(None) => {}
-            Ok(Some(found)) => {
+            Ok(Some((found, findings))) => {
                 telemetry.schema_drift(true);
                 tracing::error!(stop_at = %found.at, "{}", found.message);
+                drift::record(&blue, &config, &drift::describe(&findings)).await;
                 let _ = drift_tx.send(Some(found));
             }
             Err(e) => {
@@ -117,7 +120,7 @@ async fn catalogs_against(
     green: &tokio_postgres::Client,
     blue: &tokio_postgres::Client,
     baseline: &drift::Baseline,
-) -> Result<Option<drift::Stop>> {
+) -> Result<Option<(drift::Stop, Vec<drift::Finding>)>> {
     let current = drift::current(config, green, blue).await?;
     let accepted = baseline.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (findings, new) = drift::compare(config, &accepted, &current);
@@ -145,10 +148,11 @@ async fn catalogs_against(
     if confirmed.is_empty() {
         return Ok(None);
     }
-    Ok(Some(drift::Stop {
+    let stop = drift::Stop {
         at: green_position(green).await?,
         message: drift_message(config, &confirmed),
-    }))
+    };
+    Ok(Some((stop, confirmed)))
 }
 
 fn drift_message(config: &Config, findings: &[drift::Finding]) -> String {
@@ -308,7 +312,10 @@ async fn validate_before_streaming(
     let green = super::connect_green_sql(config).await?;
     let blue = crate::apply::connect_blue(&config.blue).await?;
     let report = super::check::validate(config, &green, &blue).await?;
-    match report.problems.len() {
+    // Changed while `run` was down: what green wrote before the change still maps as accepted.
+    let catalog_only = report.accepted.is_some() && report.problems.iter().all(|p| report.catalog_problems.contains(p));
+    let problems = if catalog_only { 0 } else { report.problems.len() };
+    match problems {
         0 => {
             tracing::info!(tables = report.tables.len(), "mapping validated against both catalogs");
             let mut mappings = Mappings::load(config)?;
@@ -338,11 +345,20 @@ async fn validate_before_streaming(
                 }
             };
             mappings.hold_to(Arc::new(Mutex::new(accepted)));
-            if !report.drift.is_empty() {
+            let mut findings = report.drift.clone();
+            findings.extend(report.problems.iter().map(|p| drift::Finding {
+                green_table: "(catalog)".into(),
+                changes: vec![p.clone()],
+            }));
+            if !findings.is_empty() {
                 let found = drift::Stop {
                     at: green_position(&green).await?,
-                    message: drift_message(config, &report.drift),
+                    message: drift_message(config, &findings),
                 };
+                let new: Vec<drift::Finding> = findings.into_iter().filter(|f| f.green_table != "(recorded)").collect();
+                if !new.is_empty() {
+                    drift::record(&blue, config, &drift::describe(&new)).await;
+                }
                 telemetry.schema_drift(true);
                 tracing::error!(stop_at = %found.at, "{}", found.message);
                 drift_tx.send_replace(Some(found));

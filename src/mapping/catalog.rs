@@ -11,6 +11,9 @@ pub struct BlueColumn {
     pub type_sql: String,
     /// The type as declared, with its modifier (`numeric(12,2)`), as `format_type` prints it.
     pub declared: String,
+    /// Its position: a column renamed away and replaced by a new one of the same name has
+    /// another.
+    pub attnum: i16,
     /// The type with the column's modifier (`numeric(12,2)`, `timestamp(0) without time zone`),
     /// so that `CAST(value AS stored_type)` is the value an INSERT stores (see
     /// [`STORED_TYPE_SQL`]).
@@ -25,6 +28,8 @@ pub struct BlueColumn {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlueTable {
+    /// Changes when the table is dropped and created again.
+    pub oid: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<BlueColumn>,
@@ -67,7 +72,7 @@ SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote
        coalesce(bt.typname, et.typname, t.typname) NOT IN
          ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot'),
        {STORED_TYPE},
-       format_type(a.atttypid, a.atttypmod)
+       format_type(a.atttypid, a.atttypmod), a.attnum, c.oid
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -118,6 +123,7 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
             comparable: r.get(7),
             stored_type: r.get(8),
             declared: r.get(9),
+            attnum: r.get(10),
         })
         .collect();
     let unique_keys: Vec<Vec<String>> = client
@@ -129,6 +135,7 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
         .collect();
     let key = unique_keys.first().cloned();
     Ok(Some(BlueTable {
+        oid: rows[0].get(11),
         schema: schema.to_string(),
         name: name.to_string(),
         partitioned: rows[0].get(0),

@@ -47,6 +47,10 @@ pub struct CatalogFacts {
     /// The operations the publication carries, of insert, update, delete and truncate (all
     /// four when no publication exists yet: `setup` creates one that carries them).
     pub actions: Vec<&'static str>,
+    /// Every column's position and declared type (with its modifier): a column dropped and
+    /// added again, or retyped in a way that rewrites its values on green, looks the same in
+    /// a Relation message, but its values changed on green without a replicated change.
+    pub positions: Vec<(String, i16, String)>,
 }
 
 /// Every operation blue must follow.
@@ -227,7 +231,7 @@ async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
                         CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
                                             WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
                     OR c.relreplident = 'f', \
-                    a.attgenerated <> '' \
+                    a.attgenerated <> '', a.attnum, format_type(a.atttypid, a.atttypmod) \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
@@ -238,6 +242,7 @@ async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
         .map_err(err(&format!("reading columns of {namespace}.{name}")))?;
     let mut columns = Vec::new();
     let mut unpublished = Vec::new();
+    let mut positions = Vec::new();
     for r in &rows {
         let column = GreenColumn {
             name: r.get(0),
@@ -245,6 +250,7 @@ async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
             is_key: r.get(2),
         };
         let generated: bool = r.get(3);
+        positions.push((column.name.clone(), r.get::<_, i16>(4), r.get::<_, String>(5)));
         let listed_out = listed.columns.as_ref().is_some_and(|list| !list.contains(&column.name));
         if listed_out {
             unpublished.push((column, Unpublished::ColumnList));
@@ -268,6 +274,7 @@ async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
     }
     facts.row_filter = listed.row_filter.clone();
     facts.actions = listed.actions.clone();
+    facts.positions = positions;
     facts.unpublished = unpublished;
     Ok(Some(GreenTable {
         oid: *oid,

@@ -599,6 +599,7 @@ mod tests {
 
     fn blue(cols: &[&str], key: Option<&[&str]>) -> BlueTable {
         BlueTable {
+            oid: 1,
             schema: "public".into(),
             name: "orders".into(),
             columns: cols
@@ -607,6 +608,7 @@ mod tests {
                     name: n.to_string(),
                     type_sql: "\"pg_catalog\".\"int4\"".into(),
                     declared: "integer".into(),
+                    attnum: 1,
                     stored_type: "\"pg_catalog\".\"int4\"".into(),
                     not_null: false,
                     has_default: false,

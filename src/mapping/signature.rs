@@ -31,6 +31,9 @@ pub struct Feed {
     /// Blue's declared type, with its modifier.
     pub blue_type: String,
     pub insert_only: bool,
+    /// Blue column's position (0: not known).
+    #[serde(default)]
+    pub blue_attnum: i16,
 }
 
 /// What only green's catalog tells (a Relation message does not): compared when both sides
@@ -42,6 +45,9 @@ pub struct CatalogSide {
     /// The operations the publication carries (insert, update, delete, truncate).
     #[serde(default)]
     pub actions: Vec<String>,
+    /// Position and declared type of each green column the mapping reads.
+    #[serde(default)]
+    pub columns: BTreeMap<String, (i16, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,9 @@ pub struct Signature {
     pub green_oid: u32,
     /// `schema.table` on blue.
     pub blue_table: String,
+    /// 0: not known.
+    #[serde(default)]
+    pub blue_oid: u32,
     /// By blue column.
     pub columns: BTreeMap<String, Feed>,
     /// `blue column <- green column`, in key order.
@@ -79,14 +88,13 @@ impl Signature {
                     Value::Green(g) => format!("green column {}", plan.green.columns[*g].name),
                     Value::Expr(e) => format!("expression {e}"),
                 };
-                let blue_type = blue
-                    .column(&t.blue_name)
-                    .map_or_else(|| t.blue_type.clone(), |c| c.declared.clone());
+                let column = blue.column(&t.blue_name);
                 let feed = Feed {
                     source,
                     reads: t.depends.iter().map(|&g| green_col(g)).collect(),
-                    blue_type,
+                    blue_type: column.map_or_else(|| t.blue_type.clone(), |c| c.declared.clone()),
                     insert_only: t.insert_only,
+                    blue_attnum: column.map_or(0, |c| c.attnum),
                 };
                 (t.blue_name.clone(), feed)
             })
@@ -102,15 +110,29 @@ impl Signature {
                 )
             })
             .collect();
+        let read: Vec<&str> = plan
+            .targets
+            .iter()
+            .flat_map(|t| t.depends.iter())
+            .chain(plan.key.columns().iter().map(|k| &k.green))
+            .map(|&g| plan.green.columns[g].name.as_str())
+            .collect();
         let catalog = plan.green.facts.as_ref().map(|f| CatalogSide {
             row_filter: f.row_filter.clone(),
             partitions: f.partitions.clone(),
             actions: f.actions.iter().map(|a| a.to_string()).collect(),
+            columns: f
+                .positions
+                .iter()
+                .filter(|(name, _, _)| read.contains(&name.as_str()))
+                .map(|(name, attnum, declared)| (name.clone(), (*attnum, declared.clone())))
+                .collect(),
         });
         Signature {
             green_table: plan.green_name.to_string(),
             green_oid: plan.green.oid,
             blue_table: plan.blue_name.clone(),
+            blue_oid: blue.oid,
             columns,
             key,
             filter: plan.filter.clone(),
@@ -147,6 +169,13 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
              table {blue} still holds the old table's rows, and rows written to the new table before it was \
              streamed never reached blue",
             old.green_oid, new.green_oid
+        ));
+    }
+    if old.blue_table == new.blue_table && old.blue_oid != 0 && new.blue_oid != 0 && old.blue_oid != new.blue_oid {
+        out.push(format!(
+            "blue table {blue} was dropped and created again, or another table took its name (OID {} -> {}): the rows \
+             blue held are not in it",
+            old.blue_oid, new.blue_oid
         ));
     }
     if old.blue_table != new.blue_table {
@@ -190,6 +219,13 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
                     out.push(format!(
                         "blue column {blue}.{column} changed type from {} to {}",
                         was.blue_type, now.blue_type
+                    ));
+                }
+                if was.blue_attnum != 0 && now.blue_attnum != 0 && was.blue_attnum != now.blue_attnum {
+                    out.push(format!(
+                        "blue column {blue}.{column} is another column now (position {} -> {}): it was renamed away \
+                         or dropped and a new one took its name, so the values blue held are not in it",
+                        was.blue_attnum, now.blue_attnum
                     ));
                 }
                 if now.insert_only != was.insert_only {
@@ -245,8 +281,22 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
                 shown(&was.row_filter)
             ));
         }
+        for (name, (attnum, declared)) in &was.columns {
+            match now.columns.get(name) {
+                Some((a, _)) if a != attnum => out.push(format!(
+                    "green column {green}.{name} is another column now (position {attnum} -> {a}): it was dropped and \
+                     added again, or columns were renamed around, so its values changed on green without a replicated \
+                     change and blue keeps the old ones"
+                )),
+                Some((_, d)) if d != declared => out.push(format!(
+                    "green column {green}.{name} changed its declared type from {declared} to {d}, which may have \
+                     rewritten its values on green without a replicated change (blue keeps the old ones)"
+                )),
+                _ => {}
+            }
+        }
         let dropped: Vec<&String> = was.actions.iter().filter(|a| !now.actions.contains(a)).collect();
-        if !now.actions.is_empty() && !dropped.is_empty() {
+        if !dropped.is_empty() {
             out.push(format!(
                 "the publication no longer carries {} for green table {green}: those changes would not reach blue",
                 list(&dropped)
@@ -349,6 +399,7 @@ mod tests {
             reads: reads.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             blue_type: blue_type.into(),
             insert_only: false,
+            blue_attnum: 0,
         }
     }
 
@@ -360,6 +411,7 @@ mod tests {
             green_table: "public.customers".into(),
             green_oid: 16400,
             blue_table: "public.customers".into(),
+            blue_oid: 0,
             columns,
             key: vec!["id <- id".into()],
             filter: None,
@@ -442,6 +494,7 @@ mod tests {
                 row_filter: None,
                 partitions: vec!["public.m_2024".into()],
                 actions: vec!["insert".into(), "delete".into()],
+                columns: [("price".to_string(), (3, "numeric(12,2)".to_string()))].into(),
             }),
             ..sig()
         };
@@ -450,6 +503,7 @@ mod tests {
                 row_filter: Some("tenant = 1".into()),
                 partitions: vec!["public.m_2025".into()],
                 actions: vec!["insert".into()],
+                columns: [("price".to_string(), (5, "numeric(12,2)".to_string()))].into(),
             }),
             ..sig()
         };
@@ -458,6 +512,10 @@ mod tests {
         assert!(text.contains("public.m_2024 were detached"), "{text}");
         assert!(text.contains("row filter"), "{text}");
         assert!(text.contains("no longer carries delete"), "{text}");
+        assert!(
+            text.contains("green column public.customers.price is another column now (position 3 -> 5)"),
+            "{text}"
+        );
         let zone = diff(&sig(), &sig().with_settings("TimeZone=Asia/Tokyo")).join("\n");
         assert!(
             zone.contains("other session settings now (TimeZone=Asia/Tokyo)"),
