@@ -22,8 +22,8 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Error {
     kind: Kind,
-    message: String,
-    sqlstate: Option<String>,
+    message: Box<str>,
+    sqlstate: Option<Box<str>>,
     /// Commit LSNs (first, last) of the green transactions whose rows the failed statement
     /// carried, when known.
     lsn: Option<(crate::lsn::Lsn, crate::lsn::Lsn)>,
@@ -50,7 +50,7 @@ impl Error {
     pub fn transient(message: impl Into<String>) -> Self {
         Error {
             kind: Kind::Transient,
-            message: message.into(),
+            message: message.into().into(),
             sqlstate: None,
             lsn: None,
             replay_carefully: None,
@@ -63,7 +63,7 @@ impl Error {
     pub fn definite(message: impl Into<String>) -> Self {
         Error {
             kind: Kind::Definite,
-            message: message.into(),
+            message: message.into().into(),
             sqlstate: None,
             lsn: None,
             replay_carefully: None,
@@ -77,8 +77,8 @@ impl Error {
     pub fn from_server(context: impl fmt::Display, code: &str, text: impl fmt::Display) -> Self {
         Error {
             kind: classify_sqlstate(code),
-            message: format!("{context}: {text}"),
-            sqlstate: Some(code.to_string()),
+            message: format!("{context}: {text}").into(),
+            sqlstate: Some(code.into()),
             lsn: None,
             replay_carefully: None,
             conflicted_insert: None,
@@ -109,7 +109,7 @@ impl Error {
                 let kind = if transient { Kind::Transient } else { Kind::Definite };
                 Error {
                     kind,
-                    message: format!("{context}: {}", chain(err)),
+                    message: format!("{context}: {}", chain(err)).into(),
                     sqlstate: None,
                     lsn: None,
                     replay_carefully: None,
@@ -218,13 +218,13 @@ impl Error {
 
     /// Prefix the message with more context.
     pub fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
+        self.message = format!("{context}: {}", self.message).into();
         self
     }
 
     /// Append advice on how to fix the problem.
     pub fn hint(mut self, hint: impl fmt::Display) -> Self {
-        self.message = format!("{}; {hint}", self.message);
+        self.message = format!("{}; {hint}", self.message).into();
         self
     }
 }
