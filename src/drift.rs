@@ -235,6 +235,21 @@ pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], rep
     Ok(())
 }
 
+/// Rewrites accepted signatures in place: the state they record that changes without
+/// changing the plan (partitions' storage after a replicated TRUNCATE of the whole table).
+pub async fn refresh(blue: &Client, config: &Config, signatures: &[Signature]) -> Result<()> {
+    let table = sql::qualified(&config.schema, "accepted_plan");
+    for s in signatures {
+        blue.execute(
+            &format!("UPDATE {table} SET signature = $3 WHERE slot_name = $1 AND green_table = $2"),
+            &[&config.slot, &s.green_table, &s.to_json()],
+        )
+        .await
+        .map_err(|e| Error::postgres("updating the accepted plan on blue", &e))?;
+    }
+    Ok(())
+}
+
 /// The plan both catalogs give now.
 #[derive(Default)]
 pub struct Current {

@@ -325,7 +325,32 @@ fn green_partitioned_into_blue_plain_published_through_the_root() {
         ),
         "2:120:a,3:150:c"
     );
-    // A partition attached with rows (not replicated) and one detached (its rows stay on blue).
+    // A TRUNCATE of the whole table is replicated; one of a single partition is not (through
+    // the root), and only its storage tells.
+    let plan = || blue(&pair, "SELECT signature FROM pgbridge.accepted_plan");
+    let accepted = plan();
+    pair.green.psql(DB, "TRUNCATE m; INSERT INTO m VALUES (4, 10, 'd')");
+    pair.wait_caught_up(&bridge);
+    assert_eq!(blue(&pair, "SELECT string_agg(id::text, ',') FROM m"), "4");
+    // The bridge takes the partitions' new storage as explained by the TRUNCATE it applied.
+    wait_for(
+        Duration::from_secs(30),
+        || plan() != accepted,
+        || format!("the accepted plan never took the new storage\n{}", bridge.log()),
+    );
+    pair.green.psql(DB, "TRUNCATE m_1");
+    let log = stops(bridge);
+    assert!(
+        log.contains("partition(s) public.m_1 of green table public.m were truncated or rewritten"),
+        "{log}"
+    );
+    assert_eq!(blue(&pair, "SELECT string_agg(id::text, ',') FROM m"), "4");
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(blue(&pair, "SELECT count(*) FROM m"), "0");
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    // A partition attached with rows (not replicated).
     pair.green.psql(
         DB,
         "CREATE TABLE m_3 (id int, k int, v text, PRIMARY KEY (id, k)); INSERT INTO m_3 VALUES (9, 250, 'z'); \

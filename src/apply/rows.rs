@@ -271,6 +271,7 @@ impl Applier {
                 let only = if plan.blue_partitioned { "" } else { "ONLY " };
                 tables.push(format!("{only}{}", plan.blue_sql));
                 self.count(&plan, "truncate");
+                self.mappings.note_truncate(&plan.green_name);
             }
         }
         if tables.is_empty() {

@@ -1,5 +1,6 @@
 //! `pgbridge run`: stream until SIGINT/SIGTERM, then finish the batch, checkpoint and exit.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::mapping::resolve::Mappings;
+use crate::mapping::signature::Signature;
 use crate::pipeline;
 use crate::telemetry::{self, State, Telemetry, Verdict};
 
@@ -47,10 +49,10 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
             return Err(e.into_definite());
         }
     };
-    if let Some(baseline) = mappings.baseline() {
+    if mappings.baseline().is_some() {
         tokio::spawn(watch_catalogs(
             config.clone(),
-            baseline.clone(),
+            mappings.clone(),
             telemetry.clone(),
             drift_tx,
             stop_rx.clone(),
@@ -72,7 +74,7 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
 /// before the change was seen.
 async fn watch_catalogs(
     config: Arc<Config>,
-    baseline: drift::Baseline,
+    mappings: Mappings,
     telemetry: Arc<Telemetry>,
     drift_tx: watch::Sender<Option<drift::Stop>>,
     mut stop: watch::Receiver<bool>,
@@ -80,6 +82,9 @@ async fn watch_catalogs(
     let mut tick = tokio::time::interval(config.schema_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clients = None;
+    // Tables whose partitions all have new storage that no replicated TRUNCATE explains yet,
+    // with green's position when that was first seen.
+    let mut pending = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -97,7 +102,7 @@ async fn watch_catalogs(
             clients = None;
             continue;
         };
-        match catalogs_against(&config, green, &blue, &baseline).await {
+        match catalogs_against(&config, green, &blue, &mappings, &mut pending).await {
             Ok(None) => {}
             Ok(Some((found, findings))) => {
                 telemetry.schema_drift(true);
@@ -119,10 +124,15 @@ async fn catalogs_against(
     config: &Config,
     green: &tokio_postgres::Client,
     blue: &tokio_postgres::Client,
-    baseline: &drift::Baseline,
+    mappings: &Mappings,
+    pending: &mut HashMap<String, Lsn>,
 ) -> Result<Option<(drift::Stop, Vec<drift::Finding>)>> {
+    let Some(baseline) = mappings.baseline() else {
+        return Ok(None);
+    };
+    let truncated = mappings.take_truncated();
     let current = drift::current(config, green, blue).await?;
-    let accepted = baseline.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let accepted = explain_storage(config, green, blue, baseline, &current, &truncated, pending).await?;
     let (findings, new) = drift::compare(config, &accepted, &current);
     if !new.is_empty() {
         for s in &new {
@@ -153,6 +163,74 @@ async fn catalogs_against(
         message: drift_message(config, &confirmed),
     };
     Ok(Some((stop, confirmed)))
+}
+
+/// The accepted plan to compare with, with partitions' storage brought up to date where a
+/// replicated TRUNCATE of the whole table explains it. Every partition of a table with new
+/// storage, but no such TRUNCATE applied yet: green committed one that the stream has not
+/// reached, or truncated (or rewrote) each partition itself. It counts only once blue has
+/// everything green wrote before it was seen and the TRUNCATE still has not come.
+async fn explain_storage(
+    config: &Config,
+    green: &tokio_postgres::Client,
+    blue: &tokio_postgres::Client,
+    baseline: &drift::Baseline,
+    current: &drift::Current,
+    truncated: &HashSet<String>,
+    pending: &mut HashMap<String, Lsn>,
+) -> Result<BTreeMap<String, Signature>> {
+    let mut moved = Vec::new();
+    let mut waiting = Vec::new();
+    {
+        let mut b = baseline.lock().unwrap_or_else(|e| e.into_inner());
+        for now in &current.signatures {
+            let Some(was) = b.get_mut(&now.green_table) else {
+                continue;
+            };
+            let (Some(w), Some(n)) = (was.catalog.as_mut(), now.catalog.as_ref()) else {
+                continue;
+            };
+            let all_moved = !w.partition_storage.is_empty()
+                && w.partition_storage
+                    .iter()
+                    .all(|(p, node)| n.partition_storage.get(p).is_some_and(|m| m != node));
+            if !all_moved {
+                pending.remove(&now.green_table);
+            } else if truncated.contains(&now.green_table) {
+                w.partition_storage = n.partition_storage.clone();
+                pending.remove(&now.green_table);
+                moved.push(was.clone());
+            } else {
+                waiting.push((now.green_table.clone(), n.partition_storage.clone()));
+            }
+        }
+    }
+    if !moved.is_empty() {
+        drift::refresh(blue, config, &moved).await?;
+    }
+    let mut accepted = baseline.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if waiting.is_empty() {
+        return Ok(accepted);
+    }
+    let applied = crate::apply::checkpoint::read(blue, &config.schema, &config.slot)
+        .await?
+        .map_or(Lsn(0), |c| c.lsn);
+    for (table, storage) in waiting {
+        let since = match pending.get(&table) {
+            Some(at) => *at,
+            None => {
+                let at = green_position(green).await?;
+                pending.insert(table.clone(), at);
+                at
+            }
+        };
+        if applied < since {
+            if let Some(c) = accepted.get_mut(&table).and_then(|s| s.catalog.as_mut()) {
+                c.partition_storage = storage;
+            }
+        }
+    }
+    Ok(accepted)
 }
 
 fn drift_message(config: &Config, findings: &[drift::Finding]) -> String {

@@ -514,12 +514,32 @@ async fn verify_table(
         rechecked_chunks: rechecked,
         identical,
         problems: Vec::new(),
-        scope: plan
-            .filter
-            .as_ref()
-            .map(|f| format!("filtered ({f}): blue rows count only when green has a row with their key")),
+        scope: scope(blue, plan).await.map_err(on_blue)?,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What a filtered table's counts cover, with how many rows blue's table holds in all, so
+/// that rows outside the comparison (a delete that never arrived, say) do not go unseen.
+async fn scope(blue: &Client, plan: &TablePlan) -> std::result::Result<Option<String>, tokio_postgres::Error> {
+    let filters: Vec<String> = plan
+        .filter
+        .iter()
+        .map(|f| format!("mapping filter ({f})"))
+        .chain(statements::published_rows(plan).map(|f| format!("publication row filter {f}")))
+        .collect();
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let all: i64 = blue
+        .query_one(&format!("SELECT count(*) FROM {}", plan.blue_sql), &[])
+        .await?
+        .get(0);
+    Ok(Some(format!(
+        "filtered by {}: blue rows count only when green has a row with their key; blue's table holds {all} row(s) \
+         in all, the others are not compared",
+        filters.join(" and ")
+    )))
 }
 
 /// Waits until blue's checkpoint passes a marker written on green now (as `wait` does).

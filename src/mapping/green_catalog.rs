@@ -39,6 +39,9 @@ pub struct CatalogFacts {
     pub root: Option<(String, String)>,
     /// A partitioned table: its leaf partitions, qualified, sorted.
     pub partitions: Vec<String>,
+    /// The storage (relfilenode) of each leaf partition: a TRUNCATE of one partition gives it
+    /// new storage, and is not replicated when the publication publishes through the root.
+    pub partition_storage: Vec<(String, i64)>,
     pub partitioned: bool,
     /// The publication's row filter (PostgreSQL 15+), SQL over green's columns.
     pub row_filter: Option<String>,
@@ -298,7 +301,11 @@ async fn partitioning(green: &Client, oid: u32) -> Result<Option<CatalogFacts>> 
                     ARRAY(SELECT quote_ident(ln.nspname) || '.' || quote_ident(l.relname) \
                           FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
                           JOIN pg_namespace ln ON ln.oid = l.relnamespace \
-                          WHERE c.relkind = 'p' AND t.isleaf ORDER BY 1) \
+                          WHERE c.relkind = 'p' AND t.isleaf ORDER BY 1), \
+                    ARRAY(SELECT l.relfilenode::int8 \
+                          FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
+                          JOIN pg_namespace ln ON ln.oid = l.relnamespace \
+                          WHERE c.relkind = 'p' AND t.isleaf ORDER BY quote_ident(ln.nspname) || '.' || quote_ident(l.relname)) \
              FROM pg_class c WHERE c.oid = $1",
             &[&oid],
         )
@@ -309,10 +316,13 @@ async fn partitioning(green: &Client, oid: u32) -> Result<Option<CatalogFacts>> 
         (Some(s), Some(n)) if row.get::<_, bool>(1) => Some((s, n)),
         _ => None,
     };
+    let partitions: Vec<String> = row.get(4);
+    let storage: Vec<i64> = row.get(5);
     Ok(Some(CatalogFacts {
         partitioned: row.get(0),
         root,
-        partitions: row.get(4),
+        partition_storage: partitions.iter().cloned().zip(storage).collect(),
+        partitions,
         ..CatalogFacts::default()
     }))
 }

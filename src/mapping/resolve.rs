@@ -24,6 +24,9 @@ pub struct Mappings {
     roots: Arc<HashMap<(String, String), (String, String)>>,
     /// The accepted plan `run` holds every Relation message to (see [`crate::drift`]).
     baseline: Option<super::signature::Baseline>,
+    /// Green tables a replicated TRUNCATE was applied to since `run`'s catalog check last
+    /// looked: their partitions' new storage is explained.
+    truncated: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Mappings {
@@ -35,7 +38,21 @@ impl Mappings {
             config_path: config.path.clone(),
             roots: Arc::default(),
             baseline: None,
+            truncated: Arc::default(),
         })
+    }
+
+    /// A replicated TRUNCATE of green table `qualified` was applied.
+    pub fn note_truncate(&self, qualified: &str) {
+        self.truncated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(qualified.to_string());
+    }
+
+    /// The tables [`Mappings::note_truncate`] saw since the last call.
+    pub fn take_truncated(&self) -> std::collections::HashSet<String> {
+        std::mem::take(&mut *self.truncated.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The same mappings without `strict`: `verify` compares what the mappings say over

@@ -48,6 +48,9 @@ pub struct CatalogSide {
     /// Position and declared type of each green column the mapping reads.
     #[serde(default)]
     pub columns: BTreeMap<String, (i16, String)>,
+    /// Storage of each leaf partition (see `CatalogFacts::partition_storage`).
+    #[serde(default)]
+    pub partition_storage: BTreeMap<String, i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +124,7 @@ impl Signature {
             row_filter: f.row_filter.clone(),
             partitions: f.partitions.clone(),
             actions: f.actions.iter().map(|a| a.to_string()).collect(),
+            partition_storage: f.partition_storage.iter().cloned().collect(),
             columns: f
                 .positions
                 .iter()
@@ -304,6 +308,23 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
         }
         let attached: Vec<&String> = now.partitions.iter().filter(|p| !was.partitions.contains(p)).collect();
         let detached: Vec<&String> = was.partitions.iter().filter(|p| !now.partitions.contains(p)).collect();
+        // A TRUNCATE of single partitions is not replicated (published through the root); one
+        // of the whole table is, and `run` takes the new storage as seen once it applied it.
+        let rewritten: Vec<&String> = was
+            .partition_storage
+            .iter()
+            .filter(|(p, node)| now.partition_storage.get(*p).is_some_and(|n| n != *node))
+            .map(|(p, _)| p)
+            .collect();
+        if !rewritten.is_empty() {
+            out.push(format!(
+                "partition(s) {} of green table {green} were truncated or rewritten (their storage changed): a \
+                 TRUNCATE of single partitions is not replicated when the publication publishes through the root, so \
+                 blue table {blue} may still hold their rows (after VACUUM FULL or CLUSTER, `pgbridge verify` shows \
+                 nothing changed)",
+                list(&rewritten)
+            ));
+        }
         if !attached.is_empty() {
             out.push(format!(
                 "partition(s) {} were attached to green table {green}: the rows they held when attached never \
@@ -421,6 +442,25 @@ mod tests {
     }
 
     #[test]
+    fn partitions_with_new_storage_are_drift() {
+        let with = |nodes: &[(&str, i64)]| Signature {
+            catalog: Some(CatalogSide {
+                partitions: nodes.iter().map(|(p, _)| p.to_string()).collect(),
+                partition_storage: nodes.iter().map(|(p, n)| (p.to_string(), *n)).collect(),
+                ..CatalogSide::default()
+            }),
+            ..sig()
+        };
+        let before = with(&[("public.m_1", 100), ("public.m_2", 200)]);
+        let one = diff(&before, &with(&[("public.m_1", 100), ("public.m_2", 300)])).join("\n");
+        assert!(
+            one.contains("partition(s) public.m_2 of green table public.customers were truncated"),
+            "{one}"
+        );
+        assert!(diff(&before, &before).is_empty());
+    }
+
+    #[test]
     fn type_names_compare_equal_however_quoted() {
         assert_eq!(plain("\"pg_catalog\".\"int4\""), "pg_catalog.int4");
         assert_eq!(plain("public.mood"), "public.mood");
@@ -495,6 +535,7 @@ mod tests {
                 partitions: vec!["public.m_2024".into()],
                 actions: vec!["insert".into(), "delete".into()],
                 columns: [("price".to_string(), (3, "numeric(12,2)".to_string()))].into(),
+                partition_storage: BTreeMap::new(),
             }),
             ..sig()
         };
@@ -504,6 +545,7 @@ mod tests {
                 partitions: vec!["public.m_2025".into()],
                 actions: vec!["insert".into()],
                 columns: [("price".to_string(), (5, "numeric(12,2)".to_string()))].into(),
+                partition_storage: BTreeMap::new(),
             }),
             ..sig()
         };
