@@ -1,5 +1,5 @@
-//! `pgbridge teardown`: drop the slot and publication on green, and the checkpoint row and
-//! replication origins on blue.
+//! `pgbridge teardown`: drop the slot and publication on green, and the checkpoint row (with the
+//! accepted plan and recorded drift) and replication origins on blue.
 //! The checkpoint goes too, because it is meaningless without the slot: a later `setup` must not
 //! resume from it.
 
@@ -83,6 +83,23 @@ pub async fn run(config: &Config) -> Result<i32> {
         println!("blue   checkpoint  {:<24} deleted", config.slot);
     } else {
         println!("blue   checkpoint  {:<24} absent", config.slot);
+    }
+    // The accepted plan and recorded drift belong to the slot too.
+    for table in ["accepted_plan", "drift"] {
+        let qualified = sql::qualified(&config.schema, table);
+        let exists: bool = blue
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+            .await
+            .map_err(blue_err("reading pgbridge's tables"))?
+            .get(0);
+        if exists {
+            blue.execute(
+                &format!("DELETE FROM {qualified} WHERE slot_name = $1"),
+                &[&config.slot],
+            )
+            .await
+            .map_err(blue_err(&format!("deleting from {}.{table}", config.schema)))?;
+        }
     }
     if let Some(base) = &config.origin {
         drop_origins(&blue, base).await?;
