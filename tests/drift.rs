@@ -362,6 +362,23 @@ fn green_partitioned_into_blue_plain_published_through_the_root() {
         "{log}"
     );
     stays_stopped(&pair, &["public.m_3 were attached"]);
+
+    // Re-synchronized and accepted; then a partition detached (its rows leave green's table
+    // but would stay in blue's).
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(blue(&pair, "SELECT string_agg(id::text, ',' ORDER BY id) FROM m"), "9");
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    pair.green.psql(DB, "ALTER TABLE m DETACH PARTITION m_3");
+    let log = stops(bridge);
+    assert!(
+        log.contains("partition(s) public.m_3 were detached from green table public.m"),
+        "{log}"
+    );
+    let out = pair.pgbridge(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("extra 1"), "{}", text(&out));
 }
 
 #[test]
