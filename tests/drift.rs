@@ -37,6 +37,34 @@ fn write_mappings(pair: &Pair, files: &[(&str, &str)], mapping_extra: &str) {
     ));
 }
 
+/// The same `schema` on both sides, set up and streaming, with `rows` written on green and
+/// applied on blue.
+fn streaming(schema: &str, mapping_extra: &str, rows: &str) -> (Pair, Running) {
+    let pair = pair_with(schema, schema, &[], mapping_extra);
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, rows);
+    pair.wait_caught_up(&bridge);
+    (pair, bridge)
+}
+
+/// `check` passes and plans `line` (`blue public.m <- green public.m_1`).
+fn check_plans(pair: &Pair, line: &str) {
+    let out = pair.pgbridge(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains(line), "no {line:?} in:\n{}", text(&out));
+}
+
+/// `pgbridge ARGS` (`setup`, accepting the plan as it is now, or `setup --copy`) must succeed;
+/// then `run` streams and has caught up.
+fn accept_and_run(pair: &Pair, args: &[&str]) -> Running {
+    let out = pair.pgbridge(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}:\n{}", text(&out));
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    bridge
+}
+
 /// `run` must stop by itself with exit 2; returns its log.
 fn stops(bridge: Running) -> String {
     let (code, log) = bridge.wait_exit(Duration::from_secs(90));
@@ -177,12 +205,11 @@ fn table_recreated_inside_a_for_all_tables_publication_stops_at_its_first_change
 
 #[test]
 fn column_renamed_under_a_lenient_implicit_mapping_stops_until_mapped_and_accepted() {
-    let schema = "CREATE TABLE c (id int PRIMARY KEY, email text);";
-    let pair = pair_with(schema, schema, &[], "strict = false\n");
-    pair.setup();
-    let bridge = pair.run();
-    pair.green.psql(DB, "INSERT INTO c VALUES (1, 'a@x')");
-    pair.wait_caught_up(&bridge);
+    let (pair, bridge) = streaming(
+        "CREATE TABLE c (id int PRIMARY KEY, email text);",
+        "strict = false\n",
+        "INSERT INTO c VALUES (1, 'a@x')",
+    );
     pair.green.psql(
         DB,
         "ALTER TABLE c RENAME COLUMN email TO email_address; INSERT INTO c VALUES (2, 'b@x'); \
@@ -220,12 +247,11 @@ fn column_renamed_under_a_lenient_implicit_mapping_stops_until_mapped_and_accept
 
 #[test]
 fn column_turned_generated_stops_and_verify_compares_it() {
-    let schema = "CREATE TABLE o (id int PRIMARY KEY, qty int, total int);";
-    let pair = pair_with(schema, schema, &[], "");
-    pair.setup();
-    let bridge = pair.run();
-    pair.green.psql(DB, "INSERT INTO o VALUES (1, 2, 20)");
-    pair.wait_caught_up(&bridge);
+    let (pair, bridge) = streaming(
+        "CREATE TABLE o (id int PRIMARY KEY, qty int, total int);",
+        "",
+        "INSERT INTO o VALUES (1, 2, 20)",
+    );
     pair.green.psql(
         DB,
         "ALTER TABLE o DROP COLUMN total; ALTER TABLE o ADD COLUMN total int GENERATED ALWAYS AS (qty * 3) STORED; \
@@ -276,10 +302,7 @@ fn used_column_retyped_on_green_or_blue_stops_and_an_unused_new_column_carries_o
     assert!(log.contains("run stopped for drift at"), "{log}");
     let out = pair.pgbridge(&["status"]);
     assert!(text(&out).contains("schema_drift           YES"), "{}", text(&out));
-    let out = pair.pgbridge(&["setup"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let bridge = pair.run();
-    pair.wait_caught_up(&bridge);
+    let bridge = accept_and_run(&pair, &["setup"]);
     // Green's DDL on a used column.
     pair.green.psql(
         DB,
@@ -389,13 +412,7 @@ fn green_partitions_published_one_by_one_map_through_their_root() {
                  CREATE PUBLICATION pgbridge FOR TABLE m;";
     let blue_sql = "CREATE TABLE m (id int, k int, v text, PRIMARY KEY (id, k));";
     let pair = pair_with(green, blue_sql, &[], "");
-    let out = pair.pgbridge(&["check"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("blue public.m <- green public.m_1"),
-        "{}",
-        text(&out)
-    );
+    check_plans(&pair, "blue public.m <- green public.m_1");
     pair.setup();
     let bridge = pair.run();
     pair.green.psql(
@@ -539,13 +556,7 @@ fn same_partitions_on_both_sides_map_partition_to_partition() {
         &[],
         "",
     );
-    let out = pair.pgbridge(&["check"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("blue public.m_2 <- green public.m_2"),
-        "{}",
-        text(&out)
-    );
+    check_plans(&pair, "blue public.m_2 <- green public.m_2");
     pair.setup();
     let bridge = pair.run();
     pair.green.psql(
@@ -587,12 +598,11 @@ fn column_an_expression_reads_renamed_stops_naming_both() {
 
 #[test]
 fn publication_that_stops_carrying_deletes_stops_the_bridge() {
-    let schema = "CREATE TABLE t (id int PRIMARY KEY, v text);";
-    let pair = pair_with(schema, schema, &[], "");
-    pair.setup();
-    let bridge = pair.run();
-    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'a'), (2, 'b')");
-    pair.wait_caught_up(&bridge);
+    let (pair, bridge) = streaming(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);",
+        "",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+    );
     // Green's deletes would no longer reach blue.
     pair.green.psql(
         DB,
@@ -711,12 +721,11 @@ fn blue_default_time_zone_changed_during_the_window_stops_the_bridge() {
 /// column's modifier narrowed, a blue column renamed away and replaced, a blue table replaced.
 #[test]
 fn values_rewritten_in_place_on_either_side_stop_the_bridge() {
-    let schema = "CREATE TABLE r (id int PRIMARY KEY, first text, price numeric(12,2));";
-    let pair = pair_with(schema, schema, &[], "");
-    pair.setup();
-    let bridge = pair.run();
-    pair.green.psql(DB, "INSERT INTO r VALUES (1, 'ann', 10.55)");
-    pair.wait_caught_up(&bridge);
+    let (pair, bridge) = streaming(
+        "CREATE TABLE r (id int PRIMARY KEY, first text, price numeric(12,2));",
+        "",
+        "INSERT INTO r VALUES (1, 'ann', 10.55)",
+    );
     pair.green.psql(
         DB,
         "BEGIN; ALTER TABLE r DROP COLUMN price; ALTER TABLE r ADD COLUMN price numeric(12,2); COMMIT;",
@@ -749,10 +758,7 @@ fn values_rewritten_in_place_on_either_side_stop_the_bridge() {
     // Blue: a column renamed away and a new one of the same name, and a table replaced.
     pair.green
         .psql(DB, "ALTER TABLE r ALTER COLUMN price TYPE numeric(12,2)");
-    let out = pair.pgbridge(&["setup", "--copy"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let bridge = pair.run();
-    pair.wait_caught_up(&bridge);
+    let bridge = accept_and_run(&pair, &["setup", "--copy"]);
     pair.blue.psql(
         DB,
         "BEGIN; ALTER TABLE r RENAME COLUMN first TO first_old; ALTER TABLE r ADD COLUMN first text; COMMIT;",
@@ -766,10 +772,7 @@ fn values_rewritten_in_place_on_either_side_stop_the_bridge() {
         DB,
         "BEGIN; ALTER TABLE r DROP COLUMN first; ALTER TABLE r RENAME COLUMN first_old TO first; COMMIT;",
     );
-    let out = pair.pgbridge(&["setup"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let bridge = pair.run();
-    pair.wait_caught_up(&bridge);
+    let bridge = accept_and_run(&pair, &["setup"]);
     pair.blue.psql(
         DB,
         "BEGIN; ALTER TABLE r RENAME TO r_old; CREATE TABLE r (LIKE r_old INCLUDING ALL); COMMIT;",
@@ -786,12 +789,11 @@ fn values_rewritten_in_place_on_either_side_stop_the_bridge() {
 /// mapping fixed and accepted, it goes on from there.
 #[test]
 fn change_made_while_run_is_down_is_met_at_its_place_in_the_stream() {
-    let schema = "CREATE TABLE t (id int PRIMARY KEY, a text);";
-    let pair = pair_with(schema, schema, &[], "");
-    pair.setup();
-    let bridge = pair.run();
-    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'one')");
-    pair.wait_caught_up(&bridge);
+    let (pair, bridge) = streaming(
+        "CREATE TABLE t (id int PRIMARY KEY, a text);",
+        "",
+        "INSERT INTO t VALUES (1, 'one')",
+    );
     assert_eq!(bridge.terminate(), 0);
     pair.green.psql(
         DB,

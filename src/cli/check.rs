@@ -367,17 +367,7 @@ fn print_plan(t: &Planned, show_sql: bool) {
         let when = if target.insert_only { "  (on insert only)" } else { "" };
         println!("    {:<24} <- {source}{when}", target.blue_name);
     }
-    let key: Vec<String> = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| {
-            format!(
-                "{} <- {}",
-                plan.targets[k.target].blue_name, plan.green.columns[k.green].name
-            )
-        })
-        .collect();
+    let key = plan.key_pairs();
     let kind = match plan.key {
         KeyPlan::Unique(_) => "key",
         KeyPlan::Match(_) => "match (no unique key on blue)",

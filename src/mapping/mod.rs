@@ -178,6 +178,20 @@ impl TablePlan {
         self.green.columns.len()
     }
 
+    /// The key as `blue column <- green column`, in key order.
+    pub fn key_pairs(&self) -> Vec<String> {
+        self.key
+            .columns()
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} <- {}",
+                    self.targets[k.target].blue_name, self.green.columns[k.green].name
+                )
+            })
+            .collect()
+    }
+
     /// Where to fix a problem with this table's mapping, for messages.
     pub fn source_of_truth(&self) -> String {
         match &self.file {

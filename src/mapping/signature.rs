@@ -102,17 +102,7 @@ impl Signature {
                 (t.blue_name.clone(), feed)
             })
             .collect();
-        let key = plan
-            .key
-            .columns()
-            .iter()
-            .map(|k| {
-                format!(
-                    "{} <- {}",
-                    plan.targets[k.target].blue_name, plan.green.columns[k.green].name
-                )
-            })
-            .collect();
+        let key = plan.key_pairs();
         let read: Vec<&str> = plan
             .targets
             .iter()
