@@ -74,6 +74,7 @@ pub fn create_sql(schema: &str) -> String {
          CREATE TABLE IF NOT EXISTS {} (
              slot_name text NOT NULL,
              found_at  timestamptz NOT NULL DEFAULT now(),
+             stop_lsn  pg_lsn NOT NULL,
              message   text NOT NULL
          );",
         sql::qualified(schema, "accepted_plan"),
@@ -83,16 +84,16 @@ pub fn create_sql(schema: &str) -> String {
 
 /// Remembers on blue that `run` stopped for drift (best effort: the stop itself does not
 /// depend on it).
-pub async fn record(blue: &Client, config: &Config, message: &str) {
+pub async fn record(blue: &Client, config: &Config, at: Lsn, message: &str) {
     let table = sql::qualified(&config.schema, "drift");
     let result = async {
         ensure_tables(blue, config).await?;
         blue.execute(
             &format!(
-                "INSERT INTO {table} (slot_name, message) SELECT $1, $2 \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE slot_name = $1 AND message = $2)"
+                "INSERT INTO {table} (slot_name, stop_lsn, message) SELECT $1, $2::text::pg_lsn, $3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE slot_name = $1 AND message = $3)"
             ),
-            &[&config.slot, &message],
+            &[&config.slot, &at.to_string(), &message],
         )
         .await
         .map_err(|e| Error::postgres("recording the drift on blue", &e))
@@ -103,8 +104,23 @@ pub async fn record(blue: &Client, config: &Config, message: &str) {
     }
 }
 
-/// Drift `run` stopped for since `setup` last accepted a plan.
+/// A drift `run` stopped for, with where it stopped: a restart streams no further.
+pub struct Recorded {
+    pub at: Lsn,
+    pub finding: Finding,
+}
+
+/// Drift `run` stopped for since `setup` last accepted a plan, as findings.
 pub async fn recorded(blue: &Client, config: &Config) -> Result<Vec<Finding>> {
+    Ok(recorded_stops(blue, config)
+        .await?
+        .into_iter()
+        .map(|r| r.finding)
+        .collect())
+}
+
+/// Drift `run` stopped for since `setup` last accepted a plan.
+pub async fn recorded_stops(blue: &Client, config: &Config) -> Result<Vec<Recorded>> {
     let table = sql::qualified(&config.schema, "drift");
     let exists: bool = blue
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -117,25 +133,32 @@ pub async fn recorded(blue: &Client, config: &Config) -> Result<Vec<Finding>> {
     let rows = blue
         .query(
             &format!(
-                "SELECT to_char(found_at, 'YYYY-MM-DD HH24:MI:SS OF'), message FROM {table} \
+                "SELECT to_char(found_at, 'YYYY-MM-DD HH24:MI:SS OF'), message, stop_lsn::text FROM {table} \
                  WHERE slot_name = $1 ORDER BY found_at"
             ),
             &[&config.slot],
         )
         .await
         .map_err(|e| Error::postgres("reading recorded drift on blue", &e))?;
-    Ok(rows
-        .iter()
-        .map(|r| Finding {
-            green_table: "(recorded)".into(),
-            changes: vec![format!(
-                "run stopped for drift at {} (changes made then are not on blue even if the change was undone \
-                 since): {}",
-                r.get::<_, String>(0),
-                r.get::<_, String>(1)
-            )],
+    rows.iter()
+        .map(|r| {
+            let at: String = r.get(2);
+            Ok(Recorded {
+                at: at.parse().map_err(|_| {
+                    Error::definite(format!("{}.drift holds an unreadable position {at:?}", config.schema))
+                })?,
+                finding: Finding {
+                    green_table: "(recorded)".into(),
+                    changes: vec![format!(
+                        "run stopped for drift at {} before green position {at} (changes made then are not on blue \
+                         even if the change was undone since): {}",
+                        r.get::<_, String>(0),
+                        r.get::<_, String>(1)
+                    )],
+                },
+            })
         })
-        .collect())
+        .collect()
 }
 
 async fn ensure_tables(blue: &Client, config: &Config) -> Result<()> {
@@ -262,8 +285,13 @@ pub struct Current {
 
 /// Plans every table green streams now against blue's catalog now.
 pub async fn current(config: &Config, green: &Client, blue: &Client) -> Result<Current> {
+    current_with(config, green, blue, Mappings::load(config)?).await
+}
+
+/// [`current`] with mapping files already loaded (`run` keeps the ones it streams with, so
+/// editing them while it runs is not drift of the catalogs).
+pub async fn current_with(config: &Config, green: &Client, blue: &Client, mut mappings: Mappings) -> Result<Current> {
     let mut out = Current::default();
-    let mut mappings = Mappings::load(config)?;
     if !green_catalog::publication_exists(green, &config.publication).await? {
         out.nothing_streamed = Some(format!("publication {} no longer exists on green", config.publication));
         return Ok(out);

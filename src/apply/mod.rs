@@ -501,7 +501,17 @@ impl Applier {
                 // Delivery is in commit order, so a transaction that commits before the
                 // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
                 let skip = b.final_lsn < self.applied_end();
-                let stop = self.stop_before.clone().filter(|(lsn, _)| !skip && b.final_lsn >= *lsn);
+                let drifted = self.drift_stop.as_ref().and_then(|s| s.borrow().clone()).map(|s| {
+                    (
+                        s.at,
+                        format!("{}; blue has everything green committed before {}", s.message, s.at),
+                    )
+                });
+                let stop = self
+                    .stop_before
+                    .clone()
+                    .or(drifted)
+                    .filter(|(lsn, _)| !skip && b.final_lsn >= *lsn);
                 if let Some((lsn, message)) = stop {
                     self.commit_group().await?;
                     self.drain().await?;
@@ -765,10 +775,12 @@ impl Applier {
         let Some(stop) = self.drift_stop.as_ref().and_then(|s| s.borrow().clone()) else {
             return Ok(());
         };
+        // Idle: nothing left to apply before the position (a transaction at or past it stops
+        // at its Begin).
         if self.committed >= stop.at && self.tx.is_none() && self.group.is_none() {
             return Err(Error::definite(format!(
-                "{}; blue has everything green committed up to {} (checkpoint {}), nothing after",
-                stop.message, stop.at, self.committed
+                "{}; blue has everything green committed before {}",
+                stop.message, stop.at
             )));
         }
         Ok(())

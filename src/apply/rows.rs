@@ -251,10 +251,22 @@ impl Applier {
             Some(tx) => tx.commit_lsn,
             None => return Err(Error::transient("green sent Truncate outside a transaction")),
         };
-        let mut tables = Vec::new();
+        let mut plans = Vec::new();
         for &oid in &t.relation_oids {
             if let Some((plan, _)) = self.change_target(oid).await? {
-                if let Some(parent) = &plan.partition_of {
+                plans.push(plan);
+            }
+        }
+        // A TRUNCATE of a partitioned table published partition by partition lists every
+        // partition: that empties blue's table as a whole. Some partitions only cannot be told
+        // apart on blue.
+        let truncated: Vec<String> = plans.iter().map(|p| p.green_name.to_string()).collect();
+        let mut tables = Vec::new();
+        for plan in plans {
+            if let Some(parent) = &plan.partition_of {
+                let leaves = self.mappings.partitions_of(parent);
+                let whole = !leaves.is_empty() && leaves.iter().all(|l| truncated.contains(l));
+                if !whole {
                     return Err(self.drift_error(format!(
                         "green truncated partition {} of {parent} (green transaction committed at {lsn}), which maps \
                          onto blue table {} as a whole: blue cannot tell which of its rows came from that partition, so \
@@ -266,13 +278,16 @@ impl Applier {
                         crate::sql::ident(&self.config.publication)
                     )));
                 }
-                // ONLY keeps blue's inheritance children alone, but a partitioned table can
-                // only be truncated as a whole.
-                let only = if plan.blue_partitioned { "" } else { "ONLY " };
-                tables.push(format!("{only}{}", plan.blue_sql));
-                self.count(&plan, "truncate");
-                self.mappings.note_truncate(&plan.green_name);
             }
+            // ONLY keeps blue's inheritance children alone, but a partitioned table can only
+            // be truncated as a whole.
+            let only = if plan.blue_partitioned { "" } else { "ONLY " };
+            let table = format!("{only}{}", plan.blue_sql);
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+            self.count(&plan, "truncate");
+            self.mappings.note_truncate(&plan.green_name);
         }
         if tables.is_empty() {
             return Ok(());

@@ -132,12 +132,15 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
         let has_identity =
             green_table.replica_identity == ReplicaIdentity::Full || green_table.columns.iter().any(|c| c.is_key);
         if !has_identity {
-            report.problems.push(format!(
+            let problem = format!(
                 "green table {} has no primary key or replica identity; add a primary key or run on green: \
                  ALTER TABLE {} REPLICA IDENTITY FULL",
                 green_table.qualified(),
                 sql::qualified(&green_table.namespace, &green_table.name)
-            ));
+            );
+            report.current.failures.push((green_table.qualified(), problem.clone()));
+            report.catalog_problems.push(problem.clone());
+            report.problems.push(problem);
             continue;
         }
         let (plan, blue_table) = match mappings.plan_with_blue(blue, green_table).await {

@@ -107,11 +107,11 @@ async fn watch_catalogs(
             Ok(Some((found, findings))) => {
                 telemetry.schema_drift(true);
                 tracing::error!(stop_at = %found.at, "{}", found.message);
-                drift::record(&blue, &config, &drift::describe(&findings)).await;
+                drift::record(&blue, &config, found.at, &drift::describe(&findings)).await;
                 let _ = drift_tx.send(Some(found));
             }
             Err(e) => {
-                tracing::debug!(error = %e, "checking the catalogs failed; trying again");
+                tracing::warn!(error = %e, "checking the catalogs against the accepted plan failed; trying again");
                 clients = None;
             }
         }
@@ -130,10 +130,31 @@ async fn catalogs_against(
     let Some(baseline) = mappings.baseline() else {
         return Ok(None);
     };
+    let current = drift::current_with(config, green, blue, mappings.clone()).await?;
+    // Taken after the catalogs were read: a TRUNCATE applied since explains storage they show.
     let truncated = mappings.take_truncated();
-    let current = drift::current(config, green, blue).await?;
     let accepted = explain_storage(config, green, blue, baseline, &current, &truncated, pending).await?;
+    let accepted = take_empty_partitions(config, green, blue, baseline, &current, accepted).await?;
     let (findings, new) = drift::compare(config, &accepted, &current);
+    let (new, attached) = new_partitions_with_rows(green, &accepted, new).await?;
+    // Tables first seen in a Relation message have no catalog side yet: take it now, so that
+    // what only the catalogs show is checked for them too.
+    let mut completed = Vec::new();
+    {
+        let mut b = baseline.lock().unwrap_or_else(|e| e.into_inner());
+        for now in &current.signatures {
+            if let Some(was) = b.get_mut(&now.green_table) {
+                if was.catalog.is_none() && crate::mapping::signature::diff(was, now).is_empty() {
+                    *was = now.clone();
+                    completed.push(now.clone());
+                }
+            }
+        }
+    }
+    if !completed.is_empty() {
+        drift::store(blue, config, &completed, false).await?;
+        drift::refresh(blue, config, &completed).await?;
+    }
     if !new.is_empty() {
         for s in &new {
             tracing::info!(table = %s.green_table, blue = %s.blue_table, "green streams a table that is new since the plan was accepted; carrying it");
@@ -144,17 +165,18 @@ async fn catalogs_against(
             b.entry(s.green_table.clone()).or_insert(s);
         }
     }
-    if findings.is_empty() {
+    if findings.is_empty() && attached.is_empty() {
         return Ok(None);
     }
     // Catalogs read while DDL commits can be caught halfway: only what a second reading
     // confirms counts.
-    let again = drift::current(config, green, blue).await?;
+    let again = drift::current_with(config, green, blue, mappings.clone()).await?;
     let (confirmed, _) = drift::compare(config, &accepted, &again);
-    let confirmed: Vec<drift::Finding> = confirmed
+    let mut confirmed: Vec<drift::Finding> = confirmed
         .into_iter()
         .filter(|f| findings.iter().any(|g| g.green_table == f.green_table))
         .collect();
+    confirmed.extend(attached);
     if confirmed.is_empty() {
         return Ok(None);
     }
@@ -233,6 +255,115 @@ async fn explain_storage(
     Ok(accepted)
 }
 
+/// New partitions of a table published through its root: an empty one (created with
+/// `PARTITION OF`, or attached empty) changes nothing blue holds and joins the accepted plan;
+/// one that held rows when it was attached stays a difference (its rows never reached blue).
+async fn take_empty_partitions(
+    config: &Config,
+    green: &tokio_postgres::Client,
+    blue: &tokio_postgres::Client,
+    baseline: &drift::Baseline,
+    current: &drift::Current,
+    mut accepted: BTreeMap<String, Signature>,
+) -> Result<BTreeMap<String, Signature>> {
+    let mut taken = Vec::new();
+    for now in &current.signatures {
+        let (Some(n), Some(w)) = (
+            now.catalog.as_ref(),
+            accepted.get(&now.green_table).and_then(|s| s.catalog.as_ref()),
+        ) else {
+            continue;
+        };
+        let added: Vec<&String> = n.partitions.iter().filter(|p| !w.partitions.contains(p)).collect();
+        if added.is_empty() {
+            continue;
+        }
+        let mut all_empty = true;
+        for p in &added {
+            all_empty &= is_empty(green, p).await?;
+        }
+        if !all_empty {
+            continue;
+        }
+        tracing::info!(table = %now.green_table, partitions = ?added, "green table has new, empty partitions; carrying them");
+        let sig = accepted.get_mut(&now.green_table).expect("looked up above");
+        if let Some(c) = sig.catalog.as_mut() {
+            for p in added {
+                c.partitions.push(p.clone());
+                if let Some(node) = n.partition_storage.get(p) {
+                    c.partition_storage.insert(p.clone(), *node);
+                }
+            }
+            c.partitions.sort();
+        }
+        taken.push(sig.clone());
+    }
+    if !taken.is_empty() {
+        drift::refresh(blue, config, &taken).await?;
+        let mut b = baseline.lock().unwrap_or_else(|e| e.into_inner());
+        for s in &taken {
+            b.insert(s.green_table.clone(), s.clone());
+        }
+    }
+    Ok(accepted)
+}
+
+/// Tables new to the accepted plan that are partitions of a table whose other partitions it
+/// holds (published partition by partition): an empty one joins; one with rows was attached
+/// with them, and they never reached blue.
+async fn new_partitions_with_rows(
+    green: &tokio_postgres::Client,
+    accepted: &BTreeMap<String, Signature>,
+    new: Vec<Signature>,
+) -> Result<(Vec<Signature>, Vec<drift::Finding>)> {
+    let mut carried = Vec::new();
+    let mut findings = Vec::new();
+    for s in new {
+        let root = s.catalog.as_ref().and_then(|c| c.partition_of.clone());
+        let sibling = root.as_ref().is_some_and(|r| {
+            accepted
+                .values()
+                .any(|a| a.catalog.as_ref().and_then(|c| c.partition_of.as_ref()) == Some(r))
+        });
+        if !sibling {
+            carried.push(s);
+            continue;
+        }
+        let name: Option<String> = green
+            .query_opt(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+                &[&s.green_oid],
+            )
+            .await
+            .map_err(|e| Error::postgres("looking up a partition on green", &e))?
+            .map(|r| r.get(0));
+        match name {
+            Some(n) if !is_empty(green, &n).await? => findings.push(drift::Finding {
+                green_table: s.green_table.clone(),
+                changes: vec![format!(
+                    "partition {} was attached to green table {} with rows that never reached blue table {} \
+                     (ATTACH PARTITION is not replicated)",
+                    s.green_table,
+                    root.unwrap_or_default(),
+                    s.blue_table
+                )],
+            }),
+            _ => carried.push(s),
+        }
+    }
+    Ok((carried, findings))
+}
+
+/// Whether green relation `qualified` (quoted as SQL) holds no row of its own.
+async fn is_empty(green: &tokio_postgres::Client, qualified: &str) -> Result<bool> {
+    Ok(green
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM ONLY {qualified})"), &[])
+        .await
+        .map_err(|e| Error::postgres(format!("reading partition {qualified} on green"), &e))?
+        .get(0))
+}
+
 fn drift_message(config: &Config, findings: &[drift::Finding]) -> String {
     format!(
         "green's or blue's catalog no longer matches the plan `pgbridge setup` accepted:\n{}\n{}; stopping once \
@@ -242,9 +373,11 @@ fn drift_message(config: &Config, findings: &[drift::Finding]) -> String {
     )
 }
 
+/// Green's WAL position: every transaction already visible on green ends before it (the
+/// insert position, since with `synchronous_commit = off` a visible commit may not be written).
 async fn green_position(green: &tokio_postgres::Client) -> Result<Lsn> {
     let text: String = green
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(|e| Error::postgres("reading green's WAL position", &e))?
         .get(0);
@@ -429,13 +562,27 @@ async fn validate_before_streaming(
                 changes: vec![p.clone()],
             }));
             if !findings.is_empty() {
+                // A drift recorded earlier stops where it stopped then: a restart (by a
+                // supervisor, say) carries nothing further.
+                let recorded_at = drift::recorded_stops(&blue, config).await?.iter().map(|r| r.at).min();
+                let checkpoint = crate::apply::checkpoint::read_required(&blue, &config.schema, &config.slot).await?;
+                let at = match recorded_at {
+                    Some(at) if checkpoint.lsn >= at => {
+                        return Err(Error::definite(format!(
+                            "{}; blue has everything green committed before {at} and nothing was streamed",
+                            drift_message(config, &findings)
+                        )))
+                    }
+                    Some(at) => at,
+                    None => green_position(&green).await?,
+                };
                 let found = drift::Stop {
-                    at: green_position(&green).await?,
+                    at,
                     message: drift_message(config, &findings),
                 };
                 let new: Vec<drift::Finding> = findings.into_iter().filter(|f| f.green_table != "(recorded)").collect();
-                if !new.is_empty() {
-                    drift::record(&blue, config, &drift::describe(&new)).await;
+                if !new.is_empty() && recorded_at.is_none() {
+                    drift::record(&blue, config, at, &drift::describe(&new)).await;
                 }
                 telemetry.schema_drift(true);
                 tracing::error!(stop_at = %found.at, "{}", found.message);

@@ -128,6 +128,7 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     }
 
     if copy {
+        let plans = whole_partitioned_tables(config, &green, &blue, plans).await?;
         let code = super::copy::run(config, &green, &blue, &env, plans, slot.is_some(), jobs).await?;
         accept(config, &blue, &report).await?;
         return Ok(code);
@@ -185,6 +186,34 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     accept(config, &blue, &report).await?;
     println!("ready: start streaming with `pgbridge run`");
     Ok(0)
+}
+
+/// The tables to copy: partitions streamed under their own names but mapped through their
+/// partitioned table are copied as that table, whole (one partition's copy would delete the
+/// other partitions' rows from blue's table, as rows green lacks).
+async fn whole_partitioned_tables(
+    config: &Config,
+    green: &Client,
+    blue: &Client,
+    plans: Vec<Arc<TablePlan>>,
+) -> Result<Vec<Arc<TablePlan>>> {
+    let mappings = crate::mapping::resolve::Mappings::load(config)?.lenient();
+    let mut out: Vec<Arc<TablePlan>> = Vec::new();
+    for plan in plans {
+        let Some(root) = plan.partition_of.clone() else {
+            out.push(plan);
+            continue;
+        };
+        if out.iter().any(|p| *p.green_name == *root) {
+            continue;
+        }
+        let (schema, name) = root.split_once('.').unwrap_or(("", &root));
+        let table = green_catalog::table_directly(green, schema, name)
+            .await?
+            .ok_or_else(|| Error::definite(format!("green table {root} disappeared during setup; run it again")))?;
+        out.push(mappings.plan(blue, &table).await.map_err(Error::into_definite)?);
+    }
+    Ok(out)
 }
 
 /// Stores the plan just validated as the accepted one, which `run`, `check`, `status` and

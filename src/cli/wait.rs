@@ -44,13 +44,14 @@ pub async fn run(config: &Config, timeout: Duration) -> Result<i32> {
                 .map_err(Error::into_definite)?
                 .unwrap_or_default();
             if !findings.is_empty() {
-                println!(
-                    "NOT caught up: blue's checkpoint {lsn} is past the marker {marker}, but green's or blue's catalog \
-                     no longer matches the plan `pgbridge setup` accepted, so blue may lack changes the stream no \
-                     longer carries:\n{}",
-                    crate::drift::describe(&findings)
-                );
-                return Ok(1);
+                // Not a timeout (exit 1, which a script may retry): waiting longer will not help.
+                return Err(Error::definite(format!(
+                    "blue's checkpoint {lsn} is past the marker {marker}, but green's or blue's catalog no longer \
+                     matches the plan `pgbridge setup` accepted, so blue may lack changes the stream no longer \
+                     carries:\n{}\n{}",
+                    crate::drift::describe(&findings),
+                    crate::drift::fix(config)
+                )));
             }
             println!(
                 "caught up in {:.3}s: blue's checkpoint {lsn} is past the marker {marker}",

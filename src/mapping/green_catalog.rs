@@ -129,6 +129,11 @@ struct Listed {
 }
 
 async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<Listed>> {
+    // Type names and expressions printed the same whatever green's default search_path.
+    green
+        .batch_execute("SET search_path = pg_catalog")
+        .await
+        .map_err(err("setting the search_path"))?;
     let version: i32 = green
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await

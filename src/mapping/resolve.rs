@@ -21,7 +21,9 @@ pub struct Mappings {
     config_path: std::path::PathBuf,
     /// Green partitions streamed under their own names, and the partitioned table each
     /// belongs to (from green's catalog at start; a Relation message does not say).
-    roots: Arc<HashMap<(String, String), (String, String)>>,
+    /// Shared by the clones `run` hands its applier, lanes and catalog check, so that a
+    /// partition the check finds is known to the applier too.
+    roots: Arc<std::sync::RwLock<HashMap<(String, String), (String, String)>>>,
     /// The accepted plan `run` holds every Relation message to (see [`crate::drift`]).
     baseline: Option<super::signature::Baseline>,
     /// Green tables a replicated TRUNCATE was applied to since `run`'s catalog check last
@@ -40,6 +42,18 @@ impl Mappings {
             baseline: None,
             truncated: Arc::default(),
         })
+    }
+
+    /// The partitions (qualified) streamed under their own names that map through partitioned
+    /// table `root` (qualified), as green's catalog listed them at start.
+    pub fn partitions_of(&self, root: &str) -> Vec<String> {
+        self.roots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, (s, n))| format!("{s}.{n}") == root)
+            .map(|((s, n), _)| format!("{s}.{n}"))
+            .collect()
     }
 
     /// A replicated TRUNCATE of green table `qualified` was applied.
@@ -93,7 +107,7 @@ impl Mappings {
                 Some(((t.namespace.clone(), t.name.clone()), root))
             })
             .collect();
-        self.roots = Arc::new(roots);
+        *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
     }
 
     /// The blue table green table `schema.name` maps onto by its file, or by name.
@@ -125,7 +139,7 @@ impl Mappings {
             .facts
             .as_ref()
             .and_then(|f| f.root.clone())
-            .or_else(|| self.roots.get(&key).cloned());
+            .or_else(|| self.roots.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned());
         if let Some((schema, name)) = root {
             // A partition streamed under its own name maps through its own mapping file or a
             // same-named blue table (the same partitions on both sides), else through the

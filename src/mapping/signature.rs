@@ -51,6 +51,9 @@ pub struct CatalogSide {
     /// Storage of each leaf partition (see `CatalogFacts::partition_storage`).
     #[serde(default)]
     pub partition_storage: BTreeMap<String, i64>,
+    /// A partition streamed under its own name: its partitioned table.
+    #[serde(default)]
+    pub partition_of: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +118,7 @@ impl Signature {
             partitions: f.partitions.clone(),
             actions: f.actions.iter().map(|a| a.to_string()).collect(),
             partition_storage: f.partition_storage.iter().cloned().collect(),
+            partition_of: f.root.as_ref().map(|(s, n)| format!("{s}.{n}")),
             columns: f
                 .positions
                 .iter()
@@ -526,6 +530,7 @@ mod tests {
                 actions: vec!["insert".into(), "delete".into()],
                 columns: [("price".to_string(), (3, "numeric(12,2)".to_string()))].into(),
                 partition_storage: BTreeMap::new(),
+                partition_of: None,
             }),
             ..sig()
         };
@@ -536,6 +541,7 @@ mod tests {
                 actions: vec!["insert".into()],
                 columns: [("price".to_string(), (5, "numeric(12,2)".to_string()))].into(),
                 partition_storage: BTreeMap::new(),
+                partition_of: None,
             }),
             ..sig()
         };
