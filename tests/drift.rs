@@ -895,3 +895,26 @@ fn change_made_while_run_is_down_is_met_at_its_place_in_the_stream() {
         "1uno,2two,3three"
     );
 }
+
+/// What no catalog shows, `verify` still sees: green rewrites values in place to ones its
+/// type calls equal (interval '36 hours' becomes '1 day 12:00:00', numeric 1.5 becomes
+/// 1.5000), which blue does not get. Compared by text, they differ.
+#[test]
+fn verify_sees_values_rewritten_in_place_that_equality_calls_equal() {
+    let (pair, bridge) = streaming(
+        "CREATE TABLE r (id int PRIMARY KEY, d interval, n numeric);",
+        "",
+        "INSERT INTO r VALUES (1, '36 hours', 1.5), (2, '30 days', 2)",
+    );
+    let out = pair.pgbridge(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    pair.green.psql(
+        DB,
+        "ALTER TABLE r ALTER COLUMN d TYPE interval USING justify_interval(d), \
+         ALTER COLUMN n TYPE numeric USING n::numeric(20,4)",
+    );
+    pair.wait_caught_up(&bridge);
+    let out = pair.pgbridge(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("different 2"), "{}", text(&out));
+}
