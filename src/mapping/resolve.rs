@@ -12,6 +12,10 @@ use super::{plan, GreenTable, TablePlan};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// Green partitions streamed under their own names, by (schema, table), and the partitioned
+/// table each belongs to.
+type Partitions = HashMap<(String, String), (String, String)>;
+
 /// The mapping files of a configuration and its implicit/strict settings.
 #[derive(Clone, Debug)]
 pub struct Mappings {
@@ -23,7 +27,7 @@ pub struct Mappings {
     /// belongs to (from green's catalog at start; a Relation message does not say).
     /// Shared by the clones `run` hands its applier, lanes and catalog check, so that a
     /// partition the check finds is known to the applier too.
-    roots: Arc<std::sync::RwLock<HashMap<(String, String), (String, String)>>>,
+    roots: Arc<std::sync::RwLock<Partitions>>,
     /// The accepted plan `run` holds every Relation message to (see [`crate::drift`]).
     baseline: Option<super::signature::Baseline>,
     /// Green tables a replicated TRUNCATE was applied to since `run`'s catalog check last
