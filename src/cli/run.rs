@@ -401,6 +401,9 @@ async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, mut stop: wa
         if client.is_none() {
             client = super::connect_green_sql(&config).await.ok();
         }
+        // Before the first session has read blue's checkpoint the verdict is unknown: poll
+        // again soon, so that it is not left unknown for a whole interval once it is known.
+        let started = !telemetry.applied_lsn().is_zero();
         if let Some(c) = &client {
             match lag::green_state(&config, c).await {
                 Ok(state) => {
@@ -416,11 +419,7 @@ async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, mut stop: wa
                 }
             }
         }
-        let pause = if telemetry.applied_lsn().is_zero() {
-            POLL_INTERVAL_AT_START
-        } else {
-            POLL_INTERVAL
-        };
+        let pause = if started { POLL_INTERVAL } else { POLL_INTERVAL_AT_START };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
