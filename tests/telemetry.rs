@@ -86,7 +86,12 @@ fn metrics_health_and_status_endpoints() {
         "histograms have buckets"
     );
     // Caught up and idle: lag_seconds is 0.
-    assert_eq!(sample(&metrics, "pgbridge_lag_seconds"), Some(0.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "pgbridge_lag_seconds"),
+        Some(0.0),
+        "{metrics}\n--- pgbridge log ---\n{}",
+        bridge.log()
+    );
 
     assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
     let (code, status) = http_get(port, "/status").expect("/status answers");

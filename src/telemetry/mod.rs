@@ -305,6 +305,16 @@ impl Telemetry {
         if let Some(t) = self.oldest_received() {
             return age(t);
         }
+        // Blue has reached green's position at the last poll: whatever green committed since
+        // is younger than one poll and on its way (the poller's own rule), whatever the
+        // verdict taken before.
+        let (applied, green) = (
+            self.applied.load(Ordering::Relaxed),
+            self.green_wal.load(Ordering::Relaxed),
+        );
+        if green != 0 && applied >= green {
+            return 0.0;
+        }
         match *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) {
             Verdict::Unknown => f64::NAN,
             Verdict::Pending { end_lsn, commit_time } if end_lsn.0 > self.applied.load(Ordering::Relaxed) => {
