@@ -449,6 +449,14 @@ async fn undelivered(
     if previous.is_some_and(|p| telemetry.received_lsn() >= p) {
         return Verdict::Nothing;
     }
+    // The oldest transaction green has not sent stays the oldest until blue has it: decoding
+    // a copy of the slot again (the whole of a large transaction, beside the walsender doing
+    // the same) would tell nothing new.
+    if let Verdict::Pending { end_lsn, .. } = telemetry.verdict() {
+        if end_lsn > applied {
+            return telemetry.verdict();
+        }
+    }
     match lag::oldest_pending(config, green, state, applied, lag::Reader::CopyOnly).await {
         Ok(found) => {
             tracing::debug!(applied = %applied, green = %state.wal, ?found, "stream behind green's previous position: decoded a copy of the slot");

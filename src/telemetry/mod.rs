@@ -265,6 +265,11 @@ impl Telemetry {
     }
 
     /// What the poller found about transactions not received yet.
+    /// The verdict the poller set last.
+    pub fn verdict(&self) -> Verdict {
+        *self.verdict.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn set_verdict(&self, verdict: Verdict) {
         *self.verdict.lock().unwrap_or_else(|e| e.into_inner()) = verdict;
     }
