@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+use crate::apply::checkpoint::table_exists;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -122,12 +123,7 @@ pub async fn recorded(blue: &Client, config: &Config) -> Result<Vec<Finding>> {
 /// Drift `run` stopped for since `setup` last accepted a plan.
 pub async fn recorded_stops(blue: &Client, config: &Config) -> Result<Vec<Recorded>> {
     let table = sql::qualified(&config.schema, "drift");
-    let exists: bool = blue
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .await
-        .map_err(|e| Error::postgres("reading recorded drift on blue", &e))?
-        .get(0);
-    if !exists {
+    if !table_exists(blue, &config.schema, "drift").await? {
         return Ok(Vec::new());
     }
     let rows = blue
@@ -162,18 +158,9 @@ pub async fn recorded_stops(blue: &Client, config: &Config) -> Result<Vec<Record
 }
 
 async fn ensure_tables(blue: &Client, config: &Config) -> Result<()> {
-    let exists: bool = blue
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
-            &[
-                &sql::qualified(&config.schema, "accepted_plan"),
-                &sql::qualified(&config.schema, "drift"),
-            ],
-        )
-        .await
-        .map_err(|e| Error::postgres("reading pgbridge's tables on blue", &e))?
-        .get(0);
-    if !exists {
+    let exist = table_exists(blue, &config.schema, "accepted_plan").await?
+        && table_exists(blue, &config.schema, "drift").await?;
+    if !exist {
         blue.batch_execute(&create_sql(&config.schema))
             .await
             .map_err(|e| Error::postgres("creating pgbridge's tables on blue", &e))?;
@@ -185,12 +172,7 @@ async fn ensure_tables(blue: &Client, config: &Config) -> Result<()> {
 /// pgbridge).
 pub async fn read_accepted(blue: &Client, config: &Config) -> Result<Option<BTreeMap<String, Signature>>> {
     let table = sql::qualified(&config.schema, "accepted_plan");
-    let exists: bool = blue
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .await
-        .map_err(|e| Error::postgres("reading the accepted plan on blue", &e))?
-        .get(0);
-    if !exists {
+    if !table_exists(blue, &config.schema, "accepted_plan").await? {
         return Ok(None);
     }
     let rows = blue
@@ -258,14 +240,19 @@ pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], rep
     Ok(())
 }
 
-/// Rewrites accepted signatures in place: the state they record that changes without
-/// changing the plan (partitions' storage after a replicated TRUNCATE of the whole table).
+/// Writes accepted signatures as they are now, over what was stored for those tables: the
+/// state they record that changes without changing the plan (partitions' storage after a
+/// replicated TRUNCATE of the whole table, new empty partitions, the catalog side of a table
+/// first seen in a Relation message).
 pub async fn refresh(blue: &Client, config: &Config, signatures: &[Signature]) -> Result<()> {
     let table = sql::qualified(&config.schema, "accepted_plan");
     for s in signatures {
         blue.execute(
-            &format!("UPDATE {table} SET signature = $3 WHERE slot_name = $1 AND green_table = $2"),
-            &[&config.slot, &s.green_table, &s.to_json()],
+            &format!(
+                "INSERT INTO {table} (slot_name, green_table, blue_table, signature) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (slot_name, green_table) DO UPDATE SET signature = EXCLUDED.signature"
+            ),
+            &[&config.slot, &s.green_table, &s.blue_table, &s.to_json()],
         )
         .await
         .map_err(|e| Error::postgres("updating the accepted plan on blue", &e))?;

@@ -65,15 +65,20 @@ pub async fn read_required(client: &Client, schema: &str, slot: &str) -> Result<
     })
 }
 
+/// Whether pgbridge's table `<schema>.<name>` exists on blue (a setup of an older pgbridge
+/// created fewer of them). A failed query keeps its kind.
+pub async fn table_exists(client: &Client, schema: &str, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql::qualified(schema, name)])
+        .await
+        .map_err(|e| Error::postgres(format!("looking for {schema}.{name} on blue"), &e))?
+        .get(0))
+}
+
 /// Reads the checkpoint of `slot`; `Ok(None)` when the table or the row is missing.
 pub async fn read(client: &Client, schema: &str, slot: &str) -> Result<Option<Checkpoint>> {
     let table = sql::qualified(schema, "checkpoint");
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .await
-        .map_err(|e| Error::postgres("reading the checkpoint on blue", &e))?
-        .get(0);
-    if !exists {
+    if !table_exists(client, schema, "checkpoint").await? {
         return Ok(None);
     }
     let row = client

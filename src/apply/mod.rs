@@ -501,22 +501,15 @@ impl Applier {
                 // Delivery is in commit order, so a transaction that commits before the
                 // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
                 let skip = b.final_lsn < self.applied_end();
-                let drifted = self.drift_stop.as_ref().and_then(|s| s.borrow().clone()).map(|s| {
-                    (
-                        s.at,
-                        format!("{}; blue has everything green committed before {}", s.message, s.at),
-                    )
-                });
-                let stop = self
-                    .stop_before
-                    .clone()
-                    .or(drifted)
-                    .filter(|(lsn, _)| !skip && b.final_lsn >= *lsn);
-                if let Some((lsn, message)) = stop {
+                let stop = match &self.stop_before {
+                    Some((lsn, message)) if b.final_lsn >= *lsn => Some(message.clone()),
+                    _ => self.drift_stop_message(b.final_lsn),
+                };
+                if let Some(message) = stop.filter(|_| !skip) {
                     self.commit_group().await?;
                     self.drain().await?;
                     self.confirm_all().await?;
-                    tracing::debug!(before = %lsn, checkpoint = %self.committed, "committed everything before the change");
+                    tracing::debug!(at = %b.final_lsn, checkpoint = %self.committed, "committed everything before the change");
                     return Err(Error::definite(message));
                 }
                 if skip {
@@ -770,18 +763,24 @@ impl Applier {
         Ok(())
     }
 
-    /// Stops once blue has everything green wrote before the catalogs were seen to drift.
+    /// Why to stop before the green transaction (or idle position) at `lsn`: the catalogs were
+    /// seen to drift at or before it (the main session only).
+    fn drift_stop_message(&self, lsn: Lsn) -> Option<String> {
+        let stop = self.drift_stop.as_ref()?.borrow();
+        let stop = stop.as_ref().filter(|s| lsn >= s.at)?;
+        Some(format!(
+            "{}; blue has everything green committed before {}",
+            stop.message, stop.at
+        ))
+    }
+
+    /// Idle: nothing left to apply before the drift's position (a transaction at or past it
+    /// stops at its Begin).
     fn check_drift_stop(&self) -> Result<()> {
-        let Some(stop) = self.drift_stop.as_ref().and_then(|s| s.borrow().clone()) else {
-            return Ok(());
-        };
-        // Idle: nothing left to apply before the position (a transaction at or past it stops
-        // at its Begin).
-        if self.committed >= stop.at && self.tx.is_none() && self.group.is_none() {
-            return Err(Error::definite(format!(
-                "{}; blue has everything green committed before {}",
-                stop.message, stop.at
-            )));
+        if self.tx.is_none() && self.group.is_none() {
+            if let Some(message) = self.drift_stop_message(self.committed) {
+                return Err(Error::definite(message));
+            }
         }
         Ok(())
     }

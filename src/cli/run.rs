@@ -152,7 +152,6 @@ async fn catalogs_against(
         }
     }
     if !completed.is_empty() {
-        drift::store(blue, config, &completed, false).await?;
         drift::refresh(blue, config, &completed).await?;
     }
     if !new.is_empty() {

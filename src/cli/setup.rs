@@ -207,8 +207,7 @@ async fn whole_partitioned_tables(
         if out.iter().any(|p| *p.green_name == *root) {
             continue;
         }
-        let (schema, name) = root.split_once('.').unwrap_or(("", &root));
-        let table = green_catalog::table_directly(green, schema, name)
+        let table = green_catalog::partitioned_table_of(green, &plan.green)
             .await?
             .ok_or_else(|| Error::definite(format!("green table {root} disappeared during setup; run it again")))?;
         out.push(mappings.plan(blue, &table).await.map_err(Error::into_definite)?);

@@ -87,12 +87,10 @@ pub async fn run(config: &Config) -> Result<i32> {
     // The accepted plan and recorded drift belong to the slot too.
     for table in ["accepted_plan", "drift"] {
         let qualified = sql::qualified(&config.schema, table);
-        let exists: bool = blue
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        if checkpoint::table_exists(&blue, &config.schema, table)
             .await
-            .map_err(blue_err("reading pgbridge's tables"))?
-            .get(0);
-        if exists {
+            .map_err(Error::into_definite)?
+        {
             blue.execute(
                 &format!("DELETE FROM {qualified} WHERE slot_name = $1"),
                 &[&config.slot],

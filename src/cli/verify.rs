@@ -160,8 +160,7 @@ async fn subjects(config: &Config, green: &Client, blue: &Client, settings: &str
                     .push(Signature::of(&plan, &blue_table).with_settings(settings));
                 if let Some(root) = &plan.partition_of {
                     // Partitions are compared through the table they belong to, as a whole.
-                    let (schema, name) = root.split_once('.').unwrap_or(("", root));
-                    if let Some(r) = green_catalog::table_directly(green, schema, name).await? {
+                    if let Some(r) = green_catalog::partitioned_table_of(green, t).await? {
                         by_root.insert(root.clone(), r);
                     }
                     continue;

@@ -299,30 +299,30 @@ async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
 async fn partitioning(green: &Client, oid: u32) -> Result<Option<CatalogFacts>> {
     let row = green
         .query_opt(
-            "SELECT c.relkind = 'p', c.relispartition, \
-                    (SELECT rn.nspname::text FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace \
-                      WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), \
-                    (SELECT r.relname::text FROM pg_class r WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), \
-                    ARRAY(SELECT quote_ident(ln.nspname) || '.' || quote_ident(l.relname) \
-                          FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
-                          JOIN pg_namespace ln ON ln.oid = l.relnamespace \
-                          WHERE c.relkind = 'p' AND t.isleaf ORDER BY 1), \
-                    ARRAY(SELECT l.relfilenode::int8 \
-                          FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
-                          JOIN pg_namespace ln ON ln.oid = l.relnamespace \
-                          WHERE c.relkind = 'p' AND t.isleaf ORDER BY quote_ident(ln.nspname) || '.' || quote_ident(l.relname)) \
-             FROM pg_class c WHERE c.oid = $1",
+            "SELECT c.relkind = 'p', rn.nspname::text, r.relname::text, \
+                    coalesce(leaves.names, '{}'), coalesce(leaves.nodes, '{}') \
+             FROM pg_class c \
+             LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
+             LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+             LEFT JOIN LATERAL ( \
+                 SELECT array_agg(q.name ORDER BY q.name) AS names, array_agg(q.node ORDER BY q.name) AS nodes \
+                 FROM (SELECT quote_ident(ln.nspname) || '.' || quote_ident(l.relname) AS name, \
+                              l.relfilenode::int8 AS node \
+                       FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
+                       JOIN pg_namespace ln ON ln.oid = l.relnamespace \
+                       WHERE c.relkind = 'p' AND t.isleaf) q) leaves ON true \
+             WHERE c.oid = $1",
             &[&oid],
         )
         .await
         .map_err(err("reading partitions"))?;
     let Some(row) = row else { return Ok(None) };
-    let root = match (row.get::<_, Option<String>>(2), row.get::<_, Option<String>>(3)) {
-        (Some(s), Some(n)) if row.get::<_, bool>(1) => Some((s, n)),
+    let root = match (row.get::<_, Option<String>>(1), row.get::<_, Option<String>>(2)) {
+        (Some(s), Some(n)) => Some((s, n)),
         _ => None,
     };
-    let partitions: Vec<String> = row.get(4);
-    let storage: Vec<i64> = row.get(5);
+    let partitions: Vec<String> = row.get(3);
+    let storage: Vec<i64> = row.get(4);
     Ok(Some(CatalogFacts {
         partitioned: row.get(0),
         root,
@@ -330,6 +330,16 @@ async fn partitioning(green: &Client, oid: u32) -> Result<Option<CatalogFacts>> 
         partitions,
         ..CatalogFacts::default()
     }))
+}
+
+/// The partitioned table a partition streamed under its own name belongs to, read directly:
+/// copies and comparisons take such a table whole. `None` for any other table (or when the
+/// partitioned table is gone).
+pub async fn partitioned_table_of(green: &Client, table: &GreenTable) -> Result<Option<GreenTable>> {
+    match table.facts.as_ref().and_then(|f| f.root.as_ref()) {
+        Some((schema, name)) => table_directly(green, schema, name).await,
+        None => Ok(None),
+    }
 }
 
 /// Green table `schema.name` read directly (not through the publication), as `verify` reads
