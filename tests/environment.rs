@@ -97,7 +97,7 @@ fn on_blue(pair: &Pair) -> String {
 }
 
 /// Blue's rows against the expected ones, naming the first few that differ.
-fn assert_lines_equal(blue: &str, want: &str, what: &str) {
+pub(crate) fn assert_lines_equal(blue: &str, want: &str, what: &str) {
     let differ: Vec<String> = blue
         .lines()
         .zip(want.lines())

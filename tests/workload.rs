@@ -126,20 +126,7 @@ pub fn assert_converged(pair: &Pair) {
     };
     let green = moments(&pair.green, &format!("local AT TIME ZONE '{BLUE_ZONE}'"));
     let blue = moments(&pair.blue, "local");
-    let differ: Vec<String> = blue
-        .lines()
-        .zip(green.lines())
-        .filter(|(b, g)| b != g)
-        .take(3)
-        .map(|(b, g)| format!("blue  {b}\ngreen {g}"))
-        .collect();
-    assert!(
-        differ.is_empty() && blue.lines().count() == green.lines().count(),
-        "moments differ: green has {} rows, blue {}; first differences:\n{}",
-        green.lines().count(),
-        blue.lines().count(),
-        differ.join("\n")
-    );
+    crate::environment::assert_lines_equal(&blue, &green, "moments (green's values as blue's zone shows them)");
 }
 
 /// Sets the session defaults on both sides, then creates the workload schema there.
