@@ -1,6 +1,6 @@
 //! `pgbridge run`: stream until SIGINT/SIGTERM, then finish the batch, checkpoint and exit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -131,9 +131,7 @@ async fn catalogs_against(
         return Ok(None);
     };
     let current = drift::current_with(config, green, blue, mappings.clone()).await?;
-    // Taken after the catalogs were read: a TRUNCATE applied since explains storage they show.
-    let truncated = mappings.take_truncated();
-    let accepted = explain_storage(config, green, blue, baseline, &current, &truncated, pending).await?;
+    let accepted = explain_storage(config, green, blue, mappings, &current, pending).await?;
     let accepted = take_empty_partitions(config, green, blue, baseline, &current, accepted).await?;
     let (findings, new) = drift::compare(config, &accepted, &current);
     let (new, attached) = new_partitions_with_rows(green, &accepted, new).await?;
@@ -195,11 +193,13 @@ async fn explain_storage(
     config: &Config,
     green: &tokio_postgres::Client,
     blue: &tokio_postgres::Client,
-    baseline: &drift::Baseline,
+    mappings: &Mappings,
     current: &drift::Current,
-    truncated: &HashSet<String>,
     pending: &mut HashMap<String, Lsn>,
 ) -> Result<BTreeMap<String, Signature>> {
+    let Some(baseline) = mappings.baseline() else {
+        return Ok(BTreeMap::new());
+    };
     let mut moved = Vec::new();
     let mut waiting = Vec::new();
     {
@@ -217,7 +217,7 @@ async fn explain_storage(
                     .all(|(p, node)| n.partition_storage.get(p).is_some_and(|m| m != node));
             if !all_moved {
                 pending.remove(&now.green_table);
-            } else if truncated.contains(&now.green_table) {
+            } else if mappings.explains_truncate(&now.green_table) {
                 w.partition_storage = n.partition_storage.clone();
                 pending.remove(&now.green_table);
                 moved.push(was.clone());

@@ -30,8 +30,8 @@ pub struct Mappings {
     roots: Arc<std::sync::RwLock<Partitions>>,
     /// The accepted plan `run` holds every Relation message to (see [`crate::drift`]).
     baseline: Option<super::signature::Baseline>,
-    /// Green tables a replicated TRUNCATE was applied to since `run`'s catalog check last
-    /// looked: their partitions' new storage is explained.
+    /// Green tables a replicated TRUNCATE was applied to whose partitions' new storage `run`'s
+    /// catalog check has not seen yet: that storage is explained.
     truncated: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -68,9 +68,15 @@ impl Mappings {
             .insert(qualified.to_string());
     }
 
-    /// The tables [`Mappings::note_truncate`] saw since the last call.
-    pub fn take_truncated(&self) -> std::collections::HashSet<String> {
-        std::mem::take(&mut *self.truncated.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Whether [`Mappings::note_truncate`] saw a TRUNCATE of `qualified` that no new storage
+    /// has been explained by yet; the note goes with this call when it is there. A note stays
+    /// until the catalog shows the storage it explains (the TRUNCATE may be applied before or
+    /// after a reading of the catalogs).
+    pub fn explains_truncate(&self, qualified: &str) -> bool {
+        self.truncated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(qualified)
     }
 
     /// The same mappings without `strict`: `verify` compares what the mappings say over
