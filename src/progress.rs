@@ -1,8 +1,10 @@
 //! Progress of long operations, per table: rows, bytes, rate and ETA. On a terminal the lines
-//! are redrawn in place a few times a second; otherwise (a script, a log file) a plain line per
-//! running table every ten seconds, and one when a table finishes.
+//! are redrawn in place a few times a second (indicatif draws them); otherwise (a script, a log
+//! file) a plain line per running table every ten seconds, and one when a table finishes.
 
 use std::io::{IsTerminal, Write};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -200,12 +202,12 @@ impl Display {
     }
 }
 
+/// Draws the tasks: one indicatif line each on a terminal, plain lines otherwise.
 struct Painter {
     tasks: Vec<Arc<Task>>,
-    tty: bool,
     width: usize,
-    /// Lines drawn last time (tty), to move back over them.
-    drawn: usize,
+    /// On a terminal: one line per task, redrawn in place.
+    bars: Option<(MultiProgress, Vec<ProgressBar>)>,
     last_plain: Instant,
     /// Tasks whose final line was printed (plain mode).
     reported: Vec<bool>,
@@ -215,34 +217,44 @@ impl Painter {
     fn new(tasks: Vec<Arc<Task>>, tty: bool) -> Painter {
         let width = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
         let n = tasks.len();
+        let bars = tty.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let bars = tasks
+                .iter()
+                .map(|t| {
+                    let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                    bar.set_message(t.line(width));
+                    bar
+                })
+                .collect();
+            (multi, bars)
+        });
         Painter {
             tasks,
-            tty,
             width,
-            drawn: 0,
+            bars,
             last_plain: Instant::now(),
             reported: vec![false; n],
         }
     }
 
     fn tick(&mut self) {
-        if self.tty {
-            self.redraw();
+        if self.bars.is_some() {
+            self.redraw(false);
         } else {
             self.plain(self.last_plain.elapsed() >= PLAIN_EVERY);
         }
     }
 
-    fn redraw(&mut self) {
-        let mut err = std::io::stderr().lock();
-        if self.drawn > 0 {
-            let _ = write!(err, "\x1b[{}A", self.drawn);
+    fn redraw(&mut self, last: bool) {
+        let Some((_, bars)) = &self.bars else { return };
+        for (t, bar) in self.tasks.iter().zip(bars) {
+            bar.set_message(t.line(self.width));
+            if last {
+                bar.finish();
+            }
         }
-        for t in &self.tasks {
-            let _ = writeln!(err, "\x1b[2K{}", t.line(self.width));
-        }
-        self.drawn = self.tasks.len();
-        let _ = err.flush();
     }
 
     /// Finished tasks once each; running ones when `periodic`.
@@ -266,8 +278,8 @@ impl Painter {
     }
 
     fn finish(&mut self) {
-        if self.tty {
-            self.redraw();
+        if self.bars.is_some() {
+            self.redraw(true);
         } else {
             self.plain(false);
         }
