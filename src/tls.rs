@@ -81,93 +81,129 @@ pub struct DsnTls {
 
 /// Takes `sslmode` and `sslrootcert` out of a DSN (URL or key=value form); returns the rest.
 pub fn split_dsn(dsn: &str) -> (String, DsnTls) {
-    let mut found = DsnTls::default();
     let trimmed = dsn.trim();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        let Some((base, query)) = trimmed.split_once('?') else {
-            return (trimmed.to_string(), found);
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            // Keys are percent-decoded too (tokio-postgres decodes them): `ssl%6Dode` is sslmode.
-            match percent_decode(key).as_str() {
-                "sslmode" => found.sslmode = Some(percent_decode(value)),
-                "sslrootcert" => found.sslrootcert = Some(percent_decode(value)),
-                _ => kept.push(pair),
-            }
-        }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return (rest, found);
+        split_url(trimmed)
+    } else {
+        split_pairs(trimmed)
     }
-    // key=value pairs; values may be single-quoted with backslash escapes.
+}
+
+/// The URL form: TLS parameters are taken out of the query string.
+fn split_url(url: &str) -> (String, DsnTls) {
+    let mut found = DsnTls::default();
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), found);
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Keys are percent-decoded too (tokio-postgres decodes them): `ssl%6Dode` is sslmode.
+        match percent_decode(key).as_str() {
+            "sslmode" => found.sslmode = Some(percent_decode(value)),
+            "sslrootcert" => found.sslrootcert = Some(percent_decode(value)),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (rest, found)
+}
+
+/// The key=value form; values may be single-quoted with backslash escapes.
+fn split_pairs(dsn: &str) -> (String, DsnTls) {
+    let mut found = DsnTls::default();
     let mut rest = String::new();
-    let chars: Vec<char> = trimmed.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        while i < chars.len() && chars[i].is_whitespace() {
-            i += 1;
-        }
-        let start = i;
-        while i < chars.len() && chars[i] != '=' && !chars[i].is_whitespace() {
-            i += 1;
-        }
-        let key: String = chars[start..i].iter().collect();
-        while i < chars.len() && chars[i].is_whitespace() {
-            i += 1;
-        }
-        if i >= chars.len() || chars[i] != '=' {
+    let mut cursor = Cursor {
+        chars: dsn.chars().collect(),
+        at: 0,
+    };
+    while !cursor.done() {
+        cursor.skip_whitespace();
+        let start = cursor.at;
+        let key = cursor.take_while(|c| c != '=' && !c.is_whitespace());
+        cursor.skip_whitespace();
+        if cursor.peek() != Some('=') {
             // Not a pair: leave it for tokio-postgres to report.
-            rest.push_str(&chars[start..i].iter().collect::<String>());
+            rest.push_str(&cursor.since(start));
             rest.push(' ');
             continue;
         }
-        i += 1;
-        while i < chars.len() && chars[i].is_whitespace() {
-            i += 1;
-        }
-        let value_start = i;
-        let mut value = String::new();
-        let mut closed = true;
-        if i < chars.len() && chars[i] == '\'' {
-            i += 1;
-            closed = false;
-            while i < chars.len() {
-                if chars[i] == '\'' {
-                    closed = true;
-                    break;
-                }
-                if chars[i] == '\\' && i + 1 < chars.len() {
-                    i += 1;
-                }
-                value.push(chars[i]);
-                i += 1;
-            }
-            i += 1;
-        } else {
-            while i < chars.len() && !chars[i].is_whitespace() {
-                if chars[i] == '\\' && i + 1 < chars.len() {
-                    i += 1;
-                }
-                value.push(chars[i]);
-                i += 1;
-            }
-        }
-        let raw: String = chars[value_start..i.min(chars.len())].iter().collect();
+        cursor.at += 1;
+        cursor.skip_whitespace();
+        let value_start = cursor.at;
+        let (value, closed) = cursor.value();
+        let raw = cursor.since(value_start);
         match key.as_str() {
             // An unclosed quote is left for tokio-postgres to refuse, as libpq does.
             "sslmode" if closed => found.sslmode = Some(value),
             "sslrootcert" if closed => found.sslrootcert = Some(value),
-            _ => {
-                rest.push_str(&format!("{key}={raw} "));
-            }
+            _ => rest.push_str(&format!("{key}={raw} ")),
         }
     }
     (rest.trim_end().to_string(), found)
+}
+
+/// A position in a key=value DSN.
+struct Cursor {
+    chars: Vec<char>,
+    at: usize,
+}
+
+impl Cursor {
+    fn done(&self) -> bool {
+        self.at >= self.chars.len()
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        self.take_while(char::is_whitespace);
+    }
+
+    fn take_while(&mut self, keep: impl Fn(char) -> bool) -> String {
+        let start = self.at;
+        while self.peek().is_some_and(&keep) {
+            self.at += 1;
+        }
+        self.since(start)
+    }
+
+    /// The text from `start` to here (or the end).
+    fn since(&self, start: usize) -> String {
+        self.chars[start..self.at.min(self.chars.len())].iter().collect()
+    }
+
+    /// A value, quoted or bare, with backslash escapes resolved; and whether a quote that
+    /// opened it was closed.
+    fn value(&mut self) -> (String, bool) {
+        let mut value = String::new();
+        let quoted = self.peek() == Some('\'');
+        if quoted {
+            self.at += 1;
+        }
+        while let Some(c) = self.peek() {
+            if (quoted && c == '\'') || (!quoted && c.is_whitespace()) {
+                break;
+            }
+            if c == '\\' && self.at + 1 < self.chars.len() {
+                self.at += 1;
+            }
+            value.push(self.chars[self.at]);
+            self.at += 1;
+        }
+        let closed = !quoted || self.peek() == Some('\'');
+        if quoted {
+            // Past the closing quote (or the end, when it is missing).
+            self.at += 1;
+        }
+        (value, closed)
+    }
 }
 
 fn percent_decode(s: &str) -> String {

@@ -13,6 +13,7 @@ mod faults;
 mod gates;
 mod harness_selftest;
 mod in_progress;
+mod layout;
 mod mapping;
 mod ops;
 mod privileges;
