@@ -19,7 +19,7 @@ scripts/ensure-postgres.sh
 clusters_init bench-copy
 echo "building pgbridge (release)..." >&2
 cargo build --release --quiet
-pgbridge=$repo/target/release/pgbridge
+pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
 trap stop_clusters EXIT
 settings="max_wal_size = 4GB
 shared_buffers = 256MB"

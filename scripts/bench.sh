@@ -30,7 +30,7 @@ scripts/ensure-postgres.sh
 clusters_init bench
 echo "building pgbridge (release)..." >&2
 cargo build --release --quiet
-pgbridge=$repo/target/release/pgbridge
+pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
 
 bridge_pid=""
 cleanup() {

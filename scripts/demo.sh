@@ -20,7 +20,7 @@ scripts/ensure-postgres.sh
 . scripts/lib/clusters.sh
 clusters_init demo
 cargo build --quiet
-pgbridge=$repo/target/debug/pgbridge
+pgbridge=${CARGO_TARGET_DIR:-$repo/target}/debug/pgbridge
 
 bridge_pid=""
 cleanup() {

@@ -27,7 +27,7 @@ scripts/ensure-postgres.sh
 . scripts/lib/clusters.sh
 clusters_init rehearse
 cargo build --quiet
-pgbridge=$repo/target/debug/pgbridge
+pgbridge=${CARGO_TARGET_DIR:-$repo/target}/debug/pgbridge
 
 pids=()
 cleanup() {

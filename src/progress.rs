@@ -255,6 +255,11 @@ impl Painter {
                 bar.finish();
             }
         }
+        if last {
+            // indicatif leaves the cursor at the end of its last line; what is printed next
+            // starts on a line of its own.
+            eprintln!();
+        }
     }
 
     /// Finished tasks once each; running ones when `periodic`.
