@@ -35,6 +35,9 @@ pub use endpoint::Endpoint;
 pub use names::{parse_table_name, split_table_name};
 pub use switches::{Switches, DEFAULT_VERIFY_CHUNK_ROWS};
 
+/// A renamed sequence: green's (schema, name), blue's (schema, name).
+pub type RenamedSequence = ((String, String), (String, String));
+
 /// Where the configuration comes from when `-c` is not given.
 pub const DEFAULT_PATH: &str = "pgbridge.toml";
 
@@ -71,7 +74,7 @@ pub struct Config {
     pub on_error: OnError,
     pub metrics_listen: String,
     /// Renamed sequences as (green (schema, name), blue (schema, name)).
-    pub sequences: Vec<((String, String), (String, String))>,
+    pub sequences: Vec<RenamedSequence>,
     /// Skip green transactions that carry a replication origin (`green.origin = "none"`).
     pub skip_origins: bool,
     /// The replication origin blue's commits are tagged with (`apply.origin`); `None` when
@@ -283,10 +286,7 @@ impl Resolve<'_> {
     }
 
     /// `[sequences]` as (green (schema, name), blue (schema, name)).
-    fn sequences(
-        &self,
-        renamed: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Vec<((String, String), (String, String))>> {
+    fn sequences(&self, renamed: &std::collections::BTreeMap<String, String>) -> Result<Vec<RenamedSequence>> {
         let file = self.file();
         let sequence_name = |name: &str| {
             split_table_name(name).ok_or_else(|| {

@@ -7,7 +7,7 @@
 //! typed as green declares them, and assignment to blue's column applies blue's type and
 //! modifiers. All identifiers are quoted.
 
-use super::{KeyPlan, TablePlan, Value};
+use super::{KeyPlan, TablePlan};
 use crate::sql::ident;
 
 /// Which tuple a parameter's value comes from.
@@ -101,10 +101,7 @@ impl Builder<'_> {
 
     /// What target `t` receives, in a query over `g`.
     fn value(&self, t: usize) -> String {
-        match &self.plan.targets[t].value {
-            Value::Green(g) => format!("g.{}", ident(&self.plan.green.columns[*g].name)),
-            Value::Expr(sql) => format!("({sql})"),
-        }
+        self.plan.targets[t].value.sql(&self.plan.green, Some("g"))
     }
 
     /// Green's old value of a key column as blue stores it: cast through green's type to
@@ -409,7 +406,7 @@ pub fn mapped_value(plan: &TablePlan, t: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{GreenColumn, GreenTable, KeyColumn, Target};
+    use crate::mapping::{GreenColumn, GreenTable, KeyColumn, Target, Value};
     use crate::protocol::pgoutput::ReplicaIdentity;
 
     const INT: &str = "\"pg_catalog\".\"int4\"";
