@@ -292,4 +292,84 @@ mod tests {
         let err = plan(&g, &blue(&["id", "tenant"], Some(&["id"])), Some(&m), true).unwrap_err();
         assert!(err.to_string().contains("replica identity"), "{err}");
     }
+
+    #[test]
+    fn explicit_key_must_name_a_unique_key_of_blue() {
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("qty", false)]);
+        let m = mapping("target = \"orders\"\n[key]\nqty = \"qty\"\n");
+        let err = plan(&g, &blue(&["id", "qty"], Some(&["id"])), Some(&m), true).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("m/orders.toml: [key] names {\"qty\"} but blue table public.orders has no primary key")
+                && msg.ends_with("usable keys: (id)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_key_column_is_a_plain_copy_written_on_update() {
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("qty", false)]);
+        let blue = blue(&["id", "qty"], Some(&["id"]));
+        let insert_only = mapping("target = \"orders\"\n[columns]\nid = { from = \"id\", on = \"insert\" }\n");
+        let err = plan(&g, &blue, Some(&insert_only), true).unwrap_err();
+        assert!(
+            err.to_string().contains("blue key column id cannot be on = \"insert\""),
+            "{err}"
+        );
+        let computed = mapping("target = \"orders\"\n[columns]\nid = { expr = \"id + 1\" }\n");
+        let err = plan(&g, &blue, Some(&computed), true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be fed by green column id (a plain copy)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_column_nothing_feeds_is_added_from_key() {
+        let g = green(ReplicaIdentity::Default, &[("order_id", true), ("qty", false)]);
+        let m = mapping("target = \"orders\"\n[key]\nid = \"order_id\"\n");
+        let p = plan(&g, &blue(&["id", "qty"], Some(&["id"])), Some(&m), true).unwrap();
+        let added = p.targets.last().unwrap();
+        assert_eq!((added.blue_name.as_str(), &added.value), ("id", &Value::Green(0)));
+        assert_eq!(p.key, KeyPlan::Unique(vec![KeyColumn { target: 1, green: 0 }]));
+        assert_eq!(p.read, vec![true, true]);
+    }
+
+    #[test]
+    fn generated_blue_columns_are_refused_unless_omitted() {
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("total", false)]);
+        let mut b = blue(&["id", "total"], Some(&["id"]));
+        b.columns[1].generated = true;
+        let m = mapping("target = \"orders\"\n[columns]\ntotal = { from = \"total\" }\n");
+        let err = plan(&g, &b, Some(&m), true).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("m/orders.toml:3: columns.total: blue column"),
+            "{err}"
+        );
+        // By name, a generated blue column counts as used and is never written.
+        let p = plan(&g, &b, None, true).unwrap();
+        assert_eq!(p.targets.len(), 1);
+    }
+
+    #[test]
+    fn filters_need_a_unique_key_and_mark_their_columns_read() {
+        let g = green(ReplicaIdentity::Full, &[("id", false), ("tenant", false)]);
+        let m = mapping("target = \"orders\"\n[filter]\nwhere = \"tenant = 42\"\n");
+        let err = plan(&g, &blue(&["id", "tenant"], None), Some(&m), true).unwrap_err();
+        assert!(err.to_string().contains("a filter needs a primary key"), "{err}");
+        let ignore = mapping("target = \"orders\"\nignore = [\"tenant\"]\n[filter]\nwhere = \"tenant = 42\"\n");
+        let p = plan(&g, &blue(&["id"], Some(&["id"])), Some(&ignore), true).unwrap();
+        assert_eq!(p.filter.as_deref(), Some("tenant = 42"));
+        assert_eq!(p.read, vec![true, true]);
+    }
+
+    #[test]
+    fn unread_columns_stay_out_of_the_read_set() {
+        let g = green(ReplicaIdentity::Default, &[("id", true), ("note", false)]);
+        let p = plan(&g, &blue(&["id"], Some(&["id"])), None, false).unwrap();
+        assert_eq!(p.read, vec![true, false]);
+        assert!(!p.overriding_system_value);
+    }
 }
