@@ -16,13 +16,6 @@ mod names;
 mod raw;
 mod switches;
 
-#[cfg(test)]
-pub(crate) mod mutate;
-#[cfg(test)]
-mod props;
-#[cfg(test)]
-mod tests;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -342,3 +335,10 @@ impl Resolve<'_> {
         Ok(listen)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod mutate;
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;
