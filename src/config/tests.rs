@@ -158,3 +158,21 @@ fn switches_are_read_with_the_configuration() {
     assert!(!c.switches.streaming && !c.switches.batching);
     assert_eq!(c.switches.verify_chunk_rows, 7);
 }
+
+#[test]
+fn of_several_mistakes_the_first_in_section_order_is_reported() {
+    // The order Config::parse checks in: sides, apply policy, exclude, sequences, origins, listen.
+    let text = MINIMAL.replace("[blue]", "slot = \"Bad-Slot\"\norigin = \"some\"\n[blue]")
+        + "[apply]\non_error = \"ignore\"\n[mapping]\nexclude = [\"a.b.c\"]\n[metrics]\nlisten = \"nowhere\"\n";
+    let first = |text: &str| parse(text).unwrap_err().to_string();
+    assert!(first(&text).contains("green.slot"), "{}", first(&text));
+    let text = text.replace("Bad-Slot", "good_slot");
+    assert!(first(&text).contains("apply.on_error"), "{}", first(&text));
+    let text = text.replace("\"ignore\"", "\"stop\"");
+    assert!(first(&text).contains("mapping.exclude"), "{}", first(&text));
+    let text = text.replace("a.b.c", "a.b");
+    assert!(first(&text).contains("green.origin"), "{}", first(&text));
+    let text = text.replace("\"some\"", "\"any\"");
+    assert!(first(&text).contains("metrics.listen"), "{}", first(&text));
+    assert!(parse(&text.replace("nowhere", "127.0.0.1:1")).is_ok());
+}
