@@ -123,54 +123,11 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
         Some(s) => table("source", s)?,
         None => target.clone(),
     };
-    let mut columns = BTreeMap::new();
-    for (name, spec) in &raw.columns {
-        let line = line_of(text, spec.span().start);
-        let where_ = format!("{}:{line}: columns.{name}", path.display());
-        let c = spec.get_ref();
-        let feed = match (&c.from, &c.expr, c.omit) {
-            (Some(from), None, None | Some(false)) => Feed::From(from.clone()),
-            (None, Some(expr), None | Some(false)) => {
-                if expr.trim().is_empty() {
-                    return Err(Error::definite(format!("{where_}: expr is empty")));
-                }
-                Feed::Expr(expr.clone())
-            }
-            (None, None, Some(true)) => Feed::Omit,
-            (None, None, _) => {
-                return Err(Error::definite(format!(
-                    "{where_}: say how the column is fed: {{ from = \"green_column\" }}, {{ expr = \"sql\" }} or {{ omit = true }}"
-                )))
-            }
-            _ => {
-                return Err(Error::definite(format!(
-                    "{where_}: use only one of from, expr and omit = true"
-                )))
-            }
-        };
-        let insert_only = match c.on.as_deref() {
-            None => false,
-            Some("insert") if feed != Feed::Omit => true,
-            Some("insert") => {
-                return Err(Error::definite(format!(
-                    "{where_}: on = \"insert\" makes no sense with omit = true"
-                )))
-            }
-            Some(other) => {
-                return Err(Error::definite(format!(
-                    "{where_}: on = {other:?} is not supported; the only value is \"insert\""
-                )))
-            }
-        };
-        columns.insert(
-            name.clone(),
-            ColumnSpec {
-                feed,
-                insert_only,
-                line,
-            },
-        );
-    }
+    let columns = raw
+        .columns
+        .iter()
+        .map(|(name, spec)| Ok((name.clone(), column_spec(path, text, name, spec)?)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let filter = match raw.filter {
         Some(f) if f.condition.get_ref().trim().is_empty() => {
             return Err(Error::definite(format!(
@@ -189,6 +146,52 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
         columns,
         key: raw.key.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
         filter,
+    })
+}
+
+/// `[columns] name = { ... }`: exactly one of `from`, `expr` and `omit = true`, and `on`.
+fn column_spec(path: &Path, text: &str, name: &str, spec: &Spanned<RawColumn>) -> Result<ColumnSpec> {
+    let line = line_of(text, spec.span().start);
+    let where_ = format!("{}:{line}: columns.{name}", path.display());
+    let c = spec.get_ref();
+    let feed = match (&c.from, &c.expr, c.omit) {
+        (Some(from), None, None | Some(false)) => Feed::From(from.clone()),
+        (None, Some(expr), None | Some(false)) => {
+            if expr.trim().is_empty() {
+                return Err(Error::definite(format!("{where_}: expr is empty")));
+            }
+            Feed::Expr(expr.clone())
+        }
+        (None, None, Some(true)) => Feed::Omit,
+        (None, None, _) => {
+            return Err(Error::definite(format!(
+                "{where_}: say how the column is fed: {{ from = \"green_column\" }}, {{ expr = \"sql\" }} or {{ omit = true }}"
+            )))
+        }
+        _ => {
+            return Err(Error::definite(format!(
+                "{where_}: use only one of from, expr and omit = true"
+            )))
+        }
+    };
+    let insert_only = match c.on.as_deref() {
+        None => false,
+        Some("insert") if feed != Feed::Omit => true,
+        Some("insert") => {
+            return Err(Error::definite(format!(
+                "{where_}: on = \"insert\" makes no sense with omit = true"
+            )))
+        }
+        Some(other) => {
+            return Err(Error::definite(format!(
+                "{where_}: on = {other:?} is not supported; the only value is \"insert\""
+            )))
+        }
+    };
+    Ok(ColumnSpec {
+        feed,
+        insert_only,
+        line,
     })
 }
 

@@ -140,38 +140,7 @@ async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Re
         .map_err(err("reading the server version"))?
         .get(0);
     let rows = if publication_exists {
-        // attnames lists every column when there is no column list; whether there is one is
-        // read from pg_publication_rel (a schema-wide or all-tables publication has none).
-        let (attnames, rowfilter, has_list, gencols) = if version >= 150000 {
-            (
-                "pt.attnames::text[]",
-                "pt.rowfilter",
-                "EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = c.oid \
-                 AND pr.prattrs IS NOT NULL)",
-                if version >= 180000 {
-                    "p.pubgencols = 's'"
-                } else {
-                    "false"
-                },
-            )
-        } else {
-            ("NULL::text[]", "NULL::text", "false", "false")
-        };
-        green
-            .query(
-                &format!(
-                    "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, \
-                            CASE WHEN {has_list} THEN {attnames} END, {rowfilter}, {gencols} OR {has_list}, \
-                            ARRAY[p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate] \
-                     FROM pg_publication_tables pt \
-                     JOIN pg_publication p ON p.pubname = pt.pubname \
-                     JOIN pg_namespace n ON n.nspname = pt.schemaname \
-                     JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-                     WHERE pt.pubname = $1 ORDER BY 2, 3"
-                ),
-                &[&config.publication],
-            )
-            .await
+        green.query(&publication_tables_sql(version), &[&config.publication]).await
     } else {
         green
             .query(
@@ -187,30 +156,64 @@ async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Re
             .await
     }
     .map_err(err("listing tables"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Listed {
-            oid: r.get(0),
-            schema: r.get(1),
-            name: r.get(2),
-            ident: r.get(3),
-            columns: r.get(4),
-            row_filter: r.get(5),
-            generated_published: r.get(6),
-            actions: r
-                .get::<_, Option<Vec<bool>>>(7)
-                .map(|on| {
-                    ALL_ACTIONS
-                        .iter()
-                        .zip(on)
-                        .filter(|(_, on)| *on)
-                        .map(|(a, _)| *a)
-                        .collect()
-                })
-                // No publication yet: `setup` creates one that carries all of them.
-                .unwrap_or_else(|| ALL_ACTIONS.to_vec()),
-        })
-        .collect())
+    Ok(rows.iter().map(listed_row).collect())
+}
+
+/// The query listing the publication's tables on green `version`: the column list, row filter
+/// and whether generated columns are published, where the version has them.
+fn publication_tables_sql(version: i32) -> String {
+    // attnames lists every column when there is no column list; whether there is one is
+    // read from pg_publication_rel (a schema-wide or all-tables publication has none).
+    let (attnames, rowfilter, has_list, gencols) = if version >= 150000 {
+        (
+            "pt.attnames::text[]",
+            "pt.rowfilter",
+            "EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = c.oid \
+             AND pr.prattrs IS NOT NULL)",
+            if version >= 180000 {
+                "p.pubgencols = 's'"
+            } else {
+                "false"
+            },
+        )
+    } else {
+        ("NULL::text[]", "NULL::text", "false", "false")
+    };
+    format!(
+        "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, \
+                CASE WHEN {has_list} THEN {attnames} END, {rowfilter}, {gencols} OR {has_list}, \
+                ARRAY[p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate] \
+         FROM pg_publication_tables pt \
+         JOIN pg_publication p ON p.pubname = pt.pubname \
+         JOIN pg_namespace n ON n.nspname = pt.schemaname \
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+         WHERE pt.pubname = $1 ORDER BY 2, 3"
+    )
+}
+
+/// One row of either listing query.
+fn listed_row(r: &tokio_postgres::Row) -> Listed {
+    Listed {
+        oid: r.get(0),
+        schema: r.get(1),
+        name: r.get(2),
+        ident: r.get(3),
+        columns: r.get(4),
+        row_filter: r.get(5),
+        generated_published: r.get(6),
+        actions: r
+            .get::<_, Option<Vec<bool>>>(7)
+            .map(|on| {
+                ALL_ACTIONS
+                    .iter()
+                    .zip(on)
+                    .filter(|(_, on)| *on)
+                    .map(|(a, _)| *a)
+                    .collect()
+            })
+            // No publication yet: `setup` creates one that carries all of them.
+            .unwrap_or_else(|| ALL_ACTIONS.to_vec()),
+    }
 }
 
 /// One relation as its Relation message will describe it: published columns, replica-identity

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::BlueTable;
-use super::{TablePlan, Value};
+use super::TablePlan;
 
 /// Accepted signatures by green table (`schema.table`), shared by the applier, its lanes and
 /// `run`'s periodic catalog check; tables found streamed later are added as they come.
@@ -90,14 +90,10 @@ impl Signature {
             .targets
             .iter()
             .map(|t| {
-                let source = match &t.value {
-                    Value::Green(g) => format!("green column {}", plan.green.columns[*g].name),
-                    Value::Expr(e) => format!("expression {e}"),
-                };
                 let column = blue.column(&t.blue_name);
                 let feed = Feed {
-                    source,
-                    reads: t.depends.iter().map(|&g| green_col(g)).collect(),
+                    source: t.value.describe(&plan.green),
+                    reads: t.reads().iter().map(|&g| green_col(g)).collect(),
                     blue_type: column.map_or_else(|| t.blue_type.clone(), |c| c.declared.clone()),
                     insert_only: t.insert_only,
                     blue_attnum: column.map_or(0, |c| c.attnum),
@@ -109,7 +105,7 @@ impl Signature {
         let read: Vec<&str> = plan
             .targets
             .iter()
-            .flat_map(|t| t.depends.iter())
+            .flat_map(|t| t.reads().iter())
             .chain(plan.key.columns().iter().map(|k| &k.green))
             .map(|&g| plan.green.columns[g].name.as_str())
             .collect();
@@ -159,6 +155,17 @@ impl Signature {
 /// columns; empty when every blue value is computed as before.
 pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
     let mut out = Vec::new();
+    tables(old, new, &mut out);
+    columns(old, new, &mut out);
+    key_filter_settings(old, new, &mut out);
+    if let (Some(was), Some(now)) = (&old.catalog, &new.catalog) {
+        catalog(was, now, new, &mut out);
+    }
+    out
+}
+
+/// The green and blue tables themselves: re-created, or another blue table.
+fn tables(old: &Signature, new: &Signature, out: &mut Vec<String>) {
     let green = &new.green_table;
     let blue = &new.blue_table;
     if old.green_oid != new.green_oid {
@@ -182,6 +189,12 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
             new.blue_table, old.blue_table
         ));
     }
+}
+
+/// Blue columns no longer fed, fed otherwise, or newly fed.
+fn columns(old: &Signature, new: &Signature, out: &mut Vec<String>) {
+    let green = &new.green_table;
+    let blue = &new.blue_table;
     for (column, was) in &old.columns {
         match new.columns.get(column) {
             None => out.push(format!(
@@ -194,49 +207,7 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
                 "blue column {blue}.{column} is now fed from {} instead of {}",
                 now.source, was.source
             )),
-            Some(now) => {
-                for (name, _) in &was.reads {
-                    if !now.reads.iter().any(|(n, _)| n == name) {
-                        out.push(format!(
-                            "green column {green}.{name}, which {} for blue column {blue}.{column} reads, is gone: \
-                             renamed, dropped, turned generated or left out of the publication",
-                            was.source
-                        ));
-                    }
-                }
-                let same_names = was.reads.iter().zip(&now.reads).filter(|((a, _), (b, _))| a == b);
-                for ((name, before), (_, after)) in same_names {
-                    if before != after {
-                        out.push(format!(
-                            "green column {green}.{name}, which feeds blue column {blue}.{column}, changed type from \
-                             {before} to {after}"
-                        ));
-                    }
-                }
-                if now.blue_type != was.blue_type {
-                    out.push(format!(
-                        "blue column {blue}.{column} changed type from {} to {}",
-                        was.blue_type, now.blue_type
-                    ));
-                }
-                if was.blue_attnum != 0 && now.blue_attnum != 0 && was.blue_attnum != now.blue_attnum {
-                    out.push(format!(
-                        "blue column {blue}.{column} is another column now (position {} -> {}): it was renamed away \
-                         or dropped and a new one took its name, so the values blue held are not in it",
-                        was.blue_attnum, now.blue_attnum
-                    ));
-                }
-                if now.insert_only != was.insert_only {
-                    out.push(format!(
-                        "blue column {blue}.{column} is now written {}",
-                        if now.insert_only {
-                            "on insert only"
-                        } else {
-                            "on insert and update"
-                        }
-                    ));
-                }
-            }
+            Some(now) => changed_column(green, blue, column, was, now, out),
         }
     }
     for (column, now) in &new.columns {
@@ -247,6 +218,56 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
             ));
         }
     }
+}
+
+/// A blue column fed from the same source as before: what it reads and how it is written.
+fn changed_column(green: &str, blue: &str, column: &str, was: &Feed, now: &Feed, out: &mut Vec<String>) {
+    for (name, _) in &was.reads {
+        if !now.reads.iter().any(|(n, _)| n == name) {
+            out.push(format!(
+                "green column {green}.{name}, which {} for blue column {blue}.{column} reads, is gone: \
+                 renamed, dropped, turned generated or left out of the publication",
+                was.source
+            ));
+        }
+    }
+    let same_names = was.reads.iter().zip(&now.reads).filter(|((a, _), (b, _))| a == b);
+    for ((name, before), (_, after)) in same_names {
+        if before != after {
+            out.push(format!(
+                "green column {green}.{name}, which feeds blue column {blue}.{column}, changed type from \
+                 {before} to {after}"
+            ));
+        }
+    }
+    if now.blue_type != was.blue_type {
+        out.push(format!(
+            "blue column {blue}.{column} changed type from {} to {}",
+            was.blue_type, now.blue_type
+        ));
+    }
+    if was.blue_attnum != 0 && now.blue_attnum != 0 && was.blue_attnum != now.blue_attnum {
+        out.push(format!(
+            "blue column {blue}.{column} is another column now (position {} -> {}): it was renamed away \
+             or dropped and a new one took its name, so the values blue held are not in it",
+            was.blue_attnum, now.blue_attnum
+        ));
+    }
+    if now.insert_only != was.insert_only {
+        out.push(format!(
+            "blue column {blue}.{column} is now written {}",
+            if now.insert_only {
+                "on insert only"
+            } else {
+                "on insert and update"
+            }
+        ));
+    }
+}
+
+/// The key, the filter and blue's session settings.
+fn key_filter_settings(old: &Signature, new: &Signature, out: &mut Vec<String>) {
+    let blue = &new.blue_table;
     if old.key != new.key {
         out.push(format!(
             "the key of blue table {blue} is now ({}) instead of ({})",
@@ -270,71 +291,75 @@ pub fn diff(old: &Signature, new: &Signature) -> Vec<String> {
             ));
         }
     }
-    if let (Some(was), Some(now)) = (&old.catalog, &new.catalog) {
-        if was.row_filter != now.row_filter {
-            out.push(format!(
-                "the publication's row filter for green table {green} is now {} instead of {}: rows that move across \
-                 it are neither inserted nor deleted on blue",
-                shown(&now.row_filter),
-                shown(&was.row_filter)
-            ));
-        }
-        for (name, (attnum, declared)) in &was.columns {
-            match now.columns.get(name) {
-                Some((a, _)) if a != attnum => out.push(format!(
-                    "green column {green}.{name} is another column now (position {attnum} -> {a}): it was dropped and \
-                     added again, or columns were renamed around, so its values changed on green without a replicated \
-                     change and blue keeps the old ones"
-                )),
-                Some((_, d)) if d != declared => out.push(format!(
-                    "green column {green}.{name} changed its declared type from {declared} to {d}, which may have \
-                     rewritten its values on green without a replicated change (blue keeps the old ones)"
-                )),
-                _ => {}
-            }
-        }
-        let dropped: Vec<&String> = was.actions.iter().filter(|a| !now.actions.contains(a)).collect();
-        if !dropped.is_empty() {
-            out.push(format!(
-                "the publication no longer carries {} for green table {green}: those changes would not reach blue",
-                list(&dropped)
-            ));
-        }
-        let attached: Vec<&String> = now.partitions.iter().filter(|p| !was.partitions.contains(p)).collect();
-        let detached: Vec<&String> = was.partitions.iter().filter(|p| !now.partitions.contains(p)).collect();
-        // A TRUNCATE of single partitions is not replicated (published through the root); one
-        // of the whole table is, and `run` takes the new storage as seen once it applied it.
-        let rewritten: Vec<&String> = was
-            .partition_storage
-            .iter()
-            .filter(|(p, node)| now.partition_storage.get(*p).is_some_and(|n| n != *node))
-            .map(|(p, _)| p)
-            .collect();
-        if !rewritten.is_empty() {
-            out.push(format!(
-                "partition(s) {} of green table {green} were truncated or rewritten (their storage changed): a \
-                 TRUNCATE of single partitions is not replicated when the publication publishes through the root, so \
-                 blue table {blue} may still hold their rows (after VACUUM FULL or CLUSTER, `pgbridge verify` shows \
-                 nothing changed)",
-                list(&rewritten)
-            ));
-        }
-        if !attached.is_empty() {
-            out.push(format!(
-                "partition(s) {} were attached to green table {green}: the rows they held when attached never \
-                 reached blue table {blue} (ATTACH PARTITION is not replicated)",
-                list(&attached)
-            ));
-        }
-        if !detached.is_empty() {
-            out.push(format!(
-                "partition(s) {} were detached from green table {green}: their rows left it on green but remain in \
-                 blue table {blue} (DETACH PARTITION is not replicated)",
-                list(&detached)
-            ));
+}
+
+/// What only green's catalog tells: row filter, column positions and types, published
+/// actions, partitions and their storage.
+fn catalog(was: &CatalogSide, now: &CatalogSide, new: &Signature, out: &mut Vec<String>) {
+    let green = &new.green_table;
+    let blue = &new.blue_table;
+    if was.row_filter != now.row_filter {
+        out.push(format!(
+            "the publication's row filter for green table {green} is now {} instead of {}: rows that move across \
+             it are neither inserted nor deleted on blue",
+            shown(&now.row_filter),
+            shown(&was.row_filter)
+        ));
+    }
+    for (name, (attnum, declared)) in &was.columns {
+        match now.columns.get(name) {
+            Some((a, _)) if a != attnum => out.push(format!(
+                "green column {green}.{name} is another column now (position {attnum} -> {a}): it was dropped and \
+                 added again, or columns were renamed around, so its values changed on green without a replicated \
+                 change and blue keeps the old ones"
+            )),
+            Some((_, d)) if d != declared => out.push(format!(
+                "green column {green}.{name} changed its declared type from {declared} to {d}, which may have \
+                 rewritten its values on green without a replicated change (blue keeps the old ones)"
+            )),
+            _ => {}
         }
     }
-    out
+    let dropped: Vec<&String> = was.actions.iter().filter(|a| !now.actions.contains(a)).collect();
+    if !dropped.is_empty() {
+        out.push(format!(
+            "the publication no longer carries {} for green table {green}: those changes would not reach blue",
+            list(&dropped)
+        ));
+    }
+    let attached: Vec<&String> = now.partitions.iter().filter(|p| !was.partitions.contains(p)).collect();
+    let detached: Vec<&String> = was.partitions.iter().filter(|p| !now.partitions.contains(p)).collect();
+    // A TRUNCATE of single partitions is not replicated (published through the root); one
+    // of the whole table is, and `run` takes the new storage as seen once it applied it.
+    let rewritten: Vec<&String> = was
+        .partition_storage
+        .iter()
+        .filter(|(p, node)| now.partition_storage.get(*p).is_some_and(|n| n != *node))
+        .map(|(p, _)| p)
+        .collect();
+    if !rewritten.is_empty() {
+        out.push(format!(
+            "partition(s) {} of green table {green} were truncated or rewritten (their storage changed): a \
+             TRUNCATE of single partitions is not replicated when the publication publishes through the root, so \
+             blue table {blue} may still hold their rows (after VACUUM FULL or CLUSTER, `pgbridge verify` shows \
+             nothing changed)",
+            list(&rewritten)
+        ));
+    }
+    if !attached.is_empty() {
+        out.push(format!(
+            "partition(s) {} were attached to green table {green}: the rows they held when attached never \
+             reached blue table {blue} (ATTACH PARTITION is not replicated)",
+            list(&attached)
+        ));
+    }
+    if !detached.is_empty() {
+        out.push(format!(
+            "partition(s) {} were detached from green table {green}: their rows left it on green but remain in \
+             blue table {blue} (DETACH PARTITION is not replicated)",
+            list(&detached)
+        ));
+    }
 }
 
 /// Why a blue column lost its feed, when the new plan tells.

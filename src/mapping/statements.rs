@@ -7,7 +7,7 @@
 //! typed as green declares them, and assignment to blue's column applies blue's type and
 //! modifiers. All identifiers are quoted.
 
-use super::{KeyPlan, TablePlan, Value};
+use super::{KeyPlan, TablePlan};
 use crate::sql::ident;
 
 /// Which tuple a parameter's value comes from.
@@ -101,10 +101,7 @@ impl Builder<'_> {
 
     /// What target `t` receives, in a query over `g`.
     fn value(&self, t: usize) -> String {
-        match &self.plan.targets[t].value {
-            Value::Green(g) => format!("g.{}", ident(&self.plan.green.columns[*g].name)),
-            Value::Expr(sql) => format!("({sql})"),
-        }
+        self.plan.targets[t].value.sql(&self.plan.green, Some("g"))
     }
 
     /// Green's old value of a key column as blue stores it: cast through green's type to
@@ -242,6 +239,51 @@ impl Builder<'_> {
         let values: Vec<String> = targets.iter().map(|&t| self.value(t)).collect();
         format!("SET ({}) = (SELECT {} FROM g)", names.join(", "), values.join(", "))
     }
+
+    /// [`Shape::MoveOrUpsert`]: move the row found by the old key, or upsert the new one.
+    fn move_or_upsert(&mut self) -> String {
+        let row = self.new_row();
+        let locate = self.locate();
+        let moved = format!(
+            "moved AS (UPDATE {} {} WHERE {locate}{} RETURNING 1)",
+            self.plan.blue_sql,
+            self.set(&updatable(self.plan)),
+            self.filter_exists()
+        );
+        let insert = self.insert(
+            "g",
+            &format!(" WHERE NOT EXISTS (SELECT 1 FROM moved){}", self.filter("AND")),
+            true,
+        );
+        format!("WITH g AS ({row}), {moved} {insert}")
+    }
+
+    /// [`Shape::BatchDelete`]: one `text[]` parameter per key column, unnested.
+    fn batch_delete(&mut self) -> String {
+        let key = self.plan.key.columns();
+        let mut arrays = Vec::new();
+        let mut values = Vec::new();
+        for (i, k) in key.iter().enumerate() {
+            self.params.push(Param {
+                green: k.green,
+                from: From::Old,
+            });
+            arrays.push(format!("${}::text[]", self.params.len()));
+            let green_type = &self.plan.green.columns[k.green].type_sql;
+            let stored = &self.plan.targets[k.target].stored_type;
+            values.push(format!("CAST(u.k{i}::{green_type} AS {stored})"));
+        }
+        let columns: Vec<String> = key.iter().map(|k| self.column(k.target)).collect();
+        let names: Vec<String> = (0..key.len()).map(|i| format!("k{i}")).collect();
+        format!(
+            "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+            self.plan.blue_sql,
+            columns.join(", "),
+            values.join(", "),
+            arrays.join(", "),
+            names.join(", ")
+        )
+    }
 }
 
 /// Whether UPDATE may write target `t`: not insert-only, not a GENERATED ALWAYS identity.
@@ -275,22 +317,7 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
                 b.filter_exists()
             )
         }
-        Shape::MoveOrUpsert => {
-            let row = b.new_row();
-            let locate = b.locate();
-            let moved = format!(
-                "moved AS (UPDATE {} {} WHERE {locate}{} RETURNING 1)",
-                plan.blue_sql,
-                b.set(&updatable(plan)),
-                b.filter_exists()
-            );
-            let insert = b.insert(
-                "g",
-                &format!(" WHERE NOT EXISTS (SELECT 1 FROM moved){}", b.filter("AND")),
-                true,
-            );
-            format!("WITH g AS ({row}), {moved} {insert}")
-        }
+        Shape::MoveOrUpsert => b.move_or_upsert(),
         Shape::Delete => {
             let locate = b.locate();
             format!("DELETE FROM {} WHERE {locate}", plan.blue_sql)
@@ -299,31 +326,7 @@ pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
             let rows = b.new_rows();
             b.insert(&format!("({rows}) AS g"), &b.filter("WHERE"), *upsert)
         }
-        Shape::BatchDelete => {
-            let key = plan.key.columns();
-            let mut arrays = Vec::new();
-            let mut values = Vec::new();
-            for (i, k) in key.iter().enumerate() {
-                b.params.push(Param {
-                    green: k.green,
-                    from: From::Old,
-                });
-                arrays.push(format!("${}::text[]", b.params.len()));
-                let green_type = &plan.green.columns[k.green].type_sql;
-                let stored = &plan.targets[k.target].stored_type;
-                values.push(format!("CAST(u.k{i}::{green_type} AS {stored})"));
-            }
-            let columns: Vec<String> = key.iter().map(|k| b.column(k.target)).collect();
-            let names: Vec<String> = (0..key.len()).map(|i| format!("k{i}")).collect();
-            format!(
-                "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
-                plan.blue_sql,
-                columns.join(", "),
-                values.join(", "),
-                arrays.join(", "),
-                names.join(", ")
-            )
-        }
+        Shape::BatchDelete => b.batch_delete(),
         Shape::DeleteIfFilteredOut => {
             let row = b.new_row();
             let locate = b.locate();
@@ -409,7 +412,7 @@ pub fn mapped_value(plan: &TablePlan, t: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{GreenColumn, GreenTable, KeyColumn, Target};
+    use crate::mapping::{GreenColumn, GreenTable, KeyColumn, Target, Value};
     use crate::protocol::pgoutput::ReplicaIdentity;
 
     const INT: &str = "\"pg_catalog\".\"int4\"";
