@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::apply::checkpoint::table_exists;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -29,6 +28,7 @@ use crate::mapping::green_catalog;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::signature::{diff, Signature};
 use crate::sql;
+use crate::state::checkpoint::table_exists;
 
 pub use crate::mapping::signature::Baseline;
 

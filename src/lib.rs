@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod drift;
 pub mod error;
 pub mod evaluation;
@@ -28,6 +29,7 @@ pub mod progress;
 pub mod protocol;
 pub mod source;
 pub mod sql;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod transfer;
