@@ -24,6 +24,7 @@ pub mod evaluation;
 pub mod failpoint;
 pub mod lsn;
 pub mod mapping;
+pub mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod protocol;
@@ -32,4 +33,5 @@ pub mod sql;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
-pub mod transfer;
+/// Kept at its old path for the progress display.
+pub use ops::copy::transfer;

@@ -2,9 +2,7 @@
 //! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
 
 mod check;
-mod copy;
 mod lag;
-mod privileges;
 mod run;
 mod sequences;
 mod setup;
@@ -202,5 +200,3 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
-
-pub(crate) use crate::connect::{blue_err, connect_green_sql, green_err};

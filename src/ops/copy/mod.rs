@@ -17,6 +17,8 @@
 //! On failure or Ctrl-C the slot is dropped (it would hold back green's WAL) and the
 //! checkpoint stays at 0/0; running `setup --copy` again starts over.
 
+pub mod transfer;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,16 +26,15 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::{blue_err, green_err};
 use crate::apply;
 use crate::config::Config;
+use crate::connect::{blue_err, green_err};
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan, Value};
 use crate::progress::{self, Display, Task};
 use crate::sql;
-use crate::transfer;
 
 /// Name of the temporary table green's rows are loaded into on blue.
 const STAGE: &str = "pgbridge_copy";
@@ -71,7 +72,7 @@ pub async fn run(
     .await
     .map_err(blue_err("marking the copy as started in the checkpoint"))?;
 
-    let (repl, consistent, snapshot) = super::setup::create_slot_on(config, true).await?;
+    let (repl, consistent, snapshot) = crate::ops::setup::create_slot_on(config, true).await?;
     let snapshot = snapshot.ok_or_else(|| Error::definite("CREATE_REPLICATION_SLOT returned no snapshot name"))?;
     println!(
         "green  slot        {:<24} created at {consistent}, snapshot {snapshot}",

@@ -1,0 +1,680 @@
+//! `pgbridge switchover`: moves the application's writes from this bridge's source (its
+//! `[green]` database, the side being left) to its target (`[blue]`, the side being entered),
+//! and hands the stream over to the bridge for the new direction (`--reverse`, whose source
+//! is this bridge's target).
+//!
+//! Before anything changes, both bridges are checked: this one must be streaming, both must
+//! tag their commits and skip tagged transactions (so they can run at once without echo), and
+//! the reverse bridge is set up if it is not (`setup`: publication, slot, checkpoint). Its slot
+//! is created while the application cannot write on the side being entered, so it holds
+//! every application write made there after the switch, and none from before.
+//!
+//! Then, with the write-unavailability window open:
+//! 1. fence: `ALTER ROLE app IN DATABASE db SET default_transaction_read_only = on` on the
+//!    side being left, terminate the roles' sessions there, and wait until none of them has
+//!    a write transaction open;
+//! 2. wait until this bridge has applied everything the side being left committed (the
+//!    marker of `pgbridge wait`);
+//! 3. move the entered side's sequences past the left side's (`sync-sequences`);
+//! 4. read the reverse bridge's position;
+//! 5. un-fence the roles on the side being entered (if an earlier switchover fenced them).
+//!
+//! A failure at any step undoes the steps before it, newest first: the roles on the side
+//! being left get their previous setting back, moved sequences go back, a reverse bridge set
+//! up by this run is torn down, so both sides are as they were.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::{sequences, setup, wait};
+use crate::apply;
+use crate::config::{Config, Endpoint};
+use crate::connect::connect_green_sql;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::sql;
+
+/// How often the fence and the catch-up are polled.
+const POLL: Duration = Duration::from_millis(5);
+
+pub struct Options {
+    /// Configuration of the bridge for the new direction.
+    pub reverse: PathBuf,
+    pub app_roles: Vec<String>,
+    pub timeout: Duration,
+    pub sequence_margin: i64,
+}
+
+/// Timestamped step lines on stdout, for a terminal and for a log file.
+struct Log {
+    started: Instant,
+}
+
+impl Log {
+    fn say(&self, line: impl AsRef<str>) {
+        println!("[{:>7.3}s] {}", self.started.elapsed().as_secs_f64(), line.as_ref());
+    }
+}
+
+/// One side of the switch: a plain SQL connection and which database it is.
+struct Side {
+    client: std::sync::Arc<Client>,
+    address: String,
+    /// The database's name, as `ALTER ROLE ... IN DATABASE` takes it.
+    db: String,
+}
+
+impl Side {
+    async fn new(client: std::sync::Arc<Client>, endpoint: &Endpoint) -> Result<Side> {
+        let address = endpoint.address();
+        let db = client
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| Error::postgres(format!("reading the database name on {address}"), &e).into_definite())?
+            .get(0);
+        Ok(Side { client, address, db })
+    }
+
+    fn err<'a>(&'a self, what: &'a str) -> impl Fn(tokio_postgres::Error) -> Error + 'a {
+        move |e| Error::postgres(format!("{what} on {}", self.address), &e).into_definite()
+    }
+}
+
+/// What has been changed so far, to undo on failure.
+#[derive(Default)]
+struct Done {
+    /// Roles fenced on the side being left, with their previous database-level setting.
+    fenced: Vec<(String, Option<String>)>,
+    /// Sequences moved on the side being entered.
+    moved: Vec<sequences::Moved>,
+    /// Roles un-fenced on the side being entered, with the setting they had.
+    unfenced: Vec<(String, Option<String>)>,
+    /// The reverse bridge's slot was created by this run (with its checkpoint row).
+    reverse_created: bool,
+    /// So was its publication.
+    reverse_publication_created: bool,
+}
+
+pub async fn run(config: &Config, options: &Options) -> Result<i32> {
+    let reverse = Config::load(&options.reverse)?;
+    check_pairing(config, &reverse)?;
+    if options.app_roles.is_empty() {
+        return Err(Error::definite(
+            "name the application's roles to fence with --app-role ROLE (repeat it for each)",
+        ));
+    }
+    let log = Log {
+        started: Instant::now(),
+    };
+    let left = Side::new(
+        std::sync::Arc::new(connect_green_sql(config).await.map_err(Error::into_definite)?),
+        &config.green,
+    )
+    .await?;
+    let entered = Side::new(
+        apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?,
+        &config.blue,
+    )
+    .await?;
+    log.say(format!(
+        "switchover of the writes of {} from {} to {}",
+        options.app_roles.join(", "),
+        left.address,
+        entered.address
+    ));
+
+    // Checks that change nothing.
+    for side in [&left, &entered] {
+        preflight(side, &options.app_roles).await?;
+    }
+    bridges_can_run_both_ways(config, &reverse)?;
+    // Blue must hold what the plan says before the writes move there.
+    if let Some(findings) = crate::drift::check(config, &left.client, &entered.client)
+        .await
+        .map_err(Error::into_definite)?
+        .filter(|f| !f.is_empty())
+    {
+        return Err(Error::definite(format!(
+            "green's or blue's catalog no longer matches the plan `pgbridge setup` accepted, so {} may be missing \
+             changes; nothing was fenced:\n{}\n{}",
+            entered.address,
+            crate::drift::describe(&findings),
+            crate::drift::fix(config)
+        )));
+    }
+    let streaming = setup::slot_state(&left.client, &config.slot).await?.map(|s| s.active);
+    if streaming != Some(true) {
+        return Err(Error::definite(format!(
+            "the bridge of {} is not streaming (slot {} on {} is {}); start `pgbridge run -c {}` and let it catch up first",
+            config.path.display(),
+            config.slot,
+            left.address,
+            if streaming.is_some() { "inactive" } else { "missing" },
+            config.path.display()
+        )));
+    }
+    log.say(format!(
+        "checked: roles exist on both sides and may be fenced; the bridge of {} is streaming",
+        config.path.display()
+    ));
+
+    let mut done = Done::default();
+    log.say(format!(
+        "0/5 reverse bridge ({}): set up from {} to {}",
+        options.reverse.display(),
+        entered.address,
+        left.address
+    ));
+    done.reverse_created = setup::slot_state(&entered.client, &reverse.slot).await?.is_none();
+    done.reverse_publication_created =
+        !crate::mapping::green_catalog::publication_exists(&entered.client, &reverse.publication).await?;
+    // Creating a logical slot waits for every write transaction open on that side to end.
+    let prepared = match tokio::time::timeout(options.timeout, setup::run(&reverse, false, 1)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::definite(format!(
+            "setting up the reverse bridge took longer than {:?}: creating its slot on {} waits for every write \
+             transaction open there to end (see pg_stat_activity)",
+            options.timeout, entered.address
+        ))),
+    };
+    if let Err(e) = prepared {
+        undo(&log, &left, &entered, &reverse, &mut done).await;
+        return Err(e.hint("nothing was fenced"));
+    }
+
+    let window = Instant::now();
+    let mut steps: Vec<(&str, Duration)> = Vec::new();
+    let result = switch(config, options, &log, &left, &entered, &reverse, &mut done, &mut steps).await;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            log.say(format!("FAILED: {e}"));
+            log.say("undoing every step so far");
+            return Ok(if undo(&log, &left, &entered, &reverse, &mut done).await {
+                log.say(format!(
+                    "switchover aborted; writes stay on {}, everything is as it was before",
+                    left.address
+                ));
+                1
+            } else {
+                log.say("switchover aborted, and undoing it failed: fix the steps listed above by hand");
+                2
+            });
+        }
+    };
+    let unavailable = window.elapsed();
+    log.say(format!(
+        "done: the application may write on {} only; write-unavailability window {:.3}s ({})",
+        entered.address,
+        unavailable.as_secs_f64(),
+        steps
+            .iter()
+            .map(|(name, d)| format!("{name} {:.3}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if !summary.reverse_streaming {
+        log.say(format!(
+            "the reverse bridge is not running yet: start `pgbridge run -c {}`; until then its slot keeps every write",
+            options.reverse.display()
+        ));
+    }
+    println!(
+        "switchover=done from={} to={} write_unavailable_seconds={:.3} {} reverse_slot={} reverse_from={}",
+        left.address,
+        entered.address,
+        unavailable.as_secs_f64(),
+        steps
+            .iter()
+            .map(|(name, d)| format!("{name}_seconds={:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        reverse.slot,
+        summary.reverse_from
+    );
+    Ok(0)
+}
+
+struct Summary {
+    reverse_from: Lsn,
+    reverse_streaming: bool,
+}
+
+/// Steps 1 to 5, recording what they changed in `done`.
+#[allow(clippy::too_many_arguments)]
+async fn switch(
+    config: &Config,
+    options: &Options,
+    log: &Log,
+    left: &Side,
+    entered: &Side,
+    reverse: &Config,
+    done: &mut Done,
+    steps: &mut Vec<(&'static str, Duration)>,
+) -> Result<Summary> {
+    let deadline = Instant::now() + options.timeout;
+
+    let t = Instant::now();
+    for role in &options.app_roles {
+        let previous = read_only_setting(left, role).await?;
+        set_read_only(left, role, Some("on")).await?;
+        done.fenced.push((role.clone(), previous));
+    }
+    let terminated: i64 = left
+        .client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND usename = ANY($1) AND pid <> pg_backend_pid()",
+            &[&options.app_roles],
+        )
+        .await
+        .map_err(left.err("terminating the application's sessions"))?
+        .get(0);
+    log.say(format!(
+        "1/5 fenced {} on {}: new sessions are read-only, {terminated} session(s) terminated",
+        options.app_roles.join(", "),
+        left.address
+    ));
+    loop {
+        let writers: i64 = left
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = ANY($1) \
+                 AND backend_xid IS NOT NULL",
+                &[&options.app_roles],
+            )
+            .await
+            .map_err(left.err("reading sessions"))?
+            .get(0);
+        if writers == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::definite(format!(
+                "{writers} write transaction(s) of the fenced roles still open on {} after {:?}",
+                left.address, options.timeout
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    steps.push(("fence", t.elapsed()));
+    log.say(format!(
+        "    no write transaction of theirs remains on {}",
+        left.address
+    ));
+
+    let t = Instant::now();
+    let marker = wait::write_marker(&left.client, "pgbridge.switchover").await?;
+    if let Err(lsn) = wait::until_applied(&entered.client, config, marker, deadline, POLL).await? {
+        return Err(Error::definite(format!(
+            "{} did not catch up with {} within {:?}: its checkpoint {lsn} is {} bytes short of the marker {marker}",
+            entered.address,
+            left.address,
+            options.timeout,
+            lsn.bytes_until(marker)
+        )));
+    }
+    steps.push(("catch_up", t.elapsed()));
+    log.say(format!(
+        "2/5 {} has everything {} committed (marker {marker})",
+        entered.address, left.address
+    ));
+
+    let t = Instant::now();
+    let mut lines = Vec::new();
+    done.moved = sequences::sync(
+        config,
+        &left.client,
+        &entered.client,
+        options.sequence_margin,
+        &mut |line| lines.push(line),
+    )
+    .await?;
+    steps.push(("sequences", t.elapsed()));
+    log.say(format!(
+        "3/5 sequences on {}: {}",
+        entered.address,
+        lines.last().map_or("", String::as_str)
+    ));
+
+    let t = Instant::now();
+    let (reverse_from, reverse_streaming) = reverse_position(entered, reverse).await?;
+    let wal: String = entered
+        .client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(entered.err("reading the WAL position"))?
+        .get(0);
+    steps.push(("reverse", t.elapsed()));
+    log.say(format!(
+        "4/5 reverse bridge: slot {} on {} holds every change after {reverse_from} (WAL now at {wal}); {}",
+        reverse.slot,
+        entered.address,
+        if reverse_streaming {
+            "it is streaming"
+        } else {
+            "it is not running yet"
+        }
+    ));
+
+    let t = Instant::now();
+    let mut unfenced = Vec::new();
+    for role in &options.app_roles {
+        let previous = read_only_setting(entered, role).await?;
+        if previous.is_some() {
+            set_read_only(entered, role, None).await?;
+            done.unfenced.push((role.clone(), previous));
+            unfenced.push(role.as_str());
+        }
+    }
+    steps.push(("unfence", t.elapsed()));
+    log.say(if unfenced.is_empty() {
+        format!(
+            "5/5 {} was not fenced for {}: nothing to lift",
+            entered.address,
+            options.app_roles.join(", ")
+        )
+    } else {
+        format!("5/5 un-fenced {} on {}", unfenced.join(", "), entered.address)
+    });
+    Ok(Summary {
+        reverse_from,
+        reverse_streaming,
+    })
+}
+
+/// Undoes `done`, newest first; returns whether everything was undone.
+async fn undo(log: &Log, left: &Side, entered: &Side, reverse: &Config, done: &mut Done) -> bool {
+    let mut ok = true;
+    for (role, previous) in std::mem::take(&mut done.unfenced).into_iter().rev() {
+        match set_read_only(entered, &role, previous.as_deref()).await {
+            Ok(()) => log.say(format!("    fenced {role} on {} again", entered.address)),
+            Err(e) => {
+                ok = false;
+                log.say(format!("    could not fence {role} on {} again: {e}", entered.address));
+            }
+        }
+    }
+    for moved in std::mem::take(&mut done.moved).into_iter().rev() {
+        match moved.restore(&entered.client).await {
+            Ok(()) => log.say(format!(
+                "    sequence {} put back on {}",
+                moved.sql_name, entered.address
+            )),
+            Err(e) => {
+                ok = false;
+                log.say(format!(
+                    "    could not put sequence {} back on {}: {}",
+                    moved.sql_name,
+                    entered.address,
+                    entered.err("setval")(e)
+                ));
+            }
+        }
+    }
+    for (role, previous) in std::mem::take(&mut done.fenced).into_iter().rev() {
+        match set_read_only(left, &role, previous.as_deref()).await {
+            Ok(()) => log.say(format!("    un-fenced {role} on {}", left.address)),
+            Err(e) => {
+                ok = false;
+                log.say(format!(
+                    "    could not un-fence {role} on {}: {e}; run there: ALTER ROLE {} IN DATABASE ... RESET \
+                     default_transaction_read_only",
+                    left.address,
+                    sql::ident(&role)
+                ));
+            }
+        }
+    }
+    let (slot, publication) = (
+        std::mem::take(&mut done.reverse_created),
+        std::mem::take(&mut done.reverse_publication_created),
+    );
+    if slot || publication {
+        match remove_reverse(entered, left, reverse, slot, publication).await {
+            Ok(()) => log.say("    reverse bridge set up by this run torn down"),
+            Err(e) => {
+                ok = false;
+                log.say(format!(
+                    "    could not tear the reverse bridge down: {e}; run `pgbridge teardown -c` with its configuration"
+                ));
+            }
+        }
+    }
+    ok
+}
+
+/// Drops what this run's `setup` of the reverse bridge created: the slot (also one still
+/// being created), its checkpoint row, the publication.
+async fn remove_reverse(entered: &Side, left: &Side, reverse: &Config, slot: bool, publication: bool) -> Result<()> {
+    if slot {
+        entered
+            .client
+            .execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+                 WHERE application_name = 'pgbridge setup' AND usename = current_user AND backend_type = 'walsender'",
+                &[],
+            )
+            .await
+            .map_err(entered.err("ending the slot creation"))?;
+        entered
+            .client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&reverse.slot],
+            )
+            .await
+            .map_err(entered.err("dropping the reverse bridge's slot"))?;
+        let table = sql::qualified(&reverse.schema, "checkpoint");
+        let exists: bool = left
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(left.err("looking for the reverse bridge's checkpoint"))?
+            .get(0);
+        if exists {
+            left.client
+                .execute(&format!("DELETE FROM {table} WHERE slot_name = $1"), &[&reverse.slot])
+                .await
+                .map_err(left.err("deleting the reverse bridge's checkpoint"))?;
+        }
+    }
+    if publication {
+        entered
+            .client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                sql::ident(&reverse.publication)
+            ))
+            .await
+            .map_err(entered.err("dropping the reverse bridge's publication"))?;
+    }
+    Ok(())
+}
+
+/// The reverse bridge reads this bridge's target and writes its source.
+fn check_pairing(config: &Config, reverse: &Config) -> Result<()> {
+    let path = &reverse.path;
+    let same = |a: &Endpoint, b: &Endpoint| a.address() == b.address();
+    if !same(&reverse.green, &config.blue) || !same(&reverse.blue, &config.green) {
+        return Err(Error::definite(format!(
+            "{} is not the bridge in the other direction: it streams from {} to {}, but the writes move from {} to {}, \
+             so it must stream from {} to {}",
+            path.display(),
+            reverse.green.address(),
+            reverse.blue.address(),
+            config.green.address(),
+            config.blue.address(),
+            config.blue.address(),
+            config.green.address()
+        )));
+    }
+    if reverse.slot == config.slot && reverse.green.address() == config.green.address() {
+        return Err(Error::definite(format!(
+            "{} uses the same slot as this bridge",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Two bridges in opposite directions run at once only if neither carries what the other
+/// wrote.
+fn bridges_can_run_both_ways(config: &Config, reverse: &Config) -> Result<()> {
+    for c in [config, reverse] {
+        if c.origin.is_none() || !c.skip_origins {
+            return Err(Error::definite(format!(
+                "{}: with apply.origin = \"\" or green.origin = \"any\", the two bridges would echo each other's rows \
+                 back and forth; remove those settings (the defaults tag what a bridge writes and skip what the other \
+                 wrote)",
+                c.path.display()
+            )));
+        }
+    }
+    if config.origin == reverse.origin {
+        return Err(Error::definite(format!(
+            "both bridges use replication origin {:?}; give each its own apply.origin",
+            config.origin.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The roles exist, are not the role switchover connects as, and this role may fence them,
+/// terminate and watch their sessions.
+async fn preflight(side: &Side, roles: &[String]) -> Result<()> {
+    let me: String = side
+        .client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .map_err(side.err("reading the role"))?
+        .get(0);
+    let mut problems = Vec::new();
+    for role in roles {
+        if *role == me {
+            problems.push(format!(
+                "{role} is the role pgbridge connects to {} as; fencing it would fence the bridge",
+                side.address
+            ));
+            continue;
+        }
+        let row = side
+            .client
+            .query_opt(
+                "SELECT pg_has_role($1, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE'), \
+                        pg_has_role($1, 'USAGE') OR pg_has_role('pg_read_all_stats', 'USAGE') \
+                 FROM pg_roles WHERE rolname = $1",
+                &[role],
+            )
+            .await
+            .map_err(side.err("reading roles"))?;
+        let Some(row) = row else {
+            problems.push(format!("role {role} does not exist on {}", side.address));
+            continue;
+        };
+        let (signal, stats): (bool, bool) = (row.get(0), row.get(1));
+        if !signal {
+            problems.push(format!(
+                "role {me} may not terminate sessions of {role} on {}; run there: GRANT pg_signal_backend TO {}",
+                side.address,
+                sql::ident(&me)
+            ));
+        }
+        if !stats {
+            problems.push(format!(
+                "role {me} cannot see whether sessions of {role} on {} have write transactions open; run there: \
+                 GRANT pg_read_all_stats TO {}",
+                side.address,
+                sql::ident(&me)
+            ));
+        }
+        // ALTER ROLE is transactional: try it, and roll it back.
+        let tried = async {
+            side.client.batch_execute("BEGIN").await?;
+            let r = side.client.batch_execute(&alter_sql(&side.db, role, Some("on"))).await;
+            side.client.batch_execute("ROLLBACK").await?;
+            r
+        }
+        .await;
+        if let Err(e) = tried {
+            problems.push(format!(
+                "role {me} may not change the settings of {role} on {} ({}); it needs superuser, or CREATEROLE with \
+                 ADMIN OPTION on {role} (PostgreSQL 16+)",
+                side.address,
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
+            ));
+        }
+    }
+    super::privileges::refuse(problems, "nothing was fenced")
+}
+
+fn alter_sql(db: &str, role: &str, value: Option<&str>) -> String {
+    let action = match value {
+        Some(v) => format!("SET default_transaction_read_only = {}", sql::literal(v)),
+        None => "RESET default_transaction_read_only".to_string(),
+    };
+    format!(
+        "ALTER ROLE {} IN DATABASE {} {action}",
+        sql::ident(role),
+        sql::ident(db)
+    )
+}
+
+/// The role's database-level `default_transaction_read_only` on this side, if set.
+async fn read_only_setting(side: &Side, role: &str) -> Result<Option<String>> {
+    let row = side
+        .client
+        .query_opt(
+            "SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) AS c \
+             WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND s.setrole = (SELECT oid FROM pg_roles WHERE rolname = $1) \
+               AND c LIKE 'default\\_transaction\\_read\\_only=%'",
+            &[&role],
+        )
+        .await
+        .map_err(side.err("reading role settings"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Sets (`Some`) or resets (`None`) the role's database-level `default_transaction_read_only`.
+async fn set_read_only(side: &Side, role: &str, value: Option<&str>) -> Result<()> {
+    side.client
+        .batch_execute(&alter_sql(&side.db, role, value))
+        .await
+        .map_err(side.err(&format!("changing the settings of role {role}")))
+}
+
+/// Where the reverse bridge's slot starts (its confirmed position) and whether a pgbridge is
+/// streaming it.
+async fn reverse_position(entered: &Side, reverse: &Config) -> Result<(Lsn, bool)> {
+    let slot = setup::slot_state(&entered.client, &reverse.slot)
+        .await?
+        .ok_or_else(|| Error::definite(format!("the reverse bridge's slot {} disappeared", reverse.slot)))?;
+    if slot.lost {
+        return Err(Error::definite(format!(
+            "the reverse bridge's slot {} on {} was invalidated",
+            reverse.slot, entered.address
+        )));
+    }
+    Ok((slot.confirmed, slot.active))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alter_quotes_role_and_database() {
+        assert_eq!(
+            alter_sql("app db", "App\"x", Some("on")),
+            "ALTER ROLE \"App\"\"x\" IN DATABASE \"app db\" SET default_transaction_read_only = 'on'"
+        );
+        assert_eq!(
+            alter_sql("app", "app", None),
+            "ALTER ROLE \"app\" IN DATABASE \"app\" RESET default_transaction_read_only"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! `pgbridge teardown`: drop the slot and publication on green, and the checkpoint row (with the
+//! accepted plan and recorded drift) and replication origins on blue.
+//! The checkpoint goes too, because it is meaningless without the slot: a later `setup` must not
+//! resume from it.
+
+use crate::apply::{self, checkpoint, origin};
+use crate::config::Config;
+use crate::connect::{blue_err, connect_green_sql, green_err};
+use crate::error::{Error, Result};
+use crate::sql;
+
+pub async fn run(config: &Config) -> Result<i32> {
+    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
+    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+
+    // A publication an owner created beforehand (README, "Least-privilege setup") can only be
+    // dropped by its owner: keep it, and say so, rather than stop after dropping the slot.
+    let publication_owner: Option<(String, bool)> = green
+        .query_opt(
+            "SELECT pubowner::regrole::text, pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1",
+            &[&config.publication],
+        )
+        .await
+        .map_err(green_err("reading publications"))?
+        .map(|r| (r.get(0), r.get(1)));
+
+    let slot = green
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(green_err("reading replication slots"))?;
+    match slot {
+        Some(row) => {
+            if let Some(pid) = row.get::<_, Option<i32>>(0) {
+                return Err(Error::definite(format!(
+                    "slot {} is in use by green backend pid {pid} (a running pgbridge?); stop it first",
+                    config.slot
+                )));
+            }
+            green
+                .execute("SELECT pg_drop_replication_slot($1)", &[&config.slot])
+                .await
+                .map_err(green_err(&format!("dropping slot {}", config.slot)))?;
+            println!("green  slot        {:<24} dropped", config.slot);
+        }
+        None => println!("green  slot        {:<24} absent", config.slot),
+    }
+    match publication_owner {
+        Some((owner, false)) => println!(
+            "green  publication {:<24} kept: owned by {owner}; to drop it, have {owner} or a superuser run on green: \
+             DROP PUBLICATION {}",
+            config.publication,
+            sql::ident(&config.publication)
+        ),
+        _ => {
+            green
+                .batch_execute(&format!(
+                    "DROP PUBLICATION IF EXISTS {}",
+                    sql::ident(&config.publication)
+                ))
+                .await
+                .map_err(green_err(&format!("dropping publication {}", config.publication)))?;
+            println!("green  publication {:<24} dropped", config.publication);
+        }
+    }
+
+    if checkpoint::read(&blue, &config.schema, &config.slot)
+        .await
+        .map_err(Error::into_definite)?
+        .is_some()
+    {
+        blue.execute(
+            &format!(
+                "DELETE FROM {} WHERE slot_name = $1",
+                sql::qualified(&config.schema, "checkpoint")
+            ),
+            &[&config.slot],
+        )
+        .await
+        .map_err(blue_err("deleting the checkpoint"))?;
+        println!("blue   checkpoint  {:<24} deleted", config.slot);
+    } else {
+        println!("blue   checkpoint  {:<24} absent", config.slot);
+    }
+    // The accepted plan and recorded drift belong to the slot too.
+    for table in ["accepted_plan", "drift"] {
+        let qualified = sql::qualified(&config.schema, table);
+        if checkpoint::table_exists(&blue, &config.schema, table)
+            .await
+            .map_err(Error::into_definite)?
+        {
+            blue.execute(
+                &format!("DELETE FROM {qualified} WHERE slot_name = $1"),
+                &[&config.slot],
+            )
+            .await
+            .map_err(blue_err(&format!("deleting from {}.{table}", config.schema)))?;
+        }
+    }
+    if let Some(base) = &config.origin {
+        drop_origins(&blue, base).await?;
+    }
+    Ok(0)
+}
+
+/// Drops the replication origins the bridge's blue sessions used. An origin whose session is
+/// still connected cannot be dropped; dropping nothing needs no privilege.
+async fn drop_origins(blue: &tokio_postgres::Client, base: &str) -> Result<()> {
+    for name in origin::all_names(base, apply::MAX_LANES) {
+        let exists: bool = blue
+            .query_one("SELECT pg_replication_origin_oid($1) IS NOT NULL", &[&name])
+            .await
+            .map_err(blue_err(&format!("looking up replication origin {name}")))?
+            .get(0);
+        if exists {
+            blue.execute("SELECT pg_replication_origin_drop($1)", &[&name])
+                .await
+                .map_err(blue_err(&format!("dropping replication origin {name}")))?;
+            println!("blue   origin      {name:<24} dropped");
+        }
+    }
+    Ok(())
+}
