@@ -17,6 +17,7 @@ pub mod privileges;
 pub mod run;
 pub mod sequences;
 pub mod setup;
+pub mod slot;
 pub mod status;
 pub mod switchover;
 pub mod teardown;

@@ -93,7 +93,7 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
             return Ok(report);
         }
     };
-    match super::setup::check_green_server(green).await {
+    match check_green_server(green).await {
         // The connection dropped: a network problem, not a finding about green.
         Err(e) if e.is_transient() => return Err(e),
         Err(e) => report.problems.push(e.to_string()),
@@ -341,6 +341,41 @@ fn unfed_columns(plan: &TablePlan, blue: &BlueTable) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Green's settings and the role's attributes, as setup needs them. A failed query keeps its
+/// kind (a dropped connection stays transient); the findings themselves are definite.
+async fn check_green_server(green: &Client) -> Result<()> {
+    let row = green
+        .query_one(
+            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("checking the server on green", &e))?;
+    let wal_level: String = row.get(0);
+    let version: i32 = row.get(1);
+    let can_replicate: bool = row.get::<_, Option<bool>>(2).unwrap_or(false);
+    let user: String = row.get(3);
+    if version < 140000 {
+        return Err(Error::definite(format!(
+            "green runs PostgreSQL {version}; pgbridge needs 14 or later"
+        )));
+    }
+    if wal_level != "logical" {
+        return Err(Error::definite(format!(
+            "green has wal_level = {wal_level}; logical decoding needs wal_level = logical: \
+             run ALTER SYSTEM SET wal_level = logical on green and restart it"
+        )));
+    }
+    if !can_replicate {
+        return Err(Error::definite(format!(
+            "role {user} on green may not use replication; run on green: ALTER ROLE {} REPLICATION",
+            sql::ident(&user)
+        )));
+    }
+    Ok(())
 }
 
 /// Mapping files whose source is not among the green tables to stream, as problems.

@@ -6,36 +6,72 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
+use super::preflight::{self, Report};
 use super::privileges::{self, BlueSchema};
-use crate::apply::{self, checkpoint};
+use super::slot::{self, SlotState};
+use crate::apply;
 use crate::config::Config;
 use crate::connect::{blue_err, connect_green_sql, green_err};
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::lsn::Lsn;
 use crate::mapping::{green_catalog, TablePlan};
-use crate::source::ReplicationConn;
 use crate::sql;
+use crate::state::checkpoint::{self, Checkpoint};
 
 pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let (report, env) = validate(config, &green, &blue, copy).await?;
+    let blue_schema = privileges::blue_schema(&blue, &config.schema).await?;
+    let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
+        .await
+        .map_err(Error::into_definite)?;
+    let slot = slot::slot_state(&green, &config.slot).await?;
+    refuse_conflicts(
+        &config.schema,
+        &config.slot,
+        existing_checkpoint.as_ref(),
+        slot.as_ref(),
+        copy,
+    )?;
+
+    // Validation passed: create what is missing.
+    create_blue_tables(&blue, &config.schema, blue_schema).await?;
+    ensure_publication(config, &green, &report).await?;
+    if copy {
+        let plans = whole_partitioned_tables(config, &green, &blue, plans_of(&report)).await?;
+        let code = super::copy::run(config, &green, &blue, &env, plans, slot.is_some(), jobs).await?;
+        accept(config, &blue, &report).await?;
+        return Ok(code);
+    }
+    let start = ensure_slot(config, &green, slot.as_ref(), report.publication_exists).await?;
+    ensure_checkpoint(config, &blue, existing_checkpoint.as_ref(), start).await?;
+    accept(config, &blue, &report).await?;
+    println!("ready: start streaming with `pgbridge run`");
+    Ok(0)
+}
+
+fn plans_of(report: &Report) -> Vec<Arc<TablePlan>> {
+    report.tables.iter().map(|t| t.plan.clone()).collect()
+}
+
+/// Exactly `check`'s validation (every statement prepared on blue, NOT NULL coverage,
+/// privileges), plus what a copy needs, before anything is created. Returns the report and
+/// the settings blue evaluates mappings in.
+async fn validate(config: &Config, green: &Client, blue: &Client, copy: bool) -> Result<(Report, Environment)> {
     // A mapping file that does not parse is an error of its own, before any catalog work.
     crate::mapping::resolve::Mappings::load(config)?;
     // Also checks [blue] timezone before anything is created.
-    let env = Environment::setup(&blue, config).await.map_err(Error::into_definite)?;
-    // Exactly `check`'s validation (every statement prepared on blue, NOT NULL coverage,
-    // privileges), before anything is created.
-    let report = super::preflight::validate(config, &green, &blue)
+    let env = Environment::setup(blue, config).await.map_err(Error::into_definite)?;
+    let report = preflight::validate(config, green, blue)
         .await
         .map_err(Error::into_definite)?;
-    let publication_exists = report.publication_exists;
-    let tables = report.green_tables.clone();
-    let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
     let mut problems = report.problems.clone();
     if copy {
-        problems.extend(privileges::read_problems(&green, &blue, &plans, "setup --copy").await?);
-        problems.extend(privileges::copy_foreign_key_problem(&blue, &plans).await?);
+        let plans = plans_of(&report);
+        problems.extend(privileges::read_problems(green, blue, &plans, "setup --copy").await?);
+        problems.extend(privileges::copy_foreign_key_problem(blue, &plans).await?);
     }
     refuse(problems)?;
     for finding in &report.drift {
@@ -45,147 +81,155 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
             finding.text()
         );
     }
-    let blue_schema = privileges::blue_schema(&blue, &config.schema).await?;
+    Ok((report, env))
+}
 
-    let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
-        .await
-        .map_err(Error::into_definite)?;
-    let slot = slot_state(&green, &config.slot).await?;
-    if let Some(cp) = existing_checkpoint.as_ref().filter(|cp| cp.lsn.is_zero() && !copy) {
+/// Refuses a checkpoint and slot that do not go together: a copy that did not finish, a
+/// checkpoint whose slot is gone, a slot of another plugin or one green invalidated. A copy
+/// starts over, so it accepts the first, second and last.
+fn refuse_conflicts(
+    schema: &str,
+    slot_name: &str,
+    checkpoint: Option<&Checkpoint>,
+    slot: Option<&SlotState>,
+    copy: bool,
+) -> Result<()> {
+    if let Some(cp) = checkpoint.filter(|cp| cp.lsn.is_zero() && !copy) {
         return Err(Error::definite(format!(
-            "blue's checkpoint for slot {} is at {}: an initial copy into blue did not finish; \
+            "blue's checkpoint for slot {slot_name} is at {}: an initial copy into blue did not finish; \
              run `pgbridge setup --copy` again (it starts over)",
-            config.slot, cp.lsn
+            cp.lsn
         )));
     }
-    if let (Some(cp), None, false) = (&existing_checkpoint, &slot, copy) {
+    if let (Some(cp), None, false) = (checkpoint, slot, copy) {
         return Err(Error::definite(format!(
-            "blue has a checkpoint for slot {} at {} but green has no such slot: changes after {} can no longer be \
+            "blue has a checkpoint for slot {slot_name} at {} but green has no such slot: changes after {} can no longer be \
              streamed. If blue was re-synchronized with green, delete the old checkpoint \
-             (DELETE FROM {}.checkpoint WHERE slot_name = '{}') and run setup again",
-            config.slot,
+             (DELETE FROM {}.checkpoint WHERE slot_name = '{slot_name}') and run setup again",
             cp.lsn,
             cp.lsn,
-            sql::ident(&config.schema),
-            config.slot
+            sql::ident(schema),
         )));
     }
-    if let Some(s) = &slot {
+    if let Some(s) = slot {
         if s.plugin != "pgoutput" {
             return Err(Error::definite(format!(
-                "slot {} exists on green with plugin {}; drop it or choose another green.slot",
-                config.slot, s.plugin
+                "slot {slot_name} exists on green with plugin {}; drop it or choose another green.slot",
+                s.plugin
             )));
         }
         if s.lost && !copy {
             return Err(Error::definite(format!(
-                "slot {} on green was invalidated (wal_status = lost); run `pgbridge teardown` and set up again with a re-synchronized blue",
-                config.slot
+                "slot {slot_name} on green was invalidated (wal_status = lost); run `pgbridge teardown` and set up again with a re-synchronized blue"
             )));
         }
     }
+    Ok(())
+}
 
-    // Validation passed: create what is missing.
+/// Creates `<schema>` and pgbridge's tables in it, or only the tables, as the role may.
+async fn create_blue_tables(blue: &Client, schema: &str, blue_schema: BlueSchema) -> Result<()> {
     let create = match blue_schema {
-        BlueSchema::Create => Some(checkpoint::create_sql(&config.schema)),
-        BlueSchema::CreateTables => Some(tables_sql(&config.schema)),
+        BlueSchema::Create => Some(checkpoint::create_sql(schema)),
+        BlueSchema::CreateTables => Some(checkpoint::create_tables_sql(schema)),
         BlueSchema::Ready => None,
     };
     if let Some(create) = create {
         blue.batch_execute(&create)
             .await
-            .map_err(blue_err(&format!("creating schema {}", config.schema)))?;
+            .map_err(blue_err(&format!("creating schema {schema}")))?;
     }
+    Ok(())
+}
 
-    if publication_exists {
+/// Creates the publication of the streamed tables on green unless it exists.
+async fn ensure_publication(config: &Config, green: &Client, report: &Report) -> Result<()> {
+    let tables = &report.green_tables;
+    if report.publication_exists {
         println!(
             "green  publication {:<24} exists, {} table(s)",
             config.publication,
             tables.len()
         );
+        return Ok(());
+    }
+    let names: Vec<String> = tables.iter().map(|t| sql::qualified(&t.namespace, &t.name)).collect();
+    // Changes of a partitioned table then arrive under its own name, which is what its
+    // mapping names, whatever partitions green has or attaches later.
+    let via_root = if green_catalog::any_partitioned(tables) {
+        " WITH (publish_via_partition_root = true)"
     } else {
-        let names: Vec<String> = tables.iter().map(|t| sql::qualified(&t.namespace, &t.name)).collect();
-        // Changes of a partitioned table then arrive under its own name, which is what its
-        // mapping names, whatever partitions green has or attaches later.
-        let via_root = if green_catalog::any_partitioned(&tables) {
-            " WITH (publish_via_partition_root = true)"
-        } else {
-            ""
-        };
-        green
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {}{via_root}",
-                sql::ident(&config.publication),
-                names.join(", ")
-            ))
-            .await
-            .map_err(green_err(&format!("creating publication {}", config.publication)))?;
-        println!(
-            "green  publication {:<24} created, {} table(s)",
-            config.publication,
-            tables.len()
-        );
-    }
-
-    if copy {
-        let plans = whole_partitioned_tables(config, &green, &blue, plans).await?;
-        let code = super::copy::run(config, &green, &blue, &env, plans, slot.is_some(), jobs).await?;
-        accept(config, &blue, &report).await?;
-        return Ok(code);
-    }
-
-    let start = match &slot {
-        Some(s) => {
-            println!(
-                "green  slot        {:<24} exists, confirmed up to {}",
-                config.slot, s.confirmed
-            );
-            s.confirmed
-        }
-        None => match create_slot(config).await {
-            Ok(lsn) => {
-                println!("green  slot        {:<24} created at {lsn}", config.slot);
-                lsn
-            }
-            Err(e) => {
-                if !publication_exists {
-                    let _ = green
-                        .batch_execute(&format!(
-                            "DROP PUBLICATION IF EXISTS {}",
-                            sql::ident(&config.publication)
-                        ))
-                        .await;
-                }
-                return Err(e);
-            }
-        },
+        ""
     };
+    green
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {} FOR TABLE {}{via_root}",
+            sql::ident(&config.publication),
+            names.join(", ")
+        ))
+        .await
+        .map_err(green_err(&format!("creating publication {}", config.publication)))?;
+    println!(
+        "green  publication {:<24} created, {} table(s)",
+        config.publication,
+        tables.len()
+    );
+    Ok(())
+}
 
-    match existing_checkpoint {
+/// The slot's position: the existing slot's confirmed position, or a new slot's consistent
+/// point. A publication this run created is dropped again when the slot cannot be created.
+async fn ensure_slot(
+    config: &Config,
+    green: &Client,
+    slot: Option<&SlotState>,
+    publication_existed: bool,
+) -> Result<Lsn> {
+    if let Some(s) = slot {
+        println!(
+            "green  slot        {:<24} exists, confirmed up to {}",
+            config.slot, s.confirmed
+        );
+        return Ok(s.confirmed);
+    }
+    match slot::create_slot(config).await {
+        Ok(lsn) => {
+            println!("green  slot        {:<24} created at {lsn}", config.slot);
+            Ok(lsn)
+        }
+        Err(e) => {
+            if !publication_existed {
+                let _ = green
+                    .batch_execute(&format!(
+                        "DROP PUBLICATION IF EXISTS {}",
+                        sql::ident(&config.publication)
+                    ))
+                    .await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Writes the checkpoint at `start` unless blue has one.
+async fn ensure_checkpoint(config: &Config, blue: &Client, existing: Option<&Checkpoint>, start: Lsn) -> Result<()> {
+    match existing {
         Some(cp) => println!(
             "blue   checkpoint  {:<24} exists at {}",
             format!("{}.checkpoint", config.schema),
             cp.lsn
         ),
         None => {
-            blue.execute(
-                &format!(
-                    "INSERT INTO {} (slot_name, lsn, updated_at) VALUES ($1, $2::text::pg_lsn, now()) ON CONFLICT (slot_name) DO NOTHING",
-                    sql::qualified(&config.schema, "checkpoint")
-                ),
-                &[&config.slot, &start.to_string()],
-            )
-            .await
-            .map_err(blue_err("writing the checkpoint"))?;
+            checkpoint::insert_if_missing(blue, &config.schema, &config.slot, start)
+                .await
+                .map_err(blue_err("writing the checkpoint"))?;
             println!(
                 "blue   checkpoint  {:<24} created at {start}",
                 format!("{}.checkpoint", config.schema)
             );
         }
     }
-    accept(config, &blue, &report).await?;
-    println!("ready: start streaming with `pgbridge run`");
-    Ok(0)
+    Ok(())
 }
 
 /// The tables to copy: partitions streamed under their own names but mapped through their
@@ -217,7 +261,7 @@ async fn whole_partitioned_tables(
 
 /// Stores the plan just validated as the accepted one, which `run`, `check`, `status` and
 /// `verify` compare both catalogs with from now on (see [`crate::drift`]).
-async fn accept(config: &Config, blue: &Client, report: &super::preflight::Report) -> Result<()> {
+async fn accept(config: &Config, blue: &Client, report: &Report) -> Result<()> {
     crate::drift::store(blue, config, &report.current.signatures, true)
         .await
         .map_err(Error::into_definite)?;
@@ -234,131 +278,71 @@ async fn accept(config: &Config, blue: &Client, report: &super::preflight::Repor
     Ok(())
 }
 
-/// Green's settings and the role's attributes, as setup needs them. A failed query keeps its
-/// kind (a dropped connection stays transient); the findings themselves are definite.
-pub(crate) async fn check_green_server(green: &Client) -> Result<()> {
-    let row = green
-        .query_one(
-            "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
-                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::postgres("checking the server on green", &e))?;
-    let wal_level: String = row.get(0);
-    let version: i32 = row.get(1);
-    let can_replicate: bool = row.get::<_, Option<bool>>(2).unwrap_or(false);
-    let user: String = row.get(3);
-    if version < 140000 {
-        return Err(Error::definite(format!(
-            "green runs PostgreSQL {version}; pgbridge needs 14 or later"
-        )));
-    }
-    if wal_level != "logical" {
-        return Err(Error::definite(format!(
-            "green has wal_level = {wal_level}; logical decoding needs wal_level = logical: \
-             run ALTER SYSTEM SET wal_level = logical on green and restart it"
-        )));
-    }
-    if !can_replicate {
-        return Err(Error::definite(format!(
-            "role {user} on green may not use replication; run on green: ALTER ROLE {} REPLICATION",
-            sql::ident(&user)
-        )));
-    }
-    Ok(())
-}
-
 /// Stops setup before it creates anything when there are problems, listing every one.
 fn refuse(problems: Vec<String>) -> Result<()> {
     privileges::refuse(problems, "nothing was created")
-}
-
-/// pgbridge's tables in `<schema>`, for a schema that exists: without `CREATE SCHEMA`, which
-/// PostgreSQL refuses to a role without CREATE on the database even when the schema exists.
-fn tables_sql(schema: &str) -> String {
-    let all = checkpoint::create_sql(schema);
-    let create_schema = format!("CREATE SCHEMA IF NOT EXISTS {};", sql::ident(schema));
-    match all.strip_prefix(&create_schema) {
-        Some(rest) => rest.to_string(),
-        None => all,
-    }
-}
-
-pub(crate) struct SlotState {
-    pub plugin: String,
-    pub confirmed: Lsn,
-    pub lost: bool,
-    /// A walsender is streaming it.
-    pub active: bool,
-}
-
-pub(crate) async fn slot_state(green: &Client, slot: &str) -> Result<Option<SlotState>> {
-    let row = green
-        .query_opt(
-            "SELECT coalesce(plugin::text, ''), coalesce(confirmed_flush_lsn::text, '0/0'), coalesce(wal_status = 'lost', false), \
-                    active FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(green_err("reading replication slots"))?;
-    row.map(|r| {
-        let confirmed: String = r.get(1);
-        Ok(SlotState {
-            plugin: r.get(0),
-            confirmed: confirmed
-                .parse()
-                .map_err(|e| Error::definite(format!("slot {slot}: {e}")))?,
-            lost: r.get(2),
-            active: r.get(3),
-        })
-    })
-    .transpose()
-}
-
-async fn create_slot(config: &Config) -> Result<Lsn> {
-    let (_, point, _) = create_slot_on(config, false).await?;
-    Ok(point)
-}
-
-/// Creates the slot over a replication connection; returns the connection, the consistent
-/// point and, with `export`, the snapshot name (importable while the connection stays open
-/// and idle).
-pub(crate) async fn create_slot_on(config: &Config, export: bool) -> Result<(ReplicationConn, Lsn, Option<String>)> {
-    let mut conn = ReplicationConn::connect(&config.green, "pgbridge setup")
-        .await
-        .map_err(Error::into_definite)?;
-    let rows = conn
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
-            sql::ident(&config.slot),
-            if export { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" }
-        ))
-        .await
-        .map_err(|e| {
-            e.into_definite()
-                .hint("check max_replication_slots on green and that the role has the REPLICATION attribute")
-        })?;
-    let point = rows.first("consistent_point").unwrap_or("0/0");
-    let lsn = point
-        .parse()
-        .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))?;
-    let snapshot = rows.first("snapshot_name").map(str::to_string);
-    Ok((conn, lsn, snapshot))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(lsn: &str) -> Checkpoint {
+        Checkpoint {
+            lsn: lsn.parse().expect("lsn"),
+            commit_time: None,
+            updated_at: String::new(),
+        }
+    }
+
+    fn slot(plugin: &str, lost: bool) -> SlotState {
+        SlotState {
+            plugin: plugin.to_string(),
+            confirmed: "0/10".parse().expect("lsn"),
+            lost,
+            active: false,
+        }
+    }
+
+    fn refused(cp: Option<&Checkpoint>, s: Option<&SlotState>, copy: bool) -> Option<String> {
+        refuse_conflicts("pgbridge", "s1", cp, s, copy)
+            .err()
+            .map(|e| e.to_string())
+    }
+
     #[test]
-    fn tables_sql_leaves_the_schema_alone() {
-        let text = tables_sql("pg bridge");
-        assert!(!text.contains("CREATE SCHEMA"), "{text}");
+    fn an_unfinished_copy_is_refused_unless_copying_again() {
+        let cp = at("0/0");
+        let s = slot("pgoutput", false);
+        let text = refused(Some(&cp), Some(&s), false).expect("refused");
+        assert!(text.contains("an initial copy into blue did not finish"), "{text}");
+        assert_eq!(refused(Some(&cp), Some(&s), true), None);
+    }
+
+    #[test]
+    fn a_checkpoint_without_its_slot_is_refused_unless_copying() {
+        let cp = at("0/20");
+        let text = refused(Some(&cp), None, false).expect("refused");
+        assert!(text.contains("green has no such slot"), "{text}");
         assert!(
-            text.contains("CREATE TABLE IF NOT EXISTS \"pg bridge\".\"checkpoint\""),
+            text.contains("DELETE FROM pgbridge.checkpoint WHERE slot_name = 's1'"),
             "{text}"
         );
-        assert!(checkpoint::create_sql("pg bridge").ends_with(&text));
+        assert_eq!(refused(Some(&cp), None, true), None);
+        assert_eq!(refused(None, None, false), None);
+    }
+
+    #[test]
+    fn a_slot_of_another_plugin_or_invalidated_is_refused() {
+        let other = slot("wal2json", false);
+        assert!(refused(None, Some(&other), true)
+            .expect("refused")
+            .contains("plugin wal2json"));
+        let lost = slot("pgoutput", true);
+        assert!(refused(None, Some(&lost), false)
+            .expect("refused")
+            .contains("invalidated"));
+        assert_eq!(refused(None, Some(&lost), true), None);
+        assert_eq!(refused(Some(&at("0/20")), Some(&slot("pgoutput", false)), false), None);
     }
 }

@@ -144,7 +144,9 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
             crate::drift::fix(config)
         )));
     }
-    let streaming = setup::slot_state(&left.client, &config.slot).await?.map(|s| s.active);
+    let streaming = super::slot::slot_state(&left.client, &config.slot)
+        .await?
+        .map(|s| s.active);
     if streaming != Some(true) {
         return Err(Error::definite(format!(
             "the bridge of {} is not streaming (slot {} on {} is {}); start `pgbridge run -c {}` and let it catch up first",
@@ -167,7 +169,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
         entered.address,
         left.address
     ));
-    done.reverse_created = setup::slot_state(&entered.client, &reverse.slot).await?.is_none();
+    done.reverse_created = super::slot::slot_state(&entered.client, &reverse.slot).await?.is_none();
     done.reverse_publication_created =
         !crate::mapping::green_catalog::publication_exists(&entered.client, &reverse.publication).await?;
     // Creating a logical slot waits for every write transaction open on that side to end.
@@ -650,7 +652,7 @@ async fn set_read_only(side: &Side, role: &str, value: Option<&str>) -> Result<(
 /// Where the reverse bridge's slot starts (its confirmed position) and whether a pgbridge is
 /// streaming it.
 async fn reverse_position(entered: &Side, reverse: &Config) -> Result<(Lsn, bool)> {
-    let slot = setup::slot_state(&entered.client, &reverse.slot)
+    let slot = super::slot::slot_state(&entered.client, &reverse.slot)
         .await?
         .ok_or_else(|| Error::definite(format!("the reverse bridge's slot {} disappeared", reverse.slot)))?;
     if slot.lost {

@@ -3,27 +3,44 @@
 //! The checkpoint goes too, because it is meaningless without the slot: a later `setup` must not
 //! resume from it.
 
-use crate::apply::{self, checkpoint, origin};
+use tokio_postgres::Client;
+
+use crate::apply;
 use crate::config::Config;
 use crate::connect::{blue_err, connect_green_sql, green_err};
 use crate::error::{Error, Result};
 use crate::sql;
+use crate::state::{checkpoint, origin};
 
 pub async fn run(config: &Config) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let publication_owner = publication_owner(config, &green).await?;
+    drop_slot(config, &green).await?;
+    drop_publication(config, &green, publication_owner).await?;
+    delete_checkpoint(config, &blue).await?;
+    if let Some(base) = &config.origin {
+        drop_origins(&blue, base).await?;
+    }
+    Ok(0)
+}
 
-    // A publication an owner created beforehand (README, "Least-privilege setup") can only be
-    // dropped by its owner: keep it, and say so, rather than stop after dropping the slot.
-    let publication_owner: Option<(String, bool)> = green
+/// The publication's owner and whether this role may act as it, when the publication exists.
+/// A publication an owner created beforehand (README, "Least-privilege setup") can only be
+/// dropped by its owner: teardown keeps it, and says so, rather than stop after dropping the slot.
+async fn publication_owner(config: &Config, green: &Client) -> Result<Option<(String, bool)>> {
+    Ok(green
         .query_opt(
             "SELECT pubowner::regrole::text, pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1",
             &[&config.publication],
         )
         .await
         .map_err(green_err("reading publications"))?
-        .map(|r| (r.get(0), r.get(1)));
+        .map(|r| (r.get(0), r.get(1))))
+}
 
+/// Drops the slot unless a backend streams it (then nothing further is dropped).
+async fn drop_slot(config: &Config, green: &Client) -> Result<()> {
     let slot = green
         .query_opt(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
@@ -47,7 +64,11 @@ pub async fn run(config: &Config) -> Result<i32> {
         }
         None => println!("green  slot        {:<24} absent", config.slot),
     }
-    match publication_owner {
+    Ok(())
+}
+
+async fn drop_publication(config: &Config, green: &Client, owner: Option<(String, bool)>) -> Result<()> {
+    match owner {
         Some((owner, false)) => println!(
             "green  publication {:<24} kept: owned by {owner}; to drop it, have {owner} or a superuser run on green: \
              DROP PUBLICATION {}",
@@ -65,57 +86,46 @@ pub async fn run(config: &Config) -> Result<i32> {
             println!("green  publication {:<24} dropped", config.publication);
         }
     }
+    Ok(())
+}
 
-    if checkpoint::read(&blue, &config.schema, &config.slot)
+/// Deletes the slot's checkpoint row, and its accepted plan and recorded drift, which belong
+/// to the slot too.
+async fn delete_checkpoint(config: &Config, blue: &Client) -> Result<()> {
+    if checkpoint::read(blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?
         .is_some()
     {
-        blue.execute(
-            &format!(
-                "DELETE FROM {} WHERE slot_name = $1",
-                sql::qualified(&config.schema, "checkpoint")
-            ),
-            &[&config.slot],
-        )
-        .await
-        .map_err(blue_err("deleting the checkpoint"))?;
+        checkpoint::delete(blue, &config.schema, &config.slot)
+            .await
+            .map_err(blue_err("deleting the checkpoint"))?;
         println!("blue   checkpoint  {:<24} deleted", config.slot);
     } else {
         println!("blue   checkpoint  {:<24} absent", config.slot);
     }
-    // The accepted plan and recorded drift belong to the slot too.
     for table in ["accepted_plan", "drift"] {
-        let qualified = sql::qualified(&config.schema, table);
-        if checkpoint::table_exists(&blue, &config.schema, table)
+        if checkpoint::table_exists(blue, &config.schema, table)
             .await
             .map_err(Error::into_definite)?
         {
-            blue.execute(
-                &format!("DELETE FROM {qualified} WHERE slot_name = $1"),
-                &[&config.slot],
-            )
-            .await
-            .map_err(blue_err(&format!("deleting from {}.{table}", config.schema)))?;
+            checkpoint::delete_slot_rows(blue, &config.schema, table, &config.slot)
+                .await
+                .map_err(blue_err(&format!("deleting from {}.{table}", config.schema)))?;
         }
     }
-    if let Some(base) = &config.origin {
-        drop_origins(&blue, base).await?;
-    }
-    Ok(0)
+    Ok(())
 }
 
 /// Drops the replication origins the bridge's blue sessions used. An origin whose session is
 /// still connected cannot be dropped; dropping nothing needs no privilege.
-async fn drop_origins(blue: &tokio_postgres::Client, base: &str) -> Result<()> {
+async fn drop_origins(blue: &Client, base: &str) -> Result<()> {
     for name in origin::all_names(base, apply::MAX_LANES) {
-        let exists: bool = blue
-            .query_one("SELECT pg_replication_origin_oid($1) IS NOT NULL", &[&name])
+        let exists = origin::exists(blue, &name)
             .await
-            .map_err(blue_err(&format!("looking up replication origin {name}")))?
-            .get(0);
+            .map_err(blue_err(&format!("looking up replication origin {name}")))?;
         if exists {
-            blue.execute("SELECT pg_replication_origin_drop($1)", &[&name])
+            origin::drop(blue, &name)
                 .await
                 .map_err(blue_err(&format!("dropping replication origin {name}")))?;
             println!("blue   origin      {name:<24} dropped");

@@ -28,13 +28,15 @@ use tokio_postgres::Client;
 
 use crate::apply;
 use crate::config::Config;
-use crate::connect::{blue_err, green_err};
+use crate::connect::blue_err;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan, Value};
+use crate::ops::slot;
 use crate::progress::{self, Display, Task};
 use crate::sql;
+use crate::state::checkpoint;
 
 /// Name of the temporary table green's rows are loaded into on blue.
 const STAGE: &str = "pgbridge_copy";
@@ -50,7 +52,7 @@ pub async fn run(
 ) -> Result<i32> {
     let started = Instant::now();
     if slot_exists {
-        drop_slot(green, &config.slot).await.map_err(|e| {
+        slot::drop_slot(green, &config.slot).await.map_err(|e| {
             e.hint(format!(
                 "slot {} is in use: stop `pgbridge run` (or whatever streams it) before copying again",
                 config.slot
@@ -61,18 +63,11 @@ pub async fn run(
             config.slot
         );
     }
-    let checkpoint = sql::qualified(&config.schema, "checkpoint");
-    blue.execute(
-        &format!(
-            "INSERT INTO {checkpoint} (slot_name, lsn, commit_time, updated_at) VALUES ($1, '0/0', NULL, now()) \
-             ON CONFLICT (slot_name) DO UPDATE SET lsn = '0/0', commit_time = NULL, updated_at = now()"
-        ),
-        &[&config.slot],
-    )
-    .await
-    .map_err(blue_err("marking the copy as started in the checkpoint"))?;
+    checkpoint::mark_copy_started(blue, &config.schema, &config.slot)
+        .await
+        .map_err(blue_err("marking the copy as started in the checkpoint"))?;
 
-    let (repl, consistent, snapshot) = crate::ops::setup::create_slot_on(config, true).await?;
+    let (repl, consistent, snapshot) = slot::create_slot_on(config, true).await?;
     let snapshot = snapshot.ok_or_else(|| Error::definite("CREATE_REPLICATION_SLOT returned no snapshot name"))?;
     println!(
         "green  slot        {:<24} created at {consistent}, snapshot {snapshot}",
@@ -88,7 +83,7 @@ pub async fn run(
     let (tables, rows, bytes) = match copied {
         Ok(totals) => totals,
         Err(e) => {
-            let dropped = drop_slot(green, &config.slot).await.is_ok();
+            let dropped = slot::drop_slot(green, &config.slot).await.is_ok();
             return Err(e.hint(format!(
                 "the copy did not finish and blue's checkpoint is at 0/0, so `pgbridge run` will not start; {}\
                  fix the cause and run `pgbridge setup --copy` again, which starts over",
@@ -100,12 +95,9 @@ pub async fn run(
             )));
         }
     };
-    blue.execute(
-        &format!("UPDATE {checkpoint} SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot_name = $1"),
-        &[&config.slot, &consistent.to_string()],
-    )
-    .await
-    .map_err(blue_err("writing the checkpoint"))?;
+    checkpoint::set(blue, &config.schema, &config.slot, consistent)
+        .await
+        .map_err(blue_err("writing the checkpoint"))?;
     println!(
         "copied {tables} table(s), {rows} rows, {} in {:.1}s",
         progress::human_bytes(bytes),
@@ -117,14 +109,6 @@ pub async fn run(
     );
     println!("ready: start streaming with `pgbridge run`; rows written on green during the copy follow");
     Ok(0)
-}
-
-async fn drop_slot(green: &Client, slot: &str) -> Result<()> {
-    green
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .map(|_| ())
-        .map_err(green_err(&format!("dropping slot {slot}")))
 }
 
 /// Copies every table, `jobs` at a time, biggest first, each part's blue session evaluating
