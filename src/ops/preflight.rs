@@ -74,131 +74,22 @@ pub async fn check(config: &Config) -> Result<Report> {
 /// the configuration, the mappings or the schemas is a problem in the report.
 pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<Report> {
     let mut report = Report::default();
-    // Statements prepare in the settings `run` applies them in (search_path, ...).
-    let env = match Environment::resolve(blue, config).await {
-        Ok(env) => env,
-        Err(e) if e.is_transient() || e.sqlstate().is_some() => return Err(e),
-        // [blue] timezone names a zone blue does not know: a problem; go on in blue's default.
-        Err(e) => {
-            report.problems.push(e.to_string());
-            Environment::blue_defaults(blue).await?
-        }
-    };
-    env.apply(blue).await?;
-    report.settings = env.describe();
-    let mappings = match Mappings::load(config) {
+    evaluation_settings(config, blue, &mut report).await?;
+    let mut mappings = match Mappings::load(config) {
         Ok(m) => m,
         Err(e) => {
             report.problems.push(e.to_string());
             return Ok(report);
         }
     };
-    match check_green_server(green).await {
-        // The connection dropped: a network problem, not a finding about green.
-        Err(e) if e.is_transient() => return Err(e),
-        Err(e) => report.problems.push(e.to_string()),
-        Ok(()) => {}
-    }
-    let publication_exists = green_catalog::publication_exists(green, &config.publication).await?;
-    report.publication_exists = publication_exists;
-    let tables = match green_catalog::tables(green, config, publication_exists).await {
-        Ok(t) => t,
-        // The connection dropped: not a finding, and no table list to check the mappings by.
-        Err(e) if e.is_transient() => return Err(e),
-        Err(e) if e.sqlstate().is_none() => {
-            report.problems.push(e.to_string());
-            Vec::new()
-        }
-        Err(e) => return Err(e),
-    };
-    let mut mappings = mappings;
+    let tables = streamed_tables(config, green, &mut report).await?;
+    let publication_exists = report.publication_exists;
     mappings.learn_partitions(&tables);
     report
         .problems
         .extend(unmatched_sources(config, &mappings, &tables, publication_exists));
     for green_table in &tables {
-        let has_identity =
-            green_table.replica_identity == ReplicaIdentity::Full || green_table.columns.iter().any(|c| c.is_key);
-        if !has_identity {
-            let problem = format!(
-                "green table {} has no primary key or replica identity; add a primary key or run on green: \
-                 ALTER TABLE {} REPLICA IDENTITY FULL",
-                green_table.qualified(),
-                sql::qualified(&green_table.namespace, &green_table.name)
-            );
-            report.current.failures.push((green_table.qualified(), problem.clone()));
-            report.catalog_problems.push(problem.clone());
-            report.problems.push(problem);
-            continue;
-        }
-        let (plan, blue_table) = match mappings.plan_with_blue(blue, green_table).await {
-            Ok(p) => p,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                report.problems.push(e.to_string());
-                report.catalog_problems.push(e.to_string());
-                report.current.failures.push((green_table.qualified(), e.to_string()));
-                continue;
-            }
-        };
-        report
-            .current
-            .signatures
-            .push(Signature::of(&plan, &blue_table).with_settings(&report.settings));
-        report.problems.extend(unfed_columns(&plan, &blue_table));
-        let catalog: Vec<String> = unpublished_namesakes(config, &mappings, &plan, &blue_table)
-            .into_iter()
-            .chain(unpublished_actions(config, &plan))
-            .collect();
-        report.problems.extend(catalog.iter().cloned());
-        report.catalog_problems.extend(catalog);
-        if let Some(f) = mappings.file_for(&green_table.namespace, &green_table.name) {
-            for name in f
-                .ignore
-                .iter()
-                .filter(|n| !green_table.columns.iter().any(|c| &c.name == *n))
-            {
-                report.problems.push(format!(
-                    "{}: ignore lists {name}, which green table {} does not have (dropped?); remove it",
-                    f.path.display(),
-                    green_table.qualified()
-                ));
-            }
-        }
-        let missing_types = missing_types(blue, &plan).await?;
-        let types_ok = missing_types.is_empty();
-        report.problems.extend(missing_types);
-        let mut statements = Vec::new();
-        // The same failure usually hits several statements: report it once, naming them all.
-        let mut failures: Vec<(String, Vec<&'static str>)> = Vec::new();
-        for (what, shape) in shapes(&plan) {
-            let sql = build(&plan, &shape);
-            let types = vec![Type::TEXT; sql.params.len()];
-            match blue.prepare_typed(&sql.text, &types).await {
-                Ok(_) => statements.push((what, sql.text)),
-                Err(e) => {
-                    let db = e
-                        .as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_string());
-                    match failures.iter_mut().find(|(m, _)| *m == db) {
-                        Some((_, whats)) => whats.push(what),
-                        None => failures.push((db, vec![what])),
-                    }
-                }
-            }
-        }
-        if types_ok {
-            for (db, whats) in failures {
-                report.problems.push(format!(
-                    "{}: the {} statement(s) for blue table {} do not prepare on blue: {db}; check the types and \
-                     expressions feeding it (pgbridge check --sql shows the statements that do)",
-                    plan.source_of_truth(),
-                    whats.join(", "),
-                    plan.blue_name
-                ));
-            }
-        }
-        report.tables.push(Planned { plan, statements });
+        plan_table(config, &mappings, blue, green_table, &mut report).await?;
     }
     let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
     report
@@ -222,6 +113,155 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
     }
     report.green_tables = tables;
     Ok(report)
+}
+
+/// Sets blue's session up as `run` does, so statements prepare in the settings they are
+/// applied in (search_path, ...), and records them in the report.
+async fn evaluation_settings(config: &Config, blue: &Client, report: &mut Report) -> Result<()> {
+    let env = match Environment::resolve(blue, config).await {
+        Ok(env) => env,
+        Err(e) if e.is_transient() || e.sqlstate().is_some() => return Err(e),
+        // [blue] timezone names a zone blue does not know: a problem; go on in blue's default.
+        Err(e) => {
+            report.problems.push(e.to_string());
+            Environment::blue_defaults(blue).await?
+        }
+    };
+    env.apply(blue).await?;
+    report.settings = env.describe();
+    Ok(())
+}
+
+/// Green's server settings and the tables to stream; what is wrong with them is a problem in
+/// the report, a dropped connection an error.
+async fn streamed_tables(config: &Config, green: &Client, report: &mut Report) -> Result<Vec<GreenTable>> {
+    match check_green_server(green).await {
+        // The connection dropped: a network problem, not a finding about green.
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => report.problems.push(e.to_string()),
+        Ok(()) => {}
+    }
+    let publication_exists = green_catalog::publication_exists(green, &config.publication).await?;
+    report.publication_exists = publication_exists;
+    match green_catalog::tables(green, config, publication_exists).await {
+        Ok(t) => Ok(t),
+        // The connection dropped: not a finding, and no table list to check the mappings by.
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) if e.sqlstate().is_none() => {
+            report.problems.push(e.to_string());
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Plans one streamed green table against blue and records the plan, its signature and every
+/// problem found with it.
+async fn plan_table(
+    config: &Config,
+    mappings: &Mappings,
+    blue: &Client,
+    green_table: &GreenTable,
+    report: &mut Report,
+) -> Result<()> {
+    let has_identity =
+        green_table.replica_identity == ReplicaIdentity::Full || green_table.columns.iter().any(|c| c.is_key);
+    if !has_identity {
+        let problem = format!(
+            "green table {} has no primary key or replica identity; add a primary key or run on green: \
+             ALTER TABLE {} REPLICA IDENTITY FULL",
+            green_table.qualified(),
+            sql::qualified(&green_table.namespace, &green_table.name)
+        );
+        report.current.failures.push((green_table.qualified(), problem.clone()));
+        report.catalog_problems.push(problem.clone());
+        report.problems.push(problem);
+        return Ok(());
+    }
+    let (plan, blue_table) = match mappings.plan_with_blue(blue, green_table).await {
+        Ok(p) => p,
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => {
+            report.problems.push(e.to_string());
+            report.catalog_problems.push(e.to_string());
+            report.current.failures.push((green_table.qualified(), e.to_string()));
+            return Ok(());
+        }
+    };
+    report
+        .current
+        .signatures
+        .push(Signature::of(&plan, &blue_table).with_settings(&report.settings));
+    report.problems.extend(unfed_columns(&plan, &blue_table));
+    let catalog: Vec<String> = unpublished_namesakes(config, mappings, &plan, &blue_table)
+        .into_iter()
+        .chain(unpublished_actions(config, &plan))
+        .collect();
+    report.problems.extend(catalog.iter().cloned());
+    report.catalog_problems.extend(catalog);
+    report.problems.extend(unknown_ignored(mappings, green_table));
+    let missing_types = missing_types(blue, &plan).await?;
+    let types_ok = missing_types.is_empty();
+    report.problems.extend(missing_types);
+    let (statements, failures) = prepare_statements(blue, &plan).await;
+    if types_ok {
+        for (db, whats) in failures {
+            report.problems.push(format!(
+                "{}: the {} statement(s) for blue table {} do not prepare on blue: {db}; check the types and \
+                 expressions feeding it (pgbridge check --sql shows the statements that do)",
+                plan.source_of_truth(),
+                whats.join(", "),
+                plan.blue_name
+            ));
+        }
+    }
+    report.tables.push(Planned { plan, statements });
+    Ok(())
+}
+
+/// Columns a mapping file ignores that the green table does not have, as problems.
+fn unknown_ignored(mappings: &Mappings, green_table: &GreenTable) -> Vec<String> {
+    let Some(f) = mappings.file_for(&green_table.namespace, &green_table.name) else {
+        return Vec::new();
+    };
+    f.ignore
+        .iter()
+        .filter(|n| !green_table.columns.iter().any(|c| &c.name == *n))
+        .map(|name| {
+            format!(
+                "{}: ignore lists {name}, which green table {} does not have (dropped?); remove it",
+                f.path.display(),
+                green_table.qualified()
+            )
+        })
+        .collect()
+}
+
+/// A statement that does not prepare: blue's message and the statements it hit.
+type PrepareFailure = (String, Vec<&'static str>);
+
+/// Prepares every statement of `plan` on blue: those that prepare, and the failures, each
+/// reported once naming every statement it hit.
+async fn prepare_statements(blue: &Client, plan: &TablePlan) -> (Vec<(&'static str, String)>, Vec<PrepareFailure>) {
+    let mut statements = Vec::new();
+    let mut failures: Vec<PrepareFailure> = Vec::new();
+    for (what, shape) in shapes(plan) {
+        let sql = build(plan, &shape);
+        let types = vec![Type::TEXT; sql.params.len()];
+        match blue.prepare_typed(&sql.text, &types).await {
+            Ok(_) => statements.push((what, sql.text)),
+            Err(e) => {
+                let db = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                match failures.iter_mut().find(|(m, _)| *m == db) {
+                    Some((_, whats)) => whats.push(what),
+                    None => failures.push((db, vec![what])),
+                }
+            }
+        }
+    }
+    (statements, failures)
 }
 
 /// Operations an existing publication does not carry: blue would silently keep rows green
