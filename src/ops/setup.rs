@@ -325,7 +325,7 @@ mod tests {
         let text = refused(Some(&cp), None, false).expect("refused");
         assert!(text.contains("green has no such slot"), "{text}");
         assert!(
-            text.contains("DELETE FROM pgbridge.checkpoint WHERE slot_name = 's1'"),
+            text.contains("DELETE FROM \"pgbridge\".checkpoint WHERE slot_name = 's1'"),
             "{text}"
         );
         assert_eq!(refused(Some(&cp), None, true), None);

@@ -40,17 +40,44 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
         Vec::new()
     };
     mappings.learn_partitions(&streamed);
-    // The plan as `run` would hold it, for the drift against the accepted one.
+    let (current, by_root) = plan_streamed(&mappings, green, blue, &streamed, settings).await?;
+    let accepted = drift::read_accepted(blue, config).await?.unwrap_or_default();
+    let (findings, _) = drift::compare(config, &accepted, &current);
+    let lenient = mappings.lenient();
+    let names = names_to_compare(config, &by_root, &streamed, &accepted, &lenient);
+    let known = Known {
+        config,
+        green,
+        blue,
+        lenient: &lenient,
+        findings: &findings,
+        by_root: &by_root,
+    };
+    let mut out = Vec::new();
+    for (schema, name) in names {
+        out.push(known.subject(schema, name).await?);
+    }
+    Ok(out)
+}
+
+/// The plan as `run` would hold it (for the drift against the accepted one), and the tables
+/// to compare by name: partitions are compared through the table they belong to, as a whole.
+async fn plan_streamed(
+    mappings: &Mappings,
+    green: &Client,
+    blue: &Client,
+    streamed: &[GreenTable],
+    settings: &str,
+) -> Result<(drift::Current, BTreeMap<String, GreenTable>)> {
     let mut current = drift::Current::default();
     let mut by_root: BTreeMap<String, GreenTable> = BTreeMap::new();
-    for t in &streamed {
+    for t in streamed {
         match mappings.plan_with_blue(blue, t).await {
             Ok((plan, blue_table)) => {
                 current
                     .signatures
                     .push(Signature::of(&plan, &blue_table).with_settings(settings));
                 if let Some(root) = &plan.partition_of {
-                    // Partitions are compared through the table they belong to, as a whole.
                     if let Some(r) = green_catalog::partitioned_table_of(green, t).await? {
                         by_root.insert(root.clone(), r);
                     }
@@ -62,9 +89,18 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
         }
         by_root.insert(t.qualified(), t.clone());
     }
-    let accepted = drift::read_accepted(blue, config).await?.unwrap_or_default();
-    let (findings, _) = drift::compare(config, &accepted, &current);
-    let lenient = mappings.lenient();
+    Ok((current, by_root))
+}
+
+/// The green tables to compare: the streamed ones (as their roots), then those only the
+/// accepted plan or a mapping file names, unless excluded.
+fn names_to_compare(
+    config: &Config,
+    by_root: &BTreeMap<String, GreenTable>,
+    streamed: &[GreenTable],
+    accepted: &BTreeMap<String, Signature>,
+    lenient: &Mappings,
+) -> Vec<(String, String)> {
     let mut names: Vec<(String, String)> = by_root
         .values()
         .map(|t| (t.namespace.clone(), t.name.clone()))
@@ -82,15 +118,31 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
             names.push(n);
         }
     }
-    let mut out = Vec::new();
-    for (schema, name) in names {
+    names
+}
+
+/// What [`subjects`] knows once the streamed tables are planned, to describe each table.
+struct Known<'a> {
+    config: &'a Config,
+    green: &'a Client,
+    blue: &'a Client,
+    lenient: &'a Mappings,
+    findings: &'a [drift::Finding],
+    by_root: &'a BTreeMap<String, GreenTable>,
+}
+
+impl Known<'_> {
+    /// Green table `schema.name` as verify compares it, with its problems.
+    async fn subject(&self, schema: String, name: String) -> Result<Subject> {
+        let (config, blue) = (self.config, self.blue);
         let qualified = format!("{schema}.{name}");
-        let mut problems: Vec<String> = findings
+        let mut problems: Vec<String> = self
+            .findings
             .iter()
             .filter(|f| f.green_table == qualified)
             .flat_map(|f| f.changes.clone())
             .collect();
-        let green_table = match by_root.get(&qualified) {
+        let green_table = match self.by_root.get(&qualified) {
             Some(t) => Some(t.clone()),
             None => {
                 if problems.is_empty() {
@@ -100,14 +152,14 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
                         config.publication
                     ));
                 }
-                green_catalog::table_directly(green, &schema, &name).await?
+                green_catalog::table_directly(self.green, &schema, &name).await?
             }
         };
-        let target = lenient.target_of(&schema, &name);
+        let target = self.lenient.target_of(&schema, &name);
         let target_text = format!("{}.{}", target.0, target.1);
         let Some(green_table) = green_table else {
             problems.push(format!("green table {qualified} does not exist on green"));
-            out.push(Subject {
+            return Ok(Subject {
                 green_table: qualified,
                 blue_table: target_text,
                 green_name: (schema, name),
@@ -115,9 +167,9 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
                 plan: None,
                 problems,
             });
-            continue;
         };
-        let planned = lenient
+        let planned = self
+            .lenient
             .plan_with_blue(blue, &with_unstreamed_generated(&green_table))
             .await;
         let (plan, blue_name) = match planned {
@@ -131,16 +183,15 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
                 (None, target)
             }
         };
-        out.push(Subject {
+        Ok(Subject {
             green_table: qualified,
             blue_table: format!("{}.{}", blue_name.0, blue_name.1),
             green_name: (schema, name),
             blue_name,
             plan,
             problems,
-        });
+        })
     }
-    Ok(out)
 }
 
 /// Whether blue table `schema.name` exists.
@@ -198,4 +249,49 @@ pub(super) fn select_tables(subjects: Vec<Subject>, wanted: &str) -> Result<Vec<
              do: '\"Sales Dept\".\"Order\"'"
         ),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(green: (&str, &str), blue: (&str, &str)) -> Subject {
+        Subject {
+            green_table: format!("{}.{}", green.0, green.1),
+            blue_table: format!("{}.{}", blue.0, blue.1),
+            green_name: (green.0.to_string(), green.1.to_string()),
+            blue_name: (blue.0.to_string(), blue.1.to_string()),
+            plan: None,
+            problems: Vec::new(),
+        }
+    }
+
+    fn selected(wanted: &str) -> std::result::Result<Vec<String>, String> {
+        let all = vec![
+            subject(("public", "orders"), ("legacy", "order_rows")),
+            subject(("Sales Dept", "Order"), ("Sales Dept", "Order")),
+        ];
+        select_tables(all, wanted)
+            .map(|v| v.into_iter().map(|s| s.green_table).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_table_is_named_by_its_green_or_blue_name_with_or_without_schema() {
+        assert_eq!(selected("orders"), Ok(vec!["public.orders".to_string()]));
+        assert_eq!(selected("public.orders"), Ok(vec!["public.orders".to_string()]));
+        assert_eq!(selected("legacy.order_rows"), Ok(vec!["public.orders".to_string()]));
+        assert_eq!(
+            selected("\"Sales Dept\".\"Order\""),
+            Ok(vec!["Sales Dept.Order".to_string()])
+        );
+        // The unquoted text verify prints is taken when it names nothing the other way.
+        assert_eq!(selected("Sales Dept.Order"), Ok(vec!["Sales Dept.Order".to_string()]));
+    }
+
+    #[test]
+    fn an_unknown_table_is_refused_saying_how_to_name_one() {
+        let text = selected("nosuch").expect_err("refused");
+        assert!(text.contains("no mapped table is called nosuch"), "{text}");
+    }
 }

@@ -246,6 +246,27 @@ impl<'a> Table<'a> {
         range: &Range,
         examples: usize,
     ) -> std::result::Result<Counts, tokio_postgres::Error> {
+        let sql_text = self.compare_sql(range);
+        let limit = examples as i64;
+        let params: [&(dyn ToSql + Sync); 1] = [&limit];
+        let row = blue.query_one(&sql_text, &params).await?;
+        Ok(Counts {
+            green_rows: row.get(0),
+            blue_rows: row.get(1),
+            missing: row.get(2),
+            extra: row.get(3),
+            different: row.get(4),
+            examples: Examples {
+                missing: row.get(5),
+                extra: row.get(6),
+                different: row.get(7),
+            },
+        })
+    }
+
+    /// The comparison of the stage with blue's rows in `range`: counts, then up to `$1`
+    /// example keys per kind of difference.
+    fn compare_sql(&self, range: &Range) -> String {
         let plan = self.plan;
         let stage = sql::ident(STAGE);
         let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
@@ -282,69 +303,8 @@ impl<'a> Table<'a> {
             })
             .collect();
         let m = format!("SELECT {} FROM {stage} AS g{filter}", m_cols.join(", "));
-        let sql_text = if self.keyed {
-            let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
-            let mut b_where = self.range_condition(true, range);
-            if plan.filter.is_some() {
-                let bk: Vec<String> = key
-                    .iter()
-                    .map(|&t| format!("b.{}", sql::ident(&plan.targets[t].blue_name)))
-                    .collect();
-                let gk: Vec<String> = key.iter().map(|&t| statements::mapped_value(plan, t)).collect();
-                b_where.push_str(&format!(
-                    " AND ({}) IN (SELECT {} FROM {stage} AS g)",
-                    bk.join(", "),
-                    gk.join(", ")
-                ));
-            }
-            let b = format!(
-                "SELECT {} FROM {} AS b WHERE {b_where}",
-                b_cols.join(", "),
-                plan.blue_sql
-            );
-            let on: Vec<String> = key
-                .iter()
-                .map(|&t| format!("m.{0} = b.{0}", self.target_col(t)))
-                .collect();
-            let k0 = self.target_col(key[0]);
-            let diff: Vec<String> = self
-                .compared
-                .iter()
-                .map(|&t| {
-                    let c = self.target_col(t);
-                    // By text: equality is coarser than what blue holds for some types
-                    // (interval '1 mon' = '30 days', numeric 1.5 = 1.5000, case-insensitive
-                    // collations), and an exact bridge prints the same text on both sides.
-                    format!("m.{c}::text IS DISTINCT FROM b.{c}::text")
-                })
-                .chain(std::iter::once("false".to_string()))
-                .collect();
-            let key_text: Vec<String> = key
-                .iter()
-                .map(|&t| {
-                    let c = self.target_col(t);
-                    format!(
-                        "{} || '=' || coalesce(m.{c}, b.{c})::text",
-                        sql::literal(&plan.targets[t].blue_name)
-                    )
-                })
-                .collect();
-            format!(
-                "WITH m AS MATERIALIZED ({m}), b AS MATERIALIZED ({b}), \
-                 d AS MATERIALIZED (SELECT CASE WHEN b.{k0} IS NULL THEN 'missing' WHEN m.{k0} IS NULL THEN 'extra' ELSE 'different' END AS kind, \
-                        concat_ws(', ', {key}) AS key \
-                   FROM m FULL JOIN b ON {on} \
-                   WHERE m.{k0} IS NULL OR b.{k0} IS NULL OR {diff}) \
-                 SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM b), \
-                   (SELECT count(*) FROM d WHERE kind = 'missing'), (SELECT count(*) FROM d WHERE kind = 'extra'), \
-                   (SELECT count(*) FROM d WHERE kind = 'different'), \
-                   ARRAY(SELECT key FROM d WHERE kind = 'missing' ORDER BY key LIMIT $1), \
-                   ARRAY(SELECT key FROM d WHERE kind = 'extra' ORDER BY key LIMIT $1), \
-                   ARRAY(SELECT key FROM d WHERE kind = 'different' ORDER BY key LIMIT $1)",
-                key = key_text.join(", "),
-                on = on.join(" AND "),
-                diff = diff.join(" OR "),
-            )
+        if self.keyed {
+            self.keyed_sql(range, &m, &b_cols)
         } else {
             let b = format!("SELECT {} FROM {} AS b", b_cols.join(", "), plan.blue_sql);
             format!(
@@ -356,21 +316,75 @@ impl<'a> Table<'a> {
                    ARRAY(SELECT x::text FROM missing x LIMIT $1), ARRAY(SELECT x::text FROM extra x LIMIT $1), \
                    ARRAY[]::text[]"
             )
-        };
-        let limit = examples as i64;
-        let params: [&(dyn ToSql + Sync); 1] = [&limit];
-        let row = blue.query_one(&sql_text, &params).await?;
-        Ok(Counts {
-            green_rows: row.get(0),
-            blue_rows: row.get(1),
-            missing: row.get(2),
-            extra: row.get(3),
-            different: row.get(4),
-            examples: Examples {
-                missing: row.get(5),
-                extra: row.get(6),
-                different: row.get(7),
-            },
-        })
+        }
+    }
+
+    /// [`Self::compare_sql`] for a table with a unique key on blue: mapped green rows `m`
+    /// and blue's rows in `range` joined on the key.
+    fn keyed_sql(&self, range: &Range, m: &str, b_cols: &[String]) -> String {
+        let plan = self.plan;
+        let stage = sql::ident(STAGE);
+        let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
+        let mut b_where = self.range_condition(true, range);
+        if plan.filter.is_some() {
+            let bk: Vec<String> = key
+                .iter()
+                .map(|&t| format!("b.{}", sql::ident(&plan.targets[t].blue_name)))
+                .collect();
+            let gk: Vec<String> = key.iter().map(|&t| statements::mapped_value(plan, t)).collect();
+            b_where.push_str(&format!(
+                " AND ({}) IN (SELECT {} FROM {stage} AS g)",
+                bk.join(", "),
+                gk.join(", ")
+            ));
+        }
+        let b = format!(
+            "SELECT {} FROM {} AS b WHERE {b_where}",
+            b_cols.join(", "),
+            plan.blue_sql
+        );
+        let on: Vec<String> = key
+            .iter()
+            .map(|&t| format!("m.{0} = b.{0}", self.target_col(t)))
+            .collect();
+        let k0 = self.target_col(key[0]);
+        let diff: Vec<String> = self
+            .compared
+            .iter()
+            .map(|&t| {
+                let c = self.target_col(t);
+                // By text: equality is coarser than what blue holds for some types
+                // (interval '1 mon' = '30 days', numeric 1.5 = 1.5000, case-insensitive
+                // collations), and an exact bridge prints the same text on both sides.
+                format!("m.{c}::text IS DISTINCT FROM b.{c}::text")
+            })
+            .chain(std::iter::once("false".to_string()))
+            .collect();
+        let key_text: Vec<String> = key
+            .iter()
+            .map(|&t| {
+                let c = self.target_col(t);
+                format!(
+                    "{} || '=' || coalesce(m.{c}, b.{c})::text",
+                    sql::literal(&plan.targets[t].blue_name)
+                )
+            })
+            .collect();
+        format!(
+            "WITH m AS MATERIALIZED ({m}), b AS MATERIALIZED ({b}), \
+             d AS MATERIALIZED (SELECT CASE WHEN b.{k0} IS NULL THEN 'missing' WHEN m.{k0} IS NULL THEN 'extra' ELSE 'different' END AS kind, \
+                    concat_ws(', ', {key}) AS key \
+               FROM m FULL JOIN b ON {on} \
+               WHERE m.{k0} IS NULL OR b.{k0} IS NULL OR {diff}) \
+             SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM b), \
+               (SELECT count(*) FROM d WHERE kind = 'missing'), (SELECT count(*) FROM d WHERE kind = 'extra'), \
+               (SELECT count(*) FROM d WHERE kind = 'different'), \
+               ARRAY(SELECT key FROM d WHERE kind = 'missing' ORDER BY key LIMIT $1), \
+               ARRAY(SELECT key FROM d WHERE kind = 'extra' ORDER BY key LIMIT $1), \
+               ARRAY(SELECT key FROM d WHERE kind = 'different' ORDER BY key LIMIT $1)",
+            key = key_text.join(", "),
+            on = on.join(" AND "),
+            diff = diff.join(" OR "),
+        )
     }
 }
