@@ -126,40 +126,30 @@ pub(crate) async fn sync(
             ));
             continue;
         };
-        let Some(green_last) = g.last else {
-            unchanged += 1;
-            report(format!("{label:<48} unchanged: green has not used it"));
-            continue;
+        let (target, green_last) = match decide(g.last, b, margin) {
+            Decision::Unused => {
+                unchanged += 1;
+                report(format!("{label:<48} unchanged: green has not used it"));
+                continue;
+            }
+            Decision::Ahead { next, green_last } => {
+                unchanged += 1;
+                report(format!(
+                    "{label:<48} unchanged: blue's next value {next} is already past green's {green_last}"
+                ));
+                continue;
+            }
+            Decision::OutOfRange { target, green_last } => {
+                return Err(Error::definite(format!(
+                    "blue sequence {blue_name} cannot reach {target} (green's {green_last} plus margin {margin}): its range is {}..{}; \
+                     widen it on blue (ALTER SEQUENCE {} MAXVALUE ...)",
+                    b.min,
+                    b.max,
+                    sql::qualified(&bs, &bn)
+                )));
+            }
+            Decision::Move { target, green_last } => (target, green_last),
         };
-        let ascending = b.increment > 0;
-        // The value blue must have handed out last so that its next value is past green's.
-        let target = if ascending {
-            green_last.saturating_add(margin)
-        } else {
-            green_last.saturating_sub(margin)
-        };
-        // What blue would hand out next.
-        let next = match b.last {
-            Some(l) => l.saturating_add(b.increment),
-            None => b.start,
-        };
-        let behind = if ascending { next <= target } else { next >= target };
-        if !behind {
-            unchanged += 1;
-            report(format!(
-                "{label:<48} unchanged: blue's next value {next} is already past green's {green_last}"
-            ));
-            continue;
-        }
-        if target > b.max || target < b.min {
-            return Err(Error::definite(format!(
-                "blue sequence {blue_name} cannot reach {target} (green's {green_last} plus margin {margin}): its range is {}..{}; \
-                 widen it on blue (ALTER SEQUENCE {} MAXVALUE ...)",
-                b.min,
-                b.max,
-                sql::qualified(&bs, &bn)
-            )));
-        }
         blue.execute(
             "SELECT setval($1::text::regclass, $2, true)",
             &[&sql::qualified(&bs, &bn), &target],
@@ -183,6 +173,47 @@ pub(crate) async fn sync(
         green_seqs.len()
     ));
     Ok(moved)
+}
+
+/// What becomes of a blue sequence given green's last value.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Green has not used its sequence.
+    Unused,
+    /// Blue's next value is already past green's last.
+    Ahead { next: i64, green_last: i64 },
+    /// The value blue must reach is outside the sequence's range.
+    OutOfRange { target: i64, green_last: i64 },
+    /// Move blue so that it has handed out `target` last.
+    Move { target: i64, green_last: i64 },
+}
+
+/// Decides, without I/O, whether blue sequence `b` must move past green's `green_last` plus
+/// `margin` (in the direction the sequence counts), never backwards.
+fn decide(green_last: Option<i64>, b: &Seq, margin: i64) -> Decision {
+    let Some(green_last) = green_last else {
+        return Decision::Unused;
+    };
+    let ascending = b.increment > 0;
+    // The value blue must have handed out last so that its next value is past green's.
+    let target = if ascending {
+        green_last.saturating_add(margin)
+    } else {
+        green_last.saturating_sub(margin)
+    };
+    // What blue would hand out next.
+    let next = match b.last {
+        Some(l) => l.saturating_add(b.increment),
+        None => b.start,
+    };
+    let behind = if ascending { next <= target } else { next >= target };
+    if !behind {
+        Decision::Ahead { next, green_last }
+    } else if target > b.max || target < b.min {
+        Decision::OutOfRange { target, green_last }
+    } else {
+        Decision::Move { target, green_last }
+    }
 }
 
 /// Every sequence pair must be readable on both sides and movable on blue before anything
@@ -237,4 +268,90 @@ async fn privilege_problems(
         }
     }
     super::privileges::refuse(problems, "no sequence was changed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blue(last: Option<i64>, increment: i64) -> Seq {
+        Seq {
+            schema: "public".into(),
+            name: "s".into(),
+            last,
+            increment,
+            start: if increment > 0 { 1 } else { -1 },
+            min: if increment > 0 { 1 } else { -1000 },
+            max: if increment > 0 { 1000 } else { -1 },
+            readable: true,
+            updatable: true,
+        }
+    }
+
+    #[test]
+    fn a_sequence_green_has_not_used_stays() {
+        assert_eq!(decide(None, &blue(Some(5), 1), 0), Decision::Unused);
+    }
+
+    #[test]
+    fn blue_moves_past_green_plus_margin_never_backwards() {
+        assert_eq!(
+            decide(Some(10), &blue(Some(5), 1), 0),
+            Decision::Move {
+                target: 10,
+                green_last: 10
+            }
+        );
+        assert_eq!(
+            decide(Some(10), &blue(None, 1), 5),
+            Decision::Move {
+                target: 15,
+                green_last: 10
+            }
+        );
+        // Next value 11 is past 10 already.
+        assert_eq!(
+            decide(Some(10), &blue(Some(10), 1), 0),
+            Decision::Ahead {
+                next: 11,
+                green_last: 10
+            }
+        );
+        assert_eq!(
+            decide(Some(10), &blue(Some(50), 1), 0),
+            Decision::Ahead {
+                next: 51,
+                green_last: 10
+            }
+        );
+    }
+
+    #[test]
+    fn descending_sequences_move_down() {
+        assert_eq!(
+            decide(Some(-10), &blue(Some(-5), -1), 2),
+            Decision::Move {
+                target: -12,
+                green_last: -10
+            }
+        );
+        assert_eq!(
+            decide(Some(-10), &blue(Some(-20), -1), 0),
+            Decision::Ahead {
+                next: -21,
+                green_last: -10
+            }
+        );
+    }
+
+    #[test]
+    fn a_target_outside_the_range_is_refused() {
+        assert_eq!(
+            decide(Some(999), &blue(Some(5), 1), 10),
+            Decision::OutOfRange {
+                target: 1009,
+                green_last: 999
+            }
+        );
+    }
 }
