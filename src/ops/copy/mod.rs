@@ -226,8 +226,7 @@ const MAX_PARTS: u64 = 64;
 
 /// Copies one part in one blue transaction; returns a note for the progress line.
 async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Part) -> Result<String> {
-    let (plan, task, empty) = (&*part.plan, &*part.task, part.empty);
-    let whole = part.range.is_none();
+    let plan = &*part.plan;
     // A TID range scan: cheap, and needs no key.
     let mut conditions = match part.range {
         None => Vec::new(),
@@ -250,8 +249,43 @@ async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Pa
     // streaming (where permitted).
     let _ = blue.batch_execute("SET session_replication_role = replica").await;
     blue.batch_execute("BEGIN").await.map_err(on_blue)?;
-    let mut note = String::new();
-    if empty && direct(plan) {
+    let copy = PartCopy {
+        green: &green,
+        blue: &blue,
+        part,
+        tail: &tail,
+        what: &what,
+    };
+    let note = if part.empty && direct(plan) {
+        copy.direct().await?;
+        String::new()
+    } else {
+        copy.through_stage().await?
+    };
+    blue.batch_execute("COMMIT").await.map_err(on_blue)?;
+    Ok(note)
+}
+
+/// One part's copy inside its blue transaction.
+struct PartCopy<'a> {
+    green: &'a Client,
+    blue: &'a Client,
+    part: &'a Part,
+    /// The WHERE clause that selects the part's green rows.
+    tail: &'a str,
+    /// What is being copied, for error messages.
+    what: &'a str,
+}
+
+impl PartCopy<'_> {
+    fn on_blue(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+        move |e| Error::postgres(format!("{}: on blue", self.what), &e).into_definite()
+    }
+
+    /// Green's columns straight into blue's, COPY to COPY: an empty blue table fed by green
+    /// columns only.
+    async fn direct(&self) -> Result<()> {
+        let (plan, task) = (&*self.part.plan, &*self.part.task);
         let green_cols: Vec<String> = plan
             .targets
             .iter()
@@ -262,56 +296,63 @@ async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Pa
             .collect();
         let blue_cols: Vec<String> = plan.targets.iter().map(|t| sql::ident(&t.blue_name)).collect();
         let out = format!(
-            "COPY (SELECT {} FROM {}{tail}) TO STDOUT",
+            "COPY (SELECT {} FROM {}{}) TO STDOUT",
             green_cols.join(", "),
-            sql::qualified(&plan.green.namespace, &plan.green.name)
+            sql::qualified(&plan.green.namespace, &plan.green.name),
+            self.tail
         );
         let into = format!("COPY {} ({}) FROM STDIN", plan.blue_sql, blue_cols.join(", "));
-        transfer::pump(&green, &out, &blue, &into, &task.counter, &what).await?;
-        if whole {
+        transfer::pump(self.green, &out, self.blue, &into, &task.counter, self.what).await?;
+        if self.part.range.is_none() {
             task.finishing();
         }
-    } else {
+        Ok(())
+    }
+
+    /// Green's rows into a stage on blue, then through the mapping into blue's table, which
+    /// is made to match green's rows; returns a note for the progress line.
+    async fn through_stage(&self) -> Result<String> {
+        let (plan, task, empty, blue) = (&*self.part.plan, &*self.part.task, self.part.empty, self.blue);
         blue.batch_execute(&format!("{} ON COMMIT DROP", statements::staging_table(plan, STAGE)))
             .await
-            .map_err(on_blue)?;
+            .map_err(self.on_blue())?;
         let into = format!("COPY {} FROM STDIN", sql::ident(STAGE));
         let loading = Instant::now();
         transfer::pump(
-            &green,
-            &statements::copy_out(plan, &tail),
-            &blue,
+            self.green,
+            &statements::copy_out(plan, self.tail),
+            blue,
             &into,
             &task.counter,
-            &what,
+            self.what,
         )
         .await?;
         tracing::debug!(table = %plan.blue_name, seconds = loading.elapsed().as_secs_f64(), "loaded into the stage");
-        if whole {
+        if self.part.range.is_none() {
             task.finishing();
         }
         let applying = Instant::now();
+        let mut note = String::new();
         let unique = matches!(plan.key, KeyPlan::Unique(_));
         if !empty && !unique {
             // No key to match rows by: blue's rows are replaced.
             let n = blue
                 .execute(&format!("DELETE FROM {}", plan.blue_sql), &[])
                 .await
-                .map_err(on_blue)?;
+                .map_err(self.on_blue())?;
             note = format!("{n} old blue rows replaced");
         }
         let insert = statements::insert_from(plan, &sql::ident(STAGE), !empty && unique);
-        blue.execute(&insert, &[]).await.map_err(on_blue)?;
+        blue.execute(&insert, &[]).await.map_err(self.on_blue())?;
         if !empty && unique {
-            let n = delete_extra(&blue, plan).await.map_err(on_blue)?;
+            let n = delete_extra(blue, plan).await.map_err(self.on_blue())?;
             if n > 0 {
                 note = format!("{n} blue rows not on green deleted");
             }
         }
         tracing::debug!(table = %plan.blue_name, seconds = applying.elapsed().as_secs_f64(), "written through the mapping");
+        Ok(note)
     }
-    blue.batch_execute("COMMIT").await.map_err(on_blue)?;
-    Ok(note)
 }
 
 /// Deletes blue rows that green (at the snapshot) does not have: without a filter, every blue
