@@ -5,38 +5,43 @@
 
 use serde::Serialize;
 
-use crate::apply::{self, checkpoint};
+use tokio_postgres::Client;
+
+use crate::apply;
 use crate::config::Config;
 use crate::connect::{connect_green_sql, green_err};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::state::checkpoint;
 
+/// What `status` shows.
 #[derive(Serialize)]
-struct Status {
-    state: &'static str,
-    slot: String,
-    slot_active_pid: Option<i32>,
-    wal_status: Option<String>,
-    green_lsn: String,
-    confirmed_flush_lsn: Option<String>,
-    applied_lsn: Option<String>,
-    last_commit_time: Option<String>,
-    checkpoint_updated_at: Option<String>,
-    lag_bytes: Option<u64>,
+pub struct Status {
+    pub state: &'static str,
+    pub slot: String,
+    pub slot_active_pid: Option<i32>,
+    pub wal_status: Option<String>,
+    pub green_lsn: String,
+    pub confirmed_flush_lsn: Option<String>,
+    pub applied_lsn: Option<String>,
+    pub last_commit_time: Option<String>,
+    pub checkpoint_updated_at: Option<String>,
+    pub lag_bytes: Option<u64>,
     /// As `pgbridge lag` reports it; `None` when not set up or when it cannot be told.
-    lag_seconds: Option<f64>,
+    pub lag_seconds: Option<f64>,
     /// Why `lag_seconds` cannot be told, and how to fix that.
     #[serde(skip_serializing_if = "Option::is_none")]
-    lag_seconds_unknown: Option<String>,
-    slot_retained_wal_bytes: Option<u64>,
+    pub lag_seconds_unknown: Option<String>,
+    pub slot_retained_wal_bytes: Option<u64>,
     /// Whether green's or blue's catalogs no longer match the accepted plan; `None` when no
     /// plan was accepted (not set up).
-    schema_drift: Option<bool>,
+    pub schema_drift: Option<bool>,
     /// What changed, per table.
-    drift: Vec<crate::drift::Finding>,
+    pub drift: Vec<crate::drift::Finding>,
 }
 
-pub async fn run(config: &Config, json: bool) -> Result<i32> {
+/// Reads positions, lag and state from both databases.
+pub async fn read(config: &Config) -> Result<Status> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let green_lsn: Lsn = green
@@ -46,28 +51,10 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
         .get::<_, String>(0)
         .parse()
         .map_err(|e| Error::definite(format!("green WAL position: {e}")))?;
-    let slot = green
-        .query_opt(
-            "SELECT active_pid, wal_status, confirmed_flush_lsn::text, \
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&config.slot],
-        )
-        .await
-        .map_err(green_err("reading replication slots"))?;
+    let slot = slot_row(config, &green).await?;
     let cp = checkpoint::read(&blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?;
-
-    let (pid, wal_status, confirmed, retained) = match &slot {
-        Some(r) => (
-            r.get::<_, Option<i32>>(0),
-            r.get::<_, Option<String>>(1),
-            r.get::<_, Option<String>>(2),
-            r.get::<_, Option<i64>>(3),
-        ),
-        None => (None, None, None, None),
-    };
     // Status reports what it can: a drift check that cannot run (a mapping file that does not
     // parse, say) leaves schema_drift unknown.
     let findings = match crate::drift::check(config, &green, &blue).await {
@@ -79,8 +66,8 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
     };
     let state = match (&slot, &cp) {
         (None, _) | (_, None) => "not set up",
-        _ if wal_status.as_deref() == Some("lost") => "slot lost",
-        _ if pid.is_some() => "streaming",
+        _ if slot.as_ref().and_then(|s| s.wal_status.as_deref()) == Some("lost") => "slot lost",
+        _ if slot.as_ref().is_some_and(|s| s.pid.is_some()) => "streaming",
         _ => "stopped",
     };
     let mut lag_bytes = cp.as_ref().map(|c| c.lsn.bytes_until(green_lsn));
@@ -94,87 +81,50 @@ pub async fn run(config: &Config, json: bool) -> Result<i32> {
             Err(e) => lag_seconds_unknown = Some(e.to_string()),
         }
     }
-    let status = Status {
+    let slot = slot.unwrap_or_default();
+    Ok(Status {
         state,
         slot: config.slot.clone(),
-        slot_active_pid: pid,
-        wal_status,
+        slot_active_pid: slot.pid,
+        wal_status: slot.wal_status,
         green_lsn: green_lsn.to_string(),
-        confirmed_flush_lsn: confirmed,
+        confirmed_flush_lsn: slot.confirmed,
         applied_lsn: cp.as_ref().map(|c| c.lsn.to_string()),
         last_commit_time: cp.as_ref().and_then(|c| c.commit_time.clone()),
         checkpoint_updated_at: cp.as_ref().map(|c| c.updated_at.clone()),
         lag_bytes,
         lag_seconds,
         lag_seconds_unknown,
-        slot_retained_wal_bytes: retained.map(|r| r.max(0) as u64),
+        slot_retained_wal_bytes: slot.retained.map(|r| r.max(0) as u64),
         schema_drift: findings.as_ref().map(|f| !f.is_empty()),
         drift: findings.unwrap_or_default(),
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).map_err(|e| Error::definite(e.to_string()))?
-        );
-    } else {
-        print_text(&status);
-    }
-    Ok(0)
+    })
 }
 
-fn print_text(s: &Status) {
-    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let mut lines = vec![
-        ("state", s.state.to_string()),
-        (
-            "slot",
-            match s.slot_active_pid {
-                Some(pid) => format!("{} (active, green pid {pid})", s.slot),
-                None => format!("{} (inactive)", s.slot),
-            },
-        ),
-        ("wal_status", or_dash(&s.wal_status)),
-        ("green_lsn", s.green_lsn.clone()),
-        ("confirmed_flush_lsn", or_dash(&s.confirmed_flush_lsn)),
-        ("applied_lsn", or_dash(&s.applied_lsn)),
-        ("last_commit_time", or_dash(&s.last_commit_time)),
-        ("checkpoint_updated_at", or_dash(&s.checkpoint_updated_at)),
-    ];
-    lines.push(("lag_bytes", s.lag_bytes.map_or("-".into(), |b| b.to_string())));
-    lines.push((
-        "lag_seconds",
-        match (&s.lag_seconds, &s.lag_seconds_unknown) {
-            (Some(seconds), _) => format!("{seconds:.3}"),
-            (None, Some(why)) => format!("unknown: {why}"),
-            (None, None) => "-".into(),
-        },
-    ));
-    lines.push((
-        "slot_retained_wal",
-        s.slot_retained_wal_bytes.map_or("-".into(), human_bytes),
-    ));
-    lines.push((
-        "schema_drift",
-        match s.schema_drift {
-            None => "- (no accepted plan: run pgbridge setup)".into(),
-            Some(false) => "no (both catalogs match the accepted plan)".into(),
-            Some(true) => format!("YES, {} table(s); see below and `pgbridge check`", s.drift.len()),
-        },
-    ));
-    for (k, v) in lines {
-        println!("{k:<22} {v}");
-    }
-    for f in &s.drift {
-        println!("  {}: {}", f.green_table, f.text());
-    }
+/// The slot's row in `pg_replication_slots`, as status shows it.
+#[derive(Default)]
+struct SlotRow {
+    pid: Option<i32>,
+    wal_status: Option<String>,
+    confirmed: Option<String>,
+    /// WAL the slot holds back, in bytes.
+    retained: Option<i64>,
 }
 
-/// A size for people, with the exact count when rounded.
-fn human_bytes(b: u64) -> String {
-    let short = crate::progress::human_bytes(b);
-    if b < 1024 {
-        short
-    } else {
-        format!("{short} ({b} bytes)")
-    }
+async fn slot_row(config: &Config, green: &Client) -> Result<Option<SlotRow>> {
+    let row = green
+        .query_opt(
+            "SELECT active_pid, wal_status, confirmed_flush_lsn::text, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(green_err("reading replication slots"))?;
+    Ok(row.map(|r| SlotRow {
+        pid: r.get(0),
+        wal_status: r.get(1),
+        confirmed: r.get(2),
+        retained: r.get(3),
+    }))
 }
