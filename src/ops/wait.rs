@@ -6,11 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::apply::{self, checkpoint};
+use crate::apply;
 use crate::config::Config;
 use crate::connect::{connect_green_sql, green_err};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::state::checkpoint;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -30,12 +31,24 @@ pub(crate) async fn write_marker(green: &tokio_postgres::Client, prefix: &str) -
         .map_err(|e| Error::definite(format!("green: {e}")))
 }
 
-pub async fn run(config: &Config, timeout: Duration) -> Result<i32> {
+/// How a wait ended: blue's checkpoint and whether it passed the marker in time.
+pub struct Waited {
+    pub marker: Lsn,
+    /// Blue's checkpoint when the wait ended.
+    pub checkpoint: Lsn,
+    /// It passed the marker (and both catalogs match the accepted plan).
+    pub caught_up: bool,
+    pub elapsed: Duration,
+}
+
+/// Writes a marker on green and waits up to `timeout` until blue's checkpoint passes it. A
+/// drift from the accepted plan is an error once caught up: waiting longer will not help.
+pub async fn wait(config: &Config, timeout: Duration) -> Result<Waited> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let started = Instant::now();
     let marker = write_marker(&green, "pgbridge.wait").await?;
-    match until_applied(&blue, config, marker, started + timeout, POLL).await? {
+    let (checkpoint, caught_up) = match until_applied(&blue, config, marker, started + timeout, POLL).await? {
         Ok(lsn) => {
             // Caught up with the stream is not caught up with green when the stream no longer
             // carries what the plan says (a table that left the publication, say).
@@ -53,21 +66,16 @@ pub async fn run(config: &Config, timeout: Duration) -> Result<i32> {
                     crate::drift::fix(config)
                 )));
             }
-            println!(
-                "caught up in {:.3}s: blue's checkpoint {lsn} is past the marker {marker}",
-                started.elapsed().as_secs_f64()
-            );
-            Ok(0)
+            (lsn, true)
         }
-        Err(lsn) => {
-            println!(
-                "timed out after {:.3}s: blue's checkpoint {lsn} has not reached the marker {marker} ({} bytes behind)",
-                started.elapsed().as_secs_f64(),
-                lsn.bytes_until(marker)
-            );
-            Ok(1)
-        }
-    }
+        Err(lsn) => (lsn, false),
+    };
+    Ok(Waited {
+        marker,
+        checkpoint,
+        caught_up,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Polls blue's checkpoint every `poll` until it passes `marker` (`Ok(Ok(checkpoint))`), or
