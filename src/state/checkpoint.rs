@@ -26,7 +26,7 @@ pub fn create_sql(schema: &str) -> String {
          {accepted}",
         schema = sql::ident(schema),
         dead_letter = dead_letter_sql(schema),
-        accepted = crate::drift::create_sql(schema)
+        accepted = super::plan::create_sql(schema)
     )
 }
 

@@ -5,3 +5,4 @@
 
 pub mod checkpoint;
 pub mod origin;
+pub mod plan;
