@@ -150,17 +150,7 @@ pub(crate) async fn sync(
             }
             Decision::Move { target, green_last } => (target, green_last),
         };
-        blue.execute(
-            "SELECT setval($1::text::regclass, $2, true)",
-            &[&sql::qualified(&bs, &bn), &target],
-        )
-        .await
-        .map_err(blue_err(&format!("setting sequence {blue_name}")))?;
-        moved.push(Moved {
-            sql_name: sql::qualified(&bs, &bn),
-            previous: b.last,
-            start: b.start,
-        });
+        moved.push(set(blue, &bs, &bn, b, target).await?);
         changed += 1;
         report(format!(
             "{label:<48} {} -> {target} (green at {green_last}, margin {margin}); next value on blue {}",
@@ -173,6 +163,22 @@ pub(crate) async fn sync(
         green_seqs.len()
     ));
     Ok(moved)
+}
+
+/// Moves blue sequence `schema.name` (`b`) so that it has handed out `target` last; returns
+/// how to put it back.
+async fn set(blue: &Client, schema: &str, name: &str, b: &Seq, target: i64) -> Result<Moved> {
+    blue.execute(
+        "SELECT setval($1::text::regclass, $2, true)",
+        &[&sql::qualified(schema, name), &target],
+    )
+    .await
+    .map_err(blue_err(&format!("setting sequence {schema}.{name}")))?;
+    Ok(Moved {
+        sql_name: sql::qualified(schema, name),
+        previous: b.last,
+        start: b.start,
+    })
 }
 
 /// What becomes of a blue sequence given green's last value.
