@@ -53,7 +53,7 @@ async fn sequences(client: &Client) -> std::result::Result<Vec<Seq>, tokio_postg
 }
 
 /// A blue sequence `sync` moved, and how to put it back.
-pub(crate) struct Moved {
+pub struct Moved {
     /// Qualified, quoted name.
     pub sql_name: String,
     /// The last value it had handed out (`None`: unused, next value `start`).
@@ -77,14 +77,15 @@ impl Moved {
     }
 }
 
-pub async fn run(config: &Config, margin: i64) -> Result<i32> {
+/// Connects to both sides and moves blue's sequences past green's (`sync-sequences`),
+/// reporting a line per sequence and a summary.
+pub async fn sync_all(config: &Config, margin: i64, report: &mut dyn FnMut(String)) -> Result<Vec<Moved>> {
     if margin < 0 {
         return Err(Error::definite("--margin must be 0 or more"));
     }
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    sync(config, &green, &blue, margin, &mut |line| println!("{line}")).await?;
-    Ok(0)
+    sync(config, &green, &blue, margin, report).await
 }
 
 /// Moves blue's sequences past green's (see the module docs), reporting a line per sequence
