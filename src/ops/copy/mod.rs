@@ -145,16 +145,9 @@ async fn copy_all(
             .await
             .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
             .get(0);
-        let blocks = task.bytes_estimate / BLOCK_SIZE;
-        let parts = if empty {
-            (task.bytes_estimate / PART_BYTES).clamp(1, MAX_PARTS)
-        } else {
-            1
-        };
-        let remaining = Arc::new(AtomicU64::new(parts));
-        let step = blocks.div_ceil(parts).max(1);
-        for i in 0..parts {
-            let range = (parts > 1).then(|| (i * step, (i + 1 < parts).then(|| (i + 1) * step)));
+        let ranges = part_ranges(task.bytes_estimate, empty);
+        let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
+        for range in ranges {
             work.push_back(Part {
                 plan: plan.clone(),
                 task: task.clone(),
@@ -223,6 +216,22 @@ const BLOCK_SIZE: u64 = 8192;
 /// About this much of green's table per part.
 const PART_BYTES: u64 = 16 << 20;
 const MAX_PARTS: u64 = 64;
+
+/// The block ranges a table of about `bytes` is copied in: [from, to) with `to` open for the
+/// last part, or one part for the whole table (`None`) when blue's table is not `empty` or the
+/// table is small.
+fn part_ranges(bytes: u64, empty: bool) -> Vec<Option<(u64, Option<u64>)>> {
+    let blocks = bytes / BLOCK_SIZE;
+    let parts = if empty {
+        (bytes / PART_BYTES).clamp(1, MAX_PARTS)
+    } else {
+        1
+    };
+    let step = blocks.div_ceil(parts).max(1);
+    (0..parts)
+        .map(|i| (parts > 1).then(|| (i * step, (i + 1 < parts).then(|| (i + 1) * step))))
+        .collect()
+}
 
 /// Copies one part in one blue transaction; returns a note for the progress line.
 async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Part) -> Result<String> {
@@ -384,4 +393,34 @@ async fn delete_extra(blue: &Client, plan: &TablePlan) -> std::result::Result<u6
         ),
     };
     blue.execute(&text, &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_blue_holds_rows_of_is_copied_whole() {
+        assert_eq!(part_ranges(10 * PART_BYTES, false), vec![None]);
+    }
+
+    #[test]
+    fn a_small_table_is_one_part() {
+        assert_eq!(part_ranges(0, true), vec![None]);
+        assert_eq!(part_ranges(PART_BYTES, true), vec![None]);
+    }
+
+    #[test]
+    fn an_empty_blue_table_is_filled_in_block_ranges_the_last_one_open() {
+        let step = PART_BYTES / BLOCK_SIZE;
+        assert_eq!(
+            part_ranges(3 * PART_BYTES, true),
+            vec![
+                Some((0, Some(step))),
+                Some((step, Some(2 * step))),
+                Some((2 * step, None))
+            ]
+        );
+        assert_eq!(part_ranges(1000 * PART_BYTES, true).len() as u64, MAX_PARTS);
+    }
 }
