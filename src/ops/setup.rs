@@ -19,10 +19,11 @@ use crate::mapping::{green_catalog, TablePlan};
 use crate::sql;
 use crate::state::checkpoint::{self, Checkpoint};
 
-pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
+/// `setup`: validates, then creates what is missing; `say` gets a line per object.
+pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(String)) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
-    let (report, env) = validate(config, &green, &blue, copy).await?;
+    let (report, env) = validate(config, &green, &blue, copy, say).await?;
     let blue_schema = privileges::blue_schema(&blue, &config.schema).await?;
     let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)
         .await
@@ -38,17 +39,22 @@ pub async fn run(config: &Config, copy: bool, jobs: usize) -> Result<i32> {
 
     // Validation passed: create what is missing.
     create_blue_tables(&blue, &config.schema, blue_schema).await?;
-    ensure_publication(config, &green, &report).await?;
+    ensure_publication(config, &green, &report, say).await?;
     if copy {
         let plans = whole_partitioned_tables(config, &green, &blue, plans_of(&report)).await?;
-        let code = super::copy::run(config, &green, &blue, &env, plans, slot.is_some(), jobs).await?;
-        accept(config, &blue, &report).await?;
+        let job = super::copy::Job {
+            plans,
+            slot_exists: slot.is_some(),
+            jobs,
+        };
+        let code = super::copy::run(config, &green, &blue, &env, job, say).await?;
+        accept(config, &blue, &report, say).await?;
         return Ok(code);
     }
-    let start = ensure_slot(config, &green, slot.as_ref(), report.publication_exists).await?;
-    ensure_checkpoint(config, &blue, existing_checkpoint.as_ref(), start).await?;
-    accept(config, &blue, &report).await?;
-    println!("ready: start streaming with `pgbridge run`");
+    let start = ensure_slot(config, &green, slot.as_ref(), report.publication_exists, say).await?;
+    ensure_checkpoint(config, &blue, existing_checkpoint.as_ref(), start, say).await?;
+    accept(config, &blue, &report, say).await?;
+    say("ready: start streaming with `pgbridge run`".to_string());
     Ok(0)
 }
 
@@ -59,7 +65,13 @@ fn plans_of(report: &Report) -> Vec<Arc<TablePlan>> {
 /// Exactly `check`'s validation (every statement prepared on blue, NOT NULL coverage,
 /// privileges), plus what a copy needs, before anything is created. Returns the report and
 /// the settings blue evaluates mappings in.
-async fn validate(config: &Config, green: &Client, blue: &Client, copy: bool) -> Result<(Report, Environment)> {
+async fn validate(
+    config: &Config,
+    green: &Client,
+    blue: &Client,
+    copy: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<(Report, Environment)> {
     // A mapping file that does not parse is an error of its own, before any catalog work.
     crate::mapping::resolve::Mappings::load(config)?;
     // Also checks [blue] timezone before anything is created.
@@ -75,11 +87,11 @@ async fn validate(config: &Config, green: &Client, blue: &Client, copy: bool) ->
     }
     refuse(problems)?;
     for finding in &report.drift {
-        println!(
+        say(format!(
             "plan   {:<30} changed since it was accepted: {}",
             finding.green_table,
             finding.text()
-        );
+        ));
     }
     Ok((report, env))
 }
@@ -143,14 +155,19 @@ async fn create_blue_tables(blue: &Client, schema: &str, blue_schema: BlueSchema
 }
 
 /// Creates the publication of the streamed tables on green unless it exists.
-async fn ensure_publication(config: &Config, green: &Client, report: &Report) -> Result<()> {
+async fn ensure_publication(
+    config: &Config,
+    green: &Client,
+    report: &Report,
+    say: &mut dyn FnMut(String),
+) -> Result<()> {
     let tables = &report.green_tables;
     if report.publication_exists {
-        println!(
+        say(format!(
             "green  publication {:<24} exists, {} table(s)",
             config.publication,
             tables.len()
-        );
+        ));
         return Ok(());
     }
     let names: Vec<String> = tables.iter().map(|t| sql::qualified(&t.namespace, &t.name)).collect();
@@ -169,11 +186,11 @@ async fn ensure_publication(config: &Config, green: &Client, report: &Report) ->
         ))
         .await
         .map_err(green_err(&format!("creating publication {}", config.publication)))?;
-    println!(
+    say(format!(
         "green  publication {:<24} created, {} table(s)",
         config.publication,
         tables.len()
-    );
+    ));
     Ok(())
 }
 
@@ -184,17 +201,18 @@ async fn ensure_slot(
     green: &Client,
     slot: Option<&SlotState>,
     publication_existed: bool,
+    say: &mut dyn FnMut(String),
 ) -> Result<Lsn> {
     if let Some(s) = slot {
-        println!(
+        say(format!(
             "green  slot        {:<24} exists, confirmed up to {}",
             config.slot, s.confirmed
-        );
+        ));
         return Ok(s.confirmed);
     }
     match slot::create_slot(config).await {
         Ok(lsn) => {
-            println!("green  slot        {:<24} created at {lsn}", config.slot);
+            say(format!("green  slot        {:<24} created at {lsn}", config.slot));
             Ok(lsn)
         }
         Err(e) => {
@@ -212,21 +230,27 @@ async fn ensure_slot(
 }
 
 /// Writes the checkpoint at `start` unless blue has one.
-async fn ensure_checkpoint(config: &Config, blue: &Client, existing: Option<&Checkpoint>, start: Lsn) -> Result<()> {
+async fn ensure_checkpoint(
+    config: &Config,
+    blue: &Client,
+    existing: Option<&Checkpoint>,
+    start: Lsn,
+    say: &mut dyn FnMut(String),
+) -> Result<()> {
     match existing {
-        Some(cp) => println!(
+        Some(cp) => say(format!(
             "blue   checkpoint  {:<24} exists at {}",
             format!("{}.checkpoint", config.schema),
             cp.lsn
-        ),
+        )),
         None => {
             checkpoint::insert_if_missing(blue, &config.schema, &config.slot, start)
                 .await
                 .map_err(blue_err("writing the checkpoint"))?;
-            println!(
+            say(format!(
                 "blue   checkpoint  {:<24} created at {start}",
                 format!("{}.checkpoint", config.schema)
-            );
+            ));
         }
     }
     Ok(())
@@ -261,7 +285,7 @@ async fn whole_partitioned_tables(
 
 /// Stores the plan just validated as the accepted one, which `run`, `check`, `status` and
 /// `verify` compare both catalogs with from now on (see [`crate::drift`]).
-async fn accept(config: &Config, blue: &Client, report: &Report) -> Result<()> {
+async fn accept(config: &Config, blue: &Client, report: &Report, say: &mut dyn FnMut(String)) -> Result<()> {
     crate::drift::store(blue, config, &report.current.signatures, true)
         .await
         .map_err(Error::into_definite)?;
@@ -270,11 +294,11 @@ async fn accept(config: &Config, blue: &Client, report: &Report) -> Result<()> {
         (Some(_), true) => "unchanged",
         (Some(_), false) => "accepted as changed",
     };
-    println!(
+    say(format!(
         "blue   plan        {:<24} {verb}, {} table(s)",
         format!("{}.accepted_plan", config.schema),
         report.current.signatures.len()
-    );
+    ));
     Ok(())
 }
 

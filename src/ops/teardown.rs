@@ -12,15 +12,16 @@ use crate::error::{Error, Result};
 use crate::sql;
 use crate::state::{checkpoint, origin};
 
-pub async fn run(config: &Config) -> Result<i32> {
+/// `teardown`: drops what `setup` created; `say` gets a line per object.
+pub async fn run(config: &Config, say: &mut dyn FnMut(String)) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
     let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
     let publication_owner = publication_owner(config, &green).await?;
-    drop_slot(config, &green).await?;
-    drop_publication(config, &green, publication_owner).await?;
-    delete_checkpoint(config, &blue).await?;
+    drop_slot(config, &green, say).await?;
+    drop_publication(config, &green, publication_owner, say).await?;
+    delete_checkpoint(config, &blue, say).await?;
     if let Some(base) = &config.origin {
-        drop_origins(&blue, base).await?;
+        drop_origins(&blue, base, say).await?;
     }
     Ok(0)
 }
@@ -40,7 +41,7 @@ async fn publication_owner(config: &Config, green: &Client) -> Result<Option<(St
 }
 
 /// Drops the slot unless a backend streams it (then nothing further is dropped).
-async fn drop_slot(config: &Config, green: &Client) -> Result<()> {
+async fn drop_slot(config: &Config, green: &Client, say: &mut dyn FnMut(String)) -> Result<()> {
     let slot = green
         .query_opt(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
@@ -60,21 +61,26 @@ async fn drop_slot(config: &Config, green: &Client) -> Result<()> {
                 .execute("SELECT pg_drop_replication_slot($1)", &[&config.slot])
                 .await
                 .map_err(green_err(&format!("dropping slot {}", config.slot)))?;
-            println!("green  slot        {:<24} dropped", config.slot);
+            say(format!("green  slot        {:<24} dropped", config.slot));
         }
-        None => println!("green  slot        {:<24} absent", config.slot),
+        None => say(format!("green  slot        {:<24} absent", config.slot)),
     }
     Ok(())
 }
 
-async fn drop_publication(config: &Config, green: &Client, owner: Option<(String, bool)>) -> Result<()> {
+async fn drop_publication(
+    config: &Config,
+    green: &Client,
+    owner: Option<(String, bool)>,
+    say: &mut dyn FnMut(String),
+) -> Result<()> {
     match owner {
-        Some((owner, false)) => println!(
+        Some((owner, false)) => say(format!(
             "green  publication {:<24} kept: owned by {owner}; to drop it, have {owner} or a superuser run on green: \
              DROP PUBLICATION {}",
             config.publication,
             sql::ident(&config.publication)
-        ),
+        )),
         _ => {
             green
                 .batch_execute(&format!(
@@ -83,7 +89,7 @@ async fn drop_publication(config: &Config, green: &Client, owner: Option<(String
                 ))
                 .await
                 .map_err(green_err(&format!("dropping publication {}", config.publication)))?;
-            println!("green  publication {:<24} dropped", config.publication);
+            say(format!("green  publication {:<24} dropped", config.publication));
         }
     }
     Ok(())
@@ -91,7 +97,7 @@ async fn drop_publication(config: &Config, green: &Client, owner: Option<(String
 
 /// Deletes the slot's checkpoint row, and its accepted plan and recorded drift, which belong
 /// to the slot too.
-async fn delete_checkpoint(config: &Config, blue: &Client) -> Result<()> {
+async fn delete_checkpoint(config: &Config, blue: &Client, say: &mut dyn FnMut(String)) -> Result<()> {
     if checkpoint::read(blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?
@@ -100,9 +106,9 @@ async fn delete_checkpoint(config: &Config, blue: &Client) -> Result<()> {
         checkpoint::delete(blue, &config.schema, &config.slot)
             .await
             .map_err(blue_err("deleting the checkpoint"))?;
-        println!("blue   checkpoint  {:<24} deleted", config.slot);
+        say(format!("blue   checkpoint  {:<24} deleted", config.slot));
     } else {
-        println!("blue   checkpoint  {:<24} absent", config.slot);
+        say(format!("blue   checkpoint  {:<24} absent", config.slot));
     }
     for table in ["accepted_plan", "drift"] {
         if checkpoint::table_exists(blue, &config.schema, table)
@@ -119,7 +125,7 @@ async fn delete_checkpoint(config: &Config, blue: &Client) -> Result<()> {
 
 /// Drops the replication origins the bridge's blue sessions used. An origin whose session is
 /// still connected cannot be dropped; dropping nothing needs no privilege.
-async fn drop_origins(blue: &Client, base: &str) -> Result<()> {
+async fn drop_origins(blue: &Client, base: &str, say: &mut dyn FnMut(String)) -> Result<()> {
     for name in origin::all_names(base, apply::MAX_LANES) {
         let exists = origin::exists(blue, &name)
             .await
@@ -128,7 +134,7 @@ async fn drop_origins(blue: &Client, base: &str) -> Result<()> {
             origin::drop(blue, &name)
                 .await
                 .map_err(blue_err(&format!("dropping replication origin {name}")))?;
-            println!("blue   origin      {name:<24} dropped");
+            say(format!("blue   origin      {name:<24} dropped"));
         }
     }
     Ok(())

@@ -41,15 +41,30 @@ use crate::state::checkpoint;
 /// Name of the temporary table green's rows are loaded into on blue.
 const STAGE: &str = "pgbridge_copy";
 
+/// What to copy and how.
+pub struct Job {
+    pub plans: Vec<Arc<TablePlan>>,
+    /// The slot exists on green: it is dropped and created again, for a new snapshot.
+    pub slot_exists: bool,
+    /// Parts copied at once.
+    pub jobs: usize,
+}
+
+/// The initial copy (`setup --copy`), in the steps the module docs list; `say` gets a line per
+/// step.
 pub async fn run(
     config: &Config,
     green: &Client,
     blue: &Client,
     env: &Environment,
-    plans: Vec<Arc<TablePlan>>,
-    slot_exists: bool,
-    jobs: usize,
+    job: Job,
+    say: &mut dyn FnMut(String),
 ) -> Result<i32> {
+    let Job {
+        plans,
+        slot_exists,
+        jobs,
+    } = job;
     let started = Instant::now();
     if slot_exists {
         slot::drop_slot(green, &config.slot).await.map_err(|e| {
@@ -58,10 +73,10 @@ pub async fn run(
                 config.slot
             ))
         })?;
-        println!(
+        say(format!(
             "green  slot        {:<24} dropped, to copy from a new snapshot",
             config.slot
-        );
+        ));
     }
     checkpoint::mark_copy_started(blue, &config.schema, &config.slot)
         .await
@@ -69,10 +84,10 @@ pub async fn run(
 
     let (repl, consistent, snapshot) = slot::create_slot_on(config, true).await?;
     let snapshot = snapshot.ok_or_else(|| Error::definite("CREATE_REPLICATION_SLOT returned no snapshot name"))?;
-    println!(
+    say(format!(
         "green  slot        {:<24} created at {consistent}, snapshot {snapshot}",
         config.slot
-    );
+    ));
 
     let copied = tokio::select! {
         r = copy_all(config, green, blue, env, &snapshot, plans, jobs) => r,
@@ -98,16 +113,16 @@ pub async fn run(
     checkpoint::set(blue, &config.schema, &config.slot, consistent)
         .await
         .map_err(blue_err("writing the checkpoint"))?;
-    println!(
+    say(format!(
         "copied {tables} table(s), {rows} rows, {} in {:.1}s",
         progress::human_bytes(bytes),
         started.elapsed().as_secs_f64()
-    );
-    println!(
+    ));
+    say(format!(
         "blue   checkpoint  {:<24} at {consistent}, the slot's consistent point",
         format!("{}.checkpoint", config.schema)
-    );
-    println!("ready: start streaming with `pgbridge run`; rows written on green during the copy follow");
+    ));
+    say("ready: start streaming with `pgbridge run`; rows written on green during the copy follow".to_string());
     Ok(0)
 }
 

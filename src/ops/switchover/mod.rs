@@ -235,7 +235,7 @@ impl Switch<'_> {
             !crate::mapping::green_catalog::publication_exists(&entered.client, &reverse.publication).await?;
         // Creating a logical slot waits for every write transaction open on that side to end.
         let timeout = self.options.timeout;
-        let prepared = match tokio::time::timeout(timeout, setup::run(reverse, false, 1)).await {
+        let prepared = match tokio::time::timeout(timeout, setup::run(reverse, false, 1, &mut |line| println!("{line}"))).await {
             Ok(result) => result,
             Err(_) => Err(Error::definite(format!(
                 "setting up the reverse bridge took longer than {timeout:?}: creating its slot on {} waits for every write \
