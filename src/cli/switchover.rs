@@ -5,5 +5,5 @@ use crate::error::Result;
 pub use crate::ops::switchover::Options;
 
 pub async fn run(config: &Config, options: &Options) -> Result<i32> {
-    crate::ops::switchover::run(config, options).await
+    crate::ops::switchover::run(config, options, &|line| println!("{line}")).await
 }

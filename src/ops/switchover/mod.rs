@@ -51,14 +51,20 @@ pub struct Options {
     pub sequence_margin: i64,
 }
 
-/// Timestamped step lines on stdout, for a terminal and for a log file.
-struct Log {
+/// Timestamped step lines, for a terminal and for a log file.
+struct Log<'a> {
     started: Instant,
+    /// Where the lines go (the command prints them).
+    out: &'a dyn Fn(String),
 }
 
-impl Log {
+impl Log<'_> {
     fn say(&self, line: impl AsRef<str>) {
-        println!("[{:>7.3}s] {}", self.started.elapsed().as_secs_f64(), line.as_ref());
+        (self.out)(format!(
+            "[{:>7.3}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            line.as_ref()
+        ));
     }
 }
 
@@ -101,7 +107,10 @@ struct Done {
     reverse_publication_created: bool,
 }
 
-pub async fn run(config: &Config, options: &Options) -> Result<i32> {
+/// The switchover, step by step; `say` gets every line (the timestamped log, the reverse
+/// bridge's setup, the closing key=value line). Returns the exit code: 1 when it was undone, 2
+/// when undoing failed.
+pub async fn run(config: &Config, options: &Options, say: &dyn Fn(String)) -> Result<i32> {
     let reverse = Config::load(&options.reverse)?;
     check_pairing(config, &reverse)?;
     if options.app_roles.is_empty() {
@@ -111,6 +120,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     }
     let log = Log {
         started: Instant::now(),
+        out: say,
     };
     let left = Side::new(
         std::sync::Arc::new(connect_green_sql(config).await.map_err(Error::into_definite)?),
@@ -172,7 +182,7 @@ struct Summary {
 struct Switch<'a> {
     config: &'a Config,
     options: &'a Options,
-    log: &'a Log,
+    log: &'a Log<'a>,
     /// The side whose writes move away (this bridge's source).
     left: &'a Side,
     /// The side the writes move to (this bridge's target).
@@ -235,7 +245,7 @@ impl Switch<'_> {
             !crate::mapping::green_catalog::publication_exists(&entered.client, &reverse.publication).await?;
         // Creating a logical slot waits for every write transaction open on that side to end.
         let timeout = self.options.timeout;
-        let prepared = match tokio::time::timeout(timeout, setup::run(reverse, false, 1, &mut |line| println!("{line}"))).await {
+        let prepared = match tokio::time::timeout(timeout, setup::run(reverse, false, 1, &mut |line| (self.log.out)(line))).await {
             Ok(result) => result,
             Err(_) => Err(Error::definite(format!(
                 "setting up the reverse bridge took longer than {timeout:?}: creating its slot on {} waits for every write \
@@ -433,7 +443,7 @@ impl Switch<'_> {
                 self.options.reverse.display()
             ));
         }
-        println!(
+        (self.log.out)(format!(
             "switchover=done from={} to={} write_unavailable_seconds={:.3} {} reverse_slot={} reverse_from={}",
             left.address,
             entered.address,
@@ -445,6 +455,6 @@ impl Switch<'_> {
                 .join(" "),
             self.reverse.slot,
             summary.reverse_from
-        );
+        ));
     }
 }

@@ -8,7 +8,7 @@ use crate::sql;
 use crate::state::checkpoint;
 
 /// Undoes `done`, newest first; returns whether everything was undone.
-pub(super) async fn undo(log: &Log, left: &Side, entered: &Side, reverse: &Config, done: &mut Done) -> bool {
+pub(super) async fn undo(log: &Log<'_>, left: &Side, entered: &Side, reverse: &Config, done: &mut Done) -> bool {
     let mut ok = true;
     for (role, previous) in std::mem::take(&mut done.unfenced).into_iter().rev() {
         match set_read_only(entered, &role, previous.as_deref()).await {
