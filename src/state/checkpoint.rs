@@ -223,6 +223,39 @@ pub async fn delete_slot_rows(client: &Client, schema: &str, table: &str, slot: 
         .await
 }
 
+/// What the role may do about `<schema>` on blue, and whether pgbridge's tables are there.
+pub struct SchemaAccess {
+    /// The schema exists.
+    pub exists: bool,
+    /// The role may create schemas in the database.
+    pub create_db: bool,
+    /// The role may create tables in the schema (`None`: no such schema).
+    pub create_in: Option<bool>,
+    /// The checkpoint and dead-letter tables exist.
+    pub tables_exist: bool,
+}
+
+/// Reads [`SchemaAccess`] for `<schema>`.
+pub async fn schema_access(client: &Client, schema: &str) -> PgResult<SchemaAccess> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                    has_database_privilege(current_database(), 'CREATE'), \
+                    (SELECT has_schema_privilege(oid, 'CREATE') AND has_schema_privilege(oid, 'USAGE') \
+                     FROM pg_namespace WHERE nspname = $1), \
+                    to_regclass(quote_ident($1) || '.checkpoint') IS NOT NULL \
+                      AND to_regclass(quote_ident($1) || '.dead_letter') IS NOT NULL",
+            &[&schema],
+        )
+        .await?;
+    Ok(SchemaAccess {
+        exists: row.get(0),
+        create_db: row.get(1),
+        create_in: row.get(2),
+        tables_exist: row.get(3),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
