@@ -21,14 +21,14 @@ use std::collections::BTreeMap;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::apply::checkpoint::table_exists;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::mapping::green_catalog;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::signature::{diff, Signature};
-use crate::sql;
+use crate::state::checkpoint::table_exists;
+use crate::state::plan;
 
 pub use crate::mapping::signature::Baseline;
 
@@ -58,46 +58,16 @@ pub fn fix(config: &Config) -> String {
     )
 }
 
-/// `<schema>.accepted_plan`: the signature of every table `setup` accepted, per slot; and
-/// `<schema>.drift`: each drift `run` stopped for, kept until `setup` accepts a plan again, so
-/// that undoing the change (which does not bring back what the stream missed meanwhile)
-/// does not make the alarm go away by itself.
-pub fn create_sql(schema: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-             slot_name   text NOT NULL,
-             green_table text NOT NULL,
-             blue_table  text NOT NULL,
-             signature   text NOT NULL,
-             accepted_at timestamptz NOT NULL DEFAULT now(),
-             PRIMARY KEY (slot_name, green_table)
-         );
-         CREATE TABLE IF NOT EXISTS {} (
-             slot_name text NOT NULL,
-             found_at  timestamptz NOT NULL DEFAULT now(),
-             stop_lsn  pg_lsn NOT NULL,
-             message   text NOT NULL
-         );",
-        sql::qualified(schema, "accepted_plan"),
-        sql::qualified(schema, "drift")
-    )
-}
+pub use crate::state::plan::create_sql;
 
 /// Remembers on blue that `run` stopped for drift (best effort: the stop itself does not
 /// depend on it).
 pub async fn record(blue: &Client, config: &Config, at: Lsn, message: &str) {
-    let table = sql::qualified(&config.schema, "drift");
     let result = async {
         ensure_tables(blue, config).await?;
-        blue.execute(
-            &format!(
-                "INSERT INTO {table} (slot_name, stop_lsn, message) SELECT $1, $2::text::pg_lsn, $3 \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE slot_name = $1 AND message = $3)"
-            ),
-            &[&config.slot, &at.to_string(), &message],
-        )
-        .await
-        .map_err(|e| Error::postgres("recording the drift on blue", &e))
+        plan::insert_drift(blue, &config.schema, &config.slot, at, message)
+            .await
+            .map_err(|e| Error::postgres("recording the drift on blue", &e))
     }
     .await;
     if let Err(e) = result {
@@ -122,23 +92,14 @@ pub async fn recorded(blue: &Client, config: &Config) -> Result<Vec<Finding>> {
 
 /// Drift `run` stopped for since `setup` last accepted a plan.
 pub async fn recorded_stops(blue: &Client, config: &Config) -> Result<Vec<Recorded>> {
-    let table = sql::qualified(&config.schema, "drift");
     if !table_exists(blue, &config.schema, "drift").await? {
         return Ok(Vec::new());
     }
-    let rows = blue
-        .query(
-            &format!(
-                "SELECT to_char(found_at, 'YYYY-MM-DD HH24:MI:SS OF'), message, stop_lsn::text FROM {table} \
-                 WHERE slot_name = $1 ORDER BY found_at"
-            ),
-            &[&config.slot],
-        )
+    let rows = plan::drift_rows(blue, &config.schema, &config.slot)
         .await
         .map_err(|e| Error::postgres("reading recorded drift on blue", &e))?;
-    rows.iter()
-        .map(|r| {
-            let at: String = r.get(2);
+    rows.into_iter()
+        .map(|(found_at, message, at)| {
             Ok(Recorded {
                 at: at.parse().map_err(|_| {
                     Error::definite(format!("{}.drift holds an unreadable position {at:?}", config.schema))
@@ -148,8 +109,7 @@ pub async fn recorded_stops(blue: &Client, config: &Config) -> Result<Vec<Record
                     changes: vec![format!(
                         "run stopped for drift at {} before green position {at} (changes made then are not on blue \
                          even if the change was undone since): {}",
-                        r.get::<_, String>(0),
-                        r.get::<_, String>(1)
+                        found_at, message
                     )],
                 },
             })
@@ -161,7 +121,7 @@ async fn ensure_tables(blue: &Client, config: &Config) -> Result<()> {
     let exist = table_exists(blue, &config.schema, "accepted_plan").await?
         && table_exists(blue, &config.schema, "drift").await?;
     if !exist {
-        blue.batch_execute(&create_sql(&config.schema))
+        plan::create(blue, &config.schema)
             .await
             .map_err(|e| Error::postgres("creating pgbridge's tables on blue", &e))?;
     }
@@ -171,24 +131,17 @@ async fn ensure_tables(blue: &Client, config: &Config) -> Result<()> {
 /// The accepted plan of `config`'s slot; `None` when none was stored (a setup of an older
 /// pgbridge).
 pub async fn read_accepted(blue: &Client, config: &Config) -> Result<Option<BTreeMap<String, Signature>>> {
-    let table = sql::qualified(&config.schema, "accepted_plan");
     if !table_exists(blue, &config.schema, "accepted_plan").await? {
         return Ok(None);
     }
-    let rows = blue
-        .query(
-            &format!("SELECT green_table, signature FROM {table} WHERE slot_name = $1"),
-            &[&config.slot],
-        )
+    let rows = plan::accepted_rows(blue, &config.schema, &config.slot)
         .await
         .map_err(|e| Error::postgres("reading the accepted plan on blue", &e))?;
     if rows.is_empty() {
         return Ok(None);
     }
     let mut accepted = BTreeMap::new();
-    for row in rows {
-        let name: String = row.get(0);
-        let text: String = row.get(1);
+    for (name, text) in rows {
         let sig = Signature::from_json(&text).ok_or_else(|| {
             Error::definite(format!(
                 "{}.accepted_plan on blue holds an unreadable plan for green table {name}; run `pgbridge setup` to \
@@ -204,40 +157,10 @@ pub async fn read_accepted(blue: &Client, config: &Config) -> Result<Option<BTre
 /// Stores `signatures` as the accepted plan: all of it (`replace`), or only tables not
 /// accepted yet.
 pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], replace: bool) -> Result<()> {
-    let table = sql::qualified(&config.schema, "accepted_plan");
-    let err = |e: tokio_postgres::Error| Error::postgres("storing the accepted plan on blue", &e);
     ensure_tables(blue, config).await?;
-    blue.batch_execute("BEGIN").await.map_err(err)?;
-    let result = async {
-        if replace {
-            // Accepting a plan is also acknowledging the drift recorded so far.
-            blue.execute(&format!("DELETE FROM {table} WHERE slot_name = $1"), &[&config.slot])
-                .await?;
-            blue.execute(
-                &format!(
-                    "DELETE FROM {} WHERE slot_name = $1",
-                    sql::qualified(&config.schema, "drift")
-                ),
-                &[&config.slot],
-            )
-            .await?;
-        }
-        let insert = format!(
-            "INSERT INTO {table} (slot_name, green_table, blue_table, signature) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (slot_name, green_table) DO NOTHING"
-        );
-        for s in signatures {
-            blue.execute(&insert, &[&config.slot, &s.green_table, &s.blue_table, &s.to_json()])
-                .await?;
-        }
-        blue.batch_execute("COMMIT").await
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = blue.batch_execute("ROLLBACK").await;
-        return Err(err(e));
-    }
-    Ok(())
+    plan::store_accepted(blue, &config.schema, &config.slot, signatures, replace)
+        .await
+        .map_err(|e| Error::postgres("storing the accepted plan on blue", &e))
 }
 
 /// Writes accepted signatures as they are now, over what was stored for those tables: the
@@ -245,17 +168,10 @@ pub async fn store(blue: &Client, config: &Config, signatures: &[Signature], rep
 /// replicated TRUNCATE of the whole table, new empty partitions, the catalog side of a table
 /// first seen in a Relation message).
 pub async fn refresh(blue: &Client, config: &Config, signatures: &[Signature]) -> Result<()> {
-    let table = sql::qualified(&config.schema, "accepted_plan");
     for s in signatures {
-        blue.execute(
-            &format!(
-                "INSERT INTO {table} (slot_name, green_table, blue_table, signature) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (slot_name, green_table) DO UPDATE SET signature = EXCLUDED.signature"
-            ),
-            &[&config.slot, &s.green_table, &s.blue_table, &s.to_json()],
-        )
-        .await
-        .map_err(|e| Error::postgres("updating the accepted plan on blue", &e))?;
+        plan::upsert_accepted(blue, &config.schema, &config.slot, s)
+            .await
+            .map_err(|e| Error::postgres("updating the accepted plan on blue", &e))?;
     }
     Ok(())
 }

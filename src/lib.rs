@@ -17,17 +17,21 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod drift;
 pub mod error;
 pub mod evaluation;
 pub mod failpoint;
 pub mod lsn;
 pub mod mapping;
+pub mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod protocol;
 pub mod source;
 pub mod sql;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
-pub mod transfer;
+/// Kept at its old path for the progress display.
+pub use ops::copy::transfer;

@@ -11,9 +11,9 @@
 //! runs in bounded memory.
 
 mod batch;
-pub mod checkpoint;
+pub use crate::state::checkpoint;
 pub mod exec;
-pub mod origin;
+pub use crate::state::origin;
 mod rows;
 mod stream;
 
@@ -52,38 +52,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// Idle positions are written to blue at most this often.
 const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Connects to blue with the session settings the apply path relies on.
-pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
-    let mut pg = endpoint.pg.clone();
-    if pg.get_application_name().is_none() {
-        pg.application_name("pgbridge");
-    }
-    let tls = crate::tls::MakeTls::new(&endpoint.tls);
-    let (client, connection) = pg.connect(tls).await.map_err(|e| connect_error(endpoint, &e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "blue connection ended");
-        }
-    });
-    Ok(Arc::new(client))
-}
-
-/// A failed connection attempt, with advice that fits the failure.
-pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error {
-    let e = Error::postgres(format!("cannot connect to {}", endpoint.describe()), err);
-    match err.as_db_error().map(|d| d.code().code()) {
-        Some("28P01") => e.hint(format!("check the password in {}.dsn", endpoint.side)),
-        Some("28000") => e.hint("add a pg_hba.conf line that admits this user and database"),
-        Some("3D000") => e.hint(format!("check the database name in {}.dsn", endpoint.side)),
-        Some(_) => e,
-        None if e.message().contains("TLS handshake failed") => e,
-        None if e.message().contains("server does not support TLS") => e.hint(endpoint.tls.refused_hint(endpoint.side)),
-        None => e.hint(format!(
-            "check host and port in {}.dsn and that the server is running",
-            endpoint.side
-        )),
-    }
-}
+pub use crate::connect::{connect_blue, connect_error};
 
 /// How blue commits are made durable before their position is confirmed to green (rule 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

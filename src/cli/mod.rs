@@ -2,9 +2,7 @@
 //! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
 
 mod check;
-mod copy;
 mod lag;
-mod privileges;
 mod run;
 mod sequences;
 mod setup;
@@ -20,7 +18,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, DEFAULT_PATH};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -201,28 +199,4 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-}
-
-/// A plain (non-replication) SQL connection to green, for catalog work.
-pub async fn connect_green_sql(config: &Config) -> Result<tokio_postgres::Client> {
-    let mut pg = config.green.pg.clone();
-    pg.application_name("pgbridge");
-    let (client, connection) = pg
-        .connect(crate::tls::MakeTls::new(&config.green.tls))
-        .await
-        .map_err(|e| crate::apply::connect_error(&config.green, &e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-/// Maps a tokio-postgres error on green to a definite error with context.
-pub(crate) fn green_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::postgres(format!("{what} on green"), &e).into_definite()
-}
-
-/// Maps a tokio-postgres error on blue to a definite error with context.
-pub(crate) fn blue_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::postgres(format!("{what} on blue"), &e).into_definite()
 }

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::mapping::{GreenTable, TablePlan};
 use crate::sql;
+use crate::state::checkpoint;
 
 /// One error for every problem found, saying that `consequence` ("nothing was created").
 pub(crate) fn refuse(problems: Vec<String>, consequence: &str) -> Result<()> {
@@ -235,20 +236,14 @@ pub(crate) enum BlueSchema {
 /// schema), or a schema that exists and where it may create tables (its own, say).
 pub(crate) async fn blue_schema(blue: &Client, schema: &str) -> Result<BlueSchema> {
     let (role, db) = who(blue, "blue").await?;
-    let row = blue
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
-                    has_database_privilege(current_database(), 'CREATE'), \
-                    (SELECT has_schema_privilege(oid, 'CREATE') AND has_schema_privilege(oid, 'USAGE') \
-                     FROM pg_namespace WHERE nspname = $1), \
-                    to_regclass(quote_ident($1) || '.checkpoint') IS NOT NULL \
-                      AND to_regclass(quote_ident($1) || '.dead_letter') IS NOT NULL",
-            &[&schema],
-        )
+    let checkpoint::SchemaAccess {
+        exists,
+        create_db,
+        create_in,
+        tables_exist,
+    } = checkpoint::schema_access(blue, schema)
         .await
         .map_err(|e| Error::postgres("checking privileges on blue", &e))?;
-    let (exists, create_db, create_in): (bool, bool, Option<bool>) = (row.get(0), row.get(1), row.get(2));
-    let tables_exist: bool = row.get(3);
     match (exists, create_in.unwrap_or(false)) {
         (true, true) => Ok(BlueSchema::CreateTables),
         (true, false) if tables_exist => Ok(BlueSchema::Ready),

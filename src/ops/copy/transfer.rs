@@ -25,7 +25,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// A green connection inside a read-only REPEATABLE READ transaction: at `snapshot` (one
 /// exported by CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.
 pub async fn green_at_snapshot(config: &Config, snapshot: Option<&str>) -> Result<Client> {
-    let green = crate::cli::connect_green_sql(config).await?;
+    let green = crate::connect::connect_green_sql(config).await?;
     let mut sql = format!(
         "{BULK}; {}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         crate::evaluation::green_set_sql()

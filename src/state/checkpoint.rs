@@ -5,6 +5,9 @@
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+
+/// A statement's outcome with the driver's error: the caller names what failed and on which side.
+pub type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 use crate::lsn::Lsn;
 use crate::sql;
 
@@ -23,8 +26,19 @@ pub fn create_sql(schema: &str) -> String {
          {accepted}",
         schema = sql::ident(schema),
         dead_letter = dead_letter_sql(schema),
-        accepted = crate::drift::create_sql(schema)
+        accepted = super::plan::create_sql(schema)
     )
+}
+
+/// pgbridge's tables in `<schema>`, for a schema that exists: without `CREATE SCHEMA`, which
+/// PostgreSQL refuses to a role without CREATE on the database even when the schema exists.
+pub fn create_tables_sql(schema: &str) -> String {
+    let all = create_sql(schema);
+    let create_schema = format!("CREATE SCHEMA IF NOT EXISTS {};", sql::ident(schema));
+    match all.strip_prefix(&create_schema) {
+        Some(rest) => rest.to_string(),
+        None => all,
+    }
 }
 
 /// `<schema>.dead_letter`: rows blue rejected under `on_error = "dead_letter"`, written in the
@@ -68,10 +82,16 @@ pub async fn read_required(client: &Client, schema: &str, slot: &str) -> Result<
 /// Whether pgbridge's table `<schema>.<name>` exists on blue (a setup of an older pgbridge
 /// created fewer of them). A failed query keeps its kind.
 pub async fn table_exists(client: &Client, schema: &str, name: &str) -> Result<bool> {
+    probe_table(client, schema, name)
+        .await
+        .map_err(|e| Error::postgres(format!("looking for {schema}.{name} on blue"), &e))
+}
+
+/// [`table_exists`] with the driver's error, for callers that say in their own words what failed.
+pub async fn probe_table(client: &Client, schema: &str, name: &str) -> PgResult<bool> {
     Ok(client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql::qualified(schema, name)])
-        .await
-        .map_err(|e| Error::postgres(format!("looking for {schema}.{name} on blue"), &e))?
+        .await?
         .get(0))
 }
 
@@ -144,4 +164,126 @@ pub fn touch_sql(schema: &str) -> String {
         "UPDATE {} SET lsn = lsn WHERE slot_name = $1",
         sql::qualified(schema, "checkpoint")
     )
+}
+
+/// Writes the first checkpoint of `slot` at `lsn` (`setup`); a row already there is kept.
+pub async fn insert_if_missing(client: &Client, schema: &str, slot: &str, lsn: Lsn) -> PgResult<u64> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (slot_name, lsn, updated_at) VALUES ($1, $2::text::pg_lsn, now()) ON CONFLICT (slot_name) DO NOTHING",
+                sql::qualified(schema, "checkpoint")
+            ),
+            &[&slot, &lsn.to_string()],
+        )
+        .await
+}
+
+/// Sets the checkpoint of `slot` to 0/0, which `run` refuses: an initial copy has started and
+/// not finished (`setup --copy`).
+pub async fn mark_copy_started(client: &Client, schema: &str, slot: &str) -> PgResult<u64> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (slot_name, lsn, commit_time, updated_at) VALUES ($1, '0/0', NULL, now()) \
+                 ON CONFLICT (slot_name) DO UPDATE SET lsn = '0/0', commit_time = NULL, updated_at = now()",
+                sql::qualified(schema, "checkpoint")
+            ),
+            &[&slot],
+        )
+        .await
+}
+
+/// Moves the checkpoint of `slot` to `lsn` unconditionally (the end of an initial copy).
+pub async fn set(client: &Client, schema: &str, slot: &str, lsn: Lsn) -> PgResult<u64> {
+    client
+        .execute(
+            &format!(
+                "UPDATE {} SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot_name = $1",
+                sql::qualified(schema, "checkpoint")
+            ),
+            &[&slot, &lsn.to_string()],
+        )
+        .await
+}
+
+/// Deletes the checkpoint row of `slot` (`teardown`, an undone switchover).
+pub async fn delete(client: &Client, schema: &str, slot: &str) -> PgResult<u64> {
+    delete_slot_rows(client, schema, "checkpoint", slot).await
+}
+
+/// Deletes `slot`'s rows from pgbridge's table `<schema>.<table>` (checkpoint, accepted plan,
+/// drift: every one of them is keyed by slot name).
+pub async fn delete_slot_rows(client: &Client, schema: &str, table: &str, slot: &str) -> PgResult<u64> {
+    client
+        .execute(
+            &format!("DELETE FROM {} WHERE slot_name = $1", sql::qualified(schema, table)),
+            &[&slot],
+        )
+        .await
+}
+
+/// What the role may do about `<schema>` on blue, and whether pgbridge's tables are there.
+pub struct SchemaAccess {
+    /// The schema exists.
+    pub exists: bool,
+    /// The role may create schemas in the database.
+    pub create_db: bool,
+    /// The role may create tables in the schema (`None`: no such schema).
+    pub create_in: Option<bool>,
+    /// The checkpoint and dead-letter tables exist.
+    pub tables_exist: bool,
+}
+
+/// Reads [`SchemaAccess`] for `<schema>`.
+pub async fn schema_access(client: &Client, schema: &str) -> PgResult<SchemaAccess> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                    has_database_privilege(current_database(), 'CREATE'), \
+                    (SELECT has_schema_privilege(oid, 'CREATE') AND has_schema_privilege(oid, 'USAGE') \
+                     FROM pg_namespace WHERE nspname = $1), \
+                    to_regclass(quote_ident($1) || '.checkpoint') IS NOT NULL \
+                      AND to_regclass(quote_ident($1) || '.dead_letter') IS NOT NULL",
+            &[&schema],
+        )
+        .await?;
+    Ok(SchemaAccess {
+        exists: row.get(0),
+        create_db: row.get(1),
+        create_in: row.get(2),
+        tables_exist: row.get(3),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_tables_sql_leaves_the_schema_alone() {
+        let text = create_tables_sql("pg bridge");
+        assert!(!text.contains("CREATE SCHEMA"), "{text}");
+        assert!(
+            text.contains("CREATE TABLE IF NOT EXISTS \"pg bridge\".\"checkpoint\""),
+            "{text}"
+        );
+        assert!(create_sql("pg bridge").ends_with(&text));
+    }
+
+    #[test]
+    fn advances_are_guarded_by_the_previous_position() {
+        let text = advance_sql("pgbridge", false);
+        assert!(
+            text.contains("CASE WHEN lsn = $4::pg_lsn THEN $2::pg_lsn END"),
+            "{text}"
+        );
+        assert!(!text.contains("pg_replication_origin_xact_setup"), "{text}");
+        assert!(advance_sql("pgbridge", true).contains("pg_replication_origin_xact_setup($2::pg_lsn"));
+        let idle = advance_idle_sql("pgbridge");
+        assert!(
+            idle.contains("CASE WHEN lsn = $3::pg_lsn THEN $2::pg_lsn END"),
+            "{idle}"
+        );
+    }
 }

@@ -17,6 +17,8 @@
 //! On failure or Ctrl-C the slot is dropped (it would hold back green's WAL) and the
 //! checkpoint stays at 0/0; running `setup --copy` again starts over.
 
+pub mod transfer;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,59 +26,68 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::{blue_err, green_err};
 use crate::apply;
 use crate::config::Config;
+use crate::connect::blue_err;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan, Value};
+use crate::ops::slot;
 use crate::progress::{self, Display, Task};
 use crate::sql;
-use crate::transfer;
+use crate::state::checkpoint;
 
 /// Name of the temporary table green's rows are loaded into on blue.
 const STAGE: &str = "pgbridge_copy";
 
+/// What to copy and how.
+pub struct Job {
+    pub plans: Vec<Arc<TablePlan>>,
+    /// The slot exists on green: it is dropped and created again, for a new snapshot.
+    pub slot_exists: bool,
+    /// Parts copied at once.
+    pub jobs: usize,
+}
+
+/// The initial copy (`setup --copy`), in the steps the module docs list; `say` gets a line per
+/// step.
 pub async fn run(
     config: &Config,
     green: &Client,
     blue: &Client,
     env: &Environment,
-    plans: Vec<Arc<TablePlan>>,
-    slot_exists: bool,
-    jobs: usize,
+    job: Job,
+    say: &mut dyn FnMut(String),
 ) -> Result<i32> {
+    let Job {
+        plans,
+        slot_exists,
+        jobs,
+    } = job;
     let started = Instant::now();
     if slot_exists {
-        drop_slot(green, &config.slot).await.map_err(|e| {
+        slot::drop_slot(green, &config.slot).await.map_err(|e| {
             e.hint(format!(
                 "slot {} is in use: stop `pgbridge run` (or whatever streams it) before copying again",
                 config.slot
             ))
         })?;
-        println!(
+        say(format!(
             "green  slot        {:<24} dropped, to copy from a new snapshot",
             config.slot
-        );
+        ));
     }
-    let checkpoint = sql::qualified(&config.schema, "checkpoint");
-    blue.execute(
-        &format!(
-            "INSERT INTO {checkpoint} (slot_name, lsn, commit_time, updated_at) VALUES ($1, '0/0', NULL, now()) \
-             ON CONFLICT (slot_name) DO UPDATE SET lsn = '0/0', commit_time = NULL, updated_at = now()"
-        ),
-        &[&config.slot],
-    )
-    .await
-    .map_err(blue_err("marking the copy as started in the checkpoint"))?;
+    checkpoint::mark_copy_started(blue, &config.schema, &config.slot)
+        .await
+        .map_err(blue_err("marking the copy as started in the checkpoint"))?;
 
-    let (repl, consistent, snapshot) = super::setup::create_slot_on(config, true).await?;
+    let (repl, consistent, snapshot) = slot::create_slot_on(config, true).await?;
     let snapshot = snapshot.ok_or_else(|| Error::definite("CREATE_REPLICATION_SLOT returned no snapshot name"))?;
-    println!(
+    say(format!(
         "green  slot        {:<24} created at {consistent}, snapshot {snapshot}",
         config.slot
-    );
+    ));
 
     let copied = tokio::select! {
         r = copy_all(config, green, blue, env, &snapshot, plans, jobs) => r,
@@ -87,7 +98,7 @@ pub async fn run(
     let (tables, rows, bytes) = match copied {
         Ok(totals) => totals,
         Err(e) => {
-            let dropped = drop_slot(green, &config.slot).await.is_ok();
+            let dropped = slot::drop_slot(green, &config.slot).await.is_ok();
             return Err(e.hint(format!(
                 "the copy did not finish and blue's checkpoint is at 0/0, so `pgbridge run` will not start; {}\
                  fix the cause and run `pgbridge setup --copy` again, which starts over",
@@ -99,31 +110,20 @@ pub async fn run(
             )));
         }
     };
-    blue.execute(
-        &format!("UPDATE {checkpoint} SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot_name = $1"),
-        &[&config.slot, &consistent.to_string()],
-    )
-    .await
-    .map_err(blue_err("writing the checkpoint"))?;
-    println!(
+    checkpoint::set(blue, &config.schema, &config.slot, consistent)
+        .await
+        .map_err(blue_err("writing the checkpoint"))?;
+    say(format!(
         "copied {tables} table(s), {rows} rows, {} in {:.1}s",
         progress::human_bytes(bytes),
         started.elapsed().as_secs_f64()
-    );
-    println!(
+    ));
+    say(format!(
         "blue   checkpoint  {:<24} at {consistent}, the slot's consistent point",
         format!("{}.checkpoint", config.schema)
-    );
-    println!("ready: start streaming with `pgbridge run`; rows written on green during the copy follow");
+    ));
+    say("ready: start streaming with `pgbridge run`; rows written on green during the copy follow".to_string());
     Ok(0)
-}
-
-async fn drop_slot(green: &Client, slot: &str) -> Result<()> {
-    green
-        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await
-        .map(|_| ())
-        .map_err(green_err(&format!("dropping slot {slot}")))
 }
 
 /// Copies every table, `jobs` at a time, biggest first, each part's blue session evaluating
@@ -160,16 +160,9 @@ async fn copy_all(
             .await
             .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
             .get(0);
-        let blocks = task.bytes_estimate / BLOCK_SIZE;
-        let parts = if empty {
-            (task.bytes_estimate / PART_BYTES).clamp(1, MAX_PARTS)
-        } else {
-            1
-        };
-        let remaining = Arc::new(AtomicU64::new(parts));
-        let step = blocks.div_ceil(parts).max(1);
-        for i in 0..parts {
-            let range = (parts > 1).then(|| (i * step, (i + 1 < parts).then(|| (i + 1) * step)));
+        let ranges = part_ranges(task.bytes_estimate, empty);
+        let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
+        for range in ranges {
             work.push_back(Part {
                 plan: plan.clone(),
                 task: task.clone(),
@@ -239,10 +232,25 @@ const BLOCK_SIZE: u64 = 8192;
 const PART_BYTES: u64 = 16 << 20;
 const MAX_PARTS: u64 = 64;
 
+/// The block ranges a table of about `bytes` is copied in: [from, to) with `to` open for the
+/// last part, or one part for the whole table (`None`) when blue's table is not `empty` or the
+/// table is small.
+fn part_ranges(bytes: u64, empty: bool) -> Vec<Option<(u64, Option<u64>)>> {
+    let blocks = bytes / BLOCK_SIZE;
+    let parts = if empty {
+        (bytes / PART_BYTES).clamp(1, MAX_PARTS)
+    } else {
+        1
+    };
+    let step = blocks.div_ceil(parts).max(1);
+    (0..parts)
+        .map(|i| (parts > 1).then(|| (i * step, (i + 1 < parts).then(|| (i + 1) * step))))
+        .collect()
+}
+
 /// Copies one part in one blue transaction; returns a note for the progress line.
 async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Part) -> Result<String> {
-    let (plan, task, empty) = (&*part.plan, &*part.task, part.empty);
-    let whole = part.range.is_none();
+    let plan = &*part.plan;
     // A TID range scan: cheap, and needs no key.
     let mut conditions = match part.range {
         None => Vec::new(),
@@ -265,8 +273,43 @@ async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Pa
     // streaming (where permitted).
     let _ = blue.batch_execute("SET session_replication_role = replica").await;
     blue.batch_execute("BEGIN").await.map_err(on_blue)?;
-    let mut note = String::new();
-    if empty && direct(plan) {
+    let copy = PartCopy {
+        green: &green,
+        blue: &blue,
+        part,
+        tail: &tail,
+        what: &what,
+    };
+    let note = if part.empty && direct(plan) {
+        copy.direct().await?;
+        String::new()
+    } else {
+        copy.through_stage().await?
+    };
+    blue.batch_execute("COMMIT").await.map_err(on_blue)?;
+    Ok(note)
+}
+
+/// One part's copy inside its blue transaction.
+struct PartCopy<'a> {
+    green: &'a Client,
+    blue: &'a Client,
+    part: &'a Part,
+    /// The WHERE clause that selects the part's green rows.
+    tail: &'a str,
+    /// What is being copied, for error messages.
+    what: &'a str,
+}
+
+impl PartCopy<'_> {
+    fn on_blue(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+        move |e| Error::postgres(format!("{}: on blue", self.what), &e).into_definite()
+    }
+
+    /// Green's columns straight into blue's, COPY to COPY: an empty blue table fed by green
+    /// columns only.
+    async fn direct(&self) -> Result<()> {
+        let (plan, task) = (&*self.part.plan, &*self.part.task);
         let green_cols: Vec<String> = plan
             .targets
             .iter()
@@ -277,56 +320,63 @@ async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Pa
             .collect();
         let blue_cols: Vec<String> = plan.targets.iter().map(|t| sql::ident(&t.blue_name)).collect();
         let out = format!(
-            "COPY (SELECT {} FROM {}{tail}) TO STDOUT",
+            "COPY (SELECT {} FROM {}{}) TO STDOUT",
             green_cols.join(", "),
-            sql::qualified(&plan.green.namespace, &plan.green.name)
+            sql::qualified(&plan.green.namespace, &plan.green.name),
+            self.tail
         );
         let into = format!("COPY {} ({}) FROM STDIN", plan.blue_sql, blue_cols.join(", "));
-        transfer::pump(&green, &out, &blue, &into, &task.counter, &what).await?;
-        if whole {
+        transfer::pump(self.green, &out, self.blue, &into, &task.counter, self.what).await?;
+        if self.part.range.is_none() {
             task.finishing();
         }
-    } else {
+        Ok(())
+    }
+
+    /// Green's rows into a stage on blue, then through the mapping into blue's table, which
+    /// is made to match green's rows; returns a note for the progress line.
+    async fn through_stage(&self) -> Result<String> {
+        let (plan, task, empty, blue) = (&*self.part.plan, &*self.part.task, self.part.empty, self.blue);
         blue.batch_execute(&format!("{} ON COMMIT DROP", statements::staging_table(plan, STAGE)))
             .await
-            .map_err(on_blue)?;
+            .map_err(self.on_blue())?;
         let into = format!("COPY {} FROM STDIN", sql::ident(STAGE));
         let loading = Instant::now();
         transfer::pump(
-            &green,
-            &statements::copy_out(plan, &tail),
-            &blue,
+            self.green,
+            &statements::copy_out(plan, self.tail),
+            blue,
             &into,
             &task.counter,
-            &what,
+            self.what,
         )
         .await?;
         tracing::debug!(table = %plan.blue_name, seconds = loading.elapsed().as_secs_f64(), "loaded into the stage");
-        if whole {
+        if self.part.range.is_none() {
             task.finishing();
         }
         let applying = Instant::now();
+        let mut note = String::new();
         let unique = matches!(plan.key, KeyPlan::Unique(_));
         if !empty && !unique {
             // No key to match rows by: blue's rows are replaced.
             let n = blue
                 .execute(&format!("DELETE FROM {}", plan.blue_sql), &[])
                 .await
-                .map_err(on_blue)?;
+                .map_err(self.on_blue())?;
             note = format!("{n} old blue rows replaced");
         }
         let insert = statements::insert_from(plan, &sql::ident(STAGE), !empty && unique);
-        blue.execute(&insert, &[]).await.map_err(on_blue)?;
+        blue.execute(&insert, &[]).await.map_err(self.on_blue())?;
         if !empty && unique {
-            let n = delete_extra(&blue, plan).await.map_err(on_blue)?;
+            let n = delete_extra(blue, plan).await.map_err(self.on_blue())?;
             if n > 0 {
                 note = format!("{n} blue rows not on green deleted");
             }
         }
         tracing::debug!(table = %plan.blue_name, seconds = applying.elapsed().as_secs_f64(), "written through the mapping");
+        Ok(note)
     }
-    blue.batch_execute("COMMIT").await.map_err(on_blue)?;
-    Ok(note)
 }
 
 /// Deletes blue rows that green (at the snapshot) does not have: without a filter, every blue
@@ -358,4 +408,34 @@ async fn delete_extra(blue: &Client, plan: &TablePlan) -> std::result::Result<u6
         ),
     };
     blue.execute(&text, &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_blue_holds_rows_of_is_copied_whole() {
+        assert_eq!(part_ranges(10 * PART_BYTES, false), vec![None]);
+    }
+
+    #[test]
+    fn a_small_table_is_one_part() {
+        assert_eq!(part_ranges(0, true), vec![None]);
+        assert_eq!(part_ranges(PART_BYTES, true), vec![None]);
+    }
+
+    #[test]
+    fn an_empty_blue_table_is_filled_in_block_ranges_the_last_one_open() {
+        let step = PART_BYTES / BLOCK_SIZE;
+        assert_eq!(
+            part_ranges(3 * PART_BYTES, true),
+            vec![
+                Some((0, Some(step))),
+                Some((step, Some(2 * step))),
+                Some((2 * step, None))
+            ]
+        );
+        assert_eq!(part_ranges(1000 * PART_BYTES, true).len() as u64, MAX_PARTS);
+    }
 }

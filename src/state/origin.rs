@@ -155,6 +155,22 @@ async fn terminate_stale(client: &Client, name: &str, pid: i32) -> Result<bool> 
     Ok(true)
 }
 
+/// Whether replication origin `name` exists on blue.
+pub async fn exists(client: &Client, name: &str) -> std::result::Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT pg_replication_origin_oid($1) IS NOT NULL", &[&name])
+        .await?
+        .get(0))
+}
+
+/// Drops replication origin `name` (refused while a session has it selected).
+pub async fn drop(client: &Client, name: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_replication_origin_drop($1)", &[&name])
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,25 @@
+//! The operations below the command line: each does one job against green and blue and returns
+//! what it found, so a command in [`crate::cli`] only turns arguments into a call, prints and
+//! chooses the exit code. Nothing here imports from the command layer.
+//!
+//! * [`preflight`]: the validation `check` and `setup` share (mappings against both catalogs,
+//!   privileges, the server's settings).
+//! * [`setup`], [`slot`], [`copy`]: create what the bridge needs and fill blue from a snapshot.
+//! * [`run`]: what the long-running bridge does besides the pipeline (start-up checks, catalog
+//!   watching, the lag poller).
+//! * [`lag`], [`wait`], [`status`], [`verify`], [`sequences`], [`privileges`], [`teardown`],
+//!   [`switchover`].
+
+pub mod copy;
+pub mod lag;
+pub mod preflight;
+pub mod privileges;
+pub mod run;
+pub mod sequences;
+pub mod setup;
+pub mod slot;
+pub mod status;
+pub mod switchover;
+pub mod teardown;
+pub mod verify;
+pub mod wait;

@@ -1,0 +1,408 @@
+//! One table's comparison: green's rows read in key order into a stage on blue a chunk at a
+//! time, each chunk compared with blue's rows in the same key range.
+
+use futures_util::SinkExt;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use super::{chunk_rows, Counts, Examples, STAGE};
+use crate::error::{Error, Result};
+use crate::mapping::statements;
+use crate::mapping::{KeyPlan, TablePlan};
+use crate::sql;
+use crate::transfer;
+
+/// A key range of one chunk, as green's text forms of the key columns: after `lo` (exclusive)
+/// up to `hi` (inclusive); `None` is unbounded.
+#[derive(Clone, Debug)]
+pub(super) struct Range {
+    pub(super) lo: Option<Vec<String>>,
+    pub(super) hi: Option<Vec<String>>,
+}
+
+/// Where the `need`th row of COPY text `data` ends (one past its newline), if it is in
+/// `data`, and how many rows end in `data` up to there.
+fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
+    let mut seen = 0u64;
+    for (i, b) in data.iter().enumerate() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == need {
+                return (Some(i + 1), seen);
+            }
+        }
+    }
+    (None, seen)
+}
+
+/// One table's comparison SQL.
+pub(super) struct Table<'a> {
+    plan: &'a TablePlan,
+    keyed: bool,
+    /// Per key column: whether its type sorts by collation (compared in "C" order then).
+    collated: Vec<bool>,
+    /// Targets compared (insert-only ones keep the value of the row's first insert).
+    compared: Vec<usize>,
+}
+
+impl<'a> Table<'a> {
+    pub(super) async fn new(
+        blue: &Client,
+        plan: &'a TablePlan,
+    ) -> std::result::Result<Table<'a>, tokio_postgres::Error> {
+        let mut collated = Vec::new();
+        for k in plan.key.columns() {
+            let ty = &plan.green.columns[k.green].type_sql;
+            let row = blue
+                .query_one(
+                    "SELECT coalesce((SELECT typcollation <> 0 FROM pg_type WHERE oid = to_regtype($1)), false)",
+                    &[&ty],
+                )
+                .await?;
+            collated.push(row.get(0));
+        }
+        let compared = (0..plan.targets.len())
+            .filter(|&t| !plan.targets[t].insert_only)
+            .collect();
+        Ok(Table {
+            plan,
+            keyed: matches!(plan.key, KeyPlan::Unique(_)),
+            collated,
+            compared,
+        })
+    }
+
+    fn c(&self, i: usize) -> &'static str {
+        if self.collated[i] {
+            " COLLATE \"C\""
+        } else {
+            ""
+        }
+    }
+
+    /// Green's key columns in order, for ORDER BY on green or on the stage.
+    fn green_order(&self, prefix: &str, desc: bool) -> String {
+        let cols: Vec<String> = self
+            .plan
+            .key
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                format!(
+                    "{prefix}{}{}{}",
+                    sql::ident(&self.plan.green.columns[k.green].name),
+                    self.c(i),
+                    if desc { " DESC" } else { "" }
+                )
+            })
+            .collect();
+        cols.join(", ")
+    }
+
+    /// `(a COLLATE "C", b) <op> (CAST(lit AS green type) ...)` over green's key columns
+    /// (`blue_side` false) or blue's (`blue_side` true, values cast on to blue's types).
+    fn bound(&self, blue_side: bool, op: &str, values: &[String]) -> String {
+        let key = self.plan.key.columns();
+        let mut cols = Vec::new();
+        let mut vals = Vec::new();
+        for (i, k) in key.iter().enumerate() {
+            let green_type = &self.plan.green.columns[k.green].type_sql;
+            let value = format!("CAST({} AS {green_type})", sql::literal(&values[i]));
+            if blue_side {
+                // As blue stores it (see mapped_value).
+                let blue_type = &self.plan.targets[k.target].stored_type;
+                cols.push(format!(
+                    "b.{}{}",
+                    sql::ident(&self.plan.targets[k.target].blue_name),
+                    self.c(i)
+                ));
+                vals.push(format!("CAST({value} AS {blue_type}){}", self.c(i)));
+            } else {
+                cols.push(format!(
+                    "{}{}",
+                    sql::ident(&self.plan.green.columns[k.green].name),
+                    self.c(i)
+                ));
+                vals.push(format!("{value}{}", self.c(i)));
+            }
+        }
+        format!("({}) {op} ({})", cols.join(", "), vals.join(", "))
+    }
+
+    fn range_condition(&self, blue_side: bool, range: &Range) -> String {
+        let mut conds = vec!["true".to_string()];
+        if let Some(lo) = &range.lo {
+            conds.push(self.bound(blue_side, ">", lo));
+        }
+        if let Some(hi) = &range.hi {
+            conds.push(self.bound(blue_side, "<=", hi));
+        }
+        conds.join(" AND ")
+    }
+
+    /// Reads green (all of the table, or one range) into the stage chunk by chunk and compares
+    /// each chunk; returns every chunk's range and counts.
+    pub(super) async fn pass(
+        &self,
+        green: &Client,
+        blue: &Client,
+        only: Option<&Range>,
+        examples: usize,
+        what: &str,
+    ) -> Result<Vec<(Range, Counts)>> {
+        let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
+        let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
+        // Only the rows the publication carries, as the stream does.
+        let mut conditions: Vec<String> = statements::published_rows(self.plan).into_iter().collect();
+        if self.keyed {
+            conditions.extend(only.map(|r| self.range_condition(false, r)));
+        }
+        let mut tail = statements::where_clause(&conditions);
+        if self.keyed {
+            tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
+        }
+        let chunk_rows = if self.keyed { chunk_rows() } else { u64::MAX };
+        let stage = sql::ident(STAGE);
+        let copy_in = format!("COPY {stage} FROM STDIN");
+        let stream = green
+            .copy_out(&statements::copy_out(self.plan, &tail))
+            .await
+            .map_err(on_green)?;
+        let mut results = Vec::new();
+        let mut lo = only.and_then(|r| r.lo.clone());
+        let mut in_chunk = 0u64;
+        blue.batch_execute(&format!("TRUNCATE {stage}"))
+            .await
+            .map_err(on_blue)?;
+        let mut sink = Box::pin(blue.copy_in::<_, bytes::Bytes>(&copy_in).await.map_err(on_blue)?);
+        let mut reader = transfer::Gathered::new(stream);
+        while let Some(mut data) = reader.next().await.map_err(on_green)? {
+            while !data.is_empty() {
+                let (cut, seen) = cut_after_rows(&data, chunk_rows - in_chunk);
+                match cut {
+                    Some(at) => {
+                        let head = data.split_to(at);
+                        sink.send(head).await.map_err(on_blue)?;
+                        sink.as_mut().finish().await.map_err(on_blue)?;
+                        let hi = self.stage_max(blue).await.map_err(on_blue)?;
+                        let range = Range { lo: lo.clone(), hi };
+                        let counts = self.compare(blue, &range, examples).await.map_err(on_blue)?;
+                        results.push((range.clone(), counts));
+                        lo = range.hi;
+                        in_chunk = 0;
+                        blue.batch_execute(&format!("TRUNCATE {stage}"))
+                            .await
+                            .map_err(on_blue)?;
+                        sink = Box::pin(blue.copy_in(&copy_in).await.map_err(on_blue)?);
+                    }
+                    None => {
+                        in_chunk += seen;
+                        sink.send(std::mem::take(&mut data)).await.map_err(on_blue)?;
+                    }
+                }
+            }
+        }
+        sink.as_mut().finish().await.map_err(on_blue)?;
+        // The last chunk reaches up to the end of the range (or of the table), so blue rows
+        // past green's last key are seen too.
+        let range = Range {
+            lo,
+            hi: only.and_then(|r| r.hi.clone()),
+        };
+        let counts = self.compare(blue, &range, examples).await.map_err(on_blue)?;
+        results.push((range, counts));
+        Ok(results)
+    }
+
+    /// The highest key in the stage, as text of green's types.
+    async fn stage_max(&self, blue: &Client) -> std::result::Result<Option<Vec<String>>, tokio_postgres::Error> {
+        let cols: Vec<String> = self
+            .plan
+            .key
+            .columns()
+            .iter()
+            .map(|k| format!("s.{}::text", sql::ident(&self.plan.green.columns[k.green].name)))
+            .collect();
+        let row = blue
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM {} AS s ORDER BY {} LIMIT 1",
+                    cols.join(", "),
+                    sql::ident(STAGE),
+                    // Qualified: a bare name would sort by the text output column.
+                    self.green_order("s.", true)
+                ),
+                &[],
+            )
+            .await?;
+        Ok(row.map(|r| (0..cols.len()).map(|i| r.get::<_, String>(i)).collect()))
+    }
+
+    fn target_col(&self, t: usize) -> String {
+        sql::ident(&format!("m{t}"))
+    }
+
+    /// Compares the stage with blue's rows in `range`.
+    async fn compare(
+        &self,
+        blue: &Client,
+        range: &Range,
+        examples: usize,
+    ) -> std::result::Result<Counts, tokio_postgres::Error> {
+        let sql_text = self.compare_sql(range);
+        let limit = examples as i64;
+        let params: [&(dyn ToSql + Sync); 1] = [&limit];
+        let row = blue.query_one(&sql_text, &params).await?;
+        Ok(Counts {
+            green_rows: row.get(0),
+            blue_rows: row.get(1),
+            missing: row.get(2),
+            extra: row.get(3),
+            different: row.get(4),
+            examples: Examples {
+                missing: row.get(5),
+                extra: row.get(6),
+                different: row.get(7),
+            },
+        })
+    }
+
+    /// The comparison of the stage with blue's rows in `range`: counts, then up to `$1`
+    /// example keys per kind of difference.
+    fn compare_sql(&self, range: &Range) -> String {
+        let plan = self.plan;
+        let stage = sql::ident(STAGE);
+        let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
+        let key_targets: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
+        let mut cols = key_targets.clone();
+        cols.extend(self.compared.iter().copied().filter(|t| !key_targets.contains(t)));
+        let comparable = |t: usize| plan.targets[t].comparable;
+        // Tables without a key are compared as multisets of rows, by text (see `diff` below).
+        let as_text = |t: usize, v: String| {
+            if comparable(t) && self.keyed {
+                v
+            } else {
+                format!("({v})::text")
+            }
+        };
+        let m_cols: Vec<String> = cols
+            .iter()
+            .map(|&t| {
+                format!(
+                    "{} AS {}",
+                    as_text(t, statements::mapped_value(plan, t)),
+                    self.target_col(t)
+                )
+            })
+            .collect();
+        let b_cols: Vec<String> = cols
+            .iter()
+            .map(|&t| {
+                format!(
+                    "{} AS {}",
+                    as_text(t, format!("b.{}", sql::ident(&plan.targets[t].blue_name))),
+                    self.target_col(t)
+                )
+            })
+            .collect();
+        let m = format!("SELECT {} FROM {stage} AS g{filter}", m_cols.join(", "));
+        if self.keyed {
+            self.keyed_sql(range, &m, &b_cols)
+        } else {
+            let b = format!("SELECT {} FROM {} AS b", b_cols.join(", "), plan.blue_sql);
+            format!(
+                "WITH m AS MATERIALIZED ({m}), b AS MATERIALIZED ({b}), \
+                 missing AS MATERIALIZED (SELECT * FROM m EXCEPT ALL SELECT * FROM b), \
+                 extra AS MATERIALIZED (SELECT * FROM b EXCEPT ALL SELECT * FROM m) \
+                 SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM b), \
+                   (SELECT count(*) FROM missing), (SELECT count(*) FROM extra), 0::int8, \
+                   ARRAY(SELECT x::text FROM missing x LIMIT $1), ARRAY(SELECT x::text FROM extra x LIMIT $1), \
+                   ARRAY[]::text[]"
+            )
+        }
+    }
+
+    /// [`Self::compare_sql`] for a table with a unique key on blue: mapped green rows `m`
+    /// and blue's rows in `range` joined on the key.
+    fn keyed_sql(&self, range: &Range, m: &str, b_cols: &[String]) -> String {
+        let plan = self.plan;
+        let stage = sql::ident(STAGE);
+        let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
+        let mut b_where = self.range_condition(true, range);
+        if plan.filter.is_some() {
+            let bk: Vec<String> = key
+                .iter()
+                .map(|&t| format!("b.{}", sql::ident(&plan.targets[t].blue_name)))
+                .collect();
+            let gk: Vec<String> = key.iter().map(|&t| statements::mapped_value(plan, t)).collect();
+            b_where.push_str(&format!(
+                " AND ({}) IN (SELECT {} FROM {stage} AS g)",
+                bk.join(", "),
+                gk.join(", ")
+            ));
+        }
+        let b = format!(
+            "SELECT {} FROM {} AS b WHERE {b_where}",
+            b_cols.join(", "),
+            plan.blue_sql
+        );
+        let on: Vec<String> = key
+            .iter()
+            .map(|&t| format!("m.{0} = b.{0}", self.target_col(t)))
+            .collect();
+        let k0 = self.target_col(key[0]);
+        let diff: Vec<String> = self
+            .compared
+            .iter()
+            .map(|&t| {
+                let c = self.target_col(t);
+                // By text: equality is coarser than what blue holds for some types
+                // (interval '1 mon' = '30 days', numeric 1.5 = 1.5000, case-insensitive
+                // collations), and an exact bridge prints the same text on both sides.
+                format!("m.{c}::text IS DISTINCT FROM b.{c}::text")
+            })
+            .chain(std::iter::once("false".to_string()))
+            .collect();
+        let key_text: Vec<String> = key
+            .iter()
+            .map(|&t| {
+                let c = self.target_col(t);
+                format!(
+                    "{} || '=' || coalesce(m.{c}, b.{c})::text",
+                    sql::literal(&plan.targets[t].blue_name)
+                )
+            })
+            .collect();
+        format!(
+            "WITH m AS MATERIALIZED ({m}), b AS MATERIALIZED ({b}), \
+             d AS MATERIALIZED (SELECT CASE WHEN b.{k0} IS NULL THEN 'missing' WHEN m.{k0} IS NULL THEN 'extra' ELSE 'different' END AS kind, \
+                    concat_ws(', ', {key}) AS key \
+               FROM m FULL JOIN b ON {on} \
+               WHERE m.{k0} IS NULL OR b.{k0} IS NULL OR {diff}) \
+             SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM b), \
+               (SELECT count(*) FROM d WHERE kind = 'missing'), (SELECT count(*) FROM d WHERE kind = 'extra'), \
+               (SELECT count(*) FROM d WHERE kind = 'different'), \
+               ARRAY(SELECT key FROM d WHERE kind = 'missing' ORDER BY key LIMIT $1), \
+               ARRAY(SELECT key FROM d WHERE kind = 'extra' ORDER BY key LIMIT $1), \
+               ARRAY(SELECT key FROM d WHERE kind = 'different' ORDER BY key LIMIT $1)",
+            key = key_text.join(", "),
+            on = on.join(" AND "),
+            diff = diff.join(" OR "),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_cut_after_its_last_row() {
+        assert_eq!(cut_after_rows(b"a\nb\nc\n", 2), (Some(4), 2));
+        assert_eq!(cut_after_rows(b"a\nb\nc\n", 3), (Some(6), 3));
+        // Not enough rows: all of them are counted, nothing is cut.
+        assert_eq!(cut_after_rows(b"a\nb\nc", 5), (None, 2));
+        assert_eq!(cut_after_rows(b"", 1), (None, 0));
+    }
+}

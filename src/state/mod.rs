@@ -1,0 +1,9 @@
+//! Everything pgbridge keeps on blue, with all of its SQL: the checkpoint row per slot (and the
+//! tables created beside it), the replication origins, and the accepted plan and drift tables.
+//! Commands and the apply path call these functions instead of writing statements on
+//! pgbridge's own tables themselves, so the tables' shape is known in one place. The dead
+//! letters the apply path writes belong here too (`dead_letters`).
+
+pub mod checkpoint;
+pub mod origin;
+pub mod plan;
