@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
-use crate::config::{Config, Endpoint, OnError};
+use crate::config::{Config, OnError};
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::failpoint;

@@ -138,10 +138,10 @@ impl Applier {
         // A blue column is written only when every green column it reads was sent.
         let mut present = Vec::new();
         for (t, target) in plan.targets.iter().enumerate() {
-            let missing = target.depends.iter().filter(|g| unchanged(g)).count();
+            let missing = target.reads().iter().filter(|g| unchanged(g)).count();
             if missing == 0 {
                 present.push(t);
-            } else if missing < target.depends.len() && can_update(plan, t) {
+            } else if missing < target.reads().len() && can_update(plan, t) {
                 return Err(Error::definite(format!(
                     "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some \
                      are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so \

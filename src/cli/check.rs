@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::mapping::{KeyPlan, Value};
+use crate::mapping::KeyPlan;
 use crate::ops::preflight::{self, Planned};
 
 pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
@@ -32,10 +32,7 @@ fn print_plan(t: &Planned, show_sql: bool) {
         .map_or_else(|| "by name".to_string(), |f| f.display().to_string());
     println!("blue {} <- green {} ({how})", plan.blue_name, plan.green_name);
     for target in &plan.targets {
-        let source = match &target.value {
-            Value::Green(g) => plan.green.columns[*g].name.clone(),
-            Value::Expr(e) => format!("expr {e}"),
-        };
+        let source = target.value.summary(&plan.green);
         let when = if target.insert_only { "  (on insert only)" } else { "" };
         println!("    {:<24} <- {source}{when}", target.blue_name);
     }

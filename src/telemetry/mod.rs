@@ -11,7 +11,7 @@
 //!   change until a blue commit passes them, whatever holds their apply up (a lock on blue,
 //!   a reconnect). Delivery is in commit order, so the first of them is the oldest of all;
 //! * when none is pending, the only lag can be in what green has not sent yet. The poller
-//!   ([`crate::cli`]'s `run`) checks every 2 s whether the stream has reached the position
+//!   ([`crate::ops::run`]) checks every 2 s whether the stream has reached the position
 //!   green had at its previous poll; when it has not, it decodes the slot as `lag` does and
 //!   reports its [`Verdict`]. WAL without published changes sends no transaction, so it never
 //!   counts.

@@ -32,7 +32,7 @@ use crate::connect::blue_err;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::statements;
-use crate::mapping::{KeyPlan, TablePlan, Value};
+use crate::mapping::{KeyPlan, TablePlan};
 use crate::ops::slot;
 use crate::progress::{self, Display, Task};
 use crate::sql;
@@ -206,12 +206,7 @@ async fn copy_all(
 /// Whether green's rows can be COPYed straight into the blue table: every blue column is a
 /// green column of the same type, no filter.
 fn direct(plan: &TablePlan) -> bool {
-    let unquote = |s: &str| s.replace('"', "");
-    plan.filter.is_none()
-        && plan.targets.iter().all(|t| match t.value {
-            Value::Green(g) => unquote(&t.blue_type) == unquote(&plan.green.columns[g].type_sql),
-            Value::Expr(_) => false,
-        })
+    plan.filter.is_none() && plan.targets.iter().all(|t| t.copies_same_type(&plan.green))
 }
 
 /// Rows of one table or of a block range of it, copied in one blue transaction.
@@ -313,10 +308,8 @@ impl PartCopy<'_> {
         let green_cols: Vec<String> = plan
             .targets
             .iter()
-            .map(|t| match t.value {
-                Value::Green(g) => sql::ident(&plan.green.columns[g].name),
-                Value::Expr(_) => unreachable!("direct() admits only green columns"),
-            })
+            // direct() admits only plain copies: each is its green column's quoted name.
+            .map(|t| t.value.sql(&plan.green, None))
             .collect();
         let blue_cols: Vec<String> = plan.targets.iter().map(|t| sql::ident(&t.blue_name)).collect();
         let out = format!(

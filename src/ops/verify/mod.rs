@@ -36,16 +36,6 @@ use crate::transfer;
 pub use subjects::Subject;
 use table::{Range, Table};
 
-/// Rows per compared chunk.
-const CHUNK_ROWS: u64 = 50_000;
-/// Rows per chunk: `CHUNK_ROWS`, or PGBRIDGE_VERIFY_CHUNK_ROWS (tests use small chunks).
-fn chunk_rows() -> u64 {
-    std::env::var("PGBRIDGE_VERIFY_CHUNK_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(CHUNK_ROWS)
-}
 /// Rounds of re-comparing differing chunks after blue caught up.
 const RECHECKS: usize = 3;
 const STAGE: &str = "pgbridge_verify";
@@ -230,7 +220,9 @@ async fn verify_table(
     ))
     .await
     .map_err(on_blue)?;
-    let table = Table::new(blue, plan).await.map_err(on_blue)?;
+    let table = Table::new(blue, plan, config.switches.verify_chunk_rows)
+        .await
+        .map_err(on_blue)?;
 
     let mut total = Counts::default();
     let mut differing: Vec<(Range, Counts)> = Vec::new();

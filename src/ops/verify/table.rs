@@ -5,7 +5,7 @@ use futures_util::SinkExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::{chunk_rows, Counts, Examples, STAGE};
+use super::{Counts, Examples, STAGE};
 use crate::error::{Error, Result};
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan};
@@ -39,6 +39,8 @@ fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
 pub(super) struct Table<'a> {
     plan: &'a TablePlan,
     keyed: bool,
+    /// Rows per compared chunk (`config.switches.verify_chunk_rows`).
+    chunk_rows: u64,
     /// Per key column: whether its type sorts by collation (compared in "C" order then).
     collated: Vec<bool>,
     /// Targets compared (insert-only ones keep the value of the row's first insert).
@@ -49,6 +51,7 @@ impl<'a> Table<'a> {
     pub(super) async fn new(
         blue: &Client,
         plan: &'a TablePlan,
+        chunk_rows: u64,
     ) -> std::result::Result<Table<'a>, tokio_postgres::Error> {
         let mut collated = Vec::new();
         for k in plan.key.columns() {
@@ -67,6 +70,7 @@ impl<'a> Table<'a> {
         Ok(Table {
             plan,
             keyed: matches!(plan.key, KeyPlan::Unique(_)),
+            chunk_rows,
             collated,
             compared,
         })
@@ -162,7 +166,7 @@ impl<'a> Table<'a> {
         if self.keyed {
             tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
         }
-        let chunk_rows = if self.keyed { chunk_rows() } else { u64::MAX };
+        let chunk_rows = if self.keyed { self.chunk_rows } else { u64::MAX };
         let stage = sql::ident(STAGE);
         let copy_in = format!("COPY {stage} FROM STDIN");
         let stream = green
