@@ -522,6 +522,40 @@ fn green_column_retyped_mid_stream_stops_the_bridge() {
     assert_eq!(blue_rows(&pair, "SELECT count(*) FROM t"), "1");
 }
 
+/// Blue's key is an ALWAYS identity that only `[key]` feeds (no `[columns]` entry, no green
+/// column of its name): green's values are inserted over the identity, as for a mapped column.
+#[test]
+fn always_identity_key_fed_by_key_alone() {
+    let pair = Pair::start();
+    pair.green
+        .psql(DB, "CREATE TABLE orders (order_id int PRIMARY KEY, qty int)");
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, qty int)",
+    );
+    with_mappings(
+        &pair,
+        &[("orders.toml", "target = \"orders\"\n[key]\nid = \"order_id\"\n")],
+        "",
+    );
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(
+        DB,
+        "INSERT INTO orders VALUES (7, 1), (9, 2); UPDATE orders SET qty = 5 WHERE order_id = 7; \
+         DELETE FROM orders WHERE order_id = 9; INSERT INTO orders VALUES (11, 3);",
+    );
+    pair.wait_caught_up(&bridge);
+    assert_eq!(
+        blue_rows(
+            &pair,
+            "SELECT string_agg(format('%s|%s', id, qty), ';' ORDER BY id) FROM orders"
+        ),
+        "7|5;11|3"
+    );
+    assert_eq!(bridge.terminate(), 0);
+}
+
 /// Blue keeps a surrogate identity key that green never had; `[key]` names blue's natural
 /// unique key instead. Also a keyless blue table whose column type differs from green's: the
 /// old values are matched as blue stored them.

@@ -120,7 +120,10 @@ fn unique_column(cx: &Context, fed: &mut Fed, bk: &str, green_col: &str) -> Resu
         }
         None => {
             fed.used[g] = true;
-            fed.targets.push(key_target(cx, bk, g));
+            let target = key_target(cx, bk, g);
+            // As for any other column: blue generates an ALWAYS identity itself unless told.
+            fed.overriding |= target.identity_always;
+            fed.targets.push(target);
             fed.targets.len() - 1
         }
     };

@@ -334,6 +334,13 @@ mod tests {
         assert_eq!((added.blue_name.as_str(), &added.value), ("id", &Value::Green(0)));
         assert_eq!(p.key, KeyPlan::Unique(vec![KeyColumn { target: 1, green: 0 }]));
         assert_eq!(p.read, vec![true, true]);
+        assert!(!p.overriding_system_value);
+        // An ALWAYS identity key fed from [key] alone is inserted with OVERRIDING SYSTEM VALUE,
+        // as it is when [columns] or the same name feeds it.
+        let mut b = blue(&["id", "qty"], Some(&["id"]));
+        b.columns[0].identity_always = true;
+        let p = plan(&g, &b, Some(&m), true).unwrap();
+        assert!(p.overriding_system_value);
     }
 
     #[test]
