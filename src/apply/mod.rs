@@ -26,7 +26,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Endpoint, OnError};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result, Side};
 use crate::evaluation::Environment;
 use crate::failpoint;
 use crate::lsn::Lsn;
@@ -376,23 +376,6 @@ impl Applier {
         events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
-        let result = self.run_inner(events, shutdown).await;
-        result.map_err(|e| {
-            let e = self.replay_if_row_rejected(e);
-            // lock_timeout is set only while streamed transactions are open (see `stream`).
-            if e.sqlstate() == Some("55P03") {
-                e.retry_unstreamed()
-            } else {
-                e
-            }
-        })
-    }
-
-    async fn run_inner(
-        &mut self,
-        events: &mut mpsc::Receiver<Vec<SourceEvent>>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -403,16 +386,8 @@ impl Applier {
                 biased;
                 _ = shutdown.changed() => return self.finish().await,
                 chunk = events.recv() => match chunk {
-                    Some(chunk) => {
-                        let last = chunk.len().saturating_sub(1);
-                        for (i, event) in chunk.into_iter().enumerate() {
-                            self.backlog = i < last || !events.is_empty();
-                            self.handle(event).await?;
-                            self.maybe_commit(i == last && events.is_empty()).await?;
-                        }
-                        self.settle_commits();
-                    }
-                    None => return Err(Error::transient("the replication stream from green ended")),
+                    Some(chunk) => self.on_chunk(chunk, events).await?,
+                    None => return Err(green("the replication stream from green ended")),
                 },
                 done = self.pipe.finish_one(), if self.pipe.busy() => {
                     done?;
@@ -424,14 +399,16 @@ impl Applier {
         }
     }
 
-    /// A row rejected by blue in a pipelined group: which row, and what to do about it, is
-    /// settled by replaying that stretch of the stream row by row.
-    fn replay_if_row_rejected(&self, e: Error) -> Error {
-        match e.lsns() {
-            _ if e.insert_conflict().is_some() => e,
-            Some(range) if e.is_row_rejection() && !self.is_careful(range.0) => e.replay_carefully(range),
-            _ => e,
+    /// Handles a chunk of events, committing between green transactions when due.
+    async fn on_chunk(&mut self, chunk: Vec<SourceEvent>, events: &mpsc::Receiver<Vec<SourceEvent>>) -> Result<()> {
+        let last = chunk.len().saturating_sub(1);
+        for (i, event) in chunk.into_iter().enumerate() {
+            self.backlog = i < last || !events.is_empty();
+            self.handle(event).await?;
+            self.maybe_commit(i == last && events.is_empty()).await?;
         }
+        self.settle_commits();
+        Ok(())
     }
 
     /// Whether the green transaction committed at `lsn` is applied row by row.
@@ -483,7 +460,7 @@ impl Applier {
                 }
                 Ok(())
             }
-            SourceEvent::Failed(e) => Err(e),
+            SourceEvent::Failed(e) => Err(e.or_side(Side::Green)),
         }
     }
 
@@ -494,9 +471,7 @@ impl Applier {
         match message {
             LogicalMessage::Begin(b) => {
                 if self.tx.is_some() {
-                    return Err(Error::transient(
-                        "green sent Begin inside a transaction; restarting the stream",
-                    ));
+                    return Err(green("green sent Begin inside a transaction; restarting the stream"));
                 }
                 // Delivery is in commit order, so a transaction that commits before the
                 // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
@@ -531,7 +506,7 @@ impl Applier {
                 let tx = self
                     .tx
                     .take()
-                    .ok_or_else(|| Error::transient("green sent Commit outside a transaction"))?;
+                    .ok_or_else(|| green("green sent Commit outside a transaction"))?;
                 if tx.skip {
                     return Ok(());
                 }
@@ -601,7 +576,7 @@ impl Applier {
             LogicalMessage::StreamStart(s) => self.stream_start(s).await,
             LogicalMessage::StreamCommit(c) => self.stream_commit(c).await,
             LogicalMessage::StreamAbort(a) => self.stream_abort(a).await,
-            LogicalMessage::StreamStop => Err(Error::transient(
+            LogicalMessage::StreamStop => Err(green(
                 "green sent Stream Stop outside a stream block; restarting the stream",
             )),
         }
@@ -954,8 +929,8 @@ impl Applier {
     pub(super) fn drift_error(&self, message: String) -> Error {
         let e = Error::definite(message);
         match (&self.tx, self.drift_stop.is_some()) {
-            (Some(tx), true) => e.stop_before_transaction(tx.commit_lsn),
-            (_, false) => e.retry_unstreamed(),
+            (Some(tx), true) => e.with_cause(Cause::SchemaChangedAt(tx.commit_lsn)),
+            (_, false) => e.with_cause(Cause::InProgress),
             _ => e,
         }
     }
@@ -1009,7 +984,7 @@ impl Applier {
         let tx = self
             .tx
             .as_ref()
-            .ok_or_else(|| Error::transient("green sent a change outside a transaction"))?;
+            .ok_or_else(|| green("green sent a change outside a transaction"))?;
         if tx.skip || tx.foreign {
             return Ok(None);
         }
@@ -1017,7 +992,7 @@ impl Applier {
         let rel = self
             .relations
             .get(&oid)
-            .ok_or_else(|| Error::transient(format!("green sent a change for relation {oid} before describing it")))?;
+            .ok_or_else(|| green(format!("green sent a change for relation {oid} before describing it")))?;
         if rel.excluded {
             return Ok(None);
         }
@@ -1123,6 +1098,11 @@ async fn flush_wal(client: &Client, touch: &Statement, slot: &str) -> Result<()>
     }
     .await;
     result.map_err(|e| Error::postgres("flushing blue's WAL", &e))
+}
+
+/// A transient error in what green's stream sent.
+pub(super) fn green(message: impl Into<String>) -> Error {
+    Error::transient(message).with_side(Side::Green)
 }
 
 fn text(s: &str) -> TextParam {

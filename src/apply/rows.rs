@@ -249,7 +249,7 @@ impl Applier {
         let lsn = match &self.tx {
             Some(tx) if tx.skip || tx.foreign => return Ok(()),
             Some(tx) => tx.commit_lsn,
-            None => return Err(Error::transient("green sent Truncate outside a transaction")),
+            None => return Err(super::green("green sent Truncate outside a transaction")),
         };
         let mut plans = Vec::new();
         for &oid in &t.relation_oids {

@@ -25,7 +25,7 @@
 //!
 //! Anything unusual (a row blue rejects, a lock wait past [`LOCK_TIMEOUT`], more than
 //! [`MAX_LANES`] large transactions at once) fails the session with
-//! [`Error::retry_unstreamed`]: the next session replays from the checkpoint with green
+//! [`Cause::InProgress`]: the next session replays from the checkpoint with green
 //! sending transactions whole, where the ordinary path finds the row or waits for the lock.
 
 use std::future::Future;
@@ -34,8 +34,8 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 use super::exec::Context;
-use super::{commit_with_checkpoint, origin, prepare_session, Applier, GreenTx};
-use crate::error::{Error, Result};
+use super::{commit_with_checkpoint, green, origin, prepare_session, Applier, GreenTx};
+use crate::error::{Cause, Error, Result};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
 use crate::sql;
@@ -80,7 +80,7 @@ impl Lane {
             None if e.is_transient() => e,
             // Connection exceptions, operator intervention (shutdown, terminate), resources.
             Some(c) if ["08", "57", "53", "58"].iter().any(|class| c.starts_with(class)) => e,
-            _ => e.retry_unstreamed(),
+            _ => e.with_cause(Cause::InProgress),
         }
     }
 
@@ -134,7 +134,7 @@ impl Applier {
         let lane = self
             .lanes
             .get_mut(&top)
-            .ok_or_else(|| Error::transient(format!("green streamed transaction {top} without starting it")))?;
+            .ok_or_else(|| green(format!("green streamed transaction {top} without starting it")))?;
         match message {
             LogicalMessage::StreamStop => {
                 self.stream_block = None;
@@ -144,7 +144,7 @@ impl Applier {
             | LogicalMessage::Commit(_)
             | LogicalMessage::StreamStart(_)
             | LogicalMessage::StreamCommit(_)
-            | LogicalMessage::StreamAbort(_) => Err(Error::transient(format!(
+            | LogicalMessage::StreamAbort(_) => Err(green(format!(
                 "green sent {message:?} inside the stream block of transaction {top}; restarting the stream"
             ))),
             LogicalMessage::Relation(r) => {
@@ -169,7 +169,7 @@ impl Applier {
                         return Err(Error::transient(format!(
                             "transaction {top} green streams in progress has more than {MAX_SAVEPOINTS} subtransactions"
                         ))
-                        .retry_unstreamed());
+                        .with_cause(Cause::InProgress));
                     }
                     // Batched rows are sent first, so the savepoint separates exactly the
                     // changes before it from those after.
@@ -192,7 +192,7 @@ impl Applier {
     /// Stream Start: opens (or continues) the lane of an in-progress transaction.
     pub(super) async fn stream_start(&mut self, start: StreamStart) -> Result<()> {
         if self.tx.is_some() {
-            return Err(Error::transient(
+            return Err(green(
                 "green sent Stream Start inside a transaction; restarting the stream",
             ));
         }
@@ -206,7 +206,7 @@ impl Applier {
         match (self.lanes.contains_key(&start.xid), start.first_segment) {
             (true, false) | (false, true) => {}
             (open, _) => {
-                return Err(Error::transient(format!(
+                return Err(green(format!(
                     "green sent {} block of transaction {} {}; restarting the stream",
                     if start.first_segment { "the first" } else { "a further" },
                     start.xid,
@@ -219,7 +219,7 @@ impl Applier {
                 return Err(Error::transient(format!(
                     "green streams more than {MAX_LANES} large transactions in progress at once"
                 ))
-                .retry_unstreamed());
+                .with_cause(Cause::InProgress));
             }
             let mut lane = match self.spare_lanes.pop() {
                 Some(lane) => lane,
@@ -243,7 +243,7 @@ impl Applier {
     pub(super) async fn stream_commit(&mut self, commit: StreamCommit) -> Result<()> {
         self.telemetry.received(commit.end_lsn);
         let mut lane = self.lanes.remove(&commit.xid).ok_or_else(|| {
-            Error::transient(format!(
+            green(format!(
                 "green committed streamed transaction {} that it never streamed; restarting the stream",
                 commit.xid
             ))
