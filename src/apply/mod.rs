@@ -12,12 +12,14 @@
 
 mod batch;
 pub mod checkpoint;
+mod durability;
 pub mod exec;
+mod group;
 pub mod origin;
 mod rows;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,9 @@ use crate::mapping::{GreenTable, TablePlan};
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
 use crate::telemetry::{Commit, Telemetry};
+use durability::{Durability, Mode};
 use exec::{Context, Pipeline, TextParam};
+use group::{CommitPolicy, Group, Groups};
 
 /// Blue sessions of transactions green streams in progress (each with its own origin).
 pub const MAX_LANES: usize = stream::MAX_LANES;
@@ -85,21 +89,11 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
     }
 }
 
-/// How blue commits are made durable before their position is confirmed to green (rule 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Durability {
-    /// Each COMMIT waits for blue's WAL flush (and its synchronous standbys, if any).
-    Sync,
-    /// COMMIT returns at once (`synchronous_commit = off`, as PostgreSQL's own apply worker
-    /// does); a position is confirmed to green only once blue's WAL is flushed past it.
-    Async,
-}
-
 /// Per-connection settings: no timeouts that an operator set for applications, the one
 /// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
 /// the same settings), and how commits become durable. Returns whether the replica role was
 /// granted.
-async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Durability)> {
+async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Mode)> {
     client
         .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
         .await
@@ -126,14 +120,14 @@ async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Du
     // can observe; so commits need not wait for it. With them, every commit waits as
     // configured, so a failover of blue to a standby loses nothing green has forgotten.
     let durability = if standbys.trim().is_empty() {
-        Durability::Async
+        Mode::Async
     } else {
-        Durability::Sync
+        Mode::Sync
     };
     let setting = match (durability, sync.as_str()) {
-        (Durability::Async, _) => Some("off"),
-        (Durability::Sync, "off") => Some("local"),
-        (Durability::Sync, _) => None,
+        (Mode::Async, _) => Some("off"),
+        (Mode::Sync, "off") => Some("local"),
+        (Mode::Sync, _) => None,
     };
     if let Some(setting) = setting {
         client
@@ -170,17 +164,6 @@ struct GreenTx {
     unreported: Option<i64>,
 }
 
-/// An open blue transaction.
-struct Group {
-    started: Instant,
-    rows: u64,
-    transactions: u64,
-    end: Lsn,
-    commit_time: i64,
-    /// Changes per (green table, operation), for the metrics.
-    counts: BTreeMap<(Arc<str>, &'static str), u64>,
-}
-
 /// Counters for the periodic progress line.
 #[derive(Default)]
 struct Progress {
@@ -202,20 +185,12 @@ pub struct Applier {
     advance_idle: Statement,
     /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
     flush: Statement,
-    /// End of everything committed on blue (visible there, maybe not yet flushed).
-    committed: Lsn,
-    /// Under `Durability::Async`: a committed position not yet tied to a blue WAL position,
-    /// and positions waiting for blue's WAL flush, as (green position, blue WAL position).
-    unbound: Option<Lsn>,
-    unflushed: VecDeque<(Lsn, Lsn)>,
+    /// What is committed on blue and what may be confirmed to green.
     durability: Durability,
-    last_flush_check: Instant,
-    /// Groups whose COMMIT is in flight, oldest first.
-    committing: VecDeque<Group>,
-    /// The position confirmed to green: committed and durable on blue.
-    durable_tx: watch::Sender<Lsn>,
+    /// The open blue transaction and those committing.
+    groups: Groups,
+    policy: CommitPolicy,
     tx: Option<GreenTx>,
-    group: Option<Group>,
     idle: Option<Lsn>,
     last_checkpoint_write: Instant,
     progress: Progress,
@@ -264,7 +239,7 @@ impl Applier {
         guard: &crate::drift::Guard,
     ) -> Result<Self> {
         let env = Environment::resolve(&client, &config).await?;
-        let (replica_role, durability) = prepare_session(&client, &env).await?;
+        let (replica_role, mode) = prepare_session(&client, &env).await?;
         if !replica_role {
             tracing::warn!(
                 "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
@@ -275,11 +250,11 @@ impl Applier {
         }
         let mappings = guard.mappings.clone();
         tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
+        let durability = Durability::new(mode, durable_tx);
         let mut applier =
-            Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role, env).await?;
-        applier.durability = durability;
+            Applier::on_session(config, client, mappings, durability, telemetry, replica_role, env).await?;
         applier.drift_stop = Some(guard.stop.clone());
-        if durability == Durability::Async {
+        if mode == Mode::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
             // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
             flush_wal(applier.pipe.client(), &applier.flush, &applier.config.slot).await?;
@@ -293,13 +268,12 @@ impl Applier {
     }
 
     /// An applier on a prepared blue session, without the main connection's duties (dead
-    /// letters, careful replays, upserts, confirming durability); `durable_tx` holds the
-    /// position it starts at.
+    /// letters, careful replays, upserts); `durability` holds the position it starts at.
     async fn on_session(
         config: Arc<Config>,
         client: Arc<Client>,
         mappings: Mappings,
-        durable_tx: watch::Sender<Lsn>,
+        durability: Durability,
         telemetry: Arc<Telemetry>,
         replica_role: bool,
         env: Environment,
@@ -320,8 +294,11 @@ impl Applier {
             .prepare_typed(&checkpoint::touch_sql(&config.schema), &text3[..1])
             .await
             .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        let durable = *durable_tx.borrow();
         Ok(Applier {
+            policy: CommitPolicy {
+                max_rows: config.max_batch_rows,
+                max_delay: config.max_batch_delay,
+            },
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
             relations: HashMap::new(),
@@ -331,15 +308,9 @@ impl Applier {
             advance,
             advance_idle,
             flush,
-            committed: durable,
-            unbound: None,
-            unflushed: VecDeque::new(),
-            durability: Durability::Sync,
-            last_flush_check: Instant::now(),
-            committing: VecDeque::new(),
-            durable_tx,
+            durability,
+            groups: Groups::default(),
             tx: None,
-            group: None,
             idle: None,
             last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
@@ -418,27 +389,22 @@ impl Applier {
 
     /// The position after everything applied so far, committed or not.
     fn applied_end(&self) -> Lsn {
-        self.group
-            .as_ref()
-            .map_or(self.committing_end(), |g| g.end.max(self.committing_end()))
+        self.groups.applied_end(self.durability.committed())
     }
 
     /// The position after every group committed or committing on blue.
     fn committing_end(&self) -> Lsn {
-        self.committing
-            .back()
-            .map_or(self.committed, |g| g.end.max(self.committed))
+        self.groups.committing_end(self.durability.committed())
     }
 
     /// Commits the open group between green transactions when nothing more is waiting (so a
     /// lone transaction is not delayed) or when it is big or old enough.
     async fn maybe_commit(&mut self, queue_empty: bool) -> Result<()> {
-        let Some(group) = &self.group else { return Ok(()) };
+        let Some(group) = &self.groups.open else { return Ok(()) };
         if self.tx.is_some() {
             return Ok(());
         }
-        let full = group.rows >= self.config.max_batch_rows || group.started.elapsed() >= self.config.max_batch_delay;
-        if queue_empty || full {
+        if self.policy.due(group, queue_empty) {
             self.commit_group().await?;
             self.maybe_confirm().await?;
         }
@@ -453,7 +419,7 @@ impl Applier {
                 if self.tx.is_none() && wal_end > self.applied_end() {
                     // Everything green committed before wal_end has been received and applied
                     // (or is in the open group), so the position is safe to confirm.
-                    match &mut self.group {
+                    match &mut self.groups.open {
                         Some(g) => g.end = g.end.max(wal_end),
                         None => self.idle = Some(wal_end),
                     }
@@ -484,11 +450,11 @@ impl Applier {
                     self.commit_group().await?;
                     self.drain().await?;
                     self.confirm_all().await?;
-                    tracing::debug!(at = %b.final_lsn, checkpoint = %self.committed, "committed everything before the change");
+                    tracing::debug!(at = %b.final_lsn, checkpoint = %self.durability.committed(), "committed everything before the change");
                     return Err(Error::definite(message));
                 }
                 if skip {
-                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.committed, "skipping a transaction blue already has");
+                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.durability.committed(), "skipping a transaction blue already has");
                     self.progress.skipped += 1;
                 } else {
                     self.open_group().await?;
@@ -511,7 +477,8 @@ impl Applier {
                     return Ok(());
                 }
                 let group = self
-                    .group
+                    .groups
+                    .open
                     .as_mut()
                     .ok_or_else(|| Error::transient("commit without an open blue transaction"))?;
                 group.end = group.end.max(c.end_lsn);
@@ -594,16 +561,9 @@ impl Applier {
     }
 
     async fn open_group(&mut self) -> Result<()> {
-        if self.group.is_none() {
+        if self.groups.open.is_none() {
             self.pipe.command("BEGIN".into(), Context::new("BEGIN")).await?;
-            self.group = Some(Group {
-                started: Instant::now(),
-                rows: 0,
-                transactions: 0,
-                end: self.committing_end(),
-                commit_time: 0,
-                counts: BTreeMap::new(),
-            });
+            self.groups.begin(self.durability.committed());
         }
         Ok(())
     }
@@ -614,22 +574,21 @@ impl Applier {
         // The checkpoint this group replaces: the previous group's, whose COMMIT may still
         // be in flight.
         let prev = self.committing_end();
-        let Some(group) = self.group.take() else { return Ok(()) };
+        let Some(group) = self.groups.open.take() else {
+            return Ok(());
+        };
         let advance = self.advance.clone();
         commit_with_checkpoint(&mut self.pipe, &advance, &self.config.slot, &group, prev).await?;
         // The next group's statements follow the COMMIT without waiting for it; the position
         // is published when the COMMIT has returned (`settle_commits`).
-        self.committing.push_back(group);
+        self.groups.committing(group);
         self.settle_commits();
         Ok(())
     }
 
     /// Publishes the groups whose COMMIT has returned, in order.
     fn settle_commits(&mut self) {
-        for _ in 0..self.pipe.take_commits() {
-            let Some(group) = self.committing.pop_front() else {
-                break;
-            };
+        for group in self.groups.settle(self.pipe.take_commits()) {
             self.group_committed(group);
         }
     }
@@ -660,23 +619,17 @@ impl Applier {
 
     /// Counts one change for the metrics of the open group.
     fn count(&mut self, plan: &TablePlan, op: &'static str) {
-        if let Some(g) = self.group.as_mut() {
+        if let Some(g) = self.groups.open.as_mut() {
             *g.counts.entry((plan.green_name.clone(), op)).or_default() += 1;
         }
     }
 
     /// Records a blue commit that reaches `lsn`; it is confirmed to green once durable.
     fn publish(&mut self, lsn: Lsn) {
-        self.committed = lsn;
+        self.durability.committed_at(lsn);
         self.last_checkpoint_write = Instant::now();
         if self.idle.is_some_and(|i| i <= lsn) {
             self.idle = None;
-        }
-        match self.durability {
-            Durability::Sync => {
-                self.durable_tx.send_replace(lsn);
-            }
-            Durability::Async => self.unbound = Some(lsn),
         }
     }
 
@@ -684,7 +637,7 @@ impl Applier {
     /// confirms those that blue's WAL flush has passed. One cheap query, only when something
     /// is waiting.
     async fn confirm_flushed(&mut self) -> Result<()> {
-        if self.unbound.is_none() && self.unflushed.is_empty() {
+        if !self.durability.waiting() {
             return Ok(());
         }
         let row = match self
@@ -708,32 +661,16 @@ impl Applier {
                 .map_err(|_| Error::transient(format!("blue returned an unreadable WAL position {text:?}")))
         };
         let (insert, flushed) = (parse(0)?, parse(1)?);
-        // Every commit returned before the query ran lies below the insert position.
-        if let Some(lsn) = self.unbound.take() {
-            self.unflushed.push_back((lsn, insert));
-        }
-        let mut confirmed = None;
-        while let Some(&(green, blue)) = self.unflushed.front() {
-            if blue > flushed {
-                break;
-            }
-            confirmed = Some(green);
-            self.unflushed.pop_front();
-        }
-        if let Some(lsn) = confirmed {
-            self.durable_tx.send_replace(lsn);
-        }
+        self.durability.blue_wal(insert, flushed);
         Ok(())
     }
 
     /// Makes everything committed so far durable and confirms it (at shutdown).
     async fn confirm_all(&mut self) -> Result<()> {
-        if self.durability == Durability::Async && (self.unbound.is_some() || !self.unflushed.is_empty()) {
+        if self.durability.mode() == Mode::Async && self.durability.waiting() {
             self.drain().await?;
             flush_wal(self.pipe.client(), &self.flush, &self.config.slot).await?;
-            self.unbound = None;
-            self.unflushed.clear();
-            self.durable_tx.send_replace(self.committed);
+            self.durability.all_flushed();
         }
         Ok(())
     }
@@ -752,8 +689,8 @@ impl Applier {
     /// Idle: nothing left to apply before the drift's position (a transaction at or past it
     /// stops at its Begin).
     fn check_drift_stop(&self) -> Result<()> {
-        if self.tx.is_none() && self.group.is_none() {
-            if let Some(message) = self.drift_stop_message(self.committed) {
+        if self.tx.is_none() && self.groups.open.is_none() {
+            if let Some(message) = self.drift_stop_message(self.durability.committed()) {
                 return Err(Error::definite(message));
             }
         }
@@ -762,15 +699,10 @@ impl Applier {
 
     async fn on_tick(&mut self) -> Result<()> {
         self.check_drift_stop()?;
-        if self.tx.is_none()
-            && self
-                .group
-                .as_ref()
-                .is_some_and(|g| g.started.elapsed() >= self.config.max_batch_delay)
-        {
+        if self.tx.is_none() && self.groups.open.as_ref().is_some_and(|g| self.policy.overdue(g)) {
             self.commit_group().await?;
         }
-        if let (None, Some(idle)) = (&self.group, self.idle) {
+        if let (None, Some(idle)) = (&self.groups.open, self.idle) {
             if self.last_checkpoint_write.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
                 self.write_idle_checkpoint(idle).await?;
             }
@@ -783,12 +715,7 @@ impl Applier {
     /// Checks blue's WAL flush at most once per tick, and only between blue transactions:
     /// then nothing is in flight and the query costs one round trip.
     async fn maybe_confirm(&mut self) -> Result<()> {
-        if self.durability == Durability::Async
-            && self.group.is_none()
-            && !self.pipe.busy()
-            && self.last_flush_check.elapsed() >= TICK
-        {
-            self.last_flush_check = Instant::now();
+        if self.groups.open.is_none() && !self.pipe.busy() && self.durability.check_due(TICK) {
             self.confirm_flushed().await?;
         }
         Ok(())
@@ -797,13 +724,13 @@ impl Applier {
     async fn write_idle_checkpoint(&mut self, lsn: Lsn) -> Result<()> {
         let advance_idle = self.advance_idle.clone();
         self.drain().await?;
-        if lsn <= self.committed {
+        if lsn <= self.durability.committed() {
             return Ok(());
         }
         let params = vec![
             text(&self.config.slot),
             text(&lsn.to_string()),
-            text(&self.committed.to_string()),
+            text(&self.durability.committed().to_string()),
         ];
         self.pipe
             .execute(&advance_idle, params, Context::new(CHECKPOINT_UPDATE))
@@ -825,7 +752,7 @@ impl Applier {
                 transactions = self.progress.transactions,
                 rows = self.progress.rows,
                 skipped = self.progress.skipped,
-                checkpoint = %self.committed,
+                checkpoint = %self.durability.committed(),
                 "applied to blue in the last 30 s"
             );
             self.progress = Progress {
@@ -843,16 +770,16 @@ impl Applier {
         self.spare_lanes.clear();
         self.stream_block = None;
         if self.tx.as_ref().is_some_and(|t| !t.skip) {
-            self.group = None;
+            self.groups.open = None;
             self.batches.clear();
             self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
             self.drain().await?;
             tracing::info!("rolled back a partly received green transaction; green will send it again");
-        } else if self.group.is_some() {
+        } else if self.groups.open.is_some() {
             self.commit_group().await?;
         }
         self.drain().await?;
-        if let Some(idle) = self.idle.filter(|i| *i > self.committed) {
+        if let Some(idle) = self.idle.filter(|i| *i > self.durability.committed()) {
             self.write_idle_checkpoint(idle).await?;
         }
         self.confirm_all().await
@@ -1000,7 +927,7 @@ impl Applier {
             Some(p) => p.clone(),
             None => self.resolve(oid).await?,
         };
-        if let Some(g) = self.group.as_mut() {
+        if let Some(g) = self.groups.open.as_mut() {
             g.rows += 1;
         }
         Ok(Some((plan, lsn)))

@@ -33,6 +33,7 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
+use super::durability::{Durability, Mode};
 use super::exec::Context;
 use super::{commit_with_checkpoint, green, origin, prepare_session, Applier, GreenTx};
 use crate::error::{Cause, Error, Result};
@@ -86,7 +87,7 @@ impl Lane {
 
     fn reset(&mut self) {
         self.applier.tx = None;
-        self.applier.group = None;
+        self.applier.groups.open = None;
         self.applier.batches.clear();
         self.savepoints.clear();
         self.relations.clear();
@@ -254,19 +255,26 @@ impl Applier {
         self.commit_group().await?;
         self.drain().await?;
         if commit.commit_lsn < self.applied_end() {
-            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.committed, "rolling back a streamed transaction blue already has");
+            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.durability.committed(), "rolling back a streamed transaction blue already has");
             self.progress.skipped += 1;
             lane.rollback().await.map_err(Lane::error)?;
         } else {
             let applier = &mut lane.applier;
-            let mut group = applier.group.take().expect("a lane always has its group open");
+            let mut group = applier.groups.open.take().expect("a lane always has its group open");
             group.transactions = 1;
             group.end = commit.end_lsn;
             group.commit_time = commit.timestamp;
             let advance = applier.advance.clone();
             let committed = async {
                 applier.flush_batches().await?;
-                commit_with_checkpoint(&mut applier.pipe, &advance, &self.config.slot, &group, self.committed).await?;
+                commit_with_checkpoint(
+                    &mut applier.pipe,
+                    &advance,
+                    &self.config.slot,
+                    &group,
+                    self.durability.committed(),
+                )
+                .await?;
                 applier.pipe.drain().await
             };
             committed.await.map_err(Lane::error)?;
@@ -348,12 +356,13 @@ impl Applier {
         if let Some(base) = &self.config.origin {
             origin::attach(&client, &origin::lane_name(base, number), &self.config.blue.user()).await?;
         }
-        let (durable_tx, _) = watch::channel(self.committed);
+        let (durable_tx, _) = watch::channel(self.durability.committed());
+        let durability = Durability::new(Mode::Sync, durable_tx);
         let mut applier = Applier::on_session(
             self.config.clone(),
             client,
             self.mappings.clone(),
-            durable_tx,
+            durability,
             self.telemetry.clone(),
             replica_role,
             self.env.clone(),
