@@ -12,11 +12,15 @@
 
 mod batch;
 pub mod checkpoint;
+mod commit;
+mod drift;
 mod durability;
 pub mod exec;
 mod group;
 pub mod origin;
+mod relations;
 mod rows;
+mod session;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -28,19 +32,19 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Endpoint, OnError};
-use crate::error::{Cause, Error, Result, Side};
+use crate::error::{Error, Result, Side};
 use crate::evaluation::Environment;
-use crate::failpoint;
 use crate::lsn::Lsn;
 use crate::mapping::resolve::{Mappings, TypeNames};
 use crate::mapping::statements::{self, Shape};
-use crate::mapping::{GreenTable, TablePlan};
+use crate::mapping::TablePlan;
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
-use crate::telemetry::{Commit, Telemetry};
+use crate::telemetry::Telemetry;
 use durability::{Durability, Mode};
-use exec::{Context, Pipeline, TextParam};
-use group::{CommitPolicy, Group, Groups};
+use exec::Pipeline;
+use group::{CommitPolicy, Groups};
+use session::{flush_wal, prepare_session};
 
 /// Blue sessions of transactions green streams in progress (each with its own origin).
 pub const MAX_LANES: usize = stream::MAX_LANES;
@@ -87,62 +91,6 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
             endpoint.side
         )),
     }
-}
-
-/// Per-connection settings: no timeouts that an operator set for applications, the one
-/// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
-/// the same settings), and how commits become durable. Returns whether the replica role was
-/// granted.
-async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Mode)> {
-    client
-        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
-        .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    env.apply(client).await?;
-    // Timeouts an operator may have set for applications, where they exist (PostgreSQL 14+
-    // idle_session_timeout, 17+ transaction_timeout): a large transaction must not be cut off.
-    client
-        .batch_execute(
-            "SELECT set_config(name, '0', false) FROM pg_settings \
-             WHERE name IN ('idle_session_timeout', 'transaction_timeout')",
-        )
-        .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    let (sync, standbys): (String, String) = (row.get(0), row.get(1));
-    // Without synchronous standbys, durable means flushed to blue's own WAL, which pgbridge
-    // can observe; so commits need not wait for it. With them, every commit waits as
-    // configured, so a failover of blue to a standby loses nothing green has forgotten.
-    let durability = if standbys.trim().is_empty() {
-        Mode::Async
-    } else {
-        Mode::Sync
-    };
-    let setting = match (durability, sync.as_str()) {
-        (Mode::Async, _) => Some("off"),
-        (Mode::Sync, "off") => Some("local"),
-        (Mode::Sync, _) => None,
-    };
-    if let Some(setting) = setting {
-        client
-            .batch_execute(&format!("SET synchronous_commit = {setting}"))
-            .await
-            .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    }
-    // What PostgreSQL's own apply worker does: triggers and foreign-key checks do not fire for
-    // replicated rows. Needs superuser or GRANT SET ON PARAMETER (PostgreSQL 15+).
-    let replica_role = match client.batch_execute("SET session_replication_role = replica").await {
-        Ok(()) => true,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => false,
-        Err(e) => return Err(Error::postgres("configuring the blue session", &e)),
-    };
-    Ok((replica_role, durability))
 }
 
 struct Rel {
@@ -397,20 +345,6 @@ impl Applier {
         self.groups.committing_end(self.durability.committed())
     }
 
-    /// Commits the open group between green transactions when nothing more is waiting (so a
-    /// lone transaction is not delayed) or when it is big or old enough.
-    async fn maybe_commit(&mut self, queue_empty: bool) -> Result<()> {
-        let Some(group) = &self.groups.open else { return Ok(()) };
-        if self.tx.is_some() {
-            return Ok(());
-        }
-        if self.policy.due(group, queue_empty) {
-            self.commit_group().await?;
-            self.maybe_confirm().await?;
-        }
-        Ok(())
-    }
-
     async fn handle(&mut self, event: SourceEvent) -> Result<()> {
         match event {
             SourceEvent::Message(m) => self.on_message(m).await,
@@ -560,478 +494,15 @@ impl Applier {
         }
     }
 
-    async fn open_group(&mut self) -> Result<()> {
-        if self.groups.open.is_none() {
-            self.pipe.command("BEGIN".into(), Context::new("BEGIN")).await?;
-            self.groups.begin(self.durability.committed());
-        }
-        Ok(())
-    }
-
-    /// Commits the open group with its checkpoint, then publishes the position as durable.
-    async fn commit_group(&mut self) -> Result<()> {
-        self.flush_batches().await?;
-        // The checkpoint this group replaces: the previous group's, whose COMMIT may still
-        // be in flight.
-        let prev = self.committing_end();
-        let Some(group) = self.groups.open.take() else {
-            return Ok(());
-        };
-        let advance = self.advance.clone();
-        commit_with_checkpoint(&mut self.pipe, &advance, &self.config.slot, &group, prev).await?;
-        // The next group's statements follow the COMMIT without waiting for it; the position
-        // is published when the COMMIT has returned (`settle_commits`).
-        self.groups.committing(group);
-        self.settle_commits();
-        Ok(())
-    }
-
-    /// Publishes the groups whose COMMIT has returned, in order.
-    fn settle_commits(&mut self) {
-        for group in self.groups.settle(self.pipe.take_commits()) {
-            self.group_committed(group);
-        }
-    }
-
-    /// A group's COMMIT has returned: publishes its position and accounts for it.
-    fn group_committed(&mut self, group: Group) {
-        failpoint::hit("after_blue_commit");
-        self.publish(group.end);
-        self.telemetry.committed(&Commit {
-            lsn: group.end,
-            transactions: group.transactions,
-            rows: group.rows,
-            duration: group.started.elapsed(),
-            last_commit_time: group.commit_time,
-            counts: &group.counts,
-        });
-        self.progress.transactions += group.transactions;
-        self.progress.rows += group.rows;
-        tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
-    }
-
-    /// Waits for everything in flight and publishes what it committed.
-    async fn drain(&mut self) -> Result<()> {
-        self.pipe.drain().await?;
-        self.settle_commits();
-        Ok(())
-    }
-
     /// Counts one change for the metrics of the open group.
     fn count(&mut self, plan: &TablePlan, op: &'static str) {
         if let Some(g) = self.groups.open.as_mut() {
             *g.counts.entry((plan.green_name.clone(), op)).or_default() += 1;
         }
     }
-
-    /// Records a blue commit that reaches `lsn`; it is confirmed to green once durable.
-    fn publish(&mut self, lsn: Lsn) {
-        self.durability.committed_at(lsn);
-        self.last_checkpoint_write = Instant::now();
-        if self.idle.is_some_and(|i| i <= lsn) {
-            self.idle = None;
-        }
-    }
-
-    /// Under asynchronous commit: ties committed positions to blue's WAL insert position and
-    /// confirms those that blue's WAL flush has passed. One cheap query, only when something
-    /// is waiting.
-    async fn confirm_flushed(&mut self) -> Result<()> {
-        if !self.durability.waiting() {
-            return Ok(());
-        }
-        let row = match self
-            .pipe
-            .client()
-            .query_one(
-                "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
-                &[],
-            )
-            .await
-        {
-            Ok(row) => row,
-            Err(e) => {
-                let e = Error::postgres("reading blue's WAL positions", &e);
-                return Err(self.pipe.root_cause(e).await);
-            }
-        };
-        let parse = |i: usize| -> Result<Lsn> {
-            let text: String = row.get(i);
-            text.parse()
-                .map_err(|_| Error::transient(format!("blue returned an unreadable WAL position {text:?}")))
-        };
-        let (insert, flushed) = (parse(0)?, parse(1)?);
-        self.durability.blue_wal(insert, flushed);
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable and confirms it (at shutdown).
-    async fn confirm_all(&mut self) -> Result<()> {
-        if self.durability.mode() == Mode::Async && self.durability.waiting() {
-            self.drain().await?;
-            flush_wal(self.pipe.client(), &self.flush, &self.config.slot).await?;
-            self.durability.all_flushed();
-        }
-        Ok(())
-    }
-
-    /// Why to stop before the green transaction (or idle position) at `lsn`: the catalogs were
-    /// seen to drift at or before it (the main session only).
-    fn drift_stop_message(&self, lsn: Lsn) -> Option<String> {
-        let stop = self.drift_stop.as_ref()?.borrow();
-        let stop = stop.as_ref().filter(|s| lsn >= s.at)?;
-        Some(format!(
-            "{}; blue has everything green committed before {}",
-            stop.message, stop.at
-        ))
-    }
-
-    /// Idle: nothing left to apply before the drift's position (a transaction at or past it
-    /// stops at its Begin).
-    fn check_drift_stop(&self) -> Result<()> {
-        if self.tx.is_none() && self.groups.open.is_none() {
-            if let Some(message) = self.drift_stop_message(self.durability.committed()) {
-                return Err(Error::definite(message));
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_tick(&mut self) -> Result<()> {
-        self.check_drift_stop()?;
-        if self.tx.is_none() && self.groups.open.as_ref().is_some_and(|g| self.policy.overdue(g)) {
-            self.commit_group().await?;
-        }
-        if let (None, Some(idle)) = (&self.groups.open, self.idle) {
-            if self.last_checkpoint_write.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
-                self.write_idle_checkpoint(idle).await?;
-            }
-        }
-        self.maybe_confirm().await?;
-        self.report_progress();
-        Ok(())
-    }
-
-    /// Checks blue's WAL flush at most once per tick, and only between blue transactions:
-    /// then nothing is in flight and the query costs one round trip.
-    async fn maybe_confirm(&mut self) -> Result<()> {
-        if self.groups.open.is_none() && !self.pipe.busy() && self.durability.check_due(TICK) {
-            self.confirm_flushed().await?;
-        }
-        Ok(())
-    }
-
-    async fn write_idle_checkpoint(&mut self, lsn: Lsn) -> Result<()> {
-        let advance_idle = self.advance_idle.clone();
-        self.drain().await?;
-        if lsn <= self.durability.committed() {
-            return Ok(());
-        }
-        let params = vec![
-            text(&self.config.slot),
-            text(&lsn.to_string()),
-            text(&self.durability.committed().to_string()),
-        ];
-        self.pipe
-            .execute(&advance_idle, params, Context::new(CHECKPOINT_UPDATE))
-            .await?;
-        self.drain().await?;
-        tracing::debug!(lsn = %lsn, "idle position committed on blue");
-        self.publish(lsn);
-        self.telemetry.applied_idle(lsn);
-        Ok(())
-    }
-
-    fn report_progress(&mut self) {
-        let now = Instant::now();
-        let last = *self.progress.last_report.get_or_insert(now);
-        if now.duration_since(last) >= Duration::from_secs(30)
-            && (self.progress.transactions > 0 || self.progress.skipped > 0)
-        {
-            tracing::info!(
-                transactions = self.progress.transactions,
-                rows = self.progress.rows,
-                skipped = self.progress.skipped,
-                checkpoint = %self.durability.committed(),
-                "applied to blue in the last 30 s"
-            );
-            self.progress = Progress {
-                last_report: Some(now),
-                ..Progress::default()
-            };
-        }
-    }
-
-    /// On shutdown: commit what is complete, roll back what is not.
-    async fn finish(&mut self) -> Result<()> {
-        // Transactions still in progress on green: closing their connections rolls them back
-        // on blue (green streams them again), and releases their locks first.
-        self.lanes.clear();
-        self.spare_lanes.clear();
-        self.stream_block = None;
-        if self.tx.as_ref().is_some_and(|t| !t.skip) {
-            self.groups.open = None;
-            self.batches.clear();
-            self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
-            self.drain().await?;
-            tracing::info!("rolled back a partly received green transaction; green will send it again");
-        } else if self.groups.open.is_some() {
-            self.commit_group().await?;
-        }
-        self.drain().await?;
-        if let Some(idle) = self.idle.filter(|i| *i > self.durability.committed()) {
-            self.write_idle_checkpoint(idle).await?;
-        }
-        self.confirm_all().await
-    }
-
-    async fn on_relation(&mut self, relation: Relation) -> Result<()> {
-        let oid = relation.oid;
-        // Rows batched under the old description go out before it changes.
-        self.flush_batch(oid).await?;
-        self.statements.retain(|(o, _), _| *o != oid);
-        let excluded = self.config.is_excluded(&relation.namespace, &relation.name);
-        let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
-        self.relations.insert(
-            oid,
-            Rel {
-                relation,
-                label,
-                excluded,
-                plan: None,
-            },
-        );
-        // Rule 7: a Relation message that no longer fits stops the bridge before the
-        // transaction that carries it is applied. Inside a skipped transaction the plan is
-        // resolved when first used instead.
-        let expected = self.mappings.expects(&self.relations[&oid].label);
-        if !excluded && expected && !self.tx.as_ref().is_some_and(|t| t.skip) {
-            self.resolve(oid).await?;
-        }
-        Ok(())
-    }
-
-    async fn resolve(&mut self, oid: u32) -> Result<Arc<TablePlan>> {
-        self.pipe.drain().await?;
-        let relation = self.relations[&oid].relation.clone();
-        let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
-        let planned = async {
-            self.types.resolve_builtins(self.pipe.client(), &oids).await?;
-            let green = GreenTable::from_relation(&relation, |o| self.types.get(o))?;
-            self.mappings.plan_with_blue(self.pipe.client(), &green).await
-        };
-        let (plan, blue) = match planned.await {
-            Ok(p) => p,
-            Err(e) if e.is_transient() => return Err(self.pipe.root_cause(e).await),
-            Err(e) => return Err(self.drifted_or(e)),
-        };
-        self.hold_to_baseline(&plan, &blue)?;
-        let rel = self.relations.get_mut(&oid).expect("relation just looked up");
-        tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.targets.len(), "mapped green table");
-        rel.plan = Some(plan.clone());
-        Ok(plan)
-    }
-
-    /// A Relation message that no longer plans: when the table is part of the accepted plan,
-    /// that is drift, and the message says what to do about it.
-    fn drifted_or(&self, e: Error) -> Error {
-        if self.mappings.baseline().is_none() {
-            return e;
-        }
-        self.telemetry.schema_drift(true);
-        self.drift_error(format!(
-            "{}{}; blue has everything green committed before it and nothing after; {}. If the mapping files were \
-             already changed for a newer green schema, the stream has not reached that change yet: keep the earlier \
-             mapping until the bridge stops at the change, then switch",
-            e.message(),
-            self.at_lsn(),
-            crate::drift::fix(&self.config)
-        ))
-    }
-
-    /// A stop for drift at the transaction being received: the transactions before it
-    /// (maybe in the same blue transaction) are committed first (the pipeline restarts the
-    /// session to do so). On a lane the transaction's position is not known yet, so green
-    /// sends it again whole.
-    pub(super) fn drift_error(&self, message: String) -> Error {
-        let e = Error::definite(message);
-        match (&self.tx, self.drift_stop.is_some()) {
-            (Some(tx), true) => e.with_cause(Cause::SchemaChangedAt(tx.commit_lsn)),
-            (_, false) => e.with_cause(Cause::InProgress),
-            _ => e,
-        }
-    }
-
-    /// Set by the pipeline after a stop for drift: the transactions before `lsn` are
-    /// committed, then the session ends with `message`.
-    pub fn stop_before(&mut self, lsn: Lsn, message: String) {
-        self.stop_before = Some((lsn, message));
-    }
-
-    /// ` at green LSN x/y` for the transaction being received, for messages.
-    fn at_lsn(&self) -> String {
-        match &self.tx {
-            Some(tx) => format!(" (green transaction committed at {})", tx.commit_lsn),
-            None => String::new(),
-        }
-    }
-
-    /// Rule 9: a Relation message whose plan differs from the accepted one stops the bridge
-    /// before the transaction that carries it is applied, naming what changed. A table not in
-    /// the accepted plan (created since) joins it.
-    fn hold_to_baseline(&self, plan: &TablePlan, blue: &crate::mapping::catalog::BlueTable) -> Result<()> {
-        let Some(baseline) = self.mappings.baseline() else {
-            return Ok(());
-        };
-        let now = crate::mapping::signature::Signature::of(plan, blue);
-        let mut accepted = baseline.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(was) = accepted.get(plan.green_name.as_ref()) else {
-            tracing::info!(table = %plan.green_name, blue = %plan.blue_name, "green table is new since the plan was accepted; carrying it");
-            accepted.insert(plan.green_name.to_string(), now);
-            return Ok(());
-        };
-        let changes = crate::mapping::signature::diff(was, &now);
-        if changes.is_empty() {
-            return Ok(());
-        }
-        self.telemetry.schema_drift(true);
-        Err(self.drift_error(format!(
-            "green table {} no longer maps onto blue as accepted{}: {}; blue has everything green committed before \
-             it and nothing after; {}",
-            plan.green_name,
-            self.at_lsn(),
-            changes.join("; "),
-            crate::drift::fix(&self.config)
-        )))
-    }
-
-    /// The plan for a change's table, or `None` when the change is not applied (skipped
-    /// transaction or excluded table).
-    async fn change_target(&mut self, oid: u32) -> Result<Option<(Arc<TablePlan>, Lsn)>> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| green("green sent a change outside a transaction"))?;
-        if tx.skip || tx.foreign {
-            return Ok(None);
-        }
-        let lsn = tx.commit_lsn;
-        let rel = self
-            .relations
-            .get(&oid)
-            .ok_or_else(|| green(format!("green sent a change for relation {oid} before describing it")))?;
-        if rel.excluded {
-            return Ok(None);
-        }
-        let plan = match &rel.plan {
-            Some(p) => p.clone(),
-            None => self.resolve(oid).await?,
-        };
-        if let Some(g) = self.groups.open.as_mut() {
-            g.rows += 1;
-        }
-        Ok(Some((plan, lsn)))
-    }
-
-    /// Runs `shape` for `plan` with values from the new and old tuples.
-    async fn run_shape(
-        &mut self,
-        plan: &Arc<TablePlan>,
-        shape: Shape,
-        lsn: Lsn,
-        action: &'static str,
-        values: rows::Values<'_>,
-    ) -> Result<()> {
-        let key = (plan.green.oid, shape);
-        // Batches pay off when changes are waiting; a change that arrives alone goes out at
-        // once as its own statement, so steady-state latency stays low.
-        if self.batching
-            && self.backlog
-            && !self.is_careful(lsn)
-            && self.batch(plan, &key.1, lsn, &values, action == "insert").await?
-        {
-            return Ok(());
-        }
-        self.flush_before(plan.green.oid).await?;
-        if !self.statements.contains_key(&key) {
-            let sql = statements::build(plan, &key.1);
-            let types = vec![Type::TEXT; sql.params.len()];
-            let prepared = self.pipe.client().prepare_typed(&sql.text, &types).await;
-            let stmt = match prepared {
-                Ok(s) => s,
-                Err(e) => {
-                    let err = Error::postgres(format!("preparing {action} for blue table {}", plan.blue_name), &e);
-                    return Err(self.pipe.root_cause(err).await);
-                }
-            };
-            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
-        }
-        let (stmt, sql) = &self.statements[&key];
-        let params = values.bind(plan, &sql.params)?;
-        if self.is_careful(lsn) {
-            let stmt = stmt.clone();
-            return self.apply_one_row(plan, &stmt, params, action, values).await;
-        }
-        let ctx = Context {
-            action,
-            table: Some(plan.green_name.clone()),
-            lsn,
-            lsn_end: lsn,
-            expect_rows: None,
-            weight: params.iter().map(|p| p.0.as_ref().map_or(4, |b| b.len() + 4)).sum(),
-            commit: false,
-            optimistic: false,
-        };
-        let stmt = stmt.clone();
-        self.pipe.execute(&stmt, params, ctx).await
-    }
-}
-
-/// Issues `group`'s checkpoint update, guarded by the position it replaces (`prev`), and
-/// its COMMIT on `pipe`; neither is waited for.
-async fn commit_with_checkpoint(
-    pipe: &mut Pipeline,
-    advance: &Statement,
-    slot: &str,
-    group: &Group,
-    prev: Lsn,
-) -> Result<()> {
-    failpoint::hit("before_blue_commit");
-    let params = vec![
-        text(slot),
-        text(&group.end.to_string()),
-        text(&group.commit_time.to_string()),
-        text(&prev.to_string()),
-    ];
-    let ctx = Context {
-        expect_rows: Some(1),
-        ..Context::new(CHECKPOINT_UPDATE)
-    };
-    pipe.execute(advance, params, ctx).await?;
-    let ctx = Context {
-        commit: true,
-        ..Context::new("COMMIT")
-    };
-    pipe.command("COMMIT".into(), ctx).await
-}
-
-/// Forces blue's WAL to disk up to now: a synchronous commit that writes WAL flushes
-/// everything before it (a commit that wrote nothing would not).
-async fn flush_wal(client: &Client, touch: &Statement, slot: &str) -> Result<()> {
-    let result = async {
-        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = on").await?;
-        client.execute(touch, &[&slot]).await?;
-        client.batch_execute("COMMIT").await
-    }
-    .await;
-    result.map_err(|e| Error::postgres("flushing blue's WAL", &e))
 }
 
 /// A transient error in what green's stream sent.
 pub(super) fn green(message: impl Into<String>) -> Error {
     Error::transient(message).with_side(Side::Green)
-}
-
-fn text(s: &str) -> TextParam {
-    TextParam(Some(bytes::Bytes::copy_from_slice(s.as_bytes())))
 }

@@ -35,7 +35,8 @@ use tokio::sync::watch;
 
 use super::durability::{Durability, Mode};
 use super::exec::Context;
-use super::{commit_with_checkpoint, green, origin, prepare_session, Applier, GreenTx};
+use super::session::{commit_with_checkpoint, prepare_session};
+use super::{green, origin, Applier, GreenTx};
 use crate::error::{Cause, Error, Result};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
