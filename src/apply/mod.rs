@@ -22,6 +22,7 @@ mod relations;
 mod rows;
 mod session;
 mod stream;
+mod transaction;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -369,61 +370,8 @@ impl Applier {
             return self.in_stream_block(top, message).await;
         }
         match message {
-            LogicalMessage::Begin(b) => {
-                if self.tx.is_some() {
-                    return Err(green("green sent Begin inside a transaction; restarting the stream"));
-                }
-                // Delivery is in commit order, so a transaction that commits before the
-                // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
-                let skip = b.final_lsn < self.applied_end();
-                let stop = match &self.stop_before {
-                    Some((lsn, message)) if b.final_lsn >= *lsn => Some(message.clone()),
-                    _ => self.drift_stop_message(b.final_lsn),
-                };
-                if let Some(message) = stop.filter(|_| !skip) {
-                    self.commit_group().await?;
-                    self.drain().await?;
-                    self.confirm_all().await?;
-                    tracing::debug!(at = %b.final_lsn, checkpoint = %self.durability.committed(), "committed everything before the change");
-                    return Err(Error::definite(message));
-                }
-                if skip {
-                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.durability.committed(), "skipping a transaction blue already has");
-                    self.progress.skipped += 1;
-                } else {
-                    self.open_group().await?;
-                }
-                self.tx = Some(GreenTx {
-                    commit_lsn: b.final_lsn,
-                    skip,
-                    foreign: false,
-                    unreported: Some(b.timestamp),
-                });
-                Ok(())
-            }
-            LogicalMessage::Commit(c) => {
-                self.telemetry.received(c.end_lsn);
-                let tx = self
-                    .tx
-                    .take()
-                    .ok_or_else(|| green("green sent Commit outside a transaction"))?;
-                if tx.skip {
-                    return Ok(());
-                }
-                let group = self
-                    .groups
-                    .open
-                    .as_mut()
-                    .ok_or_else(|| Error::transient("commit without an open blue transaction"))?;
-                group.end = group.end.max(c.end_lsn);
-                if tx.foreign {
-                    self.progress.skipped += 1;
-                    return Ok(());
-                }
-                group.transactions += 1;
-                group.commit_time = c.timestamp;
-                Ok(())
-            }
+            LogicalMessage::Begin(b) => self.on_begin(b).await,
+            LogicalMessage::Commit(c) => self.on_commit(c),
             LogicalMessage::Relation(r) => self.on_relation(r).await,
             LogicalMessage::Insert(m) => {
                 self.report_pending();
@@ -464,14 +412,7 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Origin(o) => {
-                // Sent after Begin for a transaction applied under a replication origin. With
-                // `origin 'none'` (PostgreSQL 16+) green filters these itself.
-                if let Some(tx) = self.tx.as_mut().filter(|_| self.config.skip_origins) {
-                    if !tx.foreign && !tx.skip {
-                        tracing::debug!(origin = %o.name, commit_lsn = %tx.commit_lsn, "not carrying a transaction applied on green under a replication origin");
-                    }
-                    tx.foreign = true;
-                }
+                self.on_origin(&o);
                 Ok(())
             }
             LogicalMessage::StreamStart(s) => self.stream_start(s).await,

@@ -19,7 +19,7 @@ use super::Applier;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::mapping::statements::{can_update, From, Param, Shape};
-use crate::mapping::{KeyPlan, TablePlan};
+use crate::mapping::{KeyColumn, KeyPlan, TablePlan};
 use crate::protocol::pgoutput::{OldTuple, Truncate, TupleData, TupleValue};
 
 /// The tuples a statement's parameters are read from.
@@ -71,6 +71,47 @@ fn check_arity(plan: &TablePlan, tuple: &TupleData, lsn: Lsn) -> Result<()> {
     }
 }
 
+/// Under REPLICA IDENTITY FULL: the new row with its unchanged TOAST values taken from the
+/// old row, or `None` when nothing was left unchanged.
+fn merge_unchanged(new: &[TupleValue], old: &[TupleValue]) -> Option<Vec<TupleValue>> {
+    if !new.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) {
+        return None;
+    }
+    let merged = new
+        .iter()
+        .zip(old)
+        .map(|(n, o)| match (n, o) {
+            (TupleValue::UnchangedToast, TupleValue::Text(_) | TupleValue::Null | TupleValue::Binary(_)) => o.clone(),
+            _ => n.clone(),
+        })
+        .collect();
+    Some(merged)
+}
+
+/// The blue columns an update writes: those whose green columns were all sent. A column
+/// that reads some sent and some unchanged values cannot be computed.
+fn present_targets(plan: &TablePlan, new_values: &[TupleValue], lsn: Lsn) -> Result<Vec<usize>> {
+    let unchanged = |g: &usize| matches!(new_values[*g], TupleValue::UnchangedToast);
+    let mut present = Vec::new();
+    for (t, target) in plan.targets.iter().enumerate() {
+        let missing = target.depends.iter().filter(|g| unchanged(g)).count();
+        if missing == 0 {
+            present.push(t);
+        } else if missing < target.depends.len() && can_update(plan, t) {
+            return Err(Error::definite(format!(
+                "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some \
+                 are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so \
+                 pgbridge receives every value, or change the mapping in {}",
+                plan.blue_name,
+                target.blue_name,
+                plan.green_name,
+                plan.source_of_truth()
+            )));
+        }
+    }
+    Ok(present)
+}
+
 fn same(a: &TupleValue, b: &TupleValue) -> bool {
     match (a, b) {
         (TupleValue::Null, TupleValue::Null) => true,
@@ -115,45 +156,10 @@ impl Applier {
         if let Some(o) = old {
             check_arity(plan, o, lsn)?;
         }
-        let merged: Vec<TupleValue>;
-        let new_values: &[TupleValue] = match full_old {
-            Some(o) if new.columns.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) => {
-                merged = new
-                    .columns
-                    .iter()
-                    .zip(&o.columns)
-                    .map(|(n, o)| match (n, o) {
-                        (
-                            TupleValue::UnchangedToast,
-                            TupleValue::Text(_) | TupleValue::Null | TupleValue::Binary(_),
-                        ) => o.clone(),
-                        _ => n.clone(),
-                    })
-                    .collect();
-                &merged
-            }
-            _ => &new.columns,
-        };
-        let unchanged = |g: &usize| matches!(new_values[*g], TupleValue::UnchangedToast);
+        let merged = full_old.and_then(|o| merge_unchanged(&new.columns, &o.columns));
+        let new_values: &[TupleValue] = merged.as_deref().unwrap_or(&new.columns);
         // A blue column is written only when every green column it reads was sent.
-        let mut present = Vec::new();
-        for (t, target) in plan.targets.iter().enumerate() {
-            let missing = target.depends.iter().filter(|g| unchanged(g)).count();
-            if missing == 0 {
-                present.push(t);
-            } else if missing < target.depends.len() && can_update(plan, t) {
-                return Err(Error::definite(format!(
-                    "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some \
-                     are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so \
-                     pgbridge receives every value, or change the mapping in {}",
-                    plan.blue_name,
-                    target.blue_name,
-                    plan.green_name,
-                    plan.source_of_truth()
-                )));
-            }
-        }
-        let complete = present.len() == plan.targets.len();
+        let present = present_targets(plan, new_values, lsn)?;
         let old_values: &[TupleValue] = old.map_or(new_values, |o| &o.columns);
         let values = Values {
             new: Some(new_values),
@@ -174,55 +180,7 @@ impl Applier {
         match &plan.key {
             KeyPlan::Unique(key) => {
                 let key_changed = key.iter().any(|k| !same(&old_values[k.green], &new_values[k.green]));
-                let is_key = |t: &usize| key.iter().any(|k| k.target == *t);
-                if complete && !key_changed {
-                    return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
-                }
-                // GENERATED ALWAYS identity columns cannot be set by UPDATE: a key made of
-                // one changes by delete and insert.
-                let identity_key = key.iter().any(|k| plan.targets[k.target].identity_always);
-                if complete && identity_key {
-                    self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", values)
-                        .await?;
-                    return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
-                }
-                if key_changed && identity_key {
-                    return Err(Error::definite(format!(
-                        "green transaction at {lsn}: the key of {} changed while large values were left unchanged \
-                         (unchanged TOAST), and blue's key is a GENERATED ALWAYS identity that UPDATE cannot move; set \
-                         REPLICA IDENTITY FULL on the green table",
-                        plan.green_name
-                    )));
-                }
-                if complete {
-                    // Move the row rather than delete-and-upsert: should blue already hold the
-                    // new key (a swap under a deferrable key on green), this fails instead of
-                    // silently overwriting that row.
-                    return self
-                        .run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
-                        .await;
-                }
-                if key_changed && plan.filter.is_some() {
-                    // The row may be entering the filter, and then blue has no row to move and
-                    // green did not send the whole new one.
-                    return Err(Error::definite(format!(
-                        "green transaction at {lsn}: a key change in {} left large values unchanged (unchanged TOAST), \
-                         so pgbridge cannot tell whether the row enters the filter of {} with all its values; set \
-                         REPLICA IDENTITY FULL on the green table",
-                        plan.green_name,
-                        plan.source_of_truth()
-                    )));
-                }
-                // Keep blue's stored TOAST values: update only what green sent, moving the row
-                // to its new key if the key changed.
-                let set: Vec<usize> = present
-                    .into_iter()
-                    .filter(|t| can_update(plan, *t) && (key_changed || !is_key(t)))
-                    .collect();
-                if set.is_empty() {
-                    return Ok(());
-                }
-                self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
+                self.update_by_key(plan, key, key_changed, present, values).await
             }
             KeyPlan::Match(_) => {
                 let set: Vec<usize> = present.into_iter().filter(|t| can_update(plan, *t)).collect();
@@ -232,6 +190,69 @@ impl Applier {
                 self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
             }
         }
+    }
+
+    /// An update of a row blue finds by its key: an upsert when green sent the whole row,
+    /// otherwise an UPDATE of what it sent; a changed key moves the row (rule 5).
+    async fn update_by_key(
+        &mut self,
+        plan: &Arc<TablePlan>,
+        key: &[KeyColumn],
+        key_changed: bool,
+        present: Vec<usize>,
+        values: Values<'_>,
+    ) -> Result<()> {
+        let lsn = values.lsn;
+        let complete = present.len() == plan.targets.len();
+        let is_key = |t: &usize| key.iter().any(|k| k.target == *t);
+        if complete && !key_changed {
+            return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+        }
+        // GENERATED ALWAYS identity columns cannot be set by UPDATE: a key made of
+        // one changes by delete and insert.
+        let identity_key = key.iter().any(|k| plan.targets[k.target].identity_always);
+        if complete && identity_key {
+            self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", values)
+                .await?;
+            return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+        }
+        if key_changed && identity_key {
+            return Err(Error::definite(format!(
+                "green transaction at {lsn}: the key of {} changed while large values were left unchanged \
+                 (unchanged TOAST), and blue's key is a GENERATED ALWAYS identity that UPDATE cannot move; set \
+                 REPLICA IDENTITY FULL on the green table",
+                plan.green_name
+            )));
+        }
+        if complete {
+            // Move the row rather than delete-and-upsert: should blue already hold the
+            // new key (a swap under a deferrable key on green), this fails instead of
+            // silently overwriting that row.
+            return self
+                .run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
+                .await;
+        }
+        if key_changed && plan.filter.is_some() {
+            // The row may be entering the filter, and then blue has no row to move and
+            // green did not send the whole new one.
+            return Err(Error::definite(format!(
+                "green transaction at {lsn}: a key change in {} left large values unchanged (unchanged TOAST), \
+                 so pgbridge cannot tell whether the row enters the filter of {} with all its values; set \
+                 REPLICA IDENTITY FULL on the green table",
+                plan.green_name,
+                plan.source_of_truth()
+            )));
+        }
+        // Keep blue's stored TOAST values: update only what green sent, moving the row
+        // to its new key if the key changed.
+        let set: Vec<usize> = present
+            .into_iter()
+            .filter(|t| can_update(plan, *t) && (key_changed || !is_key(t)))
+            .collect();
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
     }
 
     pub(super) async fn delete(&mut self, plan: &Arc<TablePlan>, lsn: Lsn, old: &OldTuple) -> Result<()> {
