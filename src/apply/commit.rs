@@ -46,7 +46,7 @@ impl Applier {
         let Some(group) = self.groups.open.take() else {
             return Ok(());
         };
-        let advance = self.advance.clone();
+        let advance = self.checkpoint.advance.clone();
         commit_with_checkpoint(&mut self.pipe, &advance, &self.config.slot, &group, prev).await?;
         // The next group's statements follow the COMMIT without waiting for it; the position
         // is published when the COMMIT has returned (`settle_commits`).
@@ -131,7 +131,7 @@ impl Applier {
     pub(super) async fn confirm_all(&mut self) -> Result<()> {
         if self.durability.mode() == Mode::Async && self.durability.waiting() {
             self.drain().await?;
-            flush_wal(self.pipe.client(), &self.flush, &self.config.slot).await?;
+            flush_wal(self.pipe.client(), &self.checkpoint.flush, &self.config.slot).await?;
             self.durability.all_flushed();
         }
         Ok(())
@@ -162,7 +162,7 @@ impl Applier {
     }
 
     pub(super) async fn write_idle_checkpoint(&mut self, lsn: Lsn) -> Result<()> {
-        let advance_idle = self.advance_idle.clone();
+        let advance_idle = self.checkpoint.advance_idle.clone();
         self.drain().await?;
         if lsn <= self.durability.committed() {
             return Ok(());
@@ -206,9 +206,7 @@ impl Applier {
     pub(super) async fn finish(&mut self) -> Result<()> {
         // Transactions still in progress on green: closing their connections rolls them back
         // on blue (green streams them again), and releases their locks first.
-        self.lanes.clear();
-        self.spare_lanes.clear();
-        self.stream_block = None;
+        self.lanes.close_all();
         if self.tx.as_ref().is_some_and(|t| !t.skip) {
             self.groups.open = None;
             self.batches.clear();

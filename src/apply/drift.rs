@@ -12,7 +12,7 @@ impl Applier {
     /// Why to stop before the green transaction (or idle position) at `lsn`: the catalogs were
     /// seen to drift at or before it (the main session only).
     pub(super) fn drift_stop_message(&self, lsn: Lsn) -> Option<String> {
-        let stop = self.drift_stop.as_ref()?.borrow();
+        let stop = self.orders.drift_stop.as_ref()?.borrow();
         let stop = stop.as_ref().filter(|s| lsn >= s.at)?;
         Some(format!(
             "{}; blue has everything green committed before {}",
@@ -54,7 +54,7 @@ impl Applier {
     /// sends it again whole.
     pub(super) fn drift_error(&self, message: String) -> Error {
         let e = Error::definite(message);
-        match (&self.tx, self.drift_stop.is_some()) {
+        match (&self.tx, self.orders.drift_stop.is_some()) {
             (Some(tx), true) => e.with_cause(Cause::SchemaChangedAt(tx.commit_lsn)),
             (_, false) => e.with_cause(Cause::InProgress),
             _ => e,
@@ -64,7 +64,7 @@ impl Applier {
     /// Set by the pipeline after a stop for drift: the transactions before `lsn` are
     /// committed, then the session ends with `message`.
     pub fn stop_before(&mut self, lsn: Lsn, message: String) {
-        self.stop_before = Some((lsn, message));
+        self.orders.stop_before = Some((lsn, message));
     }
 
     /// ` at green LSN x/y` for the transaction being received, for messages.

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, Endpoint, OnError};
@@ -45,7 +44,7 @@ use crate::telemetry::Telemetry;
 use durability::{Durability, Mode};
 use exec::Pipeline;
 use group::{CommitPolicy, Groups};
-use session::{flush_wal, prepare_session};
+use session::{flush_wal, prepare_session, CheckpointStatements};
 
 /// Blue sessions of transactions green streams in progress (each with its own origin).
 pub const MAX_LANES: usize = stream::MAX_LANES;
@@ -122,6 +121,24 @@ struct Progress {
     last_report: Option<Instant>,
 }
 
+/// What the pipeline and the drift guard ask of this session (the main one; lanes only
+/// share the upserts).
+#[derive(Default)]
+struct Orders {
+    /// Green transactions (commit LSN ranges) applied row by row.
+    careful: Vec<(Lsn, Lsn)>,
+    /// Green tables (qualified names) whose batched inserts are sent as upserts, because a
+    /// plain insert met a row blue already had.
+    upsert_tables: HashSet<String>,
+    /// Where rows blue rejects are parked (`apply.on_error = "dead_letter"`).
+    dead_letter: Option<Statement>,
+    /// Where to stop because the catalogs drifted (the main session only).
+    drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
+    /// A green transaction (commit LSN) the schema changed at, and why: everything before it
+    /// is committed, then the session ends.
+    stop_before: Option<(Lsn, String)>,
+}
+
 /// Applies one replication session's events to blue.
 pub struct Applier {
     config: Arc<Config>,
@@ -130,10 +147,7 @@ pub struct Applier {
     mappings: Mappings,
     types: TypeNames,
     statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
-    advance: Statement,
-    advance_idle: Statement,
-    /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
-    flush: Statement,
+    checkpoint: CheckpointStatements,
     /// What is committed on blue and what may be confirmed to green.
     durability: Durability,
     /// The open blue transaction and those committing.
@@ -143,8 +157,7 @@ pub struct Applier {
     idle: Option<Lsn>,
     last_checkpoint_write: Instant,
     progress: Progress,
-    careful: Vec<(Lsn, Lsn)>,
-    dead_letter: Option<Statement>,
+    orders: Orders,
     telemetry: Arc<Telemetry>,
     /// Pending set-based batches, by green table OID.
     batches: HashMap<u32, batch::Batch>,
@@ -152,21 +165,10 @@ pub struct Applier {
     batching: bool,
     /// Blue runs with session_replication_role = replica, so tables may be written in any order.
     reorder_tables: bool,
-    /// Green tables (qualified names) whose batched inserts are sent as upserts, because a
-    /// plain insert met a row blue already had.
-    upsert_tables: HashSet<String>,
     /// More events are already waiting behind the one being handled.
     backlog: bool,
-    /// Inside a Stream Start .. Stream Stop block: the in-progress transaction it belongs to.
-    stream_block: Option<u32>,
-    /// Open in-progress transactions, by green top-level xid (see `stream`).
-    lanes: HashMap<u32, stream::Lane>,
-    spare_lanes: Vec<stream::Lane>,
-    /// Where to stop because the catalogs drifted (the main session only).
-    drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
-    /// A green transaction (commit LSN) the schema changed at, and why: everything before it
-    /// is committed, then the session ends.
-    stop_before: Option<(Lsn, String)>,
+    /// Transactions green streams in progress, each on its own blue session.
+    lanes: stream::Lanes,
     /// The session settings mapped values are computed under, on this session and its lanes.
     env: Environment,
 }
@@ -200,19 +202,22 @@ impl Applier {
         let mappings = guard.mappings.clone();
         tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
         let durability = Durability::new(mode, durable_tx);
+        let batching = std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact");
         let mut applier =
             Applier::on_session(config, client, mappings, durability, telemetry, replica_role, env).await?;
-        applier.drift_stop = Some(guard.stop.clone());
+        applier.batching = batching;
+        applier.orders.drift_stop = Some(guard.stop.clone());
         if mode == Mode::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
             // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
-            flush_wal(applier.pipe.client(), &applier.flush, &applier.config.slot).await?;
+            flush_wal(applier.pipe.client(), &applier.checkpoint.flush, &applier.config.slot).await?;
         }
         if applier.config.on_error == OnError::DeadLetter {
-            applier.dead_letter = Some(rows::prepare_dead_letter(applier.pipe.client(), &applier.config.schema).await?);
+            applier.orders.dead_letter =
+                Some(rows::prepare_dead_letter(applier.pipe.client(), &applier.config.schema).await?);
         }
-        applier.careful = careful;
-        applier.upsert_tables = upsert_tables;
+        applier.orders.careful = careful;
+        applier.orders.upsert_tables = upsert_tables;
         Ok(applier)
     }
 
@@ -227,22 +232,7 @@ impl Applier {
         replica_role: bool,
         env: Environment,
     ) -> Result<Self> {
-        let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
-        let advance = client
-            .prepare_typed(
-                &checkpoint::advance_sql(&config.schema, config.origin.is_some()),
-                &[Type::TEXT; 4],
-            )
-            .await
-            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        let advance_idle = client
-            .prepare_typed(&checkpoint::advance_idle_sql(&config.schema), &text3)
-            .await
-            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        let flush = client
-            .prepare_typed(&checkpoint::touch_sql(&config.schema), &text3[..1])
-            .await
-            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
+        let checkpoint = CheckpointStatements::prepare(&client, &config).await?;
         Ok(Applier {
             policy: CommitPolicy {
                 max_rows: config.max_batch_rows,
@@ -254,28 +244,20 @@ impl Applier {
             mappings,
             types: TypeNames::default(),
             statements: HashMap::new(),
-            advance,
-            advance_idle,
-            flush,
+            checkpoint,
             durability,
             groups: Groups::default(),
             tx: None,
             idle: None,
             last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
-            careful: Vec::new(),
-            dead_letter: None,
+            orders: Orders::default(),
             telemetry,
             batches: HashMap::new(),
-            batching: std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
+            batching: true,
             reorder_tables: replica_role,
-            upsert_tables: HashSet::new(),
             backlog: false,
-            stream_block: None,
-            lanes: HashMap::new(),
-            spare_lanes: Vec::new(),
-            drift_stop: None,
-            stop_before: None,
+            lanes: stream::Lanes::default(),
             env,
         })
     }
@@ -333,7 +315,10 @@ impl Applier {
 
     /// Whether the green transaction committed at `lsn` is applied row by row.
     fn is_careful(&self, lsn: Lsn) -> bool {
-        self.careful.iter().any(|(first, last)| *first <= lsn && lsn <= *last)
+        self.orders
+            .careful
+            .iter()
+            .any(|(first, last)| *first <= lsn && lsn <= *last)
     }
 
     /// The position after everything applied so far, committed or not.
@@ -366,7 +351,7 @@ impl Applier {
     }
 
     async fn on_message(&mut self, message: LogicalMessage) -> Result<()> {
-        if let Some(top) = self.stream_block {
+        if let Some(top) = self.lanes.block {
             return self.in_stream_block(top, message).await;
         }
         match message {

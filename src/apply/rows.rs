@@ -424,7 +424,7 @@ impl Applier {
             .await
             .map_err(on_blue("ROLLBACK TO SAVEPOINT"))?;
         let key = key_json(plan, &values);
-        let Some(dead_letter) = self.dead_letter.clone() else {
+        let Some(dead_letter) = self.orders.dead_letter.clone() else {
             return Err(Error::definite(format!(
                 "{err}; key {key}, green transaction committed at {}. Nothing after the last good transaction was \
                  confirmed: fix blue or the mapping and restart, or set apply.on_error = \"dead_letter\" to park such rows",

@@ -1,16 +1,44 @@
 //! A blue session as the applier uses it: the settings it runs under, how its commits become
 //! durable, and the checkpoint update that every group commits with.
 
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use super::durability::Mode;
 use super::exec::{Context, Pipeline, TextParam};
 use super::group::Group;
-use super::CHECKPOINT_UPDATE;
+use super::{checkpoint, CHECKPOINT_UPDATE};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::failpoint;
 use crate::lsn::Lsn;
+
+/// The checkpoint statements every group, idle position and WAL flush uses.
+pub(super) struct CheckpointStatements {
+    /// Writes a group's position, guarded by the one it replaces.
+    pub advance: Statement,
+    /// Writes an idle position.
+    pub advance_idle: Statement,
+    /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
+    pub flush: Statement,
+}
+
+impl CheckpointStatements {
+    pub(super) async fn prepare(client: &Client, config: &Config) -> Result<Self> {
+        let prepare = |sql: String, params: usize| async move {
+            client
+                .prepare_typed(&sql, &vec![Type::TEXT; params])
+                .await
+                .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))
+        };
+        Ok(CheckpointStatements {
+            advance: prepare(checkpoint::advance_sql(&config.schema, config.origin.is_some()), 4).await?,
+            advance_idle: prepare(checkpoint::advance_idle_sql(&config.schema), 3).await?,
+            flush: prepare(checkpoint::touch_sql(&config.schema), 1).await?,
+        })
+    }
+}
 
 /// Per-connection settings: no timeouts that an operator set for applications, the one
 /// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under

@@ -28,6 +28,7 @@
 //! [`Cause::InProgress`]: the next session replays from the checkpoint with green
 //! sending transactions whole, where the ordinary path finds the row or waits for the lock.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -53,6 +54,26 @@ const SPARE_LANES: usize = 2;
 /// the main connection behind a lane) ends the session and replays without streaming: a wait
 /// between pgbridge's own connections would otherwise never end.
 const LOCK_TIMEOUT: &str = "10s";
+
+/// The lanes of one session.
+#[derive(Default)]
+pub(super) struct Lanes {
+    /// Open in-progress transactions, by green top-level xid.
+    pub open: HashMap<u32, Lane>,
+    /// Idle lanes kept connected for the next streamed transaction.
+    pub spare: Vec<Lane>,
+    /// Inside a Stream Start .. Stream Stop block: the in-progress transaction it belongs to.
+    pub block: Option<u32>,
+}
+
+impl Lanes {
+    /// Closes every lane: their blue transactions roll back (green streams them again).
+    pub(super) fn close_all(&mut self) {
+        self.open.clear();
+        self.spare.clear();
+        self.block = None;
+    }
+}
 
 /// One in-progress green transaction, applied in an open blue transaction.
 pub(super) struct Lane {
@@ -87,9 +108,7 @@ impl Lane {
     }
 
     fn reset(&mut self) {
-        self.applier.tx = None;
-        self.applier.groups.open = None;
-        self.applier.batches.clear();
+        self.applier.forget_transaction();
         self.savepoints.clear();
         self.relations.clear();
         self.changed = false;
@@ -135,11 +154,12 @@ impl Applier {
     pub(super) async fn in_stream_block(&mut self, top: u32, message: LogicalMessage) -> Result<()> {
         let lane = self
             .lanes
+            .open
             .get_mut(&top)
             .ok_or_else(|| green(format!("green streamed transaction {top} without starting it")))?;
         match message {
             LogicalMessage::StreamStop => {
-                self.stream_block = None;
+                self.lanes.block = None;
                 Ok(())
             }
             LogicalMessage::Begin(_)
@@ -201,11 +221,11 @@ impl Applier {
         // Whole transactions received so far are committed on blue before the block's first
         // statement runs: the block may change their rows.
         self.commit_group().await?;
-        if self.lanes.is_empty() {
+        if self.lanes.open.is_empty() {
             self.set_lock_timeout(LOCK_TIMEOUT).await?;
         }
         self.drain().await?;
-        match (self.lanes.contains_key(&start.xid), start.first_segment) {
+        match (self.lanes.open.contains_key(&start.xid), start.first_segment) {
             (true, false) | (false, true) => {}
             (open, _) => {
                 return Err(green(format!(
@@ -216,14 +236,14 @@ impl Applier {
                 )))
             }
         }
-        if !self.lanes.contains_key(&start.xid) {
-            if self.lanes.len() >= MAX_LANES {
+        if !self.lanes.open.contains_key(&start.xid) {
+            if self.lanes.open.len() >= MAX_LANES {
                 return Err(Error::transient(format!(
                     "green streams more than {MAX_LANES} large transactions in progress at once"
                 ))
                 .with_cause(Cause::InProgress));
             }
-            let mut lane = match self.spare_lanes.pop() {
+            let mut lane = match self.lanes.spare.pop() {
                 Some(lane) => lane,
                 None => self.new_lane().await?,
             };
@@ -234,9 +254,9 @@ impl Applier {
                 unreported: None,
             });
             lane.applier.open_group().await.map_err(Lane::error)?;
-            self.lanes.insert(start.xid, lane);
+            self.lanes.open.insert(start.xid, lane);
         }
-        self.stream_block = Some(start.xid);
+        self.lanes.block = Some(start.xid);
         Ok(())
     }
 
@@ -244,7 +264,7 @@ impl Applier {
     /// checkpoint.
     pub(super) async fn stream_commit(&mut self, commit: StreamCommit) -> Result<()> {
         self.telemetry.received(commit.end_lsn);
-        let mut lane = self.lanes.remove(&commit.xid).ok_or_else(|| {
+        let mut lane = self.lanes.open.remove(&commit.xid).ok_or_else(|| {
             green(format!(
                 "green committed streamed transaction {} that it never streamed; restarting the stream",
                 commit.xid
@@ -265,7 +285,7 @@ impl Applier {
             group.transactions = 1;
             group.end = commit.end_lsn;
             group.commit_time = commit.timestamp;
-            let advance = applier.advance.clone();
+            let advance = applier.checkpoint.advance.clone();
             let committed = async {
                 applier.flush_batches().await?;
                 commit_with_checkpoint(
@@ -291,13 +311,13 @@ impl Applier {
     /// Stream Abort: drops a subtransaction's changes, or the whole transaction's.
     pub(super) async fn stream_abort(&mut self, abort: StreamAbort) -> Result<()> {
         if abort.xid == abort.subxid {
-            if let Some(mut lane) = self.lanes.remove(&abort.xid) {
+            if let Some(mut lane) = self.lanes.open.remove(&abort.xid) {
                 lane.rollback().await.map_err(Lane::error)?;
                 self.retire(lane).await?;
             }
             return Ok(());
         }
-        let Some(lane) = self.lanes.get_mut(&abort.xid) else {
+        let Some(lane) = self.lanes.open.get_mut(&abort.xid) else {
             return Ok(());
         };
         // Without a savepoint the subtransaction changed nothing pgbridge applied (or an
@@ -321,10 +341,10 @@ impl Applier {
     /// A finished lane goes back to the spares; the lock timeout goes when no lane is open.
     async fn retire(&mut self, mut lane: Lane) -> Result<()> {
         lane.reset();
-        if self.spare_lanes.len() < SPARE_LANES {
-            self.spare_lanes.push(lane);
+        if self.lanes.spare.len() < SPARE_LANES {
+            self.lanes.spare.push(lane);
         }
-        if self.lanes.is_empty() {
+        if self.lanes.open.is_empty() {
             self.set_lock_timeout("0").await?;
         }
         Ok(())
@@ -349,8 +369,9 @@ impl Applier {
             .find(|n| {
                 !self
                     .lanes
+                    .open
                     .values()
-                    .chain(&self.spare_lanes)
+                    .chain(&self.lanes.spare)
                     .any(|lane| lane.number == *n)
             })
             .expect("there are never more lanes than MAX_LANES");
@@ -370,9 +391,9 @@ impl Applier {
         )
         .await?;
         applier.batching = self.batching;
-        applier.upsert_tables = self.upsert_tables.clone();
+        applier.orders.upsert_tables = self.orders.upsert_tables.clone();
         tracing::debug!(
-            lanes = self.lanes.len() + 1,
+            lanes = self.lanes.open.len() + 1,
             "opened a blue session for a streamed transaction"
         );
         Ok(Lane {

@@ -7,6 +7,14 @@ use crate::error::{Error, Result};
 use crate::protocol::pgoutput::{Begin, Commit, Origin};
 
 impl Applier {
+    /// Forgets the green transaction being received, its open group and its batched rows
+    /// (a lane's, once its blue transaction has ended).
+    pub(super) fn forget_transaction(&mut self) {
+        self.tx = None;
+        self.groups.open = None;
+        self.batches.clear();
+    }
+
     /// Begin: a transaction blue already has is skipped; one at or past a stop for drift
     /// commits everything before it and ends the session; any other opens (or joins) a group.
     pub(super) async fn on_begin(&mut self, b: Begin) -> Result<()> {
@@ -16,7 +24,7 @@ impl Applier {
         // Delivery is in commit order, so a transaction that commits before the
         // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
         let skip = b.final_lsn < self.applied_end();
-        let stop = match &self.stop_before {
+        let stop = match &self.orders.stop_before {
             Some((lsn, message)) if b.final_lsn >= *lsn => Some(message.clone()),
             _ => self.drift_stop_message(b.final_lsn),
         };
