@@ -11,8 +11,12 @@
 //! runs in bounded memory.
 
 mod batch;
+mod careful;
 pub mod checkpoint;
 mod commit;
+/// Moves to `crate::state::dead_letters` once `src/state/mod.rs` exists.
+#[path = "../state/dead_letters.rs"]
+mod dead_letters;
 mod drift;
 mod durability;
 pub mod exec;
@@ -41,6 +45,7 @@ use crate::mapping::TablePlan;
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
 use crate::telemetry::Telemetry;
+use dead_letters::DeadLetters;
 use durability::{Durability, Mode};
 use exec::Pipeline;
 use group::{CommitPolicy, Groups};
@@ -131,7 +136,7 @@ struct Orders {
     /// plain insert met a row blue already had.
     upsert_tables: HashSet<String>,
     /// Where rows blue rejects are parked (`apply.on_error = "dead_letter"`).
-    dead_letter: Option<Statement>,
+    dead_letter: Option<DeadLetters>,
     /// Where to stop because the catalogs drifted (the main session only).
     drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
     /// A green transaction (commit LSN) the schema changed at, and why: everything before it
@@ -214,7 +219,7 @@ impl Applier {
         }
         if applier.config.on_error == OnError::DeadLetter {
             applier.orders.dead_letter =
-                Some(rows::prepare_dead_letter(applier.pipe.client(), &applier.config.schema).await?);
+                Some(DeadLetters::prepare(applier.pipe.client(), &applier.config.schema).await?);
         }
         applier.orders.careful = careful;
         applier.orders.upsert_tables = upsert_tables;
