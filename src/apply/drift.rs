@@ -23,8 +23,8 @@ impl Applier {
     /// Idle: nothing left to apply before the drift's position (a transaction at or past it
     /// stops at its Begin).
     pub(super) fn check_drift_stop(&self) -> Result<()> {
-        if self.tx.is_none() && self.groups.open.is_none() {
-            if let Some(message) = self.drift_stop_message(self.durability.committed()) {
+        if self.tx.is_none() && self.commits.groups.open.is_none() {
+            if let Some(message) = self.drift_stop_message(self.commits.committed()) {
                 return Err(Error::definite(message));
             }
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::lsn::Lsn;
 
 /// An open blue transaction.
+#[derive(Debug)]
 pub(super) struct Group {
     pub started: Instant,
     pub rows: u64,

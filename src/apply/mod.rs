@@ -11,9 +11,11 @@
 //! runs in bounded memory.
 
 mod batch;
+mod blue;
 mod careful;
 pub mod checkpoint;
 mod commit;
+mod commits;
 /// Moves to `crate::state::dead_letters` once `src/state/mod.rs` exists.
 #[path = "../state/dead_letters.rs"]
 mod dead_letters;
@@ -45,10 +47,11 @@ use crate::mapping::TablePlan;
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
 use crate::telemetry::Telemetry;
+use commits::Commits;
 use dead_letters::DeadLetters;
 use durability::{Durability, Mode};
 use exec::Pipeline;
-use group::{CommitPolicy, Groups};
+use group::CommitPolicy;
 use session::{flush_wal, prepare_session, CheckpointStatements};
 
 /// Blue sessions of transactions green streams in progress (each with its own origin).
@@ -153,11 +156,8 @@ pub struct Applier {
     types: TypeNames,
     statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
     checkpoint: CheckpointStatements,
-    /// What is committed on blue and what may be confirmed to green.
-    durability: Durability,
-    /// The open blue transaction and those committing.
-    groups: Groups,
-    policy: CommitPolicy,
+    /// The open blue transaction, those committing, and what may be confirmed to green.
+    commits: Commits,
     tx: Option<GreenTx>,
     idle: Option<Lsn>,
     last_checkpoint_write: Instant,
@@ -239,10 +239,13 @@ impl Applier {
     ) -> Result<Self> {
         let checkpoint = CheckpointStatements::prepare(&client, &config).await?;
         Ok(Applier {
-            policy: CommitPolicy {
-                max_rows: config.max_batch_rows,
-                max_delay: config.max_batch_delay,
-            },
+            commits: Commits::new(
+                durability,
+                CommitPolicy {
+                    max_rows: config.max_batch_rows,
+                    max_delay: config.max_batch_delay,
+                },
+            ),
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
             relations: HashMap::new(),
@@ -250,8 +253,6 @@ impl Applier {
             types: TypeNames::default(),
             statements: HashMap::new(),
             checkpoint,
-            durability,
-            groups: Groups::default(),
             tx: None,
             idle: None,
             last_checkpoint_write: Instant::now(),
@@ -328,12 +329,7 @@ impl Applier {
 
     /// The position after everything applied so far, committed or not.
     fn applied_end(&self) -> Lsn {
-        self.groups.applied_end(self.durability.committed())
-    }
-
-    /// The position after every group committed or committing on blue.
-    fn committing_end(&self) -> Lsn {
-        self.groups.committing_end(self.durability.committed())
+        self.commits.applied_end()
     }
 
     async fn handle(&mut self, event: SourceEvent) -> Result<()> {
@@ -344,7 +340,7 @@ impl Applier {
                 if self.tx.is_none() && wal_end > self.applied_end() {
                     // Everything green committed before wal_end has been received and applied
                     // (or is in the open group), so the position is safe to confirm.
-                    match &mut self.groups.open {
+                    match &mut self.commits.groups.open {
                         Some(g) => g.end = g.end.max(wal_end),
                         None => self.idle = Some(wal_end),
                     }
@@ -427,7 +423,7 @@ impl Applier {
 
     /// Counts one change for the metrics of the open group.
     fn count(&mut self, plan: &TablePlan, op: &'static str) {
-        if let Some(g) = self.groups.open.as_mut() {
+        if let Some(g) = self.commits.groups.open.as_mut() {
             *g.counts.entry((plan.green_name.clone(), op)).or_default() += 1;
         }
     }

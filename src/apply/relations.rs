@@ -84,7 +84,7 @@ impl Applier {
             Some(p) => p.clone(),
             None => self.resolve(oid).await?,
         };
-        if let Some(g) = self.groups.open.as_mut() {
+        if let Some(g) = self.commits.groups.open.as_mut() {
             g.rows += 1;
         }
         Ok(Some((plan, lsn)))

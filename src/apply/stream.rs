@@ -276,12 +276,17 @@ impl Applier {
         self.commit_group().await?;
         self.drain().await?;
         if commit.commit_lsn < self.applied_end() {
-            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.durability.committed(), "rolling back a streamed transaction blue already has");
+            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.commits.committed(), "rolling back a streamed transaction blue already has");
             self.progress.skipped += 1;
             lane.rollback().await.map_err(Lane::error)?;
         } else {
             let applier = &mut lane.applier;
-            let mut group = applier.groups.open.take().expect("a lane always has its group open");
+            let mut group = applier
+                .commits
+                .groups
+                .open
+                .take()
+                .expect("a lane always has its group open");
             group.transactions = 1;
             group.end = commit.end_lsn;
             group.commit_time = commit.timestamp;
@@ -293,7 +298,7 @@ impl Applier {
                     &advance,
                     &self.config.slot,
                     &group,
-                    self.durability.committed(),
+                    self.commits.committed(),
                 )
                 .await?;
                 applier.pipe.drain().await
@@ -378,7 +383,7 @@ impl Applier {
         if let Some(base) = &self.config.origin {
             origin::attach(&client, &origin::lane_name(base, number), &self.config.blue.user()).await?;
         }
-        let (durable_tx, _) = watch::channel(self.durability.committed());
+        let (durable_tx, _) = watch::channel(self.commits.committed());
         let durability = Durability::new(Mode::Sync, durable_tx);
         let mut applier = Applier::on_session(
             self.config.clone(),

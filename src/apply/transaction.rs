@@ -11,7 +11,7 @@ impl Applier {
     /// (a lane's, once its blue transaction has ended).
     pub(super) fn forget_transaction(&mut self) {
         self.tx = None;
-        self.groups.open = None;
+        self.commits.groups.open = None;
         self.batches.clear();
     }
 
@@ -32,11 +32,11 @@ impl Applier {
             self.commit_group().await?;
             self.drain().await?;
             self.confirm_all().await?;
-            tracing::debug!(at = %b.final_lsn, checkpoint = %self.durability.committed(), "committed everything before the change");
+            tracing::debug!(at = %b.final_lsn, checkpoint = %self.commits.committed(), "committed everything before the change");
             return Err(Error::definite(message));
         }
         if skip {
-            tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.durability.committed(), "skipping a transaction blue already has");
+            tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.commits.committed(), "skipping a transaction blue already has");
             self.progress.skipped += 1;
         } else {
             self.open_group().await?;
@@ -61,6 +61,7 @@ impl Applier {
             return Ok(());
         }
         let group = self
+            .commits
             .groups
             .open
             .as_mut()
