@@ -201,7 +201,7 @@ impl Applier {
             batch.shape.clone()
         };
         let key = (oid, shape);
-        if !self.statements.contains_key(&key) {
+        if !self.cache.statements.contains_key(&key) {
             let sql = statements::build(&batch.plan, &key.1);
             let types = vec![Type::TEXT_ARRAY; sql.params.len()];
             let stmt = match self.pipe.client().prepare_typed(&sql.text, &types).await {
@@ -211,9 +211,9 @@ impl Applier {
                     return Err(self.pipe.root_cause(err).await);
                 }
             };
-            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
+            self.cache.statements.insert(key.clone(), (stmt, Arc::new(sql)));
         }
-        let stmt = self.statements[&key].0.clone();
+        let stmt = self.cache.statements[&key].0.clone();
         let weight = batch
             .columns
             .iter()

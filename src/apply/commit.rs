@@ -94,11 +94,7 @@ impl Applier {
 
     /// Records a blue commit that reaches `lsn`; it is confirmed to green once durable.
     pub(super) fn publish(&mut self, lsn: Lsn) {
-        self.commits.durability.committed_at(lsn);
-        self.last_checkpoint_write = Instant::now();
-        if self.idle.is_some_and(|i| i <= lsn) {
-            self.idle = None;
-        }
+        self.commits.published(lsn);
     }
 
     /// Under asynchronous commit: confirms the positions blue's WAL flush has passed.
@@ -129,8 +125,8 @@ impl Applier {
         {
             self.commit_group().await?;
         }
-        if let (None, Some(idle)) = (&self.commits.groups.open, self.idle) {
-            if self.last_checkpoint_write.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
+        if let (None, Some(idle)) = (&self.commits.groups.open, self.commits.idle) {
+            if self.commits.last_write.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
                 self.write_idle_checkpoint(idle).await?;
             }
         }
@@ -204,7 +200,7 @@ impl Applier {
             self.commit_group().await?;
         }
         self.drain().await?;
-        if let Some(idle) = self.idle.filter(|i| *i > self.commits.committed()) {
+        if let Some(idle) = self.commits.idle.filter(|i| *i > self.commits.committed()) {
             self.write_idle_checkpoint(idle).await?;
         }
         self.confirm_all().await

@@ -4,6 +4,8 @@
 //! applier has published the COMMIT that carries it, so the applier can account for each
 //! group (and a crash test can stop) in between.
 
+use std::time::Instant;
+
 use super::blue::Blue;
 use super::durability::{Durability, Mode};
 use super::group::{CommitPolicy, Group, Groups};
@@ -15,6 +17,11 @@ pub(super) struct Commits {
     pub groups: Groups,
     pub durability: Durability,
     pub policy: CommitPolicy,
+    /// A position green reported while nothing was pending (a keepalive), to write to blue's
+    /// checkpoint when idle.
+    pub idle: Option<Lsn>,
+    /// When blue's checkpoint row was last written.
+    pub last_write: Instant,
 }
 
 impl Commits {
@@ -23,6 +30,8 @@ impl Commits {
             groups: Groups::default(),
             durability,
             policy,
+            idle: None,
+            last_write: Instant::now(),
         }
     }
 
@@ -39,6 +48,16 @@ impl Commits {
     /// The position after every group committed or committing on blue.
     pub(super) fn committing_end(&self) -> Lsn {
         self.groups.committing_end(self.committed())
+    }
+
+    /// A blue commit reaching `lsn` returned (a group's or an idle checkpoint's): it is
+    /// confirmed to green once durable.
+    pub(super) fn published(&mut self, lsn: Lsn) {
+        self.durability.committed_at(lsn);
+        self.last_write = Instant::now();
+        if self.idle.is_some_and(|i| i <= lsn) {
+            self.idle = None;
+        }
     }
 
     /// Opens a group (and a blue transaction) unless one is open.
@@ -119,7 +138,7 @@ mod tests {
         settled
             .into_iter()
             .map(|g| {
-                commits.durability.committed_at(g.end);
+                commits.published(g.end);
                 g.end
             })
             .collect()
@@ -255,6 +274,17 @@ mod tests {
         blue.drain().await.expect("drain");
         let settled = replay.settle(&mut blue);
         assert_eq!(publish(&mut replay, settled), [Lsn(300)]);
+        assert_eq!(*rx.borrow(), Lsn(300));
+    }
+
+    #[test]
+    fn a_commit_past_the_idle_position_makes_its_checkpoint_write_moot() {
+        let (mut commits, rx) = commits(Mode::Sync, 100);
+        commits.idle = Some(Lsn(250));
+        commits.published(Lsn(200));
+        assert_eq!(commits.idle, Some(Lsn(250)), "still ahead of blue");
+        commits.published(Lsn(300));
+        assert_eq!(commits.idle, None);
         assert_eq!(*rx.borrow(), Lsn(300));
     }
 

@@ -101,6 +101,17 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
     }
 }
 
+/// What this session learned about green's tables and prepared on blue for them.
+#[derive(Default)]
+struct Cache {
+    /// Relations green described, by OID, with their plans once resolved.
+    relations: HashMap<u32, Rel>,
+    /// Green's type names, from its Type messages and catalogs.
+    types: TypeNames,
+    /// Statements prepared on blue, by (green table OID, statement shape).
+    statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
+}
+
 struct Rel {
     relation: Relation,
     label: Arc<str>,
@@ -151,16 +162,13 @@ struct Orders {
 pub struct Applier {
     config: Arc<Config>,
     pipe: Pipeline,
-    relations: HashMap<u32, Rel>,
+    /// Green's relations as described, and the statements prepared for them.
+    cache: Cache,
     mappings: Mappings,
-    types: TypeNames,
-    statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
     checkpoint: CheckpointStatements,
     /// The open blue transaction, those committing, and what may be confirmed to green.
     commits: Commits,
     tx: Option<GreenTx>,
-    idle: Option<Lsn>,
-    last_checkpoint_write: Instant,
     progress: Progress,
     orders: Orders,
     telemetry: Arc<Telemetry>,
@@ -248,14 +256,10 @@ impl Applier {
             ),
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
-            relations: HashMap::new(),
+            cache: Cache::default(),
             mappings,
-            types: TypeNames::default(),
-            statements: HashMap::new(),
             checkpoint,
             tx: None,
-            idle: None,
-            last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
             orders: Orders::default(),
             telemetry,
@@ -342,7 +346,7 @@ impl Applier {
                     // (or is in the open group), so the position is safe to confirm.
                     match &mut self.commits.groups.open {
                         Some(g) => g.end = g.end.max(wal_end),
-                        None => self.idle = Some(wal_end),
+                        None => self.commits.idle = Some(wal_end),
                     }
                 }
                 Ok(())
@@ -394,7 +398,7 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Type(t) => {
-                self.types.learn(t.oid, &t.namespace, &t.name);
+                self.cache.types.learn(t.oid, &t.namespace, &t.name);
                 Ok(())
             }
             LogicalMessage::Origin(o) => {

@@ -19,10 +19,10 @@ impl Applier {
         let oid = relation.oid;
         // Rows batched under the old description go out before it changes.
         self.flush_batch(oid).await?;
-        self.statements.retain(|(o, _), _| *o != oid);
+        self.cache.statements.retain(|(o, _), _| *o != oid);
         let excluded = self.config.is_excluded(&relation.namespace, &relation.name);
         let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
-        self.relations.insert(
+        self.cache.relations.insert(
             oid,
             Rel {
                 relation,
@@ -34,7 +34,7 @@ impl Applier {
         // Rule 7: a Relation message that no longer fits stops the bridge before the
         // transaction that carries it is applied. Inside a skipped transaction the plan is
         // resolved when first used instead.
-        let expected = self.mappings.expects(&self.relations[&oid].label);
+        let expected = self.mappings.expects(&self.cache.relations[&oid].label);
         if !excluded && expected && !self.tx.as_ref().is_some_and(|t| t.skip) {
             self.resolve(oid).await?;
         }
@@ -43,11 +43,11 @@ impl Applier {
 
     pub(super) async fn resolve(&mut self, oid: u32) -> Result<Arc<TablePlan>> {
         self.pipe.drain().await?;
-        let relation = self.relations[&oid].relation.clone();
+        let relation = self.cache.relations[&oid].relation.clone();
         let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
         let planned = async {
-            self.types.resolve_builtins(self.pipe.client(), &oids).await?;
-            let green = GreenTable::from_relation(&relation, |o| self.types.get(o))?;
+            self.cache.types.resolve_builtins(self.pipe.client(), &oids).await?;
+            let green = GreenTable::from_relation(&relation, |o| self.cache.types.get(o))?;
             self.mappings.plan_with_blue(self.pipe.client(), &green).await
         };
         let (plan, blue) = match planned.await {
@@ -56,7 +56,7 @@ impl Applier {
             Err(e) => return Err(self.drifted_or(e)),
         };
         self.hold_to_baseline(&plan, &blue)?;
-        let rel = self.relations.get_mut(&oid).expect("relation just looked up");
+        let rel = self.cache.relations.get_mut(&oid).expect("relation just looked up");
         tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.targets.len(), "mapped green table");
         rel.plan = Some(plan.clone());
         Ok(plan)
@@ -74,6 +74,7 @@ impl Applier {
         }
         let lsn = tx.commit_lsn;
         let rel = self
+            .cache
             .relations
             .get(&oid)
             .ok_or_else(|| green(format!("green sent a change for relation {oid} before describing it")))?;
@@ -110,7 +111,7 @@ impl Applier {
             return Ok(());
         }
         self.flush_before(plan.green.oid).await?;
-        if !self.statements.contains_key(&key) {
+        if !self.cache.statements.contains_key(&key) {
             let sql = statements::build(plan, &key.1);
             let types = vec![Type::TEXT; sql.params.len()];
             let prepared = self.pipe.client().prepare_typed(&sql.text, &types).await;
@@ -121,9 +122,9 @@ impl Applier {
                     return Err(self.pipe.root_cause(err).await);
                 }
             };
-            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
+            self.cache.statements.insert(key.clone(), (stmt, Arc::new(sql)));
         }
-        let (stmt, sql) = &self.statements[&key];
+        let (stmt, sql) = &self.cache.statements[&key];
         let params = values.bind(plan, &sql.params)?;
         if self.is_careful(lsn) {
             let stmt = stmt.clone();

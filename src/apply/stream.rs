@@ -178,7 +178,7 @@ impl Applier {
             }
             LogicalMessage::Type(t) => {
                 // Type names are not transactional: the main stream may use them as well.
-                self.types.learn(t.oid, &t.namespace, &t.name);
+                self.cache.types.learn(t.oid, &t.namespace, &t.name);
                 apply_on_lane(&mut lane.applier, LogicalMessage::Type(t))
                     .await
                     .map_err(Lane::error)
