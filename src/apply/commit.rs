@@ -192,7 +192,7 @@ impl Applier {
         self.lanes.close_all();
         if self.tx.as_ref().is_some_and(|t| !t.skip) {
             self.commits.groups.open = None;
-            self.batches.clear();
+            self.batches.pending.clear();
             self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
             self.drain().await?;
             tracing::info!("rolled back a partly received green transaction; green will send it again");

@@ -172,14 +172,10 @@ pub struct Applier {
     progress: Progress,
     orders: Orders,
     telemetry: Arc<Telemetry>,
-    /// Pending set-based batches, by green table OID.
-    batches: HashMap<u32, batch::Batch>,
-    /// Set-based apply is on (PGBRIDGE_APPLY=exact turns it off: the reference path).
-    batching: bool,
+    /// Set-based apply: pending batches and whether to batch.
+    batches: batch::Batches,
     /// Blue runs with session_replication_role = replica, so tables may be written in any order.
     reorder_tables: bool,
-    /// More events are already waiting behind the one being handled.
-    backlog: bool,
     /// Transactions green streams in progress, each on its own blue session.
     lanes: stream::Lanes,
     /// The session settings mapped values are computed under, on this session and its lanes.
@@ -218,7 +214,7 @@ impl Applier {
         let batching = std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact");
         let mut applier =
             Applier::on_session(config, client, mappings, durability, telemetry, replica_role, env).await?;
-        applier.batching = batching;
+        applier.batches.enabled = batching;
         applier.orders.drift_stop = Some(guard.stop.clone());
         if mode == Mode::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
@@ -263,10 +259,8 @@ impl Applier {
             progress: Progress::default(),
             orders: Orders::default(),
             telemetry,
-            batches: HashMap::new(),
-            batching: true,
+            batches: batch::Batches::default(),
             reorder_tables: replica_role,
-            backlog: false,
             lanes: stream::Lanes::default(),
             env,
         })
@@ -315,7 +309,7 @@ impl Applier {
     async fn on_chunk(&mut self, chunk: Vec<SourceEvent>, events: &mpsc::Receiver<Vec<SourceEvent>>) -> Result<()> {
         let last = chunk.len().saturating_sub(1);
         for (i, event) in chunk.into_iter().enumerate() {
-            self.backlog = i < last || !events.is_empty();
+            self.batches.backlog = i < last || !events.is_empty();
             self.handle(event).await?;
             self.maybe_commit(i == last && events.is_empty()).await?;
         }

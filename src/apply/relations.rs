@@ -103,8 +103,8 @@ impl Applier {
         let key = (plan.green.oid, shape);
         // Batches pay off when changes are waiting; a change that arrives alone goes out at
         // once as its own statement, so steady-state latency stays low.
-        if self.batching
-            && self.backlog
+        if self.batches.enabled
+            && self.batches.backlog
             && !self.is_careful(lsn)
             && self.batch(plan, &key.1, lsn, &values, action == "insert").await?
         {

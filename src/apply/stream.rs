@@ -204,7 +204,7 @@ impl Applier {
                         .map_err(Lane::error)?;
                     lane.savepoints.push(xid);
                 }
-                lane.applier.backlog = true;
+                lane.applier.batches.backlog = true;
                 lane.changed = true;
                 apply_on_lane(&mut lane.applier, change).await.map_err(Lane::error)
             }
@@ -329,7 +329,7 @@ impl Applier {
         // enclosing rollback already undid it).
         if let Some(i) = lane.savepoints.iter().position(|s| *s == abort.subxid) {
             // Pending batched rows all come after the newest savepoint, so after this one.
-            lane.applier.batches.clear();
+            lane.applier.batches.pending.clear();
             let sql = format!("ROLLBACK TO SAVEPOINT {}", savepoint(abort.subxid));
             lane.applier
                 .pipe
@@ -395,7 +395,7 @@ impl Applier {
             self.env.clone(),
         )
         .await?;
-        applier.batching = self.batching;
+        applier.batches.enabled = self.batches.enabled;
         applier.orders.upsert_tables = self.orders.upsert_tables.clone();
         tracing::debug!(
             lanes = self.lanes.open.len() + 1,

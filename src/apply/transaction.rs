@@ -12,7 +12,7 @@ impl Applier {
     pub(super) fn forget_transaction(&mut self) {
         self.tx = None;
         self.commits.groups.open = None;
-        self.batches.clear();
+        self.batches.pending.clear();
     }
 
     /// Begin: a transaction blue already has is skipped; one at or past a stop for drift
