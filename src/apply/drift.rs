@@ -61,12 +61,6 @@ impl Applier {
         }
     }
 
-    /// Set by the pipeline after a stop for drift: the transactions before `lsn` are
-    /// committed, then the session ends with `message`.
-    pub fn stop_before(&mut self, lsn: Lsn, message: String) {
-        self.orders.stop_before = Some((lsn, message));
-    }
-
     /// ` at green LSN x/y` for the transaction being received, for messages.
     pub(super) fn at_lsn(&self) -> String {
         match &self.tx {

@@ -140,6 +140,20 @@ struct Progress {
     last_report: Option<Instant>,
 }
 
+/// How the pipeline asks a session to apply the stream differently after earlier sessions
+/// failed (see `pipeline::replay`).
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    /// Green transactions (commit LSN ranges) applied row by row, each row in a savepoint, so
+    /// a row blue rejects is found exactly (and parked under `dead_letter`).
+    pub careful: Vec<(Lsn, Lsn)>,
+    /// Green tables whose batched inserts always carry `ON CONFLICT`.
+    pub upsert_tables: HashSet<String>,
+    /// A green transaction (commit LSN) the schema changed at, and why: the transactions
+    /// before it are committed, then the session ends with that message.
+    pub stop_before: Option<(Lsn, String)>,
+}
+
 /// What the pipeline and the drift guard ask of this session (the main one; lanes only
 /// share the upserts).
 #[derive(Default)]
@@ -184,17 +198,13 @@ pub struct Applier {
 
 impl Applier {
     /// Prepares the blue session; `durable_tx` holds the checkpoint read at start (confirmed
-    /// to green as soon as streaming starts, so it is flushed here first).
-    /// The green transactions whose commit LSN falls in one of the `careful` ranges are applied
-    /// row by row, each row in a savepoint, so a row blue rejects is found exactly (and parked
-    /// under `dead_letter`). Batched inserts into the `upsert_tables` always carry
-    /// `ON CONFLICT`.
+    /// to green as soon as streaming starts, so it is flushed here first), `replay` what
+    /// earlier sessions of the run learned.
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
         durable_tx: watch::Sender<Lsn>,
-        careful: Vec<(Lsn, Lsn)>,
-        upsert_tables: HashSet<String>,
+        replay: Replay,
         telemetry: Arc<Telemetry>,
         guard: &crate::drift::Guard,
     ) -> Result<Self> {
@@ -225,8 +235,9 @@ impl Applier {
             applier.orders.dead_letter =
                 Some(DeadLetters::prepare(applier.pipe.client(), &applier.config.schema).await?);
         }
-        applier.orders.careful = careful;
-        applier.orders.upsert_tables = upsert_tables;
+        applier.orders.careful = replay.careful;
+        applier.orders.upsert_tables = replay.upsert_tables;
+        applier.orders.stop_before = replay.stop_before;
         Ok(applier)
     }
 

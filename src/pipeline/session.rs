@@ -112,19 +112,20 @@ impl Sessions<'_> {
         // Blue has everything up to here: the lag gauges count from it, not from 0.
         self.telemetry.applied_idle(checkpoint.lsn);
         let (durable_tx, durable) = watch::channel(checkpoint.lsn);
-        let mut applier = Applier::new(
+        let orders = apply::Replay {
+            careful: replay.careful.clone(),
+            upsert_tables: replay.upsert_tables.clone(),
+            stop_before: replay.stop_before.clone(),
+        };
+        let applier = Applier::new(
             config.clone(),
             blue,
             durable_tx,
-            replay.careful.clone(),
-            replay.upsert_tables.clone(),
+            orders,
             self.telemetry.clone(),
             self.guard,
         )
         .await?;
-        if let Some((lsn, message)) = &replay.stop_before {
-            applier.stop_before(*lsn, message.clone());
-        }
         Ok(Blue {
             applier,
             checkpoint: checkpoint.lsn,
