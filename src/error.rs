@@ -293,6 +293,33 @@ mod tests {
     }
 
     #[test]
+    fn the_side_is_set_where_known_and_kept_across_boundaries() {
+        let e = Error::transient("green sent Begin inside a transaction").with_side(Side::Green);
+        assert_eq!(e.or_side(Side::Blue).side(), Some(Side::Green));
+        let e = Error::transient("connection closed").or_side(Side::Blue);
+        assert_eq!(e.side().map(Side::label), Some("blue"));
+        assert_eq!(Side::Green.label(), "green");
+    }
+
+    #[test]
+    fn the_first_cause_recorded_is_kept() {
+        let e = Error::definite("drift")
+            .with_cause(Cause::SchemaChangedAt(Lsn(7)))
+            .with_cause(Cause::InProgress);
+        assert_eq!(e.cause(), Some(&Cause::SchemaChangedAt(Lsn(7))));
+        let e = Error::from_server("insert", "23505", "duplicate").conflicted_insert("public.t");
+        assert_eq!(e.insert_conflict(), Some("public.t"));
+        assert!(e.is_row_rejection());
+    }
+
+    #[test]
+    fn messages_display_unchanged() {
+        let e = Error::from_server("apply to blue", "23505", "duplicate key").hint("fix it");
+        assert_eq!(e.to_string(), "apply to blue: duplicate key; fix it");
+        assert_eq!(e.sqlstate(), Some("23505"));
+    }
+
+    #[test]
     fn data_and_schema_problems_are_definite() {
         for code in ["23505", "23502", "22P02", "42P01", "42703", "42501", "28P01"] {
             assert_eq!(classify_sqlstate(code), Kind::Definite, "{code}");

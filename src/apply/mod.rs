@@ -9,6 +9,19 @@
 //!
 //! Changes are applied as they stream in, never buffered whole, so a transaction of any size
 //! runs in bounded memory.
+//!
+//! Where things are:
+//! * this file: the [`Applier`] and its event loop, which only dispatches;
+//! * `transaction`: Begin, Commit and Origin on the ordinary path;
+//! * `relations`: Relation messages, plans, and the statement cache a change is routed through;
+//! * `rows`: which statement a row change becomes; `batch`: set-based apply of many rows;
+//!   `careful`: row-by-row apply in savepoints, and dead letters (their SQL in `state/`);
+//! * `commits`, with the pure `group` (grouping, commit policy) and `durability` (what may be
+//!   confirmed to green, rule 2): the commit path, through the narrow `blue::Blue` seam that
+//!   `blue::BluePipe` implements on `exec::Pipeline` (and an in-memory blue in tests);
+//!   `commit`: the applier's side of it (publishing, idle checkpoints, finishing);
+//! * `drift`: stops for schema drift; `stream`: transactions green streams in progress, on
+//!   lanes; `session`: the blue session's settings and checkpoint statements.
 
 mod batch;
 mod blue;

@@ -323,3 +323,32 @@ impl Applier {
         self.pipe.command(text, ctx).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn text(s: &'static str) -> TupleValue {
+        TupleValue::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn unchanged_toast_values_come_from_the_full_old_row() {
+        let new = [text("1"), TupleValue::UnchangedToast, TupleValue::UnchangedToast];
+        let old = [text("1"), text("big"), TupleValue::Null];
+        let merged = merge_unchanged(&new, &old).expect("something was unchanged");
+        assert!(same(&merged[1], &text("big")));
+        assert!(same(&merged[2], &TupleValue::Null));
+        assert!(merge_unchanged(&old, &old).is_none(), "a whole row is used as sent");
+    }
+
+    #[test]
+    fn same_compares_values_not_markers() {
+        assert!(same(&text("a"), &text("a")));
+        assert!(!same(&text("a"), &text("b")));
+        assert!(!same(&TupleValue::UnchangedToast, &TupleValue::UnchangedToast));
+        assert!(!same(&TupleValue::Null, &text("a")));
+    }
+}
