@@ -5,8 +5,17 @@
 //! mapping, data or configuration problem: stop with exit code 2, leaving slot and checkpoint
 //! where they were, and tell the operator how to fix it). The decision is made in one place,
 //! [`classify_sqlstate`], so retries are consistent across the source and apply sides.
+//!
+//! An error states facts: its kind, the side it came from ([`Side`], set where it is made or
+//! where it crosses from the source or the applier into the pipeline), the server's SQLSTATE,
+//! the green transactions involved and, when the applier knows more, a [`Cause`]. What a
+//! session does next about it (reconnect, replay row by row, upsert, stream without
+//! in-progress transactions, stop before a transaction) is decided from these facts by the
+//! pipeline (`pipeline::replay`), not stored here.
 
 use std::fmt;
+
+use crate::lsn::Lsn;
 
 /// What the caller should do about an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,73 +26,84 @@ pub enum Kind {
     Definite,
 }
 
+/// The database an error came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The source: its replication stream and catalogs.
+    Green,
+    /// The target: the applier's statements, checkpoint and catalogs.
+    Blue,
+}
+
+impl Side {
+    /// The value of the `side` label of `pgbridge_reconnects_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Green => "green",
+            Side::Blue => "blue",
+        }
+    }
+}
+
+/// What the applier knows about a failure beyond its SQLSTATE, so the pipeline can choose a
+/// better next session than a plain reconnect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// A plain batched INSERT (sent without `ON CONFLICT` because every row came from an
+    /// insert on green) into this green table met a row blue already holds. Nothing of the
+    /// group was committed.
+    InsertConflict(Box<str>),
+    /// Applying a transaction green streamed while in progress failed in a way the ordinary
+    /// path handles better (a rejected row, a lock wait, more such transactions or
+    /// subtransactions than pgbridge applies at once).
+    InProgress,
+    /// The schema changed under the bridge at the green transaction committed at this LSN:
+    /// nothing of it can be applied, everything before it can.
+    SchemaChangedAt(Lsn),
+}
+
 /// A bridge error: a lowercase message that names the object involved and, for definite
 /// errors, says how to fix it.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Error {
     kind: Kind,
+    side: Option<Side>,
     message: Box<str>,
     sqlstate: Option<Box<str>>,
     /// Commit LSNs (first, last) of the green transactions whose rows the failed statement
     /// carried, when known.
-    lsn: Option<(crate::lsn::Lsn, crate::lsn::Lsn)>,
-    /// Set when the green transactions committed in this range should be replayed row by row
-    /// to find (and park or report) the exact failing row.
-    replay_carefully: Option<(crate::lsn::Lsn, crate::lsn::Lsn)>,
-    /// Set when a plain batched INSERT (sent without `ON CONFLICT` because every row came
-    /// from an insert on green) met a row blue already holds: the green table to upsert into
-    /// from now on. Nothing of the group was committed; replaying it with upserts is enough.
-    conflicted_insert: Option<Box<str>>,
-    /// Set when applying a transaction green streamed while in progress failed in a way the
-    /// ordinary path handles better (a rejected row, a lock wait, more such transactions than
-    /// pgbridge applies at once): the next session streams without in-progress transactions.
-    unstreamed_retry: bool,
-    /// Set when the green transaction committed at this LSN cannot be applied (the schema
-    /// changed under the bridge there): the transactions before it are committed on blue
-    /// first, then the bridge stops, so blue holds everything written before the change.
-    stop_before: Option<crate::lsn::Lsn>,
+    lsn: Option<(Lsn, Lsn)>,
+    cause: Option<Cause>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn transient(message: impl Into<String>) -> Self {
+    fn new(kind: Kind, message: String) -> Self {
         Error {
-            kind: Kind::Transient,
-            message: message.into().into(),
+            kind,
+            side: None,
+            message: message.into(),
             sqlstate: None,
             lsn: None,
-            replay_carefully: None,
-            conflicted_insert: None,
-            unstreamed_retry: false,
-            stop_before: None,
+            cause: None,
         }
     }
 
+    pub fn transient(message: impl Into<String>) -> Self {
+        Error::new(Kind::Transient, message.into())
+    }
+
     pub fn definite(message: impl Into<String>) -> Self {
-        Error {
-            kind: Kind::Definite,
-            message: message.into().into(),
-            sqlstate: None,
-            lsn: None,
-            replay_carefully: None,
-            conflicted_insert: None,
-            unstreamed_retry: false,
-            stop_before: None,
-        }
+        Error::new(Kind::Definite, message.into())
     }
 
     /// An error reported by a server, classified by its SQLSTATE.
     pub fn from_server(context: impl fmt::Display, code: &str, text: impl fmt::Display) -> Self {
         Error {
-            kind: classify_sqlstate(code),
-            message: format!("{context}: {text}").into(),
             sqlstate: Some(code.into()),
-            lsn: None,
-            replay_carefully: None,
-            conflicted_insert: None,
-            unstreamed_retry: false,
-            stop_before: None,
+            ..Error::new(classify_sqlstate(code), format!("{context}: {text}"))
         }
     }
 
@@ -107,16 +127,7 @@ impl Error {
                 let io = std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>());
                 let transient = err.is_closed() || io || err.to_string().contains("timeout");
                 let kind = if transient { Kind::Transient } else { Kind::Definite };
-                Error {
-                    kind,
-                    message: format!("{context}: {}", chain(err)).into(),
-                    sqlstate: None,
-                    lsn: None,
-                    replay_carefully: None,
-                    conflicted_insert: None,
-                    unstreamed_retry: false,
-                    stop_before: None,
-                }
+                Error::new(kind, format!("{context}: {}", chain(err)))
             }
         }
     }
@@ -125,13 +136,42 @@ impl Error {
         Error::transient(format!("{context}: {err}"))
     }
 
+    /// The same error, known to come from `side`.
+    pub fn with_side(mut self, side: Side) -> Self {
+        self.side = Some(side);
+        self
+    }
+
+    /// The same error, from `side` unless its side is already known (for errors crossing
+    /// from one side's code into the pipeline).
+    pub fn or_side(mut self, side: Side) -> Self {
+        self.side.get_or_insert(side);
+        self
+    }
+
+    /// The database the error came from, when known.
+    pub fn side(&self) -> Option<Side> {
+        self.side
+    }
+
+    /// Records what the applier knows about the failure; a cause already recorded is kept
+    /// (it is the more specific one).
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause.get_or_insert(cause);
+        self
+    }
+
+    pub fn cause(&self) -> Option<&Cause> {
+        self.cause.as_ref()
+    }
+
     /// Records the green transaction a failed row belongs to.
-    pub fn at_lsn(self, lsn: crate::lsn::Lsn) -> Self {
+    pub fn at_lsn(self, lsn: Lsn) -> Self {
         self.at_lsns(lsn, lsn)
     }
 
     /// Records the green transactions (by commit LSN, first and last) a failed statement carried.
-    pub fn at_lsns(mut self, first: crate::lsn::Lsn, last: crate::lsn::Lsn) -> Self {
+    pub fn at_lsns(mut self, first: Lsn, last: Lsn) -> Self {
         if !first.is_zero() {
             self.lsn = Some((first, last));
         }
@@ -139,7 +179,7 @@ impl Error {
     }
 
     /// Commit LSNs (first, last) of the green transactions involved, when known.
-    pub fn lsns(&self) -> Option<(crate::lsn::Lsn, crate::lsn::Lsn)> {
+    pub fn lsns(&self) -> Option<(Lsn, Lsn)> {
         self.lsn
     }
 
@@ -151,46 +191,17 @@ impl Error {
             .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "P0001")
     }
 
-    /// Asks the pipeline to replay the green transactions committed in `range` row by row.
-    pub fn replay_carefully(mut self, range: (crate::lsn::Lsn, crate::lsn::Lsn)) -> Self {
-        self.replay_carefully = Some(range);
-        self
-    }
-
     /// Marks a unique violation from a plain batched insert into green table `table`.
-    pub fn conflicted_insert(mut self, table: &str) -> Self {
-        self.conflicted_insert = Some(table.into());
-        self
+    pub fn conflicted_insert(self, table: &str) -> Self {
+        self.with_cause(Cause::InsertConflict(table.into()))
     }
 
     /// The green table whose plain batched insert met an existing row, if that is the error.
     pub fn insert_conflict(&self) -> Option<&str> {
-        self.conflicted_insert.as_deref()
-    }
-
-    /// Asks the pipeline to replay from the checkpoint without in-progress streaming.
-    pub fn retry_unstreamed(mut self) -> Self {
-        self.unstreamed_retry = true;
-        self
-    }
-
-    /// Whether the next session should stream without in-progress transactions.
-    /// See [`Error::stop_before`].
-    pub fn stop_before_transaction(mut self, commit_lsn: crate::lsn::Lsn) -> Self {
-        self.stop_before = Some(commit_lsn);
-        self
-    }
-
-    pub fn stop_before(&self) -> Option<crate::lsn::Lsn> {
-        self.stop_before
-    }
-
-    pub fn wants_unstreamed_retry(&self) -> bool {
-        self.unstreamed_retry
-    }
-
-    pub fn careful_replay(&self) -> Option<(crate::lsn::Lsn, crate::lsn::Lsn)> {
-        self.replay_carefully
+        match &self.cause {
+            Some(Cause::InsertConflict(table)) => Some(table),
+            _ => None,
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -228,14 +239,6 @@ impl Error {
         self
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// Transient SQLSTATEs: the server or the connection is temporarily unable, and the same work
 /// will succeed later. Everything else (data, constraint, privilege, undefined object) is
@@ -287,6 +290,33 @@ mod tests {
         for code in ["08006", "57P01", "57P03", "40P01", "55P03", "25006", "53100"] {
             assert_eq!(classify_sqlstate(code), Kind::Transient, "{code}");
         }
+    }
+
+    #[test]
+    fn the_side_is_set_where_known_and_kept_across_boundaries() {
+        let e = Error::transient("green sent Begin inside a transaction").with_side(Side::Green);
+        assert_eq!(e.or_side(Side::Blue).side(), Some(Side::Green));
+        let e = Error::transient("connection closed").or_side(Side::Blue);
+        assert_eq!(e.side().map(Side::label), Some("blue"));
+        assert_eq!(Side::Green.label(), "green");
+    }
+
+    #[test]
+    fn the_first_cause_recorded_is_kept() {
+        let e = Error::definite("drift")
+            .with_cause(Cause::SchemaChangedAt(Lsn(7)))
+            .with_cause(Cause::InProgress);
+        assert_eq!(e.cause(), Some(&Cause::SchemaChangedAt(Lsn(7))));
+        let e = Error::from_server("insert", "23505", "duplicate").conflicted_insert("public.t");
+        assert_eq!(e.insert_conflict(), Some("public.t"));
+        assert!(e.is_row_rejection());
+    }
+
+    #[test]
+    fn messages_display_unchanged() {
+        let e = Error::from_server("apply to blue", "23505", "duplicate key").hint("fix it");
+        assert_eq!(e.to_string(), "apply to blue: duplicate key; fix it");
+        assert_eq!(e.sqlstate(), Some("23505"));
     }
 
     #[test]

@@ -35,6 +35,26 @@ const BATCH_ROWS: usize = 5000;
 
 type Row = Vec<Option<Bytes>>;
 
+/// Set-based apply on one blue session.
+pub(super) struct Batches {
+    /// Pending batches, by green table OID.
+    pub pending: HashMap<u32, Batch>,
+    /// Set-based apply is on (PGBRIDGE_APPLY=exact turns it off: the reference path).
+    pub enabled: bool,
+    /// More events are already waiting behind the one being handled: batches pay off.
+    pub backlog: bool,
+}
+
+impl Default for Batches {
+    fn default() -> Self {
+        Batches {
+            pending: HashMap::new(),
+            enabled: true,
+            backlog: false,
+        }
+    }
+}
+
 /// One table's pending rows for one batch shape.
 pub(super) struct Batch {
     plan: Arc<TablePlan>,
@@ -149,14 +169,15 @@ impl Applier {
         };
         let oid = plan.green.oid;
         // Keep the order of statements across tables unless blue ignores it (replica role).
-        if !self.reorder_tables && self.batches.keys().any(|o| *o != oid) {
-            let others: Vec<u32> = self.batches.keys().copied().filter(|o| *o != oid).collect();
+        if !self.reorder_tables && self.batches.pending.keys().any(|o| *o != oid) {
+            let others: Vec<u32> = self.batches.pending.keys().copied().filter(|o| *o != oid).collect();
             for o in others {
                 self.flush_batch(o).await?;
             }
         }
         if self
             .batches
+            .pending
             .get(&oid)
             .is_some_and(|b| b.shape != batch_shape || !Arc::ptr_eq(&b.plan, plan))
         {
@@ -173,15 +194,15 @@ impl Applier {
             rows: 0,
             fresh: true,
         };
-        let batch = self.batches.entry(oid).or_insert_with(new_batch);
+        let batch = self.batches.pending.entry(oid).or_insert_with(new_batch);
         if let Err((key, row)) = batch.push(key, row, lsn, fresh) {
             // The key is already pending in a way that cannot be merged: send what is there,
             // then start a new batch with this row.
             self.flush_batch(oid).await?;
-            let batch = self.batches.entry(oid).or_insert_with(new_batch);
+            let batch = self.batches.pending.entry(oid).or_insert_with(new_batch);
             let _ = batch.push(key, row, lsn, fresh);
         }
-        if self.batches.get(&oid).is_some_and(|b| b.rows >= BATCH_ROWS) {
+        if self.batches.pending.get(&oid).is_some_and(|b| b.rows >= BATCH_ROWS) {
             self.flush_batch(oid).await?;
         }
         Ok(true)
@@ -189,19 +210,19 @@ impl Applier {
 
     /// Sends the pending batch of one table.
     pub(super) async fn flush_batch(&mut self, oid: u32) -> Result<()> {
-        let Some(batch) = self.batches.remove(&oid) else {
+        let Some(batch) = self.batches.pending.remove(&oid) else {
             return Ok(());
         };
         let optimistic = batch.fresh
             && batch.shape == (Shape::BatchInsert { upsert: true })
-            && !self.upsert_tables.contains(&*batch.plan.green_name);
+            && !self.orders.upsert_tables.contains(&*batch.plan.green_name);
         let shape = if optimistic {
             Shape::BatchInsert { upsert: false }
         } else {
             batch.shape.clone()
         };
         let key = (oid, shape);
-        if !self.statements.contains_key(&key) {
+        if !self.cache.statements.contains_key(&key) {
             let sql = statements::build(&batch.plan, &key.1);
             let types = vec![Type::TEXT_ARRAY; sql.params.len()];
             let stmt = match self.pipe.client().prepare_typed(&sql.text, &types).await {
@@ -211,9 +232,9 @@ impl Applier {
                     return Err(self.pipe.root_cause(err).await);
                 }
             };
-            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
+            self.cache.statements.insert(key.clone(), (stmt, Arc::new(sql)));
         }
-        let stmt = self.statements[&key].0.clone();
+        let stmt = self.cache.statements[&key].0.clone();
         let weight = batch
             .columns
             .iter()
@@ -239,7 +260,7 @@ impl Applier {
 
     /// Sends every pending batch.
     pub(super) async fn flush_batches(&mut self) -> Result<()> {
-        let oids: Vec<u32> = self.batches.keys().copied().collect();
+        let oids: Vec<u32> = self.batches.pending.keys().copied().collect();
         for oid in oids {
             self.flush_batch(oid).await?;
         }

@@ -9,34 +9,60 @@
 //!
 //! Changes are applied as they stream in, never buffered whole, so a transaction of any size
 //! runs in bounded memory.
+//!
+//! Where things are:
+//! * this file: the [`Applier`] and its event loop, which only dispatches;
+//! * `transaction`: Begin, Commit and Origin on the ordinary path;
+//! * `relations`: Relation messages, plans, and the statement cache a change is routed through;
+//! * `rows`: which statement a row change becomes; `batch`: set-based apply of many rows;
+//!   `careful`: row-by-row apply in savepoints, and dead letters (their SQL in `state/`);
+//! * `commits`, with the pure `group` (grouping, commit policy) and `durability` (what may be
+//!   confirmed to green, rule 2): the commit path, through the narrow `blue::Blue` seam that
+//!   `blue::BluePipe` implements on `exec::Pipeline` (and an in-memory blue in tests);
+//!   `commit`: the applier's side of it (publishing, idle checkpoints, finishing);
+//! * `drift`: stops for schema drift; `stream`: transactions green streams in progress, on
+//!   lanes; `session`: the blue session's settings and checkpoint statements.
 
 mod batch;
-pub use crate::state::checkpoint;
+mod blue;
+mod careful;
+use crate::state::checkpoint;
+mod commit;
+mod commits;
+mod drift;
+mod durability;
 pub mod exec;
-pub use crate::state::origin;
+mod group;
+use crate::state::origin;
+mod relations;
 mod rows;
+mod session;
 mod stream;
+mod transaction;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{Config, OnError};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Side};
 use crate::evaluation::Environment;
-use crate::failpoint;
 use crate::lsn::Lsn;
 use crate::mapping::resolve::{Mappings, TypeNames};
 use crate::mapping::statements::{self, Shape};
-use crate::mapping::{GreenTable, TablePlan};
+use crate::mapping::TablePlan;
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
-use crate::telemetry::{Commit, Telemetry};
-use exec::{Context, Pipeline, TextParam};
+use crate::state::dead_letters::DeadLetters;
+use crate::telemetry::Telemetry;
+use commits::Commits;
+use durability::{Durability, Mode};
+use exec::Pipeline;
+use group::CommitPolicy;
+use session::{flush_wal, prepare_session, CheckpointStatements};
 
 /// Blue sessions of transactions green streams in progress (each with its own origin).
 pub const MAX_LANES: usize = stream::MAX_LANES;
@@ -52,72 +78,15 @@ const TICK: Duration = Duration::from_millis(100);
 /// Idle positions are written to blue at most this often.
 const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-pub use crate::connect::{connect_blue, connect_error};
-
-/// How blue commits are made durable before their position is confirmed to green (rule 2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Durability {
-    /// Each COMMIT waits for blue's WAL flush (and its synchronous standbys, if any).
-    Sync,
-    /// COMMIT returns at once (`synchronous_commit = off`, as PostgreSQL's own apply worker
-    /// does); a position is confirmed to green only once blue's WAL is flushed past it.
-    Async,
-}
-
-/// Per-connection settings: no timeouts that an operator set for applications, the one
-/// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
-/// the same settings), and how commits become durable. Returns whether the replica role was
-/// granted.
-async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Durability)> {
-    client
-        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
-        .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    env.apply(client).await?;
-    // Timeouts an operator may have set for applications, where they exist (PostgreSQL 14+
-    // idle_session_timeout, 17+ transaction_timeout): a large transaction must not be cut off.
-    client
-        .batch_execute(
-            "SELECT set_config(name, '0', false) FROM pg_settings \
-             WHERE name IN ('idle_session_timeout', 'transaction_timeout')",
-        )
-        .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    let (sync, standbys): (String, String) = (row.get(0), row.get(1));
-    // Without synchronous standbys, durable means flushed to blue's own WAL, which pgbridge
-    // can observe; so commits need not wait for it. With them, every commit waits as
-    // configured, so a failover of blue to a standby loses nothing green has forgotten.
-    let durability = if standbys.trim().is_empty() {
-        Durability::Async
-    } else {
-        Durability::Sync
-    };
-    let setting = match (durability, sync.as_str()) {
-        (Durability::Async, _) => Some("off"),
-        (Durability::Sync, "off") => Some("local"),
-        (Durability::Sync, _) => None,
-    };
-    if let Some(setting) = setting {
-        client
-            .batch_execute(&format!("SET synchronous_commit = {setting}"))
-            .await
-            .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    }
-    // What PostgreSQL's own apply worker does: triggers and foreign-key checks do not fire for
-    // replicated rows. Needs superuser or GRANT SET ON PARAMETER (PostgreSQL 15+).
-    let replica_role = match client.batch_execute("SET session_replication_role = replica").await {
-        Ok(()) => true,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => false,
-        Err(e) => return Err(Error::postgres("configuring the blue session", &e)),
-    };
-    Ok((replica_role, durability))
+/// What this session learned about green's tables and prepared on blue for them.
+#[derive(Default)]
+struct Cache {
+    /// Relations green described, by OID, with their plans once resolved.
+    relations: HashMap<u32, Rel>,
+    /// Green's type names, from its Type messages and catalogs.
+    types: TypeNames,
+    /// Statements prepared on blue, by (green table OID, statement shape).
+    statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
 }
 
 struct Rel {
@@ -139,17 +108,6 @@ struct GreenTx {
     unreported: Option<i64>,
 }
 
-/// An open blue transaction.
-struct Group {
-    started: Instant,
-    rows: u64,
-    transactions: u64,
-    end: Lsn,
-    commit_time: i64,
-    /// Changes per (green table, operation), for the metrics.
-    counts: BTreeMap<(Arc<str>, &'static str), u64>,
-}
-
 /// Counters for the periodic progress line.
 #[derive(Default)]
 struct Progress {
@@ -159,81 +117,76 @@ struct Progress {
     last_report: Option<Instant>,
 }
 
-/// Applies one replication session's events to blue.
-pub struct Applier {
-    config: Arc<Config>,
-    pipe: Pipeline,
-    relations: HashMap<u32, Rel>,
-    mappings: Mappings,
-    types: TypeNames,
-    statements: HashMap<(u32, Shape), (Statement, Arc<statements::Sql>)>,
-    advance: Statement,
-    advance_idle: Statement,
-    /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
-    flush: Statement,
-    /// End of everything committed on blue (visible there, maybe not yet flushed).
-    committed: Lsn,
-    /// Under `Durability::Async`: a committed position not yet tied to a blue WAL position,
-    /// and positions waiting for blue's WAL flush, as (green position, blue WAL position).
-    unbound: Option<Lsn>,
-    unflushed: VecDeque<(Lsn, Lsn)>,
-    durability: Durability,
-    last_flush_check: Instant,
-    /// Groups whose COMMIT is in flight, oldest first.
-    committing: VecDeque<Group>,
-    /// The position confirmed to green: committed and durable on blue.
-    durable_tx: watch::Sender<Lsn>,
-    tx: Option<GreenTx>,
-    group: Option<Group>,
-    idle: Option<Lsn>,
-    last_checkpoint_write: Instant,
-    progress: Progress,
+/// How the pipeline asks a session to apply the stream differently after earlier sessions
+/// failed (see `pipeline::replay`).
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    /// Green transactions (commit LSN ranges) applied row by row, each row in a savepoint, so
+    /// a row blue rejects is found exactly (and parked under `dead_letter`).
+    pub careful: Vec<(Lsn, Lsn)>,
+    /// Green tables whose batched inserts always carry `ON CONFLICT`.
+    pub upsert_tables: HashSet<String>,
+    /// A green transaction (commit LSN) the schema changed at, and why: the transactions
+    /// before it are committed, then the session ends with that message.
+    pub stop_before: Option<(Lsn, String)>,
+}
+
+/// What the pipeline and the drift guard ask of this session (the main one; lanes only
+/// share the upserts).
+#[derive(Default)]
+struct Orders {
+    /// Green transactions (commit LSN ranges) applied row by row.
     careful: Vec<(Lsn, Lsn)>,
-    dead_letter: Option<Statement>,
-    telemetry: Arc<Telemetry>,
-    /// Pending set-based batches, by green table OID.
-    batches: HashMap<u32, batch::Batch>,
-    /// Set-based apply is on (PGBRIDGE_APPLY=exact turns it off: the reference path).
-    batching: bool,
-    /// Blue runs with session_replication_role = replica, so tables may be written in any order.
-    reorder_tables: bool,
     /// Green tables (qualified names) whose batched inserts are sent as upserts, because a
     /// plain insert met a row blue already had.
     upsert_tables: HashSet<String>,
-    /// More events are already waiting behind the one being handled.
-    backlog: bool,
-    /// Inside a Stream Start .. Stream Stop block: the in-progress transaction it belongs to.
-    stream_block: Option<u32>,
-    /// Open in-progress transactions, by green top-level xid (see `stream`).
-    lanes: HashMap<u32, stream::Lane>,
-    spare_lanes: Vec<stream::Lane>,
+    /// Where rows blue rejects are parked (`apply.on_error = "dead_letter"`).
+    dead_letter: Option<DeadLetters>,
     /// Where to stop because the catalogs drifted (the main session only).
     drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
     /// A green transaction (commit LSN) the schema changed at, and why: everything before it
     /// is committed, then the session ends.
     stop_before: Option<(Lsn, String)>,
+}
+
+/// Applies one replication session's events to blue.
+pub struct Applier {
+    config: Arc<Config>,
+    pipe: Pipeline,
+    /// Green's relations as described, and the statements prepared for them.
+    cache: Cache,
+    mappings: Mappings,
+    checkpoint: CheckpointStatements,
+    /// The open blue transaction, those committing, and what may be confirmed to green.
+    commits: Commits,
+    tx: Option<GreenTx>,
+    progress: Progress,
+    orders: Orders,
+    telemetry: Arc<Telemetry>,
+    /// Set-based apply: pending batches and whether to batch.
+    batches: batch::Batches,
+    /// Blue runs with session_replication_role = replica, so tables may be written in any order.
+    reorder_tables: bool,
+    /// Transactions green streams in progress, each on its own blue session.
+    lanes: stream::Lanes,
     /// The session settings mapped values are computed under, on this session and its lanes.
     env: Environment,
 }
 
 impl Applier {
     /// Prepares the blue session; `durable_tx` holds the checkpoint read at start (confirmed
-    /// to green as soon as streaming starts, so it is flushed here first).
-    /// The green transactions whose commit LSN falls in one of the `careful` ranges are applied
-    /// row by row, each row in a savepoint, so a row blue rejects is found exactly (and parked
-    /// under `dead_letter`). Batched inserts into the `upsert_tables` always carry
-    /// `ON CONFLICT`.
+    /// to green as soon as streaming starts, so it is flushed here first), `replay` what
+    /// earlier sessions of the run learned.
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
         durable_tx: watch::Sender<Lsn>,
-        careful: Vec<(Lsn, Lsn)>,
-        upsert_tables: HashSet<String>,
+        replay: Replay,
         telemetry: Arc<Telemetry>,
         guard: &crate::drift::Guard,
     ) -> Result<Self> {
         let env = Environment::resolve(&client, &config).await?;
-        let (replica_role, durability) = prepare_session(&client, &env).await?;
+        let (replica_role, mode) = prepare_session(&client, &env).await?;
         if !replica_role {
             tracing::warn!(
                 "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
@@ -244,87 +197,59 @@ impl Applier {
         }
         let mappings = guard.mappings.clone();
         tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
+        let durability = Durability::new(mode, durable_tx);
+        let batching = config.switches.batching;
         let mut applier =
-            Applier::on_session(config, client, mappings, durable_tx, telemetry, replica_role, env).await?;
-        applier.durability = durability;
-        applier.drift_stop = Some(guard.stop.clone());
-        if durability == Durability::Async {
+            Applier::on_session(config, client, mappings, durability, telemetry, replica_role, env).await?;
+        applier.batches.enabled = batching;
+        applier.orders.drift_stop = Some(guard.stop.clone());
+        if mode == Mode::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
             // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
-            flush_wal(applier.pipe.client(), &applier.flush, &applier.config.slot).await?;
+            flush_wal(applier.pipe.client(), &applier.checkpoint.flush, &applier.config.slot).await?;
         }
         if applier.config.on_error == OnError::DeadLetter {
-            applier.dead_letter = Some(rows::prepare_dead_letter(applier.pipe.client(), &applier.config.schema).await?);
+            applier.orders.dead_letter =
+                Some(DeadLetters::prepare(applier.pipe.client(), &applier.config.schema).await?);
         }
-        applier.careful = careful;
-        applier.upsert_tables = upsert_tables;
+        applier.orders.careful = replay.careful;
+        applier.orders.upsert_tables = replay.upsert_tables;
+        applier.orders.stop_before = replay.stop_before;
         Ok(applier)
     }
 
     /// An applier on a prepared blue session, without the main connection's duties (dead
-    /// letters, careful replays, upserts, confirming durability); `durable_tx` holds the
-    /// position it starts at.
+    /// letters, careful replays, upserts); `durability` holds the position it starts at.
     async fn on_session(
         config: Arc<Config>,
         client: Arc<Client>,
         mappings: Mappings,
-        durable_tx: watch::Sender<Lsn>,
+        durability: Durability,
         telemetry: Arc<Telemetry>,
         replica_role: bool,
         env: Environment,
     ) -> Result<Self> {
-        let text3 = [Type::TEXT, Type::TEXT, Type::TEXT];
-        let advance = client
-            .prepare_typed(
-                &checkpoint::advance_sql(&config.schema, config.origin.is_some()),
-                &[Type::TEXT; 4],
-            )
-            .await
-            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        let advance_idle = client
-            .prepare_typed(&checkpoint::advance_idle_sql(&config.schema), &text3)
-            .await
-            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        let flush = client
-            .prepare_typed(&checkpoint::touch_sql(&config.schema), &text3[..1])
-            .await
-            .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))?;
-        let durable = *durable_tx.borrow();
+        let checkpoint = CheckpointStatements::prepare(&client, &config).await?;
         Ok(Applier {
+            commits: Commits::new(
+                durability,
+                CommitPolicy {
+                    max_rows: config.max_batch_rows,
+                    max_delay: config.max_batch_delay,
+                },
+            ),
             config,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
-            relations: HashMap::new(),
+            cache: Cache::default(),
             mappings,
-            types: TypeNames::default(),
-            statements: HashMap::new(),
-            advance,
-            advance_idle,
-            flush,
-            committed: durable,
-            unbound: None,
-            unflushed: VecDeque::new(),
-            durability: Durability::Sync,
-            last_flush_check: Instant::now(),
-            committing: VecDeque::new(),
-            durable_tx,
+            checkpoint,
             tx: None,
-            group: None,
-            idle: None,
-            last_checkpoint_write: Instant::now(),
             progress: Progress::default(),
-            careful: Vec::new(),
-            dead_letter: None,
+            orders: Orders::default(),
             telemetry,
-            batches: HashMap::new(),
-            batching: std::env::var("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
+            batches: batch::Batches::default(),
             reorder_tables: replica_role,
-            upsert_tables: HashSet::new(),
-            backlog: false,
-            stream_block: None,
-            lanes: HashMap::new(),
-            spare_lanes: Vec::new(),
-            drift_stop: None,
-            stop_before: None,
+            lanes: stream::Lanes::default(),
             env,
         })
     }
@@ -345,23 +270,6 @@ impl Applier {
         events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
-        let result = self.run_inner(events, shutdown).await;
-        result.map_err(|e| {
-            let e = self.replay_if_row_rejected(e);
-            // lock_timeout is set only while streamed transactions are open (see `stream`).
-            if e.sqlstate() == Some("55P03") {
-                e.retry_unstreamed()
-            } else {
-                e
-            }
-        })
-    }
-
-    async fn run_inner(
-        &mut self,
-        events: &mut mpsc::Receiver<Vec<SourceEvent>>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -372,16 +280,8 @@ impl Applier {
                 biased;
                 _ = shutdown.changed() => return self.finish().await,
                 chunk = events.recv() => match chunk {
-                    Some(chunk) => {
-                        let last = chunk.len().saturating_sub(1);
-                        for (i, event) in chunk.into_iter().enumerate() {
-                            self.backlog = i < last || !events.is_empty();
-                            self.handle(event).await?;
-                            self.maybe_commit(i == last && events.is_empty()).await?;
-                        }
-                        self.settle_commits();
-                    }
-                    None => return Err(Error::transient("the replication stream from green ended")),
+                    Some(chunk) => self.on_chunk(chunk, events).await?,
+                    None => return Err(green("the replication stream from green ended")),
                 },
                 done = self.pipe.finish_one(), if self.pipe.busy() => {
                     done?;
@@ -393,48 +293,29 @@ impl Applier {
         }
     }
 
-    /// A row rejected by blue in a pipelined group: which row, and what to do about it, is
-    /// settled by replaying that stretch of the stream row by row.
-    fn replay_if_row_rejected(&self, e: Error) -> Error {
-        match e.lsns() {
-            _ if e.insert_conflict().is_some() => e,
-            Some(range) if e.is_row_rejection() && !self.is_careful(range.0) => e.replay_carefully(range),
-            _ => e,
+    /// Handles a chunk of events, committing between green transactions when due.
+    async fn on_chunk(&mut self, chunk: Vec<SourceEvent>, events: &mpsc::Receiver<Vec<SourceEvent>>) -> Result<()> {
+        let last = chunk.len().saturating_sub(1);
+        for (i, event) in chunk.into_iter().enumerate() {
+            self.batches.backlog = i < last || !events.is_empty();
+            self.handle(event).await?;
+            self.maybe_commit(i == last && events.is_empty()).await?;
         }
+        self.settle_commits();
+        Ok(())
     }
 
     /// Whether the green transaction committed at `lsn` is applied row by row.
     fn is_careful(&self, lsn: Lsn) -> bool {
-        self.careful.iter().any(|(first, last)| *first <= lsn && lsn <= *last)
+        self.orders
+            .careful
+            .iter()
+            .any(|(first, last)| *first <= lsn && lsn <= *last)
     }
 
     /// The position after everything applied so far, committed or not.
     fn applied_end(&self) -> Lsn {
-        self.group
-            .as_ref()
-            .map_or(self.committing_end(), |g| g.end.max(self.committing_end()))
-    }
-
-    /// The position after every group committed or committing on blue.
-    fn committing_end(&self) -> Lsn {
-        self.committing
-            .back()
-            .map_or(self.committed, |g| g.end.max(self.committed))
-    }
-
-    /// Commits the open group between green transactions when nothing more is waiting (so a
-    /// lone transaction is not delayed) or when it is big or old enough.
-    async fn maybe_commit(&mut self, queue_empty: bool) -> Result<()> {
-        let Some(group) = &self.group else { return Ok(()) };
-        if self.tx.is_some() {
-            return Ok(());
-        }
-        let full = group.rows >= self.config.max_batch_rows || group.started.elapsed() >= self.config.max_batch_delay;
-        if queue_empty || full {
-            self.commit_group().await?;
-            self.maybe_confirm().await?;
-        }
-        Ok(())
+        self.commits.applied_end()
     }
 
     async fn handle(&mut self, event: SourceEvent) -> Result<()> {
@@ -445,78 +326,24 @@ impl Applier {
                 if self.tx.is_none() && wal_end > self.applied_end() {
                     // Everything green committed before wal_end has been received and applied
                     // (or is in the open group), so the position is safe to confirm.
-                    match &mut self.group {
+                    match &mut self.commits.groups.open {
                         Some(g) => g.end = g.end.max(wal_end),
-                        None => self.idle = Some(wal_end),
+                        None => self.commits.idle = Some(wal_end),
                     }
                 }
                 Ok(())
             }
-            SourceEvent::Failed(e) => Err(e),
+            SourceEvent::Failed(e) => Err(e.or_side(Side::Green)),
         }
     }
 
     async fn on_message(&mut self, message: LogicalMessage) -> Result<()> {
-        if let Some(top) = self.stream_block {
+        if let Some(top) = self.lanes.block {
             return self.in_stream_block(top, message).await;
         }
         match message {
-            LogicalMessage::Begin(b) => {
-                if self.tx.is_some() {
-                    return Err(Error::transient(
-                        "green sent Begin inside a transaction; restarting the stream",
-                    ));
-                }
-                // Delivery is in commit order, so a transaction that commits before the
-                // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
-                let skip = b.final_lsn < self.applied_end();
-                let stop = match &self.stop_before {
-                    Some((lsn, message)) if b.final_lsn >= *lsn => Some(message.clone()),
-                    _ => self.drift_stop_message(b.final_lsn),
-                };
-                if let Some(message) = stop.filter(|_| !skip) {
-                    self.commit_group().await?;
-                    self.drain().await?;
-                    self.confirm_all().await?;
-                    tracing::debug!(at = %b.final_lsn, checkpoint = %self.committed, "committed everything before the change");
-                    return Err(Error::definite(message));
-                }
-                if skip {
-                    tracing::debug!(commit_lsn = %b.final_lsn, checkpoint = %self.committed, "skipping a transaction blue already has");
-                    self.progress.skipped += 1;
-                } else {
-                    self.open_group().await?;
-                }
-                self.tx = Some(GreenTx {
-                    commit_lsn: b.final_lsn,
-                    skip,
-                    foreign: false,
-                    unreported: Some(b.timestamp),
-                });
-                Ok(())
-            }
-            LogicalMessage::Commit(c) => {
-                self.telemetry.received(c.end_lsn);
-                let tx = self
-                    .tx
-                    .take()
-                    .ok_or_else(|| Error::transient("green sent Commit outside a transaction"))?;
-                if tx.skip {
-                    return Ok(());
-                }
-                let group = self
-                    .group
-                    .as_mut()
-                    .ok_or_else(|| Error::transient("commit without an open blue transaction"))?;
-                group.end = group.end.max(c.end_lsn);
-                if tx.foreign {
-                    self.progress.skipped += 1;
-                    return Ok(());
-                }
-                group.transactions += 1;
-                group.commit_time = c.timestamp;
-                Ok(())
-            }
+            LogicalMessage::Begin(b) => self.on_begin(b).await,
+            LogicalMessage::Commit(c) => self.on_commit(c),
             LogicalMessage::Relation(r) => self.on_relation(r).await,
             LogicalMessage::Insert(m) => {
                 self.report_pending();
@@ -553,24 +380,17 @@ impl Applier {
                 Ok(())
             }
             LogicalMessage::Type(t) => {
-                self.types.learn(t.oid, &t.namespace, &t.name);
+                self.cache.types.learn(t.oid, &t.namespace, &t.name);
                 Ok(())
             }
             LogicalMessage::Origin(o) => {
-                // Sent after Begin for a transaction applied under a replication origin. With
-                // `origin 'none'` (PostgreSQL 16+) green filters these itself.
-                if let Some(tx) = self.tx.as_mut().filter(|_| self.config.skip_origins) {
-                    if !tx.foreign && !tx.skip {
-                        tracing::debug!(origin = %o.name, commit_lsn = %tx.commit_lsn, "not carrying a transaction applied on green under a replication origin");
-                    }
-                    tx.foreign = true;
-                }
+                self.on_origin(&o);
                 Ok(())
             }
             LogicalMessage::StreamStart(s) => self.stream_start(s).await,
             LogicalMessage::StreamCommit(c) => self.stream_commit(c).await,
             LogicalMessage::StreamAbort(a) => self.stream_abort(a).await,
-            LogicalMessage::StreamStop => Err(Error::transient(
+            LogicalMessage::StreamStop => Err(green(
                 "green sent Stream Stop outside a stream block; restarting the stream",
             )),
         }
@@ -587,513 +407,15 @@ impl Applier {
         }
     }
 
-    async fn open_group(&mut self) -> Result<()> {
-        if self.group.is_none() {
-            self.pipe.command("BEGIN".into(), Context::new("BEGIN")).await?;
-            self.group = Some(Group {
-                started: Instant::now(),
-                rows: 0,
-                transactions: 0,
-                end: self.committing_end(),
-                commit_time: 0,
-                counts: BTreeMap::new(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Commits the open group with its checkpoint, then publishes the position as durable.
-    async fn commit_group(&mut self) -> Result<()> {
-        self.flush_batches().await?;
-        // The checkpoint this group replaces: the previous group's, whose COMMIT may still
-        // be in flight.
-        let prev = self.committing_end();
-        let Some(group) = self.group.take() else { return Ok(()) };
-        let advance = self.advance.clone();
-        commit_with_checkpoint(&mut self.pipe, &advance, &self.config.slot, &group, prev).await?;
-        // The next group's statements follow the COMMIT without waiting for it; the position
-        // is published when the COMMIT has returned (`settle_commits`).
-        self.committing.push_back(group);
-        self.settle_commits();
-        Ok(())
-    }
-
-    /// Publishes the groups whose COMMIT has returned, in order.
-    fn settle_commits(&mut self) {
-        for _ in 0..self.pipe.take_commits() {
-            let Some(group) = self.committing.pop_front() else {
-                break;
-            };
-            self.group_committed(group);
-        }
-    }
-
-    /// A group's COMMIT has returned: publishes its position and accounts for it.
-    fn group_committed(&mut self, group: Group) {
-        failpoint::hit("after_blue_commit");
-        self.publish(group.end);
-        self.telemetry.committed(&Commit {
-            lsn: group.end,
-            transactions: group.transactions,
-            rows: group.rows,
-            duration: group.started.elapsed(),
-            last_commit_time: group.commit_time,
-            counts: &group.counts,
-        });
-        self.progress.transactions += group.transactions;
-        self.progress.rows += group.rows;
-        tracing::debug!(lsn = %group.end, transactions = group.transactions, rows = group.rows, "committed on blue");
-    }
-
-    /// Waits for everything in flight and publishes what it committed.
-    async fn drain(&mut self) -> Result<()> {
-        self.pipe.drain().await?;
-        self.settle_commits();
-        Ok(())
-    }
-
     /// Counts one change for the metrics of the open group.
     fn count(&mut self, plan: &TablePlan, op: &'static str) {
-        if let Some(g) = self.group.as_mut() {
+        if let Some(g) = self.commits.groups.open.as_mut() {
             *g.counts.entry((plan.green_name.clone(), op)).or_default() += 1;
         }
     }
-
-    /// Records a blue commit that reaches `lsn`; it is confirmed to green once durable.
-    fn publish(&mut self, lsn: Lsn) {
-        self.committed = lsn;
-        self.last_checkpoint_write = Instant::now();
-        if self.idle.is_some_and(|i| i <= lsn) {
-            self.idle = None;
-        }
-        match self.durability {
-            Durability::Sync => {
-                self.durable_tx.send_replace(lsn);
-            }
-            Durability::Async => self.unbound = Some(lsn),
-        }
-    }
-
-    /// Under asynchronous commit: ties committed positions to blue's WAL insert position and
-    /// confirms those that blue's WAL flush has passed. One cheap query, only when something
-    /// is waiting.
-    async fn confirm_flushed(&mut self) -> Result<()> {
-        if self.unbound.is_none() && self.unflushed.is_empty() {
-            return Ok(());
-        }
-        let row = match self
-            .pipe
-            .client()
-            .query_one(
-                "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
-                &[],
-            )
-            .await
-        {
-            Ok(row) => row,
-            Err(e) => {
-                let e = Error::postgres("reading blue's WAL positions", &e);
-                return Err(self.pipe.root_cause(e).await);
-            }
-        };
-        let parse = |i: usize| -> Result<Lsn> {
-            let text: String = row.get(i);
-            text.parse()
-                .map_err(|_| Error::transient(format!("blue returned an unreadable WAL position {text:?}")))
-        };
-        let (insert, flushed) = (parse(0)?, parse(1)?);
-        // Every commit returned before the query ran lies below the insert position.
-        if let Some(lsn) = self.unbound.take() {
-            self.unflushed.push_back((lsn, insert));
-        }
-        let mut confirmed = None;
-        while let Some(&(green, blue)) = self.unflushed.front() {
-            if blue > flushed {
-                break;
-            }
-            confirmed = Some(green);
-            self.unflushed.pop_front();
-        }
-        if let Some(lsn) = confirmed {
-            self.durable_tx.send_replace(lsn);
-        }
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable and confirms it (at shutdown).
-    async fn confirm_all(&mut self) -> Result<()> {
-        if self.durability == Durability::Async && (self.unbound.is_some() || !self.unflushed.is_empty()) {
-            self.drain().await?;
-            flush_wal(self.pipe.client(), &self.flush, &self.config.slot).await?;
-            self.unbound = None;
-            self.unflushed.clear();
-            self.durable_tx.send_replace(self.committed);
-        }
-        Ok(())
-    }
-
-    /// Why to stop before the green transaction (or idle position) at `lsn`: the catalogs were
-    /// seen to drift at or before it (the main session only).
-    fn drift_stop_message(&self, lsn: Lsn) -> Option<String> {
-        let stop = self.drift_stop.as_ref()?.borrow();
-        let stop = stop.as_ref().filter(|s| lsn >= s.at)?;
-        Some(format!(
-            "{}; blue has everything green committed before {}",
-            stop.message, stop.at
-        ))
-    }
-
-    /// Idle: nothing left to apply before the drift's position (a transaction at or past it
-    /// stops at its Begin).
-    fn check_drift_stop(&self) -> Result<()> {
-        if self.tx.is_none() && self.group.is_none() {
-            if let Some(message) = self.drift_stop_message(self.committed) {
-                return Err(Error::definite(message));
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_tick(&mut self) -> Result<()> {
-        self.check_drift_stop()?;
-        if self.tx.is_none()
-            && self
-                .group
-                .as_ref()
-                .is_some_and(|g| g.started.elapsed() >= self.config.max_batch_delay)
-        {
-            self.commit_group().await?;
-        }
-        if let (None, Some(idle)) = (&self.group, self.idle) {
-            if self.last_checkpoint_write.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
-                self.write_idle_checkpoint(idle).await?;
-            }
-        }
-        self.maybe_confirm().await?;
-        self.report_progress();
-        Ok(())
-    }
-
-    /// Checks blue's WAL flush at most once per tick, and only between blue transactions:
-    /// then nothing is in flight and the query costs one round trip.
-    async fn maybe_confirm(&mut self) -> Result<()> {
-        if self.durability == Durability::Async
-            && self.group.is_none()
-            && !self.pipe.busy()
-            && self.last_flush_check.elapsed() >= TICK
-        {
-            self.last_flush_check = Instant::now();
-            self.confirm_flushed().await?;
-        }
-        Ok(())
-    }
-
-    async fn write_idle_checkpoint(&mut self, lsn: Lsn) -> Result<()> {
-        let advance_idle = self.advance_idle.clone();
-        self.drain().await?;
-        if lsn <= self.committed {
-            return Ok(());
-        }
-        let params = vec![
-            text(&self.config.slot),
-            text(&lsn.to_string()),
-            text(&self.committed.to_string()),
-        ];
-        self.pipe
-            .execute(&advance_idle, params, Context::new(CHECKPOINT_UPDATE))
-            .await?;
-        self.drain().await?;
-        tracing::debug!(lsn = %lsn, "idle position committed on blue");
-        self.publish(lsn);
-        self.telemetry.applied_idle(lsn);
-        Ok(())
-    }
-
-    fn report_progress(&mut self) {
-        let now = Instant::now();
-        let last = *self.progress.last_report.get_or_insert(now);
-        if now.duration_since(last) >= Duration::from_secs(30)
-            && (self.progress.transactions > 0 || self.progress.skipped > 0)
-        {
-            tracing::info!(
-                transactions = self.progress.transactions,
-                rows = self.progress.rows,
-                skipped = self.progress.skipped,
-                checkpoint = %self.committed,
-                "applied to blue in the last 30 s"
-            );
-            self.progress = Progress {
-                last_report: Some(now),
-                ..Progress::default()
-            };
-        }
-    }
-
-    /// On shutdown: commit what is complete, roll back what is not.
-    async fn finish(&mut self) -> Result<()> {
-        // Transactions still in progress on green: closing their connections rolls them back
-        // on blue (green streams them again), and releases their locks first.
-        self.lanes.clear();
-        self.spare_lanes.clear();
-        self.stream_block = None;
-        if self.tx.as_ref().is_some_and(|t| !t.skip) {
-            self.group = None;
-            self.batches.clear();
-            self.pipe.command("ROLLBACK".into(), Context::new("ROLLBACK")).await?;
-            self.drain().await?;
-            tracing::info!("rolled back a partly received green transaction; green will send it again");
-        } else if self.group.is_some() {
-            self.commit_group().await?;
-        }
-        self.drain().await?;
-        if let Some(idle) = self.idle.filter(|i| *i > self.committed) {
-            self.write_idle_checkpoint(idle).await?;
-        }
-        self.confirm_all().await
-    }
-
-    async fn on_relation(&mut self, relation: Relation) -> Result<()> {
-        let oid = relation.oid;
-        // Rows batched under the old description go out before it changes.
-        self.flush_batch(oid).await?;
-        self.statements.retain(|(o, _), _| *o != oid);
-        let excluded = self.config.is_excluded(&relation.namespace, &relation.name);
-        let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
-        self.relations.insert(
-            oid,
-            Rel {
-                relation,
-                label,
-                excluded,
-                plan: None,
-            },
-        );
-        // Rule 7: a Relation message that no longer fits stops the bridge before the
-        // transaction that carries it is applied. Inside a skipped transaction the plan is
-        // resolved when first used instead.
-        let expected = self.mappings.expects(&self.relations[&oid].label);
-        if !excluded && expected && !self.tx.as_ref().is_some_and(|t| t.skip) {
-            self.resolve(oid).await?;
-        }
-        Ok(())
-    }
-
-    async fn resolve(&mut self, oid: u32) -> Result<Arc<TablePlan>> {
-        self.pipe.drain().await?;
-        let relation = self.relations[&oid].relation.clone();
-        let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
-        let planned = async {
-            self.types.resolve_builtins(self.pipe.client(), &oids).await?;
-            let green = GreenTable::from_relation(&relation, |o| self.types.get(o))?;
-            self.mappings.plan_with_blue(self.pipe.client(), &green).await
-        };
-        let (plan, blue) = match planned.await {
-            Ok(p) => p,
-            Err(e) if e.is_transient() => return Err(self.pipe.root_cause(e).await),
-            Err(e) => return Err(self.drifted_or(e)),
-        };
-        self.hold_to_baseline(&plan, &blue)?;
-        let rel = self.relations.get_mut(&oid).expect("relation just looked up");
-        tracing::info!(table = %rel.label, blue = %plan.blue_name, columns = plan.targets.len(), "mapped green table");
-        rel.plan = Some(plan.clone());
-        Ok(plan)
-    }
-
-    /// A Relation message that no longer plans: when the table is part of the accepted plan,
-    /// that is drift, and the message says what to do about it.
-    fn drifted_or(&self, e: Error) -> Error {
-        if self.mappings.baseline().is_none() {
-            return e;
-        }
-        self.telemetry.schema_drift(true);
-        self.drift_error(format!(
-            "{}{}; blue has everything green committed before it and nothing after; {}. If the mapping files were \
-             already changed for a newer green schema, the stream has not reached that change yet: keep the earlier \
-             mapping until the bridge stops at the change, then switch",
-            e.message(),
-            self.at_lsn(),
-            crate::drift::fix(&self.config)
-        ))
-    }
-
-    /// A stop for drift at the transaction being received: the transactions before it
-    /// (maybe in the same blue transaction) are committed first (the pipeline restarts the
-    /// session to do so). On a lane the transaction's position is not known yet, so green
-    /// sends it again whole.
-    pub(super) fn drift_error(&self, message: String) -> Error {
-        let e = Error::definite(message);
-        match (&self.tx, self.drift_stop.is_some()) {
-            (Some(tx), true) => e.stop_before_transaction(tx.commit_lsn),
-            (_, false) => e.retry_unstreamed(),
-            _ => e,
-        }
-    }
-
-    /// Set by the pipeline after a stop for drift: the transactions before `lsn` are
-    /// committed, then the session ends with `message`.
-    pub fn stop_before(&mut self, lsn: Lsn, message: String) {
-        self.stop_before = Some((lsn, message));
-    }
-
-    /// ` at green LSN x/y` for the transaction being received, for messages.
-    fn at_lsn(&self) -> String {
-        match &self.tx {
-            Some(tx) => format!(" (green transaction committed at {})", tx.commit_lsn),
-            None => String::new(),
-        }
-    }
-
-    /// Rule 9: a Relation message whose plan differs from the accepted one stops the bridge
-    /// before the transaction that carries it is applied, naming what changed. A table not in
-    /// the accepted plan (created since) joins it.
-    fn hold_to_baseline(&self, plan: &TablePlan, blue: &crate::mapping::catalog::BlueTable) -> Result<()> {
-        let Some(baseline) = self.mappings.baseline() else {
-            return Ok(());
-        };
-        let now = crate::mapping::signature::Signature::of(plan, blue);
-        let mut accepted = baseline.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(was) = accepted.get(plan.green_name.as_ref()) else {
-            tracing::info!(table = %plan.green_name, blue = %plan.blue_name, "green table is new since the plan was accepted; carrying it");
-            accepted.insert(plan.green_name.to_string(), now);
-            return Ok(());
-        };
-        let changes = crate::mapping::signature::diff(was, &now);
-        if changes.is_empty() {
-            return Ok(());
-        }
-        self.telemetry.schema_drift(true);
-        Err(self.drift_error(format!(
-            "green table {} no longer maps onto blue as accepted{}: {}; blue has everything green committed before \
-             it and nothing after; {}",
-            plan.green_name,
-            self.at_lsn(),
-            changes.join("; "),
-            crate::drift::fix(&self.config)
-        )))
-    }
-
-    /// The plan for a change's table, or `None` when the change is not applied (skipped
-    /// transaction or excluded table).
-    async fn change_target(&mut self, oid: u32) -> Result<Option<(Arc<TablePlan>, Lsn)>> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| Error::transient("green sent a change outside a transaction"))?;
-        if tx.skip || tx.foreign {
-            return Ok(None);
-        }
-        let lsn = tx.commit_lsn;
-        let rel = self
-            .relations
-            .get(&oid)
-            .ok_or_else(|| Error::transient(format!("green sent a change for relation {oid} before describing it")))?;
-        if rel.excluded {
-            return Ok(None);
-        }
-        let plan = match &rel.plan {
-            Some(p) => p.clone(),
-            None => self.resolve(oid).await?,
-        };
-        if let Some(g) = self.group.as_mut() {
-            g.rows += 1;
-        }
-        Ok(Some((plan, lsn)))
-    }
-
-    /// Runs `shape` for `plan` with values from the new and old tuples.
-    async fn run_shape(
-        &mut self,
-        plan: &Arc<TablePlan>,
-        shape: Shape,
-        lsn: Lsn,
-        action: &'static str,
-        values: rows::Values<'_>,
-    ) -> Result<()> {
-        let key = (plan.green.oid, shape);
-        // Batches pay off when changes are waiting; a change that arrives alone goes out at
-        // once as its own statement, so steady-state latency stays low.
-        if self.batching
-            && self.backlog
-            && !self.is_careful(lsn)
-            && self.batch(plan, &key.1, lsn, &values, action == "insert").await?
-        {
-            return Ok(());
-        }
-        self.flush_before(plan.green.oid).await?;
-        if !self.statements.contains_key(&key) {
-            let sql = statements::build(plan, &key.1);
-            let types = vec![Type::TEXT; sql.params.len()];
-            let prepared = self.pipe.client().prepare_typed(&sql.text, &types).await;
-            let stmt = match prepared {
-                Ok(s) => s,
-                Err(e) => {
-                    let err = Error::postgres(format!("preparing {action} for blue table {}", plan.blue_name), &e);
-                    return Err(self.pipe.root_cause(err).await);
-                }
-            };
-            self.statements.insert(key.clone(), (stmt, Arc::new(sql)));
-        }
-        let (stmt, sql) = &self.statements[&key];
-        let params = values.bind(plan, &sql.params)?;
-        if self.is_careful(lsn) {
-            let stmt = stmt.clone();
-            return self.apply_one_row(plan, &stmt, params, action, values).await;
-        }
-        let ctx = Context {
-            action,
-            table: Some(plan.green_name.clone()),
-            lsn,
-            lsn_end: lsn,
-            expect_rows: None,
-            weight: params.iter().map(|p| p.0.as_ref().map_or(4, |b| b.len() + 4)).sum(),
-            commit: false,
-            optimistic: false,
-        };
-        let stmt = stmt.clone();
-        self.pipe.execute(&stmt, params, ctx).await
-    }
 }
 
-/// Issues `group`'s checkpoint update, guarded by the position it replaces (`prev`), and
-/// its COMMIT on `pipe`; neither is waited for.
-async fn commit_with_checkpoint(
-    pipe: &mut Pipeline,
-    advance: &Statement,
-    slot: &str,
-    group: &Group,
-    prev: Lsn,
-) -> Result<()> {
-    failpoint::hit("before_blue_commit");
-    let params = vec![
-        text(slot),
-        text(&group.end.to_string()),
-        text(&group.commit_time.to_string()),
-        text(&prev.to_string()),
-    ];
-    let ctx = Context {
-        expect_rows: Some(1),
-        ..Context::new(CHECKPOINT_UPDATE)
-    };
-    pipe.execute(advance, params, ctx).await?;
-    let ctx = Context {
-        commit: true,
-        ..Context::new("COMMIT")
-    };
-    pipe.command("COMMIT".into(), ctx).await
-}
-
-/// Forces blue's WAL to disk up to now: a synchronous commit that writes WAL flushes
-/// everything before it (a commit that wrote nothing would not).
-async fn flush_wal(client: &Client, touch: &Statement, slot: &str) -> Result<()> {
-    let result = async {
-        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = on").await?;
-        client.execute(touch, &[&slot]).await?;
-        client.batch_execute("COMMIT").await
-    }
-    .await;
-    result.map_err(|e| Error::postgres("flushing blue's WAL", &e))
-}
-
-fn text(s: &str) -> TextParam {
-    TextParam(Some(bytes::Bytes::copy_from_slice(s.as_bytes())))
+/// A transient error in what green's stream sent.
+pub(super) fn green(message: impl Into<String>) -> Error {
+    Error::transient(message).with_side(Side::Green)
 }

@@ -10,16 +10,12 @@
 
 use std::sync::Arc;
 
-use tokio_postgres::types::Type;
-use tokio_postgres::Statement;
-
-use super::checkpoint;
 use super::exec::{Context, TextParam};
 use super::Applier;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::mapping::statements::{can_update, From, Param, Shape};
-use crate::mapping::{KeyPlan, TablePlan};
+use crate::mapping::{KeyColumn, KeyPlan, TablePlan};
 use crate::protocol::pgoutput::{OldTuple, Truncate, TupleData, TupleValue};
 
 /// The tuples a statement's parameters are read from.
@@ -71,6 +67,47 @@ fn check_arity(plan: &TablePlan, tuple: &TupleData, lsn: Lsn) -> Result<()> {
     }
 }
 
+/// Under REPLICA IDENTITY FULL: the new row with its unchanged TOAST values taken from the
+/// old row, or `None` when nothing was left unchanged.
+fn merge_unchanged(new: &[TupleValue], old: &[TupleValue]) -> Option<Vec<TupleValue>> {
+    if !new.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) {
+        return None;
+    }
+    let merged = new
+        .iter()
+        .zip(old)
+        .map(|(n, o)| match (n, o) {
+            (TupleValue::UnchangedToast, TupleValue::Text(_) | TupleValue::Null | TupleValue::Binary(_)) => o.clone(),
+            _ => n.clone(),
+        })
+        .collect();
+    Some(merged)
+}
+
+/// The blue columns an update writes: those whose green columns were all sent. A column
+/// that reads some sent and some unchanged values cannot be computed.
+fn present_targets(plan: &TablePlan, new_values: &[TupleValue], lsn: Lsn) -> Result<Vec<usize>> {
+    let unchanged = |g: &usize| matches!(new_values[*g], TupleValue::UnchangedToast);
+    let mut present = Vec::new();
+    for (t, target) in plan.targets.iter().enumerate() {
+        let missing = target.reads().iter().filter(|g| unchanged(g)).count();
+        if missing == 0 {
+            present.push(t);
+        } else if missing < target.reads().len() && can_update(plan, t) {
+            return Err(Error::definite(format!(
+                "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some \
+                 are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so \
+                 pgbridge receives every value, or change the mapping in {}",
+                plan.blue_name,
+                target.blue_name,
+                plan.green_name,
+                plan.source_of_truth()
+            )));
+        }
+    }
+    Ok(present)
+}
+
 fn same(a: &TupleValue, b: &TupleValue) -> bool {
     match (a, b) {
         (TupleValue::Null, TupleValue::Null) => true,
@@ -115,45 +152,10 @@ impl Applier {
         if let Some(o) = old {
             check_arity(plan, o, lsn)?;
         }
-        let merged: Vec<TupleValue>;
-        let new_values: &[TupleValue] = match full_old {
-            Some(o) if new.columns.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) => {
-                merged = new
-                    .columns
-                    .iter()
-                    .zip(&o.columns)
-                    .map(|(n, o)| match (n, o) {
-                        (
-                            TupleValue::UnchangedToast,
-                            TupleValue::Text(_) | TupleValue::Null | TupleValue::Binary(_),
-                        ) => o.clone(),
-                        _ => n.clone(),
-                    })
-                    .collect();
-                &merged
-            }
-            _ => &new.columns,
-        };
-        let unchanged = |g: &usize| matches!(new_values[*g], TupleValue::UnchangedToast);
+        let merged = full_old.and_then(|o| merge_unchanged(&new.columns, &o.columns));
+        let new_values: &[TupleValue] = merged.as_deref().unwrap_or(&new.columns);
         // A blue column is written only when every green column it reads was sent.
-        let mut present = Vec::new();
-        for (t, target) in plan.targets.iter().enumerate() {
-            let missing = target.reads().iter().filter(|g| unchanged(g)).count();
-            if missing == 0 {
-                present.push(t);
-            } else if missing < target.reads().len() && can_update(plan, t) {
-                return Err(Error::definite(format!(
-                    "green transaction at {lsn}: blue column {}.{} reads green columns of which some changed and some \
-                     are unchanged TOAST values green did not send; set REPLICA IDENTITY FULL on green table {} so \
-                     pgbridge receives every value, or change the mapping in {}",
-                    plan.blue_name,
-                    target.blue_name,
-                    plan.green_name,
-                    plan.source_of_truth()
-                )));
-            }
-        }
-        let complete = present.len() == plan.targets.len();
+        let present = present_targets(plan, new_values, lsn)?;
         let old_values: &[TupleValue] = old.map_or(new_values, |o| &o.columns);
         let values = Values {
             new: Some(new_values),
@@ -174,55 +176,7 @@ impl Applier {
         match &plan.key {
             KeyPlan::Unique(key) => {
                 let key_changed = key.iter().any(|k| !same(&old_values[k.green], &new_values[k.green]));
-                let is_key = |t: &usize| key.iter().any(|k| k.target == *t);
-                if complete && !key_changed {
-                    return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
-                }
-                // GENERATED ALWAYS identity columns cannot be set by UPDATE: a key made of
-                // one changes by delete and insert.
-                let identity_key = key.iter().any(|k| plan.targets[k.target].identity_always);
-                if complete && identity_key {
-                    self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", values)
-                        .await?;
-                    return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
-                }
-                if key_changed && identity_key {
-                    return Err(Error::definite(format!(
-                        "green transaction at {lsn}: the key of {} changed while large values were left unchanged \
-                         (unchanged TOAST), and blue's key is a GENERATED ALWAYS identity that UPDATE cannot move; set \
-                         REPLICA IDENTITY FULL on the green table",
-                        plan.green_name
-                    )));
-                }
-                if complete {
-                    // Move the row rather than delete-and-upsert: should blue already hold the
-                    // new key (a swap under a deferrable key on green), this fails instead of
-                    // silently overwriting that row.
-                    return self
-                        .run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
-                        .await;
-                }
-                if key_changed && plan.filter.is_some() {
-                    // The row may be entering the filter, and then blue has no row to move and
-                    // green did not send the whole new one.
-                    return Err(Error::definite(format!(
-                        "green transaction at {lsn}: a key change in {} left large values unchanged (unchanged TOAST), \
-                         so pgbridge cannot tell whether the row enters the filter of {} with all its values; set \
-                         REPLICA IDENTITY FULL on the green table",
-                        plan.green_name,
-                        plan.source_of_truth()
-                    )));
-                }
-                // Keep blue's stored TOAST values: update only what green sent, moving the row
-                // to its new key if the key changed.
-                let set: Vec<usize> = present
-                    .into_iter()
-                    .filter(|t| can_update(plan, *t) && (key_changed || !is_key(t)))
-                    .collect();
-                if set.is_empty() {
-                    return Ok(());
-                }
-                self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
+                self.update_by_key(plan, key, key_changed, present, values).await
             }
             KeyPlan::Match(_) => {
                 let set: Vec<usize> = present.into_iter().filter(|t| can_update(plan, *t)).collect();
@@ -232,6 +186,69 @@ impl Applier {
                 self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
             }
         }
+    }
+
+    /// An update of a row blue finds by its key: an upsert when green sent the whole row,
+    /// otherwise an UPDATE of what it sent; a changed key moves the row (rule 5).
+    async fn update_by_key(
+        &mut self,
+        plan: &Arc<TablePlan>,
+        key: &[KeyColumn],
+        key_changed: bool,
+        present: Vec<usize>,
+        values: Values<'_>,
+    ) -> Result<()> {
+        let lsn = values.lsn;
+        let complete = present.len() == plan.targets.len();
+        let is_key = |t: &usize| key.iter().any(|k| k.target == *t);
+        if complete && !key_changed {
+            return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+        }
+        // GENERATED ALWAYS identity columns cannot be set by UPDATE: a key made of
+        // one changes by delete and insert.
+        let identity_key = key.iter().any(|k| plan.targets[k.target].identity_always);
+        if complete && identity_key {
+            self.run_shape(plan, Shape::Delete, lsn, "delete (key change)", values)
+                .await?;
+            return self.run_shape(plan, Shape::Upsert, lsn, "update", values).await;
+        }
+        if key_changed && identity_key {
+            return Err(Error::definite(format!(
+                "green transaction at {lsn}: the key of {} changed while large values were left unchanged \
+                 (unchanged TOAST), and blue's key is a GENERATED ALWAYS identity that UPDATE cannot move; set \
+                 REPLICA IDENTITY FULL on the green table",
+                plan.green_name
+            )));
+        }
+        if complete {
+            // Move the row rather than delete-and-upsert: should blue already hold the
+            // new key (a swap under a deferrable key on green), this fails instead of
+            // silently overwriting that row.
+            return self
+                .run_shape(plan, Shape::MoveOrUpsert, lsn, "update (key change)", values)
+                .await;
+        }
+        if key_changed && plan.filter.is_some() {
+            // The row may be entering the filter, and then blue has no row to move and
+            // green did not send the whole new one.
+            return Err(Error::definite(format!(
+                "green transaction at {lsn}: a key change in {} left large values unchanged (unchanged TOAST), \
+                 so pgbridge cannot tell whether the row enters the filter of {} with all its values; set \
+                 REPLICA IDENTITY FULL on the green table",
+                plan.green_name,
+                plan.source_of_truth()
+            )));
+        }
+        // Keep blue's stored TOAST values: update only what green sent, moving the row
+        // to its new key if the key changed.
+        let set: Vec<usize> = present
+            .into_iter()
+            .filter(|t| can_update(plan, *t) && (key_changed || !is_key(t)))
+            .collect();
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.run_shape(plan, Shape::Update(set), lsn, "update", values).await
     }
 
     pub(super) async fn delete(&mut self, plan: &Arc<TablePlan>, lsn: Lsn, old: &OldTuple) -> Result<()> {
@@ -249,7 +266,7 @@ impl Applier {
         let lsn = match &self.tx {
             Some(tx) if tx.skip || tx.foreign => return Ok(()),
             Some(tx) => tx.commit_lsn,
-            None => return Err(Error::transient("green sent Truncate outside a transaction")),
+            None => return Err(super::green("green sent Truncate outside a transaction")),
         };
         let mut plans = Vec::new();
         for &oid in &t.relation_oids {
@@ -307,126 +324,31 @@ impl Applier {
     }
 }
 
-/// Prepares the dead-letter insert, creating the table if an older setup did not.
-pub(super) async fn prepare_dead_letter(client: &tokio_postgres::Client, schema: &str) -> Result<Statement> {
-    client
-        .batch_execute(&checkpoint::dead_letter_sql(schema))
-        .await
-        .map_err(|e| Error::postgres(format!("creating {schema}.dead_letter on blue"), &e))?;
-    let sql = format!(
-        "INSERT INTO {} (slot_name, green_table, blue_table, key, row_data, error, sqlstate, lsn) \
-         VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::pg_lsn)",
-        crate::sql::qualified(schema, "dead_letter")
-    );
-    client
-        .prepare_typed(&sql, &[Type::TEXT; 8])
-        .await
-        .map_err(|e| Error::postgres(format!("preparing the insert into {schema}.dead_letter on blue"), &e))
-}
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
 
-fn text_of(value: Option<&TupleValue>) -> serde_json::Value {
-    match value {
-        Some(TupleValue::Text(b)) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
-        _ => serde_json::Value::Null,
+    use super::*;
+
+    fn text(s: &'static str) -> TupleValue {
+        TupleValue::Text(Bytes::from_static(s.as_bytes()))
     }
-}
 
-/// The blue key of a row as JSON (`{"id": "42"}`), from the old tuple when there is one.
-fn key_json(plan: &TablePlan, values: &Values<'_>) -> serde_json::Value {
-    let tuple = values.old.or(values.new);
-    let map = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| {
-            (
-                plan.targets[k.target].blue_name.clone(),
-                text_of(tuple.and_then(|t| t.get(k.green))),
-            )
-        })
-        .collect();
-    serde_json::Value::Object(map)
-}
+    #[test]
+    fn unchanged_toast_values_come_from_the_full_old_row() {
+        let new = [text("1"), TupleValue::UnchangedToast, TupleValue::UnchangedToast];
+        let old = [text("1"), text("big"), TupleValue::Null];
+        let merged = merge_unchanged(&new, &old).expect("something was unchanged");
+        assert!(same(&merged[1], &text("big")));
+        assert!(same(&merged[2], &TupleValue::Null));
+        assert!(merge_unchanged(&old, &old).is_none(), "a whole row is used as sent");
+    }
 
-/// Green's row as JSON of text values (unchanged TOAST values left out).
-fn row_json(plan: &TablePlan, values: &Values<'_>) -> serde_json::Value {
-    let tuple = values.new.or(values.old).unwrap_or(&[]);
-    let map = plan
-        .green
-        .columns
-        .iter()
-        .zip(tuple)
-        .filter(|(_, v)| !matches!(v, TupleValue::UnchangedToast))
-        .map(|(c, v)| (c.name.clone(), text_of(Some(v))))
-        .collect();
-    serde_json::Value::Object(map)
-}
-
-impl Applier {
-    /// Applies one row in its own savepoint and waits for the answer. A row blue rejects for
-    /// its content is parked in `<schema>.dead_letter` (policy `dead_letter`) or stops the
-    /// bridge with the table, key, LSN and error (policy `stop`).
-    pub(super) async fn apply_one_row(
-        &mut self,
-        plan: &Arc<TablePlan>,
-        statement: &Statement,
-        params: Vec<TextParam>,
-        action: &'static str,
-        values: Values<'_>,
-    ) -> Result<()> {
-        self.pipe.drain().await?;
-        let client = self.pipe.client().clone();
-        fn on_blue(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
-            move |e| Error::postgres(format!("{what} on blue"), &e)
-        }
-        client
-            .batch_execute("SAVEPOINT pgbridge_row")
-            .await
-            .map_err(on_blue("SAVEPOINT"))?;
-        let err = match client.execute_raw(statement, params).await {
-            Ok(_) => {
-                return client
-                    .batch_execute("RELEASE SAVEPOINT pgbridge_row")
-                    .await
-                    .map_err(on_blue("RELEASE SAVEPOINT"))
-            }
-            Err(e) => Error::postgres(
-                format!("{action} for green table {} (blue {})", plan.green_name, plan.blue_name),
-                &e,
-            ),
-        };
-        if !err.is_row_rejection() {
-            return Err(err.at_lsn(values.lsn));
-        }
-        client
-            .batch_execute("ROLLBACK TO SAVEPOINT pgbridge_row")
-            .await
-            .map_err(on_blue("ROLLBACK TO SAVEPOINT"))?;
-        let key = key_json(plan, &values);
-        let Some(dead_letter) = self.dead_letter.clone() else {
-            return Err(Error::definite(format!(
-                "{err}; key {key}, green transaction committed at {}. Nothing after the last good transaction was \
-                 confirmed: fix blue or the mapping and restart, or set apply.on_error = \"dead_letter\" to park such rows",
-                values.lsn
-            )));
-        };
-        let row = row_json(plan, &values);
-        let params: Vec<Option<String>> = vec![
-            Some(self.config.slot.clone()),
-            Some(plan.green_name.to_string()),
-            Some(plan.blue_name.clone()),
-            Some(key.to_string()),
-            Some(row.to_string()),
-            Some(err.message().to_string()),
-            err.sqlstate().map(str::to_string),
-            Some(values.lsn.to_string()),
-        ];
-        client
-            .execute_raw(&dead_letter, params)
-            .await
-            .map_err(on_blue("parking a row in dead_letter"))?;
-        self.telemetry.error("dead_letter");
-        tracing::warn!(table = %plan.green_name, key = %key, lsn = %values.lsn, error = %err.message(), "row parked in dead_letter");
-        Ok(())
+    #[test]
+    fn same_compares_values_not_markers() {
+        assert!(same(&text("a"), &text("a")));
+        assert!(!same(&text("a"), &text("b")));
+        assert!(!same(&TupleValue::UnchangedToast, &TupleValue::UnchangedToast));
+        assert!(!same(&TupleValue::Null, &text("a")));
     }
 }

@@ -25,17 +25,20 @@
 //!
 //! Anything unusual (a row blue rejects, a lock wait past [`LOCK_TIMEOUT`], more than
 //! [`MAX_LANES`] large transactions at once) fails the session with
-//! [`Error::retry_unstreamed`]: the next session replays from the checkpoint with green
+//! [`Cause::InProgress`]: the next session replays from the checkpoint with green
 //! sending transactions whole, where the ordinary path finds the row or waits for the lock.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use tokio::sync::watch;
 
+use super::durability::{Durability, Mode};
 use super::exec::Context;
-use super::{commit_with_checkpoint, origin, prepare_session, Applier, GreenTx};
-use crate::error::{Error, Result};
+use super::session::{commit_with_checkpoint, prepare_session};
+use super::{green, origin, Applier, GreenTx};
+use crate::error::{Cause, Error, Result};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
 use crate::sql;
@@ -51,6 +54,26 @@ const SPARE_LANES: usize = 2;
 /// the main connection behind a lane) ends the session and replays without streaming: a wait
 /// between pgbridge's own connections would otherwise never end.
 const LOCK_TIMEOUT: &str = "10s";
+
+/// The lanes of one session.
+#[derive(Default)]
+pub(super) struct Lanes {
+    /// Open in-progress transactions, by green top-level xid.
+    pub open: HashMap<u32, Lane>,
+    /// Idle lanes kept connected for the next streamed transaction.
+    pub spare: Vec<Lane>,
+    /// Inside a Stream Start .. Stream Stop block: the in-progress transaction it belongs to.
+    pub block: Option<u32>,
+}
+
+impl Lanes {
+    /// Closes every lane: their blue transactions roll back (green streams them again).
+    pub(super) fn close_all(&mut self) {
+        self.open.clear();
+        self.spare.clear();
+        self.block = None;
+    }
+}
 
 /// One in-progress green transaction, applied in an open blue transaction.
 pub(super) struct Lane {
@@ -80,14 +103,12 @@ impl Lane {
             None if e.is_transient() => e,
             // Connection exceptions, operator intervention (shutdown, terminate), resources.
             Some(c) if ["08", "57", "53", "58"].iter().any(|class| c.starts_with(class)) => e,
-            _ => e.retry_unstreamed(),
+            _ => e.with_cause(Cause::InProgress),
         }
     }
 
     fn reset(&mut self) {
-        self.applier.tx = None;
-        self.applier.group = None;
-        self.applier.batches.clear();
+        self.applier.forget_transaction();
         self.savepoints.clear();
         self.relations.clear();
         self.changed = false;
@@ -133,18 +154,19 @@ impl Applier {
     pub(super) async fn in_stream_block(&mut self, top: u32, message: LogicalMessage) -> Result<()> {
         let lane = self
             .lanes
+            .open
             .get_mut(&top)
-            .ok_or_else(|| Error::transient(format!("green streamed transaction {top} without starting it")))?;
+            .ok_or_else(|| green(format!("green streamed transaction {top} without starting it")))?;
         match message {
             LogicalMessage::StreamStop => {
-                self.stream_block = None;
+                self.lanes.block = None;
                 Ok(())
             }
             LogicalMessage::Begin(_)
             | LogicalMessage::Commit(_)
             | LogicalMessage::StreamStart(_)
             | LogicalMessage::StreamCommit(_)
-            | LogicalMessage::StreamAbort(_) => Err(Error::transient(format!(
+            | LogicalMessage::StreamAbort(_) => Err(green(format!(
                 "green sent {message:?} inside the stream block of transaction {top}; restarting the stream"
             ))),
             LogicalMessage::Relation(r) => {
@@ -156,7 +178,7 @@ impl Applier {
             }
             LogicalMessage::Type(t) => {
                 // Type names are not transactional: the main stream may use them as well.
-                self.types.learn(t.oid, &t.namespace, &t.name);
+                self.cache.types.learn(t.oid, &t.namespace, &t.name);
                 apply_on_lane(&mut lane.applier, LogicalMessage::Type(t))
                     .await
                     .map_err(Lane::error)
@@ -169,7 +191,7 @@ impl Applier {
                         return Err(Error::transient(format!(
                             "transaction {top} green streams in progress has more than {MAX_SAVEPOINTS} subtransactions"
                         ))
-                        .retry_unstreamed());
+                        .with_cause(Cause::InProgress));
                     }
                     // Batched rows are sent first, so the savepoint separates exactly the
                     // changes before it from those after.
@@ -182,7 +204,7 @@ impl Applier {
                         .map_err(Lane::error)?;
                     lane.savepoints.push(xid);
                 }
-                lane.applier.backlog = true;
+                lane.applier.batches.backlog = true;
                 lane.changed = true;
                 apply_on_lane(&mut lane.applier, change).await.map_err(Lane::error)
             }
@@ -192,21 +214,21 @@ impl Applier {
     /// Stream Start: opens (or continues) the lane of an in-progress transaction.
     pub(super) async fn stream_start(&mut self, start: StreamStart) -> Result<()> {
         if self.tx.is_some() {
-            return Err(Error::transient(
+            return Err(green(
                 "green sent Stream Start inside a transaction; restarting the stream",
             ));
         }
         // Whole transactions received so far are committed on blue before the block's first
         // statement runs: the block may change their rows.
         self.commit_group().await?;
-        if self.lanes.is_empty() {
+        if self.lanes.open.is_empty() {
             self.set_lock_timeout(LOCK_TIMEOUT).await?;
         }
         self.drain().await?;
-        match (self.lanes.contains_key(&start.xid), start.first_segment) {
+        match (self.lanes.open.contains_key(&start.xid), start.first_segment) {
             (true, false) | (false, true) => {}
             (open, _) => {
-                return Err(Error::transient(format!(
+                return Err(green(format!(
                     "green sent {} block of transaction {} {}; restarting the stream",
                     if start.first_segment { "the first" } else { "a further" },
                     start.xid,
@@ -214,14 +236,14 @@ impl Applier {
                 )))
             }
         }
-        if !self.lanes.contains_key(&start.xid) {
-            if self.lanes.len() >= MAX_LANES {
+        if !self.lanes.open.contains_key(&start.xid) {
+            if self.lanes.open.len() >= MAX_LANES {
                 return Err(Error::transient(format!(
                     "green streams more than {MAX_LANES} large transactions in progress at once"
                 ))
-                .retry_unstreamed());
+                .with_cause(Cause::InProgress));
             }
-            let mut lane = match self.spare_lanes.pop() {
+            let mut lane = match self.lanes.spare.pop() {
                 Some(lane) => lane,
                 None => self.new_lane().await?,
             };
@@ -232,9 +254,9 @@ impl Applier {
                 unreported: None,
             });
             lane.applier.open_group().await.map_err(Lane::error)?;
-            self.lanes.insert(start.xid, lane);
+            self.lanes.open.insert(start.xid, lane);
         }
-        self.stream_block = Some(start.xid);
+        self.lanes.block = Some(start.xid);
         Ok(())
     }
 
@@ -242,8 +264,8 @@ impl Applier {
     /// checkpoint.
     pub(super) async fn stream_commit(&mut self, commit: StreamCommit) -> Result<()> {
         self.telemetry.received(commit.end_lsn);
-        let mut lane = self.lanes.remove(&commit.xid).ok_or_else(|| {
-            Error::transient(format!(
+        let mut lane = self.lanes.open.remove(&commit.xid).ok_or_else(|| {
+            green(format!(
                 "green committed streamed transaction {} that it never streamed; restarting the stream",
                 commit.xid
             ))
@@ -254,19 +276,31 @@ impl Applier {
         self.commit_group().await?;
         self.drain().await?;
         if commit.commit_lsn < self.applied_end() {
-            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.committed, "rolling back a streamed transaction blue already has");
+            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.commits.committed(), "rolling back a streamed transaction blue already has");
             self.progress.skipped += 1;
             lane.rollback().await.map_err(Lane::error)?;
         } else {
             let applier = &mut lane.applier;
-            let mut group = applier.group.take().expect("a lane always has its group open");
+            let mut group = applier
+                .commits
+                .groups
+                .open
+                .take()
+                .expect("a lane always has its group open");
             group.transactions = 1;
             group.end = commit.end_lsn;
             group.commit_time = commit.timestamp;
-            let advance = applier.advance.clone();
+            let advance = applier.checkpoint.advance.clone();
             let committed = async {
                 applier.flush_batches().await?;
-                commit_with_checkpoint(&mut applier.pipe, &advance, &self.config.slot, &group, self.committed).await?;
+                commit_with_checkpoint(
+                    &mut applier.pipe,
+                    &advance,
+                    &self.config.slot,
+                    &group,
+                    self.commits.committed(),
+                )
+                .await?;
                 applier.pipe.drain().await
             };
             committed.await.map_err(Lane::error)?;
@@ -282,20 +316,20 @@ impl Applier {
     /// Stream Abort: drops a subtransaction's changes, or the whole transaction's.
     pub(super) async fn stream_abort(&mut self, abort: StreamAbort) -> Result<()> {
         if abort.xid == abort.subxid {
-            if let Some(mut lane) = self.lanes.remove(&abort.xid) {
+            if let Some(mut lane) = self.lanes.open.remove(&abort.xid) {
                 lane.rollback().await.map_err(Lane::error)?;
                 self.retire(lane).await?;
             }
             return Ok(());
         }
-        let Some(lane) = self.lanes.get_mut(&abort.xid) else {
+        let Some(lane) = self.lanes.open.get_mut(&abort.xid) else {
             return Ok(());
         };
         // Without a savepoint the subtransaction changed nothing pgbridge applied (or an
         // enclosing rollback already undid it).
         if let Some(i) = lane.savepoints.iter().position(|s| *s == abort.subxid) {
             // Pending batched rows all come after the newest savepoint, so after this one.
-            lane.applier.batches.clear();
+            lane.applier.batches.pending.clear();
             let sql = format!("ROLLBACK TO SAVEPOINT {}", savepoint(abort.subxid));
             lane.applier
                 .pipe
@@ -312,10 +346,10 @@ impl Applier {
     /// A finished lane goes back to the spares; the lock timeout goes when no lane is open.
     async fn retire(&mut self, mut lane: Lane) -> Result<()> {
         lane.reset();
-        if self.spare_lanes.len() < SPARE_LANES {
-            self.spare_lanes.push(lane);
+        if self.lanes.spare.len() < SPARE_LANES {
+            self.lanes.spare.push(lane);
         }
-        if self.lanes.is_empty() {
+        if self.lanes.open.is_empty() {
             self.set_lock_timeout("0").await?;
         }
         Ok(())
@@ -330,7 +364,7 @@ impl Applier {
     /// A lane: its own blue connection, configured like the main one, planning with the same
     /// mapping files.
     async fn new_lane(&mut self) -> Result<Lane> {
-        let client = super::connect_blue(&self.config.blue).await?;
+        let client = crate::connect::connect_blue(&self.config.blue).await?;
         let (replica_role, _) = prepare_session(&client, &self.env).await?;
         client
             .batch_execute(&set_lock_timeout(LOCK_TIMEOUT))
@@ -340,29 +374,31 @@ impl Applier {
             .find(|n| {
                 !self
                     .lanes
+                    .open
                     .values()
-                    .chain(&self.spare_lanes)
+                    .chain(&self.lanes.spare)
                     .any(|lane| lane.number == *n)
             })
             .expect("there are never more lanes than MAX_LANES");
         if let Some(base) = &self.config.origin {
             origin::attach(&client, &origin::lane_name(base, number), &self.config.blue.user()).await?;
         }
-        let (durable_tx, _) = watch::channel(self.committed);
+        let (durable_tx, _) = watch::channel(self.commits.committed());
+        let durability = Durability::new(Mode::Sync, durable_tx);
         let mut applier = Applier::on_session(
             self.config.clone(),
             client,
             self.mappings.clone(),
-            durable_tx,
+            durability,
             self.telemetry.clone(),
             replica_role,
             self.env.clone(),
         )
         .await?;
-        applier.batching = self.batching;
-        applier.upsert_tables = self.upsert_tables.clone();
+        applier.batches.enabled = self.batches.enabled;
+        applier.orders.upsert_tables = self.orders.upsert_tables.clone();
         tracing::debug!(
-            lanes = self.lanes.len() + 1,
+            lanes = self.lanes.open.len() + 1,
             "opened a blue session for a streamed transaction"
         );
         Ok(Lane {

@@ -66,7 +66,7 @@ fn print_text(s: &Status) {
 
 /// A size for people, with the exact count when rounded.
 fn human_bytes(b: u64) -> String {
-    let short = crate::progress::human_bytes(b);
+    let short = crate::ops::copy::progress::human_bytes(b);
     if b < 1024 {
         short
     } else {

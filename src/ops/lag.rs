@@ -17,12 +17,12 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::apply::{self, checkpoint};
 use crate::config::Config;
 use crate::connect::{connect_green_sql, green_err};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::source::peek::{self, Pending};
+use crate::state::checkpoint;
 use crate::telemetry;
 
 /// What `lag` prints: the same keys on one line or as JSON.
@@ -37,7 +37,9 @@ pub struct Lag {
 /// Connects to both sides and measures lag (what the `lag` command prints).
 pub async fn measure_now(config: &Config) -> Result<Lag> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     measure(config, &green, &blue).await
 }
 

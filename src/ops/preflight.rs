@@ -10,7 +10,6 @@ use std::sync::Arc;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use crate::apply;
 use crate::config::Config;
 use crate::connect::connect_green_sql;
 use crate::drift;
@@ -56,7 +55,9 @@ pub struct Report {
 /// `setup` accepted as a problem too.
 pub async fn check(config: &Config) -> Result<Report> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     let report = validate(config, &green, &blue).await?;
     let mut problems = report.problems.clone();
     for f in &report.drift {

@@ -103,7 +103,7 @@ pub(crate) async fn blue_write_problems(blue: &Client, plans: &[Arc<TablePlan>])
 pub(crate) async fn origin_problem(blue: &Client, config: &crate::config::Config) -> Result<Option<String>> {
     let Some(name) = &config.origin else { return Ok(None) };
     let (role, _) = who(blue, "blue").await?;
-    let functions = crate::apply::origin::FUNCTIONS.map(String::from).to_vec();
+    let functions = crate::state::origin::FUNCTIONS.map(String::from).to_vec();
     let missing: Vec<String> = blue
         .query(
             "SELECT f FROM unnest($1::text[]) WITH ORDINALITY AS u(f, i) \
@@ -123,7 +123,7 @@ pub(crate) async fn origin_problem(blue: &Client, config: &crate::config::Config
          that a bridge in the other direction does not echo them); run on blue: {} (or set apply.origin = \"\" if no \
          bridge ever streams from this database)",
         missing.join(", "),
-        crate::apply::origin::grant_sql(&role)
+        crate::state::origin::grant_sql(&role)
     )))
 }
 

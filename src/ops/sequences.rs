@@ -5,7 +5,6 @@
 
 use tokio_postgres::Client;
 
-use crate::apply;
 use crate::config::Config;
 use crate::connect::{blue_err, connect_green_sql, green_err};
 use crate::error::{Error, Result};
@@ -84,7 +83,9 @@ pub async fn sync_all(config: &Config, margin: i64, report: &mut dyn FnMut(Strin
         return Err(Error::definite("--margin must be 0 or more"));
     }
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     sync(config, &green, &blue, margin, report).await
 }
 

@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use tokio_postgres::Client;
 
-use crate::apply;
 use crate::config::Config;
 use crate::connect::{connect_green_sql, green_err};
 use crate::error::{Error, Result};
@@ -43,7 +42,9 @@ pub struct Status {
 /// Reads positions, lag and state from both databases.
 pub async fn read(config: &Config) -> Result<Status> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     let green_lsn: Lsn = green
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

@@ -5,7 +5,6 @@
 
 use tokio_postgres::Client;
 
-use crate::apply;
 use crate::config::Config;
 use crate::connect::{blue_err, connect_green_sql, green_err};
 use crate::error::{Error, Result};
@@ -15,7 +14,9 @@ use crate::state::{checkpoint, origin};
 /// `teardown`: drops what `setup` created; `say` gets a line per object.
 pub async fn run(config: &Config, say: &mut dyn FnMut(String)) -> Result<i32> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     let publication_owner = publication_owner(config, &green).await?;
     drop_slot(config, &green, say).await?;
     drop_publication(config, &green, publication_owner, say).await?;
@@ -126,7 +127,7 @@ async fn delete_checkpoint(config: &Config, blue: &Client, say: &mut dyn FnMut(S
 /// Drops the replication origins the bridge's blue sessions used. An origin whose session is
 /// still connected cannot be dropped; dropping nothing needs no privilege.
 async fn drop_origins(blue: &Client, base: &str, say: &mut dyn FnMut(String)) -> Result<()> {
-    for name in origin::all_names(base, apply::MAX_LANES) {
+    for name in origin::all_names(base, crate::apply::MAX_LANES) {
         let exists = origin::exists(blue, &name)
             .await
             .map_err(blue_err(&format!("looking up replication origin {name}")))?;

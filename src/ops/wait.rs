@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::apply;
 use crate::config::Config;
 use crate::connect::{connect_green_sql, green_err};
 use crate::error::{Error, Result};
@@ -45,7 +44,9 @@ pub struct Waited {
 /// drift from the accepted plan is an error once caught up: waiting longer will not help.
 pub async fn wait(config: &Config, timeout: Duration) -> Result<Waited> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     let started = Instant::now();
     let marker = write_marker(&green, "pgbridge.wait").await?;
     let (checkpoint, caught_up) = match until_applied(&blue, config, marker, started + timeout, POLL).await? {

@@ -25,7 +25,7 @@ pub fn create_sql(schema: &str) -> String {
          {dead_letter}
          {accepted}",
         schema = sql::ident(schema),
-        dead_letter = dead_letter_sql(schema),
+        dead_letter = super::dead_letters::table_sql(schema),
         accepted = super::plan::create_sql(schema)
     )
 }
@@ -39,26 +39,6 @@ pub fn create_tables_sql(schema: &str) -> String {
         Some(rest) => rest.to_string(),
         None => all,
     }
-}
-
-/// `<schema>.dead_letter`: rows blue rejected under `on_error = "dead_letter"`, written in the
-/// same blue transaction as the rest of their green transaction and the checkpoint.
-pub fn dead_letter_sql(schema: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-             id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-             slot_name   text NOT NULL,
-             green_table text NOT NULL,
-             blue_table  text NOT NULL,
-             key         jsonb,
-             row_data    jsonb,
-             error       text NOT NULL,
-             sqlstate    text,
-             lsn         pg_lsn NOT NULL,
-             created_at  timestamptz NOT NULL DEFAULT now()
-         );",
-        sql::qualified(schema, "dead_letter")
-    )
 }
 
 /// The checkpoint row of one slot.

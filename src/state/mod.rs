@@ -2,8 +2,9 @@
 //! tables created beside it), the replication origins, and the accepted plan and drift tables.
 //! Commands and the apply path call these functions instead of writing statements on
 //! pgbridge's own tables themselves, so the tables' shape is known in one place. The dead
-//! letters the apply path writes belong here too (`dead_letters`).
+//! letters the apply path parks are here too (`dead_letters`).
 
 pub mod checkpoint;
+pub mod dead_letters;
 pub mod origin;
 pub mod plan;

@@ -17,6 +17,7 @@
 //! On failure or Ctrl-C the slot is dropped (it would hold back green's WAL) and the
 //! checkpoint stays at 0/0; running `setup --copy` again starts over.
 
+pub mod progress;
 pub mod transfer;
 
 use std::collections::VecDeque;
@@ -26,7 +27,6 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use crate::apply;
 use crate::config::Config;
 use crate::connect::blue_err;
 use crate::error::{Error, Result};
@@ -34,9 +34,9 @@ use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan};
 use crate::ops::slot;
-use crate::progress::{self, Display, Task};
 use crate::sql;
 use crate::state::checkpoint;
+use progress::{Display, Task};
 
 /// Name of the temporary table green's rows are loaded into on blue.
 const STAGE: &str = "pgbridge_copy";
@@ -261,7 +261,9 @@ async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Pa
         plan.green_name, plan.blue_name
     );
     let green = transfer::green_at_snapshot(config, Some(snapshot)).await?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     transfer::prepare_blue(&blue, env).await?;
     let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
     // Replicated rows, not application writes: no triggers or foreign-key checks, as when

@@ -45,7 +45,7 @@ pub(super) async fn watch_catalogs(
         }
         // A new blue session each time: it starts with blue's current defaults, which the
         // evaluation settings are compared by.
-        let (Some(green), Ok(blue)) = (&clients, crate::apply::connect_blue(&config.blue).await) else {
+        let (Some(green), Ok(blue)) = (&clients, crate::connect::connect_blue(&config.blue).await) else {
             clients = None;
             continue;
         };
@@ -180,7 +180,7 @@ async fn explain_storage(
     if waiting.is_empty() {
         return Ok(accepted);
     }
-    let applied = crate::apply::checkpoint::read(blue, &config.schema, &config.slot)
+    let applied = crate::state::checkpoint::read(blue, &config.schema, &config.slot)
         .await?
         .map_or(Lsn(0), |c| c.lsn);
     for (table, storage) in waiting {

@@ -53,7 +53,7 @@ async fn validate_before_streaming(
     drift_tx: &watch::Sender<Option<drift::Stop>>,
 ) -> Result<Mappings> {
     let green = crate::connect::connect_green_sql(config).await?;
-    let blue = crate::apply::connect_blue(&config.blue).await?;
+    let blue = crate::connect::connect_blue(&config.blue).await?;
     let report = crate::ops::preflight::validate(config, &green, &blue).await?;
     // Changed while `run` was down: what green wrote before the change still maps as accepted.
     let catalog_only = report.accepted.is_some() && report.problems.iter().all(|p| report.catalog_problems.contains(p));

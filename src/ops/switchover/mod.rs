@@ -32,7 +32,6 @@ mod roles;
 mod undo;
 
 use super::{sequences, setup, slot, wait};
-use crate::apply;
 use crate::config::{Config, Endpoint};
 use crate::connect::connect_green_sql;
 use crate::error::{Error, Result};
@@ -128,7 +127,9 @@ pub async fn run(config: &Config, options: &Options, say: &dyn Fn(String)) -> Re
     )
     .await?;
     let entered = Side::new(
-        apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?,
+        crate::connect::connect_blue(&config.blue)
+            .await
+            .map_err(Error::into_definite)?,
         &config.blue,
     )
     .await?;

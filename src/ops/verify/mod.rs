@@ -23,16 +23,15 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::privileges;
-use crate::apply;
 use crate::config::Config;
 use crate::connect::{connect_green_sql, green_err};
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::TablePlan;
+use crate::ops::copy::transfer;
 use crate::sql;
 use crate::state::checkpoint;
-use crate::transfer;
 pub use subjects::Subject;
 use table::{Range, Table};
 
@@ -148,7 +147,9 @@ pub async fn prepare<'a>(
     examples: usize,
 ) -> Result<(Verification<'a>, Vec<Subject>)> {
     let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = apply::connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
     // The settings `run` and `setup --copy` evaluate the mapping in (crate::evaluation).
     let env = Environment::resolve(&blue, config)
         .await

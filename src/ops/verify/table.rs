@@ -9,8 +9,8 @@ use super::{Counts, Examples, STAGE};
 use crate::error::{Error, Result};
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan};
+use crate::ops::copy::transfer;
 use crate::sql;
-use crate::transfer;
 
 /// A key range of one chunk, as green's text forms of the key columns: after `lo` (exclusive)
 /// up to `hi` (inclusive); `None` is unbounded.

@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::transfer::Counter;
+use super::transfer::Counter;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {

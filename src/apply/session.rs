@@ -1,0 +1,141 @@
+//! A blue session as the applier uses it: the settings it runs under, how its commits become
+//! durable, and the checkpoint update that every group commits with.
+
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
+
+use super::durability::Mode;
+use super::exec::{Context, Pipeline, TextParam};
+use super::group::Group;
+use super::{checkpoint, CHECKPOINT_UPDATE};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::evaluation::Environment;
+use crate::failpoint;
+use crate::lsn::Lsn;
+
+/// The checkpoint statements every group, idle position and WAL flush uses.
+pub(super) struct CheckpointStatements {
+    /// Writes a group's position, guarded by the one it replaces.
+    pub advance: Statement,
+    /// Writes an idle position.
+    pub advance_idle: Statement,
+    /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
+    pub flush: Statement,
+}
+
+impl CheckpointStatements {
+    pub(super) async fn prepare(client: &Client, config: &Config) -> Result<Self> {
+        let prepare = |sql: String, params: usize| async move {
+            client
+                .prepare_typed(&sql, &vec![Type::TEXT; params])
+                .await
+                .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))
+        };
+        Ok(CheckpointStatements {
+            advance: prepare(checkpoint::advance_sql(&config.schema, config.origin.is_some()), 4).await?,
+            advance_idle: prepare(checkpoint::advance_idle_sql(&config.schema), 3).await?,
+            flush: prepare(checkpoint::touch_sql(&config.schema), 1).await?,
+        })
+    }
+}
+
+/// Per-connection settings: no timeouts that an operator set for applications, the one
+/// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
+/// the same settings), and how commits become durable. Returns whether the replica role was
+/// granted.
+pub(super) async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Mode)> {
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    env.apply(client).await?;
+    // Timeouts an operator may have set for applications, where they exist (PostgreSQL 14+
+    // idle_session_timeout, 17+ transaction_timeout): a large transaction must not be cut off.
+    client
+        .batch_execute(
+            "SELECT set_config(name, '0', false) FROM pg_settings \
+             WHERE name IN ('idle_session_timeout', 'transaction_timeout')",
+        )
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    let (sync, standbys): (String, String) = (row.get(0), row.get(1));
+    // Without synchronous standbys, durable means flushed to blue's own WAL, which pgbridge
+    // can observe; so commits need not wait for it. With them, every commit waits as
+    // configured, so a failover of blue to a standby loses nothing green has forgotten.
+    let durability = if standbys.trim().is_empty() {
+        Mode::Async
+    } else {
+        Mode::Sync
+    };
+    let setting = match (durability, sync.as_str()) {
+        (Mode::Async, _) => Some("off"),
+        (Mode::Sync, "off") => Some("local"),
+        (Mode::Sync, _) => None,
+    };
+    if let Some(setting) = setting {
+        client
+            .batch_execute(&format!("SET synchronous_commit = {setting}"))
+            .await
+            .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    }
+    // What PostgreSQL's own apply worker does: triggers and foreign-key checks do not fire for
+    // replicated rows. Needs superuser or GRANT SET ON PARAMETER (PostgreSQL 15+).
+    let replica_role = match client.batch_execute("SET session_replication_role = replica").await {
+        Ok(()) => true,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => false,
+        Err(e) => return Err(Error::postgres("configuring the blue session", &e)),
+    };
+    Ok((replica_role, durability))
+}
+
+/// Issues `group`'s checkpoint update, guarded by the position it replaces (`prev`), and
+/// its COMMIT on `pipe`; neither is waited for.
+pub(super) async fn commit_with_checkpoint(
+    pipe: &mut Pipeline,
+    advance: &Statement,
+    slot: &str,
+    group: &Group,
+    prev: Lsn,
+) -> Result<()> {
+    failpoint::hit("before_blue_commit");
+    let params = vec![
+        text(slot),
+        text(&group.end.to_string()),
+        text(&group.commit_time.to_string()),
+        text(&prev.to_string()),
+    ];
+    let ctx = Context {
+        expect_rows: Some(1),
+        ..Context::new(CHECKPOINT_UPDATE)
+    };
+    pipe.execute(advance, params, ctx).await?;
+    let ctx = Context {
+        commit: true,
+        ..Context::new("COMMIT")
+    };
+    pipe.command("COMMIT".into(), ctx).await
+}
+
+/// Forces blue's WAL to disk up to now: a synchronous commit that writes WAL flushes
+/// everything before it (a commit that wrote nothing would not).
+pub(super) async fn flush_wal(client: &Client, touch: &Statement, slot: &str) -> Result<()> {
+    let result = async {
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = on").await?;
+        client.execute(touch, &[&slot]).await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    result.map_err(|e| Error::postgres("flushing blue's WAL", &e))
+}
+
+pub(super) fn text(s: &str) -> TextParam {
+    TextParam(Some(bytes::Bytes::copy_from_slice(s.as_bytes())))
+}

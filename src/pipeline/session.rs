@@ -1,0 +1,285 @@
+//! One session: a blue connection and applier, a replication stream from green, and the
+//! apply loop between them, until shutdown or an error.
+//!
+//! The side of an error is settled here, where it leaves the code of one side: whatever
+//! starting blue, reading its checkpoint or applying fails with is blue's (the applier marks
+//! what green's stream sent it as green's), whatever starting the stream fails with is green's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::replay::{Failed, Replay};
+use crate::apply::{self, Applier};
+use crate::config::Config;
+use crate::error::{Error, Result, Side};
+use crate::lsn::Lsn;
+use crate::source::{ReplicationConn, SourceEvent, SourceHandle, StartOptions};
+use crate::sql;
+use crate::state::checkpoint;
+use crate::telemetry::{State, Telemetry};
+
+/// Chunks (of at most [`crate::source::stream::CHUNK_BYTES`] each) buffered between the socket
+/// reader and the applier.
+const CHANNEL_CAPACITY: usize = 8;
+/// How long `run` waits at start for a slot still held by a previous, dying walsender.
+const SLOT_BUSY_GRACE: Duration = Duration::from_secs(30);
+
+/// What every session of one run shares.
+pub(super) struct Sessions<'a> {
+    pub config: &'a Arc<Config>,
+    pub telemetry: &'a Arc<Telemetry>,
+    pub guard: &'a crate::drift::Guard,
+    pub shutdown: &'a mut watch::Receiver<bool>,
+    /// When the run started (the grace for a busy slot counts from it).
+    pub started: Instant,
+    /// A session of this run has started streaming.
+    pub streamed: bool,
+}
+
+/// Blue, ready to apply from its checkpoint.
+struct Blue {
+    applier: Applier,
+    checkpoint: Lsn,
+    /// What the applier confirms as durable on blue, for green.
+    durable: watch::Receiver<Lsn>,
+}
+
+impl Sessions<'_> {
+    /// Runs one session with what earlier sessions learned (`replay`); `streaming`: ask green
+    /// for transactions in progress.
+    pub(super) async fn session(&mut self, replay: &Replay, streaming: bool) -> Result<(), Failed> {
+        let starting = |side: Side| {
+            move |e: Error| Failed {
+                error: e.or_side(side),
+                applying: false,
+                progressed: false,
+            }
+        };
+        let Blue {
+            mut applier,
+            checkpoint,
+            durable,
+        } = self.start_blue(replay).await.map_err(starting(Side::Blue))?;
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let options = StartOptions {
+            slot: self.config.slot.clone(),
+            publication: self.config.publication.clone(),
+            start: checkpoint,
+            streaming,
+            origin_none: false,
+        };
+        let Some(source) = self
+            .start_green(&options, &durable, tx)
+            .await
+            .map_err(starting(Side::Green))?
+        else {
+            return Ok(());
+        };
+        if let Err(e) = applier.attach_origin().await {
+            source.close().await;
+            return Err(starting(Side::Blue)(e));
+        }
+        self.streamed = true;
+        self.telemetry.set_state(State::Streaming);
+        tracing::info!(slot = %self.config.slot, from = %checkpoint, "streaming from green");
+        let result = applier.run(&mut rx, self.shutdown).await;
+        let progressed = *durable.borrow() > checkpoint;
+        source.close().await;
+        match &result {
+            Ok(()) => tracing::info!(checkpoint = %*durable.borrow(), "stopped cleanly"),
+            Err(e) => tracing::debug!(error = %e, "session ended"),
+        }
+        result.map_err(|e| Failed {
+            error: e.or_side(Side::Blue),
+            applying: true,
+            progressed,
+        })
+    }
+
+    /// Connects to blue, reads its checkpoint and prepares the applier.
+    async fn start_blue(&self, replay: &Replay) -> Result<Blue> {
+        let config = self.config;
+        let blue = crate::connect::connect_blue(&config.blue).await?;
+        let checkpoint = checkpoint::read_required(&blue, &config.schema, &config.slot).await?;
+        if checkpoint.lsn.is_zero() {
+            return Err(Error::definite(format!(
+                "blue's checkpoint for slot {} is at 0/0: the initial copy into blue (`pgbridge setup --copy`) did not \
+                 finish, so blue is incomplete; run `pgbridge setup --copy` again",
+                config.slot
+            )));
+        }
+        // Blue has everything up to here: the lag gauges count from it, not from 0.
+        self.telemetry.applied_idle(checkpoint.lsn);
+        let (durable_tx, durable) = watch::channel(checkpoint.lsn);
+        let orders = apply::Replay {
+            careful: replay.careful.clone(),
+            upsert_tables: replay.upsert_tables.clone(),
+            stop_before: replay.stop_before.clone(),
+        };
+        let applier = Applier::new(
+            config.clone(),
+            blue,
+            durable_tx,
+            orders,
+            self.telemetry.clone(),
+            self.guard,
+        )
+        .await?;
+        Ok(Blue {
+            applier,
+            checkpoint: checkpoint.lsn,
+            durable,
+        })
+    }
+
+    /// Starts streaming from green into `tx`; `None` when shutdown came while waiting for a
+    /// busy slot.
+    async fn start_green(
+        &mut self,
+        options: &StartOptions,
+        durable: &watch::Receiver<Lsn>,
+        tx: mpsc::Sender<Vec<SourceEvent>>,
+    ) -> Result<Option<SourceHandle>> {
+        let config = self.config;
+        loop {
+            let attempt = async {
+                let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
+                let system = conn.identify_system().await?;
+                tracing::debug!(system_id = %system.system_id, timeline = system.timeline, wal = %system.xlogpos, "green identified");
+                let mut conn = check_slot(conn, config, options.start).await?;
+                let options = for_server(options, config, conn.server_version_num());
+                if options.streaming {
+                    cap_decoding_memory(&mut conn).await?;
+                }
+                SourceHandle::start(conn, &options, durable.clone(), tx.clone()).await
+            };
+            match attempt.await {
+                Ok(handle) => return Ok(Some(handle)),
+                // A walsender of a killed pgbridge keeps the slot until it notices its client
+                // is gone; give it a moment at start-up.
+                Err(e)
+                    if e.sqlstate() == Some("55006") && !self.streamed && self.started.elapsed() < SLOT_BUSY_GRACE =>
+                {
+                    tracing::info!(error = %e, "slot busy; waiting for its previous user to let go");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = self.shutdown.changed() => return Ok(None),
+                    }
+                }
+                Err(e) if e.sqlstate() == Some("55006") => {
+                    let e = e.hint(format!(
+                        "another pgbridge or a subscription is streaming slot {}; stop it first (see pg_stat_replication on green)",
+                        config.slot
+                    ));
+                    return Err(if self.streamed { e } else { e.into_definite() });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The streaming options green's server version allows. Transactions applied under a
+/// replication origin are skipped by green itself on PostgreSQL 16+ (`origin 'none'`); on 15
+/// pgbridge drops them by their Origin message, which green sends only for whole
+/// transactions (the origin of an in-progress one is not known yet), so there they are
+/// received whole.
+fn for_server(options: &StartOptions, config: &Config, version: u32) -> StartOptions {
+    let mut options = options.clone();
+    if config.skip_origins {
+        if version >= 160000 {
+            options.origin_none = true;
+        } else if options.streaming {
+            tracing::debug!("green runs PostgreSQL {version}: large transactions are received whole, so that those applied under a replication origin can be recognized (green.origin = \"none\")");
+            options.streaming = false;
+        }
+    }
+    options
+}
+
+/// Green streams an in-progress transaction once its decoded changes exceed
+/// `logical_decoding_work_mem`, and decodes without sending until then. A cap on this walsender
+/// session (the server's setting is untouched, and a lower one is kept) lets blue start on a
+/// large transaction sooner and keeps green's decoding and blue's apply overlapped.
+const STREAMING_DECODING_MEM_KB: u64 = 16 * 1024;
+
+async fn cap_decoding_memory(conn: &mut ReplicationConn) -> Result<()> {
+    let rows = conn
+        .simple_query("SELECT setting FROM pg_settings WHERE name = 'logical_decoding_work_mem'")
+        .await?;
+    let current: u64 = rows.first("setting").and_then(|v| v.parse().ok()).unwrap_or(0);
+    if current > STREAMING_DECODING_MEM_KB {
+        conn.simple_query(&format!("SET logical_decoding_work_mem = {STREAMING_DECODING_MEM_KB}"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Refuses to stream from a slot that cannot deliver everything after the checkpoint.
+async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn) -> Result<ReplicationConn> {
+    let version = conn.server_version_num();
+    if version < 140000 {
+        return Err(Error::definite(format!(
+            "green runs PostgreSQL {version}; pgbridge needs 14 or later (pgoutput messages)"
+        )));
+    }
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT plugin, database, wal_status, confirmed_flush_lsn::text AS confirmed, active_pid::text AS pid, \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = {pub})::text AS publications \
+             FROM pg_replication_slots WHERE slot_name = {slot}",
+            slot = sql::literal(&config.slot),
+            pub = sql::literal(&config.publication),
+        ))
+        .await?;
+    if rows.rows.is_empty() {
+        return Err(Error::definite(format!(
+            "replication slot {} does not exist on green; run `pgbridge setup` (if it was dropped, blue missed \
+             every change since: re-copy blue with `pgbridge setup --copy`)",
+            config.slot
+        )));
+    }
+    if rows.first("plugin") != Some("pgoutput") {
+        return Err(Error::definite(format!(
+            "replication slot {} on green uses plugin {:?}, not pgoutput; drop it or choose another green.slot",
+            config.slot,
+            rows.first("plugin").unwrap_or("?")
+        )));
+    }
+    if rows.first("wal_status") == Some("lost") {
+        return Err(Error::definite(format!(
+            "replication slot {} on green was invalidated (wal_status = lost): green removed WAL that blue has not \
+             received, so blue is missing changes after {checkpoint}. pgbridge will not continue from a new slot as if \
+             nothing happened: run `pgbridge teardown`, then `pgbridge setup --copy` to re-synchronize blue",
+            config.slot
+        )));
+    }
+    if rows.first("publications") == Some("0") {
+        return Err(Error::definite(format!(
+            "publication {} does not exist on green; run `pgbridge setup`",
+            config.publication
+        )));
+    }
+    if let Some(pid) = rows.first("pid") {
+        // Same SQLSTATE as START_REPLICATION's own refusal, so start-up waits the same way
+        // for a walsender that has not yet noticed its client died.
+        return Err(Error::from_server(
+            format!("starting replication on {}", config.green.describe()),
+            "55006",
+            format!("replication slot \"{}\" is active for PID {pid}", config.slot),
+        ));
+    }
+    if let Some(confirmed) = rows.first("confirmed").and_then(|c| c.parse::<Lsn>().ok()) {
+        if confirmed > checkpoint {
+            return Err(Error::definite(format!(
+                "slot {} on green has confirmed {confirmed}, beyond blue's checkpoint {checkpoint}: green will not resend \
+                 the changes in between, so blue is missing them (was blue restored from a backup, or did another \
+                 consumer use the slot?). Re-synchronize blue with `pgbridge teardown` and `pgbridge setup --copy`",
+                config.slot
+            )));
+        }
+    }
+    Ok(conn)
+}
