@@ -169,7 +169,7 @@ impl Applier {
         };
         let oid = plan.green.oid;
         // Keep the order of statements across tables unless blue ignores it (replica role).
-        if !self.reorder_tables && self.batches.pending.keys().any(|o| *o != oid) {
+        if !self.cx.reorder_tables && self.batches.pending.keys().any(|o| *o != oid) {
             let others: Vec<u32> = self.batches.pending.keys().copied().filter(|o| *o != oid).collect();
             for o in others {
                 self.flush_batch(o).await?;
@@ -269,7 +269,7 @@ impl Applier {
 
     /// Before a statement for `oid` outside the batches: flush what must come before it.
     pub(super) async fn flush_before(&mut self, oid: u32) -> Result<()> {
-        if self.reorder_tables {
+        if self.cx.reorder_tables {
             self.flush_batch(oid).await
         } else {
             self.flush_batches().await

@@ -102,7 +102,7 @@ impl Applier {
         };
         let row = row_json(plan, &values);
         let parked = Parked {
-            slot: &self.config.slot,
+            slot: &self.cx.config.slot,
             green_table: &plan.green_name,
             blue_table: &plan.blue_name,
             key: &key,
@@ -111,7 +111,7 @@ impl Applier {
             lsn: values.lsn,
         };
         dead_letter.park(&client, &parked).await?;
-        self.telemetry.error("dead_letter");
+        self.cx.telemetry.error("dead_letter");
         tracing::warn!(table = %plan.green_name, key = %key, lsn = %values.lsn, error = %err.message(), "row parked in dead_letter");
         Ok(())
     }

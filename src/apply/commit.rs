@@ -21,7 +21,7 @@ macro_rules! blue {
         super::blue::BluePipe {
             pipe: &mut $applier.pipe,
             checkpoint: &$applier.checkpoint,
-            slot: &$applier.config.slot,
+            slot: &$applier.cx.config.slot,
         }
     };
 }
@@ -72,7 +72,7 @@ impl Applier {
     pub(super) fn group_committed(&mut self, group: Group) {
         failpoint::hit("after_blue_commit");
         self.publish(group.end);
-        self.telemetry.committed(&Commit {
+        self.cx.telemetry.committed(&Commit {
             lsn: group.end,
             transactions: group.transactions,
             rows: group.rows,
@@ -151,7 +151,7 @@ impl Applier {
             return Ok(());
         }
         let params = vec![
-            text(&self.config.slot),
+            text(&self.cx.config.slot),
             text(&lsn.to_string()),
             text(&self.commits.committed().to_string()),
         ];
@@ -161,7 +161,7 @@ impl Applier {
         self.drain().await?;
         tracing::debug!(lsn = %lsn, "idle position committed on blue");
         self.publish(lsn);
-        self.telemetry.applied_idle(lsn);
+        self.cx.telemetry.applied_idle(lsn);
         Ok(())
     }
 

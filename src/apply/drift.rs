@@ -34,17 +34,17 @@ impl Applier {
     /// A Relation message that no longer plans: when the table is part of the accepted plan,
     /// that is drift, and the message says what to do about it.
     pub(super) fn drifted_or(&self, e: Error) -> Error {
-        if self.mappings.baseline().is_none() {
+        if self.cx.mappings.baseline().is_none() {
             return e;
         }
-        self.telemetry.schema_drift(true);
+        self.cx.telemetry.schema_drift(true);
         self.drift_error(format!(
             "{}{}; blue has everything green committed before it and nothing after; {}. If the mapping files were \
              already changed for a newer green schema, the stream has not reached that change yet: keep the earlier \
              mapping until the bridge stops at the change, then switch",
             e.message(),
             self.at_lsn(),
-            crate::drift::fix(&self.config)
+            crate::drift::fix(&self.cx.config)
         ))
     }
 
@@ -73,7 +73,7 @@ impl Applier {
     /// before the transaction that carries it is applied, naming what changed. A table not in
     /// the accepted plan (created since) joins it.
     pub(super) fn hold_to_baseline(&self, plan: &TablePlan, blue: &crate::mapping::catalog::BlueTable) -> Result<()> {
-        let Some(baseline) = self.mappings.baseline() else {
+        let Some(baseline) = self.cx.mappings.baseline() else {
             return Ok(());
         };
         let now = crate::mapping::signature::Signature::of(plan, blue);
@@ -87,14 +87,14 @@ impl Applier {
         if changes.is_empty() {
             return Ok(());
         }
-        self.telemetry.schema_drift(true);
+        self.cx.telemetry.schema_drift(true);
         Err(self.drift_error(format!(
             "green table {} no longer maps onto blue as accepted{}: {}; blue has everything green committed before \
              it and nothing after; {}",
             plan.green_name,
             self.at_lsn(),
             changes.join("; "),
-            crate::drift::fix(&self.config)
+            crate::drift::fix(&self.cx.config)
         )))
     }
 }

@@ -149,28 +149,36 @@ struct Orders {
     stop_before: Option<(Lsn, String)>,
 }
 
+/// What a session applies with, read-only: the same for the main session and its lanes but
+/// for `reorder_tables`, which each blue session learns for itself.
+#[derive(Clone)]
+struct Inputs {
+    config: Arc<Config>,
+    mappings: Mappings,
+    telemetry: Arc<Telemetry>,
+    /// The session settings mapped values are computed under, on this session and its lanes.
+    env: Environment,
+    /// Blue runs with session_replication_role = replica, so tables may be written in any order.
+    reorder_tables: bool,
+}
+
 /// Applies one replication session's events to blue.
 pub struct Applier {
-    config: Arc<Config>,
+    cx: Inputs,
     pipe: Pipeline,
     /// Green's relations as described, and the statements prepared for them.
     cache: Cache,
-    mappings: Mappings,
     checkpoint: CheckpointStatements,
     /// The open blue transaction, those committing, and what may be confirmed to green.
     commits: Commits,
+    /// The green transaction being received.
     tx: Option<GreenTx>,
     progress: Progress,
     orders: Orders,
-    telemetry: Arc<Telemetry>,
     /// Set-based apply: pending batches and whether to batch.
     batches: batch::Batches,
-    /// Blue runs with session_replication_role = replica, so tables may be written in any order.
-    reorder_tables: bool,
     /// Transactions green streams in progress, each on its own blue session.
     lanes: stream::Lanes,
-    /// The session settings mapped values are computed under, on this session and its lanes.
-    env: Environment,
 }
 
 impl Applier {
@@ -199,18 +207,29 @@ impl Applier {
         tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
         let durability = Durability::new(mode, durable_tx);
         let batching = config.switches.batching;
-        let mut applier =
-            Applier::on_session(config, client, mappings, durability, telemetry, replica_role, env).await?;
+        let cx = Inputs {
+            config,
+            mappings,
+            telemetry,
+            env,
+            reorder_tables: replica_role,
+        };
+        let mut applier = Applier::on_session(cx, client, durability).await?;
         applier.batches.enabled = batching;
         applier.orders.drift_stop = Some(guard.stop.clone());
         if mode == Mode::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
             // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
-            flush_wal(applier.pipe.client(), &applier.checkpoint.flush, &applier.config.slot).await?;
+            flush_wal(
+                applier.pipe.client(),
+                &applier.checkpoint.flush,
+                &applier.cx.config.slot,
+            )
+            .await?;
         }
-        if applier.config.on_error == OnError::DeadLetter {
+        if applier.cx.config.on_error == OnError::DeadLetter {
             applier.orders.dead_letter =
-                Some(DeadLetters::prepare(applier.pipe.client(), &applier.config.schema).await?);
+                Some(DeadLetters::prepare(applier.pipe.client(), &applier.cx.config.schema).await?);
         }
         applier.orders.careful = replay.careful;
         applier.orders.upsert_tables = replay.upsert_tables;
@@ -220,45 +239,31 @@ impl Applier {
 
     /// An applier on a prepared blue session, without the main connection's duties (dead
     /// letters, careful replays, upserts); `durability` holds the position it starts at.
-    async fn on_session(
-        config: Arc<Config>,
-        client: Arc<Client>,
-        mappings: Mappings,
-        durability: Durability,
-        telemetry: Arc<Telemetry>,
-        replica_role: bool,
-        env: Environment,
-    ) -> Result<Self> {
-        let checkpoint = CheckpointStatements::prepare(&client, &config).await?;
+    async fn on_session(cx: Inputs, client: Arc<Client>, durability: Durability) -> Result<Self> {
+        let checkpoint = CheckpointStatements::prepare(&client, &cx.config).await?;
+        let policy = CommitPolicy {
+            max_rows: cx.config.max_batch_rows,
+            max_delay: cx.config.max_batch_delay,
+        };
         Ok(Applier {
-            commits: Commits::new(
-                durability,
-                CommitPolicy {
-                    max_rows: config.max_batch_rows,
-                    max_delay: config.max_batch_delay,
-                },
-            ),
-            config,
+            commits: Commits::new(durability, policy),
+            cx,
             pipe: Pipeline::new(client, MAX_IN_FLIGHT),
             cache: Cache::default(),
-            mappings,
             checkpoint,
             tx: None,
             progress: Progress::default(),
             orders: Orders::default(),
-            telemetry,
             batches: batch::Batches::default(),
-            reorder_tables: replica_role,
             lanes: stream::Lanes::default(),
-            env,
         })
     }
 
     /// Selects the replication origin blue's commits are tagged with (`apply.origin`). Call
     /// it once green's slot is held, so no other run of this bridge can be using the origin.
     pub async fn attach_origin(&mut self) -> Result<()> {
-        if let Some(name) = &self.config.origin {
-            origin::attach(self.pipe.client(), name, &self.config.blue.user()).await?;
+        if let Some(name) = &self.cx.config.origin {
+            origin::attach(self.pipe.client(), name, &self.cx.config.blue.user()).await?;
         }
         Ok(())
     }
@@ -322,7 +327,7 @@ impl Applier {
         match event {
             SourceEvent::Message(m) => self.on_message(m).await,
             SourceEvent::Keepalive { wal_end } => {
-                self.telemetry.received(wal_end);
+                self.cx.telemetry.received(wal_end);
                 if self.tx.is_none() && wal_end > self.applied_end() {
                     // Everything green committed before wal_end has been received and applied
                     // (or is in the open group), so the position is safe to confirm.
@@ -402,7 +407,7 @@ impl Applier {
     fn report_pending(&mut self) {
         if let Some(tx) = self.tx.as_mut().filter(|t| !t.skip && !t.foreign) {
             if let Some(commit_time) = tx.unreported.take() {
-                self.telemetry.pending_since(tx.commit_lsn, commit_time);
+                self.cx.telemetry.pending_since(tx.commit_lsn, commit_time);
             }
         }
     }

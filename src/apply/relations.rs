@@ -20,7 +20,7 @@ impl Applier {
         // Rows batched under the old description go out before it changes.
         self.flush_batch(oid).await?;
         self.cache.statements.retain(|(o, _), _| *o != oid);
-        let excluded = self.config.is_excluded(&relation.namespace, &relation.name);
+        let excluded = self.cx.config.is_excluded(&relation.namespace, &relation.name);
         let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
         self.cache.relations.insert(
             oid,
@@ -34,7 +34,7 @@ impl Applier {
         // Rule 7: a Relation message that no longer fits stops the bridge before the
         // transaction that carries it is applied. Inside a skipped transaction the plan is
         // resolved when first used instead.
-        let expected = self.mappings.expects(&self.cache.relations[&oid].label);
+        let expected = self.cx.mappings.expects(&self.cache.relations[&oid].label);
         if !excluded && expected && !self.tx.as_ref().is_some_and(|t| t.skip) {
             self.resolve(oid).await?;
         }
@@ -48,7 +48,7 @@ impl Applier {
         let planned = async {
             self.cache.types.resolve_builtins(self.pipe.client(), &oids).await?;
             let green = GreenTable::from_relation(&relation, |o| self.cache.types.get(o))?;
-            self.mappings.plan_with_blue(self.pipe.client(), &green).await
+            self.cx.mappings.plan_with_blue(self.pipe.client(), &green).await
         };
         let (plan, blue) = match planned.await {
             Ok(p) => p,

@@ -281,7 +281,7 @@ impl Applier {
         let mut tables = Vec::new();
         for plan in plans {
             if let Some(parent) = &plan.partition_of {
-                let leaves = self.mappings.partitions_of(parent);
+                let leaves = self.cx.mappings.partitions_of(parent);
                 let whole = !leaves.is_empty() && leaves.iter().all(|l| truncated.contains(l));
                 if !whole {
                     return Err(self.drift_error(format!(
@@ -292,7 +292,7 @@ impl Applier {
                          their root first: ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
                         plan.green_name,
                         plan.blue_name,
-                        crate::sql::ident(&self.config.publication)
+                        crate::sql::ident(&self.cx.config.publication)
                     )));
                 }
             }
@@ -304,7 +304,7 @@ impl Applier {
                 tables.push(table);
             }
             self.count(&plan, "truncate");
-            self.mappings.note_truncate(&plan.green_name);
+            self.cx.mappings.note_truncate(&plan.green_name);
         }
         if tables.is_empty() {
             return Ok(());

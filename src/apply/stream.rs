@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use super::durability::{Durability, Mode};
 use super::exec::Context;
 use super::session::{commit_with_checkpoint, prepare_session};
-use super::{green, origin, Applier, GreenTx};
+use super::{green, origin, Applier, GreenTx, Inputs};
 use crate::error::{Cause, Error, Result};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{LogicalMessage, Relation, StreamAbort, StreamCommit, StreamStart};
@@ -263,7 +263,7 @@ impl Applier {
     /// Stream Commit: after everything green committed before it, the lane commits with the
     /// checkpoint.
     pub(super) async fn stream_commit(&mut self, commit: StreamCommit) -> Result<()> {
-        self.telemetry.received(commit.end_lsn);
+        self.cx.telemetry.received(commit.end_lsn);
         let mut lane = self.lanes.open.remove(&commit.xid).ok_or_else(|| {
             green(format!(
                 "green committed streamed transaction {} that it never streamed; restarting the stream",
@@ -271,7 +271,7 @@ impl Applier {
             ))
         })?;
         if lane.changed {
-            self.telemetry.pending_since(commit.commit_lsn, commit.timestamp);
+            self.cx.telemetry.pending_since(commit.commit_lsn, commit.timestamp);
         }
         self.commit_group().await?;
         self.drain().await?;
@@ -296,7 +296,7 @@ impl Applier {
                 commit_with_checkpoint(
                     &mut applier.pipe,
                     &advance,
-                    &self.config.slot,
+                    &self.cx.config.slot,
                     &group,
                     self.commits.committed(),
                 )
@@ -364,8 +364,8 @@ impl Applier {
     /// A lane: its own blue connection, configured like the main one, planning with the same
     /// mapping files.
     async fn new_lane(&mut self) -> Result<Lane> {
-        let client = crate::connect::connect_blue(&self.config.blue).await?;
-        let (replica_role, _) = prepare_session(&client, &self.env).await?;
+        let client = crate::connect::connect_blue(&self.cx.config.blue).await?;
+        let (replica_role, _) = prepare_session(&client, &self.cx.env).await?;
         client
             .batch_execute(&set_lock_timeout(LOCK_TIMEOUT))
             .await
@@ -380,21 +380,16 @@ impl Applier {
                     .any(|lane| lane.number == *n)
             })
             .expect("there are never more lanes than MAX_LANES");
-        if let Some(base) = &self.config.origin {
-            origin::attach(&client, &origin::lane_name(base, number), &self.config.blue.user()).await?;
+        if let Some(base) = &self.cx.config.origin {
+            origin::attach(&client, &origin::lane_name(base, number), &self.cx.config.blue.user()).await?;
         }
         let (durable_tx, _) = watch::channel(self.commits.committed());
         let durability = Durability::new(Mode::Sync, durable_tx);
-        let mut applier = Applier::on_session(
-            self.config.clone(),
-            client,
-            self.mappings.clone(),
-            durability,
-            self.telemetry.clone(),
-            replica_role,
-            self.env.clone(),
-        )
-        .await?;
+        let cx = Inputs {
+            reorder_tables: replica_role,
+            ..self.cx.clone()
+        };
+        let mut applier = Applier::on_session(cx, client, durability).await?;
         applier.batches.enabled = self.batches.enabled;
         applier.orders.upsert_tables = self.orders.upsert_tables.clone();
         tracing::debug!(

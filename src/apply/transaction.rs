@@ -52,7 +52,7 @@ impl Applier {
 
     /// Commit: the group now reaches the transaction's end.
     pub(super) fn on_commit(&mut self, c: Commit) -> Result<()> {
-        self.telemetry.received(c.end_lsn);
+        self.cx.telemetry.received(c.end_lsn);
         let tx = self
             .tx
             .take()
@@ -79,7 +79,7 @@ impl Applier {
     /// Sent after Begin for a transaction applied under a replication origin. With
     /// `origin 'none'` (PostgreSQL 16+) green filters these itself.
     pub(super) fn on_origin(&mut self, o: &Origin) {
-        if let Some(tx) = self.tx.as_mut().filter(|_| self.config.skip_origins) {
+        if let Some(tx) = self.tx.as_mut().filter(|_| self.cx.config.skip_origins) {
             if !tx.foreign && !tx.skip {
                 tracing::debug!(origin = %o.name, commit_lsn = %tx.commit_lsn, "not carrying a transaction applied on green under a replication origin");
             }
