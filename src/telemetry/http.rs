@@ -51,7 +51,7 @@ struct Endpoint {
     handle: &'static metrics_exporter_prometheus::PrometheusHandle,
 }
 
-/// The routes. Anything but GET (and HEAD, which axum answers from GET) is 405.
+/// The routes. Anything but GET (and HEAD, which axum answers from GET) is 405, "GET only".
 fn router(endpoint: Endpoint) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -59,6 +59,7 @@ fn router(endpoint: Endpoint) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .fallback(fallback)
+        .method_not_allowed_fallback(|| async { text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()) })
         .with_state(endpoint)
 }
 
@@ -198,7 +199,12 @@ mod tests {
             .write_all(b"POST /nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
             .await
             .expect("write");
-        assert_eq!(response(&mut stream).await.0, 405);
+        assert_eq!(response(&mut stream).await, (405, "GET only\n".to_string()));
+        stream
+            .write_all(b"DELETE /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(response(&mut stream).await, (405, "GET only\n".to_string()));
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let huge = format!("GET /healthz HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "a".repeat(20_000));
         let _ = stream.write_all(huge.as_bytes()).await;

@@ -82,14 +82,14 @@ fn unique(
                 None => bk.clone(),
             },
         };
-        cols.push(unique_column(cx, fed, bk, &green_col)?);
+        cols.push(unique_column(cx, fed, bk, &green_col, named.is_some())?);
     }
     Ok(KeyPlan::Unique(cols))
 }
 
 /// Blue key column `bk` fed from green column `green_col`, which must be part of green's
-/// replica identity and reach `bk` as a plain copy.
-fn unique_column(cx: &Context, fed: &mut Fed, bk: &str, green_col: &str) -> Result<KeyColumn> {
+/// replica identity and reach `bk` as a plain copy; `named`: `[key]` says so.
+fn unique_column(cx: &Context, fed: &mut Fed, bk: &str, green_col: &str, named: bool) -> Result<KeyColumn> {
     let (green, green_name, blue_name, where_fix) = (cx.green, &cx.green_name, &cx.blue_name, &cx.where_fix);
     let g = green.position(green_col).ok_or_else(|| {
         Error::definite(format!(
@@ -121,8 +121,10 @@ fn unique_column(cx: &Context, fed: &mut Fed, bk: &str, green_col: &str) -> Resu
         None => {
             fed.used[g] = true;
             let target = key_target(cx, bk, g);
-            // As for any other column: blue generates an ALWAYS identity itself unless told.
-            fed.overriding |= target.identity_always;
+            // `[key]` says green's column feeds it: over an ALWAYS identity, as a mapped column
+            // is. A key column fed by nothing the file says (its green column ignored or the
+            // blue column omitted) is still refused when blue generates it.
+            fed.overriding |= named && target.identity_always;
             fed.targets.push(target);
             fed.targets.len() - 1
         }
