@@ -233,7 +233,16 @@ fn both_directions_at_once_carry_each_write_once_without_echo() {
     assert!(to_blue.alive() && to_green.alive());
     assert_eq!(to_blue.terminate(), 0);
     assert_eq!(to_green.terminate(), 0);
-    both.expect(both.pair.pgbridge(&["teardown"]), 0, "teardown");
+    let first = both.expect(both.pair.pgbridge(&["teardown"]), 0, "teardown");
+    assert!(first.contains("publication") && first.contains("dropped"), "{first}");
+    // Run again, it says what is already gone instead of claiming to drop it.
+    let again = both.expect(both.pair.pgbridge(&["teardown"]), 0, "second teardown");
+    for what in ["publication", "slot", "checkpoint"] {
+        assert!(
+            again.lines().any(|l| l.contains(what) && l.ends_with("absent")),
+            "{what} should be reported absent:\n{again}"
+        );
+    }
     assert_eq!(
         both.pair.blue.psql(
             DB,

@@ -82,7 +82,8 @@ async fn drop_publication(
             config.publication,
             sql::ident(&config.publication)
         )),
-        _ => {
+        None => say(format!("green  publication {:<24} absent", config.publication)),
+        Some((_, true)) => {
             green
                 .batch_execute(&format!(
                     "DROP PUBLICATION IF EXISTS {}",
