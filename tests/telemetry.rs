@@ -149,3 +149,42 @@ fn lag_seconds_grows_while_a_backlog_waits() {
         || "lag_seconds did not return to 0".into(),
     );
 }
+
+/// A group whose COMMIT returned is counted even when a later group fails before the applier
+/// took note of that COMMIT (here a large transaction green streamed in progress, then a row
+/// blue rejects, parked as a dead letter after the replay): the metrics count every row blue
+/// has, each once. Before, the 50,000 rows were missing from the metrics (found by an outside
+/// test of the restructured binary; the old one did the same).
+#[test]
+fn rows_committed_before_a_failed_group_are_counted() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v int)");
+    pair.blue
+        .psql(DB, "ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100000)");
+    // The large transaction is streamed while in progress, on a lane of its own.
+    pair.green
+        .psql(DB, "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'");
+    pair.green.psql(DB, "SELECT pg_reload_conf()");
+    pair.write_config("[apply]\non_error = \"dead_letter\"\n");
+    pair.setup();
+    let bridge = pair.run();
+    let port = pair.metrics_port;
+    wait_ready(port, &bridge);
+    pair.green
+        .psql(DB, "INSERT INTO t SELECT g, g % 1000 FROM generate_series(1, 50000) g");
+    pair.green.psql(
+        DB,
+        "BEGIN; INSERT INTO t VALUES (100001, 200000); INSERT INTO t VALUES (100002, 5); COMMIT;",
+    );
+    pair.wait_caught_up(&bridge);
+    assert_eq!(pair.blue.psql(DB, "SELECT count(*) FROM t"), "50001");
+    let (_, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    // The rejected row is counted as applied too: it was handled (parked), as before.
+    let series = "pgbridge_rows_applied_total{table=\"public.t\",op=\"insert\"} 50002";
+    assert!(
+        metrics.lines().any(|l| l == series),
+        "missing {series}:\n{metrics}\n--- log ---\n{}",
+        bridge.log()
+    );
+    assert_eq!(bridge.terminate(), 0);
+}

@@ -275,6 +275,21 @@ impl Applier {
         events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
+        let result = self.apply_until_done(events, shutdown).await;
+        if result.is_err() {
+            // Groups whose COMMIT returned before the failure are on blue: they are accounted
+            // for (metrics, progress) and their positions published, as they would have been
+            // had nothing failed after them. Nothing of the failed group is.
+            self.settle_commits();
+        }
+        result
+    }
+
+    async fn apply_until_done(
+        &mut self,
+        events: &mut mpsc::Receiver<Vec<SourceEvent>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
