@@ -174,25 +174,9 @@ fn word_char(c: Option<&char>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::GreenColumn;
-    use crate::protocol::pgoutput::ReplicaIdentity;
 
     fn green(cols: &[&str]) -> GreenTable {
-        GreenTable {
-            oid: 1,
-            namespace: "public".into(),
-            name: "t".into(),
-            replica_identity: ReplicaIdentity::Default,
-            columns: cols
-                .iter()
-                .map(|n| GreenColumn {
-                    name: n.to_string(),
-                    type_sql: "\"pg_catalog\".\"int4\"".into(),
-                    is_key: false,
-                })
-                .collect(),
-            facts: None,
-        }
+        crate::mapping::int_table(cols)
     }
 
     #[test]

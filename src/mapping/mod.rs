@@ -204,3 +204,24 @@ impl TablePlan {
         }
     }
 }
+
+/// A green table `public.t` of int4 columns named `cols`, none of them in the key: the fixture
+/// the mapping unit tests share.
+#[cfg(test)]
+pub(crate) fn int_table(cols: &[&str]) -> GreenTable {
+    GreenTable {
+        oid: 1,
+        namespace: "public".into(),
+        name: "t".into(),
+        replica_identity: crate::protocol::pgoutput::ReplicaIdentity::Default,
+        columns: cols
+            .iter()
+            .map(|n| GreenColumn {
+                name: n.to_string(),
+                type_sql: "\"pg_catalog\".\"int4\"".into(),
+                is_key: false,
+            })
+            .collect(),
+        facts: None,
+    }
+}

@@ -99,25 +99,9 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::GreenColumn;
-    use crate::protocol::pgoutput::ReplicaIdentity;
 
     fn green() -> GreenTable {
-        GreenTable {
-            oid: 1,
-            namespace: "public".into(),
-            name: "t".into(),
-            replica_identity: ReplicaIdentity::Default,
-            columns: ["id", "Odd\"Name"]
-                .iter()
-                .map(|n| GreenColumn {
-                    name: n.to_string(),
-                    type_sql: "\"pg_catalog\".\"int4\"".into(),
-                    is_key: false,
-                })
-                .collect(),
-            facts: None,
-        }
+        crate::mapping::int_table(&["id", "Odd\"Name"])
     }
 
     fn target(value: Value, blue_type: &str) -> Target {
