@@ -56,6 +56,14 @@ pub async fn connect_green_sql(config: &Config) -> Result<Client> {
     Ok(client)
 }
 
+/// A command's connections to green (SQL) and blue, in that order. A command cannot do its job
+/// without both, so a failure to connect is definite: it exits 2 with the advice.
+pub async fn both(config: &Config) -> Result<(Client, Arc<Client>)> {
+    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
+    let blue = connect_blue(&config.blue).await.map_err(Error::into_definite)?;
+    Ok((green, blue))
+}
+
 /// Maps a tokio-postgres error on green to a definite error with context.
 pub(crate) fn green_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     move |e| Error::postgres(format!("{what} on green"), &e).into_definite()

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::{connect_green_sql, green_err};
+use crate::connect::green_err;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::source::peek::{self, Pending};
@@ -36,10 +36,7 @@ pub struct Lag {
 
 /// Connects to both sides and measures lag (what the `lag` command prints).
 pub async fn measure_now(config: &Config) -> Result<Lag> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     measure(config, &green, &blue).await
 }
 

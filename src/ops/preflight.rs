@@ -11,7 +11,6 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::connect_green_sql;
 use crate::drift;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
@@ -54,10 +53,7 @@ pub struct Report {
 /// What `check` reports: connects to both sides, validates, and counts a drift from the plan
 /// `setup` accepted as a problem too.
 pub async fn check(config: &Config) -> Result<Report> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     let report = validate(config, &green, &blue).await?;
     let mut problems = report.problems.clone();
     for f in &report.drift {

@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::{blue_err, connect_green_sql, green_err};
+use crate::connect::{blue_err, green_err};
 use crate::error::{Error, Result};
 use crate::sql;
 
@@ -82,10 +82,7 @@ pub async fn sync_all(config: &Config, margin: i64, report: &mut dyn FnMut(Strin
     if margin < 0 {
         return Err(Error::definite("--margin must be 0 or more"));
     }
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     sync(config, &green, &blue, margin, report).await
 }
 

@@ -10,7 +10,7 @@ use super::preflight::{self, Report};
 use super::privileges::{self, BlueSchema};
 use super::slot::{self, SlotState};
 use crate::config::Config;
-use crate::connect::{blue_err, connect_green_sql, green_err};
+use crate::connect::{blue_err, green_err};
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::lsn::Lsn;
@@ -20,10 +20,7 @@ use crate::state::checkpoint::{self, Checkpoint};
 
 /// `setup`: validates, then creates what is missing; `say` gets a line per object.
 pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(String)) -> Result<i32> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     let (report, env) = validate(config, &green, &blue, copy, say).await?;
     let blue_schema = privileges::blue_schema(&blue, &config.schema).await?;
     let existing_checkpoint = checkpoint::read(&blue, &config.schema, &config.slot)

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::{connect_green_sql, green_err};
+use crate::connect::green_err;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::state::checkpoint;
@@ -41,10 +41,7 @@ pub struct Status {
 
 /// Reads positions, lag and state from both databases.
 pub async fn read(config: &Config) -> Result<Status> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     let green_lsn: Lsn = green
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

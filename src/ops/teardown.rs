@@ -6,17 +6,14 @@
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::{blue_err, connect_green_sql, green_err};
+use crate::connect::{blue_err, green_err};
 use crate::error::{Error, Result};
 use crate::sql;
 use crate::state::{checkpoint, origin};
 
 /// `teardown`: drops what `setup` created; `say` gets a line per object.
 pub async fn run(config: &Config, say: &mut dyn FnMut(String)) -> Result<i32> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     let publication_owner = publication_owner(config, &green).await?;
     drop_slot(config, &green, say).await?;
     drop_publication(config, &green, publication_owner, say).await?;

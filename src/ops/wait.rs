@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::connect::{connect_green_sql, green_err};
+use crate::connect::green_err;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::state::checkpoint;
@@ -43,10 +43,7 @@ pub struct Waited {
 /// Writes a marker on green and waits up to `timeout` until blue's checkpoint passes it. A
 /// drift from the accepted plan is an error once caught up: waiting longer will not help.
 pub async fn wait(config: &Config, timeout: Duration) -> Result<Waited> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     let started = Instant::now();
     let marker = write_marker(&green, "pgbridge.wait").await?;
     let (checkpoint, caught_up) = match until_applied(&blue, config, marker, started + timeout, POLL).await? {

@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 
 use super::privileges;
 use crate::config::Config;
-use crate::connect::{connect_green_sql, green_err};
+use crate::connect::green_err;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::statements;
@@ -146,10 +146,7 @@ pub async fn prepare<'a>(
     table: Option<&str>,
     examples: usize,
 ) -> Result<(Verification<'a>, Vec<Subject>)> {
-    let green = connect_green_sql(config).await.map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+    let (green, blue) = crate::connect::both(config).await?;
     // The settings `run` and `setup --copy` evaluate the mapping in (crate::evaluation).
     let env = Environment::resolve(&blue, config)
         .await
