@@ -215,7 +215,7 @@ impl Applier {
         };
         let optimistic = batch.fresh
             && batch.shape == (Shape::BatchInsert { upsert: true })
-            && !self.orders.upsert_tables.contains(&*batch.plan.green_name);
+            && !self.orders.replay.upsert_tables.contains(&*batch.plan.green_name);
         let shape = if optimistic {
             Shape::BatchInsert { upsert: false }
         } else {

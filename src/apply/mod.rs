@@ -131,22 +131,23 @@ pub struct Replay {
     pub stop_before: Option<(Lsn, String)>,
 }
 
+impl Replay {
+    /// Whether the green transaction committed at `lsn` is applied row by row.
+    pub fn is_careful(&self, lsn: Lsn) -> bool {
+        self.careful.iter().any(|(first, last)| *first <= lsn && lsn <= *last)
+    }
+}
+
 /// What the pipeline and the drift guard ask of this session (the main one; lanes only
 /// share the upserts).
 #[derive(Default)]
 struct Orders {
-    /// Green transactions (commit LSN ranges) applied row by row.
-    careful: Vec<(Lsn, Lsn)>,
-    /// Green tables (qualified names) whose batched inserts are sent as upserts, because a
-    /// plain insert met a row blue already had.
-    upsert_tables: HashSet<String>,
+    /// What earlier sessions of the run learned (careful ranges, upserts, where to stop).
+    replay: Replay,
     /// Where rows blue rejects are parked (`apply.on_error = "dead_letter"`).
     dead_letter: Option<DeadLetters>,
     /// Where to stop because the catalogs drifted (the main session only).
     drift_stop: Option<watch::Receiver<Option<crate::drift::Stop>>>,
-    /// A green transaction (commit LSN) the schema changed at, and why: everything before it
-    /// is committed, then the session ends.
-    stop_before: Option<(Lsn, String)>,
 }
 
 /// What a session applies with, read-only: the same for the main session and its lanes but
@@ -231,9 +232,7 @@ impl Applier {
             applier.orders.dead_letter =
                 Some(DeadLetters::prepare(applier.pipe.client(), &applier.cx.config.schema).await?);
         }
-        applier.orders.careful = replay.careful;
-        applier.orders.upsert_tables = replay.upsert_tables;
-        applier.orders.stop_before = replay.stop_before;
+        applier.orders.replay = replay;
         Ok(applier)
     }
 
@@ -327,10 +326,7 @@ impl Applier {
 
     /// Whether the green transaction committed at `lsn` is applied row by row.
     fn is_careful(&self, lsn: Lsn) -> bool {
-        self.orders
-            .careful
-            .iter()
-            .any(|(first, last)| *first <= lsn && lsn <= *last)
+        self.orders.replay.is_careful(lsn)
     }
 
     /// The position after everything applied so far, committed or not.

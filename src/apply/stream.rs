@@ -391,7 +391,7 @@ impl Applier {
         };
         let mut applier = Applier::on_session(cx, client, durability).await?;
         applier.batches.enabled = self.batches.enabled;
-        applier.orders.upsert_tables = self.orders.upsert_tables.clone();
+        applier.orders.replay.upsert_tables = self.orders.replay.upsert_tables.clone();
         tracing::debug!(
             lanes = self.lanes.open.len() + 1,
             "opened a blue session for a streamed transaction"

@@ -24,7 +24,7 @@ impl Applier {
         // Delivery is in commit order, so a transaction that commits before the
         // checkpoint is exactly one whose end_lsn is at or below it: already on blue.
         let skip = b.final_lsn < self.applied_end();
-        let stop = match &self.orders.stop_before {
+        let stop = match &self.orders.replay.stop_before {
             Some((lsn, message)) if b.final_lsn >= *lsn => Some(message.clone()),
             _ => self.drift_stop_message(b.final_lsn),
         };

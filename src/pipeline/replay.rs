@@ -5,8 +5,7 @@
 //! committed, so each order below only changes *how* the same stretch of the stream is applied
 //! again: row by row, with upserts, without in-progress streaming, or up to a transaction.
 
-use std::collections::HashSet;
-
+use crate::apply;
 use crate::error::{Cause, Error};
 use crate::lsn::Lsn;
 
@@ -42,39 +41,30 @@ pub(super) struct Failed {
 
 /// What earlier sessions of this run learned about applying the stream.
 pub(super) struct Replay {
-    /// Green transactions (commit LSN ranges) to apply row by row because blue rejected one
-    /// of their rows.
-    pub careful: Vec<(Lsn, Lsn)>,
-    /// Green tables whose batched inserts go out as upserts (see `apply::batch`).
-    pub upsert_tables: HashSet<String>,
+    /// What the next session is told: the green transactions to apply row by row because
+    /// blue rejected one of their rows, the green tables whose batched inserts go out as
+    /// upserts (see `apply::batch`), and the transaction the schema changed at (the next
+    /// session commits what comes before it and stops there).
+    pub learned: apply::Replay,
     /// In-progress streaming is allowed at all (`PGBRIDGE_STREAMING`).
     streaming: bool,
     /// The next session goes without in-progress streaming (once, after trouble in it).
     unstreamed: bool,
-    /// A green transaction the schema changed at, and why: the next session commits what
-    /// comes before it and stops there.
-    pub stop_before: Option<(Lsn, String)>,
 }
 
 impl Replay {
     pub(super) fn new(streaming: bool) -> Self {
         Replay {
-            careful: Vec::new(),
-            upsert_tables: HashSet::new(),
+            learned: apply::Replay::default(),
             streaming,
             unstreamed: false,
-            stop_before: None,
         }
     }
 
     /// Whether the next session asks green for in-progress transactions; a one-session
     /// fallback is used up by asking.
     pub(super) fn take_streaming(&mut self) -> bool {
-        self.streaming && !std::mem::take(&mut self.unstreamed) && self.stop_before.is_none()
-    }
-
-    fn is_careful(&self, lsn: Lsn) -> bool {
-        self.careful.iter().any(|(first, last)| *first <= lsn && lsn <= *last)
+        self.streaming && !std::mem::take(&mut self.unstreamed) && self.learned.stop_before.is_none()
     }
 
     /// What to do after `failed`. `shutdown`: a shutdown was asked for (a failure while
@@ -87,7 +77,7 @@ impl Replay {
             return Next::UpsertInto(table.to_string());
         }
         if let Some(Cause::SchemaChangedAt(lsn)) = err.cause() {
-            if self.stop_before.is_none() && !shutdown {
+            if self.learned.stop_before.is_none() && !shutdown {
                 return Next::StopBefore(*lsn);
             }
         }
@@ -98,7 +88,7 @@ impl Replay {
             return Next::Unstreamed;
         }
         if let Some((first, last)) = err.lsns().filter(|_| failed.applying) {
-            if err.is_row_rejection() && !self.is_careful(first) {
+            if err.is_row_rejection() && !self.learned.is_careful(first) {
                 return Next::ReplayCarefully(first, last);
             }
         }
@@ -113,11 +103,11 @@ impl Replay {
     pub(super) fn learn(&mut self, next: &Next, err: &Error) -> bool {
         match next {
             Next::UpsertInto(table) => {
-                self.upsert_tables.insert(table.clone());
+                self.learned.upsert_tables.insert(table.clone());
             }
-            Next::StopBefore(lsn) => self.stop_before = Some((*lsn, err.message().to_string())),
+            Next::StopBefore(lsn) => self.learned.stop_before = Some((*lsn, err.message().to_string())),
             Next::Unstreamed => self.unstreamed = true,
-            Next::ReplayCarefully(first, last) => self.careful.push((*first, *last)),
+            Next::ReplayCarefully(first, last) => self.learned.careful.push((*first, *last)),
             Next::Reconnect | Next::Stop => return false,
         }
         true
@@ -147,7 +137,7 @@ mod tests {
         let next = replay.next(&failed(rejected(100, 200)), false, true);
         assert_eq!(next, Next::ReplayCarefully(Lsn(100), Lsn(200)));
         assert!(replay.learn(&next, &failed(rejected(100, 200)).error));
-        assert_eq!(replay.careful, vec![(Lsn(100), Lsn(200))]);
+        assert_eq!(replay.learned.careful, vec![(Lsn(100), Lsn(200))]);
         // Replayed row by row, the row is rejected again: that is the operator's to see.
         assert_eq!(replay.next(&failed(rejected(150, 150)), false, true), Next::Stop);
         // A later group is replayed carefully too.
@@ -180,7 +170,7 @@ mod tests {
         let next = replay.next(&failed(err), true, true);
         assert_eq!(next, Next::UpsertInto("public.t".into()));
         replay.learn(&next, &Error::transient("x"));
-        assert!(replay.upsert_tables.contains("public.t"));
+        assert!(replay.learned.upsert_tables.contains("public.t"));
     }
 
     #[test]
@@ -208,7 +198,7 @@ mod tests {
         assert_eq!(next, Next::StopBefore(Lsn(500)));
         replay.learn(&next, &Error::definite("green table t no longer maps"));
         assert_eq!(
-            replay.stop_before,
+            replay.learned.stop_before,
             Some((Lsn(500), "green table t no longer maps".into()))
         );
         assert!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::replay::{Failed, Replay};
-use crate::apply::{self, Applier};
+use crate::apply::Applier;
 use crate::config::Config;
 use crate::error::{Error, Result, Side};
 use crate::lsn::Lsn;
@@ -113,11 +113,7 @@ impl Sessions<'_> {
         // Blue has everything up to here: the lag gauges count from it, not from 0.
         self.telemetry.applied_idle(checkpoint.lsn);
         let (durable_tx, durable) = watch::channel(checkpoint.lsn);
-        let orders = apply::Replay {
-            careful: replay.careful.clone(),
-            upsert_tables: replay.upsert_tables.clone(),
-            stop_before: replay.stop_before.clone(),
-        };
+        let orders = replay.learned.clone();
         let applier = Applier::new(
             config.clone(),
             blue,
