@@ -152,6 +152,16 @@ mod tests {
         group.transactions += 1;
     }
 
+    /// One green transaction ending at `end`, committed alone, its COMMIT returned and its
+    /// position published.
+    async fn committed(commits: &mut Commits, blue: &mut Memory, end: u64) {
+        transaction(commits, blue, end).await;
+        commits.commit(blue).await.expect("commit");
+        blue.drain().await.expect("drain");
+        let settled = commits.settle(blue);
+        publish(commits, settled);
+    }
+
     #[tokio::test]
     async fn consecutive_transactions_share_one_blue_transaction() {
         let (mut commits, _rx) = commits(Mode::Sync, 100);
@@ -207,22 +217,14 @@ mod tests {
     async fn under_asynchronous_commit_green_waits_for_blues_wal_flush() {
         let (mut commits, rx) = commits(Mode::Async, 100);
         let mut blue = Memory::starting_at(Lsn(100));
-        transaction(&mut commits, &mut blue, 200).await;
-        commits.commit(&mut blue).await.expect("commit");
-        blue.drain().await.expect("drain");
-        let settled = commits.settle(&mut blue);
-        publish(&mut commits, settled);
+        committed(&mut commits, &mut blue, 200).await;
         assert_eq!(commits.committed(), Lsn(200));
         // Returned, not flushed: green keeps 100.
         commits.confirm_flushed(&mut blue).await.expect("check");
         assert_eq!(*rx.borrow(), Lsn(100));
         assert!(commits.unconfirmed());
         // A later group, committed after that check, is tied to the next check's position.
-        transaction(&mut commits, &mut blue, 300).await;
-        commits.commit(&mut blue).await.expect("commit");
-        blue.drain().await.expect("drain");
-        let settled = commits.settle(&mut blue);
-        publish(&mut commits, settled);
+        committed(&mut commits, &mut blue, 300).await;
         // The WAL writer flushed up to the first commit's position only: still nothing for
         // the second, so the first is confirmed alone.
         blue.wal_flush = Lsn(100);
@@ -238,11 +240,7 @@ mod tests {
     async fn at_shutdown_a_forced_flush_confirms_everything_committed() {
         let (mut commits, rx) = commits(Mode::Async, 100);
         let mut blue = Memory::starting_at(Lsn(100));
-        transaction(&mut commits, &mut blue, 200).await;
-        commits.commit(&mut blue).await.expect("commit");
-        blue.drain().await.expect("drain");
-        let settled = commits.settle(&mut blue);
-        publish(&mut commits, settled);
+        committed(&mut commits, &mut blue, 200).await;
         assert!(commits.unconfirmed());
         commits.flush_all(&mut blue).await.expect("flush");
         assert_eq!(*rx.borrow(), Lsn(200));
@@ -252,11 +250,7 @@ mod tests {
     async fn a_failed_group_confirms_nothing_and_a_replay_starts_from_the_checkpoint() {
         let (mut commits, rx) = commits(Mode::Sync, 100);
         let mut blue = Memory::starting_at(Lsn(100));
-        transaction(&mut commits, &mut blue, 200).await;
-        commits.commit(&mut blue).await.expect("commit");
-        blue.drain().await.expect("drain");
-        let settled = commits.settle(&mut blue);
-        publish(&mut commits, settled);
+        committed(&mut commits, &mut blue, 200).await;
         // The next group holds a row blue rejects.
         transaction(&mut commits, &mut blue, 300).await;
         transaction(&mut commits, &mut blue, 400).await;
