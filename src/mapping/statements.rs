@@ -57,13 +57,6 @@ pub enum Shape {
     BatchDelete,
 }
 
-impl Shape {
-    /// Whether the statement takes arrays (one element per row) instead of single values.
-    pub fn is_batch(&self) -> bool {
-        matches!(self, Shape::BatchInsert { .. } | Shape::BatchDelete)
-    }
-}
-
 struct Builder<'a> {
     plan: &'a TablePlan,
     params: Vec<Param>,
