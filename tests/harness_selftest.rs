@@ -69,6 +69,26 @@ fn harness_applies_options_reloads_and_restarts() {
 }
 
 #[test]
+fn harness_makes_a_standby_that_replicates_and_promotes() {
+    let primary = Cluster::start(ClusterOptions::default());
+    primary.psql("postgres", "CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+    let standby = primary.standby("sb1");
+    assert_eq!(standby.psql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    primary.psql("postgres", "INSERT INTO t VALUES (2)");
+    primary.wait_standby_replayed("sb1");
+    assert_eq!(standby.psql("postgres", "SELECT count(*) FROM t"), "2");
+    primary.stop_immediate();
+    standby.promote();
+    assert_eq!(
+        standby.psql("postgres", "INSERT INTO t VALUES (3); SELECT count(*) FROM t"),
+        "3"
+    );
+    // Promotion starts a new timeline: WAL file names begin with it.
+    let walfile = standby.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    assert!(walfile.starts_with("00000002"), "{walfile}");
+}
+
+#[test]
 fn harness_drop_stops_the_server_and_removes_its_directory() {
     let cluster = Cluster::start(ClusterOptions::default());
     let (dir, port) = (cluster.dir().to_path_buf(), cluster.port());

@@ -250,6 +250,94 @@ impl Cluster {
             .unwrap_or_else(|err| panic!("server_version_num {text:?} is not a number: {err}"))
     }
 
+    /// Makes a physical standby of this server without `pg_basebackup`: creates the physical
+    /// slot `name` here, stops this server cleanly, copies its data directory, adds
+    /// `standby.signal` and `primary_conninfo`, and starts both. The standby streams through
+    /// the slot with `hot_standby_feedback`, and on PostgreSQL 17+ synchronizes failover slots
+    /// (`sync_replication_slots`). Returns once the standby accepts read-only connections.
+    pub fn standby(&self, name: &str) -> Cluster {
+        self.psql(
+            "postgres",
+            &format!("SELECT pg_create_physical_replication_slot('{name}') WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = '{name}')"),
+        );
+        let sync_slots = self.version_num() >= 170_000;
+        self.stop(Shutdown::Fast);
+        let dir = private_dir("pgb-", self.harness.run_as);
+        let mut standby = Cluster {
+            data: dir.path().join("data"),
+            log: dir.path().join("server.log"),
+            dir,
+            port: 0,
+            postmaster: Mutex::new(None),
+            harness: self.harness,
+        };
+        lock(&LIVE).push(standby.dir.path().to_path_buf());
+        if let Err(err) = run(Command::new("cp")
+            .args(["-a", "--sparse=always"])
+            .arg(&self.data)
+            .arg(&standby.data))
+        {
+            panic!("cannot copy {} for a standby: {err}", self.data.display());
+        }
+        // Slots are the primary's own: the copy must not hold WAL for them, and a logical slot
+        // of the same name would stop slot synchronization.
+        let slots = standby.data.join("pg_replslot");
+        for entry in fs::read_dir(&slots).into_iter().flatten().flatten() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+        let _ = fs::remove_file(standby.data.join("postmaster.pid"));
+        standby.write_data_file("standby.signal", "");
+        self.start_again();
+        let mut settings = vec![
+            (
+                "primary_conninfo".to_owned(),
+                format!(
+                    "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={name}",
+                    self.port
+                ),
+            ),
+            ("primary_slot_name".to_owned(), name.to_owned()),
+            ("hot_standby".to_owned(), "on".to_owned()),
+            ("hot_standby_feedback".to_owned(), "on".to_owned()),
+        ];
+        if sync_slots {
+            settings.push(("sync_replication_slots".to_owned(), "on".to_owned()));
+        }
+        standby.start_on_free_port(&settings);
+        standby
+    }
+
+    /// Promotes this standby and waits until it accepts writes.
+    pub fn promote(&self) {
+        self.psql("postgres", "SELECT pg_promote(true, 60)");
+        let deadline = Instant::now() + SERVER_TIMEOUT;
+        let mut backoff = Backoff::new();
+        while self.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+            assert!(
+                Instant::now() < deadline,
+                "the standby was not promoted within {SERVER_TIMEOUT:?}"
+            );
+            backoff.sleep();
+        }
+    }
+
+    /// Waits until the standby `name` has replayed everything this primary has written so far.
+    pub fn wait_standby_replayed(&self, name: &str) {
+        let target = self.psql("postgres", "SELECT pg_current_wal_lsn()");
+        let deadline = Instant::now() + SERVER_TIMEOUT;
+        let mut backoff = Backoff::new();
+        let sql = format!(
+            "SELECT coalesce(replay_lsn >= '{target}', false) FROM pg_stat_replication WHERE application_name = '{name}'"
+        );
+        while self.psql("postgres", &sql) != "t" {
+            assert!(
+                Instant::now() < deadline,
+                "standby {name} did not replay {target} within {SERVER_TIMEOUT:?}"
+            );
+            backoff.sleep();
+        }
+    }
+
     fn copy_template(&self, harness: &Harness) {
         // `cp -a` keeps the owner (root may give files away) and the 0700 mode postgres demands;
         // `--sparse=always` skips writing the zeroes that fill most of the first WAL segment.
@@ -437,7 +525,7 @@ fn wait_until_ready(child: &mut Child, data: &Path) -> Result<(), String> {
         // The pid check skips a stale file left by a killed server.
         let pid_file = fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
         let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
-        if lines.len() >= 8 && lines[0] == child.id().to_string() && lines[7] == "ready" {
+        if lines.len() >= 8 && lines[0] == child.id().to_string() && (lines[7] == "ready" || lines[7] == "standby") {
             return Ok(());
         }
         if Instant::now() > deadline {
