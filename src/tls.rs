@@ -378,10 +378,16 @@ impl Tls {
         } else {
             String::new()
         };
-        Error::definite(format!(
-            "TLS handshake failed (sslmode={}): {text}{fix}",
-            self.mode.as_str()
-        ))
+        let message = format!("TLS handshake failed (sslmode={}): {text}{fix}", self.mode.as_str());
+        // A server that restarts or fails over cuts the handshake: that heals by reconnecting.
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::TimedOut => Error::transient(message),
+            _ => Error::definite(message),
+        }
     }
 
     /// Advice when a server without TLS refuses what `side`'s sslmode demands.

@@ -9,6 +9,7 @@ mod bidirectional;
 mod copy;
 mod drift;
 mod environment;
+mod failover;
 mod faults;
 mod gates;
 mod harness_selftest;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Capped exponential backoff with jitter.
-pub(super) struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -12,15 +12,15 @@ impl Backoff {
     /// Lag grows while pgbridge waits: retry a down server at least this often.
     const CAP: Duration = Duration::from_secs(10);
 
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff { next: Self::FIRST }
     }
 
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Self::FIRST;
     }
 
-    pub(super) fn step(&mut self) -> Duration {
+    pub(crate) fn step(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(Self::CAP);
         let jitter = rand::random::<f64>() * 0.2 + 0.9;

@@ -8,7 +8,7 @@
 //! * [`replay`]: what the next session does after one failed (a pure decision);
 //! * [`backoff`]: how long to wait before reconnecting.
 
-mod backoff;
+pub(crate) mod backoff;
 mod replay;
 mod session;
 
@@ -63,7 +63,7 @@ async fn run_sessions(sessions: &mut Sessions<'_>) -> Result<()> {
             Err(failed) => failed,
         };
         let shutdown = *sessions.shutdown.borrow();
-        let next = replay.next(&failed, shutdown, sessions.streamed);
+        let next = replay.next(&failed, shutdown);
         let err = failed.error;
         log_replay(&next, &err);
         if replay.learn(&next, &err) {
@@ -82,7 +82,11 @@ async fn run_sessions(sessions: &mut Sessions<'_>) -> Result<()> {
         telemetry.reconnect(err.side().unwrap_or(Side::Green).label());
         telemetry.set_state(State::Reconnecting);
         let delay = backoff.step();
-        tracing::warn!(error = %err, retry_in = ?delay, "connection lost; reconnecting from the checkpoint");
+        if sessions.streamed {
+            tracing::warn!(error = %err, retry_in = ?delay, "connection lost; reconnecting from the checkpoint");
+        } else {
+            tracing::warn!(error = %err, retry_in = ?delay, "cannot start streaming yet; retrying");
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = sessions.shutdown.changed() => return Ok(()),

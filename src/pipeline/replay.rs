@@ -68,10 +68,10 @@ impl Replay {
     }
 
     /// What to do after `failed`. `shutdown`: a shutdown was asked for (a failure while
-    /// finishing is reported, not retried: exit 0 would claim a clean stop); `streamed`: a
-    /// session of this run has streamed (before that, a problem is most likely configuration
-    /// and is reported at once rather than retried forever).
-    pub(super) fn next(&self, failed: &Failed, shutdown: bool, streamed: bool) -> Next {
+    /// finishing is reported, not retried: exit 0 would claim a clean stop). A transient error
+    /// is retried whether or not a session has streamed yet: a daemon started while green or
+    /// blue restarts or fails over waits for it; problems of configuration are definite.
+    pub(super) fn next(&self, failed: &Failed, shutdown: bool) -> Next {
         let err = &failed.error;
         if let Some(table) = err.insert_conflict() {
             return Next::UpsertInto(table.to_string());
@@ -92,7 +92,7 @@ impl Replay {
                 return Next::ReplayCarefully(first, last);
             }
         }
-        if !err.is_transient() || !streamed || shutdown {
+        if !err.is_transient() || shutdown {
             return Next::Stop;
         }
         Next::Reconnect
@@ -134,15 +134,15 @@ mod tests {
     #[test]
     fn a_row_rejected_in_a_group_replays_that_group_row_by_row() {
         let mut replay = Replay::new(true);
-        let next = replay.next(&failed(rejected(100, 200)), false, true);
+        let next = replay.next(&failed(rejected(100, 200)), false);
         assert_eq!(next, Next::ReplayCarefully(Lsn(100), Lsn(200)));
         assert!(replay.learn(&next, &failed(rejected(100, 200)).error));
         assert_eq!(replay.learned.careful, vec![(Lsn(100), Lsn(200))]);
         // Replayed row by row, the row is rejected again: that is the operator's to see.
-        assert_eq!(replay.next(&failed(rejected(150, 150)), false, true), Next::Stop);
+        assert_eq!(replay.next(&failed(rejected(150, 150)), false), Next::Stop);
         // A later group is replayed carefully too.
         assert_eq!(
-            replay.next(&failed(rejected(300, 400)), false, true),
+            replay.next(&failed(rejected(300, 400)), false),
             Next::ReplayCarefully(Lsn(300), Lsn(400))
         );
     }
@@ -151,14 +151,14 @@ mod tests {
     fn a_rejection_is_replayed_even_during_shutdown_but_not_outside_the_apply_loop() {
         let replay = Replay::new(true);
         assert_eq!(
-            replay.next(&failed(rejected(100, 100)), true, true),
+            replay.next(&failed(rejected(100, 100)), true),
             Next::ReplayCarefully(Lsn(100), Lsn(100))
         );
         let starting = Failed {
             applying: false,
             ..failed(rejected(100, 100))
         };
-        assert_eq!(replay.next(&starting, false, true), Next::Stop);
+        assert_eq!(replay.next(&starting, false), Next::Stop);
     }
 
     #[test]
@@ -167,7 +167,7 @@ mod tests {
         let err = Error::from_server("insert", "23505", "duplicate key")
             .at_lsn(Lsn(100))
             .conflicted_insert("public.t");
-        let next = replay.next(&failed(err), true, true);
+        let next = replay.next(&failed(err), true);
         assert_eq!(next, Next::UpsertInto("public.t".into()));
         replay.learn(&next, &Error::transient("x"));
         assert!(replay.learned.upsert_tables.contains("public.t"));
@@ -177,24 +177,24 @@ mod tests {
     fn trouble_in_a_streamed_transaction_replays_once_without_streaming() {
         let mut replay = Replay::new(true);
         let err = Error::transient("too many").with_cause(Cause::InProgress);
-        let next = replay.next(&failed(err), false, true);
+        let next = replay.next(&failed(err), false);
         assert_eq!(next, Next::Unstreamed);
         replay.learn(&next, &Error::transient("x"));
         assert!(!replay.take_streaming());
         assert!(replay.take_streaming());
         // A lock wait on blue while lanes were open is the same trouble.
         let lock = Error::from_server("update on blue", "55P03", "lock timeout");
-        assert_eq!(replay.next(&failed(lock), false, true), Next::Unstreamed);
+        assert_eq!(replay.next(&failed(lock), false), Next::Unstreamed);
         // Not during shutdown.
         let err = Error::transient("too many").with_cause(Cause::InProgress);
-        assert_eq!(replay.next(&failed(err), true, true), Next::Stop);
+        assert_eq!(replay.next(&failed(err), true), Next::Stop);
     }
 
     #[test]
     fn a_schema_change_commits_what_comes_before_it_then_stops() {
         let mut replay = Replay::new(true);
         let err = Error::definite("green table t no longer maps").with_cause(Cause::SchemaChangedAt(Lsn(500)));
-        let next = replay.next(&failed(err), false, true);
+        let next = replay.next(&failed(err), false);
         assert_eq!(next, Next::StopBefore(Lsn(500)));
         replay.learn(&next, &Error::definite("green table t no longer maps"));
         assert_eq!(
@@ -207,24 +207,16 @@ mod tests {
         );
         // The stopping session's own stop is final.
         let err = Error::definite("green table t no longer maps").with_cause(Cause::SchemaChangedAt(Lsn(500)));
-        assert_eq!(replay.next(&failed(err), false, true), Next::Stop);
+        assert_eq!(replay.next(&failed(err), false), Next::Stop);
     }
 
     #[test]
-    fn transient_errors_reconnect_once_a_session_has_streamed() {
+    fn transient_errors_reconnect_unless_shutting_down() {
         let replay = Replay::new(true);
         let lost = || failed(Error::transient("connection closed"));
-        assert_eq!(replay.next(&lost(), false, true), Next::Reconnect);
-        assert_eq!(replay.next(&lost(), false, false), Next::Stop, "before the first start");
-        assert_eq!(
-            replay.next(&lost(), true, true),
-            Next::Stop,
-            "while finishing on shutdown"
-        );
-        assert_eq!(
-            replay.next(&failed(Error::definite("bad mapping")), false, true),
-            Next::Stop
-        );
+        assert_eq!(replay.next(&lost(), false), Next::Reconnect);
+        assert_eq!(replay.next(&lost(), true), Next::Stop, "while finishing on shutdown");
+        assert_eq!(replay.next(&failed(Error::definite("bad mapping")), false), Next::Stop);
     }
 
     #[test]

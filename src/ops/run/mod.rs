@@ -45,8 +45,14 @@ pub async fn run(config: Arc<Config>) -> Result<i32> {
     ));
     tokio::spawn(poll_green(config.clone(), telemetry.clone(), stop_rx.clone()));
     let (drift_tx, drift_rx) = watch::channel(None);
-    let mappings = match validate_with_retries(&config, &telemetry, &drift_tx).await {
-        Ok(m) => m,
+    let mut waiting = stop_rx.clone();
+    let mappings = match validate_with_retries(&config, &telemetry, &drift_tx, &mut waiting).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            telemetry.set_state(State::Stopped);
+            tracing::info!("stopped before streaming");
+            return Ok(0);
+        }
         Err(e) => {
             telemetry.error("definite");
             telemetry.set_state(State::Failed);

@@ -15,32 +15,37 @@ use crate::error::{Error, Result};
 use crate::mapping::resolve::Mappings;
 use crate::mapping::signature::Signature;
 use crate::ops::preflight::Report;
+use crate::pipeline::backoff::Backoff;
 use crate::state::checkpoint;
 use crate::telemetry::Telemetry;
 
-/// Validation at start-up. A connection that drops during it is retried a few times (a network
-/// blip is not a configuration problem); anything else, or a drop that keeps happening, stops
-/// the start with exit 2.
+/// Validation at start-up, retried while it fails transiently: a daemon started while green or
+/// blue restarts, fails over or is not up yet waits for it, logging each attempt. A definite
+/// problem (authentication, a missing database, role or slot, the configuration, a mapping)
+/// stops the start with exit 2 at once. `None`: shutdown was asked for while waiting.
 pub(super) async fn validate_with_retries(
     config: &Config,
     telemetry: &Telemetry,
     drift_tx: &watch::Sender<Option<drift::Stop>>,
-) -> Result<Mappings> {
-    let mut attempt = 1;
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Mappings>> {
+    let mut backoff = Backoff::new();
+    let mut attempt = 1u32;
     loop {
-        match validate_before_streaming(config, telemetry, drift_tx).await {
-            Err(e) if e.is_transient() && attempt < START_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "validating at start failed; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt as u64)).await;
-                attempt += 1;
-            }
-            other => return other,
+        let e = match validate_before_streaming(config, telemetry, drift_tx).await {
+            Err(e) if e.is_transient() => e,
+            other => return other.map(Some),
+        };
+        telemetry.error("transient");
+        let delay = backoff.step();
+        tracing::warn!(error = %e, attempt, retry_in = ?delay, "cannot start yet; waiting for the databases");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return Ok(None),
         }
+        attempt += 1;
     }
 }
-
-/// Attempts at start-up validation when connections drop.
-const START_ATTEMPTS: u32 = 3;
 
 /// The same validation as `pgbridge check`: an invalid plan never starts streaming. Returns
 /// the mappings held to the accepted plan (stored now when an earlier pgbridge's `setup`
