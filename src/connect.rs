@@ -11,6 +11,31 @@ use crate::error::{Error, Result};
 
 /// Connects to blue with the session settings the apply path relies on.
 pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
+    connect_primary(endpoint).await.map(Arc::new)
+}
+
+/// Connects to the primary among the endpoint's hosts, tried in order (as libpq's
+/// `target_session_attrs=primary`): after a failover the DSN listing every host finds the new
+/// primary by itself. A standby is skipped; when no host is a primary the error names what
+/// each host said, and is transient unless one of them gave a definite answer (a password, a
+/// missing database), since a promotion may be under way.
+pub async fn connect_primary(endpoint: &Endpoint) -> Result<Client> {
+    let count = endpoint.host_count();
+    if count == 1 {
+        return connect_host(endpoint).await;
+    }
+    let mut failures = Vec::with_capacity(count);
+    for i in 0..count {
+        match connect_host(&endpoint.single_host(i)).await {
+            Ok(client) => return Ok(client),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(no_primary(endpoint, failures))
+}
+
+/// One connection to the one host of `endpoint`, refused when that server is a standby.
+async fn connect_host(endpoint: &Endpoint) -> Result<Client> {
     let mut pg = endpoint.pg.clone();
     if pg.get_application_name().is_none() {
         pg.application_name("pgbridge");
@@ -19,10 +44,47 @@ pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
     let (client, connection) = pg.connect(tls).await.map_err(|e| connect_error(endpoint, &e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "blue connection ended");
+            tracing::debug!(error = %e, "connection ended");
         }
     });
-    Ok(Arc::new(client))
+    let in_recovery: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| Error::postgres(format!("asking {} whether it is a standby", endpoint.describe()), &e))?
+        .get(0);
+    if in_recovery {
+        return Err(standby_refused(endpoint));
+    }
+    Ok(client)
+}
+
+/// A server that is a standby where pgbridge needs the primary; transient, since it may be
+/// about to be promoted.
+pub fn standby_refused(endpoint: &Endpoint) -> Error {
+    Error::transient(format!(
+        "{} is a standby (in recovery); pgbridge needs {}'s primary: list every host in {}.dsn \
+         (host=a,b) so that pgbridge finds the primary, or point it at the primary",
+        endpoint.describe(),
+        endpoint.side,
+        endpoint.side
+    ))
+}
+
+/// No host of a multi-host DSN is a primary that accepts pgbridge: what each said.
+pub fn no_primary(endpoint: &Endpoint, failures: Vec<Error>) -> Error {
+    let definite = failures.iter().any(|e| !e.is_transient());
+    let each: Vec<String> = failures.iter().map(|e| e.message().to_string()).collect();
+    let message = format!(
+        "no primary among {}'s hosts {}: {}",
+        endpoint.side,
+        endpoint.address(),
+        each.join(" | ")
+    );
+    if definite {
+        Error::definite(message)
+    } else {
+        Error::transient(message)
+    }
 }
 
 /// A failed connection attempt, with advice that fits the failure.
@@ -42,18 +104,9 @@ pub fn connect_error(endpoint: &Endpoint, err: &tokio_postgres::Error) -> Error 
     }
 }
 
-/// A plain (non-replication) SQL connection to green, for catalog work.
+/// A plain (non-replication) SQL connection to green's primary, for catalog work.
 pub async fn connect_green_sql(config: &Config) -> Result<Client> {
-    let mut pg = config.green.pg.clone();
-    pg.application_name("pgbridge");
-    let (client, connection) = pg
-        .connect(crate::tls::MakeTls::new(&config.green.tls))
-        .await
-        .map_err(|e| connect_error(&config.green, &e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    connect_primary(&config.green).await
 }
 
 /// A command's connections to green (SQL) and blue, in that order. A command cannot do its job

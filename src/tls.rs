@@ -72,14 +72,17 @@ impl SslMode {
     }
 }
 
-/// The TLS parameters found in a DSN.
+/// The parameters of a DSN that pgbridge handles itself rather than tokio-postgres: TLS, and
+/// `target_session_attrs` (pgbridge always connects to the primary among the hosts).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DsnTls {
     pub sslmode: Option<String>,
     pub sslrootcert: Option<String>,
+    pub target_session_attrs: Option<String>,
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a DSN (URL or key=value form); returns the rest.
+/// Takes `sslmode`, `sslrootcert` and `target_session_attrs` out of a DSN (URL or key=value
+/// form); returns the rest.
 pub fn split_dsn(dsn: &str) -> (String, DsnTls) {
     let trimmed = dsn.trim();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
@@ -102,6 +105,7 @@ fn split_url(url: &str) -> (String, DsnTls) {
         match percent_decode(key).as_str() {
             "sslmode" => found.sslmode = Some(percent_decode(value)),
             "sslrootcert" => found.sslrootcert = Some(percent_decode(value)),
+            "target_session_attrs" => found.target_session_attrs = Some(percent_decode(value)),
             _ => kept.push(pair),
         }
     }
@@ -141,6 +145,7 @@ fn split_pairs(dsn: &str) -> (String, DsnTls) {
             // An unclosed quote is left for tokio-postgres to refuse, as libpq does.
             "sslmode" if closed => found.sslmode = Some(value),
             "sslrootcert" if closed => found.sslrootcert = Some(value),
+            "target_session_attrs" if closed => found.target_session_attrs = Some(value),
             _ => rest.push_str(&format!("{key}={raw} ")),
         }
     }
@@ -714,6 +719,7 @@ mod tests {
             &DsnTls {
                 sslmode: Some("verify-full".into()),
                 sslrootcert: Some("/nonexistent/ca.pem".into()),
+                target_session_attrs: None,
             },
             Path::new("pgbridge.toml"),
         )

@@ -2,12 +2,13 @@
 //! a physical standby that is promoted (a failover slot carries the bridge over on PostgreSQL
 //! 17+; before 17 the failover is detected and reported), multi-host DSNs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::support::bridge::{text, wait_for, Pair, DB};
+use crate::support::bridge::{rows, text, wait_for, Pair, Running, DB, SLOT};
+use crate::support::Cluster;
 
 /// Waits until the log of `bridge` contains `needle`.
-fn wait_log(bridge: &crate::support::bridge::Running, needle: &str) {
+fn wait_log(bridge: &Running, needle: &str) {
     wait_for(
         Duration::from_secs(60),
         || bridge.log().contains(needle),
@@ -58,4 +59,121 @@ fn run_exits_at_once_on_a_definite_problem_at_start() {
     let out = pair.pgbridge(&["run"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no_such_db"), "{}", text(&out));
+}
+
+/// A URL listing both servers; pgbridge connects to whichever is the primary.
+fn two_hosts(a: &Cluster, b: &Cluster) -> String {
+    format!("postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{DB}", a.port(), b.port())
+}
+
+/// Emits a marker on `green` and waits until blue's checkpoint has passed it.
+fn wait_applied(pair: &Pair, green: &Cluster, bridge: &Running) {
+    let lsn = green.psql(DB, "SELECT pg_logical_emit_message(true, 'pgbridge_test', 'sync')");
+    pair.wait_checkpoint_at_least(&lsn, bridge);
+}
+
+/// Writes `n` single-row transactions into `events` (no key, so a doubled row shows).
+fn write_events(green: &Cluster, from: u32, n: u32) {
+    let sql: String = (from..from + n)
+        .map(|i| format!("INSERT INTO events VALUES ({i}, repeat('x', {i} % 50));\n"))
+        .collect();
+    green.psql(DB, &sql);
+}
+
+/// Case 25 for green: a primary with a physical standby; pgbridge streams through a DSN
+/// listing both; the primary dies (immediate stop) under load and the standby is promoted.
+/// On PostgreSQL 17+ the slot is a failover slot synchronized to the standby, and the
+/// primary holds logical replication back for it (`synchronized_standby_slots`): pgbridge
+/// finds the new primary by itself and carries on, nothing lost or doubled. Before 17 the slot
+/// is gone: pgbridge stops with exit 2, saying green failed over and how to recover, and blue
+/// keeps everything it had.
+#[test]
+fn green_failover_is_carried_over_on_17_and_reported_before() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE events (id int, v text); ALTER TABLE events REPLICA IDENTITY FULL");
+    let standby = pair.green.standby("green_sb");
+    let failover_slots = pair.green.version_num() >= 170_000;
+    if failover_slots {
+        pair.green.reload_with("synchronized_standby_slots", "green_sb");
+    }
+    pair.write_config_with(&two_hosts(&pair.green, &standby), &pair.blue.dsn(DB), "");
+    pair.setup();
+    if failover_slots {
+        let failover = pair.green.psql(
+            DB,
+            &format!("SELECT failover FROM pg_replication_slots WHERE slot_name = '{SLOT}'"),
+        );
+        assert_eq!(failover, "t", "setup creates a failover slot on 17+");
+    }
+    let bridge = pair.run();
+    write_events(&pair.green, 0, 200);
+    wait_applied(&pair, &pair.green, &bridge);
+    if failover_slots {
+        // The slot synchronization worker copies the slot to the standby (persistent once
+        // the standby has caught up with it).
+        let synced = format!("SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = '{SLOT}'");
+        wait_for(
+            Duration::from_secs(120),
+            || standby.psql(DB, &synced) == "t",
+            || bridge.log(),
+        );
+    } else {
+        pair.green.wait_standby_replayed("green_sb");
+    }
+    // Under load: the primary dies between two writes of a stream of them.
+    let writer = {
+        let port = pair.green.port();
+        std::thread::spawn(move || {
+            let sql: String = (200..2000)
+                .map(|i| format!("INSERT INTO events VALUES ({i}, 'late');\n"))
+                .collect();
+            let mut cmd = std::process::Command::new(crate::support::pg_client_bin_dir().join("psql"));
+            cmd.args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", DB, "-p"])
+                .arg(port.to_string())
+                .arg("-c")
+                .arg(sql);
+            let _ = cmd.output();
+        })
+    };
+    let count = |c: &Cluster| c.psql(DB, "SELECT count(*) FROM events").parse::<u32>().unwrap_or(0);
+    wait_for(Duration::from_secs(60), || count(&pair.blue) > 200, || bridge.log());
+    pair.green.stop_immediate();
+    let _ = writer.join();
+    let promoted_at = Instant::now();
+    standby.promote();
+    if !failover_slots {
+        let (code, log) = bridge.wait_exit(Duration::from_secs(120));
+        assert_eq!(code, 2, "{log}");
+        let error = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("error"))
+            .unwrap_or_default()
+            .to_string();
+        for needed in ["failed over", "timeline 2", SLOT, "setup --copy"] {
+            assert!(error.contains(needed), "{needed:?} missing from: {error}\n{log}");
+        }
+        // Blue kept everything it had; nothing after the failover was streamed.
+        assert!(count(&pair.blue) >= 200);
+        return;
+    }
+    write_events(&standby, 5000, 100);
+    wait_applied(&pair, &standby, &bridge);
+    eprintln!(
+        "green failover: promotion to blue applying again took {:?}",
+        promoted_at.elapsed()
+    );
+    let g = rows(&standby, "events");
+    let b = rows(&pair.blue, "events");
+    assert_eq!(
+        g.len(),
+        b.len(),
+        "green has {} rows, blue {}\n{}",
+        g.len(),
+        b.len(),
+        bridge.log()
+    );
+    assert!(g == b, "blue differs from the promoted green\n{}", bridge.log());
+    assert!(bridge.log().contains("green failed over"), "{}", bridge.log());
+    assert_eq!(bridge.terminate(), 0);
 }

@@ -36,6 +36,12 @@ impl Endpoint {
         })?;
         let tls = crate::tls::Tls::from_dsn(side, &tls_params, file)?;
         pg.ssl_mode(tls.mode.for_tokio_postgres());
+        check_session_attrs(side, tls_params.target_session_attrs.as_deref(), file)?;
+        if pg.get_connect_timeout().is_none() {
+            // Per host: a host that does not answer (a failed primary's machine) must not hold
+            // up trying the next one for the operating system's minutes.
+            pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
         let host_with_at = pg.get_hosts().iter().any(|h| match h {
             tokio_postgres::config::Host::Tcp(h) => h.contains('@'),
             _ => false,
@@ -60,15 +66,84 @@ impl Endpoint {
         format!("{} ({}@{})", self.side, self.user(), self.address())
     }
 
-    /// `host:port/dbname`: which database this is, whoever connects.
+    /// `host:port/dbname`: which database this is, whoever connects; every host of a
+    /// multi-host DSN (`a:5432,b:5432/app`).
     pub fn address(&self) -> String {
-        let host = match self.pg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-            None => "?".into(),
+        let hosts: Vec<String> = (0..self.host_count()).map(|i| self.host_label(i)).collect();
+        format!("{}/{}", hosts.join(","), self.dbname())
+    }
+
+    /// How many hosts the DSN lists (`host=a,b,c`): pgbridge connects to the primary among them.
+    pub fn host_count(&self) -> usize {
+        self.pg.get_hosts().len().max(self.pg.get_hostaddrs().len()).max(1)
+    }
+
+    /// `host:port` of the `i`-th host.
+    pub fn host_label(&self, i: usize) -> String {
+        let host = match (self.pg.get_hosts().get(i), self.pg.get_hostaddrs().get(i)) {
+            (Some(tokio_postgres::config::Host::Tcp(h)), _) => h.clone(),
+            (Some(tokio_postgres::config::Host::Unix(p)), _) => p.display().to_string(),
+            (None, Some(addr)) => addr.to_string(),
+            (None, None) => "?".into(),
         };
-        let port = self.pg.get_ports().first().copied().unwrap_or(5432);
-        format!("{host}:{port}/{}", self.dbname())
+        format!("{host}:{}", self.port(i))
+    }
+
+    /// The port of the `i`-th host: one port for all, or one per host.
+    pub fn port(&self, i: usize) -> u16 {
+        let ports = self.pg.get_ports();
+        ports.get(i).or_else(|| ports.first()).copied().unwrap_or(5432)
+    }
+
+    /// The same connection settings with only the `i`-th host (and its port and hostaddr).
+    pub fn single_host(&self, i: usize) -> Endpoint {
+        let from = &self.pg;
+        let mut pg = tokio_postgres::Config::new();
+        if let Some(user) = from.get_user() {
+            pg.user(user);
+        }
+        if let Some(password) = from.get_password() {
+            pg.password(password);
+        }
+        if let Some(dbname) = from.get_dbname() {
+            pg.dbname(dbname);
+        }
+        if let Some(options) = from.get_options() {
+            pg.options(options);
+        }
+        if let Some(name) = from.get_application_name() {
+            pg.application_name(name);
+        }
+        match from.get_hosts().get(i) {
+            Some(tokio_postgres::config::Host::Tcp(h)) => pg.host(h),
+            Some(tokio_postgres::config::Host::Unix(p)) => pg.host_path(p),
+            None => &mut pg,
+        };
+        if let Some(addr) = from.get_hostaddrs().get(i) {
+            pg.hostaddr(*addr);
+        }
+        pg.port(self.port(i))
+            .ssl_mode(from.get_ssl_mode())
+            .channel_binding(from.get_channel_binding())
+            .keepalives(from.get_keepalives())
+            .keepalives_idle(from.get_keepalives_idle());
+        if let Some(t) = from.get_connect_timeout() {
+            pg.connect_timeout(*t);
+        }
+        if let Some(t) = from.get_tcp_user_timeout() {
+            pg.tcp_user_timeout(*t);
+        }
+        if let Some(t) = from.get_keepalives_interval() {
+            pg.keepalives_interval(t);
+        }
+        if let Some(n) = from.get_keepalives_retries() {
+            pg.keepalives_retries(n);
+        }
+        Endpoint {
+            side: self.side,
+            pg,
+            tls: self.tls.clone(),
+        }
     }
 
     pub fn user(&self) -> String {
@@ -81,6 +156,28 @@ impl Endpoint {
 
     pub fn dbname(&self) -> String {
         self.pg.get_dbname().map(str::to_string).unwrap_or_else(|| self.user())
+    }
+}
+
+/// How long one host may take to accept a connection when the DSN sets no `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// pgbridge reads green's slot and writes blue: it always connects to the primary among the
+/// DSN's hosts, as `target_session_attrs=primary` does. A value that asks for a standby is a
+/// mistake worth saying before anything connects.
+fn check_session_attrs(side: &str, value: Option<&str>, file: &Path) -> Result<()> {
+    match value {
+        None | Some("primary" | "read-write" | "any") => Ok(()),
+        Some(other) => Err(Error::definite(format!(
+            "{}: {side}.dsn has target_session_attrs={other}, but pgbridge needs {side}'s primary (it {}); \
+             use target_session_attrs=primary or leave it out: pgbridge connects to the primary among the hosts",
+            file.display(),
+            if side == "green" {
+                "reads the slot there"
+            } else {
+                "writes there"
+            },
+        ))),
     }
 }
 

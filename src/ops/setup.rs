@@ -17,6 +17,7 @@ use crate::lsn::Lsn;
 use crate::mapping::{green_catalog, TablePlan};
 use crate::sql;
 use crate::state::checkpoint::{self, Checkpoint};
+use crate::state::server;
 
 /// `setup`: validates, then creates what is missing; `say` gets a line per object.
 pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(String)) -> Result<i32> {
@@ -34,6 +35,7 @@ pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(S
         slot.as_ref(),
         copy,
     )?;
+    let green_server = same_green_server(config, &blue, existing_checkpoint.as_ref(), copy).await?;
 
     // Validation passed: create what is missing.
     create_blue_tables(&blue, &config.schema, blue_schema).await?;
@@ -47,11 +49,13 @@ pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(S
         };
         let code = super::copy::run(config, &green, &blue, &env, job, say).await?;
         accept(config, &blue, &report, say).await?;
+        server::record(&blue, &config.schema, &config.slot, &green_server).await?;
         return Ok(code);
     }
     let start = ensure_slot(config, &green, slot.as_ref(), report.publication_exists, say).await?;
     ensure_checkpoint(config, &blue, existing_checkpoint.as_ref(), start, say).await?;
     accept(config, &blue, &report, say).await?;
+    server::record(&blue, &config.schema, &config.slot, &green_server).await?;
     say("ready: start streaming with `pgbridge run`".to_string());
     Ok(0)
 }
@@ -137,6 +141,23 @@ fn refuse_conflicts(
     Ok(())
 }
 
+/// Green's identity, once it is safe to record it as the server blue's checkpoint belongs to:
+/// `setup` without `--copy` keeps blue's checkpoint, so it refuses a server that `run` would
+/// refuse (another cluster, a failover past blue's checkpoint); `--copy` starts over.
+async fn same_green_server(
+    config: &Config,
+    blue: &Client,
+    checkpoint: Option<&Checkpoint>,
+    copy: bool,
+) -> Result<server::GreenServer> {
+    let (now, history) = slot::identify(config).await?;
+    if let (Some(cp), false) = (checkpoint, copy) {
+        let recorded = server::read(blue, &config.schema, &config.slot).await?;
+        server::judge(recorded.as_ref(), &now, &history, cp.lsn)?;
+    }
+    Ok(now)
+}
+
 /// Creates `<schema>` and pgbridge's tables in it, or only the tables, as the role may.
 async fn create_blue_tables(blue: &Client, schema: &str, blue_schema: BlueSchema) -> Result<()> {
     let create = match blue_schema {
@@ -206,6 +227,18 @@ async fn ensure_slot(
             "green  slot        {:<24} exists, confirmed up to {}",
             config.slot, s.confirmed
         ));
+        if s.failover == Some(false) {
+            if s.active {
+                say(format!(
+                    "green  slot        {:<24} is not a failover slot and is in use: stop `pgbridge run` and run \
+                     setup again to make it one",
+                    config.slot
+                ));
+            } else {
+                slot::make_failover_slot(config).await?;
+                say(format!("green  slot        {:<24} made a failover slot", config.slot));
+            }
+        }
         return Ok(s.confirmed);
     }
     match slot::create_slot(config).await {
@@ -323,6 +356,7 @@ mod tests {
             confirmed: "0/10".parse().expect("lsn"),
             lost,
             active: false,
+            failover: None,
         }
     }
 

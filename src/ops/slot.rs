@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::source::ReplicationConn;
 use crate::sql;
+use crate::state::server::GreenServer;
 
 /// A replication slot on green, as `setup`, `copy` and `switchover` need it.
 pub struct SlotState {
@@ -17,6 +18,8 @@ pub struct SlotState {
     pub lost: bool,
     /// A walsender is streaming it.
     pub active: bool,
+    /// A failover slot, synchronized to standbys that ask for it; `None` before PostgreSQL 17.
+    pub failover: Option<bool>,
 }
 
 /// The slot named `slot` on green, if there is one.
@@ -24,7 +27,8 @@ pub async fn slot_state(green: &Client, slot: &str) -> Result<Option<SlotState>>
     let row = green
         .query_opt(
             "SELECT coalesce(plugin::text, ''), coalesce(confirmed_flush_lsn::text, '0/0'), coalesce(wal_status = 'lost', false), \
-                    active FROM pg_replication_slots WHERE slot_name = $1",
+                    active, (to_jsonb(s) ->> 'failover')::boolean \
+             FROM pg_replication_slots AS s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -38,6 +42,7 @@ pub async fn slot_state(green: &Client, slot: &str) -> Result<Option<SlotState>>
                 .map_err(|e| Error::definite(format!("slot {slot}: {e}")))?,
             lost: r.get(2),
             active: r.get(3),
+            failover: r.get(4),
         })
     })
     .transpose()
@@ -56,11 +61,22 @@ pub async fn create_slot_on(config: &Config, export: bool) -> Result<(Replicatio
     let mut conn = ReplicationConn::connect(&config.green, "pgbridge setup")
         .await
         .map_err(Error::into_definite)?;
+    let version = conn.server_version_num();
+    let options = match (version >= 150000, export) {
+        // A failover slot (PostgreSQL 17+) is synchronized to standbys that ask for it, so
+        // that a promoted standby has it and the bridge carries on there.
+        (true, _) => format!(
+            "(SNAPSHOT '{}'{})",
+            if export { "export" } else { "nothing" },
+            if version >= 170000 { ", FAILOVER" } else { "" }
+        ),
+        (false, true) => "EXPORT_SNAPSHOT".into(),
+        (false, false) => "NOEXPORT_SNAPSHOT".into(),
+    };
     let rows = conn
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {options}",
             sql::ident(&config.slot),
-            if export { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" }
         ))
         .await
         .map_err(|e| {
@@ -73,6 +89,33 @@ pub async fn create_slot_on(config: &Config, export: bool) -> Result<(Replicatio
         .map_err(|e| Error::definite(format!("CREATE_REPLICATION_SLOT returned {point:?}: {e}")))?;
     let snapshot = rows.first("snapshot_name").map(str::to_string);
     Ok((conn, lsn, snapshot))
+}
+
+/// Green's identity (system identifier, timeline) and timeline history, over a replication
+/// connection as `run` reads them.
+pub async fn identify(config: &Config) -> Result<(GreenServer, Vec<(u32, Lsn)>)> {
+    let mut conn = ReplicationConn::connect(&config.green, "pgbridge setup")
+        .await
+        .map_err(Error::into_definite)?;
+    conn.server().await.map_err(Error::into_definite)
+}
+
+/// Makes an existing slot a failover slot (PostgreSQL 17+; one created by an earlier pgbridge
+/// or by hand is not). Needs the slot idle: `setup` runs while `run` is stopped.
+pub async fn make_failover_slot(config: &Config) -> Result<()> {
+    let mut conn = ReplicationConn::connect(&config.green, "pgbridge setup")
+        .await
+        .map_err(Error::into_definite)?;
+    conn.simple_query(&format!(
+        "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+        sql::ident(&config.slot)
+    ))
+    .await
+    .map(drop)
+    .map_err(|e| {
+        e.into_definite()
+            .hint("stop `pgbridge run` while `setup` makes the slot a failover slot")
+    })
 }
 
 /// Drops the slot `slot` on green.

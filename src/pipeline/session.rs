@@ -18,6 +18,7 @@ use crate::lsn::Lsn;
 use crate::source::{ReplicationConn, SourceEvent, SourceHandle, StartOptions};
 use crate::sql;
 use crate::state::checkpoint;
+use crate::state::server::{self, GreenServer, Verdict};
 use crate::telemetry::{State, Telemetry};
 
 /// Chunks (of at most [`crate::source::stream::CHUNK_BYTES`] each) buffered between the socket
@@ -41,6 +42,10 @@ pub(super) struct Sessions<'a> {
 /// Blue, ready to apply from its checkpoint.
 struct Blue {
     applier: Applier,
+    /// The applier's connection, for recording which green server the checkpoint belongs to.
+    client: Arc<tokio_postgres::Client>,
+    /// The green server blue's checkpoint belongs to, as last recorded.
+    green_server: Option<GreenServer>,
     checkpoint: Lsn,
     /// What the applier confirms as durable on blue, for green.
     durable: watch::Receiver<Lsn>,
@@ -59,6 +64,8 @@ impl Sessions<'_> {
         };
         let Blue {
             mut applier,
+            client,
+            green_server,
             checkpoint,
             durable,
         } = self.start_blue(replay).await.map_err(starting(Side::Blue))?;
@@ -70,13 +77,20 @@ impl Sessions<'_> {
             streaming,
             origin_none: false,
         };
-        let Some(source) = self
-            .start_green(&options, &durable, tx)
+        let Some((source, server)) = self
+            .start_green(&options, green_server.as_ref(), &durable, tx)
             .await
             .map_err(starting(Side::Green))?
         else {
             return Ok(());
         };
+        if green_server.as_ref() != Some(&server) {
+            let recorded = server::record(&client, &self.config.schema, &self.config.slot, &server).await;
+            if let Err(e) = recorded {
+                source.close().await;
+                return Err(starting(Side::Blue)(e));
+            }
+        }
         if let Err(e) = applier.attach_origin().await {
             source.close().await;
             return Err(starting(Side::Blue)(e));
@@ -103,6 +117,7 @@ impl Sessions<'_> {
         let config = self.config;
         let blue = crate::connect::connect_blue(&config.blue).await?;
         let checkpoint = checkpoint::read_required(&blue, &config.schema, &config.slot).await?;
+        let green_server = server::read(&blue, &config.schema, &config.slot).await?;
         if checkpoint.lsn.is_zero() {
             return Err(Error::definite(format!(
                 "blue's checkpoint for slot {} is at 0/0: the initial copy into blue (`pgbridge setup --copy`) did not \
@@ -116,7 +131,7 @@ impl Sessions<'_> {
         let orders = replay.learned.clone();
         let applier = Applier::new(
             config.clone(),
-            blue,
+            blue.clone(),
             durable_tx,
             orders,
             self.telemetry.clone(),
@@ -125,34 +140,44 @@ impl Sessions<'_> {
         .await?;
         Ok(Blue {
             applier,
+            client: blue,
+            green_server,
             checkpoint: checkpoint.lsn,
             durable,
         })
     }
 
-    /// Starts streaming from green into `tx`; `None` when shutdown came while waiting for a
-    /// busy slot.
+    /// Starts streaming from green into `tx`, after checking that green is the server blue's
+    /// checkpoint belongs to (`recorded`) or a promoted standby of it that has everything blue
+    /// has; returns the stream and green's identity, or `None` when shutdown came while
+    /// waiting for a busy slot.
     async fn start_green(
         &mut self,
         options: &StartOptions,
+        recorded: Option<&GreenServer>,
         durable: &watch::Receiver<Lsn>,
         tx: mpsc::Sender<Vec<SourceEvent>>,
-    ) -> Result<Option<SourceHandle>> {
+    ) -> Result<Option<(SourceHandle, GreenServer)>> {
         let config = self.config;
         loop {
             let attempt = async {
                 let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
-                let system = conn.identify_system().await?;
-                tracing::debug!(system_id = %system.system_id, timeline = system.timeline, wal = %system.xlogpos, "green identified");
-                let mut conn = check_slot(conn, config, options.start).await?;
+                let (server, history) = conn.server().await?;
+                let verdict = server::judge(recorded, &server, &history, options.start)?;
+                if let Verdict::FailedOver { from, to, fork } = verdict {
+                    tracing::warn!(green = %conn.describe, from, to, %fork, checkpoint = %options.start, "green failed over; blue has nothing beyond the fork, resuming from blue's checkpoint on the new primary");
+                }
+                let failed_over = recorded.map_or(server.timeline > 1, |r| r.timeline != server.timeline);
+                let mut conn = check_slot(conn, config, options.start, failed_over.then_some(&server)).await?;
                 let options = for_server(options, config, conn.server_version_num());
                 if options.streaming {
                     cap_decoding_memory(&mut conn).await?;
                 }
-                SourceHandle::start(conn, &options, durable.clone(), tx.clone()).await
+                let handle = SourceHandle::start(conn, &options, durable.clone(), tx.clone()).await?;
+                Ok::<_, Error>((handle, server))
             };
             match attempt.await {
-                Ok(handle) => return Ok(Some(handle)),
+                Ok(started) => return Ok(Some(started)),
                 // A walsender of a killed pgbridge keeps the slot until it notices its client
                 // is gone; give it a moment at start-up.
                 Err(e)
@@ -214,7 +239,13 @@ async fn cap_decoding_memory(conn: &mut ReplicationConn) -> Result<()> {
 }
 
 /// Refuses to stream from a slot that cannot deliver everything after the checkpoint.
-async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn) -> Result<ReplicationConn> {
+/// `promoted`: green's server when it is a promoted standby, for what a missing slot means.
+async fn check_slot(
+    mut conn: ReplicationConn,
+    config: &Config,
+    checkpoint: Lsn,
+    promoted: Option<&GreenServer>,
+) -> Result<ReplicationConn> {
     let version = conn.server_version_num();
     if version < 140000 {
         return Err(Error::definite(format!(
@@ -231,6 +262,15 @@ async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn)
         ))
         .await?;
     if rows.rows.is_empty() {
+        if let Some(server) = promoted {
+            return Err(slot_lost_in_failover(
+                config,
+                &conn.describe,
+                server,
+                checkpoint,
+                version,
+            ));
+        }
         return Err(Error::definite(format!(
             "replication slot {} does not exist on green; run `pgbridge setup` (if it was dropped, blue missed \
              every change since: re-copy blue with `pgbridge setup --copy`)",
@@ -278,4 +318,22 @@ async fn check_slot(mut conn: ReplicationConn, config: &Config, checkpoint: Lsn)
         }
     }
     Ok(conn)
+}
+
+/// The slot is missing on a promoted green: the failover did not carry it over.
+fn slot_lost_in_failover(config: &Config, green: &str, server: &GreenServer, checkpoint: Lsn, version: u32) -> Error {
+    let why = if version < 170000 {
+        "before PostgreSQL 17 a replication slot exists only on the primary it was created on".to_string()
+    } else {
+        "it was not a failover slot synchronized to this standby when it was promoted (see `pgbridge check` and \
+         \"High availability\" in the README)"
+            .to_string()
+    };
+    Error::definite(format!(
+        "green failed over: {green} is on timeline {} and replication slot {} does not exist there, because {why}. \
+         Blue has every green transaction up to {checkpoint}; what green committed after that cannot be streamed. \
+         Re-synchronize blue with `pgbridge setup --copy` (it converges blue while green is written; blue is not a \
+         rollback target until it finishes)",
+        server.timeline, config.slot
+    ))
 }

@@ -146,8 +146,35 @@ pub struct SystemId {
 }
 
 impl ReplicationConn {
-    /// Connects to `endpoint` with `replication=database` and authenticates.
+    /// Connects with `replication=database` to the primary among `endpoint`'s hosts, tried in
+    /// order, and authenticates. A standby is skipped: a slot on it (PostgreSQL 16+ decodes
+    /// on standbys) would not be the bridge's slot.
     pub async fn connect(endpoint: &Endpoint, application_name: &str) -> Result<Self> {
+        let count = endpoint.host_count();
+        if count == 1 {
+            return Self::connect_host(endpoint, application_name).await;
+        }
+        let mut failures = Vec::with_capacity(count);
+        for i in 0..count {
+            match Self::connect_host(&endpoint.single_host(i), application_name).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(crate::connect::no_primary(endpoint, failures))
+    }
+
+    /// Connects to the one host of `endpoint`; refused when that server is a standby (it
+    /// reports `in_hot_standby` at start-up, PostgreSQL 14+).
+    async fn connect_host(endpoint: &Endpoint, application_name: &str) -> Result<Self> {
+        let conn = Self::open(endpoint, application_name).await?;
+        if conn.parameters.get("in_hot_standby").map(String::as_str) == Some("on") {
+            return Err(crate::connect::standby_refused(endpoint));
+        }
+        Ok(conn)
+    }
+
+    async fn open(endpoint: &Endpoint, application_name: &str) -> Result<Self> {
         let describe = endpoint.describe();
         let stream = open_socket(endpoint).await?;
         let (rd, wr) = tokio::io::split(stream);
@@ -339,6 +366,24 @@ impl ReplicationConn {
         })
     }
 
+    /// This server's identity (system identifier and timeline) and, after a promotion, its
+    /// timeline history as (timeline, where it ended).
+    pub async fn server(&mut self) -> Result<(crate::state::server::GreenServer, Vec<(u32, Lsn)>)> {
+        let system = self.identify_system().await?;
+        let server = crate::state::server::GreenServer {
+            system_identifier: system.system_id,
+            timeline: system.timeline,
+        };
+        if system.timeline <= 1 {
+            return Ok((server, Vec::new()));
+        }
+        let describe = self.describe.clone();
+        let command = format!("TIMELINE_HISTORY {}", system.timeline);
+        let rows = answer_within(&describe, "TIMELINE_HISTORY", self.simple_query(&command)).await?;
+        let history = crate::state::server::parse_history(rows.first("content").unwrap_or_default());
+        Ok((server, history))
+    }
+
     /// Sends `START_REPLICATION` and waits for CopyBothResponse; returns the socket halves.
     pub async fn start_replication(self, command: &str) -> Result<(Reader, Writer)> {
         let describe = self.describe.clone();
@@ -477,7 +522,11 @@ async fn open_socket(endpoint: &Endpoint) -> Result<Box<dyn Stream>> {
     let connect = async {
         match &host {
             Some(Host::Tcp(h)) => {
-                let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
+                // `hostaddr` skips the name lookup; the name is still what TLS verifies.
+                let s = match endpoint.pg.get_hostaddrs().first() {
+                    Some(addr) => tokio::net::TcpStream::connect((*addr, port)).await?,
+                    None => tokio::net::TcpStream::connect((h.as_str(), port)).await?,
+                };
                 s.set_nodelay(true)?;
                 Ok::<Box<dyn Stream>, std::io::Error>(Box::new(s))
             }

@@ -23,10 +23,12 @@ pub fn create_sql(schema: &str) -> String {
              updated_at  timestamptz NOT NULL DEFAULT now()
          );
          {dead_letter}
-         {accepted}",
+         {accepted}
+         {server}",
         schema = sql::ident(schema),
         dead_letter = super::dead_letters::table_sql(schema),
-        accepted = super::plan::create_sql(schema)
+        accepted = super::plan::create_sql(schema),
+        server = super::server::create_sql(schema)
     )
 }
 
