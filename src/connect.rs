@@ -36,6 +36,15 @@ pub async fn connect_primary(endpoint: &Endpoint) -> Result<Client> {
 
 /// One connection to the one host of `endpoint`, refused when that server is a standby.
 async fn connect_host(endpoint: &Endpoint) -> Result<Client> {
+    match connect_any(endpoint).await? {
+        (_, true) => Err(standby_refused(endpoint)),
+        (client, false) => Ok(client),
+    }
+}
+
+/// A connection to the one host of `endpoint` whatever it is, and whether it is a standby:
+/// for looking at green's standbys.
+pub async fn connect_any(endpoint: &Endpoint) -> Result<(Client, bool)> {
     let mut pg = endpoint.pg.clone();
     if pg.get_application_name().is_none() {
         pg.application_name("pgbridge");
@@ -52,10 +61,7 @@ async fn connect_host(endpoint: &Endpoint) -> Result<Client> {
         .await
         .map_err(|e| Error::postgres(format!("asking {} whether it is a standby", endpoint.describe()), &e))?
         .get(0);
-    if in_recovery {
-        return Err(standby_refused(endpoint));
-    }
-    Ok(client)
+    Ok((client, in_recovery))
 }
 
 /// A server that is a standby where pgbridge needs the primary; transient, since it may be

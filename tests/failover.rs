@@ -177,3 +177,49 @@ fn green_failover_is_carried_over_on_17_and_reported_before() {
     assert!(bridge.log().contains("green failed over"), "{}", bridge.log());
     assert_eq!(bridge.terminate(), 0);
 }
+
+/// `check` and `status` say whether the slot survives a failover of green and exactly what to
+/// configure where it would not: on 17+ per standby green.dsn lists, before 17 that it cannot.
+#[test]
+fn check_and_status_say_what_to_configure_for_a_green_failover() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY)");
+    let standby = pair.green.standby("green_sb");
+    let v17 = pair.green.version_num() >= 170_000;
+    if v17 {
+        standby.reload_with("hot_standby_feedback", "off");
+    }
+    pair.write_config_with(&two_hosts(&pair.green, &standby), &pair.blue.dsn(DB), "");
+    pair.setup();
+    let out = pair.pgbridge(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let check = text(&out);
+    let label = format!("green standby 127.0.0.1:{}", standby.port());
+    eprintln!("{check}");
+    if !v17 {
+        assert!(check.contains("a failover of green ends the bridge"), "{check}");
+        return;
+    }
+    assert!(check.contains(&format!("slot {SLOT} is a failover slot")), "{check}");
+    assert!(
+        check.contains(&format!("{label}: set hot_standby_feedback = on")),
+        "{check}"
+    );
+    assert!(
+        check.contains("green primary: set synchronized_standby_slots = 'green_sb'"),
+        "{check}"
+    );
+    // Once configured, the standby is reported ready when it has the slot.
+    standby.reload_with("hot_standby_feedback", "on");
+    pair.green.reload_with("synchronized_standby_slots", "green_sb");
+    let ready = format!("{label} has slot {SLOT} synchronized");
+    wait_for(
+        Duration::from_secs(120),
+        || text(&pair.pgbridge(&["status"])).contains(&ready),
+        || text(&pair.pgbridge(&["status"])),
+    );
+    let check = text(&pair.pgbridge(&["check"]));
+    assert!(!check.contains("note:"), "{check}");
+    let json = text(&pair.pgbridge(&["status", "--json"]));
+    assert!(json.contains("\"high_availability\""), "{json}");
+}

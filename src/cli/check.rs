@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::error::Result;
 use crate::mapping::KeyPlan;
+use crate::ops::ha::{self, Finding};
 use crate::ops::preflight::{self, Planned};
 
 pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
@@ -12,6 +13,7 @@ pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
     for t in &report.tables {
         print_plan(t, show_sql);
     }
+    print_high_availability(&ha::review(config).await?);
     if report.problems.is_empty() {
         println!("ok: {} table(s) planned, no problems", report.tables.len());
         Ok(0)
@@ -49,6 +51,19 @@ fn print_plan(t: &Planned, show_sql: bool) {
         for (what, text) in &t.statements {
             println!("    -- {what}\n    {text};");
         }
+    }
+    println!();
+}
+
+/// What would happen to the bridge in a failover, and what to configure (not a problem of the
+/// plan: the exit code does not change).
+pub(super) fn print_high_availability(found: &[Finding]) {
+    if found.is_empty() {
+        return;
+    }
+    println!("high availability:");
+    for f in found {
+        println!("  {} {}", if f.ok { "ok:  " } else { "note:" }, f.text);
     }
     println!();
 }

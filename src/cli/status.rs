@@ -62,6 +62,10 @@ fn print_text(s: &Status) {
     for f in &s.drift {
         println!("  {}: {}", f.green_table, f.text());
     }
+    if !s.high_availability.is_empty() {
+        println!();
+        super::check::print_high_availability(&s.high_availability);
+    }
 }
 
 /// A size for people, with the exact count when rounded.

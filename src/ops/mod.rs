@@ -7,10 +7,12 @@
 //! * [`setup`], [`slot`], [`copy`]: create what the bridge needs and fill blue from a snapshot.
 //! * [`run`]: what the long-running bridge does besides the pipeline (start-up checks, catalog
 //!   watching, the lag poller).
+//! * [`ha`]: whether the bridge's slot survives a failover of green, for `check` and `status`.
 //! * [`lag`], [`wait`], [`status`], [`verify`], [`sequences`], [`privileges`], [`teardown`],
 //!   [`switchover`].
 
 pub mod copy;
+pub mod ha;
 pub mod lag;
 pub mod preflight;
 pub mod privileges;

@@ -37,6 +37,8 @@ pub struct Status {
     pub schema_drift: Option<bool>,
     /// What changed, per table.
     pub drift: Vec<crate::drift::Finding>,
+    /// Whether the slot survives a failover of green, and what to configure ([`super::ha`]).
+    pub high_availability: Vec<super::ha::Finding>,
 }
 
 /// Reads positions, lag and state from both databases.
@@ -80,6 +82,12 @@ pub async fn read(config: &Config) -> Result<Status> {
         }
     }
     let slot = slot.unwrap_or_default();
+    let high_availability = super::ha::review_green(config, &green).await.unwrap_or_else(|e| {
+        vec![super::ha::Finding {
+            ok: false,
+            text: format!("cannot review green's failover readiness: {e}"),
+        }]
+    });
     Ok(Status {
         state,
         slot: config.slot.clone(),
@@ -96,6 +104,7 @@ pub async fn read(config: &Config) -> Result<Status> {
         slot_retained_wal_bytes: slot.retained.map(|r| r.max(0) as u64),
         schema_drift: findings.as_ref().map(|f| !f.is_empty()),
         drift: findings.unwrap_or_default(),
+        high_availability,
     })
 }
 
