@@ -195,7 +195,6 @@ fn check_and_status_say_what_to_configure_for_a_green_failover() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let check = text(&out);
     let label = format!("green standby 127.0.0.1:{}", standby.port());
-    eprintln!("{check}");
     if !v17 {
         assert!(check.contains("a failover of green ends the bridge"), "{check}");
         return;
@@ -222,4 +221,76 @@ fn check_and_status_say_what_to_configure_for_a_green_failover() {
     assert!(!check.contains("note:"), "{check}");
     let json = text(&pair.pgbridge(&["status", "--json"]));
     assert!(json.contains("\"high_availability\""), "{json}");
+}
+
+/// Case 25, the other way round: green's primary does not hold logical replication back for
+/// its standby (no `synchronized_standby_slots`), the standby falls behind, and pgbridge
+/// applies transactions the standby never receives. After the promotion blue holds writes
+/// green lost, and positions after the fork belong to other transactions: pgbridge stops,
+/// never absorbs it (on every version), `setup` refuses to paper over it, and the recovery
+/// the README gives (`setup --copy`) makes blue equal to the new green again.
+#[test]
+fn green_failover_that_lost_what_blue_has_is_reported_and_recovered_with_a_copy() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE events (id int, v text); ALTER TABLE events REPLICA IDENTITY FULL");
+    let standby = pair.green.standby("green_sb");
+    pair.write_config_with(&two_hosts(&pair.green, &standby), &pair.blue.dsn(DB), "");
+    pair.setup();
+    let bridge = pair.run();
+    write_events(&pair.green, 0, 100);
+    wait_applied(&pair, &pair.green, &bridge);
+    pair.green.wait_standby_replayed("green_sb");
+    // The standby loses its primary; pgbridge goes on.
+    standby.reload_with(
+        "primary_conninfo",
+        "host=127.0.0.1 port=1 user=postgres dbname=postgres",
+    );
+    let streaming = "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'green_sb'";
+    wait_for(
+        Duration::from_secs(60),
+        || pair.green.psql(DB, streaming) == "0",
+        || pair.green.log_tail(20),
+    );
+    write_events(&pair.green, 100, 100);
+    wait_applied(&pair, &pair.green, &bridge);
+    let checkpoint = pair.checkpoint();
+    pair.green.stop_immediate();
+    standby.promote();
+
+    let (code, log) = bridge.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, 2, "{log}");
+    let error = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default()
+        .to_string();
+    for needed in ["failed over", "never received", "setup --copy"] {
+        assert!(error.contains(needed), "{needed:?} missing from: {error}\n{log}");
+    }
+    assert_eq!(pair.checkpoint(), checkpoint, "nothing moved");
+    let out = pair.pgbridge(&["setup"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "setup must not accept the new green:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("never received"), "{}", text(&out));
+
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let bridge = pair.run();
+    write_events(&standby, 500, 10);
+    wait_applied(&pair, &standby, &bridge);
+    assert!(
+        rows(&standby, "events") == rows(&pair.blue, "events"),
+        "blue differs after the re-copy"
+    );
+    assert_eq!(
+        rows(&pair.blue, "events").len(),
+        110,
+        "the 100 events green lost are gone from blue"
+    );
+    assert_eq!(bridge.terminate(), 0);
 }

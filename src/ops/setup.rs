@@ -28,6 +28,8 @@ pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(S
         .await
         .map_err(Error::into_definite)?;
     let slot = slot::slot_state(&green, &config.slot).await?;
+    // What the checkpoint's green server became says more than a slot that went with it.
+    let green_server = same_green_server(config, &blue, existing_checkpoint.as_ref(), copy).await?;
     refuse_conflicts(
         &config.schema,
         &config.slot,
@@ -35,7 +37,6 @@ pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(S
         slot.as_ref(),
         copy,
     )?;
-    let green_server = same_green_server(config, &blue, existing_checkpoint.as_ref(), copy).await?;
 
     // Validation passed: create what is missing.
     create_blue_tables(&blue, &config.schema, blue_schema).await?;
