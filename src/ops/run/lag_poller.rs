@@ -68,6 +68,12 @@ async fn undelivered(
     if applied.is_zero() {
         return Verdict::Unknown;
     }
+    // Blue has everything the slot confirmed (rule 2; a session checks it in the right order
+    // at start, see `pipeline::session`). Beyond what this process applied, the slot can only
+    // have been moved by another pgbridge that holds it while this one waits: what this one
+    // knows is stale, not blue's loss.
+    let confirmed = state.slot.as_ref().and_then(|s| s.confirmed).unwrap_or_default();
+    let applied = applied.max(confirmed);
     if telemetry.oldest_received().is_some() || applied >= state.wal {
         return Verdict::Nothing;
     }
