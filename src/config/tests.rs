@@ -176,3 +176,36 @@ fn of_several_mistakes_the_first_in_section_order_is_reported() {
     assert!(first(&text).contains("metrics.listen"), "{}", first(&text));
     assert!(parse(&text.replace("nowhere", "127.0.0.1:1")).is_ok());
 }
+
+#[test]
+fn several_hosts_are_kept_each_with_its_port_and_the_primary_is_asked_for() {
+    let multi = MINIMAL
+        .replace(
+            "green-host:5432/app",
+            "green-a:5432,green-b:5433/app?target_session_attrs=primary",
+        )
+        .replace("host=blue-host port=5433", "host=blue-a,blue-b port=6432");
+    let c = parse(&multi).unwrap();
+    assert_eq!(c.green.host_count(), 2);
+    assert_eq!(c.green.address(), "green-a:5432,green-b:5433/app");
+    assert_eq!(c.green.single_host(1).address(), "green-b:5433/app");
+    assert_eq!(
+        c.green.single_host(1).pg.get_password(),
+        Some(&b"s3cret"[..]),
+        "every host gets the same credentials"
+    );
+    assert_eq!(c.blue.address(), "blue-a:6432,blue-b:6432/app");
+    assert_eq!(
+        c.green.pg.get_connect_timeout(),
+        Some(&Duration::from_secs(10)),
+        "a host that does not answer must not hold up the next one"
+    );
+    for attrs in ["standby", "prefer-standby", "read-only"] {
+        let err = parse(&MINIMAL.replace("5432/app", &format!("5432/app?target_session_attrs={attrs}")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("green.dsn has target_session_attrs"), "{err}");
+        assert!(err.contains("pgbridge needs green's primary"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}
