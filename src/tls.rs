@@ -626,7 +626,16 @@ where
                 .tls
                 .handshake(stream, &self.host)
                 .await
-                .map_err(|e| Box::new(io::Error::other(e.message().to_string())) as Self::Error)?;
+                .map_err(|e| -> Self::Error {
+                    // tokio-postgres takes an I/O error for trouble that heals by reconnecting
+                    // (see `Error::postgres`); a certificate problem is not an I/O error.
+                    let text = e.message().to_string();
+                    if e.is_transient() {
+                        Box::new(io::Error::other(text))
+                    } else {
+                        text.into()
+                    }
+                })?;
             Ok(TlsStream(Box::new(s)))
         })
     }
