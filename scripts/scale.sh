@@ -202,7 +202,7 @@ TOML
   figure[$n,chk_blue]=$(calc "($(cluster_cpu blue) - $b0) / $hz / $checks * 1000")
   figure[$n,chk_green]=$(calc "($(cluster_cpu green) - $g0) / $hz / $checks * 1000")
   figure[$n,chk_bridge]=$(calc "($(pid_cpu "$bridge_pid") - $p0) / $hz / $checks * 1000")
-  figure[$n,chk_wall]=$(grep -o 'elapsed_ms=[0-9.]*' "$work/run-$n.log" | tail -3 | awk -F= '{s += $2; n++} END {if (n) printf "%.0f", s / n; else print "-"}')
+  figure[$n,chk_wall]=$({ grep -o 'elapsed_ms=[0-9.]*' "$work/run-$n.log" || true; } | tail -3 | awk -F= '{s += $2; n++} END {if (n) printf "%.0f", s / n; else print "-"}')
   echo "   per schema check: ${figure[$n,chk_wall]} ms wall; CPU ms: pgbridge ${figure[$n,chk_bridge]}, green ${figure[$n,chk_green]}, blue ${figure[$n,chk_blue]}" >&2
 
   echo "   steady load: $rate tx/s for ${steady}s across all schemas..." >&2
