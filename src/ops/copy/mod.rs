@@ -140,55 +140,8 @@ async fn copy_all(
     plans: Vec<Arc<TablePlan>>,
     jobs: usize,
 ) -> Result<(usize, u64, u64)> {
-    // Queries per table are sent back to back (pipelined), not one round trip at a time.
-    let estimates: Vec<(u64, u64)> = stream::iter(
-        plans
-            .iter()
-            .map(|p| transfer::estimate(green, &p.green.namespace, &p.green.name)),
-    )
-    .buffered(PIPELINED)
-    .collect()
-    .await;
-    let mut tables = Vec::new();
-    for (plan, (rows, bytes)) in plans.into_iter().zip(estimates) {
-        let name = if *plan.green_name == *plan.blue_name {
-            plan.blue_name.clone()
-        } else {
-            format!("{} -> {}", plan.green_name, plan.blue_name)
-        };
-        tables.push((plan, Task::new(name, rows, bytes)));
-    }
-    tables.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
-    let tasks: Vec<Arc<Task>> = tables.iter().map(|(_, t)| t.clone()).collect();
-    let n = tables.len();
-    // An empty blue table is filled in parts (block ranges of green's table, each in its own
-    // blue transaction), so the work spreads over the workers; a blue table that holds rows
-    // is converged in one transaction, which needs all of green's keys at once.
-    let mut work = VecDeque::new();
-    let empty: Vec<bool> = stream::iter(tables.iter().map(|(plan, _)| async move {
-        Ok::<bool, Error>(
-            blue.query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
-                .await
-                .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
-                .get(0),
-        )
-    }))
-    .buffered(PIPELINED)
-    .try_collect()
-    .await?;
-    for ((plan, task), empty) in tables.into_iter().zip(empty) {
-        let ranges = part_ranges(task.bytes_estimate, empty);
-        let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
-        for range in ranges {
-            work.push_back(Part {
-                plan: plan.clone(),
-                task: task.clone(),
-                range,
-                empty,
-                remaining: remaining.clone(),
-            });
-        }
-    }
+    let (tasks, work) = schedule(green, blue, plans).await?;
+    let n = tasks.len();
     let units = work.len();
     let queue = Mutex::new(work);
     let display = Display::start(tasks.clone());
@@ -225,6 +178,63 @@ async fn copy_all(
         tasks.iter().map(|t| t.counter.rows()).sum(),
         tasks.iter().map(|t| t.counter.bytes()).sum(),
     ))
+}
+
+/// Every table's progress task, biggest first, and the parts to copy, in that order. Queries
+/// per table are sent back to back (pipelined), not one round trip at a time.
+async fn schedule(
+    green: &Client,
+    blue: &Client,
+    plans: Vec<Arc<TablePlan>>,
+) -> Result<(Vec<Arc<Task>>, VecDeque<Part>)> {
+    let estimates: Vec<(u64, u64)> = stream::iter(
+        plans
+            .iter()
+            .map(|p| transfer::estimate(green, &p.green.namespace, &p.green.name)),
+    )
+    .buffered(PIPELINED)
+    .collect()
+    .await;
+    let mut tables = Vec::new();
+    for (plan, (rows, bytes)) in plans.into_iter().zip(estimates) {
+        let name = if *plan.green_name == *plan.blue_name {
+            plan.blue_name.clone()
+        } else {
+            format!("{} -> {}", plan.green_name, plan.blue_name)
+        };
+        tables.push((plan, Task::new(name, rows, bytes)));
+    }
+    tables.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
+    let tasks: Vec<Arc<Task>> = tables.iter().map(|(_, t)| t.clone()).collect();
+    // An empty blue table is filled in parts (block ranges of green's table, each in its own
+    // blue transaction), so the work spreads over the workers; a blue table that holds rows
+    // is converged in one transaction, which needs all of green's keys at once.
+    let mut work = VecDeque::new();
+    let empty: Vec<bool> = stream::iter(tables.iter().map(|(plan, _)| async move {
+        Ok::<bool, Error>(
+            blue.query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
+                .await
+                .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
+                .get(0),
+        )
+    }))
+    .buffered(PIPELINED)
+    .try_collect()
+    .await?;
+    for ((plan, task), empty) in tables.into_iter().zip(empty) {
+        let ranges = part_ranges(task.bytes_estimate, empty);
+        let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
+        for range in ranges {
+            work.push_back(Part {
+                plan: plan.clone(),
+                task: task.clone(),
+                range,
+                empty,
+                remaining: remaining.clone(),
+            });
+        }
+    }
+    Ok((tasks, work))
 }
 
 /// Whether green's rows can be COPYed straight into the blue table: every blue column is a
