@@ -16,7 +16,7 @@
 //! the position, and is listed by `check`, `status` and `verify` until it is fixed and accepted
 //! again with `pgbridge setup`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -209,8 +209,8 @@ pub async fn current_with(config: &Config, green: &Client, blue: &Client, mut ma
     };
     mappings.learn_partitions(&tables);
     let settings = crate::evaluation::Environment::resolve(blue, config).await?.describe();
-    for t in &tables {
-        match mappings.plan_with_blue(blue, t).await {
+    for (t, planned) in tables.iter().zip(mappings.plan_all(blue, &tables).await?) {
+        match planned {
             Ok((plan, blue_table)) => out
                 .signatures
                 .push(Signature::of(&plan, &blue_table).with_settings(&settings)),
@@ -243,11 +243,24 @@ pub fn compare(
     current: &Current,
 ) -> (Vec<Finding>, Vec<Signature>) {
     let mut findings = Vec::new();
+    // By green table: a search through every table per table would grow with their square.
+    let signatures: HashMap<&str, &Signature> = current
+        .signatures
+        .iter()
+        .rev()
+        .map(|s| (s.green_table.as_str(), s))
+        .collect();
+    let failures: HashMap<&str, &str> = current
+        .failures
+        .iter()
+        .rev()
+        .map(|(t, why)| (t.as_str(), why.as_str()))
+        .collect();
     for (name, was) in accepted {
-        let changes = match current.signatures.iter().find(|s| &s.green_table == name) {
+        let changes = match signatures.get(name.as_str()) {
             Some(now) => diff(was, now),
-            None => match current.failures.iter().find(|(t, _)| t == name) {
-                Some((_, why)) => vec![format!("green table {name} no longer maps onto blue: {why}")],
+            None => match failures.get(name.as_str()) {
+                Some(why) => vec![format!("green table {name} no longer maps onto blue: {why}")],
                 None => vec![format!(
                     "green table {name} is no longer streamed ({}): its changes no longer reach blue table {}",
                     current.nothing_streamed.clone().unwrap_or_else(|| format!(

@@ -19,6 +19,7 @@ mod mapping;
 mod ops;
 mod privileges;
 mod recovery;
+mod scale;
 mod sequences;
 mod streaming;
 mod telemetry;

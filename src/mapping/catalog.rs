@@ -1,5 +1,7 @@
 //! Blue's live catalog, as far as planning needs it.
 
+use std::collections::HashMap;
+
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -64,6 +66,7 @@ CASE WHEN a.atttypmod < 0 OR coalesce(et.typcategory, t.typcategory) IN ('S', 'V
             || substr(format_type(a.atttypid, a.atttypmod), length(format_type(a.atttypid, NULL)) + 1)
      ELSE quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END";
 
+/// Every column of the named tables (`$1` schemas and `$2` names, pairwise), by table.
 const COLUMNS_SQL: &str = "
 SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
        a.attnotnull,
@@ -72,48 +75,67 @@ SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote
        coalesce(bt.typname, et.typname, t.typname) NOT IN
          ('json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'txid_snapshot', 'pg_snapshot'),
        {STORED_TYPE},
-       format_type(a.atttypid, a.atttypmod), a.attnum, c.oid
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
+       format_type(a.atttypid, a.atttypmod), a.attnum, c.oid, n.nspname::text, c.relname::text
+FROM unnest($1::text[], $2::text[]) AS w(schema, name)
+JOIN pg_namespace n ON n.nspname = w.schema
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_namespace tn ON tn.oid = t.typnamespace
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
-WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
-ORDER BY a.attnum";
+WHERE c.relkind IN ('r', 'p')
+ORDER BY c.oid, a.attnum";
 
-/// Key columns in index order: the primary key first, else the unique index on NOT NULL
-/// columns with the fewest columns (ties by name) that has no predicate or expressions.
-/// Deferrable constraints cannot arbitrate ON CONFLICT, so they do not count.
+/// Key columns in index order, per table of `$1` (OIDs): the primary key first, else the
+/// unique index on NOT NULL columns with the fewest columns (ties by name) that has no
+/// predicate or expressions. Deferrable constraints cannot arbitrate ON CONFLICT, so they do
+/// not count.
 const KEY_SQL: &str = "
-SELECT array_agg(a.attname::text ORDER BY k.ord)
+SELECT i.indrelid, array_agg(a.attname::text ORDER BY k.ord)
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 JOIN pg_class ic ON ic.oid = i.indexrelid
-WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
+WHERE i.indrelid = ANY($1)
   AND i.indisunique AND i.indisvalid AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL
-GROUP BY i.indexrelid, i.indisprimary, ic.relname
+GROUP BY i.indrelid, i.indexrelid, i.indisprimary, ic.relname
 HAVING bool_and(a.attnotnull)
-ORDER BY i.indisprimary DESC, count(*), ic.relname";
+ORDER BY i.indrelid, i.indisprimary DESC, count(*), ic.relname";
 
 /// Loads `schema.name` from blue; `Ok(None)` when there is no such table.
 pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Option<BlueTable>> {
-    let what = format!("reading blue's catalog for {schema}.{name}");
+    let wanted = [(schema.to_string(), name.to_string())];
+    Ok(load_tables(client, &wanted).await?.remove(&wanted[0]))
+}
+
+/// Loads the named tables from blue in two queries, whatever their number; a name without a
+/// table is absent from the map.
+pub async fn load_tables(client: &Client, names: &[(String, String)]) -> Result<HashMap<(String, String), BlueTable>> {
+    let what = match names {
+        [(schema, name)] => format!("reading blue's catalog for {schema}.{name}"),
+        _ => format!("reading blue's catalog for {} tables", names.len()),
+    };
+    let (schemas, tables): (Vec<&str>, Vec<&str>) = names.iter().map(|(s, n)| (s.as_str(), n.as_str())).unzip();
     let rows = client
         .query(
             &COLUMNS_SQL.replace("{STORED_TYPE}", STORED_TYPE_SQL),
-            &[&schema, &name],
+            &[&schemas, &tables],
         )
         .await
         .map_err(|e| Error::postgres(&what, &e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let columns = rows
-        .iter()
-        .map(|r| BlueColumn {
+    let mut out: HashMap<u32, BlueTable> = HashMap::new();
+    for r in &rows {
+        let table = out.entry(r.get(11)).or_insert_with(|| BlueTable {
+            oid: r.get(11),
+            schema: r.get(12),
+            name: r.get(13),
+            partitioned: r.get(0),
+            columns: Vec::new(),
+            key: None,
+            unique_keys: Vec::new(),
+        });
+        table.columns.push(BlueColumn {
             name: r.get(1),
             type_sql: r.get(2),
             not_null: r.get(3),
@@ -124,23 +146,75 @@ pub async fn load_table(client: &Client, schema: &str, name: &str) -> Result<Opt
             stored_type: r.get(8),
             declared: r.get(9),
             attnum: r.get(10),
-        })
-        .collect();
-    let unique_keys: Vec<Vec<String>> = client
-        .query(KEY_SQL, &[&schema, &name])
+        });
+    }
+    if out.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let oids: Vec<u32> = out.keys().copied().collect();
+    for r in client
+        .query(KEY_SQL, &[&oids])
         .await
         .map_err(|e| Error::postgres(&what, &e))?
-        .iter()
-        .map(|r| r.get::<_, Vec<String>>(0))
-        .collect();
-    let key = unique_keys.first().cloned();
-    Ok(Some(BlueTable {
-        oid: rows[0].get(11),
-        schema: schema.to_string(),
-        name: name.to_string(),
-        partitioned: rows[0].get(0),
-        columns,
-        key,
-        unique_keys,
-    }))
+    {
+        if let Some(t) = out.get_mut(&r.get::<_, u32>(0)) {
+            t.unique_keys.push(r.get(1));
+        }
+    }
+    Ok(out
+        .into_values()
+        .map(|mut t| {
+            t.key = t.unique_keys.first().cloned();
+            ((t.schema.clone(), t.name.clone()), t)
+        })
+        .collect())
+}
+
+/// Blue tables read at once for planning many green tables; a table not read up front is
+/// read from blue when asked for.
+pub struct BlueTables<'a> {
+    client: &'a Client,
+    /// Tables read up front, `None` where blue has no such table.
+    read: HashMap<(String, String), Option<BlueTable>>,
+}
+
+impl<'a> BlueTables<'a> {
+    /// Nothing read up front: every table is read when asked for.
+    pub fn live(client: &'a Client) -> Self {
+        BlueTables {
+            client,
+            read: HashMap::new(),
+        }
+    }
+
+    /// `names` read up front, in two queries.
+    pub async fn read(client: &'a Client, names: Vec<(String, String)>) -> Result<Self> {
+        let mut tables = BlueTables::live(client);
+        tables.read_more(names).await?;
+        Ok(tables)
+    }
+
+    /// Reads those of `names` not read yet, in two queries.
+    pub async fn read_more(&mut self, mut names: Vec<(String, String)>) -> Result<()> {
+        names.retain(|n| !self.read.contains_key(n));
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut found = load_tables(self.client, &names).await?;
+        for n in names {
+            let t = found.remove(&n);
+            self.read.insert(n, t);
+        }
+        Ok(())
+    }
+
+    /// Blue table `schema.name`; `Ok(None)` when there is no such table.
+    pub async fn get(&self, schema: &str, name: &str) -> Result<Option<BlueTable>> {
+        match self.read.get(&(schema.to_string(), name.to_string())) {
+            Some(t) => Ok(t.clone()),
+            None => load_table(self.client, schema, name).await,
+        }
+    }
 }

@@ -202,6 +202,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<MappingFile>> {
     collect(dir, &mut paths)?;
     paths.sort();
     let mut files: Vec<MappingFile> = Vec::new();
+    // Which file maps each blue table and reads each green table so far.
+    let mut targets = std::collections::HashMap::new();
+    let mut sources = std::collections::HashMap::new();
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => {
@@ -210,7 +213,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<MappingFile>> {
             _ => Error::definite(format!("cannot read mapping {}: {e}", path.display())),
         })?;
         let file = parse(&path, &text)?;
-        if let Some(other) = files.iter().find(|f| f.target == file.target) {
+        if let Some(other) = targets.get(&file.target).map(|&i: &usize| &files[i]) {
             return Err(Error::definite(format!(
                 "{} and {} both map blue table {}.{}; keep one",
                 other.path.display(),
@@ -219,7 +222,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<MappingFile>> {
                 file.target.1
             )));
         }
-        if let Some(other) = files.iter().find(|f| f.source == file.source) {
+        if let Some(other) = sources.get(&file.source).map(|&i: &usize| &files[i]) {
             return Err(Error::definite(format!(
                 "{} and {} both read green table {}.{}; one green table feeds one blue table",
                 other.path.display(),
@@ -228,6 +231,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<MappingFile>> {
                 file.source.1
             )));
         }
+        targets.insert(file.target.clone(), files.len());
+        sources.insert(file.source.clone(), files.len());
         files.push(file);
     }
     Ok(files)

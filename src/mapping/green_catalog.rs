@@ -4,9 +4,10 @@
 //! filter, columns it leaves out, partitions) so that copies and comparisons see exactly what
 //! the stream sees and drift can be told from the catalog.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
 use super::{GreenColumn, GreenTable};
 use crate::config::Config;
@@ -88,19 +89,17 @@ pub fn any_partitioned(tables: &[GreenTable]) -> bool {
 /// tables as a whole: `setup` publishes them through their root).
 pub async fn tables(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<GreenTable>> {
     let list = listed(green, config, publication_exists).await?;
-    let mut tables = Vec::new();
-    for row in list {
-        // pgbridge's own tables, there when green is also the target of a bridge in the other
-        // direction: bookkeeping of that bridge, never application data.
-        if config.is_excluded(&row.schema, &row.name) || (!publication_exists && row.schema == config.schema) {
-            continue;
-        }
-        // A table dropped while the list was read is simply not there (the next check sees a
-        // settled catalog).
-        if let Some(t) = table(green, row).await? {
-            tables.push(t);
-        }
-    }
+    // pgbridge's own tables, there when green is also the target of a bridge in the other
+    // direction: bookkeeping of that bridge, never application data.
+    let list: Vec<Listed> = list
+        .into_iter()
+        .filter(|row| {
+            !(config.is_excluded(&row.schema, &row.name) || (!publication_exists && row.schema == config.schema))
+        })
+        .collect();
+    // A table dropped while the list was read is simply not there (the next check sees a
+    // settled catalog).
+    let tables = described(green, list).await?;
     if tables.is_empty() {
         return Err(Error::definite(format!(
             "no tables to stream: green has no user tables{}; create the tables first",
@@ -216,52 +215,91 @@ fn listed_row(r: &tokio_postgres::Row) -> Listed {
     }
 }
 
-/// One relation as its Relation message will describe it: published columns, replica-identity
-/// flags as pgoutput sets them, and type names; with the catalog facts around it.
-async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
-    let Listed {
-        oid,
-        schema: namespace,
-        name,
-        ident,
-        ..
-    } = &listed;
-    // A deferrable primary key cannot serve as replica identity. A domain is named by its base
-    // type, as green's Type message names it (proto.c, logicalrep_write_typ).
-    let rows = green
-        .query(
-            "SELECT a.attname::text, \
-                    (WITH RECURSIVE d(oid, typtype, base) AS ( \
-                         SELECT t.oid, t.typtype, t.typbasetype \
-                         UNION ALL SELECT p.oid, p.typtype, p.typbasetype FROM pg_type p JOIN d ON p.oid = d.base \
-                          WHERE d.typtype = 'd') \
-                     SELECT quote_ident(bn.nspname) || '.' || quote_ident(bt.typname) FROM d \
-                     JOIN pg_type bt ON bt.oid = d.oid JOIN pg_namespace bn ON bn.oid = bt.typnamespace \
-                     WHERE d.typtype <> 'd' LIMIT 1), \
-                    a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
-                        CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
-                                            WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
-                    OR c.relreplident = 'f', \
-                    a.attgenerated <> '', a.attnum, format_type(a.atttypid, a.atttypmod) \
-             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             JOIN pg_type t ON t.oid = a.atttypid \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
-            &[oid],
-        )
+/// The columns of every relation of `$1` (OIDs) as their Relation messages will describe
+/// them: replica-identity flags as pgoutput sets them (a deferrable primary key cannot serve
+/// as replica identity), and type names (a domain is named by its base type, as green's Type
+/// message names it: proto.c, logicalrep_write_typ).
+const COLUMNS_SQL: &str = "SELECT a.attrelid, a.attname::text, \
+        (WITH RECURSIVE d(oid, typtype, base) AS ( \
+             SELECT t.oid, t.typtype, t.typbasetype \
+             UNION ALL SELECT p.oid, p.typtype, p.typbasetype FROM pg_type p JOIN d ON p.oid = d.base \
+              WHERE d.typtype = 'd') \
+         SELECT quote_ident(bn.nspname) || '.' || quote_ident(bt.typname) FROM d \
+         JOIN pg_type bt ON bt.oid = d.oid JOIN pg_namespace bn ON bn.oid = bt.typnamespace \
+         WHERE d.typtype <> 'd' LIMIT 1), \
+        a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
+            CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
+                                WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
+        OR c.relreplident = 'f', \
+        a.attgenerated <> '', a.attnum, format_type(a.atttypid, a.atttypmod) \
+ FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+ JOIN pg_type t ON t.oid = a.atttypid \
+ WHERE a.attrelid = ANY ($1) AND a.attnum > 0 AND NOT a.attisdropped \
+ ORDER BY a.attrelid, a.attnum";
+
+/// Whether each relation of `$1` (OIDs) is a partition (and of which top-level table) or
+/// partitioned (and into which leaves).
+const PARTITIONING_SQL: &str = "SELECT c.oid, c.relkind = 'p', rn.nspname::text, r.relname::text, \
+        coalesce(leaves.names, '{}'), coalesce(leaves.nodes, '{}') \
+ FROM pg_class c \
+ LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
+ LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+ LEFT JOIN LATERAL ( \
+     SELECT array_agg(q.name ORDER BY q.name) AS names, array_agg(q.node ORDER BY q.name) AS nodes \
+     FROM (SELECT quote_ident(ln.nspname) || '.' || quote_ident(l.relname) AS name, \
+                  l.relfilenode::int8 AS node \
+           FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
+           JOIN pg_namespace ln ON ln.oid = l.relnamespace \
+           WHERE c.relkind = 'p' AND t.isleaf) q) leaves ON true \
+ WHERE c.oid = ANY ($1)";
+
+/// The listed relations as their Relation messages will describe them, with the catalog
+/// facts around them, in two queries whatever their number (a query per table would make
+/// thousands of tables take thousands of round trips); a relation dropped meanwhile is left
+/// out.
+async fn described(green: &Client, listed: Vec<Listed>) -> Result<Vec<GreenTable>> {
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let oids: Vec<u32> = listed.iter().map(|l| l.oid).collect();
+    let mut columns: HashMap<u32, Vec<Row>> = HashMap::new();
+    for r in green
+        .query(COLUMNS_SQL, &[&oids])
         .await
-        .map_err(err(&format!("reading columns of {namespace}.{name}")))?;
+        .map_err(err("reading columns of the published tables"))?
+    {
+        columns.entry(r.get(0)).or_default().push(r);
+    }
+    let mut facts: HashMap<u32, CatalogFacts> = green
+        .query(PARTITIONING_SQL, &[&oids])
+        .await
+        .map_err(err("reading partitions"))?
+        .iter()
+        .map(|r| (r.get(0), partitioning(r)))
+        .collect();
+    Ok(listed
+        .into_iter()
+        .filter_map(|l| {
+            let rows = columns.remove(&l.oid)?;
+            let facts = facts.remove(&l.oid)?;
+            Some(table(l, &rows, facts))
+        })
+        .collect())
+}
+
+/// One relation from its rows of [`COLUMNS_SQL`] (at least one) and its partitioning.
+fn table(listed: Listed, rows: &[Row], mut facts: CatalogFacts) -> GreenTable {
     let mut columns = Vec::new();
     let mut unpublished = Vec::new();
     let mut positions = Vec::new();
-    for r in &rows {
+    for r in rows {
         let column = GreenColumn {
-            name: r.get(0),
-            type_sql: r.get(1),
-            is_key: r.get(2),
+            name: r.get(1),
+            type_sql: r.get(2),
+            is_key: r.get(3),
         };
-        let generated: bool = r.get(3);
-        positions.push((column.name.clone(), r.get::<_, i16>(4), r.get::<_, String>(5)));
+        let generated: bool = r.get(4);
+        positions.push((column.name.clone(), r.get::<_, i16>(5), r.get::<_, String>(6)));
         let listed_out = listed.columns.as_ref().is_some_and(|list| !list.contains(&column.name));
         if listed_out {
             unpublished.push((column, Unpublished::ColumnList));
@@ -271,68 +309,41 @@ async fn table(green: &Client, listed: Listed) -> Result<Option<GreenTable>> {
             columns.push(column);
         }
     }
-    let replica_identity = match ident.as_str() {
+    let replica_identity = match listed.ident.as_str() {
         "f" => ReplicaIdentity::Full,
         "n" => ReplicaIdentity::Nothing,
         "i" => ReplicaIdentity::Index,
         _ => ReplicaIdentity::Default,
     };
-    let Some(mut facts) = partitioning(green, *oid).await? else {
-        return Ok(None);
-    };
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    facts.row_filter = listed.row_filter.clone();
-    facts.actions = listed.actions.clone();
+    facts.row_filter = listed.row_filter;
+    facts.actions = listed.actions;
     facts.positions = positions;
     facts.unpublished = unpublished;
-    Ok(Some(GreenTable {
-        oid: *oid,
-        namespace: namespace.clone(),
-        name: name.clone(),
+    GreenTable {
+        oid: listed.oid,
+        namespace: listed.schema,
+        name: listed.name,
         replica_identity,
         columns,
         facts: Some(Arc::new(facts)),
-    }))
+    }
 }
 
-/// Whether the relation is a partition (and of which top-level table) or partitioned (and
-/// into which leaves).
-async fn partitioning(green: &Client, oid: u32) -> Result<Option<CatalogFacts>> {
-    let row = green
-        .query_opt(
-            "SELECT c.relkind = 'p', rn.nspname::text, r.relname::text, \
-                    coalesce(leaves.names, '{}'), coalesce(leaves.nodes, '{}') \
-             FROM pg_class c \
-             LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
-             LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
-             LEFT JOIN LATERAL ( \
-                 SELECT array_agg(q.name ORDER BY q.name) AS names, array_agg(q.node ORDER BY q.name) AS nodes \
-                 FROM (SELECT quote_ident(ln.nspname) || '.' || quote_ident(l.relname) AS name, \
-                              l.relfilenode::int8 AS node \
-                       FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
-                       JOIN pg_namespace ln ON ln.oid = l.relnamespace \
-                       WHERE c.relkind = 'p' AND t.isleaf) q) leaves ON true \
-             WHERE c.oid = $1",
-            &[&oid],
-        )
-        .await
-        .map_err(err("reading partitions"))?;
-    let Some(row) = row else { return Ok(None) };
-    let root = match (row.get::<_, Option<String>>(1), row.get::<_, Option<String>>(2)) {
+/// A relation's row of [`PARTITIONING_SQL`] as catalog facts.
+fn partitioning(row: &Row) -> CatalogFacts {
+    let root = match (row.get::<_, Option<String>>(2), row.get::<_, Option<String>>(3)) {
         (Some(s), Some(n)) => Some((s, n)),
         _ => None,
     };
-    let partitions: Vec<String> = row.get(3);
-    let storage: Vec<i64> = row.get(4);
-    Ok(Some(CatalogFacts {
-        partitioned: row.get(0),
+    let partitions: Vec<String> = row.get(4);
+    let storage: Vec<i64> = row.get(5);
+    CatalogFacts {
+        partitioned: row.get(1),
         root,
         partition_storage: partitions.iter().cloned().zip(storage).collect(),
         partitions,
         ..CatalogFacts::default()
-    }))
+    }
 }
 
 /// The partitioned table a partition streamed under its own name belongs to, read directly:
@@ -367,5 +378,5 @@ pub async fn table_directly(green: &Client, schema: &str, name: &str) -> Result<
         generated_published: true,
         actions: Vec::new(),
     };
-    table(green, listed).await
+    Ok(described(green, vec![listed]).await?.pop())
 }

@@ -12,6 +12,9 @@ use super::{plan, GreenTable, TablePlan};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// A green table's plan with blue's table as read, or why it does not plan.
+pub type PlanResult = Result<(Arc<TablePlan>, catalog::BlueTable)>;
+
 /// Green partitions streamed under their own names, by (schema, table), and the partitioned
 /// table each belongs to.
 type Partitions = HashMap<(String, String), (String, String)>;
@@ -33,12 +36,21 @@ pub struct Mappings {
     /// Green tables a replicated TRUNCATE was applied to whose partitions' new storage `run`'s
     /// catalog check has not seen yet: that storage is explained.
     truncated: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Index into `files` by source (green) and by target (blue) table.
+    by_source: Arc<HashMap<(String, String), usize>>,
+    by_target: Arc<HashMap<(String, String), usize>>,
 }
 
 impl Mappings {
     pub fn load(config: &Config) -> Result<Self> {
+        let files = file::load_dir(&config.mapping_dir)?;
+        let index = |key: fn(&MappingFile) -> &(String, String)| {
+            Arc::new(files.iter().enumerate().map(|(i, f)| (key(f).clone(), i)).collect())
+        };
         Ok(Mappings {
-            files: file::load_dir(&config.mapping_dir)?,
+            by_source: index(|f| &f.source),
+            by_target: index(|f| &f.target),
+            files,
             implicit: config.implicit,
             strict: config.strict,
             config_path: config.path.clone(),
@@ -130,7 +142,48 @@ impl Mappings {
 
     /// The mapping file reading green table `schema.name`, if any.
     pub fn file_for(&self, schema: &str, name: &str) -> Option<&MappingFile> {
-        self.files.iter().find(|f| f.source.0 == schema && f.source.1 == name)
+        let i = self.by_source.get(&(schema.to_string(), name.to_string()))?;
+        self.files.get(*i)
+    }
+
+    /// The mapping file writing blue table `schema.name`, if any.
+    fn file_into(&self, schema: &str, name: &str) -> Option<&MappingFile> {
+        let i = self.by_target.get(&(schema.to_string(), name.to_string()))?;
+        self.files.get(*i)
+    }
+
+    /// Plans every table of `greens`, each as [`Mappings::plan_with_blue`] would, reading the
+    /// blue tables they can map onto in one go (a catalog read per table would make planning
+    /// thousands of tables take thousands of round trips). An error reading blue is returned
+    /// as a whole; each table's own outcome is in the list, in the order of `greens`.
+    pub async fn plan_all(&self, client: &Client, greens: &[GreenTable]) -> Result<Vec<PlanResult>> {
+        let blue = catalog::BlueTables::read(client, self.blue_names(greens)).await?;
+        let mut out = Vec::with_capacity(greens.len());
+        for green in greens {
+            out.push(self.plan_in(&blue, green).await);
+        }
+        Ok(out)
+    }
+
+    /// Every blue table that planning `greens` may look at: each table's target, and for a
+    /// partition, a blue table of its own name and its partitioned table's target.
+    pub fn blue_names(&self, greens: &[GreenTable]) -> Vec<(String, String)> {
+        let roots = self.roots.read().unwrap_or_else(|e| e.into_inner());
+        let mut names = Vec::with_capacity(greens.len());
+        for green in greens {
+            names.push(self.target_of(&green.namespace, &green.name));
+            let key = (green.namespace.clone(), green.name.clone());
+            let root = green
+                .facts
+                .as_ref()
+                .and_then(|f| f.root.clone())
+                .or_else(|| roots.get(&key).cloned());
+            if let Some((schema, name)) = root {
+                names.push(self.target_of(&schema, &name));
+                names.push(key);
+            }
+        }
+        names
     }
 
     /// Plans `green` onto its blue table, read from `client`'s catalog.
@@ -139,11 +192,12 @@ impl Mappings {
     }
 
     /// [`Mappings::plan`], also returning blue's table as read.
-    pub async fn plan_with_blue(
-        &self,
-        client: &Client,
-        green: &GreenTable,
-    ) -> Result<(Arc<TablePlan>, catalog::BlueTable)> {
+    pub async fn plan_with_blue(&self, client: &Client, green: &GreenTable) -> PlanResult {
+        self.plan_in(&catalog::BlueTables::live(client), green).await
+    }
+
+    /// [`Mappings::plan_with_blue`] with blue's tables from `blue`.
+    pub async fn plan_in(&self, blue: &catalog::BlueTables<'_>, green: &GreenTable) -> PlanResult {
         let key = (green.namespace.clone(), green.name.clone());
         let root = green
             .facts
@@ -155,17 +209,14 @@ impl Mappings {
             // same-named blue table (the same partitions on both sides), else through the
             // mapping of the partitioned table it belongs to.
             let own = self.file_for(&green.namespace, &green.name).is_some()
-                || (self.implicit
-                    && catalog::load_table(client, &green.namespace, &green.name)
-                        .await?
-                        .is_some());
+                || (self.implicit && blue.get(&green.namespace, &green.name).await?.is_some());
             if !own {
                 let as_root = GreenTable {
                     namespace: schema.clone(),
                     name: name.clone(),
                     ..green.clone()
                 };
-                let (plan, blue) = self.plan_table(client, &as_root).await?;
+                let (plan, blue) = self.plan_table(blue, &as_root).await?;
                 let mut plan = (*plan).clone();
                 plan.green = green.clone();
                 plan.green_name = green.qualified().into();
@@ -173,19 +224,15 @@ impl Mappings {
                 return Ok((Arc::new(plan), blue));
             }
         }
-        self.plan_table(client, green).await
+        self.plan_table(blue, green).await
     }
 
-    async fn plan_table(&self, client: &Client, green: &GreenTable) -> Result<(Arc<TablePlan>, catalog::BlueTable)> {
+    async fn plan_table(&self, blue: &catalog::BlueTables<'_>, green: &GreenTable) -> PlanResult {
         let file = self.file_for(&green.namespace, &green.name);
         let (schema, name) = match file {
             Some(f) => f.target.clone(),
             None if self.implicit => {
-                if let Some(f) = self
-                    .files
-                    .iter()
-                    .find(|f| f.target.0 == green.namespace && f.target.1 == green.name)
-                {
+                if let Some(f) = self.file_into(&green.namespace, &green.name) {
                     return Err(Error::definite(format!(
                         "green table {} would map by name onto blue table {}.{}, which {} already fills from {}.{}; \
                          add green table {} to [mapping] exclude in {} (or give it a mapping file)",
@@ -210,23 +257,21 @@ impl Mappings {
                 )))
             }
         };
-        let blue = catalog::load_table(client, &schema, &name)
-            .await?
-            .ok_or_else(|| match file {
-                Some(f) => Error::definite(format!(
-                    "{}: target {}.{} does not exist on blue; create it or fix target",
-                    f.path.display(),
-                    shown(&schema),
-                    shown(&name)
-                )),
-                None => Error::definite(format!(
-                    "green table {} has no table of that name on blue; create it on blue, add a mapping file for it, \
+        let blue = blue.get(&schema, &name).await?.ok_or_else(|| match file {
+            Some(f) => Error::definite(format!(
+                "{}: target {}.{} does not exist on blue; create it or fix target",
+                f.path.display(),
+                shown(&schema),
+                shown(&name)
+            )),
+            None => Error::definite(format!(
+                "green table {} has no table of that name on blue; create it on blue, add a mapping file for it, \
                  or add \"{}\" to [mapping] exclude in {}",
-                    green.qualified(),
-                    green.qualified(),
-                    self.config_path.display()
-                )),
-            })?;
+                green.qualified(),
+                green.qualified(),
+                self.config_path.display()
+            )),
+        })?;
         Ok((plan(green, &blue, file, self.strict)?, blue))
     }
 }

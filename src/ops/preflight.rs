@@ -4,9 +4,10 @@
 //! settings the apply path runs them in ([`crate::evaluation`]), which `[blue] timezone` is
 //! checked for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
@@ -15,7 +16,7 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
 use crate::mapping::catalog::BlueTable;
-use crate::mapping::resolve::Mappings;
+use crate::mapping::resolve::{Mappings, PlanResult};
 use crate::mapping::signature::Signature;
 use crate::mapping::statements::{build, updatable, Shape};
 use crate::mapping::{green_catalog, GreenTable, KeyPlan, TablePlan};
@@ -85,8 +86,9 @@ pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<
     report
         .problems
         .extend(unmatched_sources(config, &mappings, &tables, publication_exists));
-    for green_table in &tables {
-        plan_table(config, &mappings, blue, green_table, &mut report).await?;
+    let planned = plan_tables(&mappings, blue, &tables).await?;
+    for (green_table, planned) in tables.iter().zip(planned) {
+        plan_table(config, &mappings, green_table, planned, &mut report)?;
     }
     let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
     report
@@ -152,13 +154,62 @@ async fn streamed_tables(config: &Config, green: &Client, report: &mut Report) -
     }
 }
 
-/// Plans one streamed green table against blue and records the plan, its signature and every
-/// problem found with it.
-async fn plan_table(
+/// What planning one green table found on blue: the plan (or why there is none), the green
+/// types it reads that blue lacks, and its statements that prepared and those that did not.
+struct Outcome {
+    planned: PlanResult,
+    missing_types: Vec<String>,
+    statements: Vec<(&'static str, String)>,
+    failures: Vec<PrepareFailure>,
+}
+
+/// Statements prepared on blue at once: blue receives them back to back instead of one round
+/// trip each.
+const PIPELINED: usize = 64;
+
+/// Plans every table against blue, reading blue's tables in one go, looking every green type
+/// up in one query, and preparing the statements pipelined; a dropped connection is an error.
+async fn plan_tables(mappings: &Mappings, blue: &Client, tables: &[GreenTable]) -> Result<Vec<Outcome>> {
+    let planned = mappings.plan_all(blue, tables).await?;
+    let mut types: Vec<&str> = Vec::new();
+    for (plan, _) in planned.iter().flatten() {
+        for (g, column) in plan.green.columns.iter().enumerate() {
+            if plan.read[g] {
+                types.push(&column.type_sql);
+            }
+        }
+    }
+    let missing = missing_types(blue, types).await?;
+    let prepared: Vec<_> = futures_util::stream::iter(planned.iter().map(|p| async move {
+        match p {
+            Ok((plan, _)) => prepare_statements(blue, plan).await,
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }))
+    .buffered(PIPELINED)
+    .collect()
+    .await;
+    Ok(planned
+        .into_iter()
+        .zip(prepared)
+        .map(|(planned, (statements, failures))| Outcome {
+            missing_types: match &planned {
+                Ok((plan, _)) => missing_in(plan, &missing),
+                Err(_) => Vec::new(),
+            },
+            planned,
+            statements,
+            failures,
+        })
+        .collect())
+}
+
+/// Records one streamed green table's plan, its signature and every problem found with it.
+fn plan_table(
     config: &Config,
     mappings: &Mappings,
-    blue: &Client,
     green_table: &GreenTable,
+    outcome: Outcome,
     report: &mut Report,
 ) -> Result<()> {
     let has_identity =
@@ -175,7 +226,13 @@ async fn plan_table(
         report.problems.push(problem);
         return Ok(());
     }
-    let (plan, blue_table) = match mappings.plan_with_blue(blue, green_table).await {
+    let Outcome {
+        planned,
+        missing_types,
+        statements,
+        failures,
+    } = outcome;
+    let (plan, blue_table) = match planned {
         Ok(p) => p,
         Err(e) if e.is_transient() => return Err(e),
         Err(e) => {
@@ -197,10 +254,8 @@ async fn plan_table(
     report.problems.extend(catalog.iter().cloned());
     report.catalog_problems.extend(catalog);
     report.problems.extend(unknown_ignored(mappings, green_table));
-    let missing_types = missing_types(blue, &plan).await?;
     let types_ok = missing_types.is_empty();
     report.problems.extend(missing_types);
-    let (statements, failures) = prepare_statements(blue, &plan).await;
     if types_ok {
         for (db, whats) in failures {
             report.problems.push(format!(
@@ -315,27 +370,37 @@ fn unpublished_namesakes(config: &Config, mappings: &Mappings, plan: &TablePlan,
         .collect()
 }
 
-/// Green types the plan reads that blue does not have.
-async fn missing_types(blue: &Client, plan: &TablePlan) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    for (g, column) in plan.green.columns.iter().enumerate() {
-        if !plan.read[g] {
-            continue;
-        }
-        let exists: bool = blue
-            .query_one("SELECT to_regtype($1) IS NOT NULL", &[&column.type_sql])
-            .await
-            .map_err(|e| Error::postgres("looking up types on blue", &e))?
-            .get(0);
-        if !exists {
-            problems.push(format!(
+/// Of `types` (green's, as quoted names), those blue does not have, in one query.
+async fn missing_types(blue: &Client, mut types: Vec<&str>) -> Result<HashSet<String>> {
+    types.sort_unstable();
+    types.dedup();
+    Ok(blue
+        .query(
+            "SELECT t FROM unnest($1::text[]) AS t WHERE to_regtype(t) IS NULL",
+            &[&types],
+        )
+        .await
+        .map_err(|e| Error::postgres("looking up types on blue", &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Green types the plan reads that blue does not have (of `missing`), as problems.
+fn missing_in(plan: &TablePlan, missing: &HashSet<String>) -> Vec<String> {
+    plan.green
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(g, column)| plan.read[*g] && missing.contains(&column.type_sql))
+        .map(|(_, column)| {
+            format!(
                 "green column {}.{} has type {}, which does not exist on blue; create the type on blue, or map the \
                  column through an expression that blue can evaluate",
                 plan.green_name, column.name, column.type_sql
-            ));
-        }
-    }
-    Ok(problems)
+            )
+        })
+        .collect()
 }
 
 /// The statements `run` can issue for this table.
@@ -422,13 +487,16 @@ pub(super) fn unmatched_sources(
     tables: &[GreenTable],
     publication_exists: bool,
 ) -> Vec<String> {
-    // A partitioned table streamed as its partitions counts as streamed.
-    let streamed = |f: &&crate::mapping::file::MappingFile| {
-        tables.iter().any(|t| {
-            (t.namespace.as_str(), t.name.as_str()) == (f.source.0.as_str(), f.source.1.as_str())
-                || t.facts.as_ref().and_then(|x| x.root.as_ref()) == Some(&f.source)
+    // A partitioned table streamed as its partitions counts as streamed. A set, not a search
+    // through every table per file, which would grow with their product.
+    let names: HashSet<(&str, &str)> = tables
+        .iter()
+        .flat_map(|t| {
+            let root = t.facts.as_ref().and_then(|x| x.root.as_ref());
+            std::iter::once((t.namespace.as_str(), t.name.as_str())).chain(root.map(|(s, n)| (s.as_str(), n.as_str())))
         })
-    };
+        .collect();
+    let streamed = |f: &&crate::mapping::file::MappingFile| names.contains(&(f.source.0.as_str(), f.source.1.as_str()));
     mappings
         .files
         .iter()

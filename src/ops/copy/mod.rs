@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio_postgres::Client;
 
 use crate::config::Config;
@@ -40,6 +41,8 @@ use progress::{Display, Task};
 
 /// Name of the temporary table green's rows are loaded into on blue.
 const STAGE: &str = "pgbridge_copy";
+/// Queries about many tables in flight at once on one connection.
+const PIPELINED: usize = 64;
 
 /// What to copy and how.
 pub struct Job {
@@ -137,50 +140,24 @@ async fn copy_all(
     plans: Vec<Arc<TablePlan>>,
     jobs: usize,
 ) -> Result<(usize, u64, u64)> {
-    let mut tables = Vec::new();
-    for plan in plans {
-        let (rows, bytes) = transfer::estimate(green, &plan.green.namespace, &plan.green.name).await;
-        let name = if *plan.green_name == *plan.blue_name {
-            plan.blue_name.clone()
-        } else {
-            format!("{} -> {}", plan.green_name, plan.blue_name)
-        };
-        tables.push((plan, Task::new(name, rows, bytes)));
-    }
-    tables.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
-    let tasks: Vec<Arc<Task>> = tables.iter().map(|(_, t)| t.clone()).collect();
-    let n = tables.len();
-    // An empty blue table is filled in parts (block ranges of green's table, each in its own
-    // blue transaction), so the work spreads over the workers; a blue table that holds rows
-    // is converged in one transaction, which needs all of green's keys at once.
-    let mut work = VecDeque::new();
-    for (plan, task) in tables {
-        let empty: bool = blue
-            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
-            .await
-            .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
-            .get(0);
-        let ranges = part_ranges(task.bytes_estimate, empty);
-        let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
-        for range in ranges {
-            work.push_back(Part {
-                plan: plan.clone(),
-                task: task.clone(),
-                range,
-                empty,
-                remaining: remaining.clone(),
-            });
-        }
-    }
+    let (tasks, work) = schedule(green, blue, plans).await?;
+    let n = tasks.len();
     let units = work.len();
     let queue = Mutex::new(work);
     let display = Display::start(tasks.clone());
     let workers = (0..jobs.clamp(1, units.max(1))).map(|_| async {
+        // Each worker's connections serve every part it copies: two new sessions per table
+        // would cost more than copying thousands of small tables.
+        let mut sessions = None;
         loop {
             let next = queue.lock().expect("copy queue").pop_front();
             let Some(part) = next else { return Ok(()) };
             part.task.start_once();
-            match copy_part(config, env, snapshot, &part).await {
+            if sessions.is_none() {
+                sessions = Some(Sessions::open(config, env, snapshot).await?);
+            }
+            let sessions = sessions.as_ref().expect("opened above");
+            match copy_part(sessions, &part).await {
                 Ok(note) => {
                     if part.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                         part.task.done(note);
@@ -201,6 +178,63 @@ async fn copy_all(
         tasks.iter().map(|t| t.counter.rows()).sum(),
         tasks.iter().map(|t| t.counter.bytes()).sum(),
     ))
+}
+
+/// Every table's progress task, biggest first, and the parts to copy, in that order. Queries
+/// per table are sent back to back (pipelined), not one round trip at a time.
+async fn schedule(
+    green: &Client,
+    blue: &Client,
+    plans: Vec<Arc<TablePlan>>,
+) -> Result<(Vec<Arc<Task>>, VecDeque<Part>)> {
+    let estimates: Vec<(u64, u64)> = stream::iter(
+        plans
+            .iter()
+            .map(|p| transfer::estimate(green, &p.green.namespace, &p.green.name)),
+    )
+    .buffered(PIPELINED)
+    .collect()
+    .await;
+    let mut tables = Vec::new();
+    for (plan, (rows, bytes)) in plans.into_iter().zip(estimates) {
+        let name = if *plan.green_name == *plan.blue_name {
+            plan.blue_name.clone()
+        } else {
+            format!("{} -> {}", plan.green_name, plan.blue_name)
+        };
+        tables.push((plan, Task::new(name, rows, bytes)));
+    }
+    tables.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
+    let tasks: Vec<Arc<Task>> = tables.iter().map(|(_, t)| t.clone()).collect();
+    // An empty blue table is filled in parts (block ranges of green's table, each in its own
+    // blue transaction), so the work spreads over the workers; a blue table that holds rows
+    // is converged in one transaction, which needs all of green's keys at once.
+    let mut work = VecDeque::new();
+    let empty: Vec<bool> = stream::iter(tables.iter().map(|(plan, _)| async move {
+        Ok::<bool, Error>(
+            blue.query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
+                .await
+                .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
+                .get(0),
+        )
+    }))
+    .buffered(PIPELINED)
+    .try_collect()
+    .await?;
+    for ((plan, task), empty) in tables.into_iter().zip(empty) {
+        let ranges = part_ranges(task.bytes_estimate, empty);
+        let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
+        for range in ranges {
+            work.push_back(Part {
+                plan: plan.clone(),
+                task: task.clone(),
+                range,
+                empty,
+                remaining: remaining.clone(),
+            });
+        }
+    }
+    Ok((tasks, work))
 }
 
 /// Whether green's rows can be COPYed straight into the blue table: every blue column is a
@@ -243,8 +277,30 @@ fn part_ranges(bytes: u64, empty: bool) -> Vec<Option<(u64, Option<u64>)>> {
         .collect()
 }
 
+/// A copy worker's connections: green inside one transaction at the exported snapshot, blue
+/// set up as the apply path's sessions are.
+struct Sessions {
+    green: Client,
+    blue: Arc<Client>,
+}
+
+impl Sessions {
+    async fn open(config: &Config, env: &Environment, snapshot: &str) -> Result<Sessions> {
+        let green = transfer::green_at_snapshot(config, Some(snapshot)).await?;
+        let blue = crate::connect::connect_blue(&config.blue)
+            .await
+            .map_err(Error::into_definite)?;
+        transfer::prepare_blue(&blue, env).await?;
+        // Replicated rows, not application writes: no triggers or foreign-key checks, as when
+        // streaming (where permitted).
+        let _ = blue.batch_execute("SET session_replication_role = replica").await;
+        Ok(Sessions { green, blue })
+    }
+}
+
 /// Copies one part in one blue transaction; returns a note for the progress line.
-async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Part) -> Result<String> {
+async fn copy_part(sessions: &Sessions, part: &Part) -> Result<String> {
+    let (green, blue) = (&sessions.green, &*sessions.blue);
     let plan = &*part.plan;
     // A TID range scan: cheap, and needs no key.
     let mut conditions = match part.range {
@@ -260,19 +316,11 @@ async fn copy_part(config: &Config, env: &Environment, snapshot: &str, part: &Pa
         "copying green table {} to blue table {}",
         plan.green_name, plan.blue_name
     );
-    let green = transfer::green_at_snapshot(config, Some(snapshot)).await?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
-    transfer::prepare_blue(&blue, env).await?;
     let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
-    // Replicated rows, not application writes: no triggers or foreign-key checks, as when
-    // streaming (where permitted).
-    let _ = blue.batch_execute("SET session_replication_role = replica").await;
     blue.batch_execute("BEGIN").await.map_err(on_blue)?;
     let copy = PartCopy {
-        green: &green,
-        blue: &blue,
+        green,
+        blue,
         part,
         tail: &tail,
         what: &what,

@@ -25,19 +25,41 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// A green connection inside a read-only REPEATABLE READ transaction: at `snapshot` (one
 /// exported by CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.
 pub async fn green_at_snapshot(config: &Config, snapshot: Option<&str>) -> Result<Client> {
+    let green = green_for_snapshots(config).await?;
+    begin_snapshot(&green, snapshot).await?;
+    Ok(green)
+}
+
+/// A green connection set up for bulk reading, for one snapshot transaction after another
+/// ([`begin_snapshot`], [`end_snapshot`]): one connection for many tables, not one each.
+pub async fn green_for_snapshots(config: &Config) -> Result<Client> {
     let green = crate::connect::connect_green_sql(config).await?;
-    let mut sql = format!(
-        "{BULK}; {}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-        crate::evaluation::green_set_sql()
-    );
+    green
+        .batch_execute(&format!("{BULK}; {}", crate::evaluation::green_set_sql()))
+        .await
+        .map_err(|e| Error::postgres("configuring a snapshot session on green", &e).into_definite())?;
+    Ok(green)
+}
+
+/// Opens a read-only REPEATABLE READ transaction on `green`: at `snapshot` (one exported by
+/// CREATE_REPLICATION_SLOT) when given, else at a snapshot of its own.
+pub async fn begin_snapshot(green: &Client, snapshot: Option<&str>) -> Result<()> {
+    let mut sql = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string();
     if let Some(s) = snapshot {
         sql.push_str(&format!("; SET TRANSACTION SNAPSHOT {}", crate::sql::literal(s)));
     }
     green
         .batch_execute(&sql)
         .await
-        .map_err(|e| Error::postgres("opening a snapshot transaction on green", &e).into_definite())?;
-    Ok(green)
+        .map_err(|e| Error::postgres("opening a snapshot transaction on green", &e).into_definite())
+}
+
+/// Ends the transaction [`begin_snapshot`] opened.
+pub async fn end_snapshot(green: &Client) -> Result<()> {
+    green
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::postgres("closing a snapshot transaction on green", &e).into_definite())
 }
 
 /// Prepares a blue connection for bulk loading and for evaluating mappings in `env`.

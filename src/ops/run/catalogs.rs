@@ -49,7 +49,13 @@ pub(super) async fn watch_catalogs(
             clients = None;
             continue;
         };
-        match catalogs_against(&config, green, &blue, &mappings, &mut pending).await {
+        let started = std::time::Instant::now();
+        let checked = catalogs_against(&config, green, &blue, &mappings, &mut pending).await;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "checked both catalogs against the accepted plan"
+        );
+        match checked {
             Ok(None) => {}
             Ok(Some((found, findings))) => {
                 telemetry.schema_drift(true);

@@ -133,6 +133,8 @@ pub const METHOD: &str =
 pub struct Verification<'a> {
     config: &'a Config,
     green: Client,
+    /// Green tables are read here, each pass in a snapshot transaction of its own.
+    snapshots: Client,
     blue: Arc<Client>,
     examples: usize,
     /// The bridge streams the slot, so differing chunks are compared again once blue caught up.
@@ -174,6 +176,7 @@ pub async fn prepare<'a>(
     let verification = Verification {
         config,
         green,
+        snapshots: transfer::green_for_snapshots(config).await?,
         blue,
         examples,
         active,
@@ -186,7 +189,7 @@ impl Verification<'_> {
     /// it beyond its rows.
     pub async fn table(&self, subject: Subject) -> Result<TableReport> {
         let mut report = match &subject.plan {
-            Some(plan) => verify_table(self.config, &self.green, &self.blue, plan, self.examples, self.active).await?,
+            Some(plan) => verify_table(self, plan).await?,
             None => TableReport::uncompared(&subject),
         };
         if !subject.problems.is_empty() {
@@ -197,14 +200,8 @@ impl Verification<'_> {
     }
 }
 
-async fn verify_table(
-    config: &Config,
-    green_catalog: &Client,
-    blue: &Client,
-    plan: &TablePlan,
-    examples: usize,
-    active: bool,
-) -> Result<TableReport> {
+async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableReport> {
+    let (config, green_catalog, blue, examples, active) = (v.config, &v.green, &*v.blue, v.examples, v.active);
     let started = Instant::now();
     let what = format!(
         "verifying green table {} against blue table {}",
@@ -225,8 +222,9 @@ async fn verify_table(
     let mut total = Counts::default();
     let mut differing: Vec<(Range, Counts)> = Vec::new();
     {
-        let green = transfer::green_at_snapshot(config, None).await?;
-        let chunks = table.pass(&green, blue, None, examples, &what).await?;
+        transfer::begin_snapshot(&v.snapshots, None).await?;
+        let chunks = table.pass(&v.snapshots, blue, None, examples, &what).await?;
+        transfer::end_snapshot(&v.snapshots).await?;
         for (range, counts) in chunks {
             if counts.differs() {
                 differing.push((range, counts));
@@ -244,8 +242,10 @@ async fn verify_table(
         let mut still = Vec::new();
         for (range, _) in differing {
             rechecked += 1;
-            let green = transfer::green_at_snapshot(config, None).await?;
-            for (r, counts) in table.pass(&green, blue, Some(&range), examples, &what).await? {
+            transfer::begin_snapshot(&v.snapshots, None).await?;
+            let chunks = table.pass(&v.snapshots, blue, Some(&range), examples, &what).await?;
+            transfer::end_snapshot(&v.snapshots).await?;
+            for (r, counts) in chunks {
                 if counts.differs() {
                     still.push((r, counts));
                 } else {

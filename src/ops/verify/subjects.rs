@@ -1,7 +1,7 @@
 //! Which tables `verify` compares: every table green streams, every table the accepted plan
 //! holds and every mapping file's source, with what is known about each beyond its rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use tokio_postgres::Client;
@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::drift;
 use crate::error::{Error, Result};
+use crate::mapping::catalog::BlueTables;
 use crate::mapping::resolve::Mappings;
 use crate::mapping::signature::Signature;
 use crate::mapping::{green_catalog, GreenTable, TablePlan};
@@ -40,15 +41,21 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
         Vec::new()
     };
     mappings.learn_partitions(&streamed);
-    let (current, by_root) = plan_streamed(&mappings, green, blue, &streamed, settings).await?;
+    // Blue's tables read in one go, not one table at a time.
+    let mut blue_tables = BlueTables::read(blue, mappings.blue_names(&streamed)).await?;
+    let (current, by_root) = plan_streamed(&mappings, green, &blue_tables, &streamed, settings).await?;
     let accepted = drift::read_accepted(blue, config).await?.unwrap_or_default();
     let (findings, _) = drift::compare(config, &accepted, &current);
     let lenient = mappings.lenient();
     let names = names_to_compare(config, &by_root, &streamed, &accepted, &lenient);
+    blue_tables
+        .read_more(names.iter().map(|(s, n)| lenient.target_of(s, n)).collect())
+        .await?;
     let known = Known {
         config,
         green,
         blue,
+        blue_tables: &blue_tables,
         lenient: &lenient,
         findings: &findings,
         by_root: &by_root,
@@ -65,21 +72,24 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
 async fn plan_streamed(
     mappings: &Mappings,
     green: &Client,
-    blue: &Client,
+    blue: &BlueTables<'_>,
     streamed: &[GreenTable],
     settings: &str,
 ) -> Result<(drift::Current, BTreeMap<String, GreenTable>)> {
     let mut current = drift::Current::default();
     let mut by_root: BTreeMap<String, GreenTable> = BTreeMap::new();
     for t in streamed {
-        match mappings.plan_with_blue(blue, t).await {
+        match mappings.plan_in(blue, t).await {
             Ok((plan, blue_table)) => {
                 current
                     .signatures
                     .push(Signature::of(&plan, &blue_table).with_settings(settings));
                 if let Some(root) = &plan.partition_of {
-                    if let Some(r) = green_catalog::partitioned_table_of(green, t).await? {
-                        by_root.insert(root.clone(), r);
+                    // Read once for all its partitions.
+                    if !by_root.contains_key(root) {
+                        if let Some(r) = green_catalog::partitioned_table_of(green, t).await? {
+                            by_root.insert(root.clone(), r);
+                        }
                     }
                     continue;
                 }
@@ -105,16 +115,19 @@ fn names_to_compare(
         .values()
         .map(|t| (t.namespace.clone(), t.name.clone()))
         .collect();
-    let leaves: Vec<String> = streamed.iter().map(|t| t.qualified()).collect();
+    // Sets, not lists: a search through every table per table would grow with their square.
+    let leaves: HashSet<String> = streamed.iter().map(|t| t.qualified()).collect();
     let mut extra: Vec<(String, String)> = accepted
         .keys()
-        .filter(|k| !leaves.contains(k))
+        .filter(|k| !leaves.contains(*k))
         .filter_map(|k| k.split_once('.').map(|(a, b)| (a.to_string(), b.to_string())))
         .collect();
     extra.extend(lenient.files.iter().map(|f| f.source.clone()));
+    let mut seen: HashSet<(String, String)> = names.iter().cloned().collect();
     for n in extra {
         let qualified = format!("{}.{}", n.0, n.1);
-        if !names.contains(&n) && !by_root.contains_key(&qualified) && !config.is_excluded(&n.0, &n.1) {
+        if !seen.contains(&n) && !by_root.contains_key(&qualified) && !config.is_excluded(&n.0, &n.1) {
+            seen.insert(n.clone());
             names.push(n);
         }
     }
@@ -126,6 +139,7 @@ struct Known<'a> {
     config: &'a Config,
     green: &'a Client,
     blue: &'a Client,
+    blue_tables: &'a BlueTables<'a>,
     lenient: &'a Mappings,
     findings: &'a [drift::Finding],
     by_root: &'a BTreeMap<String, GreenTable>,
@@ -170,7 +184,7 @@ impl Known<'_> {
         };
         let planned = self
             .lenient
-            .plan_with_blue(blue, &with_unstreamed_generated(&green_table))
+            .plan_in(self.blue_tables, &with_unstreamed_generated(&green_table))
             .await;
         let (plan, blue_name) = match planned {
             Ok((p, b)) => (Some(p), (b.schema, b.name)),
