@@ -12,6 +12,7 @@ use super::{Applier, Progress, CHECKPOINT_UPDATE, IDLE_CHECKPOINT_INTERVAL, TICK
 use crate::error::Result;
 use crate::failpoint;
 use crate::lsn::Lsn;
+use crate::state::standbys;
 use crate::telemetry::Commit;
 
 /// The applier's blue connection as the commit path sees it (a macro, so that the borrow
@@ -97,7 +98,21 @@ impl Applier {
         self.commits.published(lsn);
     }
 
-    /// Under asynchronous commit: confirms the positions blue's WAL flush has passed.
+    /// `[blue] standbys`: from now on positions are confirmed only once blue's standbys have
+    /// flushed them too. Refuses a role that cannot see their positions.
+    pub(super) async fn require_standbys(&mut self) -> Result<()> {
+        if let Some(required) = &self.cx.config.blue_standbys {
+            let client = self.pipe.client().clone();
+            standbys::require_privilege(&client, &self.cx.config).await?;
+            self.commits
+                .wait_for_standbys(standbys::Watch::new(client, required.clone()));
+            tracing::info!(standbys = ?required, "positions are confirmed to green once blue's standbys have flushed them");
+        }
+        Ok(())
+    }
+
+    /// Under asynchronous commit or with standbys: confirms the positions blue's WAL flush
+    /// (and the standbys') has passed.
     pub(super) async fn confirm_flushed(&mut self) -> Result<()> {
         let mut blue = blue!(self);
         self.commits.confirm_flushed(&mut blue).await

@@ -4,13 +4,18 @@
 //! applier has published the COMMIT that carries it, so the applier can account for each
 //! group (and a crash test can stop) in between.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::blue::Blue;
-use super::durability::{Durability, Mode};
+use super::durability::Durability;
 use super::group::{CommitPolicy, Group, Groups};
 use crate::error::Result;
 use crate::lsn::Lsn;
+use crate::state::standbys::Watch;
+
+/// At shutdown, how long the standbys get to flush what blue committed before the last
+/// position is confirmed (what they lack then, green sends again and blue skips, rule 3).
+const STANDBYS_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// The applier's blue transactions and what is confirmed to green.
 pub(super) struct Commits {
@@ -22,6 +27,8 @@ pub(super) struct Commits {
     pub idle: Option<Lsn>,
     /// When blue's checkpoint row was last written.
     pub last_write: Instant,
+    /// `[blue] standbys`: the standbys positions wait for.
+    standbys: Option<Watch>,
 }
 
 impl Commits {
@@ -32,7 +39,15 @@ impl Commits {
             policy,
             idle: None,
             last_write: Instant::now(),
+            standbys: None,
         }
+    }
+
+    /// From now on a position is confirmed only once `standbys` have flushed it too,
+    /// including the position the session started at.
+    pub(super) fn wait_for_standbys(&mut self, standbys: Watch) {
+        self.durability.gate_on_standbys();
+        self.standbys = Some(standbys);
     }
 
     /// The end of everything committed on blue.
@@ -89,28 +104,47 @@ impl Commits {
         self.groups.settle(blue.take_commits())
     }
 
-    /// Under asynchronous commit: ties committed positions to blue's WAL insert position and
-    /// confirms those that blue's WAL flush has passed. One cheap query, only when something
-    /// is waiting.
+    /// Under asynchronous commit or with standbys: ties committed positions to blue's WAL
+    /// insert position and confirms those that blue's WAL flush (and the standbys') has passed.
+    /// One cheap query (two with standbys), only when something is waiting.
     pub(super) async fn confirm_flushed(&mut self, blue: &mut impl Blue) -> Result<()> {
         if !self.durability.waiting() {
             return Ok(());
         }
-        let (insert, flushed) = blue.wal_positions().await?;
+        let (insert, mut flushed) = blue.wal_positions().await?;
+        if let Some(standbys) = &mut self.standbys {
+            // Read after the insert position: what it ties may be confirmed at once.
+            flushed = flushed.min(standbys.flushed().await?);
+        }
         self.durability.blue_wal(insert, flushed);
+        if let (Some(standbys), Some((waited, needed))) = (&mut self.standbys, self.durability.stalled()) {
+            standbys.stalled(waited, needed);
+        }
         Ok(())
     }
 
-    /// Whether published positions wait for a flush of blue's WAL to be confirmed.
+    /// Whether published positions wait for a flush of blue's WAL (or its standbys') to be
+    /// confirmed.
     pub(super) fn unconfirmed(&self) -> bool {
-        self.durability.mode() == Mode::Async && self.durability.waiting()
+        self.durability.waiting()
     }
 
-    /// Forces blue's WAL to disk and confirms everything published (after a drain).
+    /// Forces blue's WAL to disk and confirms everything published (after a drain); with
+    /// standbys, what they flush within [`STANDBYS_AT_SHUTDOWN`].
     pub(super) async fn flush_all(&mut self, blue: &mut impl Blue) -> Result<()> {
         blue.flush_wal().await?;
-        self.durability.all_flushed();
-        Ok(())
+        if self.standbys.is_none() {
+            self.durability.all_flushed();
+            return Ok(());
+        }
+        let deadline = Instant::now() + STANDBYS_AT_SHUTDOWN;
+        loop {
+            self.confirm_flushed(blue).await?;
+            if !self.durability.waiting() || Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -121,6 +155,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::super::blue::memory::Memory;
+    use super::super::durability::Mode;
     use super::*;
 
     const POLICY: CommitPolicy = CommitPolicy {

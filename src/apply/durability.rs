@@ -7,6 +7,12 @@
 //! tied to blue's WAL insert position read after it, then confirmed once blue's WAL flush
 //! position has passed that. Everything here is bookkeeping without I/O; the applier reads
 //! blue's WAL positions and forces a flush.
+//!
+//! With `[blue] standbys` (rule 11: blue's asynchronous standbys), durable means flushed on
+//! blue *and* on those standbys: under either commit mode every position is tied to blue's WAL
+//! insert position, as above, and confirmed once the lowest of blue's own flush and the
+//! standbys' flush positions has passed it ([`Durability::gate_on_standbys`]). Without the
+//! option, the synchronous path is untouched: a returned COMMIT is confirmed at once.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,9 +31,18 @@ pub(super) enum Mode {
     Async,
 }
 
+/// Positions waiting for a flush are kept at most this many: beyond it, the newest absorbs the
+/// next (confirming it later than it could be, never earlier), so a standby that is away for
+/// days does not make the queue grow.
+const MAX_UNFLUSHED: usize = 1024;
+
 /// The positions committed on blue and those confirmed to green.
 pub(super) struct Durability {
     mode: Mode,
+    /// `[blue] standbys`: positions wait for the standbys' flush too, under either mode.
+    standbys: bool,
+    /// Since when positions have waited without any being confirmed.
+    stalled_since: Option<Instant>,
     /// End of everything committed on blue (visible there, maybe not yet flushed).
     committed: Lsn,
     /// Under [`Mode::Async`]: a committed position not yet tied to a blue WAL position.
@@ -47,6 +62,8 @@ impl Durability {
         let committed = *confirmed.borrow();
         Durability {
             mode,
+            standbys: false,
+            stalled_since: None,
             committed,
             unbound: None,
             unflushed: VecDeque::new(),
@@ -55,8 +72,14 @@ impl Durability {
         }
     }
 
-    pub(super) fn mode(&self) -> Mode {
-        self.mode
+    /// Positions are confirmed only once blue's standbys have flushed them too (`[blue]
+    /// standbys`). The position `confirmed` holds (blue's checkpoint at start) is not yet
+    /// known to be on them: it is withdrawn (0/0, which green ignores) and waits like any
+    /// other.
+    pub(super) fn gate_on_standbys(&mut self) {
+        self.standbys = true;
+        self.unbound = Some(self.committed);
+        self.confirmed.send_replace(Lsn(0));
     }
 
     /// The end of everything committed on blue.
@@ -67,11 +90,10 @@ impl Durability {
     /// A blue COMMIT carrying everything up to `lsn` has returned (they return in order).
     pub(super) fn committed_at(&mut self, lsn: Lsn) {
         self.committed = lsn;
-        match self.mode {
-            Mode::Sync => {
-                self.confirmed.send_replace(lsn);
-            }
-            Mode::Async => self.unbound = Some(lsn),
+        if self.mode == Mode::Sync && !self.standbys {
+            self.confirmed.send_replace(lsn);
+        } else {
+            self.unbound = Some(lsn);
         }
     }
 
@@ -80,10 +102,10 @@ impl Durability {
         self.unbound.is_some() || !self.unflushed.is_empty()
     }
 
-    /// Whether to read blue's WAL positions now: under asynchronous commit, at most once per
-    /// `every`. Counts as a check.
+    /// Whether to read blue's WAL positions now: under asynchronous commit or with standbys, at
+    /// most once per `every`. Counts as a check.
     pub(super) fn check_due(&mut self, every: Duration) -> bool {
-        if self.mode == Mode::Async && self.last_check.elapsed() >= every {
+        if (self.mode == Mode::Async || self.standbys) && self.last_check.elapsed() >= every {
             self.last_check = Instant::now();
             return true;
         }
@@ -92,11 +114,16 @@ impl Durability {
 
     /// Blue's WAL insert and flush positions, read after every COMMIT that returned so far:
     /// ties the latest committed position to `insert` and confirms, in order, the positions
-    /// whose blue WAL position `flushed` has passed. Returns the newly confirmed position.
+    /// whose blue WAL position `flushed` has passed. With standbys, `flushed` is the lowest of
+    /// blue's own and theirs. Returns the newly confirmed position.
     pub(super) fn blue_wal(&mut self, insert: Lsn, flushed: Lsn) -> Option<Lsn> {
         // Every commit returned before the query ran lies below the insert position.
         if let Some(lsn) = self.unbound.take() {
-            self.unflushed.push_back((lsn, insert));
+            let full = self.unflushed.len() >= MAX_UNFLUSHED;
+            match self.unflushed.back_mut() {
+                Some(newest) if full => *newest = (lsn, insert),
+                _ => self.unflushed.push_back((lsn, insert)),
+            }
         }
         let mut confirmed = None;
         while let Some(&(green, blue)) = self.unflushed.front() {
@@ -109,11 +136,26 @@ impl Durability {
         if let Some(lsn) = confirmed {
             self.confirmed.send_replace(lsn);
         }
+        self.stalled_since = match (self.unflushed.is_empty(), confirmed, self.stalled_since) {
+            (true, _, _) => None,
+            (false, None, Some(since)) => Some(since),
+            (false, _, _) => Some(Instant::now()),
+        };
         confirmed
     }
 
-    /// Blue's WAL was forced to disk after every COMMIT that returned: all of it is durable.
+    /// How long positions have waited without any being confirmed, and the oldest one's blue
+    /// WAL position (what the standbys must flush next).
+    pub(super) fn stalled(&self) -> Option<(Duration, Lsn)> {
+        let since = self.stalled_since?;
+        let (_, blue) = self.unflushed.front()?;
+        Some((since.elapsed(), *blue))
+    }
+
+    /// Blue's WAL was forced to disk after every COMMIT that returned: all of it is durable
+    /// (without standbys to wait for).
     pub(super) fn all_flushed(&mut self) {
+        debug_assert!(!self.standbys, "a local flush says nothing about blue's standbys");
         self.unbound = None;
         self.unflushed.clear();
         self.confirmed.send_replace(self.committed);
@@ -206,5 +248,82 @@ mod tests {
         let (mut d, _rx) = durability(Mode::Async, 100);
         assert!(d.check_due(Duration::ZERO));
         assert!(!d.check_due(Duration::from_secs(3600)));
+    }
+
+    fn on_standbys(mode: Mode, start: u64) -> (Durability, watch::Receiver<Lsn>) {
+        let (mut d, rx) = durability(mode, start);
+        d.gate_on_standbys();
+        (d, rx)
+    }
+
+    #[test]
+    fn with_standbys_a_synchronous_commit_waits_for_them_too() {
+        let (mut d, rx) = on_standbys(Mode::Sync, 100);
+        d.committed_at(Lsn(200));
+        assert_eq!(*rx.borrow(), Lsn(0), "flushed on blue is not on its standbys");
+        assert!(d.waiting());
+        assert!(
+            d.check_due(Duration::ZERO),
+            "blue's standbys are read under synchronous commit too"
+        );
+        // Blue flushed everything (5000); the standbys only up to 700, before the commit's
+        // insert position 1000: the lower of the two counts.
+        assert_eq!(d.blue_wal(Lsn(1000), Lsn(5000).min(Lsn(700))), None);
+        assert_eq!(*rx.borrow(), Lsn(0));
+        assert_eq!(d.blue_wal(Lsn(1100), Lsn(5000).min(Lsn(1000))), Some(Lsn(200)));
+        assert_eq!(*rx.borrow(), Lsn(200));
+        assert!(!d.waiting());
+    }
+
+    #[test]
+    fn with_standbys_the_starting_checkpoint_is_withdrawn_until_they_have_it() {
+        let (mut d, rx) = on_standbys(Mode::Async, 100);
+        assert_eq!(d.committed(), Lsn(100));
+        assert_eq!(*rx.borrow(), Lsn(0), "green ignores 0/0, so nothing is confirmed yet");
+        assert!(d.waiting());
+        // A standby not connected reads as 0/0: nothing is safe.
+        assert_eq!(d.blue_wal(Lsn(800), Lsn(0)), None);
+        assert_eq!(d.blue_wal(Lsn(900), Lsn(799)), None);
+        assert_eq!(d.blue_wal(Lsn(900), Lsn(800)), Some(Lsn(100)));
+        assert_eq!(*rx.borrow(), Lsn(100));
+    }
+
+    #[test]
+    fn a_stall_names_the_blue_position_the_standbys_must_reach() {
+        let (mut d, _rx) = on_standbys(Mode::Async, 100);
+        assert_eq!(d.stalled(), None);
+        d.blue_wal(Lsn(800), Lsn(0));
+        d.committed_at(Lsn(200));
+        d.blue_wal(Lsn(900), Lsn(0));
+        let (_, needed) = d.stalled().expect("stalled");
+        assert_eq!(needed, Lsn(800), "the oldest waiting position");
+        d.blue_wal(Lsn(900), Lsn(800));
+        assert_eq!(
+            d.stalled().map(|(_, n)| n),
+            Some(Lsn(900)),
+            "progress, the next one waits"
+        );
+        d.blue_wal(Lsn(900), Lsn(900));
+        assert_eq!(d.stalled(), None);
+    }
+
+    #[test]
+    fn a_standby_away_for_long_keeps_the_queue_bounded_and_nothing_confirmed_early() {
+        let (mut d, rx) = on_standbys(Mode::Async, 100);
+        for i in 0..5 * MAX_UNFLUSHED as u64 {
+            d.committed_at(Lsn(200 + i));
+            assert_eq!(d.blue_wal(Lsn(1000 + i), Lsn(0)), None);
+        }
+        assert!(d.unflushed.len() <= MAX_UNFLUSHED);
+        assert_eq!(*rx.borrow(), Lsn(0));
+        // Every green position still waits for a blue position at or above its own commit's.
+        assert!(d
+            .unflushed
+            .iter()
+            .all(|&(green, blue)| blue.0 >= 1000 + (green.0 - 200)));
+        // The standby comes back and catches up: everything is confirmed.
+        let last = 5 * MAX_UNFLUSHED as u64 - 1;
+        assert_eq!(d.blue_wal(Lsn(1000 + last), Lsn(1000 + last)), Some(Lsn(200 + last)));
+        assert!(!d.waiting());
     }
 }

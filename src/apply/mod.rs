@@ -218,6 +218,7 @@ impl Applier {
         let mut applier = Applier::on_session(cx, client, durability).await?;
         applier.batches.enabled = batching;
         applier.orders.drift_stop = Some(guard.stop.clone());
+        applier.require_standbys().await?;
         if mode == Mode::Async {
             // The checkpoint just read may be an asynchronous commit of an earlier run that
             // blue has not flushed yet: it is confirmed to green as it is, so flush it first.

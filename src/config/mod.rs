@@ -41,6 +41,17 @@ pub enum OnError {
     DeadLetter,
 }
 
+/// `[blue] standbys`: which of blue's physical standbys must have flushed a blue commit before
+/// the green position it carries is confirmed to green (rule 11 of the design).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standbys {
+    /// Every physical standby connected to blue, and at least one.
+    All,
+    /// The standbys with these `application_name`s (as in `pg_stat_replication` and
+    /// `synchronous_standby_names`), each of them connected.
+    Named(Vec<String>),
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -55,6 +66,8 @@ pub struct Config {
     /// default for the role and database (see [`crate::evaluation`]). Checked against blue's
     /// zones when a command connects.
     pub blue_timezone: Option<String>,
+    /// `[blue] standbys`: `None` when positions wait only for blue's own durability.
+    pub blue_standbys: Option<Standbys>,
     pub mapping_dir: PathBuf,
     pub implicit: bool,
     pub strict: bool,
@@ -115,6 +128,7 @@ impl Config {
             blue: sides.blue,
             schema: sides.schema,
             blue_timezone: sides.blue_timezone,
+            blue_standbys: sides.blue_standbys,
             mapping_dir: base.join(&raw.mapping.dir),
             implicit: raw.mapping.implicit,
             strict: raw.mapping.strict,
@@ -146,6 +160,7 @@ struct Sides {
     blue: Endpoint,
     schema: String,
     blue_timezone: Option<String>,
+    blue_standbys: Option<Standbys>,
 }
 
 /// `[apply]`'s durations and policy, and `[mapping]`'s interval.
@@ -214,6 +229,10 @@ impl Resolve<'_> {
             Some(zone) => Some(check_timezone(path, &self.expand("blue.timezone", zone)?)?),
             None => None,
         };
+        let blue_standbys = match &raw_blue.standbys {
+            Some(value) => Some(self.standbys(value)?),
+            None => None,
+        };
         Ok(Sides {
             green,
             publication,
@@ -222,6 +241,7 @@ impl Resolve<'_> {
             blue,
             schema,
             blue_timezone,
+            blue_standbys,
         })
     }
 
@@ -318,6 +338,44 @@ impl Resolve<'_> {
             check_origin_name(self.path, name)?;
         }
         Ok(origin)
+    }
+
+    /// `blue.standbys`: `"all"` or a non-empty list of distinct standby names.
+    fn standbys(&self, value: &toml::Value) -> Result<Standbys> {
+        let file = self.file();
+        let refuse = |why: String| {
+            Error::definite(format!(
+                "{file}: blue.standbys {why}; write standbys = \"all\" (every physical standby connected to blue) or \
+                 standbys = [\"name\", ...] (their application_name, as pg_stat_replication shows it), or remove the key"
+            ))
+        };
+        let names = match value {
+            toml::Value::String(s) if s == "all" => return Ok(Standbys::All),
+            toml::Value::String(s) => return Err(refuse(format!("= {s:?} is not \"all\" nor a list"))),
+            toml::Value::Array(items) => items,
+            other => return Err(refuse(format!("is a {}, not \"all\" nor a list", other.type_str()))),
+        };
+        if names.is_empty() {
+            return Err(refuse("is an empty list".into()));
+        }
+        let mut valid: Vec<String> = Vec::new();
+        for item in names {
+            let Some(name) = item.as_str() else {
+                return Err(refuse(format!("has {item} in its list, which is not a string")));
+            };
+            // PostgreSQL keeps 63 bytes of printable ASCII of an application_name.
+            let printable = name.bytes().all(|b| (32..127).contains(&b));
+            if name.trim().is_empty() || name.len() > 63 || !printable {
+                return Err(refuse(format!(
+                    "has {name:?} in its list, which is not an application_name (1 to 63 printable ASCII characters)"
+                )));
+            }
+            if valid.iter().any(|v| v == name) {
+                return Err(refuse(format!("names {name:?} twice")));
+            }
+            valid.push(name.to_owned());
+        }
+        Ok(Standbys::Named(valid))
     }
 
     /// `metrics.listen`: `host:port`.

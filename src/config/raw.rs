@@ -58,6 +58,10 @@ pub(super) struct RawBlue {
     /// a `timestamp` or `date` column, `at::date`, ...), by every path alike; default: blue's
     /// own default for the bridge's role and database, the zone blue's applications see.
     pub(super) timezone: Option<String>,
+    /// Blue's physical standbys that must have flushed a blue commit before the green position
+    /// it carries is confirmed: `"all"` or a list of `application_name`s (validated in
+    /// [`super::Config::parse`], hence a raw value here).
+    pub(super) standbys: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

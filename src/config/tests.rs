@@ -209,3 +209,29 @@ fn several_hosts_are_kept_each_with_its_port_and_the_primary_is_asked_for() {
         assert!(!err.contains("s3cret"), "{err}");
     }
 }
+
+#[test]
+fn blue_standbys_are_all_or_distinct_names() {
+    let with = |line: &str| parse(&MINIMAL.replace("dbname=app\"", &format!("dbname=app\"\n{line}")));
+    assert_eq!(parse(MINIMAL).unwrap().blue_standbys, None);
+    assert_eq!(with("standbys = \"all\"").unwrap().blue_standbys, Some(Standbys::All));
+    assert_eq!(
+        with("standbys = [\"blue_b\", \"blue c\"]").unwrap().blue_standbys,
+        Some(Standbys::Named(vec!["blue_b".into(), "blue c".into()]))
+    );
+    for (line, why) in [
+        ("standbys = \"ALL\"", "= \"ALL\" is not \"all\" nor a list"),
+        ("standbys = []", "is an empty list"),
+        ("standbys = [\"a\", \"a\"]", "names \"a\" twice"),
+        ("standbys = [\"\"]", "not an application_name"),
+        ("standbys = [\"blå\"]", "not an application_name"),
+        ("standbys = [1]", "which is not a string"),
+        ("standbys = true", "is a boolean"),
+    ] {
+        let e = with(line).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/pgbridge/pgbridge.toml: blue.standbys ") && e.contains(why),
+            "{line}: {e}"
+        );
+    }
+}

@@ -57,6 +57,8 @@ pub async fn check(config: &Config) -> Result<Report> {
     let (green, blue) = crate::connect::both(config).await?;
     let report = validate(config, &green, &blue).await?;
     let mut problems = report.problems.clone();
+    // Only `check`: `run` starts without them and warns until they are connected.
+    problems.extend(crate::state::standbys::problems(&blue, config).await?);
     for f in &report.drift {
         problems.push(format!(
             "green table {} changed since `pgbridge setup` accepted its plan: {}; {}",

@@ -39,6 +39,10 @@ pub struct Status {
     pub drift: Vec<crate::drift::Finding>,
     /// Whether the slot survives a failover of green, and what to configure ([`super::ha`]).
     pub high_availability: Vec<super::ha::Finding>,
+    /// With `[blue] standbys`: each required standby and how far it has flushed blue's WAL
+    /// (or that it is not connected, which holds confirmations to green back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blue_standbys: Option<String>,
 }
 
 /// Reads positions, lag and state from both databases.
@@ -88,6 +92,13 @@ pub async fn read(config: &Config) -> Result<Status> {
             text: format!("cannot review green's failover readiness: {e}"),
         }]
     });
+    let blue_standbys = match &config.blue_standbys {
+        Some(required) => Some(match crate::state::standbys::read(&blue, required).await {
+            Ok(reading) => reading.describe(),
+            Err(e) => format!("unknown: {e}"),
+        }),
+        None => None,
+    };
     Ok(Status {
         state,
         slot: config.slot.clone(),
@@ -105,6 +116,7 @@ pub async fn read(config: &Config) -> Result<Status> {
         schema_drift: findings.as_ref().map(|f| !f.is_empty()),
         drift: findings.unwrap_or_default(),
         high_availability,
+        blue_standbys,
     })
 }
 
