@@ -6,6 +6,7 @@ mod support;
 mod bad_config;
 mod bad_input;
 mod bidirectional;
+mod blue_failover;
 mod copy;
 mod drift;
 mod environment;

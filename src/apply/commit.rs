@@ -106,7 +106,11 @@ impl Applier {
             standbys::require_privilege(&client, &self.cx.config).await?;
             self.commits
                 .wait_for_standbys(standbys::Watch::new(client, required.clone()));
-            tracing::info!(standbys = ?required, "positions are confirmed to green once blue's standbys have flushed them");
+            let named = match required {
+                crate::config::Standbys::All => "all".to_owned(),
+                crate::config::Standbys::Named(names) => names.join(", "),
+            };
+            tracing::info!(standbys = %named, "positions are confirmed to green once blue's standbys have flushed them");
         }
         Ok(())
     }
