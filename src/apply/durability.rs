@@ -45,10 +45,11 @@ pub(super) struct Durability {
     stalled_since: Option<Instant>,
     /// End of everything committed on blue (visible there, maybe not yet flushed).
     committed: Lsn,
-    /// Under [`Mode::Async`]: a committed position not yet tied to a blue WAL position.
+    /// Under [`Mode::Async`] or with standbys: a committed position not yet tied to a blue WAL
+    /// position.
     unbound: Option<Lsn>,
-    /// Under [`Mode::Async`]: positions waiting for blue's WAL flush, as (green position, blue
-    /// WAL position), oldest first.
+    /// Under [`Mode::Async`] or with standbys: positions waiting for blue's WAL flush (and the
+    /// standbys'), as (green position, blue WAL position), oldest first.
     unflushed: VecDeque<(Lsn, Lsn)>,
     /// The position confirmed to green: committed and durable on blue.
     confirmed: watch::Sender<Lsn>,
