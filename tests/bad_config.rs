@@ -144,7 +144,7 @@ const CONFIG_CASES: &[(&str, &str, &str)] = &[
     (
         "key in the wrong section",
         "{base}slot = \"other\"\n",
-        "error: {file}:8:1: unknown key `slot`, expected one of `dsn`, `schema`, `timezone`",
+        "error: {file}:8:1: unknown key `slot`, expected one of `dsn`, `schema`, `timezone`, `standbys`",
     ),
     (
         "misspelt key in [green]",
