@@ -56,6 +56,9 @@ fn print_text(s: &Status) {
             Some(true) => format!("YES, {} table(s); see below and `pgbridge check`", s.drift.len()),
         },
     ));
+    if let Some(standbys) = &s.blue_standbys {
+        lines.push(("blue_standbys", standbys.clone()));
+    }
     for (k, v) in lines {
         println!("{k:<22} {v}");
     }

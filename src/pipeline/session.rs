@@ -311,8 +311,9 @@ async fn check_slot(
         if confirmed > checkpoint {
             return Err(Error::definite(format!(
                 "slot {} on green has confirmed {confirmed}, beyond blue's checkpoint {checkpoint}: green will not resend \
-                 the changes in between, so blue is missing them (was blue restored from a backup, or did another \
-                 consumer use the slot?). Re-synchronize blue with `pgbridge teardown` and `pgbridge setup --copy`",
+                 the changes in between, so blue is missing them (did blue fail over to an asynchronous standby that \
+                 lacked its last commits — `[blue] standbys` prevents that —, was blue restored from a backup, or did \
+                 another consumer use the slot?). Re-synchronize blue with `pgbridge setup --copy`",
                 config.slot
             )));
         }
