@@ -1,7 +1,7 @@
 # Sourced by demo.sh, rehearse.sh and bench.sh: throwaway PostgreSQL clusters under a temporary directory,
 # run as an unprivileged user when the script runs as root (PostgreSQL refuses root).
 #
-#   clusters_init NAME        # sets $bindir, $as_pg and $work (/tmp/pgbridge-NAME.XXXXXX)
+#   clusters_init NAME        # sets $bindir, $clientbin, $as_pg and $work (/tmp/pgbridge-NAME.XXXXXX)
 #   start_cluster NAME PORT   # initdb + start; extra postgresql.conf lines on stdin
 #   start_side NAME           # start_cluster on a free port with fsync off, version printed; sets ${NAME}_port
 #   psql_on PORT ARGS...      # psql as postgres on database postgres, unaligned, stops at errors
@@ -12,6 +12,10 @@ clusters_init() {
   bindir=$(pg_config --bindir 2>/dev/null || true)
   [[ -x ${PGBRIDGE_PG_BIN:-}/initdb ]] && bindir=$PGBRIDGE_PG_BIN
   [[ -x $bindir/initdb ]] || bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r | head -n1)
+  # psql and pgbench: the servers' own, or Debian's when the server binaries come without clients
+  # (scripts/ensure-postgres-version.sh installs only initdb, pg_ctl and postgres).
+  clientbin=$bindir
+  [[ -x $clientbin/psql ]] || clientbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r | head -n1)
   as_pg=()
   if [[ $(id -u) -eq 0 ]]; then
     id pgbridge-test >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin pgbridge-test
@@ -46,7 +50,7 @@ start_side() { # name
 psql_on() { # port args...
   local port=$1
   shift
-  "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"
+  "$clientbin/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"
 }
 
 stop_clusters() {
