@@ -17,6 +17,8 @@
 #                                   16/17/18 (scripts/ensure-postgres-version.sh); default: the
 #                                   servers in PGBRIDGE_PG_BIN, else 15
 #   --no-failover   SOAK_FAILOVER=0 no green standby and no failover fault (PostgreSQL 17+ only)
+#   --kinds K,K     SOAK_KINDS      only these fault kinds (names as in faults.csv, e.g.
+#                                   kill9,failover; default all)
 #   --rate TPS      SOAK_RATE       pgbench transactions per second on green (default 40)
 #   --sample S      SOAK_SAMPLE     seconds between two lines of the table (default 10)
 #   --out DIR       SOAK_OUT        where samples.csv, faults.csv and the logs go (kept; default
@@ -66,6 +68,7 @@ seed=${SOAK_SEED:-$(( $(od -An -N2 -tu2 /dev/urandom) % 32768 ))}
 pg=${SOAK_PG:-}
 failover=${SOAK_FAILOVER:-1}
 rate=${SOAK_RATE:-40}
+only_kinds=${SOAK_KINDS:-}
 sample_every=${SOAK_SAMPLE:-10}
 out=${SOAK_OUT:-/tmp/pgbridge-soak-$(date +%Y%m%d-%H%M%S)}
 startup_exit=${SOAK_STARTUP_EXIT:-fail}
@@ -78,6 +81,7 @@ while [[ $# -gt 0 ]]; do
     --pg) pg=$2; shift ;;
     --no-failover) failover=0 ;;
     --rate) rate=$2; shift ;;
+    --kinds) only_kinds=$2; shift ;;
     --sample) sample_every=$2; shift ;;
     --out) out=$2; shift ;;
     --startup-exit) startup_exit=$2; shift ;;
@@ -343,6 +347,15 @@ stop_load() {
 # ---- faults --------------------------------------------------------------------------------
 kinds=(kill9 term green-restart blue-restart bridge-during-green-restart bridge-during-blue-restart)
 [[ $failover == 1 ]] && kinds+=(failover)
+if [[ -n $only_kinds ]]; then
+  wanted=() # in the order of kinds: failover stays last
+  for k in "${kinds[@]}"; do [[ ",$only_kinds," == *",$k,"* ]] && wanted+=("$k"); done
+  for k in ${only_kinds//,/ }; do
+    [[ " ${kinds[*]} " == *" $k "* ]] || echo "   fault kind $k is not available here (kinds: ${kinds[*]})"
+  done
+  [[ ${#wanted[@]} -gt 0 ]] || { echo "soak: no fault kind left to inject" >&2; exit 2; }
+  kinds=("${wanted[@]}")
+fi
 fault_count=0
 echo "t_s,kind,outage_s,recovery_s,ready_s,note" >"$out/faults.csv"
 record_fault() { # kind outage recovery ready note
@@ -479,7 +492,8 @@ fault_failover() {
 inject() {
   local kind=${kinds[RANDOM % ${#kinds[@]}]}
   if [[ $kind == failover ]] && ! failover_ready; then
-    log "   (failover postponed: the standby does not hold the slot synchronized yet)"
+    log "   (failover postponed: the standby does not hold pgbridge's slot synchronized yet)"
+    [[ ${#kinds[@]} -gt 1 ]] || return 0
     kind=${kinds[RANDOM % (${#kinds[@]} - 1)]}
   fi
   case $kind in
