@@ -432,7 +432,7 @@ fault_restart() { # green | blue
   local down; down=$(secs $(($(now_us) - t0)))
   recover no
   record_fault "$1-restart" "$down" "$recovered" "" ""
-  log "fault $fault_count: immediate restart of $(named "$1" "$node") (down ${down}s); caught up ${recovered}s later"
+  log "fault $fault_count: immediate restart of $(named "$1" "$node"), down ${down}s; caught up ${recovered}s later"
 }
 
 fault_bridge_during() { # green | blue: pgbridge killed and started again while the side is down
@@ -449,7 +449,7 @@ fault_bridge_during() { # green | blue: pgbridge killed and started again while 
   local down; down=$(secs $(($(now_us) - t0)))
   recover yes
   record_fault "bridge-during-$1-restart" "$down" "$recovered" "" ""
-  log "fault $fault_count: pgbridge restarted while $(named "$1" "$node") was down for ${down}s; caught up ${recovered}s later"
+  log "fault $fault_count: pgbridge restarted while $(named "$1" "$node") was down, ${down}s; caught up ${recovered}s later"
 }
 
 failover_ready() { # the standby streams and holds pgbridge's slot, synchronized and persistent
