@@ -421,35 +421,27 @@ fault_bridge() { # kill9 | term
   log "fault $fault_count: $1 of pgbridge (stopped in ${down}s), restarted; caught up ${recovered}s later"
 }
 
-fault_restart() { # green | blue
-  local node t0 pause
+# An immediate stop of green's primary or of blue, 0-4 s down, and a start; with `bridge`,
+# pgbridge is killed and started again while the server is down.
+fault_restart() { # green | blue, [bridge]
+  local node t0 pause kind=$1-restart what
   node=$(node_of "$1")
-  pause=$(rand_between 0 3)
+  pause=$(rand_between 0 4)
+  what="immediate restart of $(named "$1" "$node")"
   t0=$(now_us)
   node_ctl "$node" -m immediate stop
+  if [[ ${2:-} == bridge ]]; then
+    kind=bridge-during-$kind what="pgbridge killed and started while $(named "$1" "$node") was down"
+    kill -KILL "$bridge_pid"
+    bridge_reap
+    start_bridge
+  fi
   sleep "$pause"
   node_ctl "$node" start
   local down; down=$(secs $(($(now_us) - t0)))
-  recover no
-  record_fault "$1-restart" "$down" "$recovered" "" ""
-  log "fault $fault_count: immediate restart of $(named "$1" "$node"), down ${down}s; caught up ${recovered}s later"
-}
-
-fault_bridge_during() { # green | blue: pgbridge killed and started again while the side is down
-  local node t0 pause
-  node=$(node_of "$1")
-  pause=$(rand_between 1 4)
-  t0=$(now_us)
-  node_ctl "$node" -m immediate stop
-  kill -KILL "$bridge_pid"
-  bridge_reap
-  start_bridge
-  sleep "$pause"
-  node_ctl "$node" start
-  local down; down=$(secs $(($(now_us) - t0)))
-  recover yes
-  record_fault "bridge-during-$1-restart" "$down" "$recovered" "" ""
-  log "fault $fault_count: pgbridge restarted while $(named "$1" "$node") was down, ${down}s; caught up ${recovered}s later"
+  recover "$([[ ${2:-} == bridge ]] && echo yes || echo no)"
+  record_fault "$kind" "$down" "$recovered" "" ""
+  log "fault $fault_count: $what, down ${down}s; caught up ${recovered}s later"
 }
 
 failover_ready() { # the standby streams and holds pgbridge's slot, synchronized and persistent
@@ -500,8 +492,8 @@ inject() {
     kill9 | term) fault_bridge "$kind" ;;
     green-restart) fault_restart green ;;
     blue-restart) fault_restart blue ;;
-    bridge-during-green-restart) fault_bridge_during green ;;
-    bridge-during-blue-restart) fault_bridge_during blue ;;
+    bridge-during-green-restart) fault_restart green bridge ;;
+    bridge-during-blue-restart) fault_restart blue bridge ;;
     failover) fault_failover ;;
   esac
 }
@@ -511,7 +503,7 @@ echo "t_s,faults,pid,process_age_s,state,lag_bytes,lag_seconds,applied_lsn,rss_k
 header() {
   printf '%6s %6s %-12s %10s %7s %7s %5s %4s %9s %9s %s\n' elapsed faults state lag_bytes lag_s rss_MB fds thr green_ev blue_ev applied_lsn
 }
-not_streaming_since=""
+not_streaming_since="" samples=0
 sample() {
   local t rss="" fds="" thr="" age="" state lag_b lag_s applied ge be
   t=$(elapsed)
@@ -526,6 +518,8 @@ sample() {
   fi
   ge=$(green -c "SELECT count(*) FROM events" 2>/dev/null) || ge=-
   be=$(blue -c "SELECT count(*) FROM events" 2>/dev/null) || be=-
+  samples=$((samples + 1))
+  if ((samples % 20 == 1)); then header; fi
   echo "$t,$fault_count,$bridge_pid,$age,$state,$lag_b,$lag_s,$applied,$rss,$fds,$thr,$ge,$be" >>"$out/samples.csv"
   printf '%5ss %6s %-12s %10s %7.7s %7s %5s %4s %9s %9s %s\n' "$t" "$fault_count" "$state" "${lag_b:--}" "${lag_s:--}" \
     "$([[ -n $rss ]] && awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }' || echo -)" "${fds:--}" "${thr:--}" "$ge" "$be" "${applied:--}"
@@ -542,7 +536,7 @@ sample() {
 wait_result="not run" verify_result="not run" flat=""
 summary() {
   step "summary"
-  echo "   seed $seed; repeat with: scripts/soak.sh --seed $seed --minutes $minutes --faults $fault_min-$fault_max --pg $major --rate $rate$([[ $failover == 1 ]] || echo " --no-failover")"
+  echo "   seed $seed; repeat with: scripts/soak.sh --seed $seed --minutes $minutes --faults $fault_min-$fault_max --pg $major --rate $rate$([[ $failover == 1 ]] || echo " --no-failover")${only_kinds:+ --kinds $only_kinds}"
   echo "   PostgreSQL $major, ran $(elapsed)s, pgbridge started $bridge_starts times; results in $out"
   local growth=0
   python3 - "$out/samples.csv" "$out/faults.csv" "$duration" <<'PY' | tee "$out/summary.txt" || growth=$?
@@ -603,7 +597,6 @@ for _ in $(seq 300); do ready_now && break; sleep 0.1; done
 t_start=$(now_us)
 next_fault=$(rand_between "$fault_min" "$fault_max")
 next_sample=0
-header
 while (($(elapsed) < duration)); do
   if ! bridge_alive; then
     bridge_reap
@@ -612,7 +605,6 @@ while (($(elapsed) < duration)); do
   if (($(elapsed) >= next_sample)); then
     sample
     next_sample=$(($(elapsed) + sample_every))
-    (((next_sample / sample_every) % 20 == 0)) && header
   fi
   if (($(elapsed) >= next_fault)); then
     inject
