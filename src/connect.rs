@@ -22,11 +22,11 @@ pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
 pub async fn connect_primary(endpoint: &Endpoint) -> Result<Client> {
     let count = endpoint.host_count();
     if count == 1 {
-        return connect_host(endpoint).await;
+        return connect_host(endpoint, false).await;
     }
     let mut failures = Vec::with_capacity(count);
     for i in 0..count {
-        match connect_host(&endpoint.single_host(i)).await {
+        match connect_host(&endpoint.single_host(i), true).await {
             Ok(client) => return Ok(client),
             Err(e) => failures.push(e),
         }
@@ -35,9 +35,9 @@ pub async fn connect_primary(endpoint: &Endpoint) -> Result<Client> {
 }
 
 /// One connection to the one host of `endpoint`, refused when that server is a standby.
-async fn connect_host(endpoint: &Endpoint) -> Result<Client> {
+async fn connect_host(endpoint: &Endpoint, one_of_several: bool) -> Result<Client> {
     match connect_any(endpoint).await? {
-        (_, true) => Err(standby_refused(endpoint)),
+        (_, true) => Err(standby_refused(endpoint, one_of_several)),
         (client, false) => Ok(client),
     }
 }
@@ -66,12 +66,18 @@ pub async fn connect_any(endpoint: &Endpoint) -> Result<(Client, bool)> {
 
 /// A server that is a standby where pgbridge needs the primary; transient, since it may be
 /// about to be promoted.
-pub fn standby_refused(endpoint: &Endpoint) -> Error {
-    Error::transient(format!(
-        "{} is a standby (in recovery); pgbridge needs {}'s primary: list every host in {}.dsn \
-         (host=a,b) so that pgbridge finds the primary, or point it at the primary",
+pub fn standby_refused(endpoint: &Endpoint, one_of_several: bool) -> Error {
+    let e = Error::transient(format!(
+        "{} is a standby (in recovery); pgbridge needs {}'s primary",
         endpoint.describe(),
-        endpoint.side,
+        endpoint.side
+    ));
+    if one_of_several {
+        // The DSN already lists the other hosts: a promotion is what is awaited.
+        return e;
+    }
+    e.hint(format!(
+        "list every host in {}.dsn (host=a,b) so that pgbridge finds the primary, or point it at the primary",
         endpoint.side
     ))
 }

@@ -152,11 +152,11 @@ impl ReplicationConn {
     pub async fn connect(endpoint: &Endpoint, application_name: &str) -> Result<Self> {
         let count = endpoint.host_count();
         if count == 1 {
-            return Self::connect_host(endpoint, application_name).await;
+            return Self::connect_host(endpoint, application_name, false).await;
         }
         let mut failures = Vec::with_capacity(count);
         for i in 0..count {
-            match Self::connect_host(&endpoint.single_host(i), application_name).await {
+            match Self::connect_host(&endpoint.single_host(i), application_name, true).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => failures.push(e),
             }
@@ -166,10 +166,10 @@ impl ReplicationConn {
 
     /// Connects to the one host of `endpoint`; refused when that server is a standby (it
     /// reports `in_hot_standby` at start-up, PostgreSQL 14+).
-    async fn connect_host(endpoint: &Endpoint, application_name: &str) -> Result<Self> {
+    async fn connect_host(endpoint: &Endpoint, application_name: &str, one_of_several: bool) -> Result<Self> {
         let conn = Self::open(endpoint, application_name).await?;
         if conn.parameters.get("in_hot_standby").map(String::as_str) == Some("on") {
-            return Err(crate::connect::standby_refused(endpoint));
+            return Err(crate::connect::standby_refused(endpoint, one_of_several));
         }
         Ok(conn)
     }
