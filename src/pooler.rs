@@ -60,12 +60,12 @@ pub async fn refuse_transaction_pooling(blue_endpoint: &Endpoint, blue: &Client)
         tracing::warn!("not probing for a connection pooler in front of blue (failpoint)");
         return Ok(());
     }
-    let second = async {
+    let connect = || async {
         crate::connect::connect_blue(blue_endpoint)
             .await
             .map_err(|e| e.to_string())
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, probe(blue, second)).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, probe(blue, connect)).await {
         Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some(evidence))) => Err(refusal(blue_endpoint, &evidence)),
         Ok(Err(why)) => {
@@ -81,22 +81,31 @@ pub async fn refuse_transaction_pooling(blue_endpoint: &Endpoint, blue: &Client)
     }
 }
 
-/// The probe: `a` (open) reads its backend's PID; a second connection `b` opens a transaction
-/// and reads its own; `a` reads again while `b` holds it; `b` commits; `a` reads twice more.
-/// `Ok(Some(evidence))` when that shows a pooler, `Ok(None)` when it shows none, `Err` when
-/// it could not tell.
-pub async fn probe<F>(a: &Client, second: F) -> std::result::Result<Option<String>, String>
+/// The probe: `a` (open) reads its backend's PID; a second connection `b` (from `connect`)
+/// opens a transaction and reads its own; `a` reads again while `b` holds it; `b` commits;
+/// `a` reads twice more. `Ok(Some(evidence))` when that shows a pooler, `Ok(None)` when it
+/// shows none, `Err` when it could not tell.
+pub async fn probe<C, F>(a: &Client, connect: C) -> std::result::Result<Option<String>, String>
 where
+    C: Fn() -> F,
     F: Future<Output = std::result::Result<std::sync::Arc<Client>, String>>,
 {
     let mut seen = vec![pid(a).await?];
-    let b = second.await?;
-    if let Err(e) = b.batch_execute("BEGIN").await {
-        return match e.as_db_error().map(|d| d.message()) {
-            Some(m) if m.contains("pooling mode") => Ok(Some(format!("it refused a transaction block ({m})"))),
-            _ => Err(format!("BEGIN on a second connection failed: {e}")),
-        };
-    }
+    let b = match begin(connect().await?).await? {
+        Begun::Open(b) => b,
+        Begun::Refused(evidence) => return Ok(Some(evidence)),
+        // A statement pooler closes the connection with its error, which may not arrive
+        // first; a server, or a TCP proxy, does not close connections that say BEGIN.
+        Begun::Closed => match begin(connect().await?).await? {
+            Begun::Open(b) => b,
+            Begun::Refused(evidence) => return Ok(Some(evidence)),
+            Begun::Closed => {
+                return Ok(Some(
+                    "it closed two connections as they began a transaction block".into(),
+                ))
+            }
+        },
+    };
     let b_pid = pid(&b).await?;
     // A pool of one server: `a` would wait for the transaction `b` holds.
     if b_pid != seen[0] {
@@ -107,6 +116,28 @@ where
         seen.push(pid(a).await?);
     }
     Ok(verdict(&seen, b_pid))
+}
+
+/// How `BEGIN` on a second connection went.
+enum Begun {
+    Open(std::sync::Arc<Client>),
+    /// Refused by a statement pooler, with the evidence.
+    Refused(String),
+    /// The connection closed.
+    Closed,
+}
+
+async fn begin(b: std::sync::Arc<Client>) -> std::result::Result<Begun, String> {
+    match b.batch_execute("BEGIN").await {
+        Ok(()) => Ok(Begun::Open(b)),
+        Err(e) => match e.as_db_error().map(|d| d.message()) {
+            Some(m) if m.contains("pooling mode") => {
+                Ok(Begun::Refused(format!("it refused a transaction block ({m})")))
+            }
+            None if e.is_closed() => Ok(Begun::Closed),
+            _ => Err(format!("BEGIN on a second connection failed: {e}")),
+        },
+    }
 }
 
 /// The PID of the backend serving `client`, by the simple query protocol: a statement

@@ -172,9 +172,10 @@ fn the_checkpoint_guard_refuses_another_backend() {
 }
 
 /// Behind the probe: with it skipped, pgbridge streams through PgBouncer in transaction mode,
-/// on whichever server connection the pool hands it, until the pool replaces its server
-/// connections (`RECONNECT` on PgBouncer's console; `server_lifetime` or a busy pool would do
-/// the same), so its next transaction runs on a server without its session. It stops with
+/// on whichever server connection the pool hands it (its own other connections to blue may
+/// already move it), and the pool replaces its server connections (`RECONNECT` on PgBouncer's
+/// console; `server_lifetime` or a busy pool do the same), so a transaction of pgbridge runs
+/// on a server without its session. It stops with
 /// exit 2 and the refusal; no blue transaction committed without its session state (a blue
 /// trigger, silent under the replica role, would have recorded it), and pointed at blue
 /// directly it carries everything, nothing lost or doubled.
@@ -192,18 +193,28 @@ fn a_session_moved_by_a_pooler_stops_the_bridge_without_a_wrong_commit() {
     let bouncer = PgBouncer::start(pair.blue.port(), "transaction");
     pair.write_config_with(&pair.green.dsn(DB), &bouncer.dsn(DB), "");
     let mut bridge = pair.run_with_env(&[("PGBRIDGE_FAILPOINT", "skip_pooler_probe")]);
-    pair.green.psql(DB, "INSERT INTO t VALUES (0, 'v')");
-    pair.wait_caught_up(&bridge);
-    let mut next = 1;
+    // Replaced only once pgbridge streams (or stopped already): a server connection closed
+    // while it logs in makes PgBouncer refuse logins for a while, which is not the point here.
+    let started = Instant::now();
+    while bridge.alive() && !bridge.log().contains("streaming from green") {
+        assert!(started.elapsed() < Duration::from_secs(120), "{}", bridge.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut next = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while bridge.alive() && Instant::now() < deadline {
         bouncer.reconnect();
-        pair.green.psql(DB, &format!("INSERT INTO t VALUES ({next}, 'v')"));
-        next += 1;
+        for _ in 0..20 {
+            pair.green.psql(DB, &format!("INSERT INTO t VALUES ({next}, 'v')"));
+            next += 1;
+            if !bridge.alive() {
+                break;
+            }
+        }
     }
     let (code, log) = bridge.wait_exit(Duration::from_secs(60));
     assert_eq!(code, 2, "pgbridge should have stopped once its session moved\n{log}");
-    assert_refused(&log, "a moved session");
+    assert_refused(&log, &format!("a moved session; pgbouncer's log:\n{}", bouncer.log()));
     assert_eq!(pair.blue.psql(DB, "SELECT count(*) FROM fired"), "0", "{log}");
 
     // The pooler's server connections end with it, and with them the origin one had selected.

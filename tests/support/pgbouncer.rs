@@ -40,7 +40,8 @@ impl PgBouncer {
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = trust\nauth_file = {users}\npool_mode = {pool_mode}\n\
              logfile = {log}\nignore_startup_parameters = extra_float_digits,options\n\
-             max_client_conn = 200\ndefault_pool_size = 20\nadmin_users = postgres\n",
+             max_client_conn = 200\ndefault_pool_size = 20\nadmin_users = postgres\n\
+             server_login_retry = 1\n",
             users = path("users.txt"),
             log = path("pgbouncer.log"),
         );
