@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL server binaries exist for the integration tests, which start their own
 # clusters (tests/support/cluster.rs searches the same places in the same order). When they are
-# missing, installs Debian's postgresql-15 without leaving the packaged "main" cluster running.
-# Idempotent, and silent when PostgreSQL is already there.
+# missing, installs Debian's postgresql-15 without leaving the packaged "main" cluster running;
+# also installs pgbouncer for tests/pooler.rs. Idempotent, and silent when both are there.
 set -euo pipefail
 
 # Prints the first directory holding initdb and psql: $PGBRIDGE_PG_BIN, pg_config --bindir, or
@@ -29,6 +29,26 @@ find_bindir() {
 complete() {
   [[ -x "$1/initdb" && -x "$1/pg_ctl" && -x "$1/postgres" && -x "$1/psql" ]]
 }
+
+# PgBouncer (Debian's package) for the tests that put a connection pooler in front of blue
+# (tests/pooler.rs, which also honours PGBRIDGE_PGBOUNCER). Installed when missing, never left
+# running.
+ensure_pgbouncer() {
+  [[ -n "${PGBRIDGE_PGBOUNCER:-}" || -x /usr/sbin/pgbouncer ]] && return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "ensure-postgres: installing pgbouncer with apt-get" >&2
+    # shellcheck source=lib/apt.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+    apt_install_quietly pgbouncer
+    # Its packaged service is not wanted (the tests start their own); apt_install_quietly kept
+    # it from starting, this is in case a policy allowed it.
+    command -v service >/dev/null && { service pgbouncer stop >/dev/null 2>&1 || true; }
+  else
+    echo "ensure-postgres: pgbouncer not found, so tests/pooler.rs will fail; install Debian's pgbouncer package" >&2
+  fi
+  return 0
+}
+ensure_pgbouncer
 
 if bindir=$(find_bindir) && complete "$bindir"; then
   exit 0

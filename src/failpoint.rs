@@ -4,6 +4,7 @@
 //! final status update) the N-th time the named point is reached. The points sit around the
 //! blue commit, where a crash decides whether a transaction is applied once or twice:
 //! `before_blue_commit` and `after_blue_commit`. Unset, a failpoint costs one relaxed load.
+//! A few points skip a check instead ([`active`]): `skip_pooler_probe`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -27,4 +28,10 @@ pub fn hit(name: &str) {
             std::process::abort();
         }
     }
+}
+
+/// Whether the configured failpoint is `name`: for points that skip a check rather than abort,
+/// so a test can show what stands behind it.
+pub fn active(name: &str) -> bool {
+    spec().as_ref().is_some_and(|(wanted, _)| wanted == name)
 }

@@ -26,7 +26,8 @@
 //! * [`mapping`]: mapping files, plans against the catalogs, the SQL for blue; [`drift`]: the
 //!   accepted plan and what changed since.
 //! * [`state`]: everything pgbridge keeps on blue (checkpoint, dead letters, origins, accepted
-//!   plan), with all its SQL; [`connect`]: every connection and the advice when one fails.
+//!   plan), with all its SQL; [`connect`]: every connection and the advice when one fails;
+//!   [`pooler`]: refusing a transaction-mode pooler in front of blue.
 //! * [`config`]: the file and environment switches, validated into one `Config`;
 //!   [`evaluation`]: the session settings mapped values are computed under; [`telemetry`]:
 //!   metrics, the HTTP endpoint.
@@ -43,6 +44,7 @@ pub mod lsn;
 pub mod mapping;
 pub mod ops;
 pub mod pipeline;
+pub mod pooler;
 pub mod protocol;
 pub mod source;
 pub mod sql;

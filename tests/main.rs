@@ -18,6 +18,7 @@ mod in_progress;
 mod layout;
 mod mapping;
 mod ops;
+mod pooler;
 mod privileges;
 mod recovery;
 mod scale;

@@ -161,6 +161,8 @@ struct Inputs {
     env: Environment,
     /// Blue runs with session_replication_role = replica, so tables may be written in any order.
     reorder_tables: bool,
+    /// The server process the blue session was set up on (see [`crate::pooler`]).
+    backend: i32,
 }
 
 /// Applies one replication session's events to blue.
@@ -185,7 +187,8 @@ pub struct Applier {
 impl Applier {
     /// Prepares the blue session; `durable_tx` holds the checkpoint read at start (confirmed
     /// to green as soon as streaming starts, so it is flushed here first), `replay` what
-    /// earlier sessions of the run learned.
+    /// earlier sessions of the run learned. A failure that shows a pooler between pgbridge
+    /// and blue says so ([`crate::pooler::explain`]).
     pub async fn new(
         config: Arc<Config>,
         client: Arc<Client>,
@@ -194,53 +197,58 @@ impl Applier {
         telemetry: Arc<Telemetry>,
         guard: &crate::drift::Guard,
     ) -> Result<Self> {
-        let env = Environment::resolve(&client, &config).await?;
-        let (replica_role, mode) = prepare_session(&client, &env).await?;
-        if !replica_role {
-            tracing::warn!(
-                "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
-                 replicated rows and tables are applied in green's order (grant it with: GRANT SET ON PARAMETER \
-                 session_replication_role TO {})",
-                crate::sql::ident(&config.blue.user())
-            );
-        }
-        let mappings = guard.mappings.clone();
-        tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
-        let durability = Durability::new(mode, durable_tx);
-        let batching = config.switches.batching;
-        let cx = Inputs {
-            config,
-            mappings,
-            telemetry,
-            env,
-            reorder_tables: replica_role,
+        let blue = config.blue.clone();
+        let set_up = async move {
+            let env = Environment::resolve(&client, &config).await?;
+            let (replica_role, mode, backend) = prepare_session(&client, &env).await?;
+            if !replica_role {
+                tracing::warn!(
+                    "blue refused session_replication_role = replica; triggers and foreign keys on blue fire for \
+                     replicated rows and tables are applied in green's order (grant it with: GRANT SET ON PARAMETER \
+                     session_replication_role TO {})",
+                    crate::sql::ident(&config.blue.user())
+                );
+            }
+            let mappings = guard.mappings.clone();
+            tracing::info!(settings = %env.describe(), "mappings are evaluated on blue with these settings");
+            let durability = Durability::new(mode, durable_tx);
+            let batching = config.switches.batching;
+            let cx = Inputs {
+                config,
+                mappings,
+                telemetry,
+                env,
+                reorder_tables: replica_role,
+                backend,
+            };
+            let mut applier = Applier::on_session(cx, client, durability).await?;
+            applier.batches.enabled = batching;
+            applier.orders.drift_stop = Some(guard.stop.clone());
+            applier.require_standbys().await?;
+            if mode == Mode::Async {
+                // The checkpoint just read may be an asynchronous commit of an earlier run that
+                // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
+                flush_wal(
+                    applier.pipe.client(),
+                    &applier.checkpoint.flush,
+                    &applier.cx.config.slot,
+                )
+                .await?;
+            }
+            if applier.cx.config.on_error == OnError::DeadLetter {
+                applier.orders.dead_letter =
+                    Some(DeadLetters::prepare(applier.pipe.client(), &applier.cx.config.schema).await?);
+            }
+            applier.orders.replay = replay;
+            Ok(applier)
         };
-        let mut applier = Applier::on_session(cx, client, durability).await?;
-        applier.batches.enabled = batching;
-        applier.orders.drift_stop = Some(guard.stop.clone());
-        applier.require_standbys().await?;
-        if mode == Mode::Async {
-            // The checkpoint just read may be an asynchronous commit of an earlier run that
-            // blue has not flushed yet: it is confirmed to green as it is, so flush it first.
-            flush_wal(
-                applier.pipe.client(),
-                &applier.checkpoint.flush,
-                &applier.cx.config.slot,
-            )
-            .await?;
-        }
-        if applier.cx.config.on_error == OnError::DeadLetter {
-            applier.orders.dead_letter =
-                Some(DeadLetters::prepare(applier.pipe.client(), &applier.cx.config.schema).await?);
-        }
-        applier.orders.replay = replay;
-        Ok(applier)
+        set_up.await.map_err(|e| crate::pooler::explain(e, &blue))
     }
 
     /// An applier on a prepared blue session, without the main connection's duties (dead
     /// letters, careful replays, upserts); `durability` holds the position it starts at.
     async fn on_session(cx: Inputs, client: Arc<Client>, durability: Durability) -> Result<Self> {
-        let checkpoint = CheckpointStatements::prepare(&client, &cx.config).await?;
+        let checkpoint = CheckpointStatements::prepare(&client, &cx.config, cx.backend).await?;
         let policy = CommitPolicy {
             max_rows: cx.config.max_batch_rows,
             max_delay: cx.config.max_batch_delay,
@@ -263,7 +271,9 @@ impl Applier {
     /// it once green's slot is held, so no other run of this bridge can be using the origin.
     pub async fn attach_origin(&mut self) -> Result<()> {
         if let Some(name) = &self.cx.config.origin {
-            origin::attach(self.pipe.client(), name, &self.cx.config.blue.user()).await?;
+            origin::attach(self.pipe.client(), name, &self.cx.config.blue.user())
+                .await
+                .map_err(|e| crate::pooler::explain(e, &self.cx.config.blue))?;
         }
         Ok(())
     }
@@ -275,7 +285,8 @@ impl Applier {
         events: &mut mpsc::Receiver<Vec<SourceEvent>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
-        let result = self.apply_until_done(events, shutdown).await;
+        let result = (self.apply_until_done(events, shutdown).await)
+            .map_err(|e| crate::pooler::explain(e, &self.cx.config.blue));
         if result.is_err() {
             // Groups whose COMMIT returned before the failure are on blue: they are accounted
             // for (metrics, progress) and their positions published, as they would have been

@@ -25,7 +25,8 @@ pub(super) struct CheckpointStatements {
 }
 
 impl CheckpointStatements {
-    pub(super) async fn prepare(client: &Client, config: &Config) -> Result<Self> {
+    /// `backend`: the server process the session was set up on; every statement checks it.
+    pub(super) async fn prepare(client: &Client, config: &Config, backend: i32) -> Result<Self> {
         let prepare = |sql: String, params: usize| async move {
             client
                 .prepare_typed(&sql, &vec![Type::TEXT; params])
@@ -33,9 +34,13 @@ impl CheckpointStatements {
                 .map_err(|e| Error::postgres("preparing the checkpoint update on blue", &e))
         };
         Ok(CheckpointStatements {
-            advance: prepare(checkpoint::advance_sql(&config.schema, config.origin.is_some()), 4).await?,
-            advance_idle: prepare(checkpoint::advance_idle_sql(&config.schema), 3).await?,
-            flush: prepare(checkpoint::touch_sql(&config.schema), 1).await?,
+            advance: prepare(
+                checkpoint::advance_sql(&config.schema, config.origin.is_some(), backend),
+                4,
+            )
+            .await?,
+            advance_idle: prepare(checkpoint::advance_idle_sql(&config.schema, backend), 3).await?,
+            flush: prepare(checkpoint::touch_sql(&config.schema, backend), 1).await?,
         })
     }
 }
@@ -43,10 +48,14 @@ impl CheckpointStatements {
 /// Per-connection settings: no timeouts that an operator set for applications, the one
 /// evaluation environment (see [`crate::evaluation`]: every path computes mapped values under
 /// the same settings), and how commits become durable. Returns whether the replica role was
-/// granted.
-pub(super) async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Mode)> {
+/// granted, the durability mode, and the server process (PID) all of it was set on: one
+/// transaction sets everything, so through a pooler it all lands on one backend, which the
+/// checkpoint statements then check (see [`crate::pooler`]).
+pub(super) async fn prepare_session(client: &Client, env: &Environment) -> Result<(bool, Mode, i32)> {
     client
-        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;")
+        .batch_execute(
+            "BEGIN; SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;",
+        )
         .await
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
     env.apply(client).await?;
@@ -61,12 +70,13 @@ pub(super) async fn prepare_session(client: &Client, env: &Environment) -> Resul
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
     let row = client
         .query_one(
-            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names')",
+            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names'), \
+             pg_backend_pid()",
             &[],
         )
         .await
         .map_err(|e| Error::postgres("configuring the blue session", &e))?;
-    let (sync, standbys): (String, String) = (row.get(0), row.get(1));
+    let (sync, standbys, backend): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
     // Without synchronous standbys, durable means flushed to blue's own WAL, which pgbridge
     // can observe; so commits need not wait for it. With them, every commit waits as
     // configured, so a failover of blue to a standby loses nothing green has forgotten.
@@ -88,12 +98,25 @@ pub(super) async fn prepare_session(client: &Client, env: &Environment) -> Resul
     }
     // What PostgreSQL's own apply worker does: triggers and foreign-key checks do not fire for
     // replicated rows. Needs superuser or GRANT SET ON PARAMETER (PostgreSQL 15+).
-    let replica_role = match client.batch_execute("SET session_replication_role = replica").await {
+    let replica_role = match client
+        .batch_execute("SAVEPOINT replica_role; SET session_replication_role = replica")
+        .await
+    {
         Ok(()) => true,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => false,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT replica_role")
+                .await
+                .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+            false
+        }
         Err(e) => return Err(Error::postgres("configuring the blue session", &e)),
     };
-    Ok((replica_role, durability))
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::postgres("configuring the blue session", &e))?;
+    Ok((replica_role, durability, backend))
 }
 
 /// Issues `group`'s checkpoint update, guarded by the position it replaces (`prev`), and

@@ -365,7 +365,7 @@ impl Applier {
     /// mapping files.
     async fn new_lane(&mut self) -> Result<Lane> {
         let client = crate::connect::connect_blue(&self.cx.config.blue).await?;
-        let (replica_role, _) = prepare_session(&client, &self.cx.env).await?;
+        let (replica_role, _, backend) = prepare_session(&client, &self.cx.env).await?;
         client
             .batch_execute(&set_lock_timeout(LOCK_TIMEOUT))
             .await
@@ -387,6 +387,7 @@ impl Applier {
         let durability = Durability::new(Mode::Sync, durable_tx);
         let cx = Inputs {
             reorder_tables: replica_role,
+            backend,
             ..self.cx.clone()
         };
         let mut applier = Applier::on_session(cx, client, durability).await?;

@@ -73,6 +73,7 @@ pub async fn check(config: &Config) -> Result<Report> {
 /// Validates everything `run` will rely on. Connection failures are errors; everything about
 /// the configuration, the mappings or the schemas is a problem in the report.
 pub async fn validate(config: &Config, green: &Client, blue: &Client) -> Result<Report> {
+    crate::pooler::refuse_transaction_pooling(&config.blue, blue).await?;
     let mut report = Report::default();
     evaluation_settings(config, blue, &mut report).await?;
     let mut mappings = match Mappings::load(config) {

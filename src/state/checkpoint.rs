@@ -106,9 +106,29 @@ pub async fn read(client: &Client, schema: &str, slot: &str) -> Result<Option<Ch
 /// The new checkpoint value, guarded: when the row does not hold `$prev` (an earlier blue
 /// transaction, pipelined ahead of this one, failed and rolled back) it evaluates to NULL,
 /// which the NOT NULL column rejects, so this transaction fails too instead of claiming
-/// positions blue does not have.
-fn guarded(new: &str, prev: &str) -> String {
-    format!("CASE WHEN lsn = {prev}::pg_lsn THEN {new}::pg_lsn END")
+/// positions blue does not have. First of all it must run on `backend` (see [`on_backend`]).
+fn guarded(new: &str, prev: &str, backend: i32) -> String {
+    format!(
+        "CASE WHEN {} WHEN lsn = {prev}::pg_lsn THEN {new}::pg_lsn END",
+        on_backend(backend)
+    )
+}
+
+/// Starts the error a checkpoint statement raises when it runs on another backend than the
+/// session's (see `crate::pooler`).
+pub const SESSION_MOVED: &str = "pgbridge: blue session moved";
+
+/// The first arm of a guarded `CASE`: unless the statement runs on `backend`, the server
+/// process whose session pgbridge set up (its replica role, origin, settings), it fails with
+/// an error naming [`SESSION_MOVED`] (an unknown setting, SQLSTATE 42704), and the
+/// whole blue transaction rolls back. Only a pooler between pgbridge and blue moves a session
+/// to another backend; `pg_backend_pid()` is stable, so the error is never raised at planning.
+fn on_backend(backend: i32) -> String {
+    let moved = format!("{SESSION_MOVED} from backend {backend} to backend ");
+    format!(
+        "pg_backend_pid() <> {backend} THEN current_setting({} || pg_backend_pid())::pg_lsn",
+        sql::literal(&moved)
+    )
 }
 
 /// Statement that moves the checkpoint after applying transactions: $1 slot, $2 lsn (text),
@@ -116,7 +136,8 @@ fn guarded(new: &str, prev: &str) -> String {
 /// must replace (text). `tagged`: the session applies under a replication origin, and the
 /// transaction records the green position and commit time it replays
 /// (`pg_replication_origin_xact_setup`, in the same statement so it costs no round trip).
-pub fn advance_sql(schema: &str, tagged: bool) -> String {
+/// `backend`: the session's server process (see [`on_backend`]).
+pub fn advance_sql(schema: &str, tagged: bool, backend: i32) -> String {
     const COMMIT_TIME: &str = "timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond'";
     let origin = if tagged {
         format!(" FROM (SELECT pg_replication_origin_xact_setup($2::pg_lsn, {COMMIT_TIME})) AS origin")
@@ -126,25 +147,26 @@ pub fn advance_sql(schema: &str, tagged: bool) -> String {
     format!(
         "UPDATE {} SET lsn = {}, commit_time = {COMMIT_TIME}, updated_at = now(){origin} WHERE slot_name = $1",
         sql::qualified(schema, "checkpoint"),
-        guarded("$2", "$4")
+        guarded("$2", "$4", backend)
     )
 }
 
 /// Statement that moves the checkpoint to an idle position (no transaction applied):
 /// $1 slot, $2 lsn (text), $3 the checkpoint it must replace (text).
-pub fn advance_idle_sql(schema: &str) -> String {
+pub fn advance_idle_sql(schema: &str, backend: i32) -> String {
     format!(
         "UPDATE {} SET lsn = {}, updated_at = now() WHERE slot_name = $1",
         sql::qualified(schema, "checkpoint"),
-        guarded("$2", "$3")
+        guarded("$2", "$3", backend)
     )
 }
 
 /// Statement that rewrites the checkpoint row unchanged ($1 slot): WAL to flush.
-pub fn touch_sql(schema: &str) -> String {
+pub fn touch_sql(schema: &str, backend: i32) -> String {
     format!(
-        "UPDATE {} SET lsn = lsn WHERE slot_name = $1",
-        sql::qualified(schema, "checkpoint")
+        "UPDATE {} SET lsn = CASE WHEN {} ELSE lsn END WHERE slot_name = $1",
+        sql::qualified(schema, "checkpoint"),
+        on_backend(backend)
     )
 }
 
@@ -255,17 +277,26 @@ mod tests {
 
     #[test]
     fn advances_are_guarded_by_the_previous_position() {
-        let text = advance_sql("pgbridge", false);
-        assert!(
-            text.contains("CASE WHEN lsn = $4::pg_lsn THEN $2::pg_lsn END"),
-            "{text}"
-        );
+        let text = advance_sql("pgbridge", false, 42);
+        assert!(text.contains("WHEN lsn = $4::pg_lsn THEN $2::pg_lsn END"), "{text}");
         assert!(!text.contains("pg_replication_origin_xact_setup"), "{text}");
-        assert!(advance_sql("pgbridge", true).contains("pg_replication_origin_xact_setup($2::pg_lsn"));
-        let idle = advance_idle_sql("pgbridge");
-        assert!(
-            idle.contains("CASE WHEN lsn = $3::pg_lsn THEN $2::pg_lsn END"),
-            "{idle}"
-        );
+        assert!(advance_sql("pgbridge", true, 42).contains("pg_replication_origin_xact_setup($2::pg_lsn"));
+        let idle = advance_idle_sql("pgbridge", 42);
+        assert!(idle.contains("WHEN lsn = $3::pg_lsn THEN $2::pg_lsn END"), "{idle}");
+    }
+
+    #[test]
+    fn every_checkpoint_write_of_a_session_first_checks_its_backend() {
+        let guard =
+            "CASE WHEN pg_backend_pid() <> 42 THEN current_setting('pgbridge: blue session moved from backend 42 \
+                     to backend ' || pg_backend_pid())::pg_lsn ";
+        for text in [
+            advance_sql("pgbridge", true, 42),
+            advance_idle_sql("pgbridge", 42),
+            touch_sql("pgbridge", 42),
+        ] {
+            assert!(text.contains(guard), "{text}");
+        }
+        assert!(touch_sql("pgbridge", 42).contains("ELSE lsn END WHERE slot_name = $1"));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod cluster;
+pub mod pgbouncer;
 pub mod proxy;
 
 pub use cluster::{pg_client_bin_dir, pg_version_bin_dir, Cluster, ClusterOptions};

@@ -59,7 +59,9 @@ async fn validate_before_streaming(
 ) -> Result<Mappings> {
     let green = crate::connect::connect_green_sql(config).await?;
     let blue = crate::connect::connect_blue(&config.blue).await?;
-    let report = crate::ops::preflight::validate(config, &green, &blue).await?;
+    let report = crate::ops::preflight::validate(config, &green, &blue)
+        .await
+        .map_err(|e| crate::pooler::explain(e, &config.blue))?;
     // Changed while `run` was down: what green wrote before the change still maps as accepted.
     let catalog_only = report.accepted.is_some() && report.problems.iter().all(|p| report.catalog_problems.contains(p));
     let problems = if catalog_only { 0 } else { report.problems.len() };
