@@ -2,10 +2,10 @@
 //! time, each chunk compared with blue's rows in the same key range.
 
 use futures_util::SinkExt;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use super::{Counts, Examples, STAGE};
+use super::{Counts, Examples};
 use crate::error::{Error, Result};
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan};
@@ -45,35 +45,24 @@ pub(super) struct Table<'a> {
     collated: Vec<bool>,
     /// Targets compared (insert-only ones keep the value of the row's first insert).
     compared: Vec<usize>,
+    /// The temporary table on blue green's rows are staged in.
+    stage: String,
 }
 
 impl<'a> Table<'a> {
-    pub(super) async fn new(
-        blue: &Client,
-        plan: &'a TablePlan,
-        chunk_rows: u64,
-    ) -> std::result::Result<Table<'a>, tokio_postgres::Error> {
-        let mut collated = Vec::new();
-        for k in plan.key.columns() {
-            let ty = &plan.green.columns[k.green].type_sql;
-            let row = blue
-                .query_one(
-                    "SELECT coalesce((SELECT typcollation <> 0 FROM pg_type WHERE oid = to_regtype($1)), false)",
-                    &[&ty],
-                )
-                .await?;
-            collated.push(row.get(0));
-        }
+    /// `collated`: per key column, whether its type sorts by collation.
+    pub(super) fn new(plan: &'a TablePlan, chunk_rows: u64, stage: String, collated: Vec<bool>) -> Table<'a> {
         let compared = (0..plan.targets.len())
             .filter(|&t| !plan.targets[t].insert_only)
             .collect();
-        Ok(Table {
+        Table {
             plan,
             keyed: matches!(plan.key, KeyPlan::Unique(_)),
             chunk_rows,
             collated,
             compared,
-        })
+            stage,
+        }
     }
 
     fn c(&self, i: usize) -> &'static str {
@@ -167,18 +156,18 @@ impl<'a> Table<'a> {
             tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
         }
         let chunk_rows = if self.keyed { self.chunk_rows } else { u64::MAX };
-        let stage = sql::ident(STAGE);
+        let stage = sql::ident(&self.stage);
         let copy_in = format!("COPY {stage} FROM STDIN");
-        let stream = green
-            .copy_out(&statements::copy_out(self.plan, &tail))
-            .await
-            .map_err(on_green)?;
+        // Both at once: the stage emptied on blue while green starts reading.
+        let copy_out = statements::copy_out(self.plan, &tail);
+        let truncate = format!("TRUNCATE {stage}");
+        let (stream, emptied) =
+            futures_util::future::join(green.copy_out(&copy_out), blue.batch_execute(&truncate)).await;
+        let stream = stream.map_err(on_green)?;
+        emptied.map_err(on_blue)?;
         let mut results = Vec::new();
         let mut lo = only.and_then(|r| r.lo.clone());
         let mut in_chunk = 0u64;
-        blue.batch_execute(&format!("TRUNCATE {stage}"))
-            .await
-            .map_err(on_blue)?;
         let mut sink = Box::pin(blue.copy_in::<_, bytes::Bytes>(&copy_in).await.map_err(on_blue)?);
         let mut reader = transfer::Gathered::new(stream);
         while let Some(mut data) = reader.next().await.map_err(on_green)? {
@@ -191,7 +180,7 @@ impl<'a> Table<'a> {
                         sink.as_mut().finish().await.map_err(on_blue)?;
                         let hi = self.stage_max(blue).await.map_err(on_blue)?;
                         let range = Range { lo: lo.clone(), hi };
-                        let counts = self.compare(blue, &range, examples).await.map_err(on_blue)?;
+                        let counts = self.compare(blue, &range, examples, what).await?;
                         results.push((range.clone(), counts));
                         lo = range.hi;
                         in_chunk = 0;
@@ -214,7 +203,7 @@ impl<'a> Table<'a> {
             lo,
             hi: only.and_then(|r| r.hi.clone()),
         };
-        let counts = self.compare(blue, &range, examples).await.map_err(on_blue)?;
+        let counts = self.compare(blue, &range, examples, what).await?;
         results.push((range, counts));
         Ok(results)
     }
@@ -233,7 +222,7 @@ impl<'a> Table<'a> {
                 &format!(
                     "SELECT {} FROM {} AS s ORDER BY {} LIMIT 1",
                     cols.join(", "),
-                    sql::ident(STAGE),
+                    sql::ident(&self.stage),
                     // Qualified: a bare name would sort by the text output column.
                     self.green_order("s.", true)
                 ),
@@ -248,16 +237,18 @@ impl<'a> Table<'a> {
     }
 
     /// Compares the stage with blue's rows in `range`.
-    async fn compare(
-        &self,
-        blue: &Client,
-        range: &Range,
-        examples: usize,
-    ) -> std::result::Result<Counts, tokio_postgres::Error> {
+    async fn compare(&self, blue: &Client, range: &Range, examples: usize, what: &str) -> Result<Counts> {
         let sql_text = self.compare_sql(range);
         let limit = examples as i64;
-        let params: [&(dyn ToSql + Sync); 1] = [&limit];
-        let row = blue.query_one(&sql_text, &params).await?;
+        // Parsed, bound and run in one round trip: each comparison's text is new.
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&limit, Type::INT8)];
+        let rows = blue
+            .query_typed(&sql_text, &params)
+            .await
+            .map_err(|e| Error::postgres(format!("{what}: on blue"), &e).into_definite())?;
+        let Some(row) = rows.first() else {
+            return Err(Error::definite(format!("{what}: blue returned no comparison")));
+        };
         Ok(Counts {
             green_rows: row.get(0),
             blue_rows: row.get(1),
@@ -276,7 +267,7 @@ impl<'a> Table<'a> {
     /// example keys per kind of difference.
     fn compare_sql(&self, range: &Range) -> String {
         let plan = self.plan;
-        let stage = sql::ident(STAGE);
+        let stage = sql::ident(&self.stage);
         let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
         let key_targets: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
         let mut cols = key_targets.clone();
@@ -331,7 +322,7 @@ impl<'a> Table<'a> {
     /// and blue's rows in `range` joined on the key.
     fn keyed_sql(&self, range: &Range, m: &str, b_cols: &[String]) -> String {
         let plan = self.plan;
-        let stage = sql::ident(STAGE);
+        let stage = sql::ident(&self.stage);
         let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
         let mut b_where = self.range_condition(true, range);
         if plan.filter.is_some() {
