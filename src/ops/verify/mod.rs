@@ -219,12 +219,17 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
         futures_util::future::join(transfer::begin_snapshot(&v.snapshots, None), blue_side).await;
     let (stage, collated) = blue_side.map_err(on_blue)?;
     snapshot?;
-    let table = Table::new(plan, config.switches.verify_chunk_rows, stage, collated);
+    // Unknown (as if full) until this table's passes are done.
+    let mut staged = v.stages.staged(&stage);
+    v.stages.set_staged(&stage, u64::MAX);
+    let table = Table::new(plan, config.switches.verify_chunk_rows, stage.clone(), collated);
 
     let mut total = Counts::default();
     let mut differing: Vec<(Range, Counts)> = Vec::new();
     {
-        let chunks = table.pass(&v.snapshots, blue, None, examples, &what).await?;
+        let chunks = table
+            .pass(&v.snapshots, blue, None, examples, &what, &mut staged)
+            .await?;
         transfer::end_snapshot(&v.snapshots).await?;
         for (range, counts) in chunks {
             if counts.differs() {
@@ -244,7 +249,9 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
         for (range, _) in differing {
             rechecked += 1;
             transfer::begin_snapshot(&v.snapshots, None).await?;
-            let chunks = table.pass(&v.snapshots, blue, Some(&range), examples, &what).await?;
+            let chunks = table
+                .pass(&v.snapshots, blue, Some(&range), examples, &what, &mut staged)
+                .await?;
             transfer::end_snapshot(&v.snapshots).await?;
             for (r, counts) in chunks {
                 if counts.differs() {
@@ -259,6 +266,7 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
     for (_, counts) in differing {
         total.add(counts, examples);
     }
+    v.stages.set_staged(&stage, staged);
     let identical = !total.differs();
     Ok(TableReport {
         green_table: plan.green_name.to_string(),

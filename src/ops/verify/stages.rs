@@ -15,12 +15,28 @@ use crate::sql;
 
 /// Stages kept at once.
 const KEPT: usize = 8;
+/// A stage that took up to this many rows since it was last truncated is emptied by DELETE.
+const DELETE_UP_TO: u64 = 10_000;
+
+/// The statement emptying stage `name` (quoted) that took `staged` rows since it was last
+/// truncated, and whether it truncates: none when the stage is empty; DELETE while few rows
+/// went through (TRUNCATE gives the table new storage, a change to blue's catalog per table);
+/// TRUNCATE beyond, since nothing vacuums a temporary table and deleted rows would stay.
+pub(super) fn emptying(name: &str, staged: u64) -> Option<(String, bool)> {
+    match staged {
+        0 => None,
+        n if n <= DELETE_UP_TO => Some((format!("DELETE FROM {name}"), false)),
+        _ => Some((format!("TRUNCATE {name}"), true)),
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Stages {
     /// Per shape (the stage's column definitions), its name; least recently used first.
     kept: Mutex<VecDeque<(String, String)>>,
     created: Mutex<usize>,
+    /// Per stage, the rows it took since it was last truncated.
+    staged: Mutex<HashMap<String, u64>>,
     /// Whether each type (as green names it) sorts by collation.
     collated: Mutex<HashMap<String, bool>>,
 }
@@ -46,8 +62,9 @@ impl Stages {
             (name, evicted)
         };
         let mut sql = String::new();
-        if let Some((_, old)) = evicted {
-            sql.push_str(&format!("DROP TABLE IF EXISTS pg_temp.{}; ", sql::ident(&old)));
+        if let Some((_, old)) = &evicted {
+            self.staged.lock().unwrap_or_else(|e| e.into_inner()).remove(old);
+            sql.push_str(&format!("DROP TABLE IF EXISTS pg_temp.{}; ", sql::ident(old)));
         }
         sql.push_str(&format!(
             "DROP TABLE IF EXISTS pg_temp.{}; {}",
@@ -61,7 +78,21 @@ impl Stages {
                 .retain(|(_, n)| *n != name);
             return Err(e);
         }
+        self.set_staged(&name, 0);
         Ok(name)
+    }
+
+    /// The rows stage `name` took since it was last truncated (as if full when unknown).
+    pub(super) fn staged(&self, name: &str) -> u64 {
+        let staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        staged.get(name).copied().unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn set_staged(&self, name: &str, rows: u64) {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), rows);
     }
 
     /// Per key column of `plan`: whether its type sorts by collation, asked of blue once per
@@ -91,5 +122,21 @@ impl Stages {
             out.push(collated);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_is_emptied_by_delete_while_few_rows_went_through() {
+        assert_eq!(emptying("\"s\"", 0), None);
+        assert_eq!(emptying("\"s\"", 5), Some(("DELETE FROM \"s\"".into(), false)));
+        assert_eq!(
+            emptying("\"s\"", DELETE_UP_TO + 1),
+            Some(("TRUNCATE \"s\"".into(), true))
+        );
+        assert_eq!(emptying("\"s\"", u64::MAX), Some(("TRUNCATE \"s\"".into(), true)));
     }
 }

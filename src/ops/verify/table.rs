@@ -135,7 +135,8 @@ impl<'a> Table<'a> {
     }
 
     /// Reads green (all of the table, or one range) into the stage chunk by chunk and compares
-    /// each chunk; returns every chunk's range and counts.
+    /// each chunk; returns every chunk's range and counts. `staged`: the rows the stage took
+    /// since it was last truncated, kept up to date.
     pub(super) async fn pass(
         &self,
         green: &Client,
@@ -143,6 +144,7 @@ impl<'a> Table<'a> {
         only: Option<&Range>,
         examples: usize,
         what: &str,
+        staged: &mut u64,
     ) -> Result<Vec<(Range, Counts)>> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
         let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
@@ -160,11 +162,19 @@ impl<'a> Table<'a> {
         let copy_in = format!("COPY {stage} FROM STDIN");
         // Both at once: the stage emptied on blue while green starts reading.
         let copy_out = statements::copy_out(self.plan, &tail);
-        let truncate = format!("TRUNCATE {stage}");
-        let (stream, emptied) =
-            futures_util::future::join(green.copy_out(&copy_out), blue.batch_execute(&truncate)).await;
+        let empty = super::stages::emptying(&stage, *staged);
+        let (stream, emptied) = futures_util::future::join(green.copy_out(&copy_out), async {
+            match &empty {
+                Some((sql, _)) => blue.batch_execute(sql).await,
+                None => Ok(()),
+            }
+        })
+        .await;
         let stream = stream.map_err(on_green)?;
         emptied.map_err(on_blue)?;
+        if let Some((_, true)) = empty {
+            *staged = 0;
+        }
         let mut results = Vec::new();
         let mut lo = only.and_then(|r| r.lo.clone());
         let mut in_chunk = 0u64;
@@ -187,10 +197,12 @@ impl<'a> Table<'a> {
                         blue.batch_execute(&format!("TRUNCATE {stage}"))
                             .await
                             .map_err(on_blue)?;
+                        *staged = 0;
                         sink = Box::pin(blue.copy_in(&copy_in).await.map_err(on_blue)?);
                     }
                     None => {
                         in_chunk += seen;
+                        *staged = staged.saturating_add(seen);
                         sink.send(std::mem::take(&mut data)).await.map_err(on_blue)?;
                     }
                 }
