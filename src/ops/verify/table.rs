@@ -148,20 +148,11 @@ impl<'a> Table<'a> {
     ) -> Result<Vec<(Range, Counts)>> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
         let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
-        // Only the rows the publication carries, as the stream does.
-        let mut conditions: Vec<String> = statements::published_rows(self.plan).into_iter().collect();
-        if self.keyed {
-            conditions.extend(only.map(|r| self.range_condition(false, r)));
-        }
-        let mut tail = statements::where_clause(&conditions);
-        if self.keyed {
-            tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
-        }
         let chunk_rows = if self.keyed { self.chunk_rows } else { u64::MAX };
         let stage = sql::ident(&self.stage);
         let copy_in = format!("COPY {stage} FROM STDIN");
         // Both at once: the stage emptied on blue while green starts reading.
-        let copy_out = statements::copy_out(self.plan, &tail);
+        let copy_out = self.copy_out(only);
         let empty = super::stages::emptying(&stage, *staged);
         let (stream, emptied) = futures_util::future::join(green.copy_out(&copy_out), async {
             match &empty {
@@ -218,6 +209,20 @@ impl<'a> Table<'a> {
         let counts = self.compare(blue, &range, examples, what).await?;
         results.push((range, counts));
         Ok(results)
+    }
+
+    /// Green's rows (all of the table, or one range) in key order, as COPY out of green.
+    fn copy_out(&self, only: Option<&Range>) -> String {
+        // Only the rows the publication carries, as the stream does.
+        let mut conditions: Vec<String> = statements::published_rows(self.plan).into_iter().collect();
+        if self.keyed {
+            conditions.extend(only.map(|r| self.range_condition(false, r)));
+        }
+        let mut tail = statements::where_clause(&conditions);
+        if self.keyed {
+            tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
+        }
+        statements::copy_out(self.plan, &tail)
     }
 
     /// The highest key in the stage, as text of green's types.
