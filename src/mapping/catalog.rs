@@ -66,7 +66,9 @@ CASE WHEN a.atttypmod < 0 OR coalesce(et.typcategory, t.typcategory) IN ('S', 'V
             || substr(format_type(a.atttypid, a.atttypmod), length(format_type(a.atttypid, NULL)) + 1)
      ELSE quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END";
 
-/// Every column of the named tables (`$1` schemas and `$2` names, pairwise), by table.
+/// Every column of the named tables (`$1` schemas and `$2` names, pairwise), by table. The
+/// names compare as `name`: compared as text, pg_class's index on (relname, relnamespace)
+/// does not apply and each table costs a scan of every table's name.
 const COLUMNS_SQL: &str = "
 SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote_ident(t.typname),
        a.attnotnull,
@@ -77,8 +79,8 @@ SELECT c.relkind = 'p', a.attname::text, quote_ident(tn.nspname) || '.' || quote
        {STORED_TYPE},
        format_type(a.atttypid, a.atttypmod), a.attnum, c.oid, n.nspname::text, c.relname::text
 FROM unnest($1::text[], $2::text[]) AS w(schema, name)
-JOIN pg_namespace n ON n.nspname = w.schema
-JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name
+JOIN pg_namespace n ON n.nspname = w.schema::name
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name::name
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_namespace tn ON tn.oid = t.typnamespace

@@ -129,8 +129,10 @@ struct Listed {
 
 async fn listed(green: &Client, config: &Config, publication_exists: bool) -> Result<Vec<Listed>> {
     // Type names and expressions printed the same whatever green's default search_path.
+    // No JIT: catalog statistics make these queries look costly enough to compile, and with
+    // thousands of tables compiling took longer than running (a second per schema check).
     green
-        .batch_execute("SET search_path = pg_catalog")
+        .batch_execute("SET search_path = pg_catalog; SET jit = off")
         .await
         .map_err(err("setting the search_path"))?;
     let version: i32 = green
@@ -165,8 +167,9 @@ fn publication_tables_sql(version: i32) -> String {
     // read from pg_publication_rel (a schema-wide or all-tables publication has none).
     let (attnames, rowfilter, has_list, gencols) = if version >= 150000 {
         (
-            "pt.attnames::text[]",
-            "pt.rowfilter",
+            "ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid \
+             AND a.attnum = ANY (gpt.attrs::int2[]) AND NOT a.attisdropped ORDER BY a.attnum)",
+            "pg_get_expr(gpt.qual, gpt.relid)",
             "EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = c.oid \
              AND pr.prattrs IS NOT NULL)",
             if version >= 180000 {
@@ -178,15 +181,18 @@ fn publication_tables_sql(version: i32) -> String {
     } else {
         ("NULL::text[]", "NULL::text", "false", "false")
     };
+    // pg_get_publication_tables directly, called once (materialized) and joined by OID: the
+    // pg_publication_tables view joins back by name, and with thousands of tables the planner
+    // called the function once per schema (hundreds of times) before joining by name.
     format!(
-        "SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, \
+        "WITH gpt AS MATERIALIZED (SELECT * FROM pg_get_publication_tables($1::text)) \
+         SELECT c.oid, n.nspname::text, c.relname::text, c.relreplident::text, \
                 CASE WHEN {has_list} THEN {attnames} END, {rowfilter}, {gencols} OR {has_list}, \
                 ARRAY[p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate] \
-         FROM pg_publication_tables pt \
-         JOIN pg_publication p ON p.pubname = pt.pubname \
-         JOIN pg_namespace n ON n.nspname = pt.schemaname \
-         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-         WHERE pt.pubname = $1 ORDER BY 2, 3"
+         FROM pg_publication p CROSS JOIN gpt \
+         JOIN pg_class c ON c.oid = gpt.relid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE p.pubname = $1 ORDER BY 2, 3"
     )
 }
 
@@ -218,30 +224,36 @@ fn listed_row(r: &tokio_postgres::Row) -> Listed {
 /// The columns of every relation of `$1` (OIDs) as their Relation messages will describe
 /// them: replica-identity flags as pgoutput sets them (a deferrable primary key cannot serve
 /// as replica identity), and type names (a domain is named by its base type, as green's Type
-/// message names it: proto.c, logicalrep_write_typ).
-const COLUMNS_SQL: &str = "SELECT a.attrelid, a.attname::text, \
-        (WITH RECURSIVE d(oid, typtype, base) AS ( \
-             SELECT t.oid, t.typtype, t.typbasetype \
-             UNION ALL SELECT p.oid, p.typtype, p.typbasetype FROM pg_type p JOIN d ON p.oid = d.base \
-              WHERE d.typtype = 'd') \
-         SELECT quote_ident(bn.nspname) || '.' || quote_ident(bt.typname) FROM d \
-         JOIN pg_type bt ON bt.oid = d.oid JOIN pg_namespace bn ON bn.oid = bt.typnamespace \
-         WHERE d.typtype <> 'd' LIMIT 1), \
-        a.attnum = ANY (coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
-            CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
-                                WHEN 'i' THEN i.indisreplident ELSE false END), '{}')) \
-        OR c.relreplident = 'f', \
+/// message names it: proto.c, logicalrep_write_typ). The identity index is looked up once
+/// per table and each type's base once per type, not once per column.
+const COLUMNS_SQL: &str = "WITH rel AS MATERIALIZED ( \
+     SELECT c.oid, c.relreplident = 'f' AS full_identity, \
+            coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = c.oid AND \
+                CASE c.relreplident WHEN 'd' THEN i.indisprimary AND i.indimmediate \
+                                    WHEN 'i' THEN i.indisreplident ELSE false END), '{}') AS key \
+     FROM unnest($1::oid[]) AS o(oid) JOIN pg_class c ON c.oid = o.oid), \
+ att AS MATERIALIZED ( \
+     SELECT a.attrelid, a.attname, a.atttypid, a.atttypmod, a.attnum, a.attgenerated \
+     FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid WHERE a.attnum > 0 AND NOT a.attisdropped), \
+ base AS MATERIALIZED ( \
+     WITH RECURSIVE d(start, oid, typtype, base) AS ( \
+         SELECT t.oid, t.oid, t.typtype, t.typbasetype FROM pg_type t \
+          WHERE t.oid IN (SELECT DISTINCT att.atttypid FROM att) \
+         UNION ALL SELECT d.start, p.oid, p.typtype, p.typbasetype FROM pg_type p JOIN d ON p.oid = d.base \
+          WHERE d.typtype = 'd') \
+     SELECT d.start, quote_ident(bn.nspname) || '.' || quote_ident(bt.typname) AS name FROM d \
+     JOIN pg_type bt ON bt.oid = d.oid JOIN pg_namespace bn ON bn.oid = bt.typnamespace \
+     WHERE d.typtype <> 'd') \
+ SELECT a.attrelid, a.attname::text, base.name, a.attnum = ANY (rel.key) OR rel.full_identity, \
         a.attgenerated <> '', a.attnum, format_type(a.atttypid, a.atttypmod) \
- FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
- JOIN pg_type t ON t.oid = a.atttypid \
- WHERE a.attrelid = ANY ($1) AND a.attnum > 0 AND NOT a.attisdropped \
+ FROM att a JOIN rel ON rel.oid = a.attrelid JOIN base ON base.start = a.atttypid \
  ORDER BY a.attrelid, a.attnum";
 
 /// Whether each relation of `$1` (OIDs) is a partition (and of which top-level table) or
 /// partitioned (and into which leaves).
 const PARTITIONING_SQL: &str = "SELECT c.oid, c.relkind = 'p', rn.nspname::text, r.relname::text, \
         coalesce(leaves.names, '{}'), coalesce(leaves.nodes, '{}') \
- FROM pg_class c \
+ FROM unnest($1::oid[]) AS o(oid) JOIN pg_class c ON c.oid = o.oid \
  LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
  LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
  LEFT JOIN LATERAL ( \
@@ -250,8 +262,7 @@ const PARTITIONING_SQL: &str = "SELECT c.oid, c.relkind = 'p', rn.nspname::text,
                   l.relfilenode::int8 AS node \
            FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid \
            JOIN pg_namespace ln ON ln.oid = l.relnamespace \
-           WHERE c.relkind = 'p' AND t.isleaf) q) leaves ON true \
- WHERE c.oid = ANY ($1)";
+           WHERE c.relkind = 'p' AND t.isleaf) q) leaves ON true";
 
 /// The listed relations as their Relation messages will describe them, with the catalog
 /// facts around them, in two queries whatever their number (a query per table would make

@@ -32,29 +32,51 @@ async fn who(client: &Client, side: &str) -> Result<(String, String)> {
     Ok((row.get(0), row.get(1)))
 }
 
-/// Table privileges the session's role lacks, in `wanted` order. A privilege counts as held
-/// when granted on the table, or on every one of `columns` (column grants; pass none for
-/// DELETE, which has no column form).
-async fn missing_on_table(
-    client: &Client,
-    side: &str,
-    table: &str,
-    wanted: &[&str],
-    columns: &[String],
-) -> Result<Vec<String>> {
-    let wanted: Vec<String> = wanted.iter().map(|p| p.to_string()).collect();
+/// Privileges to check on one table: each of `privileges` counts as held when granted on the
+/// table, or on every one of `columns` (column grants; pass none for DELETE, which has no
+/// column form).
+struct Wanted<'a> {
+    table: &'a str,
+    privileges: &'a [&'a str],
+    columns: Vec<String>,
+}
+
+/// For each of `wanted`, the privileges the session's role lacks, in order: one query over
+/// arrays whatever the number of tables (a query per table took thousands of round trips).
+async fn missing_on_tables(client: &Client, side: &str, wanted: &[Wanted<'_>]) -> Result<Vec<Vec<String>>> {
+    let (mut index, mut tables, mut privileges, mut by_column) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut column_index, mut columns) = (Vec::new(), Vec::new());
+    for (i, w) in wanted.iter().enumerate() {
+        let i = i as i32;
+        for p in w.privileges {
+            index.push(i);
+            tables.push(w.table);
+            privileges.push(*p);
+            by_column.push(!w.columns.is_empty());
+        }
+        for c in &w.columns {
+            column_index.push(i);
+            columns.push(c.as_str());
+        }
+    }
     let rows = client
         .query(
-            "SELECT p FROM unnest($2::text[]) WITH ORDINALITY AS w(p, n) \
-             WHERE NOT has_table_privilege($1::text, p) \
-               AND (cardinality($3::text[]) = 0 \
-                    OR EXISTS (SELECT 1 FROM unnest($3::text[]) c WHERE NOT has_column_privilege($1::text, c, p))) \
-             ORDER BY n",
-            &[&table, &wanted, &columns],
+            "WITH c AS MATERIALIZED (SELECT * FROM unnest($5::int4[], $6::text[]) AS c(i, name)) \
+             SELECT w.i, w.p FROM unnest($1::int4[], $2::text[], $3::text[], $4::bool[]) WITH ORDINALITY \
+                  AS w(i, t, p, by_column, n) \
+             WHERE NOT has_table_privilege(w.t, w.p) \
+               AND (NOT w.by_column \
+                    OR EXISTS (SELECT 1 FROM c WHERE c.i = w.i AND NOT has_column_privilege(w.t, c.name, w.p))) \
+             ORDER BY w.n",
+            &[&index, &tables, &privileges, &by_column, &column_index, &columns],
         )
         .await
-        .map_err(|e| Error::postgres(format!("checking privileges on {side} table {table}"), &e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        .map_err(|e| Error::postgres(format!("checking privileges on {side} tables"), &e))?;
+    let mut missing = vec![Vec::new(); wanted.len()];
+    for r in rows {
+        missing[r.get::<_, i32>(0) as usize].push(r.get(1));
+    }
+    Ok(missing)
 }
 
 fn grant(side: &str, role: &str, what: &str, missing: &[String], table: &str, object: &str) -> String {
@@ -70,7 +92,7 @@ fn grant(side: &str, role: &str, what: &str, missing: &[String], table: &str, ob
 /// the columns it updates, DELETE.
 pub(crate) async fn blue_write_problems(blue: &Client, plans: &[Arc<TablePlan>]) -> Result<Vec<String>> {
     let (role, _) = who(blue, "blue").await?;
-    let mut problems = Vec::new();
+    let mut wanted = Vec::new();
     for plan in plans {
         let all: Vec<String> = plan.targets.iter().map(|t| t.blue_name.clone()).collect();
         let updated: Vec<String> = plan
@@ -79,23 +101,34 @@ pub(crate) async fn blue_write_problems(blue: &Client, plans: &[Arc<TablePlan>])
             .filter(|t| !t.insert_only && !t.identity_always)
             .map(|t| t.blue_name.clone())
             .collect();
-        let mut missing = missing_on_table(blue, "blue", &plan.blue_sql, &["SELECT", "INSERT"], &all).await?;
-        if !updated.is_empty() {
-            missing.extend(missing_on_table(blue, "blue", &plan.blue_sql, &["UPDATE"], &updated).await?);
-        }
-        missing.extend(missing_on_table(blue, "blue", &plan.blue_sql, &["DELETE"], &[]).await?);
-        if !missing.is_empty() {
-            problems.push(grant(
-                "blue",
-                &role,
-                "streaming",
-                &missing,
-                &plan.blue_name,
-                &plan.blue_sql,
-            ));
-        }
+        let table = plan.blue_sql.as_str();
+        wanted.push(Wanted {
+            table,
+            privileges: &["SELECT", "INSERT"],
+            columns: all,
+        });
+        // No column to update: UPDATE is not needed (an empty group has nothing to check).
+        let update: &[&str] = if updated.is_empty() { &[] } else { &["UPDATE"] };
+        wanted.push(Wanted {
+            table,
+            privileges: update,
+            columns: updated,
+        });
+        wanted.push(Wanted {
+            table,
+            privileges: &["DELETE"],
+            columns: Vec::new(),
+        });
     }
-    Ok(problems)
+    let missing = missing_on_tables(blue, "blue", &wanted).await?;
+    Ok(plans
+        .iter()
+        .zip(missing.chunks(3))
+        .filter_map(|(plan, missing)| {
+            let missing = missing.concat();
+            (!missing.is_empty()).then(|| grant("blue", &role, "streaming", &missing, &plan.blue_name, &plan.blue_sql))
+        })
+        .collect())
 }
 
 /// What applying under a replication origin (`apply.origin`) needs on blue: EXECUTE on the
@@ -137,22 +170,51 @@ pub(crate) async fn read_problems(
 ) -> Result<Vec<String>> {
     let (green_role, _) = who(green, "green").await?;
     let (blue_role, blue_db) = who(blue, "blue").await?;
+    let green_tables: Vec<String> = plans
+        .iter()
+        .map(|p| sql::qualified(&p.green.namespace, &p.green.name))
+        .collect();
+    let green_wanted: Vec<Wanted> = plans
+        .iter()
+        .zip(&green_tables)
+        .map(|(plan, table)| Wanted {
+            table,
+            privileges: &["SELECT"],
+            columns: plan.green.columns.iter().map(|c| c.name.clone()).collect(),
+        })
+        .collect();
+    let blue_wanted: Vec<Wanted> = plans
+        .iter()
+        .map(|plan| Wanted {
+            table: &plan.blue_sql,
+            privileges: &["SELECT"],
+            columns: plan.targets.iter().map(|t| t.blue_name.clone()).collect(),
+        })
+        .collect();
+    let green_missing = missing_on_tables(green, "green", &green_wanted).await?;
+    let blue_missing = missing_on_tables(blue, "blue", &blue_wanted).await?;
     let mut problems = Vec::new();
-    for plan in plans {
-        let table = sql::qualified(&plan.green.namespace, &plan.green.name);
-        let columns: Vec<String> = plan.green.columns.iter().map(|c| c.name.clone()).collect();
-        let missing = missing_on_table(green, "green", &table, &["SELECT"], &columns).await?;
-        if !missing.is_empty() {
-            problems.push(grant("green", &green_role, what, &missing, &plan.green_name, &table));
+    for ((plan, table), (green_missing, blue_missing)) in plans
+        .iter()
+        .zip(&green_tables)
+        .zip(green_missing.iter().zip(&blue_missing))
+    {
+        if !green_missing.is_empty() {
+            problems.push(grant(
+                "green",
+                &green_role,
+                what,
+                green_missing,
+                &plan.green_name,
+                table,
+            ));
         }
-        let columns: Vec<String> = plan.targets.iter().map(|t| t.blue_name.clone()).collect();
-        let missing = missing_on_table(blue, "blue", &plan.blue_sql, &["SELECT"], &columns).await?;
-        if !missing.is_empty() {
+        if !blue_missing.is_empty() {
             problems.push(grant(
                 "blue",
                 &blue_role,
                 what,
-                &missing,
+                blue_missing,
                 &plan.blue_name,
                 &plan.blue_sql,
             ));

@@ -1,6 +1,8 @@
 //! Progress of long operations, per table: rows, bytes, rate and ETA. On a terminal the lines
-//! are redrawn in place a few times a second (indicatif draws them); otherwise (a script, a log
-//! file) a plain line per running table every ten seconds, and one when a table finishes.
+//! are redrawn in place a few times a second (indicatif draws them): a line per table for a
+//! few tables; for more, an overall bar with the tables in progress under it (a line each for
+//! thousands of tables would not fit any screen). Otherwise (a script, a log file) a plain
+//! line per running table every ten seconds, and one when a table finishes.
 
 use std::io::{IsTerminal, Write};
 
@@ -148,6 +150,39 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// The overall line: a bar of tables done, how many are in progress, rows and bytes so far.
+fn overall(tasks: &[Arc<Task>], elapsed: Duration) -> String {
+    const WIDTH: usize = 30;
+    let (mut done, mut running, mut failed, mut rows, mut bytes) = (0usize, 0usize, 0usize, 0u64, 0u64);
+    for t in tasks {
+        match t.phase() {
+            Phase::Done(_) => done += 1,
+            Phase::Failed => failed += 1,
+            Phase::Running(_) | Phase::Finishing(_) => running += 1,
+            Phase::Waiting => {}
+        }
+        rows += t.counter.rows();
+        bytes += t.counter.bytes();
+    }
+    let total = tasks.len().max(1);
+    let filled = (done + failed) * WIDTH / total;
+    let mut line = format!(
+        "[{}{}] {done}/{} tables done, {running} in progress",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        tasks.len()
+    );
+    if failed > 0 {
+        line.push_str(&format!(", {failed} failed"));
+    }
+    line.push_str(&format!(
+        "  {rows} rows {}  {:.1}s",
+        human_bytes(bytes),
+        elapsed.as_secs_f64()
+    ));
+    line
+}
+
 fn human_duration(secs: f64) -> String {
     let s = secs.round() as u64;
     if s >= 3600 {
@@ -163,6 +198,10 @@ fn human_duration(secs: f64) -> String {
 const TICK: Duration = Duration::from_millis(250);
 /// Without a terminal, running tables get a line this often.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
+/// Up to this many tables, a terminal shows a line per table; beyond, an overall bar.
+const EACH_UP_TO: usize = 16;
+/// Tables in progress shown under the overall bar.
+const SHOWN_RUNNING: usize = 8;
 
 /// Draws the tasks on stderr until dropped (the final state is drawn then).
 pub struct Display {
@@ -202,38 +241,60 @@ impl Display {
     }
 }
 
-/// Draws the tasks: one indicatif line each on a terminal, plain lines otherwise.
+/// What a terminal shows.
+enum Bars {
+    /// A line per task.
+    Each(Vec<ProgressBar>),
+    /// An overall line, then the first tasks in progress.
+    Overall {
+        total: ProgressBar,
+        running: Vec<ProgressBar>,
+    },
+}
+
+/// Draws the tasks: indicatif lines on a terminal, plain lines otherwise.
 struct Painter {
     tasks: Vec<Arc<Task>>,
     width: usize,
-    /// On a terminal: one line per task, redrawn in place.
-    bars: Option<(MultiProgress, Vec<ProgressBar>)>,
+    bars: Option<(MultiProgress, Bars)>,
+    started: Instant,
     last_plain: Instant,
-    /// Tasks whose final line was printed (plain mode).
+    /// Tasks whose final line was printed (plain mode, and failures under an overall bar).
     reported: Vec<bool>,
 }
 
 impl Painter {
     fn new(tasks: Vec<Arc<Task>>, tty: bool) -> Painter {
-        let width = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
         let n = tasks.len();
+        // Under an overall bar only tables in progress are shown, named as they are.
+        let width = if n <= EACH_UP_TO {
+            tasks.iter().map(|t| t.name.len()).max().unwrap_or(0)
+        } else {
+            0
+        };
         let bars = tty.then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
-            let bars = tasks
-                .iter()
-                .map(|t| {
-                    let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
-                    bar.set_message(t.line(width));
-                    bar
-                })
-                .collect();
+            let line = |msg: String| {
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                bar.set_message(msg);
+                bar
+            };
+            let bars = if n <= EACH_UP_TO {
+                Bars::Each(tasks.iter().map(|t| line(t.line(width))).collect())
+            } else {
+                Bars::Overall {
+                    total: line(overall(&tasks, Duration::ZERO)),
+                    running: (0..SHOWN_RUNNING).map(|_| line(String::new())).collect(),
+                }
+            };
             (multi, bars)
         });
         Painter {
             tasks,
             width,
             bars,
+            started: Instant::now(),
             last_plain: Instant::now(),
             reported: vec![false; n],
         }
@@ -248,11 +309,38 @@ impl Painter {
     }
 
     fn redraw(&mut self, last: bool) {
-        let Some((_, bars)) = &self.bars else { return };
-        for (t, bar) in self.tasks.iter().zip(bars) {
-            bar.set_message(t.line(self.width));
-            if last {
-                bar.finish();
+        let Some((multi, bars)) = &self.bars else { return };
+        match bars {
+            Bars::Each(bars) => {
+                for (t, bar) in self.tasks.iter().zip(bars) {
+                    bar.set_message(t.line(self.width));
+                    if last {
+                        bar.finish();
+                    }
+                }
+            }
+            Bars::Overall { total, running } => {
+                // Failures stay on screen, above the bars.
+                for (t, reported) in self.tasks.iter().zip(self.reported.iter_mut()) {
+                    if t.phase() == Phase::Failed && !*reported {
+                        *reported = true;
+                        let _ = multi.println(t.line(self.width));
+                    }
+                }
+                total.set_message(overall(&self.tasks, self.started.elapsed()));
+                let mut active = self
+                    .tasks
+                    .iter()
+                    .filter(|t| matches!(t.phase(), Phase::Running(_) | Phase::Finishing(_)));
+                for bar in running {
+                    bar.set_message(active.next().map(|t| format!("  {}", t.line(0))).unwrap_or_default());
+                    if last {
+                        bar.finish_and_clear();
+                    }
+                }
+                if last {
+                    total.finish();
+                }
             }
         }
         if last {
@@ -288,5 +376,30 @@ impl Painter {
         } else {
             self.plain(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overall_line_counts_tables_by_phase() {
+        let tasks: Vec<Arc<Task>> = (0..4).map(|i| Task::new(format!("s.t{i}"), 0, 0)).collect();
+        tasks[0].start_once();
+        tasks[0].counter.rows.store(10, std::sync::atomic::Ordering::Relaxed);
+        tasks[0].done(String::new());
+        tasks[1].start_once();
+        tasks[2].failed();
+        let line = overall(&tasks, Duration::from_secs(2));
+        assert!(
+            line.starts_with(&format!(
+                "[{}{}] 1/4 tables done, 1 in progress, 1 failed",
+                "#".repeat(15),
+                "-".repeat(15)
+            )),
+            "{line}"
+        );
+        assert!(line.contains("10 rows"), "{line}");
     }
 }

@@ -13,6 +13,7 @@
 //! green snapshot, after blue has applied everything green had committed (the `wait`
 //! marker), up to three times, when the bridge is running. What still differs is reported.
 
+mod stages;
 mod subjects;
 mod table;
 
@@ -30,7 +31,6 @@ use crate::evaluation::Environment;
 use crate::mapping::statements;
 use crate::mapping::TablePlan;
 use crate::ops::copy::transfer;
-use crate::sql;
 use crate::state::checkpoint;
 pub use subjects::Subject;
 use table::{Range, Table};
@@ -139,6 +139,7 @@ pub struct Verification<'a> {
     examples: usize,
     /// The bridge streams the slot, so differing chunks are compared again once blue caught up.
     pub active: bool,
+    stages: stages::Stages,
 }
 
 /// Connects, sets blue's session up as `run` does, and finds the tables to compare (only
@@ -180,6 +181,7 @@ pub async fn prepare<'a>(
         blue,
         examples,
         active,
+        stages: stages::Stages::default(),
     };
     Ok((verification, subjects))
 }
@@ -208,22 +210,26 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
         plan.green_name, plan.blue_name
     );
     let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
-    blue.batch_execute(&format!(
-        "DROP TABLE IF EXISTS pg_temp.{stage}; {}",
-        statements::staging_table(plan, STAGE),
-        stage = sql::ident(STAGE)
-    ))
-    .await
-    .map_err(on_blue)?;
-    let table = Table::new(blue, plan, config.switches.verify_chunk_rows)
-        .await
-        .map_err(on_blue)?;
+    // Blue's stage and key collations (kept from earlier tables) while green opens its snapshot.
+    let blue_side = async {
+        let stage = v.stages.stage_for(blue, plan).await?;
+        Ok::<_, tokio_postgres::Error>((stage, v.stages.collated(blue, plan).await?))
+    };
+    let (snapshot, blue_side) =
+        futures_util::future::join(transfer::begin_snapshot(&v.snapshots, None), blue_side).await;
+    let (stage, collated) = blue_side.map_err(on_blue)?;
+    snapshot?;
+    // Unknown (as if full) until this table's passes are done.
+    let mut staged = v.stages.staged(&stage);
+    v.stages.set_staged(&stage, u64::MAX);
+    let table = Table::new(plan, config.switches.verify_chunk_rows, stage.clone(), collated);
 
     let mut total = Counts::default();
     let mut differing: Vec<(Range, Counts)> = Vec::new();
     {
-        transfer::begin_snapshot(&v.snapshots, None).await?;
-        let chunks = table.pass(&v.snapshots, blue, None, examples, &what).await?;
+        let chunks = table
+            .pass(&v.snapshots, blue, None, examples, &what, &mut staged)
+            .await?;
         transfer::end_snapshot(&v.snapshots).await?;
         for (range, counts) in chunks {
             if counts.differs() {
@@ -243,7 +249,9 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
         for (range, _) in differing {
             rechecked += 1;
             transfer::begin_snapshot(&v.snapshots, None).await?;
-            let chunks = table.pass(&v.snapshots, blue, Some(&range), examples, &what).await?;
+            let chunks = table
+                .pass(&v.snapshots, blue, Some(&range), examples, &what, &mut staged)
+                .await?;
             transfer::end_snapshot(&v.snapshots).await?;
             for (r, counts) in chunks {
                 if counts.differs() {
@@ -258,9 +266,7 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
     for (_, counts) in differing {
         total.add(counts, examples);
     }
-    blue.batch_execute(&format!("DROP TABLE IF EXISTS pg_temp.{}", sql::ident(STAGE)))
-        .await
-        .map_err(on_blue)?;
+    v.stages.set_staged(&stage, staged);
     let identical = !total.differs();
     Ok(TableReport {
         green_table: plan.green_name.to_string(),

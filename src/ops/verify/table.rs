@@ -2,10 +2,10 @@
 //! time, each chunk compared with blue's rows in the same key range.
 
 use futures_util::SinkExt;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use super::{Counts, Examples, STAGE};
+use super::{Counts, Examples};
 use crate::error::{Error, Result};
 use crate::mapping::statements;
 use crate::mapping::{KeyPlan, TablePlan};
@@ -45,35 +45,24 @@ pub(super) struct Table<'a> {
     collated: Vec<bool>,
     /// Targets compared (insert-only ones keep the value of the row's first insert).
     compared: Vec<usize>,
+    /// The temporary table on blue green's rows are staged in.
+    stage: String,
 }
 
 impl<'a> Table<'a> {
-    pub(super) async fn new(
-        blue: &Client,
-        plan: &'a TablePlan,
-        chunk_rows: u64,
-    ) -> std::result::Result<Table<'a>, tokio_postgres::Error> {
-        let mut collated = Vec::new();
-        for k in plan.key.columns() {
-            let ty = &plan.green.columns[k.green].type_sql;
-            let row = blue
-                .query_one(
-                    "SELECT coalesce((SELECT typcollation <> 0 FROM pg_type WHERE oid = to_regtype($1)), false)",
-                    &[&ty],
-                )
-                .await?;
-            collated.push(row.get(0));
-        }
+    /// `collated`: per key column, whether its type sorts by collation.
+    pub(super) fn new(plan: &'a TablePlan, chunk_rows: u64, stage: String, collated: Vec<bool>) -> Table<'a> {
         let compared = (0..plan.targets.len())
             .filter(|&t| !plan.targets[t].insert_only)
             .collect();
-        Ok(Table {
+        Table {
             plan,
             keyed: matches!(plan.key, KeyPlan::Unique(_)),
             chunk_rows,
             collated,
             compared,
-        })
+            stage,
+        }
     }
 
     fn c(&self, i: usize) -> &'static str {
@@ -146,7 +135,8 @@ impl<'a> Table<'a> {
     }
 
     /// Reads green (all of the table, or one range) into the stage chunk by chunk and compares
-    /// each chunk; returns every chunk's range and counts.
+    /// each chunk; returns every chunk's range and counts. `staged`: the rows the stage took
+    /// since it was last truncated, kept up to date.
     pub(super) async fn pass(
         &self,
         green: &Client,
@@ -154,31 +144,31 @@ impl<'a> Table<'a> {
         only: Option<&Range>,
         examples: usize,
         what: &str,
+        staged: &mut u64,
     ) -> Result<Vec<(Range, Counts)>> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
         let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
-        // Only the rows the publication carries, as the stream does.
-        let mut conditions: Vec<String> = statements::published_rows(self.plan).into_iter().collect();
-        if self.keyed {
-            conditions.extend(only.map(|r| self.range_condition(false, r)));
-        }
-        let mut tail = statements::where_clause(&conditions);
-        if self.keyed {
-            tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
-        }
         let chunk_rows = if self.keyed { self.chunk_rows } else { u64::MAX };
-        let stage = sql::ident(STAGE);
+        let stage = sql::ident(&self.stage);
         let copy_in = format!("COPY {stage} FROM STDIN");
-        let stream = green
-            .copy_out(&statements::copy_out(self.plan, &tail))
-            .await
-            .map_err(on_green)?;
+        // Both at once: the stage emptied on blue while green starts reading.
+        let copy_out = self.copy_out(only);
+        let empty = super::stages::emptying(&stage, *staged);
+        let (stream, emptied) = futures_util::future::join(green.copy_out(&copy_out), async {
+            match &empty {
+                Some((sql, _)) => blue.batch_execute(sql).await,
+                None => Ok(()),
+            }
+        })
+        .await;
+        let stream = stream.map_err(on_green)?;
+        emptied.map_err(on_blue)?;
+        if let Some((_, true)) = empty {
+            *staged = 0;
+        }
         let mut results = Vec::new();
         let mut lo = only.and_then(|r| r.lo.clone());
         let mut in_chunk = 0u64;
-        blue.batch_execute(&format!("TRUNCATE {stage}"))
-            .await
-            .map_err(on_blue)?;
         let mut sink = Box::pin(blue.copy_in::<_, bytes::Bytes>(&copy_in).await.map_err(on_blue)?);
         let mut reader = transfer::Gathered::new(stream);
         while let Some(mut data) = reader.next().await.map_err(on_green)? {
@@ -191,17 +181,19 @@ impl<'a> Table<'a> {
                         sink.as_mut().finish().await.map_err(on_blue)?;
                         let hi = self.stage_max(blue).await.map_err(on_blue)?;
                         let range = Range { lo: lo.clone(), hi };
-                        let counts = self.compare(blue, &range, examples).await.map_err(on_blue)?;
+                        let counts = self.compare(blue, &range, examples, what).await?;
                         results.push((range.clone(), counts));
                         lo = range.hi;
                         in_chunk = 0;
                         blue.batch_execute(&format!("TRUNCATE {stage}"))
                             .await
                             .map_err(on_blue)?;
+                        *staged = 0;
                         sink = Box::pin(blue.copy_in(&copy_in).await.map_err(on_blue)?);
                     }
                     None => {
                         in_chunk += seen;
+                        *staged = staged.saturating_add(seen);
                         sink.send(std::mem::take(&mut data)).await.map_err(on_blue)?;
                     }
                 }
@@ -214,9 +206,23 @@ impl<'a> Table<'a> {
             lo,
             hi: only.and_then(|r| r.hi.clone()),
         };
-        let counts = self.compare(blue, &range, examples).await.map_err(on_blue)?;
+        let counts = self.compare(blue, &range, examples, what).await?;
         results.push((range, counts));
         Ok(results)
+    }
+
+    /// Green's rows (all of the table, or one range) in key order, as COPY out of green.
+    fn copy_out(&self, only: Option<&Range>) -> String {
+        // Only the rows the publication carries, as the stream does.
+        let mut conditions: Vec<String> = statements::published_rows(self.plan).into_iter().collect();
+        if self.keyed {
+            conditions.extend(only.map(|r| self.range_condition(false, r)));
+        }
+        let mut tail = statements::where_clause(&conditions);
+        if self.keyed {
+            tail.push_str(&format!(" ORDER BY {}", self.green_order("", false)));
+        }
+        statements::copy_out(self.plan, &tail)
     }
 
     /// The highest key in the stage, as text of green's types.
@@ -233,7 +239,7 @@ impl<'a> Table<'a> {
                 &format!(
                     "SELECT {} FROM {} AS s ORDER BY {} LIMIT 1",
                     cols.join(", "),
-                    sql::ident(STAGE),
+                    sql::ident(&self.stage),
                     // Qualified: a bare name would sort by the text output column.
                     self.green_order("s.", true)
                 ),
@@ -248,16 +254,18 @@ impl<'a> Table<'a> {
     }
 
     /// Compares the stage with blue's rows in `range`.
-    async fn compare(
-        &self,
-        blue: &Client,
-        range: &Range,
-        examples: usize,
-    ) -> std::result::Result<Counts, tokio_postgres::Error> {
+    async fn compare(&self, blue: &Client, range: &Range, examples: usize, what: &str) -> Result<Counts> {
         let sql_text = self.compare_sql(range);
         let limit = examples as i64;
-        let params: [&(dyn ToSql + Sync); 1] = [&limit];
-        let row = blue.query_one(&sql_text, &params).await?;
+        // Parsed, bound and run in one round trip: each comparison's text is new.
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&limit, Type::INT8)];
+        let rows = blue
+            .query_typed(&sql_text, &params)
+            .await
+            .map_err(|e| Error::postgres(format!("{what}: on blue"), &e).into_definite())?;
+        let Some(row) = rows.first() else {
+            return Err(Error::definite(format!("{what}: blue returned no comparison")));
+        };
         Ok(Counts {
             green_rows: row.get(0),
             blue_rows: row.get(1),
@@ -276,7 +284,7 @@ impl<'a> Table<'a> {
     /// example keys per kind of difference.
     fn compare_sql(&self, range: &Range) -> String {
         let plan = self.plan;
-        let stage = sql::ident(STAGE);
+        let stage = sql::ident(&self.stage);
         let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
         let key_targets: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
         let mut cols = key_targets.clone();
@@ -331,7 +339,7 @@ impl<'a> Table<'a> {
     /// and blue's rows in `range` joined on the key.
     fn keyed_sql(&self, range: &Range, m: &str, b_cols: &[String]) -> String {
         let plan = self.plan;
-        let stage = sql::ident(STAGE);
+        let stage = sql::ident(&self.stage);
         let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
         let mut b_where = self.range_condition(true, range);
         if plan.filter.is_some() {
