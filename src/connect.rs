@@ -43,8 +43,27 @@ async fn connect_host(endpoint: &Endpoint, one_of_several: bool) -> Result<Clien
 }
 
 /// A connection to the one host of `endpoint` whatever it is, and whether it is a standby:
-/// for looking at green's standbys.
+/// for looking at green's standbys. The whole exchange (TCP, TLS, authentication, the
+/// question) gets the DSN's `connect_timeout`, as in libpq: tokio-postgres bounds only the
+/// TCP connect, and a host that accepts but never answers (a stuck proxy, a frozen machine)
+/// must not hold pgbridge, or the next host, for ever.
 pub async fn connect_any(endpoint: &Endpoint) -> Result<(Client, bool)> {
+    let limit = endpoint
+        .pg
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(std::time::Duration::from_secs(10));
+    match tokio::time::timeout(limit, connect_any_unbounded(endpoint)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::transient(format!(
+            "cannot connect to {}: no answer within {limit:?} (connect_timeout); check that the server, not a \
+             stuck proxy, listens there",
+            endpoint.describe()
+        ))),
+    }
+}
+
+async fn connect_any_unbounded(endpoint: &Endpoint) -> Result<(Client, bool)> {
     let mut pg = endpoint.pg.clone();
     if pg.get_application_name().is_none() {
         pg.application_name("pgbridge");

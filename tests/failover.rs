@@ -294,3 +294,31 @@ fn green_failover_that_lost_what_blue_has_is_reported_and_recovered_with_a_copy(
     );
     assert_eq!(bridge.terminate(), 0);
 }
+
+/// A host that accepts connections but never answers (a stuck proxy, a frozen machine) listed
+/// first costs each connection `connect_timeout`, not for ever: `run` goes on to the next host
+/// and streams, and SIGTERM stops it.
+#[test]
+fn a_host_that_accepts_but_never_answers_is_passed_over() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let silent_port = silent.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY)");
+    let green = format!(
+        "postgres://postgres@127.0.0.1:{silent_port},127.0.0.1:{}/{DB}?connect_timeout=1",
+        pair.green.port()
+    );
+    pair.write_config_with(&green, &pair.blue.dsn(DB), "");
+    pair.setup();
+    let bridge = pair.run();
+    pair.green.psql(DB, "INSERT INTO t VALUES (1)");
+    pair.wait_caught_up(&bridge);
+    pair.assert_same("t");
+    assert_eq!(bridge.terminate(), 0);
+}

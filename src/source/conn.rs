@@ -191,8 +191,16 @@ impl ReplicationConn {
             parameters: HashMap::new(),
             describe,
         };
-        let startup = conn.startup(endpoint, application_name);
-        answer_within(&endpoint.describe(), "authentication", startup).await?;
+        // As libpq's connect_timeout, the whole start: a host that accepts but never answers
+        // must not hold up trying the next one.
+        let limit = endpoint.pg.get_connect_timeout().copied().unwrap_or(ANSWER_TIMEOUT);
+        match tokio::time::timeout(limit, conn.startup(endpoint, application_name)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(Error::transient(format!(
+                "{} did not answer authentication within {limit:?} (connect_timeout); the connection is presumed dead",
+                endpoint.describe()
+            ))),
+        }
         Ok(conn)
     }
 

@@ -32,7 +32,12 @@ pub(super) async fn validate_with_retries(
     let mut backoff = Backoff::new();
     let mut attempt = 1u32;
     loop {
-        let e = match validate_before_streaming(config, telemetry, drift_tx).await {
+        // SIGTERM ends the wait at once, also while an attempt is under way.
+        let result = tokio::select! {
+            result = validate_before_streaming(config, telemetry, drift_tx) => result,
+            _ = shutdown.changed() => return Ok(None),
+        };
+        let e = match result {
             Err(e) if e.is_transient() => e,
             other => return other.map(Some),
         };
