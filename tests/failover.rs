@@ -269,6 +269,16 @@ fn green_failover_that_lost_what_blue_has_is_reported_and_recovered_with_a_copy(
         assert!(error.contains(needed), "{needed:?} missing from: {error}\n{log}");
     }
     assert_eq!(pair.checkpoint(), checkpoint, "nothing moved");
+    // The gates and status do not call it fine either.
+    let out = pair.pgbridge(&["lag"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("green failed over (timeline 1 to 2)"),
+        "{}",
+        text(&out)
+    );
+    let out = pair.pgbridge(&["status"]);
+    assert!(text(&out).contains("green changed"), "{}", text(&out));
     let out = pair.pgbridge(&["setup"]);
     assert_eq!(
         out.status.code(),

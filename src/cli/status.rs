@@ -23,9 +23,12 @@ fn print_text(s: &Status) {
         ("state", s.state.to_string()),
         (
             "slot",
-            match s.slot_active_pid {
-                Some(pid) => format!("{} (active, green pid {pid})", s.slot),
-                None => format!("{} (inactive)", s.slot),
+            match (s.slot_active_pid, s.state) {
+                (Some(pid), _) => format!("{} (active, green pid {pid})", s.slot),
+                (None, "slot missing" | "not set up") if s.wal_status.is_none() => {
+                    format!("{} (does not exist on green)", s.slot)
+                }
+                (None, _) => format!("{} (inactive)", s.slot),
             },
         ),
         ("wal_status", or_dash(&s.wal_status)),
@@ -56,6 +59,9 @@ fn print_text(s: &Status) {
             Some(true) => format!("YES, {} table(s); see below and `pgbridge check`", s.drift.len()),
         },
     ));
+    if let Some(problem) = &s.green_server {
+        lines.push(("green_server", problem.clone()));
+    }
     if let Some(standbys) = &s.blue_standbys {
         lines.push(("blue_standbys", standbys.clone()));
     }

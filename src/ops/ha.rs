@@ -198,7 +198,8 @@ async fn review_standby(config: &Config, label: &str, standby: &Client, primary:
              one); grant pg_read_all_settings to see it"
         ))),
     }
-    if !set.is_empty() {
+    let configured = set.is_empty();
+    if !configured {
         found.push(Finding::fix(format!("green standby {label}: set {}", set.join(", "))));
     }
     if !slot_name.is_empty() && !primary.synchronized.contains(&slot_name) {
@@ -217,9 +218,10 @@ async fn review_standby(config: &Config, label: &str, standby: &Client, primary:
         )),
         Some(state) => Finding::fix(format!("green standby {label}: slot {} is {state}", config.slot)),
         None => Finding::fix(format!(
-            "green standby {label} does not have slot {} (yet): it is synchronized once the settings above hold and \
-             the standby has caught up",
-            config.slot
+            "green standby {label} does not have slot {} (yet): it is synchronized once {}the standby has caught up \
+             with the slot (the synchronization worker checks every few seconds to 30 s)",
+            config.slot,
+            if configured { "" } else { "the settings above hold and " }
         )),
     });
     found

@@ -47,6 +47,9 @@ pub async fn measure(config: &Config, green: &Client, blue: &Client) -> Result<L
     let cp = checkpoint::read_required(blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?;
+    if let Some(problem) = timeline_problem(config, blue, state.timeline).await? {
+        return Err(Error::definite(format!("cannot tell lag: {problem}")));
+    }
     let pending = oldest_pending(config, green, &state, cp.lsn, Reader::Command).await?;
     Ok(Lag {
         lag_bytes: cp.lsn.bytes_until(state.wal),
@@ -56,11 +59,39 @@ pub async fn measure(config: &Config, green: &Client, blue: &Client) -> Result<L
     })
 }
 
+/// Whether green is on another timeline than the one blue's checkpoint was recorded on
+/// (`<schema>.green_server`): then blue's position may not be on green's history, which only
+/// `run` judges (it reads the history), and nothing about lag can be told until it has.
+pub async fn timeline_problem(config: &Config, blue: &Client, timeline: u32) -> Result<Option<String>> {
+    let Some(recorded) = crate::state::server::read(blue, &config.schema, &config.slot)
+        .await
+        .map_err(Error::into_definite)?
+    else {
+        return Ok(None);
+    };
+    Ok(match timeline.cmp(&recorded.timeline) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Less => Some(format!(
+            "green ({}) is on timeline {timeline}, but blue's checkpoint was made on timeline {}: green.dsn reached \
+             a server from before a failover (an old primary that came back?); stop or fence it",
+            config.green.address(),
+            recorded.timeline
+        )),
+        std::cmp::Ordering::Greater => Some(format!(
+            "green failed over (timeline {} to {timeline}) since pgbridge last streamed; `pgbridge run` checks that \
+             blue's checkpoint is on the new primary's history and says so",
+            recorded.timeline
+        )),
+    })
+}
+
 /// Green's WAL position, server version and the slot, read in one query.
 pub struct GreenState {
     pub wal: Lsn,
     pub server_version: u32,
     pub slot: Option<SlotState>,
+    /// The timeline green writes on (a promotion starts a new one).
+    pub timeline: u32,
 }
 
 impl GreenState {
@@ -86,7 +117,8 @@ pub async fn green_state(config: &Config, green: &Client) -> Result<GreenState> 
             "SELECT pg_current_wal_lsn()::text, current_setting('server_version_num')::int4, s.slot_name IS NOT NULL, \
                     coalesce(s.active_pid IS NOT NULL, false), coalesce(s.wal_status = 'lost', false), \
                     s.confirmed_flush_lsn::text, \
-                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8, 0) \
+                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8, 0), \
+                    pg_walfile_name(pg_current_wal_lsn()) \
              FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
             &[&config.slot],
         )
@@ -105,10 +137,16 @@ pub async fn green_state(config: &Config, green: &Client) -> Result<GreenState> 
             retained_bytes: row.get::<_, i64>(6).max(0) as u64,
         }),
     };
+    // A WAL file name starts with the timeline it was written on, in hex.
+    let walfile: String = row.get(7);
     Ok(GreenState {
         wal: parse(row.get(0))?,
         server_version: row.get::<_, i32>(1).max(0) as u32,
         slot,
+        timeline: walfile
+            .get(..8)
+            .and_then(|t| u32::from_str_radix(t, 16).ok())
+            .unwrap_or(0),
     })
 }
 

@@ -43,6 +43,10 @@ pub struct Status {
     /// (or that it is not connected, which holds confirmations to green back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blue_standbys: Option<String>,
+    /// When green is on another timeline than blue's checkpoint was recorded on: what that
+    /// means (a failover `run` has not judged yet, or a server from before one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub green_server: Option<String>,
 }
 
 /// Reads positions, lag and state from both databases.
@@ -68,7 +72,11 @@ pub async fn read(config: &Config) -> Result<Status> {
             None
         }
     };
+    let timeline = super::lag::green_state(config, &green).await?.timeline;
+    let green_server = super::lag::timeline_problem(config, &blue, timeline).await?;
     let state = match (&slot, &cp) {
+        _ if green_server.is_some() => "green changed",
+        (None, Some(_)) => "slot missing",
         (None, _) | (_, None) => "not set up",
         _ if slot.as_ref().and_then(|s| s.wal_status.as_deref()) == Some("lost") => "slot lost",
         _ if slot.as_ref().is_some_and(|s| s.pid.is_some()) => "streaming",
@@ -117,6 +125,7 @@ pub async fn read(config: &Config) -> Result<Status> {
         drift: findings.unwrap_or_default(),
         high_availability,
         blue_standbys,
+        green_server,
     })
 }
 

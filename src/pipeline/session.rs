@@ -163,7 +163,8 @@ impl Sessions<'_> {
             let attempt = async {
                 let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
                 let (server, history) = conn.server().await?;
-                let verdict = server::judge(recorded, &server, &history, options.start)?;
+                let verdict = server::judge(recorded, &server, &history, options.start)
+                    .map_err(|e| Error::definite(format!("{}: {}", conn.describe, e.message())))?;
                 if let Verdict::FailedOver { from, to, fork } = verdict {
                     tracing::warn!(green = %conn.describe, from, to, %fork, checkpoint = %options.start, "green failed over; blue has nothing beyond the fork, resuming from blue's checkpoint on the new primary");
                 }

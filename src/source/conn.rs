@@ -196,10 +196,12 @@ impl ReplicationConn {
         let limit = endpoint.pg.get_connect_timeout().copied().unwrap_or(ANSWER_TIMEOUT);
         match tokio::time::timeout(limit, conn.startup(endpoint, application_name)).await {
             Ok(result) => result?,
-            Err(_) => return Err(Error::transient(format!(
+            Err(_) => {
+                return Err(Error::transient(format!(
                 "{} did not answer authentication within {limit:?} (connect_timeout); the connection is presumed dead",
                 endpoint.describe()
-            ))),
+            )))
+            }
         }
         Ok(conn)
     }
