@@ -68,7 +68,11 @@ impl Sessions<'_> {
             green_server,
             checkpoint,
             durable,
-        } = self.start_blue(replay).await.map_err(starting(Side::Blue))?;
+        } = self
+            .start_blue(replay)
+            .await
+            .map_err(|e| crate::pooler::explain(e, &self.config.blue))
+            .map_err(starting(Side::Blue))?;
         let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
         let options = StartOptions {
             slot: self.config.slot.clone(),
@@ -85,7 +89,9 @@ impl Sessions<'_> {
             return Ok(());
         };
         if green_server.as_ref() != Some(&server) {
-            let recorded = server::record(&client, &self.config.schema, &self.config.slot, &server).await;
+            let recorded = server::record(&client, &self.config.schema, &self.config.slot, &server)
+                .await
+                .map_err(|e| crate::pooler::explain(e, &self.config.blue));
             if let Err(e) = recorded {
                 source.close().await;
                 return Err(starting(Side::Blue)(e));
