@@ -72,6 +72,16 @@ fn wait_applied(pair: &Pair, green: &Cluster, bridge: &Running) {
     pair.wait_checkpoint_at_least(&lsn, bridge);
 }
 
+/// Waits until `bridge` exits, requiring exit 2 and an error line that says each of `needed`.
+fn assert_stops_saying(bridge: Running, needed: &[&str]) {
+    let (code, log) = bridge.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, 2, "{log}");
+    let error = log.lines().rev().find(|l| l.contains("error")).unwrap_or_default();
+    for needed in needed {
+        assert!(error.contains(needed), "{needed:?} missing from: {error}\n{log}");
+    }
+}
+
 /// Writes `n` single-row transactions into `events` (no key, so a doubled row shows).
 fn write_events(green: &Cluster, from: u32, n: u32) {
     let sql: String = (from..from + n)
@@ -142,17 +152,7 @@ fn green_failover_is_carried_over_on_17_and_reported_before() {
     let promoted_at = Instant::now();
     standby.promote();
     if !failover_slots {
-        let (code, log) = bridge.wait_exit(Duration::from_secs(120));
-        assert_eq!(code, 2, "{log}");
-        let error = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("error"))
-            .unwrap_or_default()
-            .to_string();
-        for needed in ["failed over", "timeline 2", SLOT, "setup --copy"] {
-            assert!(error.contains(needed), "{needed:?} missing from: {error}\n{log}");
-        }
+        assert_stops_saying(bridge, &["failed over", "timeline 2", SLOT, "setup --copy"]);
         // Blue kept everything it had; nothing after the failover was streamed.
         assert!(count(&pair.blue) >= 200);
         return;
@@ -257,17 +257,7 @@ fn green_failover_that_lost_what_blue_has_is_reported_and_recovered_with_a_copy(
     pair.green.stop_immediate();
     standby.promote();
 
-    let (code, log) = bridge.wait_exit(Duration::from_secs(120));
-    assert_eq!(code, 2, "{log}");
-    let error = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("error"))
-        .unwrap_or_default()
-        .to_string();
-    for needed in ["failed over", "never received", "setup --copy"] {
-        assert!(error.contains(needed), "{needed:?} missing from: {error}\n{log}");
-    }
+    assert_stops_saying(bridge, &["failed over", "never received", "setup --copy"]);
     assert_eq!(pair.checkpoint(), checkpoint, "nothing moved");
     // The gates and status do not call it fine either.
     let out = pair.pgbridge(&["lag"]);
