@@ -20,14 +20,29 @@ pub async fn connect_blue(endpoint: &Endpoint) -> Result<Arc<Client>> {
 /// each host said, and is transient unless one of them gave a definite answer (a password, a
 /// missing database), since a promotion may be under way.
 pub async fn connect_primary(endpoint: &Endpoint) -> Result<Client> {
+    first_primary(endpoint, |host, one_of_several| async move {
+        connect_host(&host, one_of_several).await
+    })
+    .await
+}
+
+/// Tries `endpoint`'s hosts in order with `connect` (given one host, and whether it is one of
+/// several) and returns the first connection it makes; with several hosts and none taken, the
+/// error says what each host said ([`no_primary`]). Every connection, SQL or replication,
+/// finds the primary this way.
+pub async fn first_primary<T, F, Fut>(endpoint: &Endpoint, connect: F) -> Result<T>
+where
+    F: Fn(Endpoint, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let count = endpoint.host_count();
     if count == 1 {
-        return connect_host(endpoint, false).await;
+        return connect(endpoint.clone(), false).await;
     }
     let mut failures = Vec::with_capacity(count);
     for i in 0..count {
-        match connect_host(&endpoint.single_host(i), true).await {
-            Ok(client) => return Ok(client),
+        match connect(endpoint.single_host(i), true).await {
+            Ok(conn) => return Ok(conn),
             Err(e) => failures.push(e),
         }
     }

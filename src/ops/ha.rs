@@ -90,9 +90,8 @@ async fn read_primary(config: &Config, green: &Client) -> Result<Primary> {
     let row = green
         .query_one(
             "SELECT current_setting('server_version_num')::int, \
-                    coalesce(current_setting('synchronized_standby_slots', true), ''), \
-                    (SELECT (to_jsonb(s) ->> 'failover')::boolean FROM pg_replication_slots AS s WHERE slot_name = $1)",
-            &[&config.slot],
+                    coalesce(current_setting('synchronized_standby_slots', true), '')",
+            &[],
         )
         .await
         .map_err(green_err("reading failover settings"))?;
@@ -115,7 +114,10 @@ async fn read_primary(config: &Config, green: &Client) -> Result<Primary> {
             .filter(|s| !s.is_empty())
             .collect(),
         physical,
-        failover: row.get(2),
+        // The slot as `setup` reads it: one place knows where the failover flag is.
+        failover: super::slot::slot_state(green, &config.slot)
+            .await?
+            .and_then(|s| s.failover),
     })
 }
 

@@ -150,18 +150,10 @@ impl ReplicationConn {
     /// order, and authenticates. A standby is skipped: a slot on it (PostgreSQL 16+ decodes
     /// on standbys) would not be the bridge's slot.
     pub async fn connect(endpoint: &Endpoint, application_name: &str) -> Result<Self> {
-        let count = endpoint.host_count();
-        if count == 1 {
-            return Self::connect_host(endpoint, application_name, false).await;
-        }
-        let mut failures = Vec::with_capacity(count);
-        for i in 0..count {
-            match Self::connect_host(&endpoint.single_host(i), application_name, true).await {
-                Ok(conn) => return Ok(conn),
-                Err(e) => failures.push(e),
-            }
-        }
-        Err(crate::connect::no_primary(endpoint, failures))
+        crate::connect::first_primary(endpoint, |host, one_of_several| async move {
+            Self::connect_host(&host, application_name, one_of_several).await
+        })
+        .await
     }
 
     /// Connects to the one host of `endpoint`; refused when that server is a standby (it
