@@ -3,6 +3,7 @@
 
 mod check;
 mod lag;
+mod ready;
 mod run;
 mod sequences;
 mod setup;
@@ -109,6 +110,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Whether a rollback to blue now would lose nothing, condition by condition: exit 0 ready,
+    /// 1 not ready, 2 cannot tell.
+    Ready {
+        /// Most bytes of green's WAL blue may be behind (default: [ready] max_bytes).
+        #[arg(long, value_name = "N")]
+        max_bytes: Option<u64>,
+        /// Oldest age in seconds of a green transaction blue may lack (default: [ready]
+        /// max_seconds).
+        #[arg(long, value_name = "S")]
+        max_seconds: Option<f64>,
+        /// Count only dead letters parked since this time: RFC 3339 (2024-05-01T12:00:00Z) or a
+        /// duration before now (24h). Default: every row counts.
+        #[arg(long, value_name = "TIME", value_parser = ready::parse_since)]
+        since: Option<std::time::SystemTime>,
+        /// Also check the configuration of the bridge in the other direction, as `switchover
+        /// --reverse` needs it.
+        #[arg(long, value_name = "PATH")]
+        reverse: Option<PathBuf>,
+        /// Print JSON instead of a line per condition.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drop the slot and publication on green and the checkpoint row on blue.
     Teardown,
     /// Move the application's writes from this bridge's source ([green]) to its target
@@ -167,6 +190,21 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Verify { table, json, examples } => verify::run(&config, table, json, examples).await,
         Command::SyncSequences { margin } => sequences::run(&config, margin).await,
         Command::Status { json } => status::run(&config, json).await,
+        Command::Ready {
+            max_bytes,
+            max_seconds,
+            since,
+            reverse,
+            json,
+        } => {
+            let options = crate::ops::ready::Options {
+                max_bytes,
+                max_seconds,
+                since,
+                reverse,
+            };
+            ready::run(&config, &options, json).await
+        }
         Command::Teardown => teardown::run(&config).await,
         Command::Switchover {
             reverse,

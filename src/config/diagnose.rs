@@ -70,6 +70,7 @@ fn plain_toml_message(message: &str) -> String {
         ("struct RawMapping", "a [mapping] table"),
         ("struct RawApply", "an [apply] table"),
         ("struct RawMetrics", "a [metrics] table"),
+        ("struct RawReady", "a [ready] table"),
         ("struct RawColumn", "an inline table like { from = \"green_column\" }"),
         ("struct RawFilter", "a [filter] table with where = \"condition\""),
         ("expected u64", "expected a whole number"),

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use names::{check_identifier, check_origin_name, check_slot_name, check_timezone, expand_env};
-use raw::{RawApply, RawBlue, RawConfig, RawGreen, RawMapping};
+use raw::{RawApply, RawBlue, RawConfig, RawGreen, RawMapping, RawReady};
 
 pub use diagnose::toml_error;
 pub use endpoint::Endpoint;
@@ -50,6 +50,20 @@ pub enum Standbys {
     /// The standbys with these `application_name`s (as in `pg_stat_replication` and
     /// `synchronous_standby_names`), each of them connected.
     Named(Vec<String>),
+}
+
+/// `[ready]`: the limits rollback readiness is judged by (`pgbridge ready` takes
+/// `--max-bytes` and `--max-seconds` over the first two; `run` has only these).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadyLimits {
+    /// Most bytes of green's WAL blue's checkpoint may be behind.
+    pub max_bytes: u64,
+    /// Oldest age, in seconds, of a green transaction blue lacks.
+    pub max_seconds: f64,
+    /// Most WAL green may retain for the slot, in bytes.
+    pub max_retained_bytes: u64,
+    /// Longest time blue's checkpoint may stand still while green's WAL is ahead of it.
+    pub max_stall: Duration,
 }
 
 /// The validated configuration.
@@ -88,6 +102,8 @@ pub struct Config {
     pub origin: Option<String>,
     /// The environment switches, read when the configuration was loaded.
     pub switches: Switches,
+    /// `[ready]`: limits of rollback readiness.
+    pub ready: ReadyLimits,
 }
 
 impl Config {
@@ -119,6 +135,7 @@ impl Config {
         let skip_origins = resolve.skip_origins(&sides.origin_filter)?;
         let origin = resolve.origin(raw.apply.origin, &sides.slot)?;
         let metrics_listen = resolve.listen(raw.metrics.listen)?;
+        let ready = resolve.ready(&raw.ready)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Config {
             path: path.to_path_buf(),
@@ -142,6 +159,7 @@ impl Config {
             skip_origins,
             origin,
             switches: Switches::from_env(env),
+            ready,
         })
     }
 
@@ -376,6 +394,29 @@ impl Resolve<'_> {
             valid.push(name.to_owned());
         }
         Ok(Standbys::Named(valid))
+    }
+
+    /// `[ready]`: a finite, non-negative `max_seconds` and a duration for `max_stall`.
+    fn ready(&self, raw: &RawReady) -> Result<ReadyLimits> {
+        let file = self.file();
+        if !(raw.max_seconds.is_finite() && raw.max_seconds >= 0.0) {
+            return Err(Error::definite(format!(
+                "{file}: ready.max_seconds = {} is not a number of seconds of 0 or more; write e.g. 10 or 2.5",
+                raw.max_seconds
+            )));
+        }
+        let max_stall = humantime::parse_duration(&raw.max_stall).map_err(|e| {
+            Error::definite(format!(
+                "{file}: ready.max_stall = {:?} is not a duration ({e}); write e.g. \"60s\" or \"2m\"",
+                raw.max_stall
+            ))
+        })?;
+        Ok(ReadyLimits {
+            max_bytes: raw.max_bytes,
+            max_seconds: raw.max_seconds,
+            max_retained_bytes: raw.max_retained_bytes,
+            max_stall,
+        })
     }
 
     /// `metrics.listen`: `host:port`.

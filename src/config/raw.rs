@@ -26,6 +26,9 @@ pub(super) struct RawConfig {
     /// Green sequence -> blue sequence, where the names differ (`sync-sequences`).
     #[serde(default)]
     pub(super) sequences: BTreeMap<String, String>,
+    /// Limits of rollback readiness (`pgbridge ready` and the bridge's own evaluation).
+    #[serde(default)]
+    pub(super) ready: RawReady,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +143,48 @@ impl Default for RawMetrics {
             listen: default_listen(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReady {
+    /// Most bytes of green's WAL blue's checkpoint may be behind (`--max-bytes` overrides it).
+    #[serde(default = "default_ready_max_bytes")]
+    pub(super) max_bytes: u64,
+    /// Oldest age, in seconds, of a green transaction blue lacks (`--max-seconds` overrides it).
+    #[serde(default = "default_ready_max_seconds")]
+    pub(super) max_seconds: f64,
+    /// Most WAL green may retain for the slot, in bytes.
+    #[serde(default = "default_ready_max_retained_bytes")]
+    pub(super) max_retained_bytes: u64,
+    /// Longest time blue's checkpoint may stand still, while green's WAL is ahead of it, before
+    /// the bridge counts as stuck (a duration, e.g. "60s").
+    #[serde(default = "default_ready_max_stall")]
+    pub(super) max_stall: String,
+}
+
+impl Default for RawReady {
+    fn default() -> Self {
+        RawReady {
+            max_bytes: default_ready_max_bytes(),
+            max_seconds: default_ready_max_seconds(),
+            max_retained_bytes: default_ready_max_retained_bytes(),
+            max_stall: default_ready_max_stall(),
+        }
+    }
+}
+
+fn default_ready_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_ready_max_seconds() -> f64 {
+    10.0
+}
+fn default_ready_max_retained_bytes() -> u64 {
+    1 << 30
+}
+fn default_ready_max_stall() -> String {
+    "60s".into()
 }
 
 fn default_publication() -> String {

@@ -32,6 +32,9 @@ pub struct Lag {
     pub lag_seconds: f64,
     pub applied_lsn: String,
     pub green_lsn: String,
+    /// The oldest green transaction blue lacks (`lag_seconds` is its age); not printed.
+    #[serde(skip)]
+    pub pending: Option<Pending>,
 }
 
 /// Connects to both sides and measures lag (what the `lag` command prints).
@@ -44,18 +47,24 @@ pub async fn measure_now(config: &Config) -> Result<Lag> {
 /// beyond anything the slot had confirmed.
 pub async fn measure(config: &Config, green: &Client, blue: &Client) -> Result<Lag> {
     let state = green_state(config, green).await?;
+    measure_at(config, green, blue, &state).await
+}
+
+/// [`measure`] with green's state already read (`ready` reads it once for several conditions).
+pub async fn measure_at(config: &Config, green: &Client, blue: &Client, state: &GreenState) -> Result<Lag> {
     let cp = checkpoint::read_required(blue, &config.schema, &config.slot)
         .await
         .map_err(Error::into_definite)?;
     if let Some(problem) = timeline_problem(config, blue, state.timeline).await? {
         return Err(Error::definite(format!("cannot tell lag: {problem}")));
     }
-    let pending = oldest_pending(config, green, &state, cp.lsn, Reader::Command).await?;
+    let pending = oldest_pending(config, green, state, cp.lsn, Reader::Command).await?;
     Ok(Lag {
         lag_bytes: cp.lsn.bytes_until(state.wal),
-        lag_seconds: pending.map_or(0.0, |p| telemetry::age(p.commit_time)),
+        lag_seconds: pending.as_ref().map_or(0.0, |p| telemetry::age(p.commit_time)),
         applied_lsn: cp.lsn.to_string(),
         green_lsn: state.wal.to_string(),
+        pending,
     })
 }
 
@@ -109,6 +118,8 @@ pub struct SlotState {
     pub confirmed: Option<Lsn>,
     /// Green's WAL position minus the slot's restart_lsn.
     pub retained_bytes: u64,
+    /// `pg_replication_slots.wal_status`: reserved, extended, unreserved or lost.
+    pub wal_status: Option<String>,
 }
 
 pub async fn green_state(config: &Config, green: &Client) -> Result<GreenState> {
@@ -118,7 +129,7 @@ pub async fn green_state(config: &Config, green: &Client) -> Result<GreenState> 
                     coalesce(s.active_pid IS NOT NULL, false), coalesce(s.wal_status = 'lost', false), \
                     s.confirmed_flush_lsn::text, \
                     coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8, 0), \
-                    pg_walfile_name(pg_current_wal_lsn()) \
+                    pg_walfile_name(pg_current_wal_lsn()), s.wal_status \
              FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
             &[&config.slot],
         )
@@ -135,6 +146,7 @@ pub async fn green_state(config: &Config, green: &Client) -> Result<GreenState> 
             lost: row.get(4),
             confirmed: row.get::<_, Option<String>>(5).map(parse).transpose()?,
             retained_bytes: row.get::<_, i64>(6).max(0) as u64,
+            wal_status: row.get(8),
         }),
     };
     // A WAL file name starts with the timeline it was written on, in hex.

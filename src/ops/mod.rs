@@ -16,6 +16,7 @@ pub mod ha;
 pub mod lag;
 pub mod preflight;
 pub mod privileges;
+pub mod ready;
 pub mod run;
 pub mod sequences;
 pub mod setup;

@@ -103,6 +103,24 @@ pub async fn read(client: &Client, schema: &str, slot: &str) -> Result<Option<Ch
     .transpose()
 }
 
+/// Seconds since `slot`'s checkpoint last moved, by blue's clock; `None` without a checkpoint.
+pub async fn age_seconds(client: &Client, schema: &str, slot: &str) -> Result<Option<f64>> {
+    if !table_exists(client, schema, "checkpoint").await? {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT extract(epoch FROM clock_timestamp() - updated_at)::float8 FROM {} WHERE slot_name = $1",
+                sql::qualified(schema, "checkpoint")
+            ),
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::postgres(format!("reading {schema}.checkpoint on blue"), &e))?;
+    Ok(row.map(|r| r.get::<_, f64>(0).max(0.0)))
+}
+
 /// The new checkpoint value, guarded: when the row does not hold `$prev` (an earlier blue
 /// transaction, pipelined ahead of this one, failed and rolled back) it evaluates to NULL,
 /// which the NOT NULL column rejects, so this transaction fails too instead of claiming

@@ -86,3 +86,43 @@ impl DeadLetters {
         Ok(())
     }
 }
+
+/// Rows parked for one slot, as rollback readiness counts them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// How many, counted up to [`Summary::COUNT_CAP`].
+    pub count: u64,
+    /// When the newest was parked (blue's `created_at`, as text).
+    pub newest: Option<String>,
+}
+
+impl Summary {
+    /// Counting stops here, so that a huge table costs no more than a small one.
+    pub const COUNT_CAP: i64 = 1000;
+}
+
+/// Rows parked in `<schema>.dead_letter` for `slot` at or after `since` (an RFC 3339 time;
+/// `None`: any); none when the table does not exist. Cheap enough for every poll of a running
+/// bridge: the count is capped and the newest row is found through the primary key.
+pub async fn summary(client: &Client, schema: &str, slot: &str, since: Option<&str>) -> Result<Summary> {
+    if !super::checkpoint::table_exists(client, schema, "dead_letter").await? {
+        return Ok(Summary { count: 0, newest: None });
+    }
+    let table = sql::qualified(schema, "dead_letter");
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE slot_name = $1 AND created_at >= $2::text::timestamptz \
+                         LIMIT $3) capped), \
+                        (SELECT created_at::text FROM {table} WHERE slot_name = $1 AND created_at >= $2::text::timestamptz \
+                         ORDER BY id DESC LIMIT 1)"
+            ),
+            &[&slot, &since.unwrap_or("-infinity"), &Summary::COUNT_CAP],
+        )
+        .await
+        .map_err(|e| Error::postgres(format!("reading {schema}.dead_letter on blue"), &e))?;
+    Ok(Summary {
+        count: row.get::<_, i64>(0).max(0) as u64,
+        newest: row.get(1),
+    })
+}

@@ -18,6 +18,7 @@
 
 pub mod http;
 pub mod names;
+pub mod rollback;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,8 @@ pub struct Telemetry {
     /// What the poller found beyond the received transactions.
     verdict: Mutex<Verdict>,
     tables: Mutex<TableCounts>,
+    /// Rollback readiness as the poller last evaluated it.
+    rollback: Mutex<rollback::Readiness>,
 }
 
 impl Default for Telemetry {
@@ -94,6 +97,7 @@ impl Default for Telemetry {
             verdict: Mutex::new(Verdict::Unknown),
             drift: std::sync::atomic::AtomicBool::new(false),
             tables: Mutex::new(BTreeMap::new()),
+            rollback: Mutex::new(rollback::Readiness::default()),
         }
     }
 }
@@ -150,6 +154,14 @@ fn describe() {
         SCHEMA_DRIFT,
         "1 while green's or blue's catalogs no longer match the accepted plan"
     );
+    metrics::describe_gauge!(
+        ROLLBACK_READY,
+        "1 when every condition of pgbridge ready holds: a rollback to blue now would lose nothing"
+    );
+    metrics::describe_gauge!(
+        ROLLBACK_CONDITION,
+        "1 per condition of pgbridge ready that holds; 0 when it does not or cannot be told"
+    );
 }
 
 impl Telemetry {
@@ -165,6 +177,8 @@ impl Telemetry {
             metrics::counter!(RECONNECTS, "side" => side).absolute(0);
         }
         metrics::counter!(TRANSACTIONS_APPLIED).absolute(0);
+        // Not ready until the poller has evaluated the conditions once.
+        metrics::gauge!(ROLLBACK_READY).set(0.0);
         t
     }
 
@@ -280,6 +294,22 @@ impl Telemetry {
         metrics::gauge!(SCHEMA_DRIFT).set(if drift { 1.0 } else { 0.0 });
     }
 
+    /// Whether the bridge found green's or blue's catalogs no longer matching the accepted plan.
+    pub fn drifted(&self) -> bool {
+        self.drift.load(Ordering::Relaxed)
+    }
+
+    /// Green's WAL position at the last poll; 0 before the first.
+    pub fn green_wal_lsn(&self) -> Lsn {
+        Lsn(self.green_wal.load(Ordering::Relaxed))
+    }
+
+    /// Rollback readiness, evaluated by the poller: the gauges and `/status` follow it.
+    pub fn set_rollback(&self, readiness: rollback::Readiness) {
+        readiness.publish();
+        *self.rollback.lock().unwrap_or_else(|e| e.into_inner()) = readiness;
+    }
+
     pub fn error(&self, kind: &'static str) {
         metrics::counter!(ERRORS, "kind" => kind).increment(1);
     }
@@ -306,7 +336,7 @@ impl Telemetry {
     }
 
     /// The age of the oldest transaction blue lacks; NaN while it cannot be told.
-    fn lag_seconds(&self) -> f64 {
+    pub fn lag_seconds(&self) -> f64 {
         if let Some(t) = self.oldest_received() {
             return age(t);
         }
@@ -343,6 +373,7 @@ impl Telemetry {
             slot_retained_wal_bytes: self.retained.load(Ordering::Relaxed),
             schema_drift: self.drift.load(Ordering::Relaxed),
             tables: self.tables.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            rollback: self.rollback.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }
@@ -390,4 +421,7 @@ pub struct StatusDoc {
     pub schema_drift: bool,
     /// Rows applied since start, by green table and operation.
     pub tables: TableCounts,
+    /// Whether a rollback to blue now would lose nothing, condition by condition, as
+    /// `pgbridge ready` prints it (without `reverse`, which only the command evaluates).
+    pub rollback: rollback::Readiness,
 }

@@ -16,9 +16,11 @@ pub const ERRORS: &str = "pgbridge_errors_total";
 pub const RECONNECTS: &str = "pgbridge_reconnects_total";
 pub const STATE: &str = "pgbridge_state";
 pub const SCHEMA_DRIFT: &str = "pgbridge_schema_drift";
+pub const ROLLBACK_READY: &str = "pgbridge_rollback_ready";
+pub const ROLLBACK_CONDITION: &str = "pgbridge_rollback_condition";
 
 /// All of them, for tests and documentation.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 17] = [
     LAG_BYTES,
     LAG_SECONDS,
     RECEIVED_LSN,
@@ -34,4 +36,6 @@ pub const ALL: [&str; 15] = [
     RECONNECTS,
     STATE,
     SCHEMA_DRIFT,
+    ROLLBACK_READY,
+    ROLLBACK_CONDITION,
 ];

@@ -1,5 +1,5 @@
 //! The lag poller: green's position and what the stream has not delivered yet, for the lag
-//! gauges, while the bridge runs.
+//! gauges, while the bridge runs; after each poll, rollback readiness ([`super::readiness`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,7 @@ pub(super) async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, m
     // Green's WAL position at the previous poll.
     let mut previous: Option<Lsn> = None;
     let mut unknown = UnknownLog::default();
+    let mut readiness = super::readiness::Watch::default();
     loop {
         if client.is_none() {
             client = crate::connect::connect_green_sql(&config).await.ok();
@@ -38,13 +39,21 @@ pub(super) async fn poll_green(config: Arc<Config>, telemetry: Arc<Telemetry>, m
                     let verdict = undelivered(&config, &telemetry, c, &state, previous, &mut unknown).await;
                     telemetry.set_verdict(verdict);
                     telemetry.refresh();
+                    readiness.evaluate(&config, &telemetry, Ok(&state)).await;
                     previous = Some(state.wal);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "polling green's position failed; retrying");
+                    readiness.evaluate(&config, &telemetry, Err(e.to_string())).await;
                     client = None;
                 }
             }
+        } else {
+            let why = format!(
+                "cannot connect to green ({}) to read its position",
+                config.green.address()
+            );
+            readiness.evaluate(&config, &telemetry, Err(why)).await;
         }
         let pause = if started { POLL_INTERVAL } else { POLL_INTERVAL_AT_START };
         tokio::select! {

@@ -1,10 +1,11 @@
 //! `pgbridge run`: stream until SIGINT/SIGTERM, then finish the batch, checkpoint and exit.
 //! Besides the pipeline itself, the bridge validates at start-up ([`startup`]), watches both
 //! catalogs against the accepted plan ([`catalogs`]) and polls green for the lag gauges
-//! ([`lag_poller`]).
+//! ([`lag_poller`]) and rollback readiness ([`readiness`]).
 
 mod catalogs;
 mod lag_poller;
+mod readiness;
 mod startup;
 
 use std::sync::Arc;

@@ -106,6 +106,14 @@ struct Done {
     reverse_publication_created: bool,
 }
 
+/// The checks of the two configurations alone that a switchover makes before it connects:
+/// `reverse` streams this bridge's target back to its source with a slot of its own, and both
+/// tag and skip replication origins so they can run at once (`ready --reverse` uses them).
+pub fn check_reverse(config: &Config, reverse: &Config) -> Result<()> {
+    check_pairing(config, reverse)?;
+    bridges_can_run_both_ways(config, reverse)
+}
+
 /// The switchover, step by step; `say` gets every line (the timestamped log, the reverse
 /// bridge's setup, the closing key=value line). Returns the exit code: 1 when it was undone, 2
 /// when undoing failed.

@@ -1,0 +1,103 @@
+//! `pgbridge ready`: whether a rollback to blue now would lose nothing ([`crate::ops::ready`]
+//! reads and judges); prints one aligned line per condition and a verdict line, or JSON, and
+//! exits 0 ready, 1 not ready (a condition fails, whatever else cannot be told), 2 cannot tell.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ops::ready::{self, Options};
+use crate::telemetry::rollback::Readiness;
+
+pub async fn run(config: &Config, options: &Options, json: bool) -> Result<i32> {
+    let readiness = ready::evaluate(config, options).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&readiness).map_err(|e| Error::definite(e.to_string()))?
+        );
+    } else {
+        print_text(&readiness);
+    }
+    Ok(match readiness.ready {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    })
+}
+
+fn print_text(r: &Readiness) {
+    for c in &r.conditions {
+        let state = match c.holds {
+            Some(true) => "ok",
+            Some(false) => "NOT",
+            None => "unknown",
+        };
+        println!("{:<13} {state:<8} {}", c.name, c.detail);
+    }
+    let list = |names: Vec<&str>| names.join(", ");
+    println!(
+        "{}",
+        match r.ready {
+            Some(true) => format!(
+                "ready=yes: all {} conditions hold; a rollback now would lose nothing",
+                r.conditions.len()
+            ),
+            Some(false) => format!("ready=no: not holding: {}", list(r.names_where(Some(false)))),
+            None => format!(
+                "ready=unknown: cannot tell {}; fix what they say and run again",
+                list(r.names_where(None))
+            ),
+        }
+    );
+}
+
+/// `--since`: an RFC 3339 time (`2024-05-01T12:00:00Z`, `2024-05-01 14:00:00+02:00`) or a
+/// duration before now (`24h`, `90m`).
+pub fn parse_since(text: &str) -> std::result::Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{text} before now is before 1970"));
+    }
+    let refuse = || {
+        format!("{text:?} is neither an RFC 3339 time (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) nor a duration (24h, 90m)")
+    };
+    // humantime reads UTC only: take a numeric offset off and apply it.
+    let (local, offset) = match text.len().checked_sub(6).and_then(|at| text.get(at..).map(|o| (at, o))) {
+        Some((at, o)) if at >= 19 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => {
+            let hours: u64 = o[1..3].parse().map_err(|_| refuse())?;
+            let minutes: u64 = o[4..6].parse().map_err(|_| refuse())?;
+            (
+                &text[..at],
+                Some((o.starts_with('-'), Duration::from_secs(hours * 3600 + minutes * 60))),
+            )
+        }
+        _ => (text.strip_suffix(['Z', 'z']).unwrap_or(text), None),
+    };
+    let at = humantime::parse_rfc3339_weak(local).map_err(|_| refuse())?;
+    Ok(match offset {
+        // 14:00+02:00 is 12:00Z; 07:00-05:00 is 12:00Z.
+        Some((false, d)) => at - d,
+        Some((true, d)) => at + d,
+        None => at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_rfc3339_with_offsets_and_durations() {
+        let z = parse_since("2024-05-01T12:00:00Z").unwrap();
+        assert_eq!(parse_since("2024-05-01T14:00:00+02:00").unwrap(), z);
+        assert_eq!(parse_since("2024-05-01T07:00:00-05:00").unwrap(), z);
+        assert_eq!(parse_since("2024-05-01 12:00:00").unwrap(), z);
+        assert!(parse_since("2024-05-01T12:00:00.250Z").unwrap() > z);
+        let day_ago = parse_since("24h").unwrap();
+        let age = SystemTime::now().duration_since(day_ago).unwrap();
+        assert!(age >= Duration::from_secs(86_400) && age < Duration::from_secs(86_460));
+        assert!(parse_since("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+}

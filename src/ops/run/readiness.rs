@@ -1,0 +1,113 @@
+//! Rollback readiness while the bridge runs, for `pgbridge_rollback_ready`,
+//! `pgbridge_rollback_condition{condition}` and `/status`: the conditions of `pgbridge ready`
+//! ([`crate::ops::ready::judge`]), judged once per lag poll from what the process knows (its
+//! state, blue's applied position, lag, drift), green's state the poller has just read, and one
+//! small query on blue for dead letters. Limits come from `[ready]`; there are no flags here,
+//! every dead letter of the slot counts, and `reverse` is not evaluated (only
+//! `pgbridge ready --reverse` does: it needs the other configuration).
+//!
+//! Two facts come from the running session rather than a query: green's timeline, which the
+//! session judged against blue's record before streaming, and the slot's confirmed position,
+//! which this process itself confirms only once blue has it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::lsn::Lsn;
+use crate::ops::lag::GreenState;
+use crate::ops::ready::judge::{self, Activity, Reading, SlotFacts};
+use crate::state::dead_letters;
+use crate::telemetry::rollback::Readiness;
+use crate::telemetry::{State, Telemetry};
+
+/// What readiness remembers between polls.
+#[derive(Default)]
+pub(super) struct Watch {
+    blue: Option<Arc<Client>>,
+    /// Blue's applied position and when it was first seen there.
+    moved: Option<(Lsn, Instant)>,
+}
+
+impl Watch {
+    /// Judges every condition and publishes the verdict. `green`: what the poll read, or why
+    /// it could not.
+    pub(super) async fn evaluate(&mut self, config: &Config, telemetry: &Telemetry, green: Reading<&GreenState>) {
+        let limits = &config.ready;
+        let applied = telemetry.applied_lsn();
+        let lag_bytes = match (&green, applied.is_zero()) {
+            (_, true) => Err("the bridge has not read blue's checkpoint yet".to_string()),
+            (Ok(g), false) => Ok(applied.bytes_until(g.wal)),
+            (Err(why), false) => Err(why.clone()),
+        };
+        let activity = self.activity(telemetry.state(), applied, lag_bytes.as_ref().ok().copied());
+        let dead = self.dead_letters(config).await;
+        let table = crate::ops::ready::dead_letter_table(config);
+        let drift = if telemetry.drifted() {
+            vec![
+                "the bridge found green's or blue's catalogs no longer matching the accepted plan (its log names \
+                  the table and the change); it stops once blue has everything before the change"
+                    .to_string(),
+            ]
+        } else {
+            Vec::new()
+        };
+        let slot = green.map(|g| SlotFacts {
+            name: &config.slot,
+            slot: g.slot.as_ref(),
+            checkpoint: None,
+            timeline: Ok(None),
+        });
+        let conditions = vec![
+            judge::bridge(Ok(activity), limits),
+            judge::lag_bytes(lag_bytes, limits.max_bytes),
+            judge::lag_seconds(Ok(telemetry.lag_seconds()), limits.max_seconds),
+            judge::dead_letters(dead, &table, None),
+            judge::schema_drift(Ok(Some(drift))),
+            judge::slot(slot, limits.max_retained_bytes),
+        ];
+        telemetry.set_rollback(Readiness::new(conditions));
+    }
+
+    /// Streaming, with how long blue's applied position has stood still behind green's.
+    fn activity(&mut self, state: State, applied: Lsn, lag_bytes: Option<u64>) -> Activity {
+        let now = Instant::now();
+        let since = match self.moved {
+            Some((at, since)) if at == applied => since,
+            _ => {
+                self.moved = Some((applied, now));
+                now
+            }
+        };
+        if state != State::Streaming {
+            return Activity::Down(format!(
+                "the bridge is {} (see its log and pgbridge_state)",
+                state.as_str()
+            ));
+        }
+        let behind_for = match lag_bytes {
+            Some(0) => None,
+            _ => Some(now - since),
+        };
+        Activity::Streaming { behind_for }
+    }
+
+    /// Rows parked for the slot, any time: one capped query on blue.
+    async fn dead_letters(&mut self, config: &Config) -> Reading<dead_letters::Summary> {
+        if !matches!(&self.blue, Some(c) if !c.is_closed()) {
+            self.blue = Some(
+                crate::connect::connect_blue(&config.blue)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let blue = self.blue.as_ref().expect("connected above");
+        let found = dead_letters::summary(blue, &config.schema, &config.slot, None).await;
+        if found.is_err() {
+            self.blue = None;
+        }
+        found.map_err(|e| e.to_string())
+    }
+}
