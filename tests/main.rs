@@ -20,6 +20,7 @@ mod mapping;
 mod ops;
 mod pooler;
 mod privileges;
+mod ready;
 mod recovery;
 mod scale;
 mod sequences;

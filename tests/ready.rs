@@ -1,0 +1,345 @@
+//! `pgbridge ready`, the rollback gate: every condition flips it to exit 1 and back to 0, it
+//! exits 2 when it cannot tell, and the running bridge's `pgbridge_rollback_ready`,
+//! `pgbridge_rollback_condition{condition}` and `/status` follow the same conditions.
+
+use std::time::Duration;
+
+use crate::support::bridge::{text, wait_for, Pair, Running, DB, SLOT};
+use crate::telemetry::{http_get, sample};
+
+/// `pgbridge ready --json ARGS`: exit code and the document.
+fn ready(pair: &Pair, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["ready", "--json"];
+    all.extend_from_slice(args);
+    let out = pair.pgbridge(&all);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ready --json: {e}\n{}", text(&out)));
+    (out.status.code().unwrap_or(-1), doc)
+}
+
+/// Whether `name` holds in a `ready` document (`None`: unknown); panics when it is not listed.
+fn holds(doc: &serde_json::Value, name: &str) -> Option<bool> {
+    let c = doc["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {doc:#}"));
+    c["holds"].as_bool()
+}
+
+/// The conditions that do not hold.
+fn failing(doc: &serde_json::Value) -> Vec<String> {
+    doc["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter(|c| c["holds"] == false)
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until `ready ARGS` exits `code` with exactly `not` failing.
+fn wait_ready(pair: &Pair, args: &[&str], code: i32, not: &[&str], log: impl Fn() -> String) -> serde_json::Value {
+    let last = std::cell::RefCell::new((-1, serde_json::Value::Null));
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let now = ready(pair, args);
+            let done = now.0 == code && failing(&now.1) == not;
+            *last.borrow_mut() = now;
+            done
+        },
+        || {
+            let (got, doc) = &*last.borrow();
+            format!(
+                "ready {args:?} never exited {code} with {not:?} failing: exit {got}, {doc:#}\n{}",
+                log()
+            )
+        },
+    );
+    last.into_inner().1
+}
+
+/// A gauge of the running bridge; `None` while /metrics does not answer or lacks it.
+fn gauge(pair: &Pair, series: &str) -> Option<f64> {
+    http_get(pair.metrics_port, "/metrics").and_then(|(_, m)| sample(&m, series))
+}
+
+fn wait_gauge(pair: &Pair, series: &str, value: f64, bridge: &Running) {
+    wait_for(
+        Duration::from_secs(60),
+        || gauge(pair, series) == Some(value),
+        || {
+            let metrics = http_get(pair.metrics_port, "/metrics").map(|r| r.1).unwrap_or_default();
+            let status = http_get(pair.metrics_port, "/status").map(|r| r.1).unwrap_or_default();
+            format!("{series} never became {value}:\n{metrics}\n{status}\n{}", bridge.log())
+        },
+    );
+}
+
+fn status_rollback(pair: &Pair) -> serde_json::Value {
+    let (_, body) = http_get(pair.metrics_port, "/status").expect("/status answers");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("/status JSON");
+    doc["rollback"].clone()
+}
+
+/// The backend holding an exclusive lock on `t` on blue, ended: the lock goes with it.
+fn release_lock(pair: &Pair) {
+    pair.blue.psql(
+        DB,
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'",
+    );
+}
+
+#[test]
+fn ready_follows_the_bridge_and_its_lag_and_the_metrics_follow_it() {
+    let pair = std::sync::Arc::new(Pair::start());
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.write_config("[ready]\nmax_seconds = 1\n");
+    pair.setup();
+    // No bridge ran yet, and green wrote nothing published: blue has everything.
+    let out = pair.pgbridge(&["ready"]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    for name in [
+        "bridge",
+        "lag_bytes",
+        "lag_seconds",
+        "dead_letters",
+        "schema_drift",
+        "slot",
+    ] {
+        assert!(
+            printed.lines().any(|l| l.starts_with(name) && l.contains(" ok ")),
+            "{name}: {printed}"
+        );
+    }
+    assert!(
+        !printed.contains("reverse"),
+        "reverse is listed only with --reverse: {printed}"
+    );
+    assert!(
+        printed.trim_end().ends_with("a rollback now would lose nothing"),
+        "{printed}"
+    );
+
+    // Stopped with a change blue lacks.
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 'a')");
+    let out = pair.pgbridge(&["ready"]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("bridge") && l.contains("NOT") && l.contains("pgbridge run")),
+        "{printed}"
+    );
+    assert!(printed.contains("ready=no: not holding: bridge"), "{printed}");
+
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    wait_ready(&pair, &[], 0, &[], || bridge.log());
+    wait_gauge(&pair, "pgbridge_rollback_ready", 1.0, &bridge);
+    let rollback = status_rollback(&pair);
+    assert_eq!(rollback["ready"], true, "{rollback:#}");
+    let names: Vec<&str> = rollback["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "bridge",
+            "lag_bytes",
+            "lag_seconds",
+            "dead_letters",
+            "schema_drift",
+            "slot"
+        ]
+    );
+
+    // Blue held up by a lock: a backlog waits and ages.
+    let locker = {
+        let pair = pair.clone();
+        std::thread::spawn(move || {
+            let _ = pair
+                .blue
+                .try_psql(DB, "BEGIN; LOCK TABLE t; SELECT pg_sleep(300); COMMIT;");
+        })
+    };
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            pair.blue.psql(
+                DB,
+                "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'",
+            ) == "1"
+        },
+        || "no lock".into(),
+    );
+    pair.green
+        .psql(DB, "INSERT INTO t SELECT g, 'x' FROM generate_series(2, 100) g");
+    wait_ready(
+        &pair,
+        &["--max-bytes", "0", "--max-seconds", "3600"],
+        1,
+        &["lag_bytes"],
+        || bridge.log(),
+    );
+    let doc = wait_ready(&pair, &["--max-bytes", "100000000"], 1, &["lag_seconds"], || {
+        bridge.log()
+    });
+    let lag_seconds = doc["conditions"][2].clone();
+    assert_eq!(lag_seconds["name"], "lag_seconds");
+    assert!(lag_seconds["value"].as_f64().unwrap() > 1.0, "{lag_seconds}");
+    assert_eq!(lag_seconds["limit"], 1.0, "[ready] max_seconds: {lag_seconds}");
+    wait_gauge(
+        &pair,
+        "pgbridge_rollback_condition{condition=\"lag_seconds\"}",
+        0.0,
+        &bridge,
+    );
+    wait_gauge(&pair, "pgbridge_rollback_ready", 0.0, &bridge);
+    assert_eq!(status_rollback(&pair)["ready"], false);
+
+    release_lock(&pair);
+    locker.join().unwrap();
+    pair.wait_caught_up(&bridge);
+    wait_ready(&pair, &[], 0, &[], || bridge.log());
+    wait_gauge(
+        &pair,
+        "pgbridge_rollback_condition{condition=\"lag_seconds\"}",
+        1.0,
+        &bridge,
+    );
+    wait_gauge(&pair, "pgbridge_rollback_ready", 1.0, &bridge);
+
+    // Caught up and stopped cleanly: still nothing to lose.
+    assert_eq!(bridge.terminate(), 0);
+    let (code, doc) = ready(&pair, &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["ready"], true);
+    for c in doc["conditions"].as_array().unwrap() {
+        for key in ["name", "holds", "detail"] {
+            assert!(c.get(key).is_some(), "{key} missing in {c}");
+        }
+    }
+    assert_eq!(pair.blue.psql(DB, "SELECT count(*) FROM t"), "100");
+}
+
+#[test]
+fn a_dead_letter_is_not_ready_until_handled_or_older_than_since() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v int)");
+    pair.blue.psql(DB, "ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100)");
+    pair.write_config("[apply]\non_error = \"dead_letter\"\n");
+    pair.setup();
+    let bridge = pair.run();
+    pair.wait_caught_up(&bridge);
+    wait_gauge(&pair, "pgbridge_rollback_ready", 1.0, &bridge);
+    pair.green.psql(DB, "INSERT INTO t VALUES (1, 5), (2, 500)");
+    pair.wait_caught_up(&bridge);
+    let doc = wait_ready(&pair, &[], 1, &["dead_letters"], || bridge.log());
+    let detail = doc["conditions"][3]["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("1 row(s) in pgbridge.dead_letter") && detail.contains("--since"),
+        "{detail}"
+    );
+    wait_gauge(
+        &pair,
+        "pgbridge_rollback_condition{condition=\"dead_letters\"}",
+        0.0,
+        &bridge,
+    );
+    wait_gauge(&pair, "pgbridge_rollback_ready", 0.0, &bridge);
+    assert_eq!(holds(&status_rollback(&pair), "dead_letters"), Some(false));
+
+    // Parked within the last hour; not after now.
+    wait_ready(&pair, &["--since", "1h"], 1, &["dead_letters"], || bridge.log());
+    let now = pair.blue.psql(
+        DB,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    wait_ready(&pair, &["--since", &now], 0, &[], || bridge.log());
+
+    // Handled: the row is fixed on blue and its dead letter deleted.
+    pair.blue.psql(
+        DB,
+        "ALTER TABLE t DROP CONSTRAINT small; INSERT INTO t VALUES (2, 500); DELETE FROM pgbridge.dead_letter",
+    );
+    wait_ready(&pair, &[], 0, &[], || bridge.log());
+    wait_gauge(&pair, "pgbridge_rollback_ready", 1.0, &bridge);
+    assert_eq!(bridge.terminate(), 0);
+}
+
+#[test]
+fn drift_an_unhealthy_slot_a_bad_reverse_and_an_unreachable_green() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.setup();
+    let none = || String::new();
+    wait_ready(&pair, &[], 0, &[], none);
+
+    // The configuration of the other direction: valid, then one that would echo.
+    let reverse = pair.dir.path().join("reverse.toml");
+    let write_reverse = |extra: &str| {
+        let text = format!(
+            "[green]\ndsn = \"{}\"\npublication = \"pgbridge_back\"\nslot = \"pgbridge_back\"\n\n\
+             [blue]\ndsn = \"{}\"\n\n{extra}",
+            pair.blue.dsn(DB),
+            pair.green.dsn(DB)
+        );
+        std::fs::write(&reverse, text).unwrap();
+    };
+    write_reverse("");
+    let path = reverse.to_str().unwrap();
+    let doc = wait_ready(&pair, &["--reverse", path], 0, &[], none);
+    assert_eq!(holds(&doc, "reverse"), Some(true));
+    write_reverse("[apply]\norigin = \"\"\n");
+    let doc = wait_ready(&pair, &["--reverse", path], 1, &["reverse"], none);
+    let detail = doc["conditions"][6]["detail"].to_string();
+    assert!(detail.contains("echo"), "{detail}");
+
+    // A green column the plan does not know (strict mapping: it must be used or ignored).
+    pair.green.psql(DB, "ALTER TABLE t ADD COLUMN extra text");
+    let doc = wait_ready(&pair, &[], 1, &["schema_drift"], none);
+    let detail = doc["conditions"][4]["detail"].to_string();
+    assert!(detail.contains("public.t"), "{detail}");
+    pair.green.psql(DB, "ALTER TABLE t DROP COLUMN extra");
+    wait_ready(&pair, &[], 0, &[], none);
+
+    // Over the retention limit.
+    pair.write_config("[ready]\nmax_retained_bytes = 0\n");
+    pair.green.psql(DB, "SELECT pg_logical_emit_message(false, 'x', 'y')");
+    let doc = wait_ready(&pair, &[], 1, &["slot"], none);
+    assert!(doc["conditions"][5]["value"].as_u64().unwrap() > 0, "{doc:#}");
+    pair.write_config("");
+    wait_ready(&pair, &[], 0, &[], none);
+
+    // Green unreachable: cannot tell, saying why.
+    pair.write_config_with("postgres://postgres@127.0.0.1:1/postgres", &pair.blue.dsn(DB), "");
+    let out = pair.pgbridge(&["ready"]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("slot") && l.contains("unknown") && l.contains("green")),
+        "{printed}"
+    );
+    assert!(printed.contains("ready=unknown"), "{printed}");
+    let (code, doc) = ready(&pair, &[]);
+    assert_eq!((code, doc["ready"].clone()), (2, serde_json::Value::Null), "{doc:#}");
+    assert_eq!(holds(&doc, "dead_letters"), Some(true), "blue is still read: {doc:#}");
+    pair.write_config("");
+
+    // The slot dropped: blue misses whatever green writes from now on.
+    pair.green
+        .psql(DB, &format!("SELECT pg_drop_replication_slot('{SLOT}')"));
+    let (code, doc) = ready(&pair, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(holds(&doc, "slot"), Some(false), "{doc:#}");
+    assert_eq!(holds(&doc, "bridge"), Some(false), "{doc:#}");
+}
