@@ -103,6 +103,8 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         names::STATE,
         names::ERRORS,
         names::RECONNECTS,
+        names::ROLLBACK_READY,
+        names::ROLLBACK_CONDITION,
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(wanted)),

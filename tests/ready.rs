@@ -326,7 +326,11 @@ fn drift_an_unhealthy_slot_a_bad_reverse_and_an_unreachable_green() {
     assert!(
         printed
             .lines()
-            .any(|l| l.starts_with("slot") && l.contains("unknown") && l.contains("green")),
+            .any(|l| l.starts_with("bridge") && l.contains("unknown") && l.contains("green.dsn")),
+        "{printed}"
+    );
+    assert!(
+        printed.lines().any(|l| l.starts_with("slot") && l.contains("unknown")),
         "{printed}"
     );
     assert!(printed.contains("ready=unknown"), "{printed}");

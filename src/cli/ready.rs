@@ -27,13 +27,21 @@ pub async fn run(config: &Config, options: &Options, json: bool) -> Result<i32> 
 }
 
 fn print_text(r: &Readiness) {
+    let mut previous = None;
     for c in &r.conditions {
         let state = match c.holds {
             Some(true) => "ok",
             Some(false) => "NOT",
             None => "unknown",
         };
-        println!("{:<13} {state:<8} {}", c.name, c.detail);
+        // One side out of reach leaves several conditions unknown for the same reason.
+        let detail = if previous == Some(&c.detail) && c.holds.is_none() {
+            "cannot tell: as above"
+        } else {
+            c.detail.as_str()
+        };
+        println!("{:<13} {state:<8} {detail}", c.name);
+        previous = Some(&c.detail);
     }
     let list = |names: Vec<&str>| names.join(", ");
     println!(
