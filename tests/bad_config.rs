@@ -127,7 +127,7 @@ const CONFIG_CASES: &[(&str, &str, &str)] = &[
         "misspelt section",
         "{base}[aply]\nmax_batch_rows = 5\n",
         "error: {file}:8:2: unknown key `aply`, expected one of `green`, `blue`, `mapping`, `apply`, `metrics`, \
-         `sequences`; did you mean `apply`?",
+         `sequences`, `ready`; did you mean `apply`?",
     ),
     (
         "misspelt key in a section",
@@ -139,7 +139,7 @@ const CONFIG_CASES: &[(&str, &str, &str)] = &[
         "unknown top-level key",
         "verbose = true\n{base}",
         "error: {file}:1:1: unknown key `verbose`, expected one of `green`, `blue`, `mapping`, `apply`, `metrics`, \
-         `sequences`",
+         `sequences`, `ready`",
     ),
     (
         "key in the wrong section",

@@ -235,3 +235,31 @@ fn blue_standbys_are_all_or_distinct_names() {
         );
     }
 }
+
+#[test]
+fn ready_limits_have_defaults_and_refuse_what_is_not_a_limit() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.ready,
+        ReadyLimits {
+            max_bytes: 64 << 20,
+            max_seconds: 10.0,
+            max_retained_bytes: 1 << 30,
+            max_stall: Duration::from_secs(60),
+        }
+    );
+    let set = parse(&format!(
+        "{MINIMAL}\n[ready]\nmax_bytes = 0\nmax_seconds = 2.5\nmax_retained_bytes = 5\nmax_stall = \"2m\"\n"
+    ))
+    .unwrap();
+    assert_eq!((set.ready.max_bytes, set.ready.max_seconds), (0, 2.5));
+    assert_eq!(set.ready.max_stall, Duration::from_secs(120));
+    for (bad, key) in [
+        ("max_seconds = -1.0", "ready.max_seconds"),
+        ("max_stall = \"soon\"", "ready.max_stall"),
+        ("max_lag = 5", "unknown key `max_lag`"),
+    ] {
+        let e = parse(&format!("{MINIMAL}\n[ready]\n{bad}\n")).unwrap_err().to_string();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}

@@ -8,6 +8,8 @@
 //! * [`run`]: what the long-running bridge does besides the pipeline (start-up checks, catalog
 //!   watching, the lag poller).
 //! * [`ha`]: whether the bridge's slot survives a failover of green, for `check` and `status`.
+//! * [`ready`]: whether a rollback now would lose nothing, condition by condition (the command,
+//!   and the judgement `run` shares).
 //! * [`lag`], [`wait`], [`status`], [`verify`], [`sequences`], [`privileges`], [`teardown`],
 //!   [`switchover`].
 
