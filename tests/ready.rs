@@ -195,6 +195,12 @@ fn ready_follows_the_bridge_and_its_lag_and_the_metrics_follow_it() {
     assert_eq!(lag_seconds["name"], "lag_seconds");
     assert!(lag_seconds["value"].as_f64().unwrap() > 1.0, "{lag_seconds}");
     assert_eq!(lag_seconds["limit"], 1.0, "[ready] max_seconds: {lag_seconds}");
+    // The same backlog seen as a stuck bridge, with a stall limit under its age.
+    pair.write_config("[ready]\nmax_seconds = 3600\nmax_stall = \"1s\"\n");
+    let doc = wait_ready(&pair, &["--max-bytes", "100000000"], 1, &["bridge"], || bridge.log());
+    let detail = doc["conditions"][0]["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("stuck"), "{detail}");
+    pair.write_config("[ready]\nmax_seconds = 1\n");
     wait_gauge(
         &pair,
         "pgbridge_rollback_condition{condition=\"lag_seconds\"}",

@@ -67,13 +67,16 @@ struct Read {
 pub async fn evaluate(config: &Config, options: &Options) -> Readiness {
     let limits = limits(config, options);
     let since = options.since.map(|t| humantime::format_rfc3339_micros(t).to_string());
-    let read = read(config, since.as_deref()).await;
+    let mut read = read(config, since.as_deref()).await;
     let lag_bytes = match (&read.lag, &read.checkpoint, &read.green) {
         (Ok(lag), _, _) => Ok(lag.lag_bytes),
         // `lag` could not tell lag_seconds; the position difference needs no more.
         (Err(_), Ok(Some(cp)), Ok(green)) => Ok(cp.lsn.bytes_until(green.wal)),
         (Err(why), _, _) => Err(why.clone()),
     };
+    if lag_bytes.as_ref().is_ok_and(|b| *b > 0) {
+        recheck_stall(config, &limits, &mut read).await;
+    }
     let mut conditions = vec![
         judge::bridge(activity(config, &read, lag_bytes.as_ref().ok().copied()), &limits),
         judge::lag_bytes(lag_bytes, limits.max_bytes),
@@ -137,6 +140,36 @@ async fn read(config: &Config, since: Option<&str>) -> Read {
         lag,
         dead_letters,
         drift,
+    }
+}
+
+/// A checkpoint that has stood still for longer than `max_stall` may only be about to move:
+/// green idle for a while, then writing just before it was read. A streaming bridge moves it
+/// within milliseconds, so it is read again for up to a second before the bridge counts as
+/// stuck.
+async fn recheck_stall(config: &Config, limits: &ReadyLimits, read: &mut Read) {
+    let streaming = read
+        .green
+        .as_ref()
+        .is_ok_and(|g| g.slot.as_ref().is_some_and(|s| s.active));
+    let stalled =
+        |age: &Reading<Option<f64>>| matches!(age, Ok(Some(a)) if Duration::from_secs_f64(*a) > limits.max_stall);
+    if !streaming || !stalled(&read.checkpoint_age) {
+        return;
+    }
+    let Ok(blue) = crate::connect::connect_blue(&config.blue).await else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let age = checkpoint::age_seconds(&blue, &config.schema, &config.slot)
+            .await
+            .map_err(text);
+        if !stalled(&age) {
+            read.checkpoint_age = age;
+            return;
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! which this process itself confirms only once blue has it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -27,8 +27,9 @@ use crate::telemetry::{State, Telemetry};
 #[derive(Default)]
 pub(super) struct Watch {
     blue: Option<Arc<Client>>,
-    /// Blue's applied position and when it was first seen there.
-    moved: Option<(Lsn, Instant)>,
+    /// Blue's applied position while behind green's WAL, and when it was first seen there
+    /// behind: green idle for a while and then writing is not a stall.
+    behind: Option<(Lsn, Instant)>,
 }
 
 impl Watch {
@@ -74,11 +75,15 @@ impl Watch {
     /// Streaming, with how long blue's applied position has stood still behind green's.
     fn activity(&mut self, state: State, applied: Lsn, lag_bytes: Option<u64>) -> Activity {
         let now = Instant::now();
-        let since = match self.moved {
-            Some((at, since)) if at == applied => since,
+        let behind_for = match (lag_bytes, self.behind) {
+            (Some(0), _) => {
+                self.behind = None;
+                None
+            }
+            (_, Some((at, since))) if at == applied => Some(now - since),
             _ => {
-                self.moved = Some((applied, now));
-                now
+                self.behind = Some((applied, now));
+                Some(Duration::ZERO)
             }
         };
         if state != State::Streaming {
@@ -87,10 +92,6 @@ impl Watch {
                 state.as_str()
             ));
         }
-        let behind_for = match lag_bytes {
-            Some(0) => None,
-            _ => Some(now - since),
-        };
         Activity::Streaming { behind_for }
     }
 
