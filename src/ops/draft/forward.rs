@@ -6,10 +6,10 @@
 //! ignored; blue-only columns with a default are omitted; the rest is left to a person.
 
 use super::catalog::{Column, Table};
-use super::lossy::{classify, Cast};
 use super::model::{ColumnDraft, Feed, Line, TableDraft, Tag};
 use super::names::{similarity, Quoter};
 use super::pairing::{self, Candidate};
+use crate::mapping::lossy::{classify, Cast};
 
 /// Names at least this alike may be a rename.
 pub const ALIKE: f64 = 0.5;

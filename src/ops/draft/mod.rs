@@ -14,7 +14,6 @@
 
 pub mod catalog;
 pub mod forward;
-mod lossy_stub;
 pub mod model;
 pub mod names;
 pub mod pairing;
@@ -22,8 +21,6 @@ pub mod reverse;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
-
-use lossy_stub as lossy;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
