@@ -8,6 +8,7 @@ mod bad_input;
 mod bidirectional;
 mod blue_failover;
 mod copy;
+mod draft;
 mod drift;
 mod environment;
 mod failover;

@@ -15,6 +15,7 @@
 //! - `plan` (see [`plan()`]): the plan, by step: columns, key, filter;
 //! - [`Value`]: how one blue column is fed; [`expression`]: which green columns an
 //!   expression reads;
+//! - [`lossy`]: whether a cast between two column types can lose information;
 //! - [`statements`]: SQL text from a plan; [`signature`]: a plan as stored, compared and
 //!   explained when it drifts.
 
@@ -22,6 +23,7 @@ pub mod catalog;
 pub mod expression;
 pub mod file;
 pub mod green_catalog;
+pub mod lossy;
 mod plan;
 pub mod resolve;
 pub mod signature;

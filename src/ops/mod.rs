@@ -8,12 +8,14 @@
 //! * [`run`]: what the long-running bridge does besides the pipeline (start-up checks, catalog
 //!   watching, the lag poller).
 //! * [`ha`]: whether the bridge's slot survives a failover of green, for `check` and `status`.
+//! * [`draft`]: mapping files drafted from both catalogs, for review.
 //! * [`ready`]: whether a rollback now would lose nothing, condition by condition (the command,
 //!   and the judgement `run` shares).
 //! * [`lag`], [`wait`], [`status`], [`verify`], [`sequences`], [`privileges`], [`teardown`],
 //!   [`switchover`].
 
 pub mod copy;
+pub mod draft;
 pub mod ha;
 pub mod lag;
 pub mod preflight;
