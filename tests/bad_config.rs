@@ -415,7 +415,7 @@ const MAPPING_CASES: &[(&str, Files, &str)] = &[
     (
         "misspelt key in a column",
         &[("a.toml", "target = \"t\"\n[columns]\nv = { fromm = \"v\" }\n")],
-        "error: {dir}/a.toml:3:7: v: unknown key `fromm`, expected one of `from`, `expr`, `omit`, `on`; \
+        "error: {dir}/a.toml:3:7: v: unknown key `fromm`, expected one of `from`, `expr`, `omit`, `on`, `decide`; \
          did you mean `from`?",
     ),
     (
