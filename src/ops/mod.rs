@@ -8,6 +8,7 @@
 //! * [`run`]: what the long-running bridge does besides the pipeline (start-up checks, catalog
 //!   watching, the lag poller).
 //! * [`ha`]: whether the bridge's slot survives a failover of green, for `check` and `status`.
+//! * [`rollback`]: what a rollback to blue would lose, for `check` (`--data`, `--roundtrip`).
 //! * [`lag`], [`wait`], [`status`], [`verify`], [`sequences`], [`privileges`], [`teardown`],
 //!   [`switchover`].
 
@@ -16,6 +17,7 @@ pub mod ha;
 pub mod lag;
 pub mod preflight;
 pub mod privileges;
+pub mod rollback;
 pub mod run;
 pub mod sequences;
 pub mod setup;
