@@ -48,7 +48,13 @@ pub fn text_stage(plan: &TablePlan, name: &str) -> String {
 /// The text stage `stage` as green's row `g` would be: each column cast to green's type, as
 /// the apply path casts its text parameters; `condition` over the stage alias `s`.
 pub fn typed_rows(plan: &TablePlan, stage: &str, condition: Option<&str>) -> String {
-    let cols: Vec<String> = statements::needed_columns(plan)
+    typed_columns(plan, &statements::needed_columns(plan), stage, condition)
+}
+
+/// [`typed_rows`] with only green columns `columns`: what one value reads, so that a value
+/// another column does not fit is not blamed on it.
+fn typed_columns(plan: &TablePlan, columns: &[usize], stage: &str, condition: Option<&str>) -> String {
+    let cols: Vec<String> = columns
         .iter()
         .map(|&g| {
             let c = &plan.green.columns[g];
@@ -81,19 +87,20 @@ pub fn key_text(plan: &TablePlan) -> String {
     format!("concat_ws(', ', {})", parts.join(", "))
 }
 
-/// ` TABLESAMPLE ... ` (goes right after the table) and ` LIMIT n` for a sample of about
-/// `sample` rows of a table of about `estimated` rows: Bernoulli sampling of twice the share
-/// wanted (so the sample rarely falls short), cut at `sample`; repeatable. Without an estimate
-/// (never analyzed) or when the sample is most of the table, the first rows, cut at `sample`.
+/// ` TABLESAMPLE ... ` (goes right after the table) and ` LIMIT n` for a sample of `sample`
+/// rows of a table of about `estimated` rows: a Bernoulli sample expected to hold `2n + 100`
+/// rows (so it practically never falls short), cut at `n`; repeatable (seed 0). Without an
+/// estimate (never analyzed) or when that is most of the table, the first rows, cut at `n`.
 pub fn sample_clauses(estimated: u64, sample: Option<u64>) -> (String, String) {
     let Some(n) = sample else {
         return (String::new(), String::new());
     };
     let limit = format!(" LIMIT {n}");
-    if estimated == 0 || n.saturating_mul(2) >= estimated {
+    let expected = n.saturating_mul(2).saturating_add(100);
+    if estimated == 0 || expected >= estimated {
         return (String::new(), limit);
     }
-    let percent = (200.0 * n as f64 / estimated as f64).max(0.000_001);
+    let percent = (100.0 * expected as f64 / estimated as f64).max(0.000_001);
     (format!(" TABLESAMPLE BERNOULLI ({percent:.6}) REPEATABLE (0)"), limit)
 }
 
@@ -208,7 +215,7 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
                 temp(PROBE),
                 ident(&t.blue_name),
                 t.value.sql(&plan.green, Some("g")),
-                typed_rows(plan, STAGE, Some(one_row)),
+                typed_columns(plan, &t.depends, STAGE, Some(one_row)),
                 literal(&t.blue_name)
             )
         })
@@ -357,11 +364,11 @@ mod tests {
     fn samples_are_bernoulli_with_room_or_just_a_limit() {
         assert_eq!(sample_clauses(1_000_000, None), (String::new(), String::new()));
         assert_eq!(sample_clauses(0, Some(10)), (String::new(), " LIMIT 10".into()));
-        assert_eq!(sample_clauses(15, Some(10)), (String::new(), " LIMIT 10".into()));
+        assert_eq!(sample_clauses(120, Some(10)), (String::new(), " LIMIT 10".into()));
         assert_eq!(
             sample_clauses(1_000_000, Some(1000)),
             (
-                " TABLESAMPLE BERNOULLI (0.200000) REPEATABLE (0)".into(),
+                " TABLESAMPLE BERNOULLI (0.210000) REPEATABLE (0)".into(),
                 " LIMIT 1000".into()
             )
         );
