@@ -57,7 +57,7 @@ const BLUE_PEOPLE: &str = "
     CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, age int CONSTRAINT age_not_negative CHECK (age >= 0),
                          score integer, code varchar(5), mood mood, email text UNIQUE,
                          legacy text NOT NULL DEFAULT 'x');
-    CREATE TABLE events (id int PRIMARY KEY, note text);
+    CREATE TABLE events (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
     INSERT INTO people VALUES (100, 'kept', 1, 1, 'k', 'ok', 'kept@example.com', 'y');";
 
 #[test]
@@ -138,7 +138,7 @@ fn check_data_names_every_row_blue_would_refuse_by_key() {
         );
     }
     // Progress goes to stderr, per table.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("check --data: public.events (about 5000 rows"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("check --data: public.events (about 5000 rows)"));
 
     // Nothing was written to blue, and no temporary object is left.
     assert_eq!(

@@ -141,10 +141,11 @@ impl Checker<'_> {
             .map_err(on_blue)?;
         let (estimated, _) = transfer::estimate(self.green, &plan.green.namespace, &plan.green.name).await;
         out(Event::Progress(format!(
-            "check --data: {} (about {estimated} rows{})",
+            "check --data: {}{}{}",
             plan.green_name,
+            about(estimated),
             self.sample
-                .map_or(String::new(), |n| format!(", a sample of up to {n}"))
+                .map_or(String::new(), |n| format!(", a sample of up to {n} rows"))
         )));
         let mut run = Run {
             plan,
@@ -258,6 +259,15 @@ impl Checker<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+/// ` (about N rows)` from green's statistics, or nothing when they do not say.
+pub(super) fn about(estimated: u64) -> String {
+    if estimated == 0 {
+        String::new()
+    } else {
+        format!(" (about {estimated} rows)")
     }
 }
 

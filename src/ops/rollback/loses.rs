@@ -117,7 +117,8 @@ pub fn losses(plan: &TablePlan, blue_declared: &BTreeMap<String, String>) -> Vec
                 let (Some(from), Some(to)) = (green_declared(plan, green), blue_declared.get(&t.blue_name)) else {
                     continue;
                 };
-                let (blue, green, from, to) = (t.blue_name.clone(), green.clone(), from.to_string(), to.clone());
+                let (from, to) = (unqualified(from), unqualified(to));
+                let (blue, green) = (t.blue_name.clone(), green.clone());
                 match lossy::classify(&from, &to) {
                     Cast::Same | Cast::Widening => {}
                     Cast::Narrowing(why) => out.push(Loss::Narrows {
@@ -145,6 +146,16 @@ pub fn losses(plan: &TablePlan, blue_declared: &BTreeMap<String, String>) -> Vec
         });
     }
     out
+}
+
+/// A declared type without the schema `format_type` prints when the type's schema is not
+/// on the session's search_path (`public.mood`): the two sides print with different paths.
+fn unqualified(declared: &str) -> String {
+    let head = declared.find(['(', ' ', '[']).unwrap_or(declared.len());
+    match declared[..head].rfind('.') {
+        Some(dot) => declared[dot + 1..].to_string(),
+        None => declared.to_string(),
+    }
 }
 
 /// Green's declared type of `column`, as green's catalog prints it.
@@ -287,5 +298,14 @@ mod tests {
             "{found:?}"
         );
         assert!(!found.iter().any(|l| l.to_string().starts_with("id <-")), "{found:?}");
+    }
+
+    #[test]
+    fn types_compare_whatever_schema_the_sides_print() {
+        assert_eq!(unqualified("public.mood"), "mood");
+        assert_eq!(unqualified("public.mood[]"), "mood[]");
+        assert_eq!(unqualified("numeric(10,2)"), "numeric(10,2)");
+        assert_eq!(unqualified("character varying(5)"), "character varying(5)");
+        assert_eq!(unqualified("extensions.vector(3)"), "vector(3)");
     }
 }

@@ -201,8 +201,9 @@ impl Sides {
         let (estimated, _) = transfer::estimate(&self.blue, &schema, &name).await;
         let (sampling, _) = stage::sample_clauses(estimated, self.sample);
         out(Event::Progress(format!(
-            "check --roundtrip: {} (about {estimated} rows)",
-            plan.blue_name
+            "check --roundtrip: {}{}",
+            plan.blue_name,
+            super::data::about(estimated)
         )));
         let mut after: Option<Vec<String>> = None;
         loop {
