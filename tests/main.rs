@@ -9,6 +9,7 @@ mod bidirectional;
 mod blue_failover;
 mod check_data;
 mod copy;
+mod draft;
 mod drift;
 mod environment;
 mod failover;

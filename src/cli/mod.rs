@@ -2,6 +2,7 @@
 //! 1 "checked and found wanting" (lag over limit, differences), 2 could not do the job.
 
 mod check;
+mod draft;
 mod lag;
 mod run;
 mod sequences;
@@ -145,6 +146,22 @@ enum Command {
         #[arg(long, default_value_t = 0, value_name = "N")]
         sequence_margin: i64,
     },
+    /// Write mapping files for review from both live catalogs: renames and casts proposed
+    /// (guesses marked), what only a person can decide marked so that `check` fails until
+    /// then. Exit 0 written, 1 decisions left, 2 error.
+    Draft {
+        /// Draft the mappings of a bridge from blue back to green, by inverting [mapping] dir;
+        /// needs --out.
+        #[arg(long)]
+        reverse: bool,
+        /// Directory to write to (default: [mapping] dir; required with --reverse, so the two
+        /// directions never share a directory).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Overwrite files of the same name; without it, nothing is written when one exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -210,6 +227,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 sequence_margin,
             };
             switchover::run(&config, &options).await
+        }
+        Command::Draft { reverse, out, force } => {
+            draft::run(&config, &crate::ops::draft::Options { reverse, out, force }).await
         }
     }
 }

@@ -42,6 +42,9 @@ struct RawColumn {
     omit: Option<bool>,
     /// `"insert"`: only set when the row is inserted.
     on: Option<String>,
+    /// Left by `pgbridge draft` where it could not decide how the column is fed: what a
+    /// person must decide. A file holding one does not load (see [`Decision`]).
+    decide: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +52,9 @@ struct RawColumn {
 struct RawFilter {
     /// SQL condition over green's columns; rows outside it are not carried.
     #[serde(rename = "where")]
-    condition: Spanned<String>,
+    condition: Option<Spanned<String>>,
+    /// Left by `pgbridge draft --reverse` for a filter only a person can invert.
+    decide: Option<Spanned<String>>,
 }
 
 /// How one blue column is fed.
@@ -86,6 +91,21 @@ pub struct MappingFile {
     /// Blue key column -> green column; empty means blue's primary key, same names.
     pub key: BTreeMap<String, String>,
     pub filter: Option<String>,
+    /// Decisions `pgbridge draft` left to a person, in file order: while there is one, the
+    /// file does not load ([`load_dir`] refuses it), so `check` fails and `run` and `setup`
+    /// refuse to start.
+    pub decisions: Vec<Decision>,
+}
+
+/// A `decide = "..."` marker `pgbridge draft` writes where it cannot decide on its own (a
+/// blue-only column without a default, an expression to invert): never a silent guess.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// `columns.<name>` or `filter`.
+    pub key: String,
+    /// What the person must decide, as draft wrote it.
+    pub text: String,
+    pub line: usize,
 }
 
 impl MappingFile {
@@ -123,21 +143,45 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
         Some(s) => table("source", s)?,
         None => target.clone(),
     };
-    let columns = raw
-        .columns
-        .iter()
-        .map(|(name, spec)| Ok((name.clone(), column_spec(path, text, name, spec)?)))
-        .collect::<Result<BTreeMap<_, _>>>()?;
+    let mut columns = BTreeMap::new();
+    let mut decisions = Vec::new();
+    for (name, spec) in &raw.columns {
+        match &spec.get_ref().decide {
+            Some(why) => decisions.push(Decision {
+                key: format!("columns.{name}"),
+                text: why.clone(),
+                line: line_of(text, spec.span().start),
+            }),
+            None => {
+                columns.insert(name.clone(), column_spec(path, text, name, spec)?);
+            }
+        }
+    }
     let filter = match raw.filter {
-        Some(f) if f.condition.get_ref().trim().is_empty() => {
+        Some(RawFilter { decide: Some(why), .. }) => {
+            decisions.push(Decision {
+                key: "filter".into(),
+                text: why.get_ref().clone(),
+                line: line_of(text, why.span().start),
+            });
+            None
+        }
+        Some(RawFilter { condition: None, .. }) => {
             return Err(Error::definite(format!(
-                "{}: filter.where is empty",
-                at(f.condition.span().start)
+                "{}: [filter] needs where = \"condition over green's columns\"",
+                path.display()
             )))
         }
-        Some(f) => Some(f.condition.into_inner()),
+        Some(RawFilter { condition: Some(c), .. }) if c.get_ref().trim().is_empty() => {
+            return Err(Error::definite(format!(
+                "{}: filter.where is empty",
+                at(c.span().start)
+            )))
+        }
+        Some(RawFilter { condition: Some(c), .. }) => Some(c.into_inner()),
         None => None,
     };
+    decisions.sort_by_key(|d| d.line);
     Ok(MappingFile {
         path: path.to_path_buf(),
         target,
@@ -146,6 +190,7 @@ pub fn parse(path: &Path, text: &str) -> Result<MappingFile> {
         columns,
         key: raw.key.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
         filter,
+        decisions,
     })
 }
 
@@ -196,8 +241,38 @@ fn column_spec(path: &Path, text: &str, name: &str, spec: &Spanned<RawColumn>) -
 }
 
 /// Reads every `*.toml` below `dir` (sorted), refusing two files for the same blue or green
-/// table. A missing directory holds no mappings.
+/// table, and files that still hold a decision `pgbridge draft` left (all of them named, so
+/// one `check` lists every decision). A missing directory holds no mappings.
 pub fn load_dir(dir: &Path) -> Result<Vec<MappingFile>> {
+    let files = read_dir(dir)?;
+    let left: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            f.decisions.iter().map(move |d| {
+                let fix = if d.key == "filter" {
+                    "replace it with where = \"...\" or remove [filter]"
+                } else {
+                    "replace it with from, expr or omit = true"
+                };
+                format!(
+                    "decision left by pgbridge draft: {}: {}: {}; {fix}",
+                    f.at(d.line),
+                    d.key,
+                    d.text
+                )
+            })
+        })
+        .collect();
+    if left.is_empty() {
+        Ok(files)
+    } else {
+        Err(Error::definite(left.join("\n  - ")))
+    }
+}
+
+/// [`load_dir`] without refusing decisions: what `pgbridge draft` reads to avoid writing a
+/// second file for a table.
+pub fn read_dir(dir: &Path) -> Result<Vec<MappingFile>> {
     let mut paths = Vec::new();
     collect(dir, &mut paths)?;
     paths.sort();
@@ -349,6 +424,30 @@ where = "tenant_id = 42"
         let files = load_dir(&root).expect("shipped mappings parse");
         let targets: Vec<String> = files.iter().map(|f| format!("{}.{}", f.target.0, f.target.1)).collect();
         assert_eq!(targets, ["public.customers", "public.jobs", "public.orders"]);
+    }
+
+    #[test]
+    fn decisions_left_by_draft_are_refused_by_name() {
+        let text = "target = \"t\"\n[columns]\na = { from = \"x\" }\nloc = { decide = \"blue-only column without a default\" }\n\
+                    [filter]\ndecide = \"invert tenant_id = 42\"\n";
+        let m = parse_str(text).unwrap();
+        assert_eq!(m.decisions.len(), 2);
+        assert_eq!(m.decisions[0].key, "columns.loc");
+        assert_eq!(m.decisions[0].line, 4);
+        assert!(!m.columns.contains_key("loc") && m.filter.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.toml"), text).unwrap();
+        let msg = load_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            msg.contains("decision left by pgbridge draft")
+                && msg.contains("t.toml:4: columns.loc: blue-only column without a default")
+                && msg.contains("replace it with from, expr or omit = true")
+                && msg.contains("t.toml:6: filter: invert tenant_id = 42"),
+            "{msg}"
+        );
+        assert_eq!(read_dir(dir.path()).unwrap()[0].decisions.len(), 2);
+        let msg = parse_str("target = \"t\"\n[filter]\n").unwrap_err().to_string();
+        assert!(msg.contains("needs where"), "{msg}");
     }
 
     #[test]

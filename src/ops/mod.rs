@@ -9,10 +9,12 @@
 //!   watching, the lag poller).
 //! * [`ha`]: whether the bridge's slot survives a failover of green, for `check` and `status`.
 //! * [`rollback`]: what a rollback to blue would lose, for `check` (`--data`, `--roundtrip`).
+//! * [`draft`]: mapping files drafted from both catalogs, for review.
 //! * [`lag`], [`wait`], [`status`], [`verify`], [`sequences`], [`privileges`], [`teardown`],
 //!   [`switchover`].
 
 pub mod copy;
+pub mod draft;
 pub mod ha;
 pub mod lag;
 pub mod preflight;
