@@ -59,7 +59,9 @@ enum Command {
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
     },
-    /// Validate the configuration and every mapping against both live catalogs; print the plan.
+    /// Validate the configuration and every mapping against both live catalogs; print the plan
+    /// and what a rollback would lose.
+    #[command(group(clap::ArgGroup::new("rows").args(["data", "roundtrip"]).multiple(true)))]
     Check {
         /// Also print the SQL statements each table uses.
         #[arg(long)]
@@ -77,7 +79,7 @@ enum Command {
         #[arg(long, value_name = "PATH", requires = "roundtrip")]
         reverse: Option<PathBuf>,
         /// With --data or --roundtrip: at most N rows per table (a repeatable Bernoulli sample).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", requires = "rows", value_parser = clap::value_parser!(u64).range(1..))]
         sample: Option<u64>,
     },
     /// Stream green's changes to blue until SIGINT/SIGTERM.
