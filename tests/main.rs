@@ -7,6 +7,7 @@ mod bad_config;
 mod bad_input;
 mod bidirectional;
 mod blue_failover;
+mod check_data;
 mod copy;
 mod draft;
 mod drift;

@@ -1,28 +1,206 @@
 //! `pgbridge check`: validate the configuration and every mapping against both live catalogs
-//! ([`crate::ops::preflight`]) and print the plan; exit 1 when a problem was found.
+//! ([`crate::ops::preflight`]), print the plan and what a rollback would lose
+//! ([`crate::ops::rollback`]); exit 1 when a problem was found. `--data` and `--roundtrip`
+//! also pass rows through the mappings and exit 1 on a row blue would refuse or a row that
+//! does not come back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::mapping::KeyPlan;
+use crate::mapping::{KeyPlan, TablePlan};
 use crate::ops::ha::{self, Finding};
 use crate::ops::preflight::{self, Planned};
+use crate::ops::rollback::{data, loses, roundtrip};
 
-pub async fn run(config: &Config, show_sql: bool) -> Result<i32> {
+/// What `check` does besides validating.
+pub struct Options {
+    /// Print each table's SQL statements.
+    pub sql: bool,
+    /// `--data`: green's rows blue would refuse.
+    pub data: bool,
+    /// `--roundtrip --reverse PATH`: the other direction's configuration.
+    pub roundtrip: Option<PathBuf>,
+    /// At most this many rows per table for `--data` and `--roundtrip`.
+    pub sample: Option<u64>,
+}
+
+pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     let report = preflight::check(config).await?;
     println!("blue evaluates mappings with {}\n", report.settings);
     for t in &report.tables {
-        print_plan(t, show_sql);
+        print_plan(t, options.sql);
     }
+    print_losses(&loses::review(&report));
     print_high_availability(&ha::review(config).await?);
-    if report.problems.is_empty() {
+    let mut code = if report.problems.is_empty() {
         println!("ok: {} table(s) planned, no problems", report.tables.len());
-        Ok(0)
+        0
     } else {
         println!("{} problem(s):", report.problems.len());
         for p in &report.problems {
             println!("  - {p}");
         }
+        1
+    };
+    let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
+    if options.data {
+        code = code.max(check_data(config, &plans, options.sample).await?);
+    }
+    if let Some(reverse) = &options.roundtrip {
+        code = code.max(check_roundtrip(config, reverse, &plans, options.sample).await?);
+    }
+    Ok(code)
+}
+
+/// What a rollback would lose, table by table (deliberate choices: the exit code does not
+/// change).
+fn print_losses(tables: &[loses::TableLosses]) {
+    if tables.is_empty() {
+        println!("rollback loses: nothing the plan shows (check --data and --roundtrip look at the rows)\n");
+        return;
+    }
+    println!("rollback loses (deliberate choices of the mappings; the exit code does not change):");
+    for t in tables {
+        println!("  {}:", arrow(&t.green_table, &t.blue_table));
+        for loss in &t.losses {
+            println!("    - {loss}");
+        }
+    }
+    println!();
+}
+
+fn arrow(green: &str, blue: &str) -> String {
+    if green == blue {
+        blue.to_string()
+    } else {
+        format!("{green} -> {blue}")
+    }
+}
+
+fn sampled(sample: Option<u64>) -> String {
+    sample.map_or_else(
+        || "every row".to_string(),
+        |n| format!("a sample of up to {n} rows per table"),
+    )
+}
+
+async fn check_data(config: &Config, plans: &[Arc<TablePlan>], sample: Option<u64>) -> Result<i32> {
+    println!(
+        "\ncheck --data: green's rows ({}) through the mappings into temporary copies of blue's tables, rolled back",
+        sampled(sample)
+    );
+    let outcomes = data::run(config, plans, sample, &mut |event| match event {
+        data::Event::Refused(r) => {
+            let mut line = format!("  REFUSED {} {}: {}", r.table, r.key, r.reason);
+            if let Some(c) = &r.column {
+                line.push_str(&format!(" [column {c}]"));
+            }
+            if let Some(c) = &r.constraint {
+                line.push_str(&format!(" [constraint {c}]"));
+            }
+            println!("{line}");
+        }
+        data::Event::Progress(p) => eprintln!("{p}"),
+        data::Event::Table(t) => {
+            println!(
+                "{:<44} {:>10} row(s) checked  {} refused  ({:.1}s)",
+                arrow(&t.green_table, &t.blue_table),
+                t.rows,
+                t.refused,
+                t.seconds
+            );
+            for note in &t.unchecked {
+                println!("    note: {note}");
+            }
+        }
+    })
+    .await?;
+    let refused: u64 = outcomes.iter().map(|t| t.refused).sum();
+    let tables = outcomes.iter().filter(|t| t.refused > 0).count();
+    if refused == 0 {
+        println!(
+            "data: blue would accept every row checked ({} table(s))",
+            outcomes.len()
+        );
+        Ok(0)
+    } else {
+        println!(
+            "REFUSED: blue would refuse {refused} row(s) in {tables} of {} table(s)",
+            outcomes.len()
+        );
         Ok(1)
+    }
+}
+
+async fn check_roundtrip(
+    config: &Config,
+    reverse: &std::path::Path,
+    plans: &[Arc<TablePlan>],
+    sample: Option<u64>,
+) -> Result<i32> {
+    println!(
+        "\ncheck --roundtrip: blue's rows ({}) through {}'s mappings on green and back through these on blue, \
+         compared by key",
+        sampled(sample),
+        reverse.display()
+    );
+    let outcomes = roundtrip::run(config, reverse, plans, sample, &mut |event| match event {
+        roundtrip::Event::Difference(d) => println!("  DIFFERENT {}", difference(d)),
+        roundtrip::Event::Progress(p) => eprintln!("{p}"),
+        roundtrip::Event::Table(t) => match &t.not_compared {
+            Some(why) => println!(
+                "{:<44} {}: {why}",
+                t.blue_table,
+                if t.unmapped {
+                    "DOES NOT ROUND-TRIP"
+                } else {
+                    "not compared"
+                }
+            ),
+            None => println!(
+                "{:<44} {:>10} row(s) compared  {} difference(s)  ({:.1}s)",
+                t.blue_table, t.rows, t.differences, t.seconds
+            ),
+        },
+    })
+    .await?;
+    let differ = outcomes.iter().filter(|t| t.differences > 0 || t.unmapped).count();
+    if differ == 0 {
+        println!(
+            "roundtrip: every row compared comes back equal ({} table(s))",
+            outcomes.len()
+        );
+        Ok(0)
+    } else {
+        println!(
+            "DIFFERENT: {differ} of {} table(s) do not come back equal",
+            outcomes.len()
+        );
+        Ok(1)
+    }
+}
+
+fn difference(d: &roundtrip::Difference) -> String {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".to_string());
+    match d.kind {
+        roundtrip::Kind::Changed => format!(
+            "{} {}: column {}: blue has {}, comes back as {}",
+            d.table,
+            d.key,
+            d.column.as_deref().unwrap_or("?"),
+            show(&d.blue),
+            show(&d.back)
+        ),
+        roundtrip::Kind::Lost => format!(
+            "{} {}: does not come back (a filter leaves it out, or the pair changes its key)",
+            d.table, d.key
+        ),
+        roundtrip::Kind::New => format!(
+            "{} {}: comes back under a key blue's rows do not have (the pair changes a key)",
+            d.table, d.key
+        ),
     }
 }
 

@@ -60,11 +60,28 @@ enum Command {
         #[arg(long, default_value_t = 2, value_name = "N")]
         jobs: usize,
     },
-    /// Validate the configuration and every mapping against both live catalogs; print the plan.
+    /// Validate the configuration and every mapping against both live catalogs; print the plan
+    /// and what a rollback would lose.
+    #[command(group(clap::ArgGroup::new("rows").args(["data", "roundtrip"]).multiple(true)))]
     Check {
         /// Also print the SQL statements each table uses.
         #[arg(long)]
         sql: bool,
+        /// Also pass green's rows through the mappings on blue (temporary tables, rolled
+        /// back) and list every row blue would refuse, with its key and why; exit 1 if any.
+        #[arg(long)]
+        data: bool,
+        /// Also take blue's rows through the reverse bridge's mappings (--reverse) on green
+        /// and back through these on blue, and list every row and column that does not come
+        /// back equal; exit 1 if any.
+        #[arg(long, requires = "reverse")]
+        roundtrip: bool,
+        /// Configuration of the bridge in the other direction, for --roundtrip.
+        #[arg(long, value_name = "PATH", requires = "roundtrip")]
+        reverse: Option<PathBuf>,
+        /// With --data or --roundtrip: at most N rows per table (a repeatable Bernoulli sample).
+        #[arg(long, value_name = "N", requires = "rows", value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
     },
     /// Stream green's changes to blue until SIGINT/SIGTERM.
     Run,
@@ -196,7 +213,21 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     let config = Arc::new(Config::load(&cli.config)?);
     match cli.command {
         Command::Setup { copy, jobs } => setup::run(&config, copy, jobs).await,
-        Command::Check { sql } => check::run(&config, sql).await,
+        Command::Check {
+            sql,
+            data,
+            roundtrip: _,
+            reverse,
+            sample,
+        } => {
+            let options = check::Options {
+                sql,
+                data,
+                roundtrip: reverse,
+                sample,
+            };
+            check::run(&config, &options).await
+        }
         Command::Run => run::run(config).await,
         Command::Lag {
             max_bytes,

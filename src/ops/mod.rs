@@ -8,6 +8,7 @@
 //! * [`run`]: what the long-running bridge does besides the pipeline (start-up checks, catalog
 //!   watching, the lag poller).
 //! * [`ha`]: whether the bridge's slot survives a failover of green, for `check` and `status`.
+//! * [`rollback`]: what a rollback to blue would lose, for `check` (`--data`, `--roundtrip`).
 //! * [`draft`]: mapping files drafted from both catalogs, for review.
 //! * [`ready`]: whether a rollback now would lose nothing, condition by condition (the command,
 //!   and the judgement `run` shares).
@@ -21,6 +22,7 @@ pub mod lag;
 pub mod preflight;
 pub mod privileges;
 pub mod ready;
+pub mod rollback;
 pub mod run;
 pub mod sequences;
 pub mod setup;

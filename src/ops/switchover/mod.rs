@@ -36,7 +36,9 @@ use crate::config::{Config, Endpoint};
 use crate::connect::connect_green_sql;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use roles::{bridges_can_run_both_ways, check_pairing, preflight, read_only_setting, reverse_position, set_read_only};
+/// Whether a configuration is the bridge in the other direction (also `check --roundtrip`).
+pub(crate) use roles::check_pairing;
+use roles::{bridges_can_run_both_ways, preflight, read_only_setting, reverse_position, set_read_only};
 use undo::undo;
 
 /// How often the fence and the catch-up are polled.

@@ -9,7 +9,7 @@ use crate::lsn::Lsn;
 use crate::sql;
 
 /// The reverse bridge reads this bridge's target and writes its source.
-pub(super) fn check_pairing(config: &Config, reverse: &Config) -> Result<()> {
+pub(crate) fn check_pairing(config: &Config, reverse: &Config) -> Result<()> {
     let path = &reverse.path;
     let same = |a: &Endpoint, b: &Endpoint| a.address() == b.address();
     if !same(&reverse.green, &config.blue) || !same(&reverse.blue, &config.green) {

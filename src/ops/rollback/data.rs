@@ -1,0 +1,389 @@
+//! `pgbridge check --data`: the green rows blue would refuse.
+//!
+//! Per table, in one blue transaction that is rolled back: green's rows (all, or a sample)
+//! are COPYed out of one green snapshot and into a text stage on blue a chunk at a time, and
+//! each chunk is inserted through the mapping (the apply path's statement text, in the
+//! apply path's session settings, [`crate::evaluation`]) into a temporary copy of blue's
+//! table that has its NOT NULL and CHECK constraints, and blue's other unique indexes on a
+//! table of just their columns. A clean chunk is one statement inside a savepoint; a chunk
+//! that fails is rolled back to the savepoint and inserted row by row by a temporary
+//! function, which returns each refused row's key and reason in one round trip. Memory holds
+//! one network buffer and one chunk's refused rows; blue's temporary space one chunk of rows
+//! (stage and copy, emptied in place after each chunk) plus the unique-index columns of
+//! every row checked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use super::stage::{self, UniqueIndex};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::evaluation::Environment;
+use crate::mapping::statements;
+use crate::mapping::TablePlan;
+use crate::ops::copy::transfer;
+use crate::ops::privileges;
+use crate::sql;
+
+/// Rows per chunk at most (fewer with `PGBRIDGE_VERIFY_CHUNK_ROWS`): a chunk that does not
+/// go in whole is retried row by row, a subtransaction each.
+const CHUNK_ROWS: u64 = 10_000;
+/// A progress line at most this often per table.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// A green row blue would refuse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Blue's table, `schema.table`.
+    pub table: String,
+    /// `blue_key_column=green's value, ...`.
+    pub key: String,
+    /// PostgreSQL's message, with its detail.
+    pub reason: String,
+    pub constraint: Option<String>,
+    pub column: Option<String>,
+}
+
+/// One table's outcome.
+#[derive(Clone, Debug, Default)]
+pub struct TableOutcome {
+    pub green_table: String,
+    pub blue_table: String,
+    /// Green rows read (the sample, when sampling).
+    pub rows: u64,
+    pub refused: u64,
+    /// What blue would check that this does not (partial or expression unique indexes).
+    pub unchecked: Vec<String>,
+    pub seconds: f64,
+}
+
+/// What the check reports as it goes: refused rows and tables to stdout, progress to stderr.
+pub enum Event<'a> {
+    Refused(&'a Refused),
+    Progress(String),
+    Table(&'a TableOutcome),
+}
+
+/// Checks every table of `plans`; `sample`: at most this many rows per table.
+pub async fn run(
+    config: &Config,
+    plans: &[Arc<TablePlan>],
+    sample: Option<u64>,
+    out: &mut dyn FnMut(Event),
+) -> Result<Vec<TableOutcome>> {
+    let green = transfer::green_for_snapshots(config).await?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
+    let env = Environment::resolve(&blue, config)
+        .await
+        .map_err(Error::into_definite)?;
+    transfer::prepare_blue(&blue, &env).await?;
+    privileges::refuse(
+        privileges::read_problems(&green, &blue, plans, "check --data").await?,
+        "nothing was checked",
+    )?;
+    let cx = Checker {
+        green: &green,
+        blue: &blue,
+        chunk_rows: config.switches.verify_chunk_rows.min(CHUNK_ROWS),
+        sample,
+    };
+    let mut outcomes = Vec::new();
+    for plan in plans {
+        let outcome = cx.table(plan, out).await;
+        // Whatever happened, nothing of this table's check stays on blue.
+        let rolled_back = blue.batch_execute("ROLLBACK").await;
+        let outcome = outcome?;
+        rolled_back.map_err(|e| Error::postgres("rolling back the check on blue", &e).into_definite())?;
+        out(Event::Table(&outcome));
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Both sessions and how much to read.
+struct Checker<'a> {
+    green: &'a Client,
+    blue: &'a Client,
+    chunk_rows: u64,
+    sample: Option<u64>,
+}
+
+/// One table's check in progress.
+struct Run<'a> {
+    plan: &'a TablePlan,
+    unique: Vec<UniqueIndex>,
+    what: String,
+    outcome: TableOutcome,
+    last_progress: Instant,
+}
+
+impl Checker<'_> {
+    /// One table, inside a blue transaction the caller rolls back.
+    async fn table(&self, plan: &TablePlan, out: &mut dyn FnMut(Event)) -> Result<TableOutcome> {
+        let started = Instant::now();
+        let what = format!(
+            "checking green table {}'s rows against blue table {}",
+            plan.green_name, plan.blue_name
+        );
+        let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
+        self.blue.batch_execute("BEGIN").await.map_err(on_blue)?;
+        let (unique, unchecked) = unique_indexes(self.blue, plan).await.map_err(on_blue)?;
+        let not_null = not_null_columns(self.blue, plan).await.map_err(on_blue)?;
+        self.blue
+            .batch_execute(&stage::setup(plan, &not_null, &unique))
+            .await
+            .map_err(on_blue)?;
+        let (estimated, _) = transfer::estimate(self.green, &plan.green.namespace, &plan.green.name).await;
+        out(Event::Progress(format!(
+            "check --data: {}{}{}",
+            plan.green_name,
+            about(estimated),
+            self.sample
+                .map_or(String::new(), |n| format!(", a sample of up to {n} rows"))
+        )));
+        let mut run = Run {
+            plan,
+            unique,
+            what,
+            outcome: TableOutcome {
+                green_table: plan.green_name.to_string(),
+                blue_table: plan.blue_name.clone(),
+                unchecked,
+                ..TableOutcome::default()
+            },
+            last_progress: Instant::now(),
+        };
+        transfer::begin_snapshot(self.green, None).await?;
+        let streamed = self.stream(&mut run, estimated, out).await;
+        let ended = transfer::end_snapshot(self.green).await;
+        streamed?;
+        ended?;
+        run.outcome.seconds = started.elapsed().as_secs_f64();
+        Ok(run.outcome)
+    }
+
+    /// Green's rows out of one COPY, cut into chunks, each checked once it is staged.
+    async fn stream(&self, run: &mut Run<'_>, estimated: u64, out: &mut dyn FnMut(Event)) -> Result<()> {
+        let what = run.what.clone();
+        let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
+        let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
+        let (sampling, limit) = stage::sample_clauses(estimated, self.sample);
+        let published: Vec<String> = statements::published_rows(run.plan).into_iter().collect();
+        let tail = format!("{sampling}{}{limit}", statements::where_clause(&published));
+        let stream = self
+            .green
+            .copy_out(&statements::copy_out(run.plan, &tail))
+            .await
+            .map_err(on_green)?;
+        let copy_in = format!("COPY {} FROM STDIN", stage::temp(stage::STAGE));
+        let mut sink = Box::pin(self.blue.copy_in::<_, Bytes>(&copy_in).await.map_err(on_blue)?);
+        let mut reader = transfer::Gathered::new(stream);
+        let mut in_chunk = 0u64;
+        while let Some(mut data) = reader.next().await.map_err(on_green)? {
+            while !data.is_empty() {
+                let (cut, seen) = cut_after_rows(&data, self.chunk_rows - in_chunk);
+                match cut {
+                    Some(at) => {
+                        sink.send(data.split_to(at)).await.map_err(on_blue)?;
+                        sink.as_mut().finish().await.map_err(on_blue)?;
+                        self.chunk(run, self.chunk_rows, out).await?;
+                        in_chunk = 0;
+                        sink = Box::pin(self.blue.copy_in(&copy_in).await.map_err(on_blue)?);
+                    }
+                    None => {
+                        in_chunk += seen;
+                        sink.send(std::mem::take(&mut data)).await.map_err(on_blue)?;
+                    }
+                }
+            }
+        }
+        sink.as_mut().finish().await.map_err(on_blue)?;
+        if in_chunk > 0 {
+            self.chunk(run, in_chunk, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the staged chunk of `rows` rows, then empties the stage and the copies.
+    async fn chunk(&self, run: &mut Run<'_>, rows: u64, out: &mut dyn FnMut(Event)) -> Result<()> {
+        let blue = self.blue;
+        let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{}: on blue", run.what), &e).into_definite();
+        blue.batch_execute("SAVEPOINT pgbridge_chunk").await.map_err(on_blue)?;
+        let whole = blue
+            .batch_execute(&stage::insert_checked(run.plan, &run.unique, None))
+            .await;
+        match whole {
+            Ok(()) => blue
+                .batch_execute("RELEASE SAVEPOINT pgbridge_chunk")
+                .await
+                .map_err(on_blue)?,
+            Err(e) if e.as_db_error().is_some() => {
+                blue.batch_execute("ROLLBACK TO SAVEPOINT pgbridge_chunk; RELEASE SAVEPOINT pgbridge_chunk")
+                    .await
+                    .map_err(on_blue)?;
+                let refused = blue
+                    .query(&format!("SELECT * FROM {}()", stage::temp(stage::ROWS_FN)), &[])
+                    .await
+                    .map_err(on_blue)?;
+                for r in refused {
+                    let refused = Refused {
+                        table: run.plan.blue_name.clone(),
+                        key: r.get(0),
+                        reason: readable(r.get(1), &run.plan.blue_name),
+                        constraint: r.get(2),
+                        column: r.get(3),
+                    };
+                    run.outcome.refused += 1;
+                    out(Event::Refused(&refused));
+                }
+            }
+            Err(e) => return Err(on_blue(e)),
+        }
+        let tables = [stage::STAGE, stage::TARGET, stage::PROBE].map(stage::temp).join(", ");
+        // In place: the tables were created in this transaction, so their storage is reused.
+        blue.batch_execute(&format!("TRUNCATE {tables}"))
+            .await
+            .map_err(on_blue)?;
+        run.outcome.rows += rows;
+        if run.last_progress.elapsed() >= PROGRESS_EVERY {
+            run.last_progress = Instant::now();
+            out(Event::Progress(format!(
+                "check --data: {}: {} rows checked, {} refused so far",
+                run.plan.green_name, run.outcome.rows, run.outcome.refused
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// ` (about N rows)` from green's statistics, or nothing when they do not say.
+pub(super) fn about(estimated: u64) -> String {
+    if estimated == 0 {
+        String::new()
+    } else {
+        format!(" (about {estimated} rows)")
+    }
+}
+
+/// PostgreSQL's message with the temporary copies' names replaced by blue's table.
+fn readable(reason: String, blue_table: &str) -> String {
+    [stage::TARGET, stage::UNIQUE, stage::PROBE]
+        .iter()
+        .fold(reason, |r, temp| {
+            r.replace(
+                &format!("relation {}", sql::ident(temp)),
+                &format!("blue table {blue_table}"),
+            )
+        })
+}
+
+/// Where the `need`th row of COPY text `data` ends (one past its newline), if it is in
+/// `data`, and how many rows end in `data` up to there.
+fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
+    let mut seen = 0u64;
+    for at in memchr::memchr_iter(b'\n', data) {
+        seen += 1;
+        if seen == need {
+            return (Some(at + 1), seen);
+        }
+    }
+    (None, seen)
+}
+
+/// Blue's unique indexes other than the conflict key: those on plain columns, to check, and
+/// the others (partial, on expressions), named as not checked.
+async fn unique_indexes(
+    blue: &Client,
+    plan: &TablePlan,
+) -> std::result::Result<(Vec<UniqueIndex>, Vec<String>), tokio_postgres::Error> {
+    let rows = blue
+        .query(
+            "SELECT ic.relname::text, \
+                    array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          WHERE k.ord <= i.indnkeyatts ORDER BY k.ord), \
+                    i.indpred IS NOT NULL OR i.indexprs IS NOT NULL, \
+                    coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false) \
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+             WHERE i.indrelid = to_regclass($1) AND i.indisunique ORDER BY ic.relname",
+            &[&plan.blue_sql],
+        )
+        .await?;
+    let key: Vec<&str> = plan
+        .key
+        .columns()
+        .iter()
+        .map(|k| plan.targets[k.target].blue_name.as_str())
+        .collect();
+    let mut checked = Vec::new();
+    let mut unchecked = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let columns: Vec<Option<String>> = r.get(1);
+        let odd: bool = r.get(2);
+        let columns: Vec<String> = columns.into_iter().flatten().collect();
+        let mut sorted: Vec<&str> = columns.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let mut conflict = key.clone();
+        conflict.sort_unstable();
+        if !odd && sorted == conflict {
+            continue;
+        }
+        if odd {
+            unchecked.push(format!(
+                "unique index {name} (partial or on expressions) is not checked"
+            ));
+            continue;
+        }
+        checked.push(UniqueIndex {
+            name,
+            columns,
+            nulls_not_distinct: r.get(3),
+        });
+    }
+    Ok((checked, unchecked))
+}
+
+/// Blue's NOT NULL columns of the plan's table.
+async fn not_null_columns(blue: &Client, plan: &TablePlan) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    Ok(blue
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 \
+               AND NOT attisdropped AND attnotnull ORDER BY attnum",
+            &[&plan.blue_sql],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_cut_after_its_last_row() {
+        assert_eq!(cut_after_rows(b"a\nb\nc\n", 2), (Some(4), 2));
+        assert_eq!(cut_after_rows(b"a\nb\nc\n", 3), (Some(6), 3));
+        assert_eq!(cut_after_rows(b"a\nb\nc", 5), (None, 2));
+        assert_eq!(cut_after_rows(b"", 1), (None, 0));
+    }
+
+    #[test]
+    fn messages_name_blue_table_not_the_temporary_copy() {
+        assert_eq!(
+            readable(
+                "new row for relation \"pgbridge_check_target\" violates check constraint \"c\"".into(),
+                "public.t"
+            ),
+            "new row for blue table public.t violates check constraint \"c\""
+        );
+    }
+}

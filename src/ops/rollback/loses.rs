@@ -1,0 +1,311 @@
+//! What a rollback to blue would lose, read off the plan: green columns nothing on blue is
+//! fed from, casts that narrow or whose effect cannot be told, values computed by
+//! expressions (which only `check --roundtrip` can prove), and rows filters leave out.
+//! Deliberate choices of the mapping's author, so `check` lists them without failing.
+//! Pure: the plan, green's declared types (from green's catalog, in the plan) and blue's
+//! (from the signature `check` computed) in, the losses out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::mapping::lossy::{self, Cast};
+use crate::mapping::{statements, TablePlan, Value};
+use crate::ops::preflight::Report;
+
+/// One thing a rollback would lose, or might.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// A green column no blue column is fed from; `why`: ignored, read only by the filter, or
+    /// not published.
+    NotCarried { column: String, why: String },
+    /// A green column copied into a blue column of a type that narrows it.
+    Narrows {
+        blue: String,
+        green: String,
+        from: String,
+        to: String,
+        why: String,
+    },
+    /// A cast whose effect the rules do not know.
+    CannotTell {
+        blue: String,
+        green: String,
+        from: String,
+        to: String,
+    },
+    /// A blue column computed by an expression.
+    Expression { blue: String, expr: String },
+    /// Rows a filter leaves out.
+    Filtered { filter: String, by: &'static str },
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loss::NotCarried { column, why } => write!(f, "green column {column} is not carried ({why})"),
+            Loss::Narrows {
+                blue,
+                green,
+                from,
+                to,
+                why,
+            } => write!(f, "{blue} <- {green}: {from} -> {to} narrows: {why}"),
+            Loss::CannotTell { blue, green, from, to } => {
+                write!(
+                    f,
+                    "{blue} <- {green}: {from} -> {to}: cannot tell whether every value survives"
+                )
+            }
+            Loss::Expression { blue, expr } => write!(
+                f,
+                "{blue} is computed by an expression ({expr}): prove with check --roundtrip"
+            ),
+            Loss::Filtered { filter, by } => write!(f, "rows outside `{filter}` are not carried ({by})"),
+        }
+    }
+}
+
+/// A table's losses, by blue and green table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableLosses {
+    pub green_table: String,
+    pub blue_table: String,
+    pub losses: Vec<Loss>,
+}
+
+/// The losses of every planned table of `report` that has any.
+pub fn review(report: &Report) -> Vec<TableLosses> {
+    report
+        .tables
+        .iter()
+        .map(|t| {
+            let plan = &t.plan;
+            let blue_declared: BTreeMap<String, String> = report
+                .current
+                .signatures
+                .iter()
+                .find(|s| s.green_table == *plan.green_name && s.blue_table == plan.blue_name)
+                .map(|s| {
+                    s.columns
+                        .iter()
+                        .map(|(c, feed)| (c.clone(), feed.blue_type.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            TableLosses {
+                green_table: plan.green_name.to_string(),
+                blue_table: plan.blue_name.clone(),
+                losses: losses(plan, &blue_declared),
+            }
+        })
+        .filter(|t| !t.losses.is_empty())
+        .collect()
+}
+
+/// What a rollback loses of `plan`'s table; `blue_declared`: blue's declared type (as
+/// `format_type` prints it) by blue column.
+pub fn losses(plan: &TablePlan, blue_declared: &BTreeMap<String, String>) -> Vec<Loss> {
+    let mut out = not_carried(plan);
+    for t in &plan.targets {
+        match &t.value {
+            Value::Expr(expr) => out.push(Loss::Expression {
+                blue: t.blue_name.clone(),
+                expr: expr.clone(),
+            }),
+            Value::Green(g) => {
+                let green = &plan.green.columns[*g].name;
+                let (Some(from), Some(to)) = (green_declared(plan, green), blue_declared.get(&t.blue_name)) else {
+                    continue;
+                };
+                let (from, to) = (unqualified(from), unqualified(to));
+                let (blue, green) = (t.blue_name.clone(), green.clone());
+                match lossy::classify(&from, &to) {
+                    Cast::Same | Cast::Widening => {}
+                    Cast::Narrowing(why) => out.push(Loss::Narrows {
+                        blue,
+                        green,
+                        from,
+                        to,
+                        why,
+                    }),
+                    Cast::Unknown => out.push(Loss::CannotTell { blue, green, from, to }),
+                }
+            }
+        }
+    }
+    if let Some(f) = &plan.filter {
+        out.push(Loss::Filtered {
+            filter: f.clone(),
+            by: "the mapping's filter",
+        });
+    }
+    if let Some(f) = statements::published_rows(plan) {
+        out.push(Loss::Filtered {
+            filter: f,
+            by: "the publication's row filter",
+        });
+    }
+    out
+}
+
+/// A declared type without the schema `format_type` prints when the type's schema is not
+/// on the session's search_path (`public.mood`): the two sides print with different paths.
+fn unqualified(declared: &str) -> String {
+    let head = declared.find(['(', ' ', '[']).unwrap_or(declared.len());
+    match declared[..head].rfind('.') {
+        Some(dot) => declared[dot + 1..].to_string(),
+        None => declared.to_string(),
+    }
+}
+
+/// Green's declared type of `column`, as green's catalog prints it.
+fn green_declared<'a>(plan: &'a TablePlan, column: &str) -> Option<&'a str> {
+    let facts = plan.green.facts.as_ref()?;
+    facts
+        .positions
+        .iter()
+        .find(|(name, _, _)| name == column)
+        .map(|(_, _, declared)| declared.as_str())
+}
+
+/// Green columns no blue column is fed from: streamed ones no target reads, and those the
+/// stream does not carry at all.
+fn not_carried(plan: &TablePlan) -> Vec<Loss> {
+    let filter_reads: Vec<usize> = plan
+        .filter
+        .as_deref()
+        .map(|f| crate::mapping::expression::columns(f, &plan.green))
+        .unwrap_or_default();
+    let mut out: Vec<Loss> = (0..plan.green.columns.len())
+        .filter(|g| !plan.targets.iter().any(|t| t.depends.contains(g)))
+        .map(|g| Loss::NotCarried {
+            column: plan.green.columns[g].name.clone(),
+            why: if filter_reads.contains(&g) {
+                "read only by the filter".into()
+            } else {
+                "ignored".into()
+            },
+        })
+        .collect();
+    if let Some(facts) = &plan.green.facts {
+        out.extend(facts.unpublished.iter().map(|(c, why)| Loss::NotCarried {
+            column: c.name.clone(),
+            why: match why {
+                crate::mapping::green_catalog::Unpublished::Generated => "a generated column, not published".into(),
+                crate::mapping::green_catalog::Unpublished::ColumnList => {
+                    "left out by the publication's column list".into()
+                }
+            },
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::green_catalog::CatalogFacts;
+    use crate::mapping::{KeyColumn, KeyPlan, Target};
+    use std::sync::Arc;
+
+    fn target(name: &str, value: Value, depends: Vec<usize>) -> Target {
+        Target {
+            blue_name: name.into(),
+            blue_type: String::new(),
+            stored_type: String::new(),
+            value,
+            depends,
+            insert_only: false,
+            comparable: true,
+            identity_always: false,
+        }
+    }
+
+    /// The example's customers and jobs in one table: id, quantity numeric(10,2) into
+    /// integer, location computed, preferences ignored, tenant read only by the filter.
+    fn plan() -> TablePlan {
+        let mut green = crate::mapping::int_table(&["id", "quantity", "location_structured", "preferences", "tenant"]);
+        let declared = ["bigint", "numeric(10,2)", "jsonb", "jsonb", "integer"];
+        green.facts = Some(Arc::new(CatalogFacts {
+            positions: green
+                .columns
+                .iter()
+                .zip(declared)
+                .enumerate()
+                .map(|(i, (c, d))| (c.name.clone(), i as i16 + 1, d.to_string()))
+                .collect(),
+            ..CatalogFacts::default()
+        }));
+        TablePlan {
+            green,
+            green_name: "public.t".into(),
+            blue_name: "public.t".into(),
+            blue_sql: "\"public\".\"t\"".into(),
+            targets: vec![
+                target("id", Value::Green(0), vec![0]),
+                target("quantity", Value::Green(1), vec![1]),
+                target(
+                    "location",
+                    Value::Expr("location_structured ->> 'city'".into()),
+                    vec![2],
+                ),
+            ],
+            key: KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }]),
+            filter: Some("tenant = 42".into()),
+            overriding_system_value: false,
+            blue_partitioned: false,
+            file: None,
+            partition_of: None,
+            read: vec![true, true, true, false, true],
+        }
+    }
+
+    #[test]
+    fn ignored_columns_narrowing_casts_expressions_and_filters_are_listed() {
+        let blue: BTreeMap<String, String> = [("id", "bigint"), ("quantity", "integer"), ("location", "text")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let found: Vec<String> = losses(&plan(), &blue).iter().map(|l| l.to_string()).collect();
+        assert_eq!(found[0], "green column preferences is not carried (ignored)");
+        assert_eq!(found[1], "green column tenant is not carried (read only by the filter)");
+        assert!(
+            found[2].starts_with("quantity <- quantity: numeric(10,2) -> integer narrows: "),
+            "{found:?}"
+        );
+        assert_eq!(
+            found[3],
+            "location is computed by an expression (location_structured ->> 'city'): prove with check --roundtrip"
+        );
+        assert_eq!(
+            found[4],
+            "rows outside `tenant = 42` are not carried (the mapping's filter)"
+        );
+        assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn unknown_casts_cannot_be_told_and_same_types_are_silent() {
+        let blue: BTreeMap<String, String> = [("id", "bigint"), ("quantity", "public.money_amount")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let found = losses(&plan(), &blue);
+        assert!(
+            found
+                .iter()
+                .any(|l| matches!(l, Loss::CannotTell { blue, .. } if blue == "quantity")),
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|l| l.to_string().starts_with("id <-")), "{found:?}");
+    }
+
+    #[test]
+    fn types_compare_whatever_schema_the_sides_print() {
+        assert_eq!(unqualified("public.mood"), "mood");
+        assert_eq!(unqualified("public.mood[]"), "mood[]");
+        assert_eq!(unqualified("numeric(10,2)"), "numeric(10,2)");
+        assert_eq!(unqualified("character varying(5)"), "character varying(5)");
+        assert_eq!(unqualified("extensions.vector(3)"), "vector(3)");
+    }
+}

@@ -1,0 +1,307 @@
+//! What a rollback would lose (issue 17): `check`'s "rollback loses" section on the example
+//! mapping; `check --data` finding every kind of row blue would refuse, by key, without
+//! writing blue; `check --roundtrip` proving a mapping pair inverse, or naming the column and
+//! key where it is not.
+
+use crate::copy::example_pair;
+use crate::support::bridge::{text, Pair, DB};
+
+/// Writes `files` (name, text) into directory `dir` below the pair's directory.
+fn write_mappings(pair: &Pair, dir: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = pair.dir.path().join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn check_lists_what_a_rollback_loses_on_the_example_mapping() {
+    let pair = example_pair();
+    for args in [&["check"][..], &["check", "--sql"][..]] {
+        let out = pair.pgbridge(args);
+        let report = text(&out);
+        assert_eq!(out.status.code(), Some(0), "informational only:\n{report}");
+        for expected in [
+            "rollback loses (deliberate choices of the mappings; the exit code does not change):",
+            "  public.customers:\n    - green column preferences is not carried (ignored)",
+            "    - location is computed by an expression (location_structured ->> 'city'): prove with check --roundtrip",
+            "  public.jobs:\n    - quantity <- quantity: numeric(10,2) -> integer narrows: ",
+        ] {
+            assert!(report.contains(expected), "{args:?}: no {expected:?} in:\n{report}");
+        }
+        assert!(!report.contains("public.purchases -> public.orders:\n"), "{report}");
+    }
+}
+
+const GREEN_PEOPLE: &str = "
+    CREATE TYPE mood AS ENUM ('ok', 'sad', 'ecstatic');
+    CREATE TABLE people (id int PRIMARY KEY, name text, age int, score bigint, code text, mood mood, email text);
+    CREATE TABLE events (id int PRIMARY KEY, note text);
+    INSERT INTO people VALUES
+      (1, 'ann', 30, 10, 'a', 'ok', 'dup@example.com'),
+      (2, NULL, 30, 10, 'b', 'ok', 'two@example.com'),
+      (3, 'cid', -1, 10, 'c', 'ok', 'three@example.com'),
+      (4, 'dee', 30, 3000000000, 'd', 'ok', 'four@example.com'),
+      (5, 'eve', 30, 10, 'toolong', 'ok', 'five@example.com'),
+      (6, 'fay', 30, 10, 'f', 'ecstatic', 'six@example.com'),
+      (7, 'gus', 30, 10, 'g', 'sad', NULL),
+      (8, 'hal', 30, 10, 'h', 'ok', 'dup@example.com');
+    INSERT INTO people SELECT i, 'p' || i, 40, i, 'x', 'ok', 'p' || i || '@example.com' FROM generate_series(9, 40) i;
+    INSERT INTO events SELECT i, 'event ' || i FROM generate_series(1, 5000) i;
+    ANALYZE events;";
+
+const BLUE_PEOPLE: &str = "
+    CREATE TYPE mood AS ENUM ('ok', 'sad');
+    CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, age int CONSTRAINT age_not_negative CHECK (age >= 0),
+                         score integer, code varchar(5), mood mood, email text UNIQUE,
+                         legacy text NOT NULL DEFAULT 'x');
+    CREATE TABLE events (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
+    INSERT INTO people VALUES (100, 'kept', 1, 1, 'k', 'ok', 'kept@example.com', 'y');";
+
+#[test]
+fn check_data_names_every_row_blue_would_refuse_by_key() {
+    let pair = Pair::start();
+    pair.green.psql(DB, GREEN_PEOPLE);
+    pair.blue.psql(DB, BLUE_PEOPLE);
+    let blue_before = pair
+        .blue
+        .psql(DB, "SELECT md5(string_agg(p::text, ',' ORDER BY id)) FROM people p");
+    // Chunks of 3 rows: the duplicate email of rows 1 and 8 is found across chunks.
+    let check = |args: &[&str]| {
+        pair.command(args)
+            .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "3")
+            .output()
+            .expect("pgbridge")
+    };
+    let out = check(&["check", "--data"]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let refused = |id: u32| {
+        let prefix = format!("  REFUSED public.people id={id}: ");
+        report
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("id={id} not refused:\n{report}"))
+    };
+    for (id, parts) in [
+        (
+            2,
+            &[
+                "null value in column \"name\" of blue table public.people violates not-null constraint",
+                "[column name]",
+            ][..],
+        ),
+        (
+            3,
+            &[
+                "new row for blue table public.people violates check constraint \"age_not_negative\"",
+                "[constraint age_not_negative]",
+            ][..],
+        ),
+        (4, &["integer out of range [column score]"][..]),
+        (5, &["value too long for type character varying(5) [column code]"][..]),
+        (
+            6,
+            &["invalid input value for enum mood: \"ecstatic\" [column mood]"][..],
+        ),
+        (
+            8,
+            &["duplicate key value violates unique constraint \"people_email_key\" \
+                 (Key (email)=(dup@example.com) already exists.) [constraint people_email_key]"][..],
+        ),
+    ] {
+        let line = refused(id);
+        for part in parts {
+            assert!(line.contains(part), "no {part:?} in {line}");
+        }
+    }
+    assert!(
+        report.contains("REFUSED: blue would refuse 6 row(s) in 1 of 2 table(s)"),
+        "{report}"
+    );
+    let people = report
+        .lines()
+        .find(|l| l.starts_with("public.people "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(people.contains("40 row(s) checked  6 refused"), "{people}");
+    let events = report
+        .lines()
+        .find(|l| l.starts_with("public.events "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(events.contains("5000 row(s) checked  0 refused"), "{events}");
+    for clean in ["id=1:", "id=7:", "id=9:"] {
+        assert!(
+            !report.contains(&format!("public.people {clean}")),
+            "{clean} refused:\n{report}"
+        );
+    }
+    // Progress goes to stderr, per table.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("check --data: public.events (about 5000 rows)"));
+
+    // Nothing was written to blue, and no temporary object is left.
+    assert_eq!(
+        pair.blue
+            .psql(DB, "SELECT md5(string_agg(p::text, ',' ORDER BY id)) FROM people p"),
+        blue_before
+    );
+    assert_eq!(pair.blue.psql(DB, "SELECT count(*) FROM events"), "0");
+    assert_eq!(
+        pair.blue.psql(
+            DB,
+            "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbridge_check%') \
+                  + (SELECT count(*) FROM pg_proc WHERE proname LIKE 'pgbridge_check%')"
+        ),
+        "0"
+    );
+
+    // A sample: at most N rows per table (a Bernoulli sample of the analyzed events).
+    let out = check(&["check", "--data", "--sample", "4"]);
+    let report = text(&out);
+    let events = report
+        .lines()
+        .find(|l| l.starts_with("public.events "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(events.contains(" 4 row(s) checked  0 refused"), "{events}");
+    let people = report
+        .lines()
+        .find(|l| l.starts_with("public.people "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(people.contains(" 4 row(s) checked"), "{people}");
+
+    // Green's rows fixed: nothing refused, exit 0.
+    pair.green.psql(
+        DB,
+        "UPDATE people SET name = 'bo' WHERE id = 2; UPDATE people SET age = 1 WHERE id = 3; \
+         UPDATE people SET score = 4 WHERE id = 4; UPDATE people SET code = 'short' WHERE id = 5; \
+         UPDATE people SET mood = 'sad' WHERE id = 6; UPDATE people SET email = NULL WHERE id = 8;",
+    );
+    let out = check(&["check", "--data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("data: blue would accept every row checked (2 table(s))"),
+        "{}",
+        text(&out)
+    );
+
+    // It cannot run: exit 2.
+    pair.write_config_with(&pair.green.dsn(DB), "postgres://nobody@127.0.0.1:1/none", "");
+    let out = check(&["check", "--data"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn check_roundtrip_proves_an_inverse_pair_and_names_what_does_not_come_back() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE items (id int PRIMARY KEY, label text, price numeric(14,2)); \
+         CREATE TABLE measures (id int PRIMARY KEY, note text);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(12,2), legacy text); \
+         CREATE TABLE measures (id int PRIMARY KEY, note text); \
+         INSERT INTO items SELECT i, 'item ' || i, i * 1.25, 'only on blue' FROM generate_series(1, 50) i; \
+         INSERT INTO measures SELECT i, 'm' || i % 10 FROM generate_series(1, 50) i;",
+    );
+    // Green to blue: a rename and a cast that narrows (numeric(14,2) into numeric(12,2)).
+    let forward = write_mappings(
+        &pair,
+        "mappings",
+        &[(
+            "items.toml",
+            "target = \"items\"\n[columns]\nname = { from = \"label\" }\n",
+        )],
+    );
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", forward.display()));
+    // Blue to green: the rename back, a widening cast; blue's legacy column is not carried,
+    // and measures.note is cut to three characters.
+    let reverse_dir = write_mappings(
+        &pair,
+        "mappings_to_green",
+        &[
+            (
+                "items.toml",
+                "target = \"items\"\nignore = [\"legacy\"]\n[columns]\nlabel = { from = \"name\" }\n",
+            ),
+            (
+                "measures.toml",
+                "target = \"measures\"\n[columns]\nnote = { expr = \"left(note, 3)\" }\n",
+            ),
+        ],
+    );
+    let reverse = pair.dir.path().join("to_green.toml");
+    std::fs::write(
+        &reverse,
+        format!(
+            "[green]\ndsn = \"{}\"\npublication = \"pgbridge_to_green\"\nslot = \"pgbridge_to_green\"\n\n\
+             [blue]\ndsn = \"{}\"\n\n[mapping]\ndir = \"{}\"\n",
+            pair.blue.dsn(DB),
+            pair.green.dsn(DB),
+            reverse_dir.display()
+        ),
+    )
+    .unwrap();
+    let roundtrip = |extra: &[&str]| {
+        let mut args = vec!["check", "--roundtrip", "--reverse", reverse.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        pair.command(&args)
+            .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "7")
+            .output()
+            .expect("pgbridge")
+    };
+    let out = roundtrip(&[]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("roundtrip: every row compared comes back equal (2 table(s))"),
+        "{report}"
+    );
+    let items = report
+        .lines()
+        .find(|l| l.starts_with("public.items "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(items.contains("50 row(s) compared  0 difference(s)"), "{items}");
+
+    // A note longer than three characters does not come back: named by key and column.
+    pair.blue.psql(DB, "UPDATE measures SET note = 'abcdef' WHERE id = 42");
+    let out = roundtrip(&[]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("DIFFERENT public.measures id=42: column note: blue has abcdef, comes back as abc"),
+        "{report}"
+    );
+    assert!(
+        report.contains("DIFFERENT: 1 of 2 table(s) do not come back equal"),
+        "{report}"
+    );
+    let out = roundtrip(&["--sample", "5"]);
+    let items = text(&out);
+    let items = items
+        .lines()
+        .find(|l| l.starts_with("public.items "))
+        .unwrap_or_else(|| panic!("{items}"));
+    assert!(items.contains(" 5 row(s) compared"), "{items}");
+
+    // Nothing written on either side, nothing left behind.
+    assert_eq!(pair.green.psql(DB, "SELECT count(*) FROM items"), "0");
+    assert_eq!(
+        pair.blue
+            .psql(DB, "SELECT count(*) FROM items WHERE legacy = 'only on blue'"),
+        "50"
+    );
+    for cluster in [&pair.green, &pair.blue] {
+        assert_eq!(
+            cluster.psql(
+                DB,
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbridge_roundtrip%'"
+            ),
+            "0"
+        );
+    }
+    let out = pair.pgbridge(&["check", "--roundtrip", "--reverse", "nosuch.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
