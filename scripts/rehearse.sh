@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# A full blue-green rehearsal on two throwaway local clusters, in one command:
+# A full blue-green rehearsal on two throwaway local clusters, in one command, gated the way
+# docs/runbook.md gates a real one:
 #   1. blue serves the application; green gets the migrated schema (a renamed column, an added
-#      one) and is prepared from blue through a mapping (`setup --copy`), then kept current by
-#      the bridge blue -> green;
-#   2. cutover under pgbench load: `pgbridge switchover` fences blue, waits, syncs sequences,
+#      one). `pgbridge draft` writes the mappings for the window (green -> blue) from both live
+#      catalogs and `draft --reverse` inverts them for preparing green (blue -> green); gates:
+#      `check` in both directions, `check --roundtrip` (the pair is inverse);
+#   2. green is prepared from blue (`setup --copy`) and kept current by the bridge blue -> green;
+#      gate: `check --data` (blue would accept every green row);
+#   3. cutover under pgbench load: `pgbridge switchover` fences blue, waits, syncs sequences,
 #      sets up the bridge green -> blue and lets the application write on green;
-#   3. the application writes on green; the bridge carries every write back to blue;
-#   4. rollback under load: `pgbridge switchover` in the other direction;
-#   5. both bridges caught up, `verify` in both directions, and every insert the application
+#   4. the application writes on green; the bridge carries every write back to blue; gate:
+#      `pgbridge ready --reverse` (a rollback now would lose nothing);
+#   5. rollback under load: `pgbridge switchover` in the other direction;
+#   6. both bridges caught up, `verify` in both directions, and every insert the application
 #      committed counted on both sides.
 # Prints each step and the measured write-unavailability windows; exits 0 only when nothing
 # was lost. Everything is stopped and removed on exit.
@@ -61,19 +66,6 @@ done
 echo "   green is the standby: the application's role may not write there yet"
 green -c "ALTER ROLE app IN DATABASE postgres SET default_transaction_read_only = on"
 
-mkdir -p "$work/to_green" "$work/to_blue"
-cat >"$work/to_green/customers.toml" <<'TOML'
-target = "public.customers"
-[columns]
-email_address = { from = "email" }
-score = { omit = true }
-TOML
-cat >"$work/to_blue/customers.toml" <<'TOML'
-target = "public.customers"
-ignore = ["score"]
-[columns]
-email = { from = "email_address" }
-TOML
 bridge_config() { # file source_port target_port name metrics_port
   cat >"$1" <<TOML
 [green]   # the source: the side this bridge streams from
@@ -93,12 +85,34 @@ TOML
 }
 bridge_config "$work/to_green.toml" "$blue_port" "$green_port" to_green "$(free_port)"
 bridge_config "$work/to_blue.toml" "$green_port" "$blue_port" to_blue "$(free_port)"
+to_blue() { "$pgbridge" -c "$work/to_blue.toml" "$@"; }
+to_green() { "$pgbridge" -c "$work/to_green.toml" "$@"; }
+
+step "draft the window's mappings (green -> blue) from both live catalogs"
+to_blue draft --out "$work/to_blue"
+step "draft the preparation mappings (blue -> green) by inverting them"
+to_blue draft --reverse --out "$work/to_green"
+for f in "$work"/to_blue/*.toml "$work"/to_green/*.toml; do
+  echo "--- ${f#"$work"/}"
+  cat "$f"
+done
+
+step "gate: both directions plan against both live schemas (and what a rollback would lose)"
+to_blue check
+to_green check >/dev/null
+echo "   to_green.toml: ok"
+
+step "gate: the pair is inverse (blue's rows to green's shape and back come back equal)"
+to_blue check --roundtrip --reverse "$work/to_green.toml" | sed -n '/^check --roundtrip/,$p'
 
 step "prepare green from blue: pgbridge setup --copy, then stream blue -> green"
 "$pgbridge" -c "$work/to_green.toml" setup --copy
 "$pgbridge" -c "$work/to_green.toml" run >"$work/to_green.log" 2>&1 &
 pids+=($!)
 until "$pgbridge" -c "$work/to_green.toml" status --json 2>/dev/null | grep -q '"state": "streaming"'; do sleep 0.1; done
+
+step "gate: blue would accept every green row through the window's mappings (nothing written)"
+to_blue check --data | sed -n '/^check --data/,$p'
 
 cat >"$work/load.sql" <<'SQL'
 \set aid random(1, 10000)
@@ -130,6 +144,15 @@ load "$green_port" 600 &
 load_pid=$!
 sleep "$seconds"
 "$pgbridge" -c "$work/to_blue.toml" lag
+start_ready=$SECONDS
+
+step "gate: a rollback now would lose nothing (pgbridge ready)"
+until to_blue ready --reverse "$work/to_green.toml" >"$work/ready.out" 2>&1; do
+  # Right after cutover the bridge may not hold its slot yet; anything else is worth seeing.
+  [[ $SECONDS -lt $((start_ready + 30)) ]] || { cat "$work/ready.out"; exit 1; }
+  sleep 0.2
+done
+cat "$work/ready.out"
 
 step "rollback under load: pgbridge switchover from green back to blue"
 out=$("$pgbridge" -c "$work/to_blue.toml" switchover --reverse "$work/to_green.toml" --app-role app)
