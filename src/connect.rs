@@ -90,11 +90,16 @@ async fn connect_any_unbounded(endpoint: &Endpoint) -> Result<(Client, bool)> {
             tracing::debug!(error = %e, "connection ended");
         }
     });
-    let in_recovery: bool = client
-        .query_one("SELECT pg_is_in_recovery()", &[])
+    // The simple protocol: no prepared statement, so the answer comes back even through a
+    // pooler in statement mode, whose refusal (with its own message) comes later.
+    let rows = client
+        .simple_query("SELECT pg_is_in_recovery()")
         .await
-        .map_err(|e| Error::postgres(format!("asking {} whether it is a standby", endpoint.describe()), &e))?
-        .get(0);
+        .map_err(|e| Error::postgres(format!("asking {} whether it is a standby", endpoint.describe()), &e))?;
+    let in_recovery = rows.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
+        _ => false,
+    });
     Ok((client, in_recovery))
 }
 
