@@ -107,25 +107,8 @@ pub fn cast_comment(from: &Column, to: &Column) -> (String, bool) {
 /// column, never cut by the cast).
 pub fn convert(ctx: &Ctx, table: &(String, String), s: &Column, t: &Column) -> Conversion {
     let (source, target) = (ctx.source, ctx.target);
-    if let (Some(e), Some(te)) = (&s.enum_type, &t.enum_type) {
-        let theirs = ctx.target_enums.get(te);
-        let lacking: Vec<String> = ctx
-            .source_enums
-            .get(e)
-            .into_iter()
-            .flatten()
-            .filter(|l| e == te && theirs.is_some_and(|ls| !ls.contains(l)))
-            .map(|l| one_line(&crate::sql::literal(l)))
-            .collect();
-        if !lacking.is_empty() {
-            return Conversion::Decide(format!(
-                "{source}'s enum {} has label(s) {} that {target}'s lacks: rows holding them would be refused; \
-                 add them on {target} (ALTER TYPE ... ADD VALUE), then feed it from {}",
-                one_line(e),
-                lacking.join(", "),
-                shown(&s.name)
-            ));
-        }
+    if let Some(why) = lacking_labels(ctx, s, t) {
+        return Conversion::Decide(why);
     }
     if !t.differs_from(s) {
         return Conversion::Copy;
@@ -187,6 +170,34 @@ pub fn convert(ctx: &Ctx, table: &(String, String), s: &Column, t: &Column) -> C
     }
 }
 
+/// That the source's enum has labels the target's same-named enum lacks, naming them.
+fn lacking_labels(ctx: &Ctx, s: &Column, t: &Column) -> Option<String> {
+    let (Some(e), Some(te)) = (&s.enum_type, &t.enum_type) else {
+        return None;
+    };
+    let theirs = ctx.target_enums.get(te)?;
+    let lacking: Vec<String> = ctx
+        .source_enums
+        .get(e)
+        .into_iter()
+        .flatten()
+        .filter(|l| e == te && !theirs.contains(l))
+        .map(|l| one_line(&crate::sql::literal(l)))
+        .collect();
+    (!lacking.is_empty()).then(|| {
+        format!(
+            "{}'s enum {} has label(s) {} that {}'s lacks: rows holding them would be refused; add them on {} \
+             (ALTER TYPE ... ADD VALUE), then feed it from {}",
+            ctx.source,
+            one_line(e),
+            lacking.join(", "),
+            ctx.target,
+            ctx.target,
+            shown(&s.name)
+        )
+    })
+}
+
 /// That rows where source `s` is NULL are refused by target `t`, when they would be.
 pub fn null_note(ctx: &Ctx, s: &Column, t: &Column) -> Option<String> {
     (!s.not_null && t.not_null).then(|| {
@@ -215,7 +226,6 @@ pub fn draft(ctx: &Ctx, green: &Table, blue: &Table, renamed: Option<&str>) -> T
         source: green.id(),
         ..TableDraft::default()
     };
-    let table = blue.id();
     if let Some(why) = renamed {
         d.source_comments.push(format!(
             "guess: green table {} is blue's {} renamed ({why})",
@@ -228,33 +238,77 @@ pub fn draft(ctx: &Ctx, green: &Table, blue: &Table, renamed: Option<&str>) -> T
         ));
     }
     let writable: Vec<&Column> = blue.columns.iter().filter(|c| !c.generated).collect();
-    let mut entries: Vec<(usize, ColumnDraft)> = Vec::new();
+    let mut entries = same_named(ctx, green, blue, &writable, &mut d.lines);
+    let green_only = green_only(green, blue, &writable, &mut d);
+    let blue_only: Vec<(usize, &Column)> = writable
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| green.column(&b.name).is_none())
+        .map(|(i, b)| (i, *b))
+        .collect();
+    let (left, settled) = guesses(ctx, &blue.id(), &green_only, &blue_only, &mut d, &mut entries);
+    for (bi, &(at, b)) in blue_only.iter().enumerate() {
+        if settled.contains(&bi) {
+            continue;
+        }
+        let context = green
+            .withheld
+            .iter()
+            .find(|(n, _)| *n == b.name)
+            .map(|(n, why)| format!("green's {} is {why}", shown(n)));
+        let candidates: Vec<String> = if b.has_default {
+            Vec::new()
+        } else {
+            left.iter()
+                .filter(|g| !matches!(convert(ctx, &blue.id(), g, b), Conversion::Decide(_)))
+                .map(|g| format!("{} ({})", shown(&g.name), one_line(&g.declared)))
+                .collect()
+        };
+        entries.push((at, unfed(b, "blue", context, &candidates, &mut d.lines)));
+    }
+    entries.sort_by_key(|(at, _)| *at);
+    d.columns = entries.into_iter().map(|(_, c)| c).collect();
+    d
+}
+
+/// The entries of blue's writable columns (at their positions) that green has by name.
+fn same_named(
+    ctx: &Ctx,
+    green: &Table,
+    blue: &Table,
+    writable: &[&Column],
+    lines: &mut Vec<Line>,
+) -> Vec<(usize, ColumnDraft)> {
+    let mut entries = Vec::new();
     for (at, b) in writable.iter().enumerate() {
         let Some(g) = green.column(&b.name) else { continue };
         let note = null_note(ctx, g, b);
-        match convert(ctx, &table, g, b) {
+        match convert(ctx, &blue.id(), g, b) {
             Conversion::Copy => {
                 if let Some(n) = &note {
-                    d.lines.push(Line::new(Tag::Note, format!("{}: {n}", shown(&b.name))));
+                    lines.push(Line::new(Tag::Note, format!("{}: {n}", shown(&b.name))));
                 }
             }
             Conversion::Convert { feed, comment, .. } => {
                 let text = with_note(comment.clone(), &note);
-                d.lines
-                    .push(Line::new(Tag::Cast, format!("{}: {text}", shown(&b.name))));
+                lines.push(Line::new(Tag::Cast, format!("{}: {text}", shown(&b.name))));
                 let mut comments = vec![comment];
                 comments.extend(note);
                 entries.push((at, column(&b.name, feed, comments)));
             }
             Conversion::Decide(why) => {
                 let why = with_note(why, &note);
-                d.lines
-                    .push(Line::new(Tag::Decide, format!("columns.{}: {why}", shown(&b.name))));
+                lines.push(Line::new(Tag::Decide, format!("columns.{}: {why}", shown(&b.name))));
                 entries.push((at, column(&b.name, Feed::Decide(why), Vec::new())));
             }
         }
     }
-    let mut green_only: Vec<&Column> = Vec::new();
+    entries
+}
+
+/// Green's columns blue has no writable namesake for; those blue generates are ignored as such.
+fn green_only<'a>(green: &'a Table, blue: &Table, writable: &[&Column], d: &mut TableDraft) -> Vec<&'a Column> {
+    let mut out = Vec::new();
     for g in &green.columns {
         if writable.iter().any(|b| b.name == g.name) {
             continue;
@@ -268,22 +322,28 @@ pub fn draft(ctx: &Ctx, green: &Table, blue: &Table, renamed: Option<&str>) -> T
                 .push(Line::new(Tag::Ignore, format!("{}: {why}", shown(&g.name))));
             d.ignore.push((g.name.clone(), why));
         } else {
-            green_only.push(g);
+            out.push(g);
         }
     }
-    let blue_only: Vec<(usize, &Column)> = writable
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| green.column(&b.name).is_none())
-        .map(|(i, b)| (i, *b))
-        .collect();
-    let (pairs, ties) = pairing::pair(rename_candidates(&green_only, &blue_only));
+    out
+}
+
+/// The renames guessed between `green_only` and `blue_only`, ties left to a person, and the
+/// green-only columns nothing reads (ignored). Returns those, and the blue-only columns settled.
+fn guesses<'a>(
+    ctx: &Ctx,
+    table: &(String, String),
+    green_only: &[&'a Column],
+    blue_only: &[(usize, &Column)],
+    d: &mut TableDraft,
+    entries: &mut Vec<(usize, ColumnDraft)>,
+) -> (Vec<&'a Column>, Vec<usize>) {
+    let (pairs, ties) = pairing::pair(rename_candidates(green_only, blue_only));
     let mut undecided = Vec::new();
     let mut settled = Vec::new();
     for &(gi, bi) in &pairs {
         let (at, b) = blue_only[bi];
-        let g = green_only[gi];
-        let (entry, guessed) = renamed_column(ctx, &table, g, b, &mut d.lines);
+        let (entry, guessed) = renamed_column(ctx, table, green_only[gi], b, &mut d.lines);
         if !guessed {
             undecided.push(gi);
         }
@@ -319,28 +379,7 @@ pub fn draft(ctx: &Ctx, green: &Table, blue: &Table, renamed: Option<&str>) -> T
             .push(Line::new(Tag::Ignore, format!("{}: {why}", shown(&g.name))));
         d.ignore.push((g.name.clone(), why));
     }
-    for (bi, &(at, b)) in blue_only.iter().enumerate() {
-        if settled.contains(&bi) {
-            continue;
-        }
-        let context = green
-            .withheld
-            .iter()
-            .find(|(n, _)| *n == b.name)
-            .map(|(n, why)| format!("green's {} is {why}", shown(n)));
-        let candidates: Vec<String> = if b.has_default {
-            Vec::new()
-        } else {
-            left.iter()
-                .filter(|g| !matches!(convert(ctx, &table, g, b), Conversion::Decide(_)))
-                .map(|g| format!("{} ({})", shown(&g.name), one_line(&g.declared)))
-                .collect()
-        };
-        entries.push((at, unfed(b, "blue", context, &candidates, &mut d.lines)));
-    }
-    entries.sort_by_key(|(at, _)| *at);
-    d.columns = entries.into_iter().map(|(_, c)| c).collect();
-    d
+    (left, settled)
 }
 
 fn column(name: &str, feed: Feed, comments: Vec<String>) -> ColumnDraft {
@@ -473,7 +512,7 @@ pub fn unfed(
         };
         if !candidates.is_empty() {
             why.push_str(&format!(
-                "; columns of the other side nothing else reads: {}",
+                "; green-only columns that might feed it: {}",
                 candidates.join(", ")
             ));
         }

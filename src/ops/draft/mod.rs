@@ -102,27 +102,7 @@ pub async fn draft(config: &Config, options: &Options) -> Result<Outcome> {
     let green_enums = catalog::enums(&green, "green").await?;
     let blue_enums = catalog::enums(&blue, "blue").await?;
     let q = names::Quoter::new(catalog::keywords(&blue, "blue").await?);
-    // Green's tables as the stream carries them: published columns only, the others noted.
-    let green_tables: Vec<catalog::Table> = published
-        .iter()
-        .filter_map(|p| {
-            let mut t = green_all.get(&(p.namespace.clone(), p.name.clone()))?.clone();
-            t.columns.retain(|c| p.columns.iter().any(|pc| pc.name == c.name));
-            if let Some(facts) = &p.facts {
-                t.withheld = facts
-                    .unpublished
-                    .iter()
-                    .map(|(c, why)| (c.name.clone(), why.describe(&config.publication)))
-                    .collect();
-            }
-            Some(t)
-        })
-        .collect();
-    let unstreamed: BTreeSet<(String, String)> = green_all
-        .keys()
-        .filter(|id| !published.iter().any(|p| p.namespace == id.0 && p.name == id.1))
-        .cloned()
-        .collect();
+    let (green_tables, unstreamed) = streamed(config, &published, &green_all);
     let ids: Vec<(String, String)> = published
         .iter()
         .map(|t| (t.namespace.clone(), t.name.clone()))
@@ -156,6 +136,36 @@ pub async fn draft(config: &Config, options: &Options) -> Result<Outcome> {
         attention: drafted.attention,
         notes: notes.into_iter().chain(drafted.notes).collect(),
     })
+}
+
+/// Green's tables as the stream carries them (published columns only, the others noted as
+/// withheld), and green's tables the stream does not carry.
+fn streamed(
+    config: &Config,
+    published: &[crate::mapping::GreenTable],
+    green_all: &std::collections::BTreeMap<(String, String), catalog::Table>,
+) -> (Vec<catalog::Table>, BTreeSet<(String, String)>) {
+    let tables = published
+        .iter()
+        .filter_map(|p| {
+            let mut t = green_all.get(&(p.namespace.clone(), p.name.clone()))?.clone();
+            t.columns.retain(|c| p.columns.iter().any(|pc| pc.name == c.name));
+            if let Some(facts) = &p.facts {
+                t.withheld = facts
+                    .unpublished
+                    .iter()
+                    .map(|(c, why)| (c.name.clone(), why.describe(&config.publication)))
+                    .collect();
+            }
+            Some(t)
+        })
+        .collect();
+    let unstreamed = green_all
+        .keys()
+        .filter(|id| !published.iter().any(|p| p.namespace == id.0 && p.name == id.1))
+        .cloned()
+        .collect();
+    (tables, unstreamed)
 }
 
 /// Writes every draft into `dir`, or nothing: a file that exists is overwritten only with

@@ -125,38 +125,7 @@ fn invert_column<'a>(
     let (gn, table) = (shown(&g.name), green.id());
     if let Some(b) = copy {
         used.push(b.name.as_str());
-        let bn = shown(&b.name);
-        let note = null_note(ctx, b, g);
-        let noted = |text: String| match &note {
-            Some(n) => format!("{text}; {n}"),
-            None => text,
-        };
-        return match convert(ctx, &table, b, g) {
-            Conversion::Copy if b.name == g.name => {
-                if let Some(n) = &note {
-                    lines.push(Line::new(Tag::Note, format!("{gn}: {n}")));
-                }
-                None
-            }
-            Conversion::Copy => {
-                lines.push(Line::new(
-                    Tag::Rename,
-                    noted(format!("{gn} <- {bn} (inverts the rename)")),
-                ));
-                Some(column(&g.name, Feed::From(b.name.clone()), note.into_iter().collect()))
-            }
-            Conversion::Convert { feed, comment, .. } => {
-                lines.push(Line::new(Tag::Cast, noted(format!("{gn} <- {bn}: {comment}"))));
-                let mut comments = vec![comment];
-                comments.extend(note);
-                Some(column(&g.name, feed, comments))
-            }
-            Conversion::Decide(why) => {
-                let why = noted(format!("blue's {bn} feeds it back, but {why}"));
-                lines.push(Line::new(Tag::Decide, format!("columns.{gn}: {why}")));
-                Some(column(&g.name, Feed::Decide(why), Vec::new()))
-            }
-        };
+        return invert_copy(ctx, &table, g, b, lines);
     }
     let ignored = file.is_some_and(|f| f.ignore.contains(&g.name));
     let readers: Vec<(&'a Column, &'a str)> = feeds
@@ -194,6 +163,48 @@ fn invert_column<'a>(
         Feed::Decide(why),
         vec![format!("forward: {}", forward.join("; "))],
     ))
+}
+
+/// Green column `g` fed back from `b`, which the forward mapping copies (or casts) it into.
+fn invert_copy(
+    ctx: &Ctx,
+    table: &(String, String),
+    g: &Column,
+    b: &Column,
+    lines: &mut Vec<Line>,
+) -> Option<ColumnDraft> {
+    let (gn, bn) = (shown(&g.name), shown(&b.name));
+    let note = null_note(ctx, b, g);
+    let noted = |text: String| match &note {
+        Some(n) => format!("{text}; {n}"),
+        None => text,
+    };
+    match convert(ctx, table, b, g) {
+        Conversion::Copy if b.name == g.name => {
+            if let Some(n) = &note {
+                lines.push(Line::new(Tag::Note, format!("{gn}: {n}")));
+            }
+            None
+        }
+        Conversion::Copy => {
+            lines.push(Line::new(
+                Tag::Rename,
+                noted(format!("{gn} <- {bn} (inverts the rename)")),
+            ));
+            Some(column(&g.name, Feed::From(b.name.clone()), note.into_iter().collect()))
+        }
+        Conversion::Convert { feed, comment, .. } => {
+            lines.push(Line::new(Tag::Cast, noted(format!("{gn} <- {bn}: {comment}"))));
+            let mut comments = vec![comment];
+            comments.extend(note);
+            Some(column(&g.name, feed, comments))
+        }
+        Conversion::Decide(why) => {
+            let why = noted(format!("blue's {bn} feeds it back, but {why}"));
+            lines.push(Line::new(Tag::Decide, format!("columns.{gn}: {why}")));
+            Some(column(&g.name, Feed::Decide(why), Vec::new()))
+        }
+    }
 }
 
 fn column(name: &str, feed: Feed, comments: Vec<String>) -> ColumnDraft {
