@@ -319,3 +319,121 @@ fn draft_unreachable_database_exits_2_without_the_password() {
         "nothing is written when a database is unreachable"
     );
 }
+
+const GREEN_ODD: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ecstatic');
+CREATE TYPE go_t AS ENUM ('a');
+CREATE TABLE odd (id int PRIMARY KEY, tags text[], code text, flag text, label text, u uuid, ids integer[],
+                  go go_t, m mood, "note
+v = { expr = ""v + 4242"" }
+#_a" text, v int, y int);
+CREATE TABLE "a.b" (id int PRIMARY KEY, w text);
+CREATE TABLE people (id int PRIMARY KEY, loyalty_points int, created_by text, new_col int, email_address text);"#;
+
+const BLUE_ODD: &str = r#"
+CREATE TYPE mood AS ENUM ('sad');
+CREATE TABLE odd (id int PRIMARY KEY, tags varchar(5)[], code varchar(5), flag "char", label name, u integer,
+                  ids integer, go text, m mood, v int, y int GENERATED ALWAYS AS (v + 1) STORED);
+CREATE TABLE "a.b" (id int PRIMARY KEY, w varchar(3));
+CREATE TABLE people (id int PRIMARY KEY, tier int NOT NULL, deleted_by text, old_col text, email text NOT NULL);"#;
+
+/// The outside tester's findings 1 to 6 and 10 against real servers: casts keep no length
+/// (arrays too), what cuts or does not convert is a decision the server told draft about,
+/// names holding TOML stay in their comments and every printed line starts with its word,
+/// renames need alike names, enum labels are compared, and the file names and --out errors.
+#[test]
+fn draft_regressions_from_the_outside_tester() {
+    let pair = Pair::start();
+    pair.green.psql(DB, GREEN_ODD);
+    pair.blue.psql(DB, BLUE_ODD);
+    let dir: PathBuf = pair.dir.path().join("mappings");
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", dir.display()));
+    let out = pair.pgbridge(&["draft"]);
+    let printed = text(&out);
+    println!("{printed}");
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    // Every line starts with a word a script can match: names with newlines stay on one line.
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    for line in stdout.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        assert!(
+            [
+                "wrote",
+                "rename",
+                "cast",
+                "ignore",
+                "omit",
+                "DECIDE",
+                "note",
+                "same",
+                "attention",
+                "draft:"
+            ]
+            .contains(&word),
+            "line without its word: {line:?}\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("blue public.\"a.b\" <- green public.\"a.b\""),
+        "{stdout}"
+    );
+    let odd = read(&dir.join("odd.toml"));
+    // Finding 1: no length in a cast, arrays included.
+    assert_eq!(
+        entry(&odd, "tags"),
+        "tags = { expr = \"CAST(tags AS character varying[])\" }"
+    );
+    assert_eq!(
+        entry(&odd, "code"),
+        "code = { expr = \"CAST(code AS character varying)\" }"
+    );
+    // Findings 3 and 4: decisions, asked of blue.
+    for (column, why) in [
+        ("flag", "keeps the first byte"),
+        ("label", "63 bytes"),
+        ("u", "does not convert"),
+        ("ids", "does not convert"),
+        ("go", "create the type on blue"),
+        ("m", "'ecstatic'"),
+    ] {
+        let e = entry(&odd, column);
+        assert!(e.contains("decide = ") && e.contains(why), "{column}: {e}\n{odd}");
+    }
+    // Finding 2: the odd name is one ignored entry, not a mapping line.
+    assert!(!odd.lines().any(|l| l.starts_with("v = ")), "{odd}");
+    assert!(
+        odd.contains(r#"    "note\nv = { expr = \"v + 4242\" }\n#_a",  # green-only"#),
+        "{odd}"
+    );
+    // Finding 10: blue computes y.
+    assert!(printed.contains("ignore  y: blue computes y"), "{printed}");
+    // Finding 5: no loose renames; the decision names the candidates.
+    let people = read(&dir.join("people.toml"));
+    assert_eq!(entry(&people, "email"), "email = { from = \"email_address\" }");
+    assert!(people.contains("may be NULL"), "{people}");
+    for column in ["tier", "deleted_by", "old_col"] {
+        assert!(entry(&people, column).contains("decide = "), "{people}");
+    }
+    assert!(entry(&people, "tier").contains("loyalty_points (integer)"), "{people}");
+    // check fails on the decisions and parses the rest.
+    let check = pair.pgbridge(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains("columns.flag"), "{}", text(&check));
+
+    // Finding 9: --force keeps a same-named file that maps another table.
+    std::fs::write(dir.join("people.toml"), "target = \"public.odd_other\"\n").unwrap();
+    std::fs::remove_file(dir.join("odd.toml")).unwrap();
+    let forced = pair.pgbridge(&["draft", "--force"]);
+    assert_eq!(forced.status.code(), Some(1), "{}", text(&forced));
+    assert!(
+        text(&forced).contains("people.toml maps another table") && dir.join("people-2.toml").exists(),
+        "{}",
+        text(&forced)
+    );
+    assert_eq!(read(&dir.join("people.toml")), "target = \"public.odd_other\"\n");
+    // Finding 10: --out at a file.
+    let cfg = pair.config_path().display().to_string();
+    let out = pair.pgbridge(&["draft", "--out", &cfg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not a directory"), "{}", text(&out));
+}

@@ -9,6 +9,7 @@
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::ops::draft::names::one_line;
 use crate::ops::draft::{self, Options, Outcome, Tag};
 
 pub async fn run(config: &Config, options: &Options) -> Result<i32> {
@@ -25,25 +26,27 @@ fn print(o: &Outcome, reverse: bool) {
         } else {
             format!(" ({} decision(s) left)", w.decisions)
         };
-        println!(
+        line(&format!(
             "wrote {}: {to} {} <- {from} {}{state}",
             w.path.display(),
             w.target,
             w.source
-        );
+        ));
         for l in &w.lines {
             let label = if l.tag == Tag::Decide { "DECIDE" } else { l.tag.label() };
-            println!("  {label:<7} {}", l.text);
+            line(&format!("  {label:<7} {}", l.text));
         }
     }
     for t in &o.same {
-        println!("same {t}: same columns and types on both sides; maps by name, no file");
+        line(&format!(
+            "same {t}: same columns and types on both sides; maps by name, no file"
+        ));
     }
     for a in &o.attention {
-        println!("attention {a}");
+        line(&format!("attention {a}"));
     }
     for n in &o.notes {
-        println!("note {n}");
+        line(&format!("note {n}"));
     }
     let decisions = o.decisions();
     let next = if decisions == 0 {
@@ -51,10 +54,15 @@ fn print(o: &Outcome, reverse: bool) {
     } else {
         "settle each DECIDE and attention line, review the rest, then run pgbridge check (it fails until then)"
     };
-    println!(
+    line(&format!(
         "draft: {} file(s) written to {}, {} table(s) map by name, {decisions} decision(s) left; {next}",
         o.written.len(),
         o.out.display(),
         o.same.len()
-    );
+    ));
+}
+
+/// One output line, whatever the names in it hold: a script reads one line per item.
+fn line(text: &str) {
+    println!("{}", one_line(text));
 }

@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use super::names::one_line;
+
 /// How a drafted blue column is fed (the forms `mapping::file` reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Feed {
@@ -118,7 +120,7 @@ impl TableDraft {
             );
         }
         for c in &self.header {
-            let _ = writeln!(out, "# {c}");
+            let _ = writeln!(out, "# {}", one_line(c));
         }
         let _ = writeln!(
             out,
@@ -136,7 +138,7 @@ impl TableDraft {
         if !self.ignore.is_empty() {
             out.push_str("ignore = [\n");
             for (name, why) in &self.ignore {
-                let _ = writeln!(out, "    {},  # {why}", string(name));
+                let _ = writeln!(out, "    {},  # {}", string(name), one_line(why));
             }
             out.push_str("]\n");
         }
@@ -160,9 +162,11 @@ impl TableDraft {
     }
 }
 
+/// Comment lines; whatever a line holds (names come from the catalogs) stays one comment
+/// line, never a line of TOML.
 fn comments(out: &mut String, indent: &str, lines: &[String]) {
     for l in lines {
-        let _ = writeln!(out, "{indent}# {l}");
+        let _ = writeln!(out, "{indent}# {}", one_line(l));
     }
 }
 

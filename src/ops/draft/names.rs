@@ -45,6 +45,52 @@ pub fn table(schema: &str, name: &str) -> String {
     format!("{}.{}", part(schema), part(name))
 }
 
+/// A name as output shows it (comments, stdout): bare when SQL reads it so, else quoted, and
+/// a name holding control characters in SQL's `U&"..."` form with them escaped, so that what
+/// is shown is one line, cannot be read as TOML, and is never ambiguous (`public."a.b"` is
+/// not `"public.a".b`).
+pub fn shown(name: &str) -> String {
+    if plain(name) {
+        return name.to_string();
+    }
+    if !name.chars().any(char::is_control) {
+        return sql::ident(name);
+    }
+    let mut out = String::from("U&\"");
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\"\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `schema.table` as output shows it: each part as [`shown`].
+pub fn shown_table(schema: &str, name: &str) -> String {
+    format!("{}.{}", shown(schema), shown(name))
+}
+
+/// Any text made one line: control characters (a type name from the catalog may hold a
+/// newline) written as `\u{..}` escapes.
+pub fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The column a draft's own forms read: `CAST(column AS type)` or a lone column name; `None`
 /// for any other expression.
 pub fn cast_source(expr: &str) -> Option<String> {
@@ -129,6 +175,87 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     2.0 * common as f64 / (pa.len() + pb.len()) as f64
 }
 
+/// Words that say what kind of value a column holds, not which: `created_by` and
+/// `created_at` share the stem `created`, `customer_ref` and `customer_id` the stem `customer`.
+const AFFIXES: &[&str] = &[
+    "at", "on", "by", "id", "ids", "ref", "key", "no", "num", "ts", "fk", "uid",
+];
+
+/// Words that name one end of a pair: names holding the two ends are never alike.
+const OPPOSITES: &[(&str, &str)] = &[
+    ("created", "deleted"),
+    ("created", "updated"),
+    ("updated", "deleted"),
+    ("inserted", "deleted"),
+    ("added", "removed"),
+    ("old", "new"),
+    ("start", "end"),
+    ("begin", "end"),
+    ("starts", "ends"),
+    ("started", "ended"),
+    ("min", "max"),
+    ("first", "last"),
+    ("from", "to"),
+    ("src", "dst"),
+    ("source", "target"),
+    ("before", "after"),
+    ("in", "out"),
+    ("prev", "next"),
+    ("open", "close"),
+    ("opened", "closed"),
+    ("low", "high"),
+    ("lower", "upper"),
+    ("sent", "received"),
+    ("buy", "sell"),
+    ("debit", "credit"),
+    ("home", "work"),
+    ("billing", "shipping"),
+];
+
+fn words(name: &str) -> Vec<String> {
+    name.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// How alike two column names are, for a guessed rename: 0 when they are not, else up to 1.
+/// Alike means the same name; or the words of one, less [`AFFIXES`], all words of the other
+/// (`email` and `email_address`, `customer_ref` and `customer_id`); or one, four letters or
+/// more, spelled inside the other (`email` in `emailaddr`). Names holding the two ends of an
+/// [`OPPOSITES`] pair (`created_by` and `deleted_by`, `old_col` and `new_col`) never are.
+pub fn alike(a: &str, b: &str) -> f64 {
+    if a.to_lowercase() == b.to_lowercase() {
+        return 1.0;
+    }
+    let (wa, wb) = (words(a), words(b));
+    let has = |ws: &[String], w: &str| ws.iter().any(|x| x == w);
+    if OPPOSITES
+        .iter()
+        .any(|(x, y)| (has(&wa, x) && has(&wb, y)) || (has(&wa, y) && has(&wb, x)))
+    {
+        return 0.0;
+    }
+    let stem =
+        |ws: &[String]| -> Vec<String> { ws.iter().filter(|w| !AFFIXES.contains(&w.as_str())).cloned().collect() };
+    let (sa, sb) = (stem(&wa), stem(&wb));
+    if !sa.is_empty() && !sb.is_empty() {
+        if sa == sb {
+            return 0.95;
+        }
+        if sa.iter().all(|w| sb.contains(w)) || sb.iter().all(|w| sa.contains(w)) {
+            return 0.9;
+        }
+    }
+    let (ja, jb) = (sa.concat(), sb.concat());
+    let (short, long) = if ja.len() <= jb.len() { (&ja, &jb) } else { (&jb, &ja) };
+    if short.chars().count() >= 4 && long.contains(short.as_str()) {
+        return 0.8;
+    }
+    0.0
+}
+
 /// A file name for table `schema.name`: `name.toml` in schema public, `schema.name.toml`
 /// elsewhere, with characters a file name should not hold replaced by `_`.
 pub fn file_name(schema: &str, name: &str) -> String {
@@ -186,6 +313,43 @@ mod tests {
         assert!(similarity("customer_ref", "customer_id") >= 0.5);
         assert!(similarity("preferences", "location") < 0.5);
         assert_eq!(file_name("public", "orders"), "orders.toml");
+    }
+
+    /// Tester's finding 5: only genuinely alike names are a rename guess.
+    #[test]
+    fn alike_names_need_a_shared_stem_and_never_opposites() {
+        for (a, b) in [
+            ("email", "email_address"),
+            ("location_structured", "location"),
+            ("full_name", "name"),
+            ("customer_ref", "customer_id"),
+            ("emailaddr", "email"),
+        ] {
+            assert!(alike(a, b) > 0.0, "{a} ~ {b}");
+        }
+        for (a, b) in [
+            ("created_by", "deleted_by"),
+            ("old_col", "new_col"),
+            ("start_at", "end_at"),
+            ("min_price", "max_price"),
+            ("tier", "loyalty_points"),
+            ("extra", "newthing"),
+            ("qty", "quantity"),
+            ("id", "customer_id"),
+        ] {
+            assert_eq!(alike(a, b), 0.0, "{a} !~ {b}");
+        }
+    }
+
+    /// Tester's finding 2: a name with a newline is shown on one line, in a form SQL reads.
+    #[test]
+    fn shown_names_stay_on_one_line_and_are_unambiguous() {
+        assert_eq!(shown("note"), "note");
+        assert_eq!(shown("a.b"), "\"a.b\"");
+        assert_eq!(shown_table("public", "a.b"), "public.\"a.b\"");
+        assert_eq!(shown_table("public.a", "b"), "\"public.a\".b");
+        assert_eq!(shown("x\ny = 1\\"), "U&\"x\\000Ay = 1\\\\\"");
+        assert_eq!(one_line("public.\"mo\nod\""), "public.\"mo\\u{a}od\"");
         assert_eq!(file_name("Sales", "a/b"), "Sales.a_b.toml");
     }
 }

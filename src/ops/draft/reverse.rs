@@ -10,9 +10,9 @@ use crate::mapping::expression;
 use crate::mapping::file::{Feed as FileFeed, MappingFile};
 
 use super::catalog::{Column, Table};
-use super::forward::{cast_comment, cast_feed, unfed};
+use super::forward::{convert, null_note, unfed, Conversion, Ctx};
 use super::model::{ColumnDraft, Feed, Line, TableDraft, Tag};
-use super::names::{cast_source, Quoter};
+use super::names::{cast_source, one_line, shown};
 
 /// How the forward mapping feeds one blue column.
 enum Forward<'a> {
@@ -51,13 +51,16 @@ fn forward_feeds<'a>(
 
 /// The draft for green table `green` fed back from blue table `blue`, inverting `file` (the
 /// forward mapping; `None` when the tables map by name).
-pub fn draft(green: &Table, blue: &Table, file: Option<&MappingFile>, q: &Quoter) -> TableDraft {
+pub fn draft(ctx: &Ctx, green: &Table, blue: &Table, file: Option<&MappingFile>) -> TableDraft {
     let mut d = TableDraft {
         target: green.id(),
         source: blue.id(),
         ..TableDraft::default()
     };
-    let origin = file.map_or_else(|| "the by-name mapping".to_string(), |f| f.path.display().to_string());
+    let origin = file.map_or_else(
+        || "the by-name mapping".to_string(),
+        |f| one_line(&f.path.display().to_string()),
+    );
     d.header.push(format!(
         "Reverse of {origin}: for a bridge from blue back to green (its [green] is blue, its [blue] is green)."
     ));
@@ -65,13 +68,13 @@ pub fn draft(green: &Table, blue: &Table, file: Option<&MappingFile>, q: &Quoter
         d.source_comments.push(format!("inverts the table rename of {origin}"));
         d.lines.push(Line::new(
             Tag::Rename,
-            format!("table {} <- {}", green.qualified(), blue.qualified()),
+            format!("table {} <- {}", green.shown(), blue.shown()),
         ));
     }
     let feeds = forward_feeds(green, blue, file);
     let mut used: Vec<&str> = Vec::new();
     for g in green.columns.iter().filter(|g| !g.generated) {
-        if let Some(c) = invert_column(g, &feeds, file, q, &mut d.lines, &mut used) {
+        if let Some(c) = invert_column(ctx, green, g, &feeds, file, &mut d.lines, &mut used) {
             d.columns.push(c);
         }
     }
@@ -81,18 +84,20 @@ pub fn draft(green: &Table, blue: &Table, file: Option<&MappingFile>, q: &Quoter
         }
         let why = match how {
             Forward::Unfed => "blue-only: green has no place for it".to_string(),
-            Forward::Copy(g) => format!("another copy of green's {g}"),
-            Forward::Expr(e) => format!("the forward mapping fills it with {e}; not carried back"),
+            Forward::Copy(g) => format!("a copy of green's {}, which is fed back from another column", shown(g)),
+            Forward::Expr(e) => format!("the forward mapping fills it with {}; not carried back", one_line(e)),
         };
-        d.lines.push(Line::new(Tag::Ignore, format!("{}: {why}", b.name)));
+        d.lines
+            .push(Line::new(Tag::Ignore, format!("{}: {why}", shown(&b.name))));
         d.ignore.push((b.name.clone(), why));
     }
     if let Some(f) = file {
         d.key = f.key.iter().map(|(b, g)| (g.clone(), b.clone())).collect();
         if let Some(filter) = &f.filter {
             let why = format!(
-                "the forward mapping carries only green rows where {filter}; write the condition over blue's \
-                 columns that picks the rows to carry back (where = ...), or remove [filter] to carry every row"
+                "the forward mapping carries only green rows where {}; write the condition over blue's \
+                 columns that picks the rows to carry back (where = ...), or remove [filter] to carry every row",
+                one_line(filter)
             );
             d.lines.push(Line::new(Tag::Decide, format!("filter: {why}")));
             d.filter_decision = Some(why);
@@ -101,13 +106,14 @@ pub fn draft(green: &Table, blue: &Table, file: Option<&MappingFile>, q: &Quoter
     d
 }
 
-/// How green column `g` is fed back, `None` when by name; records the blue columns it reads
-/// in `used`.
+/// How green column `g` (of `green`) is fed back, `None` when by name; records the blue
+/// columns it reads in `used`.
 fn invert_column<'a>(
+    ctx: &Ctx,
+    green: &Table,
     g: &Column,
     feeds: &[(&'a Column, Forward<'a>)],
     file: Option<&MappingFile>,
-    q: &Quoter,
     lines: &mut Vec<Line>,
     used: &mut Vec<&'a str>,
 ) -> Option<ColumnDraft> {
@@ -116,21 +122,10 @@ fn invert_column<'a>(
         .filter(|(_, how)| matches!(how, Forward::Copy(n) if *n == g.name))
         .map(|(b, _)| *b)
         .min_by_key(|b| b.name != g.name);
+    let (gn, table) = (shown(&g.name), green.id());
     if let Some(b) = copy {
         used.push(b.name.as_str());
-        if b.declared == g.declared {
-            if b.name == g.name {
-                return None;
-            }
-            lines.push(Line::new(
-                Tag::Rename,
-                format!("{} <- {} (inverts the rename)", g.name, b.name),
-            ));
-            return Some(column(&g.name, Feed::From(b.name.clone()), Vec::new()));
-        }
-        let (comment, _) = cast_comment(&b.declared, &g.declared);
-        lines.push(Line::new(Tag::Cast, format!("{} <- {}: {comment}", g.name, b.name)));
-        return Some(column(&g.name, cast_feed(q, b, g), vec![comment]));
+        return invert_copy(ctx, &table, g, b, lines);
     }
     let ignored = file.is_some_and(|f| f.ignore.contains(&g.name));
     let readers: Vec<(&'a Column, &'a str)> = feeds
@@ -141,30 +136,75 @@ fn invert_column<'a>(
         })
         .collect();
     if readers.is_empty() {
-        let mut c = unfed(g, "green", lines);
-        let why = if ignored {
-            "the forward mapping ignores it, so blue has no copy"
-        } else {
-            "no blue column is a copy of it"
+        let namesake = feeds.iter().find(|(b, _)| b.name == g.name);
+        let why = match namesake {
+            Some((_, Forward::Copy(other))) => format!(
+                "blue's {gn} is not a copy of it: the forward mapping fills blue's {gn} from green's {}",
+                shown(other)
+            ),
+            Some(_) => format!("blue's {gn} is not a copy of it (the forward mapping fills it otherwise)"),
+            None if ignored => "the forward mapping ignores it, so blue has no copy".to_string(),
+            None => "no blue column is a copy of it".to_string(),
         };
-        c.comments.insert(0, why.to_string());
-        if let Feed::Decide(text) = &mut c.feed {
-            *text = format!("{why}; {text}");
-        }
-        return Some(c);
+        return Some(unfed(g, "green", Some(why), &[], lines));
     }
-    let forward: Vec<String> = readers.iter().map(|(b, e)| format!("{} = {e}", b.name)).collect();
+    let forward: Vec<String> = readers
+        .iter()
+        .map(|(b, e)| format!("{} = {}", shown(&b.name), one_line(e)))
+        .collect();
     used.extend(readers.iter().map(|(b, _)| b.name.as_str()));
     let why = format!(
         "the forward mapping computes blue's {}; write the inverse (an expr over blue's columns) or omit it",
         forward.join(" and ")
     );
-    lines.push(Line::new(Tag::Decide, format!("columns.{}: {why}", g.name)));
+    lines.push(Line::new(Tag::Decide, format!("columns.{gn}: {why}")));
     Some(column(
         &g.name,
         Feed::Decide(why),
         vec![format!("forward: {}", forward.join("; "))],
     ))
+}
+
+/// Green column `g` fed back from `b`, which the forward mapping copies (or casts) it into.
+fn invert_copy(
+    ctx: &Ctx,
+    table: &(String, String),
+    g: &Column,
+    b: &Column,
+    lines: &mut Vec<Line>,
+) -> Option<ColumnDraft> {
+    let (gn, bn) = (shown(&g.name), shown(&b.name));
+    let note = null_note(ctx, b, g);
+    let noted = |text: String| match &note {
+        Some(n) => format!("{text}; {n}"),
+        None => text,
+    };
+    match convert(ctx, table, b, g) {
+        Conversion::Copy if b.name == g.name => {
+            if let Some(n) = &note {
+                lines.push(Line::new(Tag::Note, format!("{gn}: {n}")));
+            }
+            None
+        }
+        Conversion::Copy => {
+            lines.push(Line::new(
+                Tag::Rename,
+                noted(format!("{gn} <- {bn} (inverts the rename)")),
+            ));
+            Some(column(&g.name, Feed::From(b.name.clone()), note.into_iter().collect()))
+        }
+        Conversion::Convert { feed, comment, .. } => {
+            lines.push(Line::new(Tag::Cast, noted(format!("{gn} <- {bn}: {comment}"))));
+            let mut comments = vec![comment];
+            comments.extend(note);
+            Some(column(&g.name, feed, comments))
+        }
+        Conversion::Decide(why) => {
+            let why = noted(format!("blue's {bn} feeds it back, but {why}"));
+            lines.push(Line::new(Tag::Decide, format!("columns.{gn}: {why}")));
+            Some(column(&g.name, Feed::Decide(why), Vec::new()))
+        }
+    }
 }
 
 fn column(name: &str, feed: Feed, comments: Vec<String>) -> ColumnDraft {
@@ -181,17 +221,10 @@ mod tests {
 
     use super::*;
     use crate::mapping::file;
+    use crate::ops::draft::forward::with_ctx;
 
     fn col(name: &str, declared: &str) -> Column {
-        Column {
-            name: name.into(),
-            declared: declared.into(),
-            cast_type: declared.into(),
-            not_null: false,
-            has_default: false,
-            generated: false,
-            key: false,
-        }
+        Column::test(name, declared)
     }
 
     fn table(name: &str, cols: Vec<Column>) -> Table {
@@ -199,6 +232,7 @@ mod tests {
             schema: "public".into(),
             name: name.into(),
             columns: cols,
+            withheld: Vec::new(),
         }
     }
 
@@ -232,7 +266,7 @@ mod tests {
              location = { expr = \"location_structured ->> 'city'\" }\nlegacy = { omit = true }\n[filter]\nwhere = \"id > 0\"\n",
         )
         .unwrap();
-        let d = draft(&green, &blue, Some(&forward), &Quoter::default());
+        let d = with_ctx(true, |c| draft(c, &green, &blue, Some(&forward)));
         let feed = |n: &str| d.columns.iter().find(|c| c.name == n).map(|c| c.feed.clone());
         assert_eq!(feed("email_address"), Some(Feed::From("email".into())));
         assert!(
@@ -255,10 +289,34 @@ mod tests {
             "target = \"jobs\"\n[columns]\nquantity = { expr = \"CAST(qty AS integer)\" }\n",
         )
         .unwrap();
-        let d = draft(&green, &blue, Some(&forward), &Quoter::default());
+        let d = with_ctx(true, |c| draft(c, &green, &blue, Some(&forward)));
         assert_eq!(d.columns.len(), 1);
         assert_eq!(d.columns[0].feed, Feed::Expr("CAST(quantity AS numeric(10,2))".into()));
         assert!(d.ignore.is_empty());
         assert_eq!(d.decisions(), 0);
+    }
+
+    /// Tester's finding 10: blue's x filled from green's id is not a copy of green's x; the
+    /// reverse says so instead of calling x green-only.
+    #[test]
+    fn a_namesake_fed_from_another_column_is_not_called_green_only() {
+        let green = table("t", vec![col("id", "bigint"), col("x", "integer")]);
+        let blue = table("t", vec![col("id", "bigint"), col("x", "integer")]);
+        let forward = file::parse(
+            Path::new("m/t.toml"),
+            "target = \"t\"\nignore = [\"x\"]\n[columns]\nx = { expr = \"CAST(id AS integer)\" }\n",
+        )
+        .unwrap();
+        let d = with_ctx(true, |c| draft(c, &green, &blue, Some(&forward)));
+        let x = d.columns.iter().find(|c| c.name == "x").unwrap();
+        assert!(
+            matches!(&x.feed, Feed::Decide(w) if w.starts_with("blue's x is not a copy of it") && !w.contains("green-only")),
+            "{x:?}"
+        );
+        assert!(
+            d.ignore.iter().all(|(_, why)| !why.contains("green-only")),
+            "{:?}",
+            d.ignore
+        );
     }
 }

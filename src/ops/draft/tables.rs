@@ -1,13 +1,14 @@
 //! Which green table goes with which blue table, for the whole database: by name, else (a
 //! guess) the unmatched tables whose columns are most alike. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::mapping::file::MappingFile;
 
 use super::catalog::Table;
+use super::forward::Ctx;
 use super::model::TableDraft;
-use super::names::{similarity, Quoter};
+use super::names::similarity;
 use super::pairing::{self, Candidate};
 use super::{forward, reverse};
 
@@ -32,18 +33,25 @@ fn columns_alike(g: &Table, b: &Table) -> (f64, usize) {
     (common as f64 / most as f64, common)
 }
 
-/// The forward drafts: blue tables fed by `green` (as published); `implicit`: same-shaped
+/// The forward drafts: blue tables fed by `green` (as published); `unstreamed`: green tables
+/// the stream does not carry (excluded, or not in the publication); `implicit`: same-shaped
 /// tables need no file.
-pub fn forward(green: &[Table], blue: &Tables, q: &Quoter, implicit: bool) -> Drafted {
+pub fn forward(
+    ctx: &Ctx,
+    green: &[Table],
+    unstreamed: &BTreeSet<(String, String)>,
+    blue: &Tables,
+    implicit: bool,
+) -> Drafted {
     let mut out = Drafted::default();
     let by_name: Vec<&Table> = green.iter().filter(|g| blue.contains_key(&g.id())).collect();
     let lonely_green: Vec<&Table> = green.iter().filter(|g| !blue.contains_key(&g.id())).collect();
     let lonely_blue: Vec<&Table> = blue
         .values()
-        .filter(|b| !green.iter().any(|g| g.id() == b.id()))
+        .filter(|b| !green.iter().any(|g| g.id() == b.id()) && !unstreamed.contains(&b.id()))
         .collect();
     for g in by_name {
-        push(&mut out, forward::draft(g, &blue[&g.id()], q, None), implicit);
+        push(&mut out, forward::draft(ctx, g, &blue[&g.id()], None), implicit);
     }
     let mut candidates = Vec::new();
     for (gi, g) in lonely_green.iter().enumerate() {
@@ -68,17 +76,17 @@ pub fn forward(green: &[Table], blue: &Tables, q: &Quoter, implicit: bool) -> Dr
         } else {
             format!("{common} column names in common")
         };
-        push(&mut out, forward::draft(g, b, q, Some(&why)), true);
+        push(&mut out, forward::draft(ctx, g, b, Some(&why)), true);
     }
     for tie in &ties {
         let b = lonely_blue[tie.right];
-        let names: Vec<String> = tie.lefts.iter().map(|&g| lonely_green[g].qualified()).collect();
+        let names: Vec<String> = tie.lefts.iter().map(|&g| lonely_green[g].shown()).collect();
         out.attention.push(format!(
             "blue table {} may be fed by green's {} (columns equally alike): write its mapping file \
-             (target = \"{}\", source = one of them)",
-            b.qualified(),
+             (target = {}, source = one of them)",
+            b.shown(),
             names.join(" or "),
-            b.qualified()
+            b.shown()
         ));
     }
     for (gi, g) in lonely_green.iter().enumerate() {
@@ -87,7 +95,7 @@ pub fn forward(green: &[Table], blue: &Tables, q: &Quoter, implicit: bool) -> Dr
             out.attention.push(format!(
                 "green table {} has no blue table: create it on blue, write a mapping file for a renamed one, \
                  or list it in [mapping] exclude",
-                g.qualified()
+                g.shown()
             ));
         }
     }
@@ -95,19 +103,29 @@ pub fn forward(green: &[Table], blue: &Tables, q: &Quoter, implicit: bool) -> Dr
         if !pairs.iter().any(|&(_, p)| p == bi) && !ties.iter().any(|t| t.right == bi) {
             out.notes.push(format!(
                 "blue table {} has no green table; the bridge does not feed it",
-                b.qualified()
+                b.shown()
             ));
         }
+    }
+    for id in unstreamed.iter().filter(|id| blue.contains_key(*id)) {
+        out.notes.push(format!(
+            "blue table {}: green's table of that name is excluded from the stream ([mapping] exclude, or not in \
+             the publication); the bridge does not feed it",
+            super::names::shown_table(&id.0, &id.1)
+        ));
     }
     out
 }
 
-/// Records a draft, or the table as mapping by name when a file would say nothing more.
+/// Records a draft, or the table as mapping by name when a file would say nothing more (its
+/// notes then printed on their own).
 fn push(out: &mut Drafted, d: TableDraft, implicit: bool) {
     if d.needed() || !implicit {
         out.drafts.push(d);
     } else {
-        out.same.push(d.target.0.clone() + "." + &d.target.1);
+        let table = super::names::shown_table(&d.target.0, &d.target.1);
+        out.notes.extend(d.lines.iter().map(|l| format!("{table}: {}", l.text)));
+        out.same.push(table);
     }
 }
 
@@ -119,7 +137,7 @@ pub fn reverse(
     green: &Tables,
     blue: &Tables,
     files: &[MappingFile],
-    q: &Quoter,
+    ctx: &Ctx,
 ) -> Drafted {
     let mut out = Drafted::default();
     let mut fed_blue = Vec::new();
@@ -130,23 +148,22 @@ pub fn reverse(
         let Some(b) = blue.get(&blue_id) else {
             out.attention.push(match file {
                 Some(f) => format!(
-                    "{} maps green {} into blue {}.{}, which blue does not have",
-                    f.path.display(),
-                    g.qualified(),
-                    blue_id.0,
-                    blue_id.1
+                    "{} maps green {} into blue {}, which blue does not have",
+                    super::names::one_line(&f.path.display().to_string()),
+                    g.shown(),
+                    super::names::shown_table(&blue_id.0, &blue_id.1)
                 ),
-                None => format!("green table {} has no blue table to be fed back from", g.qualified()),
+                None => format!("green table {} has no blue table to be fed back from", g.shown()),
             });
             continue;
         };
         fed_blue.push(blue_id);
-        push(&mut out, reverse::draft(g, b, file, q), true);
+        push(&mut out, reverse::draft(ctx, g, b, file), true);
     }
     for b in blue.values().filter(|b| !fed_blue.contains(&b.id())) {
         out.attention.push(format!(
             "blue table {} has no green table: list it in the reverse bridge's [mapping] exclude, or create it on green",
-            b.qualified()
+            b.shown()
         ));
     }
     out
@@ -156,23 +173,14 @@ pub fn reverse(
 mod tests {
     use super::*;
     use crate::ops::draft::catalog::Column;
+    use crate::ops::draft::forward::with_ctx;
 
     fn table(name: &str, cols: &[&str]) -> Table {
         Table {
             schema: "public".into(),
             name: name.into(),
-            columns: cols
-                .iter()
-                .map(|c| Column {
-                    name: c.to_string(),
-                    declared: "text".into(),
-                    cast_type: "text".into(),
-                    not_null: false,
-                    has_default: false,
-                    generated: false,
-                    key: false,
-                })
-                .collect(),
+            columns: cols.iter().map(|c| Column::test(c, "text")).collect(),
+            withheld: Vec::new(),
         }
     }
 
@@ -192,7 +200,7 @@ mod tests {
             table("same", &["id", "v"]),
             table("legacy", &["x"]),
         ]);
-        let d = forward(&green, &blue, &Quoter::default(), true);
+        let d = with_ctx(false, |c| forward(c, &green, &BTreeSet::new(), &blue, true));
         assert_eq!(d.same, ["public.same"]);
         assert_eq!(d.drafts.len(), 1);
         assert_eq!(d.drafts[0].target.1, "orders");
@@ -210,7 +218,7 @@ mod tests {
     fn equally_likely_tables_are_not_paired() {
         let green = vec![table("a1", &["id", "v"]), table("a2", &["id", "v"])];
         let blue = tables(vec![table("b", &["id", "v"])]);
-        let d = forward(&green, &blue, &Quoter::default(), true);
+        let d = with_ctx(false, |c| forward(c, &green, &BTreeSet::new(), &blue, true));
         assert!(d.drafts.is_empty());
         assert_eq!(d.attention.len(), 1, "{:?}", d.attention);
         assert!(d.attention[0].contains("public.a1 or public.a2"));
