@@ -168,6 +168,7 @@ fn element(from: &Kind, to: &Kind, from_text: &str, to_text: &str) -> Cast {
     }
     match (from, to) {
         (_, Kind::Text(text)) => to_text_type(from, text),
+        (Kind::Text(_), Kind::Other(name)) if name == "name" => narrowing("values longer than 63 bytes are cut"),
         // A type this module has no rule for ("char", a user type) may cut as well as refuse.
         (Kind::Text(_), Kind::Other(_)) => Cast::Unknown,
         (Kind::Text(_), _) => narrowing(format!("text that is not a valid {} is refused", to_text.trim())),
@@ -390,6 +391,7 @@ mod tests {
             ("double precision", "integer"),
             ("bigint[]", "integer[]"),
             ("boolean", "integer"),
+            ("text", "name"),
         ] {
             assert!(lossy(from, to), "{from} -> {to}: {:?}", classify(from, to));
         }
