@@ -368,3 +368,46 @@ fn check_data_finds_collisions_defaults_and_index_collations_as_blue_would() {
         "1 false"
     );
 }
+
+/// Guards the round trip's comparison against a column's collation: a case-insensitive column
+/// first in the list once made every column of its table compare case-insensitively.
+#[test]
+fn check_roundtrip_compares_bytes_not_a_columns_collation() {
+    let pair = Pair::start();
+    pair.green
+        .psql(DB, "CREATE TABLE tags (id int PRIMARY KEY, tag text, note text);");
+    pair.blue.psql(
+        DB,
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE tags (id int PRIMARY KEY, tag text COLLATE ci, note text);
+         INSERT INTO tags VALUES (1, 'x', 'MiXed'), (2, 'y', 'lower');",
+    );
+    let reverse_dir = write_mappings(
+        &pair,
+        "mappings_to_green",
+        &[(
+            "tags.toml",
+            "target = \"tags\"\n[columns]\nnote = { expr = \"lower(note)\" }\n",
+        )],
+    );
+    let reverse = pair.dir.path().join("to_green.toml");
+    std::fs::write(
+        &reverse,
+        format!(
+            "[green]\ndsn = \"{}\"\npublication = \"pgbridge_to_green\"\nslot = \"pgbridge_to_green\"\n\n\
+             [blue]\ndsn = \"{}\"\n\n[mapping]\ndir = \"{}\"\n",
+            pair.blue.dsn(DB),
+            pair.green.dsn(DB),
+            reverse_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = pair.pgbridge(&["check", "--roundtrip", "--reverse", reverse.to_str().unwrap()]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("DIFFERENT public.tags id=1: column note: blue has MiXed, comes back as mixed"),
+        "{report}"
+    );
+    assert!(!report.contains("id=2"), "{report}");
+}

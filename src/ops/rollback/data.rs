@@ -76,6 +76,12 @@ pub async fn run(
     out: &mut dyn FnMut(Event),
 ) -> Result<Vec<TableOutcome>> {
     let green = transfer::green_for_snapshots(config).await?;
+    // A repeatable sample: TABLESAMPLE ... REPEATABLE cut by LIMIT reads the same rows only
+    // when the scan starts at the table's first page.
+    green
+        .batch_execute("SET synchronize_seqscans = off")
+        .await
+        .map_err(|e| Error::postgres("setting up green's session", &e).into_definite())?;
     let blue = crate::connect::connect_blue(&config.blue)
         .await
         .map_err(Error::into_definite)?;
