@@ -305,3 +305,109 @@ fn check_roundtrip_proves_an_inverse_pair_and_names_what_does_not_come_back() {
     let out = pair.pgbridge(&["check", "--roundtrip", "--reverse", "nosuch.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// Guards the blind spots `run` does not share: distinct green rows landing on one blue key
+/// (a narrowing cast, a case-insensitive char(n) key), across chunks; blue's defaults for the
+/// columns the mapping does not feed (a CHECK reading one), without advancing blue's
+/// sequences; a unique index's collation and expressions.
+#[test]
+fn check_data_finds_collisions_defaults_and_index_collations_as_blue_would() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE nums (id numeric(5,1) PRIMARY KEY, note text);
+         INSERT INTO nums VALUES (1.2, 'a'), (2.0, 'b'), (1.4, 'c');
+         CREATE TABLE words (w text PRIMARY KEY);
+         INSERT INTO words VALUES ('ab'), ('AB'), ('ab  '), ('cd');
+         CREATE TABLE stamped (id int PRIMARY KEY, n int, email text);
+         INSERT INTO stamped VALUES (1, 3, 'a@x'), (2, 7, 'b@x'), (3, 1, 'A@X');",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE nums (id int PRIMARY KEY, note text);
+         CREATE TABLE words (w char(4) COLLATE ci PRIMARY KEY);
+         CREATE DOMAIN nn_int AS int NOT NULL;
+         CREATE TABLE stamped (id int PRIMARY KEY, n int, email text, made nn_int DEFAULT 5,
+                               serial bigserial NOT NULL CHECK (serial > 0), CHECK (n < made));
+         CREATE UNIQUE INDEX stamped_email_lower ON stamped (lower(email));",
+    );
+    let out = pair
+        .command(&["check", "--data"])
+        .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "1")
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for expected in [
+        "REFUSED public.nums id=1.4: maps to the same blue key as green row id=1.2: blue would keep only one",
+        "REFUSED public.words w=AB: maps to the same blue key as green row w=ab: blue would keep only one",
+        "REFUSED public.words w=ab  : maps to the same blue key as green row w=ab: blue would keep only one",
+        "REFUSED public.stamped id=2: new row for blue table public.stamped violates check constraint \"stamped_check\"",
+        "REFUSED public.stamped id=3: duplicate key value violates unique constraint \"stamped_email_lower\"",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    for clean in [
+        "nums id=1.2:",
+        "nums id=2.0:",
+        "words w=ab:",
+        "words w=cd:",
+        "stamped id=1:",
+    ] {
+        assert!(
+            !report.contains(&format!("public.{clean}")),
+            "{clean} refused:\n{report}"
+        );
+    }
+    assert!(report.contains("REFUSED: blue would refuse 5 row(s)"), "{report}");
+    // Blue's sequence was not advanced.
+    assert_eq!(
+        pair.blue
+            .psql(DB, "SELECT last_value || ' ' || is_called FROM stamped_serial_seq"),
+        "1 false"
+    );
+}
+
+/// Guards the round trip's comparison against a column's collation: a case-insensitive column
+/// first in the list once made every column of its table compare case-insensitively.
+#[test]
+fn check_roundtrip_compares_bytes_not_a_columns_collation() {
+    let pair = Pair::start();
+    pair.green
+        .psql(DB, "CREATE TABLE tags (id int PRIMARY KEY, tag text, note text);");
+    pair.blue.psql(
+        DB,
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE tags (id int PRIMARY KEY, tag text COLLATE ci, note text);
+         INSERT INTO tags VALUES (1, 'x', 'MiXed'), (2, 'y', 'lower');",
+    );
+    let reverse_dir = write_mappings(
+        &pair,
+        "mappings_to_green",
+        &[(
+            "tags.toml",
+            "target = \"tags\"\n[columns]\nnote = { expr = \"lower(note)\" }\n",
+        )],
+    );
+    let reverse = pair.dir.path().join("to_green.toml");
+    std::fs::write(
+        &reverse,
+        format!(
+            "[green]\ndsn = \"{}\"\npublication = \"pgbridge_to_green\"\nslot = \"pgbridge_to_green\"\n\n\
+             [blue]\ndsn = \"{}\"\n\n[mapping]\ndir = \"{}\"\n",
+            pair.blue.dsn(DB),
+            pair.green.dsn(DB),
+            reverse_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = pair.pgbridge(&["check", "--roundtrip", "--reverse", reverse.to_str().unwrap()]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("DIFFERENT public.tags id=1: column note: blue has MiXed, comes back as mixed"),
+        "{report}"
+    );
+    assert!(!report.contains("id=2"), "{report}");
+}

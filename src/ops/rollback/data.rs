@@ -76,6 +76,12 @@ pub async fn run(
     out: &mut dyn FnMut(Event),
 ) -> Result<Vec<TableOutcome>> {
     let green = transfer::green_for_snapshots(config).await?;
+    // A repeatable sample: TABLESAMPLE ... REPEATABLE cut by LIMIT reads the same rows only
+    // when the scan starts at the table's first page.
+    green
+        .batch_execute("SET synchronize_seqscans = off")
+        .await
+        .map_err(|e| Error::postgres("setting up green's session", &e).into_definite())?;
     let blue = crate::connect::connect_blue(&config.blue)
         .await
         .map_err(Error::into_definite)?;
@@ -134,9 +140,9 @@ impl Checker<'_> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
         self.blue.batch_execute("BEGIN").await.map_err(on_blue)?;
         let (unique, unchecked) = unique_indexes(self.blue, plan).await.map_err(on_blue)?;
-        let not_null = not_null_columns(self.blue, plan).await.map_err(on_blue)?;
+        let (columns, trigger) = blue_columns(self.blue, plan).await.map_err(on_blue)?;
         self.blue
-            .batch_execute(&stage::setup(plan, &not_null, &unique))
+            .batch_execute(&stage::setup(plan, &columns, &unique, trigger))
             .await
             .map_err(on_blue)?;
         let (estimated, _) = transfer::estimate(self.green, &plan.green.namespace, &plan.green.name).await;
@@ -296,72 +302,109 @@ fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
     (None, seen)
 }
 
-/// Blue's unique indexes other than the conflict key: those on plain columns, to check, and
-/// the others (partial, on expressions), named as not checked.
+/// Blue's unique indexes, the conflict key's among them, each with its definition
+/// (`pg_get_indexdef`: collation, operator class, expressions, predicate, NULLS NOT DISTINCT),
+/// to recreate on the unique-key table; those whose definition does not read back are named
+/// as not checked.
 async fn unique_indexes(
     blue: &Client,
     plan: &TablePlan,
 ) -> std::result::Result<(Vec<UniqueIndex>, Vec<String>), tokio_postgres::Error> {
     let rows = blue
         .query(
-            "SELECT ic.relname::text, \
+            "SELECT ic.relname::text, pg_get_indexdef(i.indexrelid), quote_ident(ic.relname), \
+                    quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
                     array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
-                          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                           WHERE k.ord <= i.indnkeyatts ORDER BY k.ord), \
-                    i.indpred IS NOT NULL OR i.indexprs IS NOT NULL, \
-                    coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false) \
+                    array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) AS k(attnum) \
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum), \
+                    i.indpred IS NOT NULL OR i.indexprs IS NOT NULL \
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+               JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE i.indrelid = to_regclass($1) AND i.indisunique ORDER BY ic.relname",
             &[&plan.blue_sql],
         )
         .await?;
-    let key: Vec<&str> = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| plan.targets[k.target].blue_name.as_str())
-        .collect();
+    let mut conflict: Vec<&str> = match &plan.key {
+        crate::mapping::KeyPlan::Unique(cols) => {
+            cols.iter().map(|k| plan.targets[k.target].blue_name.as_str()).collect()
+        }
+        crate::mapping::KeyPlan::Match(_) => Vec::new(),
+    };
+    conflict.sort_unstable();
     let mut checked = Vec::new();
     let mut unchecked = Vec::new();
+    let mut conflict_found = false;
     for r in rows {
         let name: String = r.get(0);
-        let columns: Vec<Option<String>> = r.get(1);
-        let odd: bool = r.get(2);
-        let columns: Vec<String> = columns.into_iter().flatten().collect();
-        let mut sorted: Vec<&str> = columns.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
-        let mut conflict = key.clone();
-        conflict.sort_unstable();
-        if !odd && sorted == conflict {
-            continue;
-        }
-        if odd {
+        let def: String = r.get(1);
+        let (quoted, table): (String, String) = (r.get(2), r.get(3));
+        let key_columns: Vec<String> = r.get(4);
+        let columns: Vec<String> = r.get(5);
+        let odd: bool = r.get(6);
+        let definition = def
+            .strip_prefix(&format!("CREATE UNIQUE INDEX {quoted} ON "))
+            .map(|rest| rest.strip_prefix("ONLY ").unwrap_or(rest))
+            .and_then(|rest| rest.strip_prefix(&table))
+            .filter(|rest| rest.starts_with(" USING "));
+        let Some(definition) = definition else {
             unchecked.push(format!(
-                "unique index {name} (partial or on expressions) is not checked"
+                "unique index {name} is not checked: its definition does not read back ({def})"
             ));
             continue;
-        }
+        };
+        let mut sorted: Vec<&str> = key_columns.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let is_conflict = !odd && !conflict_found && !conflict.is_empty() && sorted == conflict;
+        conflict_found |= is_conflict;
         checked.push(UniqueIndex {
             name,
-            columns,
-            nulls_not_distinct: r.get(3),
+            definition: definition.to_string(),
+            columns: (!odd).then_some(columns),
+            conflict: is_conflict,
         });
     }
     Ok((checked, unchecked))
 }
 
-/// Blue's NOT NULL columns of the plan's table.
-async fn not_null_columns(blue: &Client, plan: &TablePlan) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
-    Ok(blue
+/// Blue's columns of the plan's table (not generated ones), and whether an enabled BEFORE
+/// INSERT row trigger may fill the columns the mapping does not feed.
+async fn blue_columns(
+    blue: &Client,
+    plan: &TablePlan,
+) -> std::result::Result<(Vec<stage::BlueColumn>, bool), tokio_postgres::Error> {
+    let columns = blue
         .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 \
-               AND NOT attisdropped AND attnotnull ORDER BY attnum",
+            "SELECT a.attname::text, a.attnotnull, format_type(a.atttypid, a.atttypmod), \
+                    a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) ~ 'nextval\\(', false), \
+                    coalesce((SELECT b.typcategory = 'N' FROM pg_type b \
+                              WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END), false) \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
             &[&plan.blue_sql],
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect())
+        .map(|r| stage::BlueColumn {
+            name: r.get(0),
+            not_null: r.get(1),
+            type_sql: r.get(2),
+            sequence: r.get(3),
+            numeric: r.get(4),
+        })
+        .collect();
+    let trigger: bool = blue
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal \
+               AND tgenabled <> 'D' AND tgtype::int & 7 = 7)",
+            &[&plan.blue_sql],
+        )
+        .await?
+        .get(0);
+    Ok((columns, trigger))
 }
 
 #[cfg(test)]

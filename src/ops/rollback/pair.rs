@@ -174,11 +174,15 @@ pub fn compare(plan: &TablePlan) -> String {
             .collect();
         format!("concat_ws(', ', {})", parts.join(", "))
     };
-    let values: Vec<String> = compared(plan)
+    // Byte equality of the text forms (COLLATE "C"), the key's too: never a column's
+    // collation, which a VALUES list would give every column (a case-insensitive one hides
+    // a value that came back in another case).
+    let values: Vec<String> = key
         .iter()
+        .chain(compared(plan).iter())
         .map(|&t| {
             format!(
-                "({}, o.\"o{t}\"::text, m.\"m{t}\"::text)",
+                "({}, (o.\"o{t}\"::text) COLLATE \"C\", (m.\"m{t}\"::text) COLLATE \"C\")",
                 literal(&plan.targets[t].blue_name)
             )
         })
@@ -286,11 +290,15 @@ mod tests {
         let sql = compare(&p);
         assert!(sql.contains("FROM o FULL JOIN m ON o.\"o0\" = m.\"m0\""), "{sql}");
         assert!(
-            sql.contains("(VALUES ('quantity', o.\"o1\"::text, m.\"m1\"::text))"),
+            // Guards: byte equality, never a column's (case-insensitive) collation; the key too.
+            sql.contains(
+                "(VALUES ('id', (o.\"o0\"::text) COLLATE \"C\", (m.\"m0\"::text) COLLATE \"C\"), \
+                 ('quantity', (o.\"o1\"::text) COLLATE \"C\", (m.\"m1\"::text) COLLATE \"C\"))"
+            ),
             "{sql}"
         );
         assert!(sql.contains("'id=' || coalesce(m.\"m0\"::text, 'NULL')"), "{sql}");
         let key_only = plan(&["id"], &["id"]);
-        assert!(!compare(&key_only).contains("UNION ALL"));
+        assert!(compare(&key_only).contains("(VALUES ('id', "));
     }
 }

@@ -103,6 +103,10 @@ pub async fn run(
         .await
         .map_err(Error::into_definite)?;
     transfer::prepare_blue(&blue, &env).await?;
+    // A repeatable sample (see `data::run`).
+    blue.batch_execute("SET synchronize_seqscans = off")
+        .await
+        .map_err(|e| Error::postgres("setting up blue's session", &e).into_definite())?;
     // Green evaluates the reverse mapping as the reverse bridge's apply would.
     let reverse_env = Environment::resolve(&green, &reverse)
         .await

@@ -23,12 +23,36 @@ pub const UNIQUE: &str = "pgbridge_check_unique";
 /// The row-by-row function for a chunk that does not go in whole.
 pub const ROWS_FN: &str = "pgbridge_check_rows";
 
-/// A unique index of blue's table other than the conflict key, on plain columns.
+/// The column of the target copy and of the unique-key table holding the green row's key
+/// (`key_text`): which green row a later one collides with.
+pub const GREEN_KEY: &str = "pgbridge_green_key";
+
+/// A unique index of blue's table (the conflict key too), recreated on the unique-key table
+/// from its definition: collation, operator class, expressions, predicate, NULLS NOT DISTINCT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UniqueIndex {
     pub name: String,
-    pub columns: Vec<String>,
-    pub nulls_not_distinct: bool,
+    /// What follows `ON <table>` in `pg_get_indexdef`: ` USING btree (...) ... WHERE ...`.
+    pub definition: String,
+    /// Blue's columns the index reads (key and INCLUDE), or `None` when it has expressions
+    /// or a predicate: the unique-key table then holds every column.
+    pub columns: Option<Vec<String>>,
+    /// Its columns are the conflict key: a second green row there is one blue keeps only one
+    /// of (`run` upserts it over the first, or stops).
+    pub conflict: bool,
+}
+
+/// A column of blue's table, as the temporary copies need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlueColumn {
+    pub name: String,
+    pub not_null: bool,
+    /// `format_type` of the column.
+    pub type_sql: String,
+    /// Its default draws from a sequence (`nextval`, identity): never evaluated by the check.
+    pub sequence: bool,
+    /// Its (base) type is numeric, so `1` stands in for the sequence's value.
+    pub numeric: bool,
 }
 
 /// `pg_temp."name"`.
@@ -49,6 +73,13 @@ pub fn text_stage(plan: &TablePlan, name: &str) -> String {
 /// the apply path casts its text parameters; `condition` over the stage alias `s`.
 pub fn typed_rows(plan: &TablePlan, stage: &str, condition: Option<&str>) -> String {
     typed_columns(plan, &statements::needed_columns(plan), stage, condition)
+}
+
+/// [`typed_rows`] with the row's green key (`key_text`) as column [`GREEN_KEY`].
+fn typed_rows_with_key(plan: &TablePlan, stage: &str, condition: Option<&str>) -> String {
+    let rows = typed_rows(plan, stage, condition);
+    let key = format!("(SELECT {} AS {}, ", key_text(plan), ident(GREEN_KEY));
+    rows.replacen("(SELECT ", &key, 1)
 }
 
 /// [`typed_rows`] with only green columns `columns`: what one value reads, so that a value
@@ -112,50 +143,82 @@ pub fn into_temp(plan: &TablePlan, name: &str) -> TablePlan {
     p
 }
 
-/// Creates the stage, the target copy of blue's table (its NOT NULL and CHECK constraints,
-/// NOT NULL dropped from the columns the mapping does not feed: blue fills those, the bridge
-/// never writes them), the probe, the unique-key table with `unique`'s indexes, and the
-/// row-by-row function; `not_null`: blue's NOT NULL columns.
-pub fn setup(plan: &TablePlan, not_null: &[String], unique: &[UniqueIndex]) -> String {
+/// [`into_temp`] into the target copy, also writing the green row's key into [`GREEN_KEY`].
+fn into_target(plan: &TablePlan) -> TablePlan {
+    let mut p = into_temp(plan, TARGET);
+    p.targets.push(crate::mapping::Target {
+        blue_name: GREEN_KEY.into(),
+        blue_type: "text".into(),
+        stored_type: "text".into(),
+        value: crate::mapping::Value::Expr(format!("g.{}", ident(GREEN_KEY))),
+        depends: Vec::new(),
+        insert_only: false,
+        comparable: true,
+        identity_always: false,
+    });
+    p
+}
+
+/// Creates the stage; the target copy of blue's table (its NOT NULL and CHECK constraints
+/// and its defaults, so a column the mapping does not feed is what blue's insert makes it;
+/// a default drawing from a sequence is never evaluated: `1` stands in for a numeric one,
+/// others are null with NOT NULL dropped; NOT NULL is dropped from unfed columns when
+/// `filled_by_trigger`, as a BEFORE INSERT trigger may fill them), plus [`GREEN_KEY`]; the
+/// probe; the unique-key table with `unique`'s indexes; and the row-by-row function.
+pub fn setup(plan: &TablePlan, columns: &[BlueColumn], unique: &[UniqueIndex], filled_by_trigger: bool) -> String {
     let (target, probe, uniq) = (temp(TARGET), temp(PROBE), temp(UNIQUE));
     let mut sql = vec![
         text_stage(plan, STAGE),
         format!(
-            "CREATE TEMP TABLE {} (LIKE {} INCLUDING CONSTRAINTS INCLUDING GENERATED)",
+            "CREATE TEMP TABLE {} (LIKE {} INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING DEFAULTS)",
             ident(TARGET),
             plan.blue_sql
         ),
-        format!("CREATE TEMP TABLE {} (LIKE {})", ident(PROBE), plan.blue_sql),
+        format!(
+            "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)",
+            ident(PROBE),
+            plan.blue_sql
+        ),
     ];
-    let unfed: Vec<&String> = not_null
-        .iter()
-        .filter(|c| !plan.targets.iter().any(|t| &t.blue_name == *c))
-        .collect();
-    if !unfed.is_empty() {
-        sql.push(drop_not_null(&target, &unfed));
+    let fed = |c: &BlueColumn| plan.targets.iter().any(|t| t.blue_name == c.name);
+    let mut target_alters = Vec::new();
+    let mut probe_alters = Vec::new();
+    for c in columns {
+        let name = ident(&c.name);
+        if c.sequence {
+            probe_alters.push(format!("ALTER COLUMN {name} DROP DEFAULT"));
+            if fed(c) {
+                target_alters.push(format!("ALTER COLUMN {name} DROP DEFAULT"));
+            } else if c.numeric {
+                target_alters.push(format!("ALTER COLUMN {name} SET DEFAULT CAST(1 AS {})", c.type_sql));
+            } else {
+                target_alters.push(format!("ALTER COLUMN {name} DROP DEFAULT"));
+                if c.not_null {
+                    target_alters.push(format!("ALTER COLUMN {name} DROP NOT NULL"));
+                }
+            }
+        } else if c.not_null && filled_by_trigger && !fed(c) {
+            target_alters.push(format!("ALTER COLUMN {name} DROP NOT NULL"));
+        }
+        if c.not_null {
+            probe_alters.push(format!("ALTER COLUMN {name} DROP NOT NULL"));
+        }
     }
-    if !not_null.is_empty() {
-        sql.push(drop_not_null(&probe, &not_null.iter().collect::<Vec<_>>()));
+    target_alters.push(format!("ADD COLUMN {} text", ident(GREEN_KEY)));
+    sql.push(format!("ALTER TABLE {target} {}", target_alters.join(", ")));
+    if !probe_alters.is_empty() {
+        sql.push(format!("ALTER TABLE {probe} {}", probe_alters.join(", ")));
     }
-    let columns = unique_columns(unique);
-    if !columns.is_empty() {
-        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    if let Some(cols) = unique_columns(unique) {
         sql.push(format!(
-            "CREATE TEMP TABLE {} AS SELECT {} FROM {target} WITH NO DATA",
+            "CREATE TEMP TABLE {} AS SELECT {cols} FROM {target} WITH NO DATA",
             ident(UNIQUE),
-            cols.join(", ")
         ));
         for u in unique {
-            let cols: Vec<String> = u.columns.iter().map(|c| ident(c)).collect();
             sql.push(format!(
-                "CREATE UNIQUE INDEX {} ON {uniq} ({}){}",
+                "CREATE UNIQUE INDEX {} ON {uniq}{}",
                 ident(&u.name),
-                cols.join(", "),
-                if u.nulls_not_distinct {
-                    " NULLS NOT DISTINCT"
-                } else {
-                    ""
-                }
+                u.definition
             ));
         }
     }
@@ -163,37 +226,40 @@ pub fn setup(plan: &TablePlan, not_null: &[String], unique: &[UniqueIndex]) -> S
     sql.join(";\n")
 }
 
-fn drop_not_null(table: &str, columns: &[&String]) -> String {
-    let alters: Vec<String> = columns
-        .iter()
-        .map(|c| format!("ALTER COLUMN {} DROP NOT NULL", ident(c)))
-        .collect();
-    format!("ALTER TABLE {table} {}", alters.join(", "))
-}
-
-/// The columns of every index in `unique`, each once, in order of appearance.
-fn unique_columns(unique: &[UniqueIndex]) -> Vec<String> {
+/// The unique-key table's columns as a select list (`*` when an index has expressions or a
+/// predicate), with [`GREEN_KEY`]; `None` without indexes.
+fn unique_columns(unique: &[UniqueIndex]) -> Option<String> {
+    if unique.is_empty() {
+        return None;
+    }
+    if unique.iter().any(|u| u.columns.is_none()) {
+        return Some("*".into());
+    }
     let mut out: Vec<String> = Vec::new();
-    for c in unique.iter().flat_map(|u| &u.columns) {
-        if !out.contains(c) {
-            out.push(c.clone());
+    for c in unique.iter().flat_map(|u| u.columns.iter().flatten()) {
+        let c = ident(c);
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
-    out
+    out.push(ident(GREEN_KEY));
+    Some(out.join(", "))
 }
 
 /// Inserts the rows `condition` selects from the stage through the mapping into the target
 /// (and their unique-index columns into the unique-key table): one statement.
 pub fn insert_checked(plan: &TablePlan, unique: &[UniqueIndex], condition: Option<&str>) -> String {
-    let insert = statements::insert_from(&into_temp(plan, TARGET), &typed_rows(plan, STAGE, condition), false);
-    let columns = unique_columns(unique);
-    if columns.is_empty() {
+    let insert = statements::insert_from(&into_target(plan), &typed_rows_with_key(plan, STAGE, condition), false);
+    let Some(cols) = unique_columns(unique) else {
         return insert;
-    }
-    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-    let cols = cols.join(", ");
+    };
+    let into = if cols == "*" {
+        String::new()
+    } else {
+        format!(" ({cols})")
+    };
     format!(
-        "WITH inserted AS ({insert} RETURNING {cols}) INSERT INTO {} ({cols}) SELECT {cols} FROM inserted",
+        "WITH inserted AS ({insert} RETURNING {cols}) INSERT INTO {}{into} SELECT {cols} FROM inserted",
         temp(UNIQUE)
     )
 }
@@ -220,15 +286,48 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
             )
         })
         .collect();
+    let conflict: Vec<String> = unique.iter().filter(|u| u.conflict).map(|u| literal(&u.name)).collect();
+    let collides = if conflict.is_empty() {
+        String::new()
+    } else {
+        // The earlier green row: this row's blue key, found in the unique-key table under
+        // the index's own equality (the column's collation), inside a block undone at once.
+        let key: Vec<String> = plan
+            .key
+            .columns()
+            .iter()
+            .map(|k| ident(&plan.targets[k.target].blue_name))
+            .collect();
+        let on: Vec<String> = key.iter().map(|c| format!("u.{c} = n.{c}")).collect();
+        format!(
+            "IF v_constraint IN ({}) THEN\n\
+               v_earlier := NULL;\n\
+               BEGIN\n\
+                 WITH n AS ({} RETURNING {}) SELECT string_agg(u.{gk}, '; ') INTO v_earlier FROM {} AS u JOIN n ON {};\n\
+                 RAISE EXCEPTION 'pgbridge: undone';\n\
+               EXCEPTION WHEN OTHERS THEN NULL;\n\
+               END;\n\
+               v_message := 'maps to the same blue key as green row ' || coalesce(v_earlier, '(an earlier one)') || \
+                 ': blue would keep only one';\n\
+             END IF;\n",
+            conflict.join(", "),
+            statements::insert_from(&into_target(plan), &typed_rows_with_key(plan, STAGE, Some(one_row)), false),
+            key.join(", "),
+            temp(UNIQUE),
+            on.join(" AND "),
+            gk = ident(GREEN_KEY),
+        )
+    };
     let body = format!(
         "#variable_conflict use_column\n\
-         DECLARE pgbridge_r record; v_message text; v_detail text; v_constraint text; v_column text;\n\
+         DECLARE pgbridge_r record; v_message text; v_detail text; v_constraint text; v_column text; v_earlier text;\n\
          BEGIN\n\
          FOR pgbridge_r IN SELECT s.ctid AS row_id, {key} AS row_key FROM {stage} AS s LOOP\n\
            BEGIN\n  {insert};\n\
            EXCEPTION WHEN OTHERS THEN\n\
              GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL, \
                v_constraint = CONSTRAINT_NAME, v_column = COLUMN_NAME;\n\
+             {collides}\
              IF coalesce(v_constraint, '') = '' THEN\n  {probes}\n  END IF;\n\
              refused_key := pgbridge_r.row_key;\n\
              refused_reason := v_message || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END;\n\
@@ -312,31 +411,52 @@ mod tests {
         let p = plan();
         let plain = insert_checked(&p, &[], None);
         assert!(
-            plain.starts_with("INSERT INTO pg_temp.\"pgbridge_check_target\" (\"id\", \"quantity\") SELECT"),
+            plain.starts_with(
+                "INSERT INTO pg_temp.\"pgbridge_check_target\" (\"id\", \"quantity\", \"pgbridge_green_key\") SELECT"
+            ),
             "{plain}"
         );
         assert!(plain.ends_with("AS g WHERE (qty > 0)"), "{plain}");
         let u = UniqueIndex {
             name: "t_quantity_key".into(),
-            columns: vec!["quantity".into()],
-            nulls_not_distinct: false,
+            definition: " USING btree (quantity COLLATE \"C\")".into(),
+            columns: Some(vec!["quantity".into()]),
+            conflict: false,
         };
         let with = insert_checked(&p, std::slice::from_ref(&u), None);
         assert!(with.starts_with("WITH inserted AS (INSERT INTO"), "{with}");
         assert!(
             with.ends_with(
-                "RETURNING \"quantity\") INSERT INTO pg_temp.\"pgbridge_check_unique\" (\"quantity\") \
-                 SELECT \"quantity\" FROM inserted"
+                "RETURNING \"quantity\", \"pgbridge_green_key\") INSERT INTO pg_temp.\"pgbridge_check_unique\" \
+                 (\"quantity\", \"pgbridge_green_key\") SELECT \"quantity\", \"pgbridge_green_key\" FROM inserted"
             ),
             "{with}"
         );
-        let ddl = setup(&p, &["id".into(), "note".into()], &[u]);
+        let column = |name: &str, sequence: bool| BlueColumn {
+            name: name.into(),
+            not_null: true,
+            type_sql: "bigint".into(),
+            sequence,
+            numeric: true,
+        };
+        // Guards: defaults are blue's, but a sequence is never advanced; NOT NULL stays.
+        let ddl = setup(
+            &p,
+            &[column("id", false), column("serial", true), column("note", false)],
+            &[u],
+            false,
+        );
+        assert!(ddl.contains("INCLUDING DEFAULTS)"), "{ddl}");
         assert!(
-            ddl.contains("ALTER TABLE pg_temp.\"pgbridge_check_target\" ALTER COLUMN \"note\" DROP NOT NULL;"),
+            ddl.contains(
+                "ALTER TABLE pg_temp.\"pgbridge_check_target\" ALTER COLUMN \"serial\" SET DEFAULT CAST(1 AS bigint), \
+                          ADD COLUMN \"pgbridge_green_key\" text;"
+            ),
             "{ddl}"
         );
+        // Guards: the index keeps its collation (pg_get_indexdef), not just its columns.
         assert!(
-            ddl.contains("CREATE UNIQUE INDEX \"t_quantity_key\" ON pg_temp.\"pgbridge_check_unique\" (\"quantity\");"),
+            ddl.contains("CREATE UNIQUE INDEX \"t_quantity_key\" ON pg_temp.\"pgbridge_check_unique\" USING btree (quantity COLLATE \"C\");"),
             "{ddl}"
         );
     }
