@@ -33,8 +33,12 @@ pub enum Loss {
         from: String,
         to: String,
     },
-    /// A blue column computed by an expression.
-    Expression { blue: String, expr: String },
+    /// A blue column computed by an expression (`insert_only`: only when a row is inserted).
+    Expression {
+        blue: String,
+        expr: String,
+        insert_only: bool,
+    },
     /// Rows a filter leaves out.
     Filtered { filter: String, by: &'static str },
 }
@@ -56,9 +60,18 @@ impl fmt::Display for Loss {
                     "{blue} <- {green}: {from} -> {to}: cannot tell whether every value survives"
                 )
             }
-            Loss::Expression { blue, expr } => write!(
+            Loss::Expression {
+                blue,
+                expr,
+                insert_only: false,
+            } => write!(
                 f,
                 "{blue} is computed by an expression ({expr}): prove with check --roundtrip"
+            ),
+            Loss::Expression { blue, expr, .. } => write!(
+                f,
+                "{blue} is set by an expression ({expr}) only when a row is inserted; an update on green \
+                 does not change it, and check --roundtrip does not compare it"
             ),
             Loss::Filtered { filter, by } => write!(f, "rows outside `{filter}` are not carried ({by})"),
         }
@@ -106,11 +119,18 @@ pub fn review(report: &Report) -> Vec<TableLosses> {
 /// `format_type` prints it) by blue column.
 pub fn losses(plan: &TablePlan, blue_declared: &BTreeMap<String, String>) -> Vec<Loss> {
     let mut out = not_carried(plan);
+    let keyed: Vec<&str> = plan
+        .key
+        .columns()
+        .iter()
+        .map(|k| plan.targets[k.target].blue_name.as_str())
+        .collect();
     for t in &plan.targets {
         match &t.value {
             Value::Expr(expr) => out.push(Loss::Expression {
                 blue: t.blue_name.clone(),
                 expr: expr.clone(),
+                insert_only: t.insert_only,
             }),
             Value::Green(g) => {
                 let green = &plan.green.columns[*g].name;
@@ -126,7 +146,11 @@ pub fn losses(plan: &TablePlan, blue_declared: &BTreeMap<String, String>) -> Vec
                         green,
                         from,
                         to,
-                        why,
+                        why: if keyed.contains(&t.blue_name.as_str()) {
+                            format!("{why}; it is part of blue's key, so distinct green rows can land on one blue row")
+                        } else {
+                            why
+                        },
                     }),
                     Cast::Unknown => out.push(Loss::CannotTell { blue, green, from, to }),
                 }
@@ -298,6 +322,30 @@ mod tests {
             "{found:?}"
         );
         assert!(!found.iter().any(|l| l.to_string().starts_with("id <-")), "{found:?}");
+    }
+
+    #[test]
+    fn a_narrowing_key_and_an_insert_only_expression_say_what_they_do() {
+        let blue: BTreeMap<String, String> = [("id", "integer"), ("quantity", "integer"), ("location", "text")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let mut plan = plan();
+        plan.targets[2].insert_only = true;
+        let found: Vec<String> = losses(&plan, &blue).iter().map(|l| l.to_string()).collect();
+        assert!(
+            found
+                .iter()
+                .any(|l| l.starts_with("id <- id: bigint -> integer narrows: ")
+                    && l.ends_with("it is part of blue's key, so distinct green rows can land on one blue row")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|l| l.starts_with("location is set by an expression")
+                && l.contains("only when a row is inserted")
+                && l.ends_with("check --roundtrip does not compare it")),
+            "{found:?}"
+        );
     }
 
     #[test]
