@@ -353,3 +353,52 @@ fn drift_an_unhealthy_slot_a_bad_reverse_and_an_unreachable_green() {
     assert_eq!(holds(&doc, "slot"), Some(false), "{doc:#}");
     assert_eq!(holds(&doc, "bridge"), Some(false), "{doc:#}");
 }
+
+/// Guards against green restored to an earlier state on the same timeline (a VM snapshot, a
+/// cold backup) passing the gate: blue's checkpoint ahead of green's current WAL position is
+/// impossible for a healthy pair. `ready` must not say ready, `lag` and `status` must not
+/// report 0 for it, and `run` must refuse (exit 2) rather than skip green's new transactions.
+#[test]
+fn a_checkpoint_ahead_of_greens_wal_is_a_restored_green_not_zero_lag() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.setup();
+    let none = || String::new();
+    wait_ready(&pair, &[], 0, &[], none);
+    // What a restore looks like from blue: its checkpoint beyond anything green has written.
+    let green_wal = pair.green.psql(DB, "SELECT pg_current_wal_lsn()::text");
+    let ahead = pair.green.psql(DB, "SELECT (pg_current_wal_lsn() + 16777216)::text");
+    pair.blue.psql(
+        DB,
+        &format!("UPDATE pgbridge.checkpoint SET lsn = '{ahead}' WHERE slot_name = '{SLOT}'"),
+    );
+    let (code, doc) = ready(&pair, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(holds(&doc, "slot"), Some(false), "{doc:#}");
+    let slot = doc["conditions"][5]["detail"].as_str().unwrap().to_string();
+    assert!(
+        slot.contains("restored") && slot.contains(&ahead) && slot.contains("setup --copy"),
+        "{slot}"
+    );
+    assert_ne!(holds(&doc, "lag_bytes"), Some(true), "no lag of 0 bytes: {doc:#}");
+
+    let out = pair.pgbridge(&["lag"]);
+    assert_eq!(out.status.code(), Some(2), "lag: {}", text(&out));
+    assert!(text(&out).contains("restored"), "{}", text(&out));
+    let out = pair.pgbridge(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(status["lag_bytes"].is_null(), "status: {}", text(&out));
+    assert!(
+        status["green_server"].as_str().unwrap_or_default().contains("restored"),
+        "status: {}",
+        text(&out)
+    );
+
+    let (code, log) = pair.run().wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains(&ahead) && log.contains("restored"), "{log}");
+    assert!(
+        log.contains(&green_wal) || log.contains("current WAL position"),
+        "{log}"
+    );
+}

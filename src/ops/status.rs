@@ -73,7 +73,15 @@ pub async fn read(config: &Config) -> Result<Status> {
         }
     };
     let timeline = super::lag::green_state(config, &green).await?.timeline;
-    let green_server = super::lag::timeline_problem(config, &blue, timeline).await?;
+    let mut green_server = super::lag::timeline_problem(config, &blue, timeline).await?;
+    // A checkpoint ahead of green's WAL is no lag of 0: green went back (restored or replaced).
+    let ahead = match &cp {
+        Some(c) if c.lsn > green_lsn => crate::state::server::checkpoint_ahead(&green, c.lsn).await?,
+        _ => None,
+    };
+    if green_server.is_none() {
+        green_server = ahead.clone();
+    }
     let state = match (&slot, &cp) {
         _ if green_server.is_some() => "green changed",
         (None, Some(_)) => "slot missing",
@@ -84,7 +92,10 @@ pub async fn read(config: &Config) -> Result<Status> {
     };
     let mut lag_bytes = cp.as_ref().map(|c| c.lsn.bytes_until(green_lsn));
     let (mut lag_seconds, mut lag_seconds_unknown) = (None, None);
-    if slot.is_some() && cp.is_some() {
+    if let Some(why) = &ahead {
+        lag_bytes = None;
+        lag_seconds_unknown = Some(why.clone());
+    } else if slot.is_some() && cp.is_some() {
         match super::lag::measure(config, &green, &blue).await {
             Ok(lag) => {
                 lag_bytes = Some(lag.lag_bytes);

@@ -262,6 +262,7 @@ async fn check_slot(
     let rows = conn
         .simple_query(&format!(
             "SELECT plugin, database, wal_status, confirmed_flush_lsn::text AS confirmed, active_pid::text AS pid, \
+                    pg_current_wal_lsn()::text AS wal, \
                     (SELECT count(*) FROM pg_publication WHERE pubname = {pub})::text AS publications \
              FROM pg_replication_slots WHERE slot_name = {slot}",
             slot = sql::literal(&config.slot),
@@ -298,6 +299,15 @@ async fn check_slot(
              nothing happened: run `pgbridge teardown`, then `pgbridge setup --copy` to re-synchronize blue",
             config.slot
         )));
+    }
+    // Green restored to an earlier state on the same timeline: the checkpoint's positions
+    // now belong to other transactions (or to none yet), which streaming would skip.
+    if let Some(why) = rows
+        .first("wal")
+        .and_then(|w| w.parse::<Lsn>().ok())
+        .and_then(|wal| server::ahead_of_green(checkpoint, wal))
+    {
+        return Err(Error::definite(format!("{why}; nothing was streamed")));
     }
     if rows.first("publications") == Some("0") {
         return Err(Error::definite(format!(
