@@ -65,7 +65,7 @@ pub async fn read(config: &Config) -> Result<Status> {
         .map_err(Error::into_definite)?;
     // Status reports what it can: a drift check that cannot run (a mapping file that does not
     // parse, say) leaves schema_drift unknown.
-    let findings = match crate::drift::check(config, &green, &blue).await {
+    let findings = match crate::drift::for_rollback(config, &green, &blue).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("warning: cannot compare the catalogs with the accepted plan: {e}");

@@ -199,7 +199,7 @@ async fn both_sides(
         Ok(None) => Err(not_set_up(config)),
         Err(why) => Err(why.clone()),
     };
-    let drift = crate::drift::check(config, green, blue)
+    let drift = crate::drift::for_rollback(config, green, blue)
         .await
         .map(|found| found.map(|f| f.iter().map(|f| format!("{}: {}", f.green_table, f.text())).collect()))
         .map_err(text);
