@@ -84,11 +84,15 @@ pub fn parse_since(text: &str) -> std::result::Result<SystemTime, String> {
             )
         }
         // Without an offset the time would be read as UTC whatever was meant: say which.
-        _ => (
-            text.strip_suffix(['Z', 'z'])
-                .ok_or_else(|| format!("{text:?} has no offset: end it with Z (UTC) or an offset such as +02:00"))?,
-            None,
-        ),
+        _ => match text.strip_suffix(['Z', 'z']) {
+            Some(utc) => (utc, None),
+            None if humantime::parse_rfc3339_weak(text).is_ok() => {
+                return Err(format!(
+                    "{text:?} has no offset: end it with Z (UTC) or an offset such as +02:00"
+                ))
+            }
+            None => return Err(refuse()),
+        },
     };
     let at = humantime::parse_rfc3339_weak(local).map_err(|_| refuse())?;
     let at = match offset {
