@@ -72,16 +72,7 @@ pub async fn read(config: &Config) -> Result<Status> {
             None
         }
     };
-    let timeline = super::lag::green_state(config, &green).await?.timeline;
-    let mut green_server = super::lag::timeline_problem(config, &blue, timeline).await?;
-    // A checkpoint ahead of green's WAL is no lag of 0: green went back (restored or replaced).
-    let ahead = match &cp {
-        Some(c) if c.lsn > green_lsn => crate::state::server::checkpoint_ahead(&green, c.lsn).await?,
-        _ => None,
-    };
-    if green_server.is_none() {
-        green_server = ahead.clone();
-    }
+    let (green_server, ahead) = green_server(config, &green, &blue, cp.as_ref(), green_lsn).await?;
     let state = match (&slot, &cp) {
         _ if green_server.is_some() => "green changed",
         (None, Some(_)) => "slot missing",
@@ -138,6 +129,24 @@ pub async fn read(config: &Config) -> Result<Status> {
         blue_standbys,
         green_server,
     })
+}
+
+/// What green's server means for blue's checkpoint (another timeline, or green restored to
+/// before it), and the latter alone: a checkpoint ahead of green's WAL is no lag of 0.
+async fn green_server(
+    config: &Config,
+    green: &Client,
+    blue: &Client,
+    cp: Option<&checkpoint::Checkpoint>,
+    green_lsn: Lsn,
+) -> Result<(Option<String>, Option<String>)> {
+    let timeline = super::lag::green_state(config, green).await?.timeline;
+    let problem = super::lag::timeline_problem(config, blue, timeline).await?;
+    let ahead = match cp {
+        Some(c) if c.lsn > green_lsn => crate::state::server::checkpoint_ahead(green, c.lsn).await?,
+        _ => None,
+    };
+    Ok((problem.or_else(|| ahead.clone()), ahead))
 }
 
 /// The slot's row in `pg_replication_slots`, as status shows it.

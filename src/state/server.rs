@@ -150,6 +150,19 @@ pub fn ahead_of_green(checkpoint: crate::lsn::Lsn, green: crate::lsn::Lsn) -> Op
     })
 }
 
+/// Refuses to stream when blue's checkpoint is ahead of green's WAL position `wal` (as text,
+/// read on the replication connection): green's new transactions up to the checkpoint would be
+/// skipped.
+pub fn refuse_ahead(checkpoint: crate::lsn::Lsn, wal: Option<&str>) -> Result<()> {
+    match wal
+        .and_then(|w| w.parse().ok())
+        .and_then(|wal| ahead_of_green(checkpoint, wal))
+    {
+        Some(why) => Err(Error::definite(format!("{why}; nothing was streamed"))),
+        None => Ok(()),
+    }
+}
+
 /// [`ahead_of_green`] with green's WAL position read now, after `checkpoint` was read from
 /// blue: a position read before it can trail a checkpoint a streaming bridge just moved.
 pub async fn checkpoint_ahead(green: &Client, checkpoint: crate::lsn::Lsn) -> Result<Option<String>> {
