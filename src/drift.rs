@@ -307,3 +307,149 @@ pub fn describe(findings: &[Finding]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// What a rollback to blue would lose that the accepted plan alone does not show, for `ready`,
+/// `status` and the bridge's rollback gauge: [`check`], plus every table that rows are written to
+/// on green without `setup` having accepted it: published tables the plan lacks (carried by
+/// `run` since, or not yet: their rows from before they were published are not on blue), tables
+/// published with no blue table, and user tables neither published nor in `[mapping] exclude`
+/// (`setup` publishes every user table not excluded). `None` when no plan was accepted.
+pub async fn for_rollback(config: &Config, green: &Client, blue: &Client) -> Result<Option<Vec<Finding>>> {
+    let Some(accepted) = read_accepted(blue, config).await? else {
+        return Ok(None);
+    };
+    let current = current(config, green, blue).await?;
+    let mut findings = recorded(blue, config).await?;
+    let (changed, new) = compare(config, &accepted, &current);
+    findings.extend(changed);
+    let mut unaccepted: Vec<&Signature> = new.iter().collect();
+    let carried = carried_by_run(blue, config).await?;
+    unaccepted.extend(carried.iter().filter_map(|t| accepted.get(t)));
+    let by_setup: Vec<&Signature> = accepted
+        .values()
+        .filter(|s| !carried.contains(&s.green_table))
+        .collect();
+    for s in unaccepted {
+        if findings.iter().any(|f| f.green_table == s.green_table) || is_partition_of_accepted(s, &by_setup) {
+            continue;
+        }
+        findings.push(not_accepted(config, &s.green_table));
+    }
+    for (table, why) in &current.failures {
+        if !accepted.contains_key(table) && !findings.iter().any(|f| &f.green_table == table) {
+            findings.push(Finding {
+                green_table: table.clone(),
+                changes: vec![format!(
+                    "green table {table} is published but does not map onto blue ({why}): `pgbridge run` stops on \
+                     it and its rows are not on blue; create or map its blue table, then `pgbridge setup --copy`"
+                )],
+            });
+        }
+    }
+    if current.nothing_streamed.is_none() {
+        findings.extend(unpublished(config, green).await?);
+    }
+    Ok(Some(findings))
+}
+
+/// A published table `setup` never accepted.
+pub fn not_accepted(config: &Config, table: &str) -> Finding {
+    Finding {
+        green_table: table.to_string(),
+        changes: vec![format!(
+            "green table {table} is in publication {} but not in the plan `pgbridge setup` accepted (added to the \
+             publication since?): rows it held before it was published are not on blue; copy them with `pgbridge \
+             setup --copy` (or, if it was empty then, accept it with `pgbridge setup`)",
+            config.publication
+        )],
+    }
+}
+
+/// A new empty partition of a table `setup` accepted streams from its creation.
+fn is_partition_of_accepted(s: &Signature, by_setup: &[&Signature]) -> bool {
+    let root = |s: &Signature| s.catalog.as_ref().and_then(|c| c.partition_of.clone());
+    root(s).is_some_and(|r| by_setup.iter().any(|a| root(a).as_ref() == Some(&r)))
+}
+
+/// Tables in the accepted plan that `run` carried as new rather than `setup` accepted: `setup`
+/// stores the whole plan in one transaction, so they are the ones accepted later than the rest.
+pub async fn carried_by_run(blue: &Client, config: &Config) -> Result<Vec<String>> {
+    if !table_exists(blue, &config.schema, "accepted_plan").await? {
+        return Ok(Vec::new());
+    }
+    let table = crate::sql::qualified(&config.schema, "accepted_plan");
+    let rows = blue
+        .query(
+            &format!(
+                "SELECT green_table FROM {table} WHERE slot_name = $1 \
+                 AND accepted_at > (SELECT min(accepted_at) FROM {table} WHERE slot_name = $1) ORDER BY 1"
+            ),
+            &[&config.slot],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading the accepted plan on blue", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// User tables on green that the publication does not carry and `[mapping] exclude` does not
+/// list: rows written there never reach blue.
+pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>> {
+    let rows = green
+        .query(
+            "WITH pub AS MATERIALIZED (SELECT relid FROM pg_catalog.pg_get_publication_tables($1::text)) \
+             SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
+               AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
+               AND c.oid NOT IN (SELECT relid FROM pub) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(c.oid) t JOIN pub ON pub.relid = t.relid) \
+             ORDER BY 1, 2",
+            &[&config.publication],
+        )
+        .await
+        .map_err(crate::connect::green_err("listing tables outside the publication"))?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            let (schema, name): (String, String) = (r.get(0), r.get(1));
+            !(config.is_excluded(&schema, &name) || schema == config.schema)
+        })
+        .map(|r| {
+            let table: String = r.get(2);
+            Finding {
+                changes: vec![format!(
+                    "green table {table} is neither in publication {p} nor in [mapping] exclude: rows written there \
+                     never reach blue. ALTER PUBLICATION {p} ADD TABLE {table} (then `pgbridge setup --copy` for its \
+                     rows) or list it in [mapping] exclude",
+                    p = config.publication
+                )],
+                green_table: table,
+            }
+        })
+        .collect())
+}
+
+/// The tables [`for_rollback`] lists that need no planning: carried by `run` without `setup`
+/// accepting them, and user tables outside the publication not excluded. The running bridge
+/// reads these for its rollback gauge (it stops by itself for everything else).
+pub async fn unaccepted(config: &Config, green: &Client, blue: &Client) -> Result<Vec<Finding>> {
+    let Some(accepted) = read_accepted(blue, config).await? else {
+        return Ok(Vec::new());
+    };
+    let carried = carried_by_run(blue, config).await?;
+    let by_setup: Vec<&Signature> = accepted
+        .values()
+        .filter(|s| !carried.contains(&s.green_table))
+        .collect();
+    let mut findings: Vec<Finding> = carried
+        .iter()
+        .filter_map(|t| accepted.get(t))
+        .filter(|s| !is_partition_of_accepted(s, &by_setup))
+        .map(|s| not_accepted(config, &s.green_table))
+        .collect();
+    if green_catalog::publication_exists(green, &config.publication).await? {
+        findings.extend(unpublished(config, green).await?);
+    }
+    Ok(findings)
+}

@@ -119,7 +119,7 @@ fn ready_follows_the_bridge_and_its_lag_and_the_metrics_follow_it() {
         "reverse is listed only with --reverse: {printed}"
     );
     assert!(
-        printed.trim_end().ends_with("a rollback now would lose nothing"),
+        printed.trim_end().ends_with("switchover's catch-up applies the rest"),
         "{printed}"
     );
 
@@ -352,4 +352,112 @@ fn drift_an_unhealthy_slot_a_bad_reverse_and_an_unreachable_green() {
     assert_eq!(code, 1, "{doc:#}");
     assert_eq!(holds(&doc, "slot"), Some(false), "{doc:#}");
     assert_eq!(holds(&doc, "bridge"), Some(false), "{doc:#}");
+}
+
+/// Guards against green restored to an earlier state on the same timeline (a VM snapshot, a
+/// cold backup) passing the gate: blue's checkpoint ahead of green's current WAL position is
+/// impossible for a healthy pair. `ready` must not say ready, `lag` and `status` must not
+/// report 0 for it, and `run` must refuse (exit 2) rather than skip green's new transactions.
+#[test]
+fn a_checkpoint_ahead_of_greens_wal_is_a_restored_green_not_zero_lag() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.setup();
+    let none = || String::new();
+    wait_ready(&pair, &[], 0, &[], none);
+    // What a restore looks like from blue: its checkpoint beyond anything green has written.
+    let green_wal = pair.green.psql(DB, "SELECT pg_current_wal_lsn()::text");
+    let ahead = pair.green.psql(DB, "SELECT (pg_current_wal_lsn() + 16777216)::text");
+    pair.blue.psql(
+        DB,
+        &format!("UPDATE pgbridge.checkpoint SET lsn = '{ahead}' WHERE slot_name = '{SLOT}'"),
+    );
+    let (code, doc) = ready(&pair, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(holds(&doc, "slot"), Some(false), "{doc:#}");
+    let slot = doc["conditions"][5]["detail"].as_str().unwrap().to_string();
+    assert!(
+        slot.contains("restored") && slot.contains(&ahead) && slot.contains("setup --copy"),
+        "{slot}"
+    );
+    assert_ne!(holds(&doc, "lag_bytes"), Some(true), "no lag of 0 bytes: {doc:#}");
+
+    let out = pair.pgbridge(&["lag"]);
+    assert_eq!(out.status.code(), Some(2), "lag: {}", text(&out));
+    assert!(text(&out).contains("restored"), "{}", text(&out));
+    let out = pair.pgbridge(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(status["lag_bytes"].is_null(), "status: {}", text(&out));
+    assert!(
+        status["green_server"].as_str().unwrap_or_default().contains("restored"),
+        "status: {}",
+        text(&out)
+    );
+
+    let (code, log) = pair.run().wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains(&ahead) && log.contains("restored"), "{log}");
+    assert!(
+        log.contains(&green_wal) || log.contains("current WAL position"),
+        "{log}"
+    );
+}
+
+/// Guards against tables `setup` never accepted passing `schema_drift`: a user table neither
+/// published nor excluded (its rows never reach blue), and one added to the publication after
+/// setup (its earlier rows are not on blue), also once `run` has carried it; in `ready`,
+/// `status` and the bridge's gauge, until `setup` accepts it or `[mapping] exclude` lists it.
+#[test]
+fn tables_setup_never_accepted_are_schema_drift_until_accepted_or_excluded() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.setup();
+    let none = || String::new();
+    wait_ready(&pair, &[], 0, &[], none);
+    let drift_detail = |doc: &serde_json::Value| doc["conditions"][4]["detail"].as_str().unwrap().to_string();
+
+    pair.both("CREATE TABLE n (id int PRIMARY KEY, v text)");
+    pair.green.psql(DB, "INSERT INTO n VALUES (1, 'before')");
+    let doc = wait_ready(&pair, &[], 1, &["schema_drift"], none);
+    let detail = drift_detail(&doc);
+    assert!(
+        detail.contains("ALTER PUBLICATION pgbridge ADD TABLE public.n") && detail.contains("[mapping] exclude"),
+        "{detail}"
+    );
+    let out = pair.pgbridge(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(status["schema_drift"], true, "{}", text(&out));
+
+    pair.green.psql(DB, "ALTER PUBLICATION pgbridge ADD TABLE n");
+    let doc = wait_ready(&pair, &[], 1, &["schema_drift"], none);
+    let detail = drift_detail(&doc);
+    assert!(
+        detail.contains("public.n") && detail.contains("setup --copy"),
+        "{detail}"
+    );
+    let bridge = pair.run();
+    wait_for(
+        Duration::from_secs(30),
+        || bridge.log().contains("new since the plan was accepted"),
+        || bridge.log(),
+    );
+    wait_gauge(
+        &pair,
+        "pgbridge_rollback_condition{condition=\"schema_drift\"}",
+        0.0,
+        &bridge,
+    );
+    assert_eq!(bridge.terminate(), 0);
+    let doc = wait_ready(&pair, &[], 1, &["schema_drift"], none);
+    assert!(
+        drift_detail(&doc).contains("public.n"),
+        "carried by run, still not accepted: {doc:#}"
+    );
+    pair.setup();
+    wait_ready(&pair, &[], 0, &[], none);
+
+    pair.green.psql(DB, "CREATE TABLE x (id int)");
+    wait_ready(&pair, &[], 1, &["schema_drift"], none);
+    pair.write_config("[mapping]\nexclude = [\"public.x\"]\n");
+    wait_ready(&pair, &[], 0, &[], none);
 }

@@ -91,7 +91,7 @@ enum Command {
         #[arg(long, value_name = "N")]
         max_bytes: Option<u64>,
         /// Exit 1 when the oldest transaction blue lacks is older than this many seconds.
-        #[arg(long, value_name = "S")]
+        #[arg(long, value_name = "S", value_parser = ready::parse_max_seconds)]
         max_seconds: Option<f64>,
         /// Print JSON instead of one key=value line.
         #[arg(long)]
@@ -136,7 +136,7 @@ enum Command {
         max_bytes: Option<u64>,
         /// Oldest age in seconds of a green transaction blue may lack (default: [ready]
         /// max_seconds).
-        #[arg(long, value_name = "S")]
+        #[arg(long, value_name = "S", value_parser = ready::parse_max_seconds)]
         max_seconds: Option<f64>,
         /// Count only dead letters parked since this time: RFC 3339 (2024-05-01T12:00:00Z) or a
         /// duration before now (24h). Default: every row counts.

@@ -35,10 +35,11 @@ fn print_text(r: &Readiness) {
             None => "unknown",
         };
         // One side out of reach leaves several conditions unknown for the same reason.
+        // One line per condition: details quoting other messages may hold line breaks.
         let detail = if previous == Some(&c.detail) && c.holds.is_none() {
-            "cannot tell: as above"
+            "cannot tell: as above".to_string()
         } else {
-            c.detail.as_str()
+            c.detail.split_whitespace().collect::<Vec<_>>().join(" ")
         };
         println!("{:<13} {state:<8} {detail}", c.name);
         previous = Some(&c.detail);
@@ -48,7 +49,8 @@ fn print_text(r: &Readiness) {
         "{}",
         match r.ready {
             Some(true) => format!(
-                "ready=yes: all {} conditions hold; a rollback now would lose nothing",
+                "ready=yes: all {} conditions hold; blue lags green by at most the limits and switchover's catch-up \
+                 applies the rest",
                 r.conditions.len()
             ),
             Some(false) => format!("ready=no: not holding: {}", list(r.names_where(Some(false)))),
@@ -81,15 +83,42 @@ pub fn parse_since(text: &str) -> std::result::Result<SystemTime, String> {
                 Some((o.starts_with('-'), Duration::from_secs(hours * 3600 + minutes * 60))),
             )
         }
-        _ => (text.strip_suffix(['Z', 'z']).unwrap_or(text), None),
+        // Without an offset the time would be read as UTC whatever was meant: say which.
+        _ => match text.strip_suffix(['Z', 'z']) {
+            Some(utc) => (utc, None),
+            None if humantime::parse_rfc3339_weak(text).is_ok() => {
+                return Err(format!(
+                    "{text:?} has no offset: end it with Z (UTC) or an offset such as +02:00"
+                ))
+            }
+            None => return Err(refuse()),
+        },
     };
     let at = humantime::parse_rfc3339_weak(local).map_err(|_| refuse())?;
-    Ok(match offset {
+    let at = match offset {
         // 14:00+02:00 is 12:00Z; 07:00-05:00 is 12:00Z.
         Some((false, d)) => at - d,
         Some((true, d)) => at + d,
         None => at,
-    })
+    };
+    // A time to come would count no dead letter at all: ready by a typo.
+    if at > SystemTime::now() {
+        return Err(format!(
+            "{text:?} is in the future: --since counts dead letters parked from then on, so none would count"
+        ));
+    }
+    Ok(at)
+}
+
+/// `--max-seconds`: a finite number of seconds of 0 or more (`inf` or `nan` would let any lag
+/// pass).
+pub fn parse_max_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds of 0 or more; write e.g. 10 or 2.5"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -101,11 +130,28 @@ mod tests {
         let z = parse_since("2024-05-01T12:00:00Z").unwrap();
         assert_eq!(parse_since("2024-05-01T14:00:00+02:00").unwrap(), z);
         assert_eq!(parse_since("2024-05-01T07:00:00-05:00").unwrap(), z);
-        assert_eq!(parse_since("2024-05-01 12:00:00").unwrap(), z);
+        assert_eq!(parse_since("2024-05-01 12:00:00Z").unwrap(), z);
         assert!(parse_since("2024-05-01T12:00:00.250Z").unwrap() > z);
         let day_ago = parse_since("24h").unwrap();
         let age = SystemTime::now().duration_since(day_ago).unwrap();
         assert!(age >= Duration::from_secs(86_400) && age < Duration::from_secs(86_460));
         assert!(parse_since("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn since_refuses_a_time_without_an_offset_and_one_in_the_future() {
+        assert!(parse_since("2024-05-01 12:00:00").unwrap_err().contains("no offset"));
+        assert!(parse_since("2024-05-01T12:00:00").unwrap_err().contains("no offset"));
+        assert!(parse_since("2999-01-01T00:00:00Z").unwrap_err().contains("future"));
+        assert!(parse_since("2999-01-01T00:00:00+02:00").unwrap_err().contains("future"));
+    }
+
+    #[test]
+    fn max_seconds_refuses_non_finite_and_negative_limits() {
+        for bad in ["inf", "1e400", "nan", "NaN", "-1", "-inf", "x"] {
+            assert!(parse_max_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_max_seconds("2.5"), Ok(2.5));
+        assert_eq!(parse_max_seconds("0"), Ok(0.0));
     }
 }

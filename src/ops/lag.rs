@@ -58,6 +58,11 @@ pub async fn measure_at(config: &Config, green: &Client, blue: &Client, state: &
     if let Some(problem) = timeline_problem(config, blue, state.timeline).await? {
         return Err(Error::definite(format!("cannot tell lag: {problem}")));
     }
+    if cp.lsn > state.wal {
+        if let Some(problem) = crate::state::server::checkpoint_ahead(green, cp.lsn).await? {
+            return Err(Error::definite(format!("cannot tell lag: {problem}")));
+        }
+    }
     let pending = oldest_pending(config, green, state, cp.lsn, Reader::Command).await?;
     Ok(Lag {
         lag_bytes: cp.lsn.bytes_until(state.wal),

@@ -65,15 +65,14 @@ pub async fn read(config: &Config) -> Result<Status> {
         .map_err(Error::into_definite)?;
     // Status reports what it can: a drift check that cannot run (a mapping file that does not
     // parse, say) leaves schema_drift unknown.
-    let findings = match crate::drift::check(config, &green, &blue).await {
+    let findings = match crate::drift::for_rollback(config, &green, &blue).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("warning: cannot compare the catalogs with the accepted plan: {e}");
             None
         }
     };
-    let timeline = super::lag::green_state(config, &green).await?.timeline;
-    let green_server = super::lag::timeline_problem(config, &blue, timeline).await?;
+    let (green_server, ahead) = green_server(config, &green, &blue, cp.as_ref(), green_lsn).await?;
     let state = match (&slot, &cp) {
         _ if green_server.is_some() => "green changed",
         (None, Some(_)) => "slot missing",
@@ -84,7 +83,10 @@ pub async fn read(config: &Config) -> Result<Status> {
     };
     let mut lag_bytes = cp.as_ref().map(|c| c.lsn.bytes_until(green_lsn));
     let (mut lag_seconds, mut lag_seconds_unknown) = (None, None);
-    if slot.is_some() && cp.is_some() {
+    if let Some(why) = &ahead {
+        lag_bytes = None;
+        lag_seconds_unknown = Some(why.clone());
+    } else if slot.is_some() && cp.is_some() {
         match super::lag::measure(config, &green, &blue).await {
             Ok(lag) => {
                 lag_bytes = Some(lag.lag_bytes);
@@ -127,6 +129,24 @@ pub async fn read(config: &Config) -> Result<Status> {
         blue_standbys,
         green_server,
     })
+}
+
+/// What green's server means for blue's checkpoint (another timeline, or green restored to
+/// before it), and the latter alone: a checkpoint ahead of green's WAL is no lag of 0.
+async fn green_server(
+    config: &Config,
+    green: &Client,
+    blue: &Client,
+    cp: Option<&checkpoint::Checkpoint>,
+    green_lsn: Lsn,
+) -> Result<(Option<String>, Option<String>)> {
+    let timeline = super::lag::green_state(config, green).await?.timeline;
+    let problem = super::lag::timeline_problem(config, blue, timeline).await?;
+    let ahead = match cp {
+        Some(c) if c.lsn > green_lsn => crate::state::server::checkpoint_ahead(green, c.lsn).await?,
+        _ => None,
+    };
+    Ok((problem.or_else(|| ahead.clone()), ahead))
 }
 
 /// The slot's row in `pg_replication_slots`, as status shows it.

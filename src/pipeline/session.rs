@@ -245,6 +245,15 @@ async fn cap_decoding_memory(conn: &mut ReplicationConn) -> Result<()> {
     Ok(())
 }
 
+fn require_pg14(version: u32) -> Result<()> {
+    if version < 140000 {
+        return Err(Error::definite(format!(
+            "green runs PostgreSQL {version}; pgbridge needs 14 or later (pgoutput messages)"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses to stream from a slot that cannot deliver everything after the checkpoint.
 /// `promoted`: green's server when it is a promoted standby, for what a missing slot means.
 async fn check_slot(
@@ -254,16 +263,12 @@ async fn check_slot(
     promoted: Option<&GreenServer>,
 ) -> Result<ReplicationConn> {
     let version = conn.server_version_num();
-    if version < 140000 {
-        return Err(Error::definite(format!(
-            "green runs PostgreSQL {version}; pgbridge needs 14 or later (pgoutput messages)"
-        )));
-    }
+    require_pg14(version)?;
     let rows = conn
         .simple_query(&format!(
             "SELECT plugin, database, wal_status, confirmed_flush_lsn::text AS confirmed, active_pid::text AS pid, \
-                    (SELECT count(*) FROM pg_publication WHERE pubname = {pub})::text AS publications \
-             FROM pg_replication_slots WHERE slot_name = {slot}",
+                    pg_current_wal_lsn()::text AS wal, (SELECT count(*) FROM pg_publication WHERE pubname = {pub})::text \
+                    AS publications FROM pg_replication_slots WHERE slot_name = {slot}",
             slot = sql::literal(&config.slot),
             pub = sql::literal(&config.publication),
         ))
@@ -299,6 +304,7 @@ async fn check_slot(
             config.slot
         )));
     }
+    server::refuse_ahead(checkpoint, rows.first("wal"))?;
     if rows.first("publications") == Some("0") {
         return Err(Error::definite(format!(
             "publication {} does not exist on green; run `pgbridge setup`",

@@ -92,7 +92,7 @@ impl DeadLetters {
 pub struct Summary {
     /// How many, counted up to [`Summary::COUNT_CAP`].
     pub count: u64,
-    /// When the newest was parked (blue's `created_at`, as text).
+    /// When the newest was parked (blue's `created_at`), in RFC 3339 UTC: `--since` takes it back.
     pub newest: Option<String>,
 }
 
@@ -114,7 +114,7 @@ pub async fn summary(client: &Client, schema: &str, slot: &str, since: Option<&s
             &format!(
                 "SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE slot_name = $1 AND created_at >= $2::text::timestamptz \
                          LIMIT $3) capped), \
-                        (SELECT created_at::text FROM {table} WHERE slot_name = $1 AND created_at >= $2::text::timestamptz \
+                        (SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM {table} WHERE slot_name = $1 AND created_at >= $2::text::timestamptz \
                          ORDER BY id DESC LIMIT 1)"
             ),
             &[&slot, &since.unwrap_or("-infinity"), &Summary::COUNT_CAP],

@@ -135,6 +135,47 @@ pub fn judge(
     })
 }
 
+/// Blue's checkpoint beyond green's current WAL position: impossible for a healthy pair (green
+/// has written at least everything blue applied from it), so green was restored to an earlier
+/// state on the same timeline (a VM snapshot, a cold backup) or replaced. `None` when it is
+/// not. Only noticed until green's WAL passes the checkpoint again.
+pub fn ahead_of_green(checkpoint: crate::lsn::Lsn, green: crate::lsn::Lsn) -> Option<String> {
+    (checkpoint > green).then(|| {
+        format!(
+            "blue's checkpoint {checkpoint} is ahead of green's current WAL position {green}: green was restored to an \
+             earlier state (a VM snapshot, a cold backup) or replaced, so blue may hold transactions green no longer \
+             has, and streaming from the checkpoint would skip green's new transactions up to {checkpoint}. Decide \
+             which side's rows to keep, then re-copy blue with `pgbridge setup --copy`"
+        )
+    })
+}
+
+/// Refuses to stream when blue's checkpoint is ahead of green's WAL position `wal` (as text,
+/// read on the replication connection): green's new transactions up to the checkpoint would be
+/// skipped.
+pub fn refuse_ahead(checkpoint: crate::lsn::Lsn, wal: Option<&str>) -> Result<()> {
+    match wal
+        .and_then(|w| w.parse().ok())
+        .and_then(|wal| ahead_of_green(checkpoint, wal))
+    {
+        Some(why) => Err(Error::definite(format!("{why}; nothing was streamed"))),
+        None => Ok(()),
+    }
+}
+
+/// [`ahead_of_green`] with green's WAL position read now, after `checkpoint` was read from
+/// blue: a position read before it can trail a checkpoint a streaming bridge just moved.
+pub async fn checkpoint_ahead(green: &Client, checkpoint: crate::lsn::Lsn) -> Result<Option<String>> {
+    let wal: crate::lsn::Lsn = green
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(crate::connect::green_err("reading the WAL position"))?
+        .get::<_, String>(0)
+        .parse()
+        .map_err(|e| Error::definite(format!("green returned an unreadable position: {e}")))?;
+    Ok(ahead_of_green(checkpoint, wal))
+}
+
 /// Parses a timeline history file (`TIMELINE_HISTORY`): one `parent-timeline<TAB>switchpoint
 /// <TAB>reason` line per ancestor; comments and blank lines are skipped.
 pub fn parse_history(content: &str) -> Vec<(u32, crate::lsn::Lsn)> {
@@ -159,6 +200,15 @@ mod tests {
             system_identifier: id.into(),
             timeline,
         }
+    }
+
+    #[test]
+    fn a_checkpoint_ahead_of_greens_wal_means_green_was_restored() {
+        let why = ahead_of_green(Lsn(0x154CB70), Lsn(0x1547BA0)).expect("ahead");
+        assert!(why.contains("0/154CB70") && why.contains("0/1547BA0"), "{why}");
+        assert!(why.contains("restored") && why.contains("setup --copy"), "{why}");
+        assert_eq!(ahead_of_green(Lsn(5), Lsn(5)), None);
+        assert_eq!(ahead_of_green(Lsn(4), Lsn(5)), None);
     }
 
     #[test]

@@ -233,6 +233,13 @@ pub fn schema_drift(found: Reading<Option<Vec<String>>>) -> ConditionState {
             0,
         ),
         Ok(Some(changes)) => {
+            // The same change found by several checks (recorded, compared, carried) once.
+            let mut seen = std::collections::HashSet::new();
+            let changes: Vec<String> = changes
+                .into_iter()
+                .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|c| seen.insert(c.clone()))
+                .collect();
             let n = changes.len();
             measured(
                 judged(

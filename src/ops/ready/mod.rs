@@ -71,7 +71,8 @@ pub async fn evaluate(config: &Config, options: &Options) -> Readiness {
     let lag_bytes = match (&read.lag, &read.checkpoint, &read.green) {
         (Ok(lag), _, _) => Ok(lag.lag_bytes),
         // `lag` could not tell lag_seconds; the position difference needs no more.
-        (Err(_), Ok(Some(cp)), Ok(green)) => Ok(cp.lsn.bytes_until(green.wal)),
+        // Not when the checkpoint is ahead of green's WAL: that is no lag of 0 (`lag` says what).
+        (Err(_), Ok(Some(cp)), Ok(green)) if cp.lsn <= green.wal => Ok(cp.lsn.bytes_until(green.wal)),
         (Err(why), _, _) => Err(why.clone()),
     };
     if lag_bytes.as_ref().is_ok_and(|b| *b > 0) {
@@ -183,13 +184,22 @@ async fn both_sides(
     state: &GreenState,
     checkpoint: &Reading<Option<checkpoint::Checkpoint>>,
 ) -> BothSides {
-    let timeline = lag::timeline_problem(config, blue, state.timeline).await.map_err(text);
+    let mut timeline = lag::timeline_problem(config, blue, state.timeline).await.map_err(text);
+    // Green restored to an earlier state on the same timeline: blue's checkpoint is ahead of
+    // green's WAL (read again: `state` was read before the checkpoint).
+    if let (Ok(None), Ok(Some(cp))) = (&timeline, checkpoint) {
+        if cp.lsn > state.wal {
+            timeline = crate::state::server::checkpoint_ahead(green, cp.lsn)
+                .await
+                .map_err(text);
+        }
+    }
     let lag = match checkpoint {
         Ok(Some(_)) => lag::measure_at(config, green, blue, state).await.map_err(text),
         Ok(None) => Err(not_set_up(config)),
         Err(why) => Err(why.clone()),
     };
-    let drift = crate::drift::check(config, green, blue)
+    let drift = crate::drift::for_rollback(config, green, blue)
         .await
         .map(|found| found.map(|f| f.iter().map(|f| format!("{}: {}", f.green_table, f.text())).collect()))
         .map_err(text);

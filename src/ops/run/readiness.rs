@@ -30,7 +30,13 @@ pub(super) struct Watch {
     /// Blue's applied position while behind green's WAL, and when it was first seen there
     /// behind: green idle for a while and then writing is not a stall.
     behind: Option<(Lsn, Instant)>,
+    green: Option<Arc<Client>>,
+    /// Tables written on green that `setup` never accepted, and when that was read.
+    unaccepted: Option<(Instant, Reading<Vec<String>>)>,
 }
+
+/// How often the running bridge reads the tables `setup` never accepted (two catalog queries).
+const UNACCEPTED_EVERY: Duration = Duration::from_secs(10);
 
 impl Watch {
     /// Judges every condition and publishes the verdict. `green`: what the poll read, or why
@@ -46,15 +52,22 @@ impl Watch {
         let activity = self.activity(telemetry.state(), applied, lag_bytes.as_ref().ok().copied());
         let dead = self.dead_letters(config).await;
         let table = crate::ops::ready::dead_letter_table(config);
-        let drift = if telemetry.drifted() {
-            vec![
-                "the bridge found green's or blue's catalogs no longer matching the accepted plan (its log names \
-                  the table and the change); it stops once blue has everything before the change"
-                    .to_string(),
-            ]
-        } else {
-            Vec::new()
+        let drift = match self.unaccepted(config).await {
+            Ok(mut found) => {
+                if telemetry.drifted() {
+                    found.insert(
+                        0,
+                        "the bridge found green's or blue's catalogs no longer matching the accepted plan (its log \
+                         names the table and the change); it stops once blue has everything before the change"
+                            .to_string(),
+                    );
+                }
+                Ok(Some(found))
+            }
+            Err(why) => Err(why),
         };
+        // Not the value kept from before green went away: unknown, as `ready` says.
+        let lag_seconds = green.as_ref().map(|_| telemetry.lag_seconds()).map_err(Clone::clone);
         let slot = green.map(|g| SlotFacts {
             name: &config.slot,
             slot: g.slot.as_ref(),
@@ -64,9 +77,9 @@ impl Watch {
         let conditions = vec![
             judge::bridge(Ok(activity), limits),
             judge::lag_bytes(lag_bytes, limits.max_bytes),
-            judge::lag_seconds(Ok(telemetry.lag_seconds()), limits.max_seconds),
+            judge::lag_seconds(lag_seconds, limits.max_seconds),
             judge::dead_letters(dead, &table, None),
-            judge::schema_drift(Ok(Some(drift))),
+            judge::schema_drift(drift),
             judge::slot(slot, limits.max_retained_bytes),
         ];
         telemetry.set_rollback(Readiness::new(conditions));
@@ -93,6 +106,54 @@ impl Watch {
             ));
         }
         Activity::Streaming { behind_for }
+    }
+
+    /// Tables `setup` never accepted that rows are written to ([`crate::drift::unaccepted`]),
+    /// read at most every [`UNACCEPTED_EVERY`].
+    async fn unaccepted(&mut self, config: &Config) -> Reading<Vec<String>> {
+        if let Some((at, found)) = &self.unaccepted {
+            if at.elapsed() < UNACCEPTED_EVERY {
+                return found.clone();
+            }
+        }
+        let found = self.read_unaccepted(config).await;
+        if found.is_err() {
+            self.green = None;
+        }
+        self.unaccepted = Some((Instant::now(), found.clone()));
+        found
+    }
+
+    async fn read_unaccepted(&mut self, config: &Config) -> Reading<Vec<String>> {
+        if !matches!(&self.green, Some(c) if !c.is_closed()) {
+            self.green = Some(Arc::new(
+                crate::connect::connect_green_sql(config)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ));
+        }
+        let blue = self.blue_client(config).await?;
+        let green = self.green.clone().expect("connected above");
+        crate::drift::unaccepted(config, &green, &blue)
+            .await
+            .map(|found| {
+                found
+                    .iter()
+                    .map(|f| format!("{}: {}", f.green_table, f.text()))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    async fn blue_client(&mut self, config: &Config) -> Reading<Arc<Client>> {
+        if !matches!(&self.blue, Some(c) if !c.is_closed()) {
+            self.blue = Some(
+                crate::connect::connect_blue(&config.blue)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(self.blue.clone().expect("connected above"))
     }
 
     /// Rows parked for the slot, any time: one capped query on blue.
