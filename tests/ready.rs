@@ -461,3 +461,63 @@ fn tables_setup_never_accepted_are_schema_drift_until_accepted_or_excluded() {
     pair.write_config("[mapping]\nexclude = [\"public.x\"]\n");
     wait_ready(&pair, &[], 0, &[], none);
 }
+
+/// Guards against pairing by the text of the DSNs: a reverse configuration naming the same
+/// servers by `localhost`, a Unix socket or another host list pairs; one naming another
+/// database or server is refused, naming what each reached and never a password; one whose
+/// server cannot be reached leaves `reverse` unknown, not false.
+#[test]
+fn reverse_pairs_by_the_server_reached_not_by_the_dsn_text() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    pair.blue.psql(DB, "CREATE DATABASE other");
+    pair.setup();
+    let none = || String::new();
+    wait_ready(&pair, &[], 0, &[], none);
+
+    let reverse = pair.dir.path().join("reverse.toml");
+    let write_reverse = |green: &str, blue: &str| {
+        let text = format!(
+            "[green]\ndsn = \"{green}\"\npublication = \"pgbridge_back\"\nslot = \"pgbridge_back\"\n\n\
+             [blue]\ndsn = \"{blue}\"\n"
+        );
+        std::fs::write(&reverse, text).unwrap();
+    };
+    let path = reverse.to_str().unwrap();
+    let localhost = |dsn: String| dsn.replace("@127.0.0.1:", "@localhost:");
+    let socket = format!(
+        "host={} port={} user=postgres dbname={DB}",
+        pair.green.dir().display(),
+        pair.green.port()
+    );
+
+    // blue by localhost where this bridge says 127.0.0.1, green by its Unix socket.
+    write_reverse(&localhost(pair.blue.dsn(DB)), &socket);
+    let (code, doc) = ready(&pair, &["--reverse", path]);
+    assert_eq!((code, holds(&doc, "reverse")), (0, Some(true)), "{doc:#}");
+
+    // Another database on blue's server, then green's server in blue's place.
+    let reverse_detail = |doc: &serde_json::Value| doc["conditions"][6]["detail"].to_string();
+    write_reverse(&localhost(pair.blue.dsn("other")), &pair.green.dsn(DB));
+    let (code, doc) = ready(&pair, &["--reverse", path]);
+    assert_eq!((code, holds(&doc, "reverse")), (1, Some(false)), "{doc:#}");
+    let detail = reverse_detail(&doc);
+    assert!(
+        detail.contains("not the bridge in the other direction") && detail.contains("database other on the server"),
+        "{detail}"
+    );
+    let secret = pair.green.dsn_as("postgres", Some("n0t-shown"), DB);
+    write_reverse(&localhost(secret), &pair.green.dsn(DB));
+    let (code, doc) = ready(&pair, &["--reverse", path]);
+    assert_eq!((code, holds(&doc, "reverse")), (1, Some(false)), "{doc:#}");
+    let detail = reverse_detail(&doc);
+    assert!(detail.contains("reverse.toml [green]"), "{detail}");
+    assert!(detail.contains("pgbridge.toml [blue]"), "{detail}");
+    assert!(!doc.to_string().contains("n0t-shown"), "{doc:#}");
+
+    // Blue's place named by a server that does not answer: cannot tell.
+    write_reverse("postgres://postgres@localhost:1/postgres", &pair.green.dsn(DB));
+    let (code, doc) = ready(&pair, &["--reverse", path]);
+    assert_eq!((code, holds(&doc, "reverse")), (2, None), "{doc:#}");
+    assert!(reverse_detail(&doc).contains("localhost:1"), "{doc:#}");
+}

@@ -254,16 +254,20 @@ fn slot_facts<'a>(config: &'a Config, read: &'a Read) -> Reading<SlotFacts<'a>> 
     })
 }
 
-/// What keeps `reverse` from serving a switchover: the pairing of both configurations (as
-/// `switchover` checks it) and, against both live catalogs, every problem `check -c PATH`
+/// What keeps `reverse` from serving a switchover: the pairing of both configurations by the
+/// servers they reach (as `switchover` checks it) and, against both live catalogs, every problem `check -c PATH`
 /// would list. Not the application roles: `switchover --app-role` checks those.
 async fn reverse_problems(config: &Config, path: &std::path::Path) -> Reading<Vec<String>> {
     let reverse = match Config::load(path) {
         Ok(r) => r,
         Err(e) => return Ok(vec![e.to_string()]),
     };
-    if let Err(e) = super::switchover::check_reverse(config, &reverse) {
-        return Ok(vec![e.to_string()]);
+    // A side that cannot be reached leaves the pairing, and so the condition, unknown.
+    if let Some(problem) = super::switchover::reverse_problem(config, &reverse)
+        .await
+        .map_err(text)?
+    {
+        return Ok(vec![problem]);
     }
     let (green, blue) = crate::connect::both(&reverse).await.map_err(text)?;
     let report = super::preflight::validate(&reverse, &green, &blue)

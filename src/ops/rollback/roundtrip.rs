@@ -92,7 +92,7 @@ pub async fn run(
     out: &mut dyn FnMut(Event),
 ) -> Result<Vec<TableOutcome>> {
     let reverse = Config::load(reverse_path)?;
-    crate::ops::switchover::check_pairing(config, &reverse)?;
+    crate::ops::switchover::check_pairing(config, &reverse).await?;
     let blue = crate::connect::connect_blue(&config.blue)
         .await
         .map_err(Error::into_definite)?;

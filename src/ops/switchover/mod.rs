@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+mod pairing;
 mod roles;
 mod undo;
 
@@ -37,7 +38,7 @@ use crate::connect::connect_green_sql;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 /// Whether a configuration is the bridge in the other direction (also `check --roundtrip`).
-pub(crate) use roles::check_pairing;
+pub(crate) use pairing::check_pairing;
 use roles::{bridges_can_run_both_ways, preflight, read_only_setting, reverse_position, set_read_only};
 use undo::undo;
 
@@ -108,25 +109,29 @@ struct Done {
     reverse_publication_created: bool,
 }
 
-/// The checks of the two configurations alone that a switchover makes before it connects:
-/// `reverse` streams this bridge's target back to its source with a slot of its own, and both
-/// tag and skip replication origins so they can run at once (`ready --reverse` uses them).
-pub fn check_reverse(config: &Config, reverse: &Config) -> Result<()> {
-    check_pairing(config, reverse)?;
-    bridges_can_run_both_ways(config, reverse)
+/// What keeps `reverse` from being the bridge a switchover hands over to, before the catalogs
+/// are read: it streams this bridge's target back to its source with a slot of its own
+/// (compared by server identity, see [`pairing`]), and both tag and skip replication origins
+/// so they can run at once (`ready --reverse` uses it). `Ok(Some(problem))` when it cannot;
+/// `Err` when a server needed to tell cannot be reached.
+pub async fn reverse_problem(config: &Config, reverse: &Config) -> Result<Option<String>> {
+    if let Some(problem) = pairing::pairing_problem(config, reverse).await? {
+        return Ok(Some(problem));
+    }
+    Ok(bridges_can_run_both_ways(config, reverse).err().map(|e| e.to_string()))
 }
 
 /// The switchover, step by step; `say` gets every line (the timestamped log, the reverse
 /// bridge's setup, the closing key=value line). Returns the exit code: 1 when it was undone, 2
 /// when undoing failed.
 pub async fn run(config: &Config, options: &Options, say: &dyn Fn(String)) -> Result<i32> {
-    let reverse = Config::load(&options.reverse)?;
-    check_pairing(config, &reverse)?;
     if options.app_roles.is_empty() {
         return Err(Error::definite(
             "name the application's roles to fence with --app-role ROLE (repeat it for each)",
         ));
     }
+    let reverse = Config::load(&options.reverse)?;
+    check_pairing(config, &reverse).await?;
     let log = Log {
         started: Instant::now(),
         out: say,

@@ -1,38 +1,12 @@
-//! The checks a switchover makes before it changes anything (the two bridges pair up, the
-//! roles exist and may be fenced) and fencing itself: a role's `default_transaction_read_only`
+//! The checks a switchover makes before it changes anything (the two bridges can run at once,
+//! the roles exist and may be fenced) and fencing itself: a role's `default_transaction_read_only`
 //! in the database.
 
 use super::Side;
-use crate::config::{Config, Endpoint};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::sql;
-
-/// The reverse bridge reads this bridge's target and writes its source.
-pub(crate) fn check_pairing(config: &Config, reverse: &Config) -> Result<()> {
-    let path = &reverse.path;
-    let same = |a: &Endpoint, b: &Endpoint| a.address() == b.address();
-    if !same(&reverse.green, &config.blue) || !same(&reverse.blue, &config.green) {
-        return Err(Error::definite(format!(
-            "{} is not the bridge in the other direction: it streams from {} to {}, but the writes move from {} to {}, \
-             so it must stream from {} to {}",
-            path.display(),
-            reverse.green.address(),
-            reverse.blue.address(),
-            config.green.address(),
-            config.blue.address(),
-            config.blue.address(),
-            config.green.address()
-        )));
-    }
-    if reverse.slot == config.slot && reverse.green.address() == config.green.address() {
-        return Err(Error::definite(format!(
-            "{} uses the same slot as this bridge",
-            path.display()
-        )));
-    }
-    Ok(())
-}
 
 /// Two bridges in opposite directions run at once only if neither carries what the other
 /// wrote.
