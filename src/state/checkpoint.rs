@@ -163,7 +163,10 @@ pub fn advance_sql(schema: &str, tagged: bool, backend: i32) -> String {
         String::new()
     };
     format!(
-        "UPDATE {} SET lsn = {}, commit_time = {COMMIT_TIME}, updated_at = now(){origin} WHERE slot_name = $1",
+        // A group of skipped transactions only (another origin's) has no commit time of its
+        // own (0): the last applied one stays.
+        "UPDATE {} SET lsn = {}, commit_time = CASE WHEN $3::bigint = 0 THEN commit_time ELSE {COMMIT_TIME} END, \
+         updated_at = now(){origin} WHERE slot_name = $1",
         sql::qualified(schema, "checkpoint"),
         guarded("$2", "$4", backend)
     )
@@ -298,6 +301,10 @@ mod tests {
         let text = advance_sql("pgbridge", false, 42);
         assert!(text.contains("WHEN lsn = $4::pg_lsn THEN $2::pg_lsn END"), "{text}");
         assert!(!text.contains("pg_replication_origin_xact_setup"), "{text}");
+        assert!(
+            text.contains("commit_time = CASE WHEN $3::bigint = 0 THEN commit_time ELSE"),
+            "{text}"
+        );
         assert!(advance_sql("pgbridge", true, 42).contains("pg_replication_origin_xact_setup($2::pg_lsn"));
         let idle = advance_idle_sql("pgbridge", 42);
         assert!(idle.contains("WHEN lsn = $3::pg_lsn THEN $2::pg_lsn END"), "{idle}");

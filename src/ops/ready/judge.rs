@@ -147,7 +147,8 @@ pub fn bridge(activity: Reading<Activity>, limits: &ReadyLimits) -> ConditionSta
             false,
             format!(
                 "not running, and blue lacks green transactions from the one ending at {end} (committed {} ago; blue \
-                 applied up to {applied}): start `pgbridge run`",
+                 applied up to {applied}): start `pgbridge run`; if it stopped on an error, its log names the \
+                 table, row or change and the fix (docs/runbook.md, \"A row blue refuses\")",
                 seconds(age)
             ),
         ),
@@ -205,8 +206,10 @@ pub fn dead_letters(found: Reading<Summary>, table: &str, since: Option<&str>) -
                     c,
                     false,
                     format!(
-                        "{at_least}{count} row(s) in {table}{when}, the newest parked at {}: blue lacks them; fix each \
-                         row on blue, then delete it from {table} (or pass --since a time after the last one handled)",
+                        "{at_least}{count} row(s) in {table}{when}, the newest parked at {}: blue lacks them; make blue \
+                         accept them and have green send them again (docs/runbook.md, \"A row blue refuses\"; never \
+                         write them on blue by hand while the bridge to green runs), then delete them from {table} (or \
+                         pass --since a time after the last one handled)",
                         newest.as_deref().unwrap_or("?")
                     ),
                 ),
