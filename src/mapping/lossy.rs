@@ -209,9 +209,13 @@ fn to_text_type(from: &Kind, to: &Text) -> Cast {
             Some(w) if w <= *n && !matches!(to, Text::Padded(_)) => Cast::Widening,
             Some(w) if w == *n && matches!(from, Kind::Text(Text::Padded(_))) => Cast::Widening,
             _ if matches!(to, Text::Padded(_)) => narrowing(format!(
-                "values are blank-padded to {n} characters and longer ones are refused"
+                "values are blank-padded to {n} characters, longer ones are refused, and blanks beyond {n} are cut without an error"
             )),
-            _ => narrowing(format!("values longer than {n} characters are refused")),
+            // PostgreSQL cuts trailing blanks beyond the length instead of refusing the value.
+            _ => narrowing(format!(
+                "values longer than {n} characters are refused, except that trailing blanks beyond {n} are cut \
+                 without an error"
+            )),
         },
     }
 }
