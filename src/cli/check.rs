@@ -201,6 +201,18 @@ fn difference(d: &roundtrip::Difference) -> String {
             "{} {}: comes back under a key blue's rows do not have (the pair changes a key)",
             d.table, d.key
         ),
+        roundtrip::Kind::RefusedOnGreen => format!(
+            "{} {}: refused by the reverse mapping on green: {}",
+            d.table,
+            d.key,
+            d.reason.as_deref().unwrap_or("?")
+        ),
+        roundtrip::Kind::RefusedOnBlue => format!(
+            "{} {}: comes back, but this mapping refuses it on blue: {}",
+            d.table,
+            d.key,
+            d.reason.as_deref().unwrap_or("?")
+        ),
     }
 }
 

@@ -350,7 +350,7 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
 }
 
 /// `body` between dollar quotes whose tag does not occur in it.
-fn dollar_quoted(body: &str) -> String {
+pub(super) fn dollar_quoted(body: &str) -> String {
     let mut tag = "pgbridge".to_string();
     while body.contains(&format!("${tag}$")) {
         tag.push('_');
