@@ -501,3 +501,36 @@ fn check_roundtrip_names_rows_a_mapping_refuses_and_goes_on() {
     }
     assert!(!report.contains("does not come back"), "{report}");
 }
+
+/// Guards `check`'s "rollback loses" against green tables nothing carries at all: a user
+/// table outside the publication and not in `[mapping] exclude` (as `ready` lists it; nothing
+/// before the publication exists), and an UNLOGGED one, which logical decoding never sees.
+#[test]
+fn check_lists_green_tables_no_row_of_which_reaches_blue() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE kept (id int PRIMARY KEY); CREATE TABLE newt (id int PRIMARY KEY);
+         CREATE TABLE skipped (id int PRIMARY KEY); CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY);",
+    );
+    pair.blue.psql(DB, "CREATE TABLE kept (id int PRIMARY KEY);");
+    pair.write_config("[mapping]\nexclude = [\"public.skipped\"]\n");
+    let newt = "    - green table public.newt is not carried: not in publication pgbridge; add it \
+                (ALTER PUBLICATION pgbridge ADD TABLE public.newt, then `pgbridge setup --copy` for its rows) \
+                or list it in [mapping] exclude";
+    let scratch = "    - green table public.scratch is not carried: it is UNLOGGED";
+    let report = text(&pair.pgbridge(&["check"]));
+    assert!(
+        !report.contains("public.newt is not carried"),
+        "before setup:\n{report}"
+    );
+    assert!(report.contains(scratch), "{report}");
+    pair.green.psql(DB, "CREATE PUBLICATION pgbridge FOR TABLE kept");
+    let out = pair.pgbridge(&["check"]);
+    let report = text(&out);
+    assert!(
+        report.contains(&format!("  green tables not carried:\n{newt}\n{scratch}")),
+        "{report}"
+    );
+    assert!(!report.contains("skipped"), "{report}");
+}
