@@ -534,3 +534,45 @@ fn check_lists_green_tables_no_row_of_which_reaches_blue() {
     );
     assert!(!report.contains("skipped"), "{report}");
 }
+
+/// Guards `check --data` against ignoring blue's partition bounds (`run` dead-letters a row
+/// no partition accepts): the temporary copy is partitioned as blue's table is, sub-partitions
+/// and a partition's own CHECK constraint included; a default partition accepts the rest.
+#[test]
+fn check_data_refuses_rows_no_partition_of_blue_accepts() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE t_part (id int, kind text, n int, PRIMARY KEY (id, kind));
+         INSERT INTO t_part VALUES (50, 'a', 1), (150, 'a', 1), (150, 'b', 9), (50, 'b', 1), (250, 'a', 1);
+         CREATE TABLE t_def (id int PRIMARY KEY);
+         INSERT INTO t_def VALUES (5), (500);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE t_part (id int, kind text, n int, PRIMARY KEY (id, kind)) PARTITION BY RANGE (id);
+         CREATE TABLE t_part_low PARTITION OF t_part FOR VALUES FROM (1) TO (101) PARTITION BY LIST (kind);
+         CREATE TABLE t_part_low_a PARTITION OF t_part_low FOR VALUES IN ('a');
+         CREATE TABLE t_part_high PARTITION OF t_part FOR VALUES FROM (101) TO (201);
+         ALTER TABLE t_part_high ADD CONSTRAINT high_small CHECK (n < 5);
+         CREATE TABLE t_def (id int PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE t_def_1 PARTITION OF t_def FOR VALUES FROM (1) TO (10);
+         CREATE TABLE t_def_other PARTITION OF t_def DEFAULT;",
+    );
+    let out = pair
+        .command(&["check", "--data"])
+        .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "2")
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for expected in [
+        "REFUSED public.t_part id=250, kind=a: no partition of blue table public.t_part accepts it",
+        "REFUSED public.t_part id=50, kind=b: no partition of blue table public.t_part_low accepts it",
+        "REFUSED public.t_part id=150, kind=b: new row for blue table public.t_part_high violates check constraint \"high_small\"",
+        "REFUSED: blue would refuse 3 row(s) in 1 of 2 table(s)",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    assert!(!report.contains("REFUSED public.t_def"), "{report}");
+}

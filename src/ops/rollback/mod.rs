@@ -14,5 +14,6 @@
 pub mod data;
 pub mod loses;
 mod pair;
+mod partitions;
 pub mod roundtrip;
 mod stage;
