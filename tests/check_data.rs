@@ -411,3 +411,168 @@ fn check_roundtrip_compares_bytes_not_a_columns_collation() {
     );
     assert!(!report.contains("id=2"), "{report}");
 }
+
+/// Writes the configuration of the bridge in the other direction (blue to green), its
+/// mappings in `dir`; returns its path.
+fn write_reverse(pair: &Pair, dir: &std::path::Path) -> std::path::PathBuf {
+    let reverse = pair.dir.path().join("to_green.toml");
+    std::fs::write(
+        &reverse,
+        format!(
+            "[green]\ndsn = \"{}\"\npublication = \"pgbridge_to_green\"\nslot = \"pgbridge_to_green\"\n\n\
+             [blue]\ndsn = \"{}\"\n\n[mapping]\ndir = \"{}\"\n",
+            pair.blue.dsn(DB),
+            pair.green.dsn(DB),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    reverse
+}
+
+/// Guards the round trip against one row aborting everything: a blue row the reverse mapping
+/// cannot convert on green (a division by zero, 'Infinity' into numeric(10,2)) or that this
+/// mapping cannot convert back on blue is a difference named by key, with PostgreSQL's
+/// message, and the rest of the page and the other tables are still compared. Also guards
+/// identical xml comparing equal (`::text` keeps an XML declaration the trip drops).
+#[test]
+fn check_roundtrip_names_rows_a_mapping_refuses_and_goes_on() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE amounts (id int PRIMARY KEY, a numeric(10,2));
+         CREATE TABLE back (id int PRIMARY KEY, n int);
+         CREATE TABLE docs (id int PRIMARY KEY, body xml);
+         CREATE TABLE ratios (id int PRIMARY KEY, v int);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE amounts (id int PRIMARY KEY, a numeric);
+         CREATE TABLE back (id int PRIMARY KEY, n int);
+         CREATE TABLE docs (id int PRIMARY KEY, body xml);
+         CREATE TABLE ratios (id int PRIMARY KEY, v int);
+         INSERT INTO amounts VALUES (1, 1.50), (2, 'Infinity'), (3, 2.25), (4, 7.00);
+         INSERT INTO back VALUES (1, 10), (2, 0), (3, 10);
+         INSERT INTO docs VALUES (1, '<?xml version=\"1.0\"?><a/>'), (2, '<b> x </b>'), (3, NULL);
+         INSERT INTO ratios SELECT i, i FROM generate_series(1, 10) i;",
+    );
+    let forward = write_mappings(
+        &pair,
+        "mappings",
+        &[(
+            "back.toml",
+            "target = \"back\"\n[columns]\nn = { expr = \"CAST(100 / n AS integer)\" }\n",
+        )],
+    );
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", forward.display()));
+    let reverse_dir = write_mappings(
+        &pair,
+        "mappings_to_green",
+        &[(
+            "ratios.toml",
+            "target = \"ratios\"\n[columns]\nv = { expr = \"v + 0 * (1 / (v - 5))\" }\n",
+        )],
+    );
+    let reverse = write_reverse(&pair, &reverse_dir);
+    let out = pair
+        .command(&["check", "--roundtrip", "--reverse", reverse.to_str().unwrap()])
+        .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "3")
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for expected in [
+        "DIFFERENT public.amounts id=2: refused by the reverse mapping on green: numeric field overflow",
+        "DIFFERENT public.ratios id=5: refused by the reverse mapping on green: division by zero",
+        "DIFFERENT public.back id=2: comes back, but this mapping refuses it on blue: division by zero",
+        "DIFFERENT: 3 of 4 table(s) do not come back equal",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    for (table, rows, differences) in [("amounts", 4, 1), ("back", 3, 1), ("docs", 3, 0), ("ratios", 10, 1)] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("public.{table} ")))
+            .unwrap_or_else(|| panic!("{table} not compared:\n{report}"));
+        assert!(
+            line.contains(&format!(" {rows} row(s) compared  {differences} difference(s)")),
+            "{line}"
+        );
+    }
+    assert!(!report.contains("does not come back"), "{report}");
+}
+
+/// Guards `check`'s "rollback loses" against green tables nothing carries at all: a user
+/// table outside the publication and not in `[mapping] exclude` (as `ready` lists it; nothing
+/// before the publication exists), and an UNLOGGED one, which logical decoding never sees.
+#[test]
+fn check_lists_green_tables_no_row_of_which_reaches_blue() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE kept (id int PRIMARY KEY); CREATE TABLE newt (id int PRIMARY KEY);
+         CREATE TABLE skipped (id int PRIMARY KEY); CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY);",
+    );
+    pair.blue.psql(DB, "CREATE TABLE kept (id int PRIMARY KEY);");
+    pair.write_config("[mapping]\nexclude = [\"public.skipped\"]\n");
+    let newt = "    - green table public.newt is not carried: not in publication pgbridge; add it \
+                (ALTER PUBLICATION pgbridge ADD TABLE public.newt, then `pgbridge setup --copy` for its rows) \
+                or list it in [mapping] exclude";
+    let scratch = "    - green table public.scratch is not carried: it is UNLOGGED";
+    let report = text(&pair.pgbridge(&["check"]));
+    assert!(
+        !report.contains("public.newt is not carried"),
+        "before setup:\n{report}"
+    );
+    assert!(report.contains(scratch), "{report}");
+    pair.green.psql(DB, "CREATE PUBLICATION pgbridge FOR TABLE kept");
+    let out = pair.pgbridge(&["check"]);
+    let report = text(&out);
+    assert!(
+        report.contains(&format!("  green tables not carried:\n{newt}\n{scratch}")),
+        "{report}"
+    );
+    assert!(!report.contains("skipped"), "{report}");
+}
+
+/// Guards `check --data` against ignoring blue's partition bounds (`run` dead-letters a row
+/// no partition accepts): the temporary copy is partitioned as blue's table is, sub-partitions
+/// and a partition's own CHECK constraint included; a default partition accepts the rest.
+#[test]
+fn check_data_refuses_rows_no_partition_of_blue_accepts() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE t_part (id int, kind text, n int, PRIMARY KEY (id, kind));
+         INSERT INTO t_part VALUES (50, 'a', 1), (150, 'a', 1), (150, 'b', 9), (50, 'b', 1), (250, 'a', 1);
+         CREATE TABLE t_def (id int PRIMARY KEY);
+         INSERT INTO t_def VALUES (5), (500);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE t_part (id int, kind text, n int, PRIMARY KEY (id, kind)) PARTITION BY RANGE (id);
+         CREATE TABLE t_part_low PARTITION OF t_part FOR VALUES FROM (1) TO (101) PARTITION BY LIST (kind);
+         CREATE TABLE t_part_low_a PARTITION OF t_part_low FOR VALUES IN ('a');
+         CREATE TABLE t_part_high PARTITION OF t_part FOR VALUES FROM (101) TO (201);
+         ALTER TABLE t_part_high ADD CONSTRAINT high_small CHECK (n < 5);
+         CREATE TABLE t_def (id int PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE t_def_1 PARTITION OF t_def FOR VALUES FROM (1) TO (10);
+         CREATE TABLE t_def_other PARTITION OF t_def DEFAULT;",
+    );
+    let out = pair
+        .command(&["check", "--data"])
+        .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "2")
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for expected in [
+        "REFUSED public.t_part id=250, kind=a: no partition of blue table public.t_part accepts it",
+        "REFUSED public.t_part id=50, kind=b: no partition of blue table public.t_part_low accepts it",
+        "REFUSED public.t_part id=150, kind=b: new row for blue table public.t_part_high violates check constraint \"high_small\"",
+        "REFUSED: blue would refuse 3 row(s) in 1 of 2 table(s)",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    assert!(!report.contains("REFUSED public.t_def"), "{report}");
+}

@@ -32,7 +32,10 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     for t in &report.tables {
         print_plan(t, options.sql);
     }
-    print_losses(&loses::review(&report));
+    print_losses(
+        &loses::review(&report),
+        &loses::tables_not_carried(config, &report).await?,
+    );
     print_high_availability(&ha::review(config).await?);
     let mut code = if report.problems.is_empty() {
         println!("ok: {} table(s) planned, no problems", report.tables.len());
@@ -56,8 +59,9 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
 
 /// What a rollback would lose, table by table (deliberate choices: the exit code does not
 /// change).
-fn print_losses(tables: &[loses::TableLosses]) {
-    if tables.is_empty() {
+/// `not_carried`: green tables nothing carries at all.
+fn print_losses(tables: &[loses::TableLosses], not_carried: &[String]) {
+    if tables.is_empty() && not_carried.is_empty() {
         println!("rollback loses: nothing the plan shows (check --data and --roundtrip look at the rows)\n");
         return;
     }
@@ -66,6 +70,12 @@ fn print_losses(tables: &[loses::TableLosses]) {
         println!("  {}:", arrow(&t.green_table, &t.blue_table));
         for loss in &t.losses {
             println!("    - {loss}");
+        }
+    }
+    if !not_carried.is_empty() {
+        println!("  green tables not carried:");
+        for table in not_carried {
+            println!("    - {table}");
         }
     }
     println!();
@@ -200,6 +210,18 @@ fn difference(d: &roundtrip::Difference) -> String {
         roundtrip::Kind::New => format!(
             "{} {}: comes back under a key blue's rows do not have (the pair changes a key)",
             d.table, d.key
+        ),
+        roundtrip::Kind::RefusedOnGreen => format!(
+            "{} {}: refused by the reverse mapping on green: {}",
+            d.table,
+            d.key,
+            d.reason.as_deref().unwrap_or("?")
+        ),
+        roundtrip::Kind::RefusedOnBlue => format!(
+            "{} {}: comes back, but this mapping refuses it on blue: {}",
+            d.table,
+            d.key,
+            d.reason.as_deref().unwrap_or("?")
         ),
     }
 }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Client;
 
+use super::partitions::{self, Partition};
 use super::stage::{self, UniqueIndex};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -124,6 +125,8 @@ struct Checker<'a> {
 struct Run<'a> {
     plan: &'a TablePlan,
     unique: Vec<UniqueIndex>,
+    /// Blue's partition tree (just the root when not partitioned).
+    tree: Vec<Partition>,
     what: String,
     outcome: TableOutcome,
     last_progress: Instant,
@@ -141,8 +144,9 @@ impl Checker<'_> {
         self.blue.batch_execute("BEGIN").await.map_err(on_blue)?;
         let (unique, unchecked) = unique_indexes(self.blue, plan).await.map_err(on_blue)?;
         let (columns, trigger) = blue_columns(self.blue, plan).await.map_err(on_blue)?;
+        let tree = partitions::read(self.blue, plan).await.map_err(on_blue)?;
         self.blue
-            .batch_execute(&stage::setup(plan, &columns, &unique, trigger))
+            .batch_execute(&stage::setup(plan, &columns, &unique, trigger, &tree))
             .await
             .map_err(on_blue)?;
         let (estimated, _) = transfer::estimate(self.green, &plan.green.namespace, &plan.green.name).await;
@@ -153,9 +157,11 @@ impl Checker<'_> {
             self.sample
                 .map_or(String::new(), |n| format!(", a sample of up to {n} rows"))
         )));
+        let unchecked = [unchecked, partitions::unchecked(&tree)].concat();
         let mut run = Run {
             plan,
             unique,
+            tree,
             what,
             outcome: TableOutcome {
                 green_table: plan.green_name.to_string(),
@@ -241,7 +247,7 @@ impl Checker<'_> {
                     let refused = Refused {
                         table: run.plan.blue_name.clone(),
                         key: r.get(0),
-                        reason: readable(r.get(1), &run.plan.blue_name),
+                        reason: partitions::readable(readable(r.get(1), &run.plan.blue_name), &run.tree),
                         constraint: r.get(2),
                         column: r.get(3),
                     };

@@ -3,11 +3,14 @@
 //! expressions (which only `check --roundtrip` can prove), and rows filters leave out.
 //! Deliberate choices of the mapping's author, so `check` lists them without failing.
 //! Pure: the plan, green's declared types (from green's catalog, in the plan) and blue's
-//! (from the signature `check` computed) in, the losses out.
+//! (from the signature `check` computed) in, the losses out; except [`tables_not_carried`],
+//! which asks green which of its user tables nothing carries at all.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::mapping::lossy::{self, Cast};
 use crate::mapping::{statements, TablePlan, Value};
 use crate::ops::preflight::Report;
@@ -84,6 +87,50 @@ pub struct TableLosses {
     pub green_table: String,
     pub blue_table: String,
     pub losses: Vec<Loss>,
+}
+
+/// Green's user tables no row of which reaches blue, one sentence each: those outside the
+/// publication and not in `[mapping] exclude` ([`crate::drift::unpublished`], as `ready`
+/// lists them; nothing before the publication exists), and UNLOGGED ones not excluded
+/// (logical decoding never sees their rows, and no publication can list them).
+pub async fn tables_not_carried(config: &Config, report: &Report) -> Result<Vec<String>> {
+    let green = crate::connect::connect_green_sql(config)
+        .await
+        .map_err(Error::into_definite)?;
+    let mut out: Vec<String> = Vec::new();
+    if report.publication_exists {
+        for f in crate::drift::unpublished(config, &green).await? {
+            out.push(format!(
+                "green table {t} is not carried: not in publication {p}; add it (ALTER PUBLICATION {p} ADD TABLE {t}, \
+                 then `pgbridge setup --copy` for its rows) or list it in [mapping] exclude",
+                t = f.green_table,
+                p = config.publication
+            ));
+        }
+    }
+    let unlogged = green
+        .query(
+            "SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'u' \
+               AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("listing unlogged tables on green", &e))?;
+    for r in unlogged {
+        let (schema, name, table): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        if !(config.is_excluded(&schema, &name) || schema == config.schema) {
+            out.push(format!(
+                "green table {table} is not carried: it is UNLOGGED, so logical decoding never sees its rows; \
+                 ALTER TABLE {table} SET LOGGED and add it to publication {p}, or list it in [mapping] exclude",
+                p = config.publication
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The losses of every planned table of `report` that has any.

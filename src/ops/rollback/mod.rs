@@ -9,10 +9,11 @@
 //!
 //! Both data checks evaluate mappings with the statement text of [`crate::mapping::statements`]
 //! in the sessions of [`crate::evaluation`] (DESIGN.md rule 10), and write nothing to either
-//! side's tables. [`stage`] and [`pair`] hold their SQL text.
+//! side's tables. [`stage`], [`pair`] and [`partitions`] hold their SQL text.
 
 pub mod data;
 pub mod loses;
 mod pair;
+mod partitions;
 pub mod roundtrip;
 mod stage;

@@ -1,5 +1,11 @@
 //! SQL text for `check --roundtrip`: blue's rows a page at a time, through the reverse
 //! mapping on green, back through this mapping on blue, compared by key. Pure.
+//!
+//! Each row carries blue's key as text ([`BLUE_KEY`]) all the way, so a row one of the
+//! mappings cannot convert (a division by zero, a value the other side's type does not hold)
+//! is named by its key: a page whose mapping statement fails is mapped again row by row by a
+//! temporary function ([`ROWS_FN`], on the side that failed), which returns each refused
+//! row's key and PostgreSQL's message, and the other rows go on.
 
 use super::stage::{temp, typed_rows};
 use crate::mapping::statements;
@@ -14,6 +20,12 @@ pub const REVERSE_STAGE: &str = "pgbridge_roundtrip_stage";
 pub const ON_GREEN: &str = "pgbridge_roundtrip_green";
 /// Those rows as text, blue's stage for this mapping (on blue).
 pub const BACK_STAGE: &str = "pgbridge_roundtrip_back";
+/// What this mapping computes from them: blue's key and compared columns (on blue).
+pub const MAPPED: &str = "pgbridge_roundtrip_mapped";
+/// The column of the stages and of the tables in between holding blue's key as text.
+pub const BLUE_KEY: &str = "pgbridge_blue_key";
+/// The row-by-row function of each side, for a page its mapping statement refuses.
+pub const ROWS_FN: &str = "pgbridge_roundtrip_rows";
 
 /// Blue's key columns of `plan` (a unique key), quoted, prefixed.
 fn key_columns(plan: &TablePlan, prefix: &str) -> Vec<String> {
@@ -24,38 +36,63 @@ fn key_columns(plan: &TablePlan, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Blue side: the page table, and the stage the rows come back into.
+/// Blue side: the page table, the stage the rows come back into, the table of what this
+/// mapping computes from them, and the row-by-row function.
 pub fn blue_setup(plan: &TablePlan) -> String {
     format!(
-        "CREATE TEMP TABLE {} AS SELECT * FROM {} WITH NO DATA; {}",
+        "CREATE TEMP TABLE {} AS SELECT * FROM {} WITH NO DATA; {}; CREATE TEMP TABLE {} AS {} WITH NO DATA; {}",
         ident(ORIGINAL),
         plan.blue_sql,
-        super::stage::text_stage(plan, BACK_STAGE)
+        keyed_stage(plan, BACK_STAGE),
+        ident(MAPPED),
+        mapped_select(plan, None),
+        rows_function(BACK_STAGE, &fill_mapped(plan, Some(ONE_ROW)))
     )
 }
 
-/// Green side: the reverse mapping's stage and the table of what it computes.
+/// Green side: the reverse mapping's stage, the table of what it computes, and the
+/// row-by-row function.
 pub fn green_setup(reverse: &TablePlan) -> String {
     format!(
-        "{}; CREATE TEMP TABLE {} AS {} WITH NO DATA",
-        super::stage::text_stage(reverse, REVERSE_STAGE),
+        "{}; CREATE TEMP TABLE {} AS {} WITH NO DATA; {}",
+        keyed_stage(reverse, REVERSE_STAGE),
         ident(ON_GREEN),
-        reverse_select(reverse)
+        reverse_select(reverse, None),
+        rows_function(REVERSE_STAGE, &map_on_green(reverse, Some(ONE_ROW)))
     )
 }
 
-/// What the reverse mapping computes from the stage: each green column it feeds, as
-/// green stores it (its type with modifier), rows outside its filter left out.
-fn reverse_select(reverse: &TablePlan) -> String {
-    let cols: Vec<String> = (0..reverse.targets.len())
-        .map(|t| {
-            format!(
-                "{} AS {}",
-                statements::mapped_value(reverse, t),
-                ident(&reverse.targets[t].blue_name)
-            )
-        })
-        .collect();
+/// A text stage for `plan`, with [`BLUE_KEY`] last.
+fn keyed_stage(plan: &TablePlan, name: &str) -> String {
+    format!(
+        "{}; ALTER TABLE {} ADD COLUMN {} text",
+        super::stage::text_stage(plan, name),
+        temp(name),
+        ident(BLUE_KEY)
+    )
+}
+
+/// [`typed_rows`] with the stage's [`BLUE_KEY`] first.
+fn keyed_rows(plan: &TablePlan, stage: &str, condition: Option<&str>) -> String {
+    let key = format!("(SELECT s.{0} AS {0}, ", ident(BLUE_KEY));
+    typed_rows(plan, stage, condition).replacen("(SELECT ", &key, 1)
+}
+
+/// The stage row the row-by-row function is at.
+const ONE_ROW: &str = "s.ctid = pgbridge_r.row_id";
+
+/// What the reverse mapping computes from the stage (the rows `condition` selects): blue's
+/// key, then each green column it feeds, as green stores it (its type with modifier), rows
+/// outside its filter left out.
+fn reverse_select(reverse: &TablePlan, condition: Option<&str>) -> String {
+    let mut cols = vec![format!("g.{}", ident(BLUE_KEY))];
+    cols.extend((0..reverse.targets.len()).map(|t| {
+        format!(
+            "{} AS {}",
+            statements::mapped_value(reverse, t),
+            ident(&reverse.targets[t].blue_name)
+        )
+    }));
     let filter = reverse
         .filter
         .as_ref()
@@ -63,7 +100,57 @@ fn reverse_select(reverse: &TablePlan) -> String {
     format!(
         "SELECT {} FROM {} AS g{filter}",
         cols.join(", "),
-        typed_rows(reverse, REVERSE_STAGE, None)
+        keyed_rows(reverse, REVERSE_STAGE, condition)
+    )
+}
+
+/// What this mapping computes from the rows that came back (those `condition` selects):
+/// blue's key as text, then the key and compared columns as `"m<target>"`.
+fn mapped_select(plan: &TablePlan, condition: Option<&str>) -> String {
+    let mut cols = vec![format!("g.{}", ident(BLUE_KEY))];
+    cols.extend(
+        compared_with_key(plan)
+            .iter()
+            .map(|&t| format!("{} AS \"m{t}\"", statements::mapped_value(plan, t))),
+    );
+    let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
+    format!(
+        "SELECT {} FROM {} AS g{filter}",
+        cols.join(", "),
+        keyed_rows(plan, BACK_STAGE, condition)
+    )
+}
+
+/// On blue: this mapping over the rows that came back, into [`MAPPED`].
+pub fn fill_mapped(plan: &TablePlan, condition: Option<&str>) -> String {
+    format!("INSERT INTO {} {}", temp(MAPPED), mapped_select(plan, condition))
+}
+
+/// `pg_temp.pgbridge_roundtrip_rows()`: `insert` (over [`ONE_ROW`]) for each row of `stage` on
+/// its own (a subtransaction each), returning the rows refused with their [`BLUE_KEY`] and
+/// PostgreSQL's message (and detail).
+fn rows_function(stage: &str, insert: &str) -> String {
+    let body = format!(
+        "#variable_conflict use_column\n\
+         DECLARE pgbridge_r record; v_message text; v_detail text;\n\
+         BEGIN\n\
+         FOR pgbridge_r IN SELECT s.ctid AS row_id, s.{key} AS row_key FROM {stage} AS s LOOP\n\
+           BEGIN\n  {insert};\n\
+           EXCEPTION WHEN OTHERS THEN\n\
+             GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;\n\
+             refused_key := pgbridge_r.row_key;\n\
+             refused_reason := v_message || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END;\n\
+             RETURN NEXT;\n\
+           END;\n\
+         END LOOP;\n\
+         END",
+        key = ident(BLUE_KEY),
+        stage = temp(stage),
+    );
+    format!(
+        "CREATE FUNCTION {}() RETURNS TABLE (refused_key text, refused_reason text) LANGUAGE plpgsql AS {}",
+        temp(ROWS_FN),
+        super::stage::dollar_quoted(&body)
     )
 }
 
@@ -104,18 +191,50 @@ pub fn last_key(plan: &TablePlan) -> String {
     )
 }
 
-/// COPY of the page's columns the reverse mapping reads, out of blue.
-pub fn page_out(reverse: &TablePlan) -> String {
-    let cols: Vec<String> = statements::needed_columns(reverse)
+/// COPY of the page's columns the reverse mapping reads, and blue's key as text (as the
+/// comparison writes it), out of blue.
+pub fn page_out(plan: &TablePlan, reverse: &TablePlan) -> String {
+    let mut cols: Vec<String> = statements::needed_columns(reverse)
         .iter()
-        .map(|&g| ident(&reverse.green.columns[g].name))
+        .map(|&g| format!("o.{}", ident(&reverse.green.columns[g].name)))
         .collect();
-    format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), temp(ORIGINAL))
+    let original: Vec<(usize, String)> = plan
+        .key
+        .columns()
+        .iter()
+        .map(|k| (k.target, format!("o.{}", ident(&plan.targets[k.target].blue_name))))
+        .collect();
+    cols.push(key_text(plan, &original));
+    format!(
+        "COPY (SELECT {} FROM {} AS o) TO STDOUT",
+        cols.join(", "),
+        temp(ORIGINAL)
+    )
 }
 
-/// On green: the reverse mapping over the stage, into its table.
-pub fn map_on_green(reverse: &TablePlan) -> String {
-    format!("INSERT INTO {} {}", temp(ON_GREEN), reverse_select(reverse))
+/// On green: the reverse mapping over the stage (the rows `condition` selects), into its
+/// table.
+pub fn map_on_green(reverse: &TablePlan, condition: Option<&str>) -> String {
+    format!("INSERT INTO {} {}", temp(ON_GREEN), reverse_select(reverse, condition))
+}
+
+/// The rows a side's mapping refused, after its statement failed for the page.
+pub fn refused_rows() -> String {
+    format!("SELECT refused_key, refused_reason FROM {}()", temp(ROWS_FN))
+}
+
+/// A row's key as `blue_col=value, ...`; `columns`: each key target with its value there.
+fn key_text(plan: &TablePlan, columns: &[(usize, String)]) -> String {
+    let parts: Vec<String> = columns
+        .iter()
+        .map(|(t, c)| {
+            format!(
+                "{} || coalesce({c}::text, 'NULL')",
+                literal(&format!("{}=", plan.targets[*t].blue_name))
+            )
+        })
+        .collect();
+    format!("concat_ws(', ', {})", parts.join(", "))
 }
 
 /// COPY of the green columns this mapping reads, out of what the reverse mapping computed
@@ -132,7 +251,12 @@ pub fn back_out(plan: &TablePlan, reverse: &TablePlan) -> String {
             }
         })
         .collect();
-    format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), temp(ON_GREEN))
+    format!(
+        "COPY (SELECT {}, {} FROM {}) TO STDOUT",
+        cols.join(", "),
+        ident(BLUE_KEY),
+        temp(ON_GREEN)
+    )
 }
 
 /// Blue columns compared: those this mapping feeds on every write (not insert-only ones),
@@ -144,35 +268,38 @@ pub fn compared(plan: &TablePlan) -> Vec<usize> {
         .collect()
 }
 
+/// The key's targets, then [`compared`].
+fn compared_with_key(plan: &TablePlan) -> Vec<usize> {
+    let mut cols: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
+    cols.extend(compared(plan));
+    cols
+}
+
+/// `value` as its type's output function writes it (what COPY and the replication stream
+/// carry), NULL kept NULL. Not `::text`: for xml that cast returns the text as stored, an
+/// XML declaration included, which output (and so every trip between the servers) drops, so
+/// identical documents would differ. `num_nulls`, not `IS NULL`: a composite whose fields
+/// are all NULL is a value.
+fn output_text(value: &str) -> String {
+    format!("(CASE WHEN num_nulls({value}) = 0 THEN format('%s', {value}) END)")
+}
+
 /// The page compared with what came back, by key: rows `lost` (no row came back with their
 /// key), `new` (a row came back under a key the page lacks), and per column `changed`, with
 /// blue's text and the text that came back.
 pub fn compare(plan: &TablePlan) -> String {
     let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
-    let mut cols = key.clone();
-    cols.extend(compared(plan));
-    let m: Vec<String> = cols
-        .iter()
-        .map(|&t| format!("{} AS \"m{t}\"", statements::mapped_value(plan, t)))
-        .collect();
-    let o: Vec<String> = cols
+    let o: Vec<String> = compared_with_key(plan)
         .iter()
         .map(|&t| format!("o.{} AS \"o{t}\"", ident(&plan.targets[t].blue_name)))
         .collect();
-    let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
     let on: Vec<String> = key.iter().map(|t| format!("o.\"o{t}\" = m.\"m{t}\"")).collect();
     let key_text = |side: &str| -> String {
-        let parts: Vec<String> = key
+        let columns: Vec<(usize, String)> = key
             .iter()
-            .map(|&t| {
-                let c = format!("{side}.\"{}{t}\"", &side[..1]);
-                format!(
-                    "{} || coalesce({c}::text, 'NULL')",
-                    literal(&format!("{}=", plan.targets[t].blue_name))
-                )
-            })
+            .map(|&t| (t, format!("{side}.\"{}{t}\"", &side[..1])))
             .collect();
-        format!("concat_ws(', ', {})", parts.join(", "))
+        key_text(plan, &columns)
     };
     // Byte equality of the text forms (COLLATE "C"), the key's too: never a column's
     // collation, which a VALUES list would give every column (a case-insensitive one hides
@@ -182,8 +309,10 @@ pub fn compare(plan: &TablePlan) -> String {
         .chain(compared(plan).iter())
         .map(|&t| {
             format!(
-                "({}, (o.\"o{t}\"::text) COLLATE \"C\", (m.\"m{t}\"::text) COLLATE \"C\")",
-                literal(&plan.targets[t].blue_name)
+                "({}, {} COLLATE \"C\", {} COLLATE \"C\")",
+                literal(&plan.targets[t].blue_name),
+                output_text(&format!("o.\"o{t}\"")),
+                output_text(&format!("m.\"m{t}\""))
             )
         })
         .collect();
@@ -199,14 +328,13 @@ pub fn compare(plan: &TablePlan) -> String {
         )
     };
     format!(
-        "WITH m AS MATERIALIZED (SELECT true AS m_here, {} FROM {} AS g{filter}), \
+        "WITH m AS MATERIALIZED (SELECT true AS m_here, x.* FROM {} AS x), \
          o AS MATERIALIZED (SELECT true AS o_here, {} FROM {} AS o) \
          SELECT * FROM (SELECT CASE WHEN m.m_here IS NULL THEN 'lost' ELSE 'new' END, \
            CASE WHEN m.m_here IS NULL THEN {} ELSE {} END, NULL::text, NULL::text, NULL::text \
            FROM o FULL JOIN m ON {on} WHERE o.o_here IS NULL OR m.m_here IS NULL{changed}) \
          AS d(kind, key, col, before, after) ORDER BY key, col",
-        m.join(", "),
-        typed_rows(plan, BACK_STAGE, None),
+        temp(MAPPED),
         o.join(", "),
         temp(ORIGINAL),
         key_text("o"),
@@ -272,15 +400,30 @@ mod tests {
         let reverse = plan(&["id", "quantity"], &["id", "qty"]);
         assert_eq!(
             back_out(&forward, &reverse),
-            "COPY (SELECT \"id\", \"qty\", NULL AS \"note\" FROM pg_temp.\"pgbridge_roundtrip_green\") TO STDOUT"
+            "COPY (SELECT \"id\", \"qty\", NULL AS \"note\", \"pgbridge_blue_key\" FROM pg_temp.\"pgbridge_roundtrip_green\") TO STDOUT"
         );
+        // Guards: blue's key travels with the row, so a row a mapping refuses is named.
         assert_eq!(
-            page_out(&reverse),
-            "COPY (SELECT \"id\", \"quantity\" FROM pg_temp.\"pgbridge_roundtrip_blue\") TO STDOUT"
+            page_out(&forward, &reverse),
+            "COPY (SELECT o.\"id\", o.\"quantity\", concat_ws(', ', 'id=' || coalesce(o.\"id\"::text, 'NULL')) \
+             FROM pg_temp.\"pgbridge_roundtrip_blue\" AS o) TO STDOUT"
         );
-        assert!(map_on_green(&reverse).starts_with(
-            "INSERT INTO pg_temp.\"pgbridge_roundtrip_green\" SELECT CAST(g.\"id\" AS integer) AS \"id\""
+        assert!(map_on_green(&reverse, None).starts_with(
+            "INSERT INTO pg_temp.\"pgbridge_roundtrip_green\" SELECT g.\"pgbridge_blue_key\", CAST(g.\"id\" AS integer) AS \"id\""
         ));
+        // Guards: a page a mapping refuses is mapped again row by row, each refusal returned.
+        let setup = green_setup(&reverse);
+        assert!(
+            setup.contains("FROM (SELECT s.\"pgbridge_blue_key\" AS \"pgbridge_blue_key\", s.\"id\"::"),
+            "{setup}"
+        );
+        assert!(
+            setup.contains("CREATE FUNCTION pg_temp.\"pgbridge_roundtrip_rows\"()")
+                && setup.contains("WHERE s.ctid = pgbridge_r.row_id)"),
+            "{setup}"
+        );
+        assert!(blue_setup(&forward)
+            .contains("CREATE TEMP TABLE \"pgbridge_roundtrip_mapped\" AS SELECT g.\"pgbridge_blue_key\""));
     }
 
     #[test]
@@ -290,10 +433,11 @@ mod tests {
         let sql = compare(&p);
         assert!(sql.contains("FROM o FULL JOIN m ON o.\"o0\" = m.\"m0\""), "{sql}");
         assert!(
-            // Guards: byte equality, never a column's (case-insensitive) collation; the key too.
+            // Guards: byte equality, never a column's (case-insensitive) collation; the key too;
+            // the output function's text, not `::text` (xml keeps its declaration there).
             sql.contains(
-                "(VALUES ('id', (o.\"o0\"::text) COLLATE \"C\", (m.\"m0\"::text) COLLATE \"C\"), \
-                 ('quantity', (o.\"o1\"::text) COLLATE \"C\", (m.\"m1\"::text) COLLATE \"C\"))"
+                "(VALUES ('id', (CASE WHEN num_nulls(o.\"o0\") = 0 THEN format('%s', o.\"o0\") END) COLLATE \"C\", \
+                 (CASE WHEN num_nulls(m.\"m0\") = 0 THEN format('%s', m.\"m0\") END) COLLATE \"C\"), ('quantity', "
             ),
             "{sql}"
         );

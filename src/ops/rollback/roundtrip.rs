@@ -38,6 +38,10 @@ pub enum Kind {
     New,
     /// A column comes back with another value.
     Changed,
+    /// The reverse mapping cannot convert the row on green (its `reason`).
+    RefusedOnGreen,
+    /// This mapping cannot convert the row that came back, on blue (its `reason`).
+    RefusedOnBlue,
 }
 
 /// A row or column that does not come back equal.
@@ -51,6 +55,8 @@ pub struct Difference {
     pub blue: Option<String>,
     /// The value that came back, as text.
     pub back: Option<String>,
+    /// PostgreSQL's message, for a row a mapping refuses.
+    pub reason: Option<String>,
 }
 
 /// One table's outcome.
@@ -242,13 +248,7 @@ impl Sides {
     /// One page there and back; returns its differences.
     async fn page(&self, plan: &TablePlan, reverse: &TablePlan, what: &str, out: &mut dyn FnMut(Event)) -> Result<u64> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
-        let on_green = |e: tokio_postgres::Error| {
-            Error::postgres(
-                format!("{what}: the reverse mapping on green (`pgbridge -c <reverse> check --data` finds the rows)"),
-                &e,
-            )
-            .into_definite()
-        };
+        let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
         let counter = transfer::Counter::default();
         self.green
             .batch_execute(&format!(
@@ -261,19 +261,17 @@ impl Sides {
         let into_green = format!("COPY {} FROM STDIN", temp(pair::REVERSE_STAGE));
         transfer::pump(
             &self.blue,
-            &pair::page_out(reverse),
+            &pair::page_out(plan, reverse),
             &self.green,
             &into_green,
             &counter,
             what,
         )
         .await?;
-        self.green
-            .batch_execute(&pair::map_on_green(reverse))
-            .await
-            .map_err(on_green)?;
+        let mut refused = guarded(&self.green, &pair::map_on_green(reverse, None), &on_green).await?;
+        let mut found = report_refused(plan, &refused, Kind::RefusedOnGreen, out);
         self.blue
-            .batch_execute(&format!("TRUNCATE {}", temp(pair::BACK_STAGE)))
+            .batch_execute(&format!("TRUNCATE {}, {}", temp(pair::BACK_STAGE), temp(pair::MAPPED)))
             .await
             .map_err(on_blue)?;
         let into_blue = format!("COPY {} FROM STDIN", temp(pair::BACK_STAGE));
@@ -286,6 +284,10 @@ impl Sides {
             what,
         )
         .await?;
+        let on_blue_refused = guarded(&self.blue, &pair::fill_mapped(plan, None), &on_blue).await?;
+        found += report_refused(plan, &on_blue_refused, Kind::RefusedOnBlue, out);
+        refused.extend(on_blue_refused);
+        let refused_keys: std::collections::HashSet<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
         let rows = self.blue.query(&pair::compare(plan), &[]).await.map_err(on_blue)?;
         for r in &rows {
             let kind = match r.get::<_, &str>(0) {
@@ -293,17 +295,69 @@ impl Sides {
                 "new" => Kind::New,
                 _ => Kind::Changed,
             };
+            let key: String = r.get(1);
+            // Already named with the reason it does not come back.
+            if kind == Kind::Lost && refused_keys.contains(key.as_str()) {
+                continue;
+            }
+            found += 1;
             out(Event::Difference(&Difference {
                 table: plan.blue_name.clone(),
-                key: r.get(1),
+                key,
                 kind,
                 column: r.get(2),
                 blue: r.get(3),
                 back: r.get(4),
+                reason: None,
             }));
         }
-        Ok(rows.len() as u64)
+        Ok(found)
     }
+}
+
+/// Runs a mapping `statement` over a whole page inside a savepoint; when PostgreSQL refuses
+/// it, the page is mapped again row by row ([`pair::ROWS_FN`]) and the refused rows (blue's
+/// key, PostgreSQL's message) are returned, the others mapped.
+async fn guarded(
+    client: &Client,
+    statement: &str,
+    err: &dyn Fn(tokio_postgres::Error) -> Error,
+) -> Result<Vec<(String, String)>> {
+    client.batch_execute("SAVEPOINT pgbridge_page").await.map_err(err)?;
+    match client.batch_execute(statement).await {
+        Ok(()) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT pgbridge_page")
+                .await
+                .map_err(err)?;
+            Ok(Vec::new())
+        }
+        Err(e) if e.as_db_error().is_some() => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT pgbridge_page; RELEASE SAVEPOINT pgbridge_page")
+                .await
+                .map_err(err)?;
+            let rows = client.query(&pair::refused_rows(), &[]).await.map_err(err)?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Reports each of `refused` (key, message) as a difference of `kind`; returns how many.
+fn report_refused(plan: &TablePlan, refused: &[(String, String)], kind: Kind, out: &mut dyn FnMut(Event)) -> u64 {
+    for (key, reason) in refused {
+        out(Event::Difference(&Difference {
+            table: plan.blue_name.clone(),
+            key: key.clone(),
+            kind,
+            column: None,
+            blue: None,
+            back: None,
+            reason: Some(reason.clone()),
+        }));
+    }
+    refused.len() as u64
 }
 
 /// Blue's schema and table name of `plan`, unquoted (for green's statistics query).

@@ -8,6 +8,7 @@
 //! row-by-row function catches it, not in the COPY. Every temporary object lives in `pg_temp`
 //! and is named here; every identifier is quoted.
 
+use super::partitions::{self, Partition};
 use crate::mapping::statements;
 use crate::mapping::TablePlan;
 use crate::sql::{ident, literal};
@@ -164,15 +165,23 @@ fn into_target(plan: &TablePlan) -> TablePlan {
 /// a default drawing from a sequence is never evaluated: `1` stands in for a numeric one,
 /// others are null with NOT NULL dropped; NOT NULL is dropped from unfed columns when
 /// `filled_by_trigger`, as a BEFORE INSERT trigger may fill them), plus [`GREEN_KEY`]; the
-/// probe; the unique-key table with `unique`'s indexes; and the row-by-row function.
-pub fn setup(plan: &TablePlan, columns: &[BlueColumn], unique: &[UniqueIndex], filled_by_trigger: bool) -> String {
+/// probe; the unique-key table with `unique`'s indexes; and the row-by-row function. The
+/// target copy is partitioned as blue's table is (`tree`, see [`super::partitions`]).
+pub fn setup(
+    plan: &TablePlan,
+    columns: &[BlueColumn],
+    unique: &[UniqueIndex],
+    filled_by_trigger: bool,
+    tree: &[Partition],
+) -> String {
     let (target, probe, uniq) = (temp(TARGET), temp(PROBE), temp(UNIQUE));
     let mut sql = vec![
         text_stage(plan, STAGE),
         format!(
-            "CREATE TEMP TABLE {} (LIKE {} INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING DEFAULTS)",
+            "CREATE TEMP TABLE {} (LIKE {} INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING DEFAULTS){}",
             ident(TARGET),
-            plan.blue_sql
+            plan.blue_sql,
+            partitions::root_clause(tree)
         ),
         format!(
             "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)",
@@ -181,6 +190,8 @@ pub fn setup(plan: &TablePlan, columns: &[BlueColumn], unique: &[UniqueIndex], f
         ),
     ];
     let fed = |c: &BlueColumn| plan.targets.iter().any(|t| t.blue_name == c.name);
+    // PostgreSQL keeps NOT NULL on a range partition key (and no range partition takes NULL).
+    let keyed = |c: &BlueColumn| partitions::root_key_columns(tree).contains(&c.name);
     let mut target_alters = Vec::new();
     let mut probe_alters = Vec::new();
     for c in columns {
@@ -193,11 +204,11 @@ pub fn setup(plan: &TablePlan, columns: &[BlueColumn], unique: &[UniqueIndex], f
                 target_alters.push(format!("ALTER COLUMN {name} SET DEFAULT CAST(1 AS {})", c.type_sql));
             } else {
                 target_alters.push(format!("ALTER COLUMN {name} DROP DEFAULT"));
-                if c.not_null {
+                if c.not_null && !keyed(c) {
                     target_alters.push(format!("ALTER COLUMN {name} DROP NOT NULL"));
                 }
             }
-        } else if c.not_null && filled_by_trigger && !fed(c) {
+        } else if c.not_null && filled_by_trigger && !fed(c) && !keyed(c) {
             target_alters.push(format!("ALTER COLUMN {name} DROP NOT NULL"));
         }
         if c.not_null {
@@ -206,6 +217,7 @@ pub fn setup(plan: &TablePlan, columns: &[BlueColumn], unique: &[UniqueIndex], f
     }
     target_alters.push(format!("ADD COLUMN {} text", ident(GREEN_KEY)));
     sql.push(format!("ALTER TABLE {target} {}", target_alters.join(", ")));
+    sql.extend(partitions::create(tree));
     if !probe_alters.is_empty() {
         sql.push(format!("ALTER TABLE {probe} {}", probe_alters.join(", ")));
     }
@@ -350,7 +362,7 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
 }
 
 /// `body` between dollar quotes whose tag does not occur in it.
-fn dollar_quoted(body: &str) -> String {
+pub(super) fn dollar_quoted(body: &str) -> String {
     let mut tag = "pgbridge".to_string();
     while body.contains(&format!("${tag}$")) {
         tag.push('_');
@@ -445,6 +457,7 @@ mod tests {
             &[column("id", false), column("serial", true), column("note", false)],
             &[u],
             false,
+            &[],
         );
         assert!(ddl.contains("INCLUDING DEFAULTS)"), "{ddl}");
         assert!(
