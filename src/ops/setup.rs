@@ -51,13 +51,16 @@ pub async fn run(config: &Config, copy: bool, jobs: usize, say: &mut dyn FnMut(S
         let code = super::copy::run(config, &green, &blue, &env, job, say).await?;
         accept(config, &blue, &report, say).await?;
         server::record(&blue, &config.schema, &config.slot, &green_server).await?;
+        if code == 0 {
+            say("next: start streaming with `pgbridge run`; rows written on green during the copy follow".to_string());
+        }
         return Ok(code);
     }
     let start = ensure_slot(config, &green, slot.as_ref(), report.publication_exists, say).await?;
     ensure_checkpoint(config, &blue, existing_checkpoint.as_ref(), start, say).await?;
     accept(config, &blue, &report, say).await?;
     server::record(&blue, &config.schema, &config.slot, &green_server).await?;
-    say("ready: start streaming with `pgbridge run`".to_string());
+    say("next: start streaming with `pgbridge run`".to_string());
     Ok(0)
 }
 

@@ -125,7 +125,6 @@ pub async fn run(
         "blue   checkpoint  {:<24} at {consistent}, the slot's consistent point",
         format!("{}.checkpoint", config.schema)
     ));
-    say("ready: start streaming with `pgbridge run`; rows written on green during the copy follow".to_string());
     Ok(0)
 }
 
