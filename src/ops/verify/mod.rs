@@ -12,6 +12,10 @@
 //! that are newer or older. Chunks that differ are therefore compared again, from a fresh
 //! green snapshot, after blue has applied everything green had committed (the `wait`
 //! marker), up to three times, when the bridge is running. What still differs is reported.
+//!
+//! A green row whose mapped values blue cannot hold fails its chunk's comparison; that chunk
+//! is then evaluated row by row, the row reported as such and the rest compared
+//! ([`unstorable`]).
 
 mod stages;
 mod subjects;

@@ -177,3 +177,14 @@ pub(super) async fn take_out(
 pub(super) async fn forget(blue: &Client) -> Result<(), tokio_postgres::Error> {
     blue.batch_execute(&format!("DELETE FROM {}", temp(SKIP))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollar_quotes_do_not_occur_in_the_body() {
+        assert_eq!(dollar_quoted("x"), "$pgbridge$x$pgbridge$");
+        assert_eq!(dollar_quoted("a $pgbridge$ b"), "$pgbridge_$a $pgbridge$ b$pgbridge_$");
+    }
+}
