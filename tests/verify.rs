@@ -273,3 +273,103 @@ fn verify_table_takes_names_as_mapping_files_write_them() {
         assert!(text(&out).contains(says), "{name}: {}", text(&out));
     }
 }
+
+/// Green rows whose mapped values blue cannot hold (a `bigint` past blue's `integer`, an enum
+/// label blue lacks: rows the bridge dead-letters) are reported by key and reason, each chunk's
+/// other rows are compared as usual, and the other tables are still compared: exit 1, not 2.
+/// Blue's row under the key of such a row (the row before the change) is not also extra.
+#[test]
+fn verify_reports_rows_blue_cannot_hold_and_goes_on() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TYPE order_status AS ENUM ('new', 'paid', 'refunded'); \
+         CREATE TABLE line_items (id int PRIMARY KEY, qty bigint, note text)",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TYPE order_status AS ENUM ('new', 'paid'); \
+         CREATE TABLE line_items (id int PRIMARY KEY, qty int, note text)",
+    );
+    pair.both(
+        "CREATE TABLE orders (id int PRIMARY KEY, status order_status, total numeric); \
+         CREATE TABLE customers (id int PRIMARY KEY, name text); \
+         INSERT INTO line_items SELECT i, i * 10, 'n' || i FROM generate_series(1, 100) i; \
+         INSERT INTO orders SELECT i, 'paid', i * 1.5 FROM generate_series(1, 100) i; \
+         INSERT INTO customers SELECT i, 'c' || i FROM generate_series(1, 50) i;",
+    );
+    pair.setup();
+    pair.green.psql(
+        DB,
+        "UPDATE line_items SET qty = 3000000000 WHERE id = 50; \
+         INSERT INTO line_items VALUES (101, 5000000000, 'big'); \
+         UPDATE line_items SET note = 'changed' WHERE id = 70; \
+         UPDATE orders SET status = 'refunded' WHERE id = 7;",
+    );
+    pair.blue.psql(DB, "UPDATE customers SET name = 'renamed' WHERE id = 9");
+    let verify = |args: &[&str]| {
+        pair.command(args)
+            .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "30")
+            .output()
+            .expect("pgbridge")
+    };
+    let out = verify(&["verify"]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let line = |table: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(table))
+            .unwrap_or_else(|| panic!("no line for {table}:\n{report}"))
+            .to_string()
+    };
+    let items = line("public.line_items");
+    assert!(items.contains("green        101  blue        100"), "{items}");
+    assert!(
+        items.contains("missing 0, extra 0, different 1, cannot be stored on blue 2"),
+        "{items}"
+    );
+    assert!(
+        report.contains("cannot be stored on blue: id=101 (integer out of range)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("cannot be stored on blue: id=50 (integer out of range)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("different: id=70 (note: green changed / blue n70)"),
+        "{report}"
+    );
+    let orders = line("public.orders");
+    assert!(
+        orders.contains("missing 0, extra 0, different 0, cannot be stored on blue 1"),
+        "{orders}"
+    );
+    assert!(
+        report.contains("cannot be stored on blue: id=7 (invalid input value for enum order_status: \"refunded\")"),
+        "{report}"
+    );
+    // The other tables are compared: a real difference is found too.
+    assert!(
+        line("public.customers").contains("missing 0, extra 0, different 1"),
+        "{report}"
+    );
+    assert!(
+        report.contains("different: id=9 (name: green c9 / blue renamed)"),
+        "{report}"
+    );
+    assert!(report.contains("DIFFERENT: 3 of 3 table(s) differ"), "{report}");
+
+    let out = verify(&["verify", "--table", "orders", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let t = &json["tables"][0];
+    assert_eq!(t["unstorable"], 1, "{t}");
+    assert_eq!(t["green_rows"], 100, "{t}");
+    assert_eq!(t["examples"]["unstorable"][0], "id=7", "{t}");
+    assert_eq!(
+        t["examples"]["unstorable_reasons"][0], "invalid input value for enum order_status: \"refunded\"",
+        "{t}"
+    );
+}

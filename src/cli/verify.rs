@@ -55,8 +55,13 @@ fn print_table(r: &TableReport) {
     let verdict = if r.identical {
         "identical".to_string()
     } else {
+        let unstorable = if r.counts.unstorable > 0 {
+            format!(", cannot be stored on blue {}", r.counts.unstorable)
+        } else {
+            String::new()
+        };
         format!(
-            "missing {}, extra {}, different {}",
+            "missing {}, extra {}, different {}{unstorable}",
             r.counts.missing, r.counts.extra, r.counts.different
         )
     };
@@ -77,13 +82,22 @@ fn print_table(r: &TableReport) {
     for problem in &r.problems {
         println!("    DIFFERENT: {problem}");
     }
-    for (label, keys) in [
-        ("missing on blue", &r.counts.examples.missing),
-        ("extra on blue", &r.counts.examples.extra),
-        ("different", &r.counts.examples.different),
-    ] {
+    let ex = &r.counts.examples;
+    for (label, keys) in [("missing on blue", &ex.missing), ("extra on blue", &ex.extra)] {
         if !keys.is_empty() {
             println!("    {label}: {}", keys.join("; "));
+        }
+    }
+    // One row a line: the columns that differ, with both values.
+    for (label, keys, why) in [
+        ("different", &ex.different, &ex.different_columns),
+        ("cannot be stored on blue", &ex.unstorable, &ex.unstorable_reasons),
+    ] {
+        for (i, key) in keys.iter().enumerate() {
+            match why.get(i).filter(|w| !w.is_empty()) {
+                Some(w) => println!("    {label}: {key} ({w})"),
+                None => println!("    {label}: {key}"),
+            }
         }
     }
 }

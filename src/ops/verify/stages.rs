@@ -39,13 +39,34 @@ pub(super) struct Stages {
     staged: Mutex<HashMap<String, u64>>,
     /// Whether each type (as green names it) sorts by collation.
     collated: Mutex<HashMap<String, bool>>,
+    /// Whether each type (as green names it) is staged as text (see [`Stages::loose`]).
+    loose: Mutex<HashMap<String, bool>>,
+}
+
+/// `CREATE TEMP TABLE name` for the columns `plan` reads, typed as green declares them but
+/// `text` where `loose` says so (per green column).
+fn definition(plan: &TablePlan, loose: &[bool], name: &str) -> String {
+    let cols: Vec<String> = statements::needed_columns(plan)
+        .iter()
+        .map(|&g| {
+            let c = &plan.green.columns[g];
+            let ty = if loose[g] { "text" } else { c.type_sql.as_str() };
+            format!("{} {ty}", sql::ident(&c.name))
+        })
+        .collect();
+    format!("CREATE TEMP TABLE {} ({})", sql::ident(name), cols.join(", "))
 }
 
 impl Stages {
     /// The stage for `plan`'s columns, created when no kept stage has them. It may hold rows
     /// of an earlier table: a pass empties it first.
-    pub(super) async fn stage_for(&self, blue: &Client, plan: &TablePlan) -> Result<String, tokio_postgres::Error> {
-        let shape = statements::staging_table(plan, "");
+    pub(super) async fn stage_for(
+        &self,
+        blue: &Client,
+        plan: &TablePlan,
+        loose: &[bool],
+    ) -> Result<String, tokio_postgres::Error> {
+        let shape = definition(plan, loose, "");
         let (name, evicted) = {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(at) = kept.iter().position(|(s, _)| *s == shape) {
@@ -69,7 +90,7 @@ impl Stages {
         sql.push_str(&format!(
             "DROP TABLE IF EXISTS pg_temp.{}; {}",
             sql::ident(&name),
-            statements::staging_table(plan, &name)
+            definition(plan, loose, &name)
         ));
         if let Err(e) = blue.batch_execute(&sql).await {
             self.kept
@@ -120,6 +141,55 @@ impl Stages {
                 }
             };
             out.push(collated);
+        }
+        Ok(out)
+    }
+}
+
+impl Stages {
+    /// The stage for `plan`, which of its columns hold text ([`Stages::loose`]), and per
+    /// key column whether its type sorts by collation.
+    pub(super) async fn prepare(
+        &self,
+        blue: &Client,
+        plan: &TablePlan,
+    ) -> Result<(String, Vec<bool>, Vec<bool>), tokio_postgres::Error> {
+        let loose = self.loose(blue, plan).await?;
+        let stage = self.stage_for(blue, plan, &loose).await?;
+        Ok((stage, self.collated(blue, plan).await?, loose))
+    }
+
+    /// Per green column of `plan`: whether it is staged as text and cast to its type only
+    /// when compared. So are the columns of user-defined types (enums, domains, their
+    /// arrays) outside the key: blue's type of that name may not hold green's value (a label
+    /// blue's enum lacks), which then fails that row's comparison, not the COPY of its chunk.
+    pub(super) async fn loose(&self, blue: &Client, plan: &TablePlan) -> Result<Vec<bool>, tokio_postgres::Error> {
+        let key: Vec<usize> = plan.key.columns().iter().map(|k| k.green).collect();
+        let mut out = vec![false; plan.green.columns.len()];
+        for g in statements::needed_columns(plan) {
+            if key.contains(&g) {
+                continue;
+            }
+            let ty = &plan.green.columns[g].type_sql;
+            let known = self.loose.lock().unwrap_or_else(|e| e.into_inner()).get(ty).copied();
+            out[g] = match known {
+                Some(l) => l,
+                None => {
+                    let l: bool = blue
+                        .query_one(
+                            "SELECT coalesce((SELECT typnamespace <> 'pg_catalog'::regnamespace FROM pg_type \
+                             WHERE oid = to_regtype($1)), false)",
+                            &[&ty],
+                        )
+                        .await?
+                        .get(0);
+                    self.loose
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ty.clone(), l);
+                    l
+                }
+            };
         }
         Ok(out)
     }

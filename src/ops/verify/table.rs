@@ -1,10 +1,13 @@
 //! One table's comparison: green's rows read in key order into a stage on blue a chunk at a
 //! time, each chunk compared with blue's rows in the same key range.
 
+use std::cell::Cell;
+
 use futures_util::SinkExt;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
+use super::unstorable;
 use super::{Counts, Examples};
 use crate::error::{Error, Result};
 use crate::mapping::statements;
@@ -47,11 +50,21 @@ pub(super) struct Table<'a> {
     compared: Vec<usize>,
     /// The temporary table on blue green's rows are staged in.
     stage: String,
+    /// Per green column: staged as text, cast to green's type when read ([`super::stages::Stages::loose`]).
+    loose: Vec<bool>,
+    /// Whether this pass kept keys of rows blue cannot hold ([`unstorable::SKIP`]).
+    skipping: Cell<bool>,
 }
 
 impl<'a> Table<'a> {
-    /// `collated`: per key column, whether its type sorts by collation.
-    pub(super) fn new(plan: &'a TablePlan, chunk_rows: u64, stage: String, collated: Vec<bool>) -> Table<'a> {
+    /// `stage`: its name, and per green column whether it holds text; `collated`: per key
+    /// column, whether its type sorts by collation.
+    pub(super) fn new(
+        plan: &'a TablePlan,
+        chunk_rows: u64,
+        (stage, loose): (String, Vec<bool>),
+        collated: Vec<bool>,
+    ) -> Table<'a> {
         let compared = (0..plan.targets.len())
             .filter(|&t| !plan.targets[t].insert_only)
             .collect();
@@ -62,6 +75,8 @@ impl<'a> Table<'a> {
             collated,
             compared,
             stage,
+            loose,
+            skipping: Cell::new(false),
         }
     }
 
@@ -166,6 +181,9 @@ impl<'a> Table<'a> {
         if let Some((_, true)) = empty {
             *staged = 0;
         }
+        if self.skipping.replace(false) {
+            unstorable::forget(blue).await.map_err(on_blue)?;
+        }
         let mut results = Vec::new();
         let mut lo = only.and_then(|r| r.lo.clone());
         let mut in_chunk = 0u64;
@@ -249,42 +267,108 @@ impl<'a> Table<'a> {
         Ok(row.map(|r| (0..cols.len()).map(|i| r.get::<_, String>(i)).collect()))
     }
 
+    /// The staged rows as green types them, as `g` (with their `ctid`): the stage itself, or
+    /// over it the loose columns cast to green's types.
+    fn source(&self) -> String {
+        let stage = unstorable::temp(&self.stage);
+        if !self.loose.contains(&true) {
+            return format!("{stage} AS g");
+        }
+        let cols: Vec<String> = statements::needed_columns(self.plan)
+            .iter()
+            .map(|&g| {
+                let c = &self.plan.green.columns[g];
+                if self.loose[g] {
+                    format!("CAST(g.{0} AS {1}) AS {0}", sql::ident(&c.name), c.type_sql)
+                } else {
+                    format!("g.{}", sql::ident(&c.name))
+                }
+            })
+            .collect();
+        format!("(SELECT g.ctid AS ctid, {} FROM {stage} AS g) AS g", cols.join(", "))
+    }
+
     fn target_col(&self, t: usize) -> String {
         sql::ident(&format!("m{t}"))
     }
 
-    /// Compares the stage with blue's rows in `range`.
+    /// Whether compared target `t` differs between the mapped row `m` and blue's `b`. By
+    /// text: equality is coarser than what blue holds for some types (interval '1 mon' =
+    /// '30 days', numeric 1.5 = 1.5000, case-insensitive collations), and an exact bridge
+    /// prints the same text on both sides.
+    fn differs(&self, t: usize) -> String {
+        let c = self.target_col(t);
+        format!("m.{c}::text IS DISTINCT FROM b.{c}::text")
+    }
+
+    /// The columns of a different row that differ, each with both values:
+    /// `total: green 101.50 / blue 102.50, ...`.
+    fn detail_sql(&self) -> String {
+        let parts: Vec<String> = self
+            .compared
+            .iter()
+            .map(|&t| {
+                let c = self.target_col(t);
+                format!(
+                    "CASE WHEN {} THEN {} || ': green ' || {} || ' / blue ' || {} END",
+                    self.differs(t),
+                    sql::literal(&self.plan.targets[t].blue_name),
+                    shown(&format!("m.{c}")),
+                    shown(&format!("b.{c}"))
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            return "''".to_string();
+        }
+        format!("concat_ws(', ', {})", parts.join(", "))
+    }
+
+    /// Compares the stage with blue's rows in `range`. When blue cannot evaluate the mapping
+    /// for some staged rows (values it cannot hold), those are taken out of the stage and
+    /// counted as such ([`unstorable`]), and the rest is compared.
     async fn compare(&self, blue: &Client, range: &Range, examples: usize, what: &str) -> Result<Counts> {
+        let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
+        let failed = match self.compare_once(blue, range, examples).await {
+            Ok(rows) => return counts(&rows, what),
+            Err(e) if e.as_db_error().is_some() => e,
+            Err(e) => return Err(on_blue(e)),
+        };
+        let stage = unstorable::temp(&self.stage);
+        let out = unstorable::take_out(blue, self.plan, (&stage, &self.source()), &self.compared, examples)
+            .await
+            .map_err(on_blue)?;
+        if out.rows == 0 {
+            // Not the rows' values: the comparison itself failed.
+            return Err(on_blue(failed));
+        }
+        self.skipping.set(true);
+        let rows = self.compare_once(blue, range, examples).await.map_err(on_blue)?;
+        let mut counts = counts(&rows, what)?;
+        counts.green_rows += out.rows;
+        counts.unstorable = out.rows;
+        counts.examples.unstorable = out.keys;
+        counts.examples.unstorable_reasons = out.reasons;
+        Ok(counts)
+    }
+
+    async fn compare_once(
+        &self,
+        blue: &Client,
+        range: &Range,
+        examples: usize,
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
         let sql_text = self.compare_sql(range);
         let limit = examples as i64;
         // Parsed, bound and run in one round trip: each comparison's text is new.
         let params: [(&(dyn ToSql + Sync), Type); 1] = [(&limit, Type::INT8)];
-        let rows = blue
-            .query_typed(&sql_text, &params)
-            .await
-            .map_err(|e| Error::postgres(format!("{what}: on blue"), &e).into_definite())?;
-        let Some(row) = rows.first() else {
-            return Err(Error::definite(format!("{what}: blue returned no comparison")));
-        };
-        Ok(Counts {
-            green_rows: row.get(0),
-            blue_rows: row.get(1),
-            missing: row.get(2),
-            extra: row.get(3),
-            different: row.get(4),
-            examples: Examples {
-                missing: row.get(5),
-                extra: row.get(6),
-                different: row.get(7),
-            },
-        })
+        blue.query_typed(&sql_text, &params).await
     }
 
     /// The comparison of the stage with blue's rows in `range`: counts, then up to `$1`
     /// example keys per kind of difference.
     fn compare_sql(&self, range: &Range) -> String {
         let plan = self.plan;
-        let stage = sql::ident(&self.stage);
         let filter = plan.filter.as_ref().map_or(String::new(), |f| format!(" WHERE ({f})"));
         let key_targets: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
         let mut cols = key_targets.clone();
@@ -318,7 +402,7 @@ impl<'a> Table<'a> {
                 )
             })
             .collect();
-        let m = format!("SELECT {} FROM {stage} AS g{filter}", m_cols.join(", "));
+        let m = format!("SELECT {} FROM {}{filter}", m_cols.join(", "), self.source());
         if self.keyed {
             self.keyed_sql(range, &m, &b_cols)
         } else {
@@ -330,7 +414,7 @@ impl<'a> Table<'a> {
                  SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM b), \
                    (SELECT count(*) FROM missing), (SELECT count(*) FROM extra), 0::int8, \
                    ARRAY(SELECT x::text FROM missing x LIMIT $1), ARRAY(SELECT x::text FROM extra x LIMIT $1), \
-                   ARRAY[]::text[]"
+                   ARRAY[]::text[], ARRAY[]::text[]"
             )
         }
     }
@@ -339,7 +423,6 @@ impl<'a> Table<'a> {
     /// and blue's rows in `range` joined on the key.
     fn keyed_sql(&self, range: &Range, m: &str, b_cols: &[String]) -> String {
         let plan = self.plan;
-        let stage = sql::ident(&self.stage);
         let key: Vec<usize> = plan.key.columns().iter().map(|k| k.target).collect();
         let mut b_where = self.range_condition(true, range);
         if plan.filter.is_some() {
@@ -349,9 +432,10 @@ impl<'a> Table<'a> {
                 .collect();
             let gk: Vec<String> = key.iter().map(|&t| statements::mapped_value(plan, t)).collect();
             b_where.push_str(&format!(
-                " AND ({}) IN (SELECT {} FROM {stage} AS g)",
+                " AND ({}) IN (SELECT {} FROM {})",
                 bk.join(", "),
-                gk.join(", ")
+                gk.join(", "),
+                self.source()
             ));
         }
         let b = format!(
@@ -367,13 +451,7 @@ impl<'a> Table<'a> {
         let diff: Vec<String> = self
             .compared
             .iter()
-            .map(|&t| {
-                let c = self.target_col(t);
-                // By text: equality is coarser than what blue holds for some types
-                // (interval '1 mon' = '30 days', numeric 1.5 = 1.5000, case-insensitive
-                // collations), and an exact bridge prints the same text on both sides.
-                format!("m.{c}::text IS DISTINCT FROM b.{c}::text")
-            })
+            .map(|&t| self.differs(t))
             .chain(std::iter::once("false".to_string()))
             .collect();
         let key_text: Vec<String> = key
@@ -386,23 +464,63 @@ impl<'a> Table<'a> {
                 )
             })
             .collect();
+        // Blue's rows whose green row blue cannot hold are not extra (see `unstorable`).
+        let skip = if self.skipping.get() {
+            format!(
+                " AND (m.{k0} IS NOT NULL OR concat_ws(', ', {}) NOT IN (SELECT key FROM {}))",
+                key_text.join(", "),
+                unstorable::temp(unstorable::SKIP)
+            )
+        } else {
+            String::new()
+        };
         format!(
             "WITH m AS MATERIALIZED ({m}), b AS MATERIALIZED ({b}), \
              d AS MATERIALIZED (SELECT CASE WHEN b.{k0} IS NULL THEN 'missing' WHEN m.{k0} IS NULL THEN 'extra' ELSE 'different' END AS kind, \
-                    concat_ws(', ', {key}) AS key \
+                    concat_ws(', ', {key}) AS key, \
+                    CASE WHEN m.{k0} IS NOT NULL AND b.{k0} IS NOT NULL THEN {detail} END AS detail \
                FROM m FULL JOIN b ON {on} \
-               WHERE m.{k0} IS NULL OR b.{k0} IS NULL OR {diff}) \
+               WHERE (m.{k0} IS NULL OR b.{k0} IS NULL OR {diff}){skip}) \
              SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM b), \
                (SELECT count(*) FROM d WHERE kind = 'missing'), (SELECT count(*) FROM d WHERE kind = 'extra'), \
                (SELECT count(*) FROM d WHERE kind = 'different'), \
                ARRAY(SELECT key FROM d WHERE kind = 'missing' ORDER BY key LIMIT $1), \
                ARRAY(SELECT key FROM d WHERE kind = 'extra' ORDER BY key LIMIT $1), \
-               ARRAY(SELECT key FROM d WHERE kind = 'different' ORDER BY key LIMIT $1)",
+               ARRAY(SELECT key FROM d WHERE kind = 'different' ORDER BY key LIMIT $1), \
+               ARRAY(SELECT detail FROM d WHERE kind = 'different' ORDER BY key LIMIT $1)",
             key = key_text.join(", "),
+            detail = self.detail_sql(),
             on = on.join(" AND "),
             diff = diff.join(" OR "),
         )
     }
+}
+
+/// A comparison's counts and examples, from blue's one row.
+fn counts(rows: &[Row], what: &str) -> Result<Counts> {
+    let Some(row) = rows.first() else {
+        return Err(Error::definite(format!("{what}: blue returned no comparison")));
+    };
+    Ok(Counts {
+        green_rows: row.get(0),
+        blue_rows: row.get(1),
+        missing: row.get(2),
+        extra: row.get(3),
+        different: row.get(4),
+        unstorable: 0,
+        examples: Examples {
+            missing: row.get(5),
+            extra: row.get(6),
+            different: row.get(7),
+            different_columns: row.get(8),
+            ..Examples::default()
+        },
+    })
+}
+
+/// `v`, as text cut at 60 characters (`...` marks a cut), or `NULL`.
+fn shown(v: &str) -> String {
+    format!("coalesce(CASE WHEN length({v}::text) > 60 THEN left({v}::text, 60) || '...' ELSE {v}::text END, 'NULL')")
 }
 
 #[cfg(test)]
