@@ -397,9 +397,10 @@ pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>
     let rows = green
         .query(
             "WITH pub AS MATERIALIZED (SELECT relid FROM pg_catalog.pg_get_publication_tables($1::text)) \
-             SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname) \
+             SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname), \
+                    c.relpersistence = 'u' \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence IN ('p', 'u') \
                AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
                AND c.oid NOT IN (SELECT relid FROM pub) \
@@ -416,14 +417,24 @@ pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>
             !(config.is_excluded(&schema, &name) || schema == config.schema)
         })
         .map(|r| {
-            let table: String = r.get(2);
-            Finding {
-                changes: vec![format!(
+            let (table, unlogged): (String, bool) = (r.get(2), r.get(3));
+            let p = &config.publication;
+            let change = if unlogged {
+                // No publication can carry it: logical decoding never sees an UNLOGGED table.
+                format!(
+                    "green table {table} is UNLOGGED and not in [mapping] exclude: logical decoding never sees its \
+                     rows, so they never reach blue. ALTER TABLE {table} SET LOGGED and add it to publication {p} \
+                     (then `pgbridge setup --copy` for its rows), or list it in [mapping] exclude"
+                )
+            } else {
+                format!(
                     "green table {table} is neither in publication {p} nor in [mapping] exclude: rows written there \
                      never reach blue. ALTER PUBLICATION {p} ADD TABLE {table} (then `pgbridge setup --copy` for its \
-                     rows) or list it in [mapping] exclude",
-                    p = config.publication
-                )],
+                     rows) or list it in [mapping] exclude"
+                )
+            };
+            Finding {
+                changes: vec![change],
                 green_table: table,
             }
         })

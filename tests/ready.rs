@@ -460,6 +460,20 @@ fn tables_setup_never_accepted_are_schema_drift_until_accepted_or_excluded() {
     wait_ready(&pair, &[], 1, &["schema_drift"], none);
     pair.write_config("[mapping]\nexclude = [\"public.x\"]\n");
     wait_ready(&pair, &[], 0, &[], none);
+
+    // An UNLOGGED table can be in no publication: logical decoding never sees its rows.
+    pair.green.psql(
+        DB,
+        "CREATE UNLOGGED TABLE u (id int PRIMARY KEY); INSERT INTO u VALUES (1)",
+    );
+    let doc = wait_ready(&pair, &[], 1, &["schema_drift"], none);
+    let detail = drift_detail(&doc);
+    assert!(
+        detail.contains("public.u is UNLOGGED") && detail.contains("SET LOGGED"),
+        "{detail}"
+    );
+    pair.write_config("[mapping]\nexclude = [\"public.x\", \"public.u\"]\n");
+    wait_ready(&pair, &[], 0, &[], none);
 }
 
 /// Guards against pairing by the text of the DSNs: a reverse configuration naming the same

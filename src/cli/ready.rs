@@ -68,7 +68,8 @@ pub fn parse_since(text: &str) -> std::result::Result<SystemTime, String> {
     if let Ok(ago) = humantime::parse_duration(text) {
         return SystemTime::now()
             .checked_sub(ago)
-            .ok_or_else(|| format!("{text} before now is before 1970"));
+            .filter(|at| *at >= SystemTime::UNIX_EPOCH)
+            .ok_or_else(|| format!("{text:?} before now is before 1970"));
     }
     let refuse = || {
         format!("{text:?} is neither an RFC 3339 time (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) nor a duration (24h, 90m)")
@@ -78,6 +79,10 @@ pub fn parse_since(text: &str) -> std::result::Result<SystemTime, String> {
         Some((at, o)) if at >= 19 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => {
             let hours: u64 = o[1..3].parse().map_err(|_| refuse())?;
             let minutes: u64 = o[4..6].parse().map_err(|_| refuse())?;
+            // RFC 3339 offsets run to ±23:59.
+            if hours > 23 || minutes > 59 {
+                return Err(refuse());
+            }
             (
                 &text[..at],
                 Some((o.starts_with('-'), Duration::from_secs(hours * 3600 + minutes * 60))),
@@ -144,6 +149,19 @@ mod tests {
         assert!(parse_since("2024-05-01T12:00:00").unwrap_err().contains("no offset"));
         assert!(parse_since("2999-01-01T00:00:00Z").unwrap_err().contains("future"));
         assert!(parse_since("2999-01-01T00:00:00+02:00").unwrap_err().contains("future"));
+    }
+
+    #[test]
+    fn since_refuses_a_duration_before_1970_and_an_offset_past_23_59() {
+        assert!(parse_since("99999999h").unwrap_err().contains("before 1970"));
+        assert!(parse_since("300000y").is_err());
+        assert!(parse_since("2024-05-01T12:00:00+25:00")
+            .unwrap_err()
+            .contains("RFC 3339"));
+        assert!(parse_since("2024-05-01T12:00:00+02:60")
+            .unwrap_err()
+            .contains("RFC 3339"));
+        assert!(parse_since("2024-05-01T12:00:00+23:59").is_ok());
     }
 
     #[test]
