@@ -682,3 +682,44 @@ fn check_roundtrip_caps_examples_in_key_order_and_names_a_timezone_mismatch() {
         "{two}"
     );
 }
+
+/// Guards plain `check` against enum labels green has and blue lacks passing as ok: a green
+/// enum column copied (by name, or `from` another column, into an enum of another name, an
+/// array of one, a domain over one) is listed under "rollback loses" with the labels.
+#[test]
+fn check_names_enum_labels_green_has_and_blue_lacks() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TYPE order_status AS ENUM ('new', 'paid', 'refunded');
+         CREATE TABLE orders (id int PRIMARY KEY, status order_status, state order_status,
+                              history order_status[], kept order_status);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TYPE order_status AS ENUM ('new', 'paid');
+         CREATE TYPE status_v1 AS ENUM ('new', 'paid', 'void');
+         CREATE DOMAIN status_d AS order_status;
+         CREATE TABLE orders (id int PRIMARY KEY, status order_status, legacy status_v1,
+                              history order_status[], kept status_d);",
+    );
+    let dir = write_mappings(
+        &pair,
+        "mappings",
+        &[(
+            "orders.toml",
+            "target = \"orders\"\n[columns]\nlegacy = { from = \"state\" }\n",
+        )],
+    );
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", dir.display()));
+    let out = pair.pgbridge(&["check"]);
+    let report = text(&out);
+    for expected in [
+        "- status: green's order_status has label(s) blue's order_status lacks: 'refunded'; rows with them will be refused",
+        "- legacy: green's order_status has label(s) blue's status_v1 lacks: 'refunded';",
+        "- history: green's order_status has label(s) blue's order_status lacks: 'refunded';",
+        "- kept: green's order_status has label(s) blue's order_status lacks: 'refunded';",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+}

@@ -35,7 +35,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
         print_plan(t, options.sql);
     }
     print_losses(
-        &loses::review(&report),
+        &loses::review_with_enums(config, &report).await?,
         &loses::tables_not_carried(config, &report).await?,
     );
     print_high_availability(&ha::review(config).await?);
