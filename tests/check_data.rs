@@ -616,6 +616,20 @@ fn check_data_names_values_blue_would_store_cut() {
         assert!(report.contains(expected), "no {expected:?} in:\n{report}");
     }
     assert!(!report.contains("public.notes id=2:"), "{report}");
+    // Guards: rows shown are capped per kind (--examples), the rest counted.
+    let out = pair
+        .command(&["check", "--data", "--examples", "1"])
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report.matches("  CHANGED public.notes ").count(), 1, "{report}");
+    for expected in [
+        "  ... and 1 more row(s) changed of public.notes\n",
+        "1 refused  2 changed",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
 }
 
 /// Guards the round trip's report against drowning in one cause: differences shown per column

@@ -24,7 +24,8 @@ pub struct Options {
     pub roundtrip: Option<PathBuf>,
     /// At most this many rows per table for `--data` and `--roundtrip`.
     pub sample: Option<u64>,
-    /// `--roundtrip`: differences shown per column (or kind of row difference) and table.
+    /// Rows shown per column (or constraint, or kind of difference) and table, by `--data`
+    /// and `--roundtrip`; the rest are counted.
     pub examples: u64,
 }
 
@@ -51,7 +52,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     };
     let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
     if options.data {
-        code = code.max(check_data(config, &plans, options.sample).await?);
+        code = code.max(check_data(config, &plans, options).await?);
     }
     if let Some(reverse) = &options.roundtrip {
         code = code.max(check_roundtrip(config, reverse, &plans, options).await?);
@@ -98,12 +99,13 @@ fn sampled(sample: Option<u64>) -> String {
     )
 }
 
-async fn check_data(config: &Config, plans: &[Arc<TablePlan>], sample: Option<u64>) -> Result<i32> {
+async fn check_data(config: &Config, plans: &[Arc<TablePlan>], options: &Options) -> Result<i32> {
+    let sample = options.sample;
     println!(
         "\ncheck --data: green's rows ({}) through the mappings into temporary copies of blue's tables, rolled back",
         sampled(sample)
     );
-    let outcomes = data::run(config, plans, sample, &mut |event| match event {
+    let outcomes = data::run(config, plans, sample, options.examples, &mut |event| match event {
         data::Event::Refused(r) => {
             let mut line = format!("  REFUSED {} {}: {}", r.table, r.key, r.reason);
             if let Some(c) = &r.column {
@@ -117,6 +119,9 @@ async fn check_data(config: &Config, plans: &[Arc<TablePlan>], sample: Option<u6
         data::Event::Changed(r) => println!("  CHANGED {} {}: {}", r.table, r.key, r.reason),
         data::Event::Progress(p) => eprintln!("{p}"),
         data::Event::Table(t) => {
+            for (what, n) in &t.more {
+                println!("  ... and {n} more row(s) {what} of {}", t.blue_table);
+            }
             println!(
                 "{:<44} {:>10} row(s) checked  {} refused  {} changed  ({:.1}s)",
                 arrow(&t.green_table, &t.blue_table),

@@ -82,8 +82,8 @@ enum Command {
         /// With --data or --roundtrip: at most N rows per table (a repeatable Bernoulli sample).
         #[arg(long, value_name = "N", requires = "rows", value_parser = clap::value_parser!(u64).range(1..))]
         sample: Option<u64>,
-        /// With --roundtrip: differences shown per column (or kind of row difference) and
-        /// table; the rest are counted.
+        /// With --data or --roundtrip: rows shown per column (or constraint, or kind of
+        /// difference) and table; the rest are counted.
         #[arg(long, default_value_t = 5, value_name = "N")]
         examples: u64,
     },

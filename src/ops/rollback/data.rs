@@ -62,6 +62,9 @@ pub struct TableOutcome {
     pub changed: u64,
     /// What blue would check that this does not (partial or expression unique indexes).
     pub unchecked: Vec<String>,
+    /// Rows counted but not shown, past the examples per column or constraint:
+    /// (`refused in column c`, `changed in column c`, ..., how many), in first-seen order.
+    pub more: Vec<(String, u64)>,
     pub seconds: f64,
 }
 
@@ -79,6 +82,7 @@ pub async fn run(
     config: &Config,
     plans: &[Arc<TablePlan>],
     sample: Option<u64>,
+    examples: u64,
     out: &mut dyn FnMut(Event),
 ) -> Result<Vec<TableOutcome>> {
     let green = transfer::green_for_snapshots(config).await?;
@@ -104,6 +108,7 @@ pub async fn run(
         blue: &blue,
         chunk_rows: config.switches.verify_chunk_rows.min(CHUNK_ROWS),
         sample,
+        examples,
     };
     let mut outcomes = Vec::new();
     for plan in plans {
@@ -124,6 +129,8 @@ struct Checker<'a> {
     blue: &'a Client,
     chunk_rows: u64,
     sample: Option<u64>,
+    /// Rows shown per column (or constraint) and table; the rest are counted.
+    examples: u64,
 }
 
 /// One table's check in progress.
@@ -185,6 +192,12 @@ impl Checker<'_> {
         streamed?;
         ended?;
         run.outcome.seconds = started.elapsed().as_secs_f64();
+        let examples = self.examples;
+        run.outcome.more = std::mem::take(&mut run.outcome.more)
+            .into_iter()
+            .filter(|(_, n)| *n > examples)
+            .map(|(what, n)| (what, n - examples))
+            .collect();
         Ok(run.outcome)
     }
 
@@ -260,7 +273,14 @@ impl Checker<'_> {
                         column: r.get(3),
                     };
                     run.outcome.refused += 1;
-                    out(Event::Refused(&refused));
+                    let under = match (&refused.column, &refused.constraint) {
+                        (Some(c), _) => format!("refused in column {c}"),
+                        (None, Some(c)) => format!("refused by constraint {c}"),
+                        (None, None) => "refused otherwise".to_string(),
+                    };
+                    if shown(&mut run.outcome.more, under, self.examples) {
+                        out(Event::Refused(&refused));
+                    }
                 }
             }
             Err(e) => return Err(on_blue(e)),
@@ -313,10 +333,26 @@ impl Checker<'_> {
                 column: None,
             };
             run.outcome.changed += 1;
-            out(Event::Changed(&changed));
+            if shown(&mut run.outcome.more, "changed".to_string(), self.examples) {
+                out(Event::Changed(&changed));
+            }
         }
         Ok(())
     }
+}
+
+/// Counts a row under `what` in `seen` (every kind's count so far); whether it is among the
+/// first `examples`, to be shown.
+fn shown(seen: &mut Vec<(String, u64)>, what: String, examples: u64) -> bool {
+    let n = match seen.iter().position(|(w, _)| *w == what) {
+        Some(i) => &mut seen[i].1,
+        None => {
+            seen.push((what, 0));
+            &mut seen.last_mut().expect("just pushed").1
+        }
+    };
+    *n += 1;
+    *n <= examples
 }
 
 /// ` (about N rows)` from green's statistics, or nothing when they do not say.
