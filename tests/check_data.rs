@@ -180,7 +180,7 @@ fn check_data_names_every_row_blue_would_refuse_by_key() {
     let out = check(&["check", "--data"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        text(&out).contains("data: blue would accept every row checked (2 table(s))"),
+        text(&out).contains("data: blue would accept and store unchanged every row checked (2 table(s))"),
         "{}",
         text(&out)
     );
@@ -575,4 +575,165 @@ fn check_data_refuses_rows_no_partition_of_blue_accepts() {
         assert!(report.contains(expected), "no {expected:?} in:\n{report}");
     }
     assert!(!report.contains("REFUSED public.t_def"), "{report}");
+}
+
+/// Guards the silent change `run` and `ready` do not see: blue's `varchar(n)` (a domain over
+/// one, an array of them) cuts trailing blanks beyond `n` on assignment instead of refusing
+/// the value, so the row goes in changed. Found in a clean chunk and in one checked row by row.
+#[test]
+fn check_data_names_values_blue_would_store_cut() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE notes (id int PRIMARY KEY, note text, tags text[], code text);
+         INSERT INTO notes VALUES
+           (1, repeat('y', 48) || repeat(' ', 10), NULL, NULL),
+           (2, 'fine   ', '{ab}', 'abc'),
+           (3, repeat('x', 51), NULL, NULL),
+           (4, 'ok', '{ab,\"cd     \"}', 'abc      ');",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE DOMAIN short_code AS varchar(5);
+         CREATE TABLE notes (id int PRIMARY KEY, note varchar(50), tags varchar(3)[], code short_code);",
+    );
+    let out = pair
+        .command(&["check", "--data"])
+        .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "2")
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    for expected in [
+        "CHANGED public.notes id=1: blue would store column note cut to 50 characters (trailing blanks)\n",
+        "CHANGED public.notes id=4: blue would store column tags cut to 3 characters (trailing blanks) in an element; \
+         column code cut to 5 characters (trailing blanks)\n",
+        "REFUSED public.notes id=3: value too long for type character varying(50)",
+        "1 refused  2 changed",
+        "REFUSED: blue would refuse 1 row(s) in 1 of 1 table(s)",
+        "CHANGED: blue would store 2 row(s) changed, without an error, in 1 of 1 table(s)",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    assert!(!report.contains("public.notes id=2:"), "{report}");
+    // Guards: rows shown are capped per kind (--examples), the rest counted.
+    let out = pair
+        .command(&["check", "--data", "--examples", "1"])
+        .output()
+        .expect("pgbridge");
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report.matches("  CHANGED public.notes ").count(), 1, "{report}");
+    for expected in [
+        "  ... and 1 more row(s) changed of public.notes\n",
+        "1 refused  2 changed",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+}
+
+/// Guards the round trip's report against drowning in one cause: differences shown per column
+/// are capped (`--examples`, default 5) in key order (id=1, 2, ... not 1, 10, 100), the rest
+/// counted, and a TimeZone that differs between the two bridges' evaluation settings is named
+/// once when date and time columns differ.
+#[test]
+fn check_roundtrip_caps_examples_in_key_order_and_names_a_timezone_mismatch() {
+    let pair = Pair::start();
+    pair.green
+        .psql(DB, "CREATE TABLE events (id int PRIMARY KEY, placed_at timestamptz);");
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE events (id int PRIMARY KEY, placed_at timestamp);
+         INSERT INTO events SELECT i, timestamp '2024-01-01 00:00' + i * interval '1 hour'
+           FROM generate_series(1, 12) i;",
+    );
+    let reverse_dir = write_mappings(&pair, "mappings_to_green", &[]);
+    let reverse = pair.dir.path().join("to_green.toml");
+    std::fs::write(
+        &reverse,
+        format!(
+            "[green]\ndsn = \"{}\"\npublication = \"pgbridge_to_green\"\nslot = \"pgbridge_to_green\"\n\n\
+             [blue]\ndsn = \"{}\"\ntimezone = \"Asia/Tokyo\"\n\n[mapping]\ndir = \"{}\"\n",
+            pair.blue.dsn(DB),
+            pair.green.dsn(DB),
+            reverse_dir.display()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["check", "--roundtrip", "--reverse", reverse.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = pair
+            .command(&args)
+            .env("PGBRIDGE_VERIFY_CHUNK_ROWS", "5")
+            .output()
+            .expect("pgbridge");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        text(&out)
+    };
+    let report = run(&[]);
+    let shown: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("  DIFFERENT public.events "))
+        .collect();
+    let keys: Vec<&str> = shown
+        .iter()
+        .map(|l| l.split(':').next().unwrap().rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(keys, ["id=1", "id=2", "id=3", "id=4", "id=5"], "{report}");
+    for expected in [
+        "  ... and 7 more difference(s) in column placed_at of public.events\n",
+        " 12 row(s) compared  12 difference(s)",
+        "    hint: 12 difference(s) in date or time columns, and blue and green evaluate with different TimeZone (",
+        " here, Asia/Tokyo in the reverse bridge): set [blue] timezone to one zone in both configurations",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+    let two = run(&["--examples", "2"]);
+    assert_eq!(two.matches("  DIFFERENT public.events ").count(), 2, "{two}");
+    assert!(
+        two.contains("... and 10 more difference(s) in column placed_at"),
+        "{two}"
+    );
+}
+
+/// Guards plain `check` against enum labels green has and blue lacks passing as ok: a green
+/// enum column copied (by name, or `from` another column, into an enum of another name, an
+/// array of one, a domain over one) is listed under "rollback loses" with the labels.
+#[test]
+fn check_names_enum_labels_green_has_and_blue_lacks() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TYPE order_status AS ENUM ('new', 'paid', 'refunded');
+         CREATE TABLE orders (id int PRIMARY KEY, status order_status, state order_status,
+                              history order_status[], kept order_status);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TYPE order_status AS ENUM ('new', 'paid');
+         CREATE TYPE status_v1 AS ENUM ('new', 'paid', 'void');
+         CREATE DOMAIN status_d AS order_status;
+         CREATE TABLE orders (id int PRIMARY KEY, status order_status, legacy status_v1,
+                              history order_status[], kept status_d);",
+    );
+    let dir = write_mappings(
+        &pair,
+        "mappings",
+        &[(
+            "orders.toml",
+            "target = \"orders\"\n[columns]\nlegacy = { from = \"state\" }\n",
+        )],
+    );
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", dir.display()));
+    let out = pair.pgbridge(&["check"]);
+    let report = text(&out);
+    for expected in [
+        "- status: green's order_status has label(s) blue's order_status lacks: 'refunded'; rows with them will be refused",
+        "- legacy: green's order_status has label(s) blue's status_v1 lacks: 'refunded';",
+        "- history: green's order_status has label(s) blue's order_status lacks: 'refunded';",
+        "- kept: green's order_status has label(s) blue's order_status lacks: 'refunded';",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
 }

@@ -24,6 +24,9 @@ pub struct Options {
     pub roundtrip: Option<PathBuf>,
     /// At most this many rows per table for `--data` and `--roundtrip`.
     pub sample: Option<u64>,
+    /// Rows shown per column (or constraint, or kind of difference) and table, by `--data`
+    /// and `--roundtrip`; the rest are counted.
+    pub examples: u64,
 }
 
 pub async fn run(config: &Config, options: &Options) -> Result<i32> {
@@ -33,7 +36,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
         print_plan(t, options.sql);
     }
     print_losses(
-        &loses::review(&report),
+        &loses::review_with_enums(config, &report).await?,
         &loses::tables_not_carried(config, &report).await?,
     );
     print_high_availability(&ha::review(config).await?);
@@ -49,10 +52,10 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     };
     let plans: Vec<Arc<TablePlan>> = report.tables.iter().map(|t| t.plan.clone()).collect();
     if options.data {
-        code = code.max(check_data(config, &plans, options.sample).await?);
+        code = code.max(check_data(config, &plans, options).await?);
     }
     if let Some(reverse) = &options.roundtrip {
-        code = code.max(check_roundtrip(config, reverse, &plans, options.sample).await?);
+        code = code.max(check_roundtrip(config, reverse, &plans, options).await?);
     }
     Ok(code)
 }
@@ -96,12 +99,13 @@ fn sampled(sample: Option<u64>) -> String {
     )
 }
 
-async fn check_data(config: &Config, plans: &[Arc<TablePlan>], sample: Option<u64>) -> Result<i32> {
+async fn check_data(config: &Config, plans: &[Arc<TablePlan>], options: &Options) -> Result<i32> {
+    let sample = options.sample;
     println!(
         "\ncheck --data: green's rows ({}) through the mappings into temporary copies of blue's tables, rolled back",
         sampled(sample)
     );
-    let outcomes = data::run(config, plans, sample, &mut |event| match event {
+    let outcomes = data::run(config, plans, sample, options.examples, &mut |event| match event {
         data::Event::Refused(r) => {
             let mut line = format!("  REFUSED {} {}: {}", r.table, r.key, r.reason);
             if let Some(c) = &r.column {
@@ -112,13 +116,18 @@ async fn check_data(config: &Config, plans: &[Arc<TablePlan>], sample: Option<u6
             }
             println!("{line}");
         }
+        data::Event::Changed(r) => println!("  CHANGED {} {}: {}", r.table, r.key, r.reason),
         data::Event::Progress(p) => eprintln!("{p}"),
         data::Event::Table(t) => {
+            for (what, n) in &t.more {
+                println!("  ... and {n} more row(s) {what} of {}", t.blue_table);
+            }
             println!(
-                "{:<44} {:>10} row(s) checked  {} refused  ({:.1}s)",
+                "{:<44} {:>10} row(s) checked  {} refused  {} changed  ({:.1}s)",
                 arrow(&t.green_table, &t.blue_table),
                 t.rows,
                 t.refused,
+                t.changed,
                 t.seconds
             );
             for note in &t.unchecked {
@@ -128,18 +137,29 @@ async fn check_data(config: &Config, plans: &[Arc<TablePlan>], sample: Option<u6
     })
     .await?;
     let refused: u64 = outcomes.iter().map(|t| t.refused).sum();
-    let tables = outcomes.iter().filter(|t| t.refused > 0).count();
-    if refused == 0 {
+    let changed: u64 = outcomes.iter().map(|t| t.changed).sum();
+    let tables = |f: fn(&data::TableOutcome) -> u64| outcomes.iter().filter(|t| f(t) > 0).count();
+    if refused > 0 {
         println!(
-            "data: blue would accept every row checked ({} table(s))",
+            "REFUSED: blue would refuse {refused} row(s) in {} of {} table(s)",
+            tables(|t| t.refused),
+            outcomes.len()
+        );
+    }
+    if changed > 0 {
+        println!(
+            "CHANGED: blue would store {changed} row(s) changed, without an error, in {} of {} table(s)",
+            tables(|t| t.changed),
+            outcomes.len()
+        );
+    }
+    if refused + changed == 0 {
+        println!(
+            "data: blue would accept and store unchanged every row checked ({} table(s))",
             outcomes.len()
         );
         Ok(0)
     } else {
-        println!(
-            "REFUSED: blue would refuse {refused} row(s) in {tables} of {} table(s)",
-            outcomes.len()
-        );
         Ok(1)
     }
 }
@@ -148,33 +168,49 @@ async fn check_roundtrip(
     config: &Config,
     reverse: &std::path::Path,
     plans: &[Arc<TablePlan>],
-    sample: Option<u64>,
+    options: &Options,
 ) -> Result<i32> {
+    let sample = options.sample;
     println!(
         "\ncheck --roundtrip: blue's rows ({}) through {}'s mappings on green and back through these on blue, \
          compared by key",
         sampled(sample),
         reverse.display()
     );
-    let outcomes = roundtrip::run(config, reverse, plans, sample, &mut |event| match event {
-        roundtrip::Event::Difference(d) => println!("  DIFFERENT {}", difference(d)),
-        roundtrip::Event::Progress(p) => eprintln!("{p}"),
-        roundtrip::Event::Table(t) => match &t.not_compared {
-            Some(why) => println!(
-                "{:<44} {}: {why}",
-                t.blue_table,
-                if t.unmapped {
-                    "DOES NOT ROUND-TRIP"
-                } else {
-                    "not compared"
+    let outcomes = roundtrip::run(
+        config,
+        reverse,
+        plans,
+        sample,
+        options.examples,
+        &mut |event| match event {
+            roundtrip::Event::Difference(d) => println!("  DIFFERENT {}", difference(d)),
+            roundtrip::Event::Progress(p) => eprintln!("{p}"),
+            roundtrip::Event::Table(t) => match &t.not_compared {
+                Some(why) => println!(
+                    "{:<44} {}: {why}",
+                    t.blue_table,
+                    if t.unmapped {
+                        "DOES NOT ROUND-TRIP"
+                    } else {
+                        "not compared"
+                    }
+                ),
+                None => {
+                    for (what, n) in &t.more {
+                        println!("  ... and {n} more difference(s) in {what} of {}", t.blue_table);
+                    }
+                    println!(
+                        "{:<44} {:>10} row(s) compared  {} difference(s)  ({:.1}s)",
+                        t.blue_table, t.rows, t.differences, t.seconds
+                    );
+                    if let Some(hint) = &t.hint {
+                        println!("    hint: {hint}");
+                    }
                 }
-            ),
-            None => println!(
-                "{:<44} {:>10} row(s) compared  {} difference(s)  ({:.1}s)",
-                t.blue_table, t.rows, t.differences, t.seconds
-            ),
+            },
         },
-    })
+    )
     .await?;
     let differ = outcomes.iter().filter(|t| t.differences > 0 || t.unmapped).count();
     if differ == 0 {

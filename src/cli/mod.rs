@@ -82,6 +82,10 @@ enum Command {
         /// With --data or --roundtrip: at most N rows per table (a repeatable Bernoulli sample).
         #[arg(long, value_name = "N", requires = "rows", value_parser = clap::value_parser!(u64).range(1..))]
         sample: Option<u64>,
+        /// With --data or --roundtrip: rows shown per column (or constraint, or kind of
+        /// difference) and table; the rest are counted.
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        examples: u64,
     },
     /// Stream green's changes to blue until SIGINT/SIGTERM.
     Run,
@@ -219,12 +223,14 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             roundtrip: _,
             reverse,
             sample,
+            examples,
         } => {
             let options = check::Options {
                 sql,
                 data,
                 roundtrip: reverse,
                 sample,
+                examples,
             };
             check::run(&config, &options).await
         }

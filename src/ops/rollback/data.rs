@@ -1,4 +1,5 @@
-//! `pgbridge check --data`: the green rows blue would refuse.
+//! `pgbridge check --data`: the green rows blue would refuse, or store changed without an
+//! error (trailing blanks beyond a `varchar(n)`, [`stage::changed`]).
 //!
 //! Per table, in one blue transaction that is rolled back: green's rows (all, or a sample)
 //! are COPYed out of one green snapshot and into a text stage on blue a chunk at a time, and
@@ -57,14 +58,21 @@ pub struct TableOutcome {
     /// Green rows read (the sample, when sampling).
     pub rows: u64,
     pub refused: u64,
+    /// Rows blue would accept but store changed (trailing blanks beyond `varchar(n)` cut).
+    pub changed: u64,
     /// What blue would check that this does not (partial or expression unique indexes).
     pub unchecked: Vec<String>,
+    /// Rows counted but not shown, past the examples per column or constraint:
+    /// (`refused in column c`, `changed in column c`, ..., how many), in first-seen order.
+    pub more: Vec<(String, u64)>,
     pub seconds: f64,
 }
 
 /// What the check reports as it goes: refused rows and tables to stdout, progress to stderr.
 pub enum Event<'a> {
     Refused(&'a Refused),
+    /// A row blue would accept but store changed; `reason` says how, column by column.
+    Changed(&'a Refused),
     Progress(String),
     Table(&'a TableOutcome),
 }
@@ -74,6 +82,7 @@ pub async fn run(
     config: &Config,
     plans: &[Arc<TablePlan>],
     sample: Option<u64>,
+    examples: u64,
     out: &mut dyn FnMut(Event),
 ) -> Result<Vec<TableOutcome>> {
     let green = transfer::green_for_snapshots(config).await?;
@@ -99,6 +108,7 @@ pub async fn run(
         blue: &blue,
         chunk_rows: config.switches.verify_chunk_rows.min(CHUNK_ROWS),
         sample,
+        examples,
     };
     let mut outcomes = Vec::new();
     for plan in plans {
@@ -119,12 +129,16 @@ struct Checker<'a> {
     blue: &'a Client,
     chunk_rows: u64,
     sample: Option<u64>,
+    /// Rows shown per column (or constraint) and table; the rest are counted.
+    examples: u64,
 }
 
 /// One table's check in progress.
 struct Run<'a> {
     plan: &'a TablePlan,
     unique: Vec<UniqueIndex>,
+    /// [`stage::changed`] for this table.
+    changed: String,
     /// Blue's partition tree (just the root when not partitioned).
     tree: Vec<Partition>,
     what: String,
@@ -160,6 +174,7 @@ impl Checker<'_> {
         let unchecked = [unchecked, partitions::unchecked(&tree)].concat();
         let mut run = Run {
             plan,
+            changed: stage::changed(plan, &columns),
             unique,
             tree,
             what,
@@ -177,6 +192,12 @@ impl Checker<'_> {
         streamed?;
         ended?;
         run.outcome.seconds = started.elapsed().as_secs_f64();
+        let examples = self.examples;
+        run.outcome.more = std::mem::take(&mut run.outcome.more)
+            .into_iter()
+            .filter(|(_, n)| *n > examples)
+            .map(|(what, n)| (what, n - examples))
+            .collect();
         Ok(run.outcome)
     }
 
@@ -228,7 +249,7 @@ impl Checker<'_> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{}: on blue", run.what), &e).into_definite();
         blue.batch_execute("SAVEPOINT pgbridge_chunk").await.map_err(on_blue)?;
         let whole = blue
-            .batch_execute(&stage::insert_checked(run.plan, &run.unique, None))
+            .batch_execute(&stage::insert_checked(run.plan, &run.unique, &run.changed, None))
             .await;
         match whole {
             Ok(()) => blue
@@ -252,11 +273,21 @@ impl Checker<'_> {
                         column: r.get(3),
                     };
                     run.outcome.refused += 1;
-                    out(Event::Refused(&refused));
+                    let under = match (&refused.column, &refused.constraint) {
+                        (Some(c), _) => format!("refused in column {c}"),
+                        (None, Some(c)) => format!("refused by constraint {c}"),
+                        (None, None) => "refused otherwise".to_string(),
+                    };
+                    if shown(&mut run.outcome.more, under, self.examples) {
+                        out(Event::Refused(&refused));
+                    }
                 }
             }
             Err(e) => return Err(on_blue(e)),
         }
+        let found = self.changed(run, out).await;
+        found.map_err(|e| Error::postgres(format!("{}: on blue", run.what), &e).into_definite())?;
+        let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{}: on blue", run.what), &e).into_definite();
         let tables = [stage::STAGE, stage::TARGET, stage::PROBE].map(stage::temp).join(", ");
         // In place: the tables were created in this transaction, so their storage is reused.
         blue.batch_execute(&format!("TRUNCATE {tables}"))
@@ -272,6 +303,56 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+impl Checker<'_> {
+    /// The rows of the chunk blue accepted but would store changed (see [`stage::changed`]).
+    async fn changed(
+        &self,
+        run: &mut Run<'_>,
+        out: &mut dyn FnMut(Event),
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let rows = self
+            .blue
+            .query(
+                &format!(
+                    "SELECT {0}, array_to_string({1}, '; ') FROM {2} WHERE cardinality({1}) > 0",
+                    sql::ident(stage::GREEN_KEY),
+                    sql::ident(stage::CHANGED),
+                    stage::temp(stage::TARGET)
+                ),
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let changed = Refused {
+                table: run.plan.blue_name.clone(),
+                key: r.get(0),
+                reason: format!("blue would store {}", r.get::<_, String>(1)),
+                constraint: None,
+                column: None,
+            };
+            run.outcome.changed += 1;
+            if shown(&mut run.outcome.more, "changed".to_string(), self.examples) {
+                out(Event::Changed(&changed));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts a row under `what` in `seen` (every kind's count so far); whether it is among the
+/// first `examples`, to be shown.
+fn shown(seen: &mut Vec<(String, u64)>, what: String, examples: u64) -> bool {
+    let n = match seen.iter().position(|(w, _)| *w == what) {
+        Some(i) => &mut seen[i].1,
+        None => {
+            seen.push((what, 0));
+            &mut seen.last_mut().expect("just pushed").1
+        }
+    };
+    *n += 1;
+    *n <= examples
 }
 
 /// ` (about N rows)` from green's statistics, or nothing when they do not say.
@@ -385,8 +466,14 @@ async fn blue_columns(
             "SELECT a.attname::text, a.attnotnull, format_type(a.atttypid, a.atttypmod), \
                     a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) ~ 'nextval\\(', false), \
                     coalesce((SELECT b.typcategory = 'N' FROM pg_type b \
-                              WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END), false) \
+                              WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END), false), \
+                    CASE WHEN m.typmod >= 4 AND (CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE bt.oid END) \
+                              IN ('pg_catalog.varchar'::regtype, 'pg_catalog.bpchar'::regtype) THEN m.typmod - 4 END, \
+                    bt.typcategory = 'A' \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+               CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS oid, \
+                                          CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod) m \
+               JOIN pg_type bt ON bt.oid = m.oid \
                LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
              ORDER BY a.attnum",
@@ -400,6 +487,8 @@ async fn blue_columns(
             type_sql: r.get(2),
             sequence: r.get(3),
             numeric: r.get(4),
+            bound: r.get(5),
+            array: r.get(6),
         })
         .collect();
     let trigger: bool = blue

@@ -44,6 +44,15 @@ pub enum Loss {
     },
     /// Rows a filter leaves out.
     Filtered { filter: String, by: &'static str },
+    /// A blue enum column (or array of, or domain over, one) fed from a green enum column
+    /// whose type has labels blue's lacks: rows holding them are refused (`run` stops or
+    /// dead-letters them).
+    EnumLabels {
+        blue: String,
+        green_type: String,
+        blue_type: String,
+        labels: Vec<String>,
+    },
 }
 
 impl fmt::Display for Loss {
@@ -77,6 +86,17 @@ impl fmt::Display for Loss {
                  does not change it, and check --roundtrip does not compare it"
             ),
             Loss::Filtered { filter, by } => write!(f, "rows outside `{filter}` are not carried ({by})"),
+            Loss::EnumLabels {
+                blue,
+                green_type,
+                blue_type,
+                labels,
+            } => write!(
+                f,
+                "{blue}: green's {green_type} has label(s) blue's {blue_type} lacks: {}; rows with them will be \
+                 refused (check --data lists them); add them on blue (ALTER TYPE {blue_type} ADD VALUE ...)",
+                labels.join(", ")
+            ),
         }
     }
 }
@@ -131,6 +151,96 @@ pub async fn tables_not_carried(config: &Config, report: &Report) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+/// Enum columns, with what a column's type is an enum through (itself, a domain over one,
+/// an array of either): column, the enum's name, its labels in order.
+const ENUM_COLUMNS: &str = "SELECT a.attname::text, format_type(e.oid, NULL), \
+       array(SELECT l.enumlabel::text FROM pg_catalog.pg_enum l WHERE l.enumtypid = e.oid ORDER BY l.enumsortorder) \
+     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
+       JOIN pg_catalog.pg_type t1 ON t1.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END \
+       JOIN pg_catalog.pg_type t2 ON t2.oid = CASE WHEN t1.typcategory = 'A' AND t1.typelem <> 0 THEN t1.typelem ELSE t1.oid END \
+       JOIN pg_catalog.pg_type e ON e.oid = CASE WHEN t2.typtype = 'd' THEN t2.typbasetype ELSE t2.oid END \
+     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND e.typtype = 'e'";
+
+/// [`review`], with the enum labels green has and blue lacks for every blue enum column fed
+/// by a plain copy (by name or `from`) of a green enum column, whatever the two types' names
+/// (asks both catalogs).
+pub async fn review_with_enums(config: &Config, report: &Report) -> Result<Vec<TableLosses>> {
+    let green = crate::connect::connect_green_sql(config)
+        .await
+        .map_err(Error::into_definite)?;
+    let blue = crate::connect::connect_blue(&config.blue)
+        .await
+        .map_err(Error::into_definite)?;
+    let mut out = review(report);
+    for t in &report.tables {
+        let plan = &t.plan;
+        let blue_oid: Option<u32> = blue
+            .query_one("SELECT to_regclass($1)::oid", &[&plan.blue_sql])
+            .await
+            .map_err(on("blue"))?
+            .get(0);
+        let Some(blue_oid) = blue_oid else { continue };
+        let read = |rows: Vec<tokio_postgres::Row>| -> EnumColumns {
+            rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect()
+        };
+        let green_enums = read(
+            green
+                .query(ENUM_COLUMNS, &[&plan.green.oid])
+                .await
+                .map_err(on("green"))?,
+        );
+        let blue_enums = read(blue.query(ENUM_COLUMNS, &[&blue_oid]).await.map_err(on("blue"))?);
+        let found = enum_labels(plan, &green_enums, &blue_enums);
+        if found.is_empty() {
+            continue;
+        }
+        match out
+            .iter_mut()
+            .find(|l| l.green_table == *plan.green_name && l.blue_table == plan.blue_name)
+        {
+            Some(l) => l.losses.extend(found),
+            None => out.push(TableLosses {
+                green_table: plan.green_name.to_string(),
+                blue_table: plan.blue_name.clone(),
+                losses: found,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The error reading `side`'s enum columns.
+fn on(side: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| Error::postgres(format!("reading {side}'s enum columns"), &e)
+}
+
+/// By column: its enum type's name and labels.
+type EnumColumns = BTreeMap<String, (String, Vec<String>)>;
+
+/// The labels of each green enum column's type that the blue enum column it is copied into
+/// lacks (plain copies only: an expression's result is for `check --data` to try).
+fn enum_labels(plan: &TablePlan, green: &EnumColumns, blue: &EnumColumns) -> Vec<Loss> {
+    plan.targets
+        .iter()
+        .filter_map(|t| {
+            let Value::Green(g) = &t.value else { return None };
+            let (green_type, green_labels) = green.get(&plan.green.columns[*g].name)?;
+            let (blue_type, blue_labels) = blue.get(&t.blue_name)?;
+            let labels: Vec<String> = green_labels
+                .iter()
+                .filter(|l| !blue_labels.contains(l))
+                .map(|l| crate::sql::literal(l))
+                .collect();
+            (!labels.is_empty()).then(|| Loss::EnumLabels {
+                blue: t.blue_name.clone(),
+                green_type: green_type.clone(),
+                blue_type: blue_type.clone(),
+                labels,
+            })
+        })
+        .collect()
 }
 
 /// The losses of every planned table of `report` that has any.
@@ -275,6 +385,32 @@ fn not_carried(plan: &TablePlan) -> Vec<Loss> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_labels_green_has_and_blue_lacks_are_named_whatever_the_types_names() {
+        // Guards: a plain copy of an enum column into an enum blue lacks labels of.
+        let p = plan();
+        let enums = |column: &str, name: &str, labels: &[&str]| -> EnumColumns {
+            [(
+                column.to_string(),
+                (name.to_string(), labels.iter().map(|l| l.to_string()).collect()),
+            )]
+            .into()
+        };
+        let green = enums("quantity", "order_status", &["new", "paid", "refunded", "it's"]);
+        let found = enum_labels(&p, &green, &enums("quantity", "status_v1", &["new", "paid"]));
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["quantity: green's order_status has label(s) blue's status_v1 lacks: 'refunded', 'it''s'; rows with them \
+              will be refused (check --data lists them); add them on blue (ALTER TYPE status_v1 ADD VALUE ...)"]
+        );
+        assert!(enum_labels(
+            &p,
+            &green,
+            &enums("quantity", "s", &["refunded", "new", "paid", "it's"])
+        )
+        .is_empty());
+    }
     use crate::mapping::green_catalog::CatalogFacts;
     use crate::mapping::{KeyColumn, KeyPlan, Target};
     use std::sync::Arc;

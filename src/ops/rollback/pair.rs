@@ -316,13 +316,21 @@ pub fn compare(plan: &TablePlan) -> String {
             )
         })
         .collect();
+    // Ordered by the key's values, as pages are (`1, 2, 10`, not the text's `1, 10, 2`).
+    let order: Vec<String> = key.iter().map(|t| format!("\"k{t}\"")).collect();
+    let either: Vec<String> = key
+        .iter()
+        .map(|t| format!("coalesce(o.\"o{t}\", m.\"m{t}\")"))
+        .collect();
+    let original: Vec<String> = key.iter().map(|t| format!("o.\"o{t}\"")).collect();
     let changed = if values.is_empty() {
         String::new()
     } else {
         format!(
-            " UNION ALL SELECT 'changed', {}, x.col, x.before, x.after FROM o JOIN m ON {on} \
+            " UNION ALL SELECT 'changed', {}, x.col, x.before, x.after, {} FROM o JOIN m ON {on} \
              CROSS JOIN LATERAL (VALUES {}) AS x(col, before, after) WHERE x.before IS DISTINCT FROM x.after",
             key_text("o"),
+            original.join(", "),
             values.join(", "),
             on = on.join(" AND ")
         )
@@ -331,14 +339,17 @@ pub fn compare(plan: &TablePlan) -> String {
         "WITH m AS MATERIALIZED (SELECT true AS m_here, x.* FROM {} AS x), \
          o AS MATERIALIZED (SELECT true AS o_here, {} FROM {} AS o) \
          SELECT * FROM (SELECT CASE WHEN m.m_here IS NULL THEN 'lost' ELSE 'new' END, \
-           CASE WHEN m.m_here IS NULL THEN {} ELSE {} END, NULL::text, NULL::text, NULL::text \
+           CASE WHEN m.m_here IS NULL THEN {} ELSE {} END, NULL::text, NULL::text, NULL::text, {} \
            FROM o FULL JOIN m ON {on} WHERE o.o_here IS NULL OR m.m_here IS NULL{changed}) \
-         AS d(kind, key, col, before, after) ORDER BY key, col",
+         AS d(kind, key, col, before, after, {}) ORDER BY {}, col",
         temp(MAPPED),
         o.join(", "),
         temp(ORIGINAL),
         key_text("o"),
         key_text("m"),
+        either.join(", "),
+        order.join(", "),
+        order.join(", "),
         on = on.join(" AND ")
     )
 }
@@ -442,6 +453,11 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("'id=' || coalesce(m.\"m0\"::text, 'NULL')"), "{sql}");
+        // Guards: differences ordered by the key's values (1, 2, 10), not its text (1, 10, 2).
+        assert!(
+            sql.ends_with("AS d(kind, key, col, before, after, \"k0\") ORDER BY \"k0\", col"),
+            "{sql}"
+        );
         let key_only = plan(&["id"], &["id"]);
         assert!(compare(&key_only).contains("(VALUES ('id', "));
     }

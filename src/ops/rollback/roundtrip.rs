@@ -70,6 +70,11 @@ pub struct TableOutcome {
     /// The table cannot be round-tripped at all (no reverse plan for it): a finding.
     pub unmapped: bool,
     pub seconds: f64,
+    /// Differences counted but not shown, past the examples per column (or per kind of
+    /// row difference): `(column X` or `rows that ...`, how many)`, in first-seen order.
+    pub more: Vec<(String, u64)>,
+    /// Why many differences may have one cause (the sides' TimeZone), when it applies.
+    pub hint: Option<String>,
 }
 
 pub enum Event<'a> {
@@ -87,6 +92,33 @@ struct Sides {
     blue_tables: Vec<crate::mapping::GreenTable>,
     page_rows: u64,
     sample: Option<u64>,
+    /// Differences shown per column (or kind of row difference) and table.
+    examples: u64,
+    /// Blue's and green's TimeZone in the two bridges' evaluation settings, when they differ.
+    zones: Option<(String, String)>,
+}
+
+/// A table's differences so far: how many per column (or kind), to cap what is shown.
+#[derive(Default)]
+struct Seen {
+    per: Vec<(String, u64)>,
+    /// `Changed` differences in date and time columns.
+    temporal: u64,
+}
+
+impl Seen {
+    /// Counts a difference under `what`; whether it is still to be shown.
+    fn show(&mut self, what: String, examples: u64) -> bool {
+        let n = match self.per.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, n)) => n,
+            None => {
+                self.per.push((what, 0));
+                &mut self.per.last_mut().expect("just pushed").1
+            }
+        };
+        *n += 1;
+        *n <= examples
+    }
 }
 
 /// Round-trips every blue table of `plans`; `sample`: at most this many rows per table.
@@ -95,6 +127,7 @@ pub async fn run(
     reverse_path: &Path,
     plans: &[Arc<TablePlan>],
     sample: Option<u64>,
+    examples: u64,
     out: &mut dyn FnMut(Event),
 ) -> Result<Vec<TableOutcome>> {
     let reverse = Config::load(reverse_path)?;
@@ -128,6 +161,11 @@ pub async fn run(
         green,
         page_rows: config.switches.verify_chunk_rows.min(PAGE_ROWS),
         sample,
+        examples,
+        zones: match (env.get("TimeZone"), reverse_env.get("TimeZone")) {
+            (Some(b), Some(g)) if b != g => Some((b.to_string(), g.to_string())),
+            _ => None,
+        },
     };
     let mut outcomes: Vec<TableOutcome> = Vec::new();
     for plan in plans {
@@ -216,6 +254,7 @@ impl Sides {
             super::data::about(estimated)
         )));
         let mut after: Option<Vec<String>> = None;
+        let mut seen = Seen::default();
         loop {
             let wanted = match self.sample {
                 Some(n) => self.page_rows.min(n - outcome.rows),
@@ -236,17 +275,42 @@ impl Sides {
             outcome.rows += rows;
             let last = self.blue.query_one(&pair::last_key(plan), &[]).await.map_err(on_blue)?;
             after = Some((0..plan.key.columns().len()).map(|i| last.get(i)).collect());
-            outcome.differences += self.page(plan, &reverse, &what, out).await?;
+            outcome.differences += self.page(plan, &reverse, &what, &mut seen, out).await?;
             if rows < wanted {
                 break;
             }
         }
+        self.summarize(&mut outcome, seen);
         outcome.seconds = started.elapsed().as_secs_f64();
         Ok(outcome)
     }
 
+    /// The differences not shown, and a hint when many may have one cause.
+    fn summarize(&self, outcome: &mut TableOutcome, seen: Seen) {
+        outcome.more = seen
+            .per
+            .into_iter()
+            .filter(|(_, n)| *n > self.examples)
+            .map(|(what, n)| (what, n - self.examples))
+            .collect();
+        if let Some((blue, green)) = self.zones.as_ref().filter(|_| seen.temporal > 0) {
+            outcome.hint = Some(format!(
+                "{} difference(s) in date or time columns, and blue and green evaluate with different TimeZone \
+                 ({blue} here, {green} in the reverse bridge): set [blue] timezone to one zone in both configurations",
+                seen.temporal
+            ));
+        }
+    }
+
     /// One page there and back; returns its differences.
-    async fn page(&self, plan: &TablePlan, reverse: &TablePlan, what: &str, out: &mut dyn FnMut(Event)) -> Result<u64> {
+    async fn page(
+        &self,
+        plan: &TablePlan,
+        reverse: &TablePlan,
+        what: &str,
+        seen: &mut Seen,
+        out: &mut dyn FnMut(Event),
+    ) -> Result<u64> {
         let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
         let on_green = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on green"), &e).into_definite();
         let counter = transfer::Counter::default();
@@ -269,7 +333,7 @@ impl Sides {
         )
         .await?;
         let mut refused = guarded(&self.green, &pair::map_on_green(reverse, None), &on_green).await?;
-        let mut found = report_refused(plan, &refused, Kind::RefusedOnGreen, out);
+        let mut found = report_refused(plan, &refused, Kind::RefusedOnGreen, self.examples, seen, out);
         self.blue
             .batch_execute(&format!("TRUNCATE {}, {}", temp(pair::BACK_STAGE), temp(pair::MAPPED)))
             .await
@@ -285,11 +349,25 @@ impl Sides {
         )
         .await?;
         let on_blue_refused = guarded(&self.blue, &pair::fill_mapped(plan, None), &on_blue).await?;
-        found += report_refused(plan, &on_blue_refused, Kind::RefusedOnBlue, out);
+        found += report_refused(plan, &on_blue_refused, Kind::RefusedOnBlue, self.examples, seen, out);
         refused.extend(on_blue_refused);
-        let refused_keys: std::collections::HashSet<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
         let rows = self.blue.query(&pair::compare(plan), &[]).await.map_err(on_blue)?;
-        for r in &rows {
+        Ok(found + self.report_compared(plan, &rows, &refused, seen, out))
+    }
+
+    /// Reports the comparison's `rows` (those of the first `examples` per column or kind),
+    /// but not rows already named as `refused`; returns how many differences there are.
+    fn report_compared(
+        &self,
+        plan: &TablePlan,
+        rows: &[tokio_postgres::Row],
+        refused: &[(String, String)],
+        seen: &mut Seen,
+        out: &mut dyn FnMut(Event),
+    ) -> u64 {
+        let refused_keys: std::collections::HashSet<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
+        let mut found = 0;
+        for r in rows {
             let kind = match r.get::<_, &str>(0) {
                 "lost" => Kind::Lost,
                 "new" => Kind::New,
@@ -301,17 +379,31 @@ impl Sides {
                 continue;
             }
             found += 1;
+            let column: Option<String> = r.get(2);
+            if let Some(c) = &column {
+                let temporal = plan
+                    .targets
+                    .iter()
+                    .any(|t| t.blue_name == *c && is_temporal(&t.stored_type));
+                seen.temporal += u64::from(temporal);
+            }
+            let under = column
+                .as_ref()
+                .map_or_else(|| kind_label(kind), |c| format!("column {c}"));
+            if !seen.show(under, self.examples) {
+                continue;
+            }
             out(Event::Difference(&Difference {
                 table: plan.blue_name.clone(),
                 key,
                 kind,
-                column: r.get(2),
+                column,
                 blue: r.get(3),
                 back: r.get(4),
                 reason: None,
             }));
         }
-        Ok(found)
+        found
     }
 }
 
@@ -344,9 +436,20 @@ async fn guarded(
     }
 }
 
-/// Reports each of `refused` (key, message) as a difference of `kind`; returns how many.
-fn report_refused(plan: &TablePlan, refused: &[(String, String)], kind: Kind, out: &mut dyn FnMut(Event)) -> u64 {
+/// Reports each of `refused` (key, message) as a difference of `kind`, the first `examples`
+/// of the table's; returns how many.
+fn report_refused(
+    plan: &TablePlan,
+    refused: &[(String, String)],
+    kind: Kind,
+    examples: u64,
+    seen: &mut Seen,
+    out: &mut dyn FnMut(Event),
+) -> u64 {
     for (key, reason) in refused {
+        if !seen.show(kind_label(kind), examples) {
+            continue;
+        }
         out(Event::Difference(&Difference {
             table: plan.blue_name.clone(),
             key: key.clone(),
@@ -358,6 +461,27 @@ fn report_refused(plan: &TablePlan, refused: &[(String, String)], kind: Kind, ou
         }));
     }
     refused.len() as u64
+}
+
+/// How the "... and N more" line names row differences of `kind`.
+fn kind_label(kind: Kind) -> String {
+    match kind {
+        Kind::Lost => "rows that do not come back",
+        Kind::New => "rows that come back under a new key",
+        Kind::Changed => "columns",
+        Kind::RefusedOnGreen => "rows the reverse mapping refuses on green",
+        Kind::RefusedOnBlue => "rows this mapping refuses on blue",
+    }
+    .to_string()
+}
+
+/// Whether blue's type `stored` (as `format_type` writes it) is a date or time type, whose
+/// text depends on the session's TimeZone (or whose value does, through a conversion).
+fn is_temporal(stored: &str) -> bool {
+    let t = stored.trim_start_matches("pg_catalog.").trim_matches('"');
+    ["timestamp", "date", "time", "abstime"]
+        .iter()
+        .any(|p| t.starts_with(p))
 }
 
 /// Blue's schema and table name of `plan`, unquoted (for green's statistics query).

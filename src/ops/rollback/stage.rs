@@ -27,6 +27,9 @@ pub const ROWS_FN: &str = "pgbridge_check_rows";
 /// The column of the target copy and of the unique-key table holding the green row's key
 /// (`key_text`): which green row a later one collides with.
 pub const GREEN_KEY: &str = "pgbridge_green_key";
+/// The column of the target copy naming, per row, the values blue would store changed
+/// without an error (see [`changed`]).
+pub const CHANGED: &str = "pgbridge_changed";
 
 /// A unique index of blue's table (the conflict key too), recreated on the unique-key table
 /// from its definition: collation, operator class, expressions, predicate, NULLS NOT DISTINCT.
@@ -54,6 +57,48 @@ pub struct BlueColumn {
     pub sequence: bool,
     /// Its (base) type is numeric, so `1` stands in for the sequence's value.
     pub numeric: bool,
+    /// `n` of a `varchar(n)` or `char(n)` column (a domain over one, an array of them):
+    /// assignment cuts trailing blanks beyond `n` instead of refusing the value.
+    pub bound: Option<i32>,
+    /// The column is an array (of `bound`ed elements).
+    pub array: bool,
+}
+
+/// Over a mapped row `g`: a `text[]` of what blue would store changed without an error,
+/// `column c cut to n characters (trailing blanks)` per `varchar(n)`/`char(n)` column (or
+/// array of them) whose mapped value is longer than `n` only by trailing blanks, which
+/// assignment drops instead of refusing. A value longer by anything else is refused by the
+/// insert itself, so it is not counted twice.
+pub fn changed(plan: &TablePlan, columns: &[BlueColumn]) -> String {
+    let cases: Vec<String> = plan
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let c = columns.iter().find(|c| c.name == t.blue_name)?;
+            let n = c.bound?;
+            let v = t.value.sql(&plan.green, Some("g"));
+            let cut = |e: &str| format!("char_length({e}) > {n} AND char_length(rtrim({e}, ' ')) <= {n}");
+            let when = if c.array {
+                format!(
+                    "EXISTS (SELECT 1 FROM unnest(CAST({v} AS text[])) AS pgbridge_e(v) WHERE {})",
+                    cut("pgbridge_e.v")
+                )
+            } else {
+                cut(&format!("CAST({v} AS text)"))
+            };
+            let what = format!(
+                "column {} cut to {n} characters (trailing blanks){}",
+                t.blue_name,
+                if c.array { " in an element" } else { "" }
+            );
+            Some(format!("CASE WHEN {when} THEN {} END", literal(&what)))
+        })
+        .collect();
+    if cases.is_empty() {
+        "CAST(ARRAY[] AS text[])".into()
+    } else {
+        format!("array_remove(ARRAY[{}], NULL)", cases.join(", "))
+    }
 }
 
 /// `pg_temp."name"`.
@@ -144,19 +189,23 @@ pub fn into_temp(plan: &TablePlan, name: &str) -> TablePlan {
     p
 }
 
-/// [`into_temp`] into the target copy, also writing the green row's key into [`GREEN_KEY`].
-fn into_target(plan: &TablePlan) -> TablePlan {
+/// [`into_temp`] into the target copy, also writing the green row's key into [`GREEN_KEY`]
+/// and `changed` (see [`changed`]) into [`CHANGED`].
+fn into_target(plan: &TablePlan, changed: &str) -> TablePlan {
     let mut p = into_temp(plan, TARGET);
-    p.targets.push(crate::mapping::Target {
-        blue_name: GREEN_KEY.into(),
-        blue_type: "text".into(),
-        stored_type: "text".into(),
-        value: crate::mapping::Value::Expr(format!("g.{}", ident(GREEN_KEY))),
+    let extra = |name: &str, sql_type: &str, value: String| crate::mapping::Target {
+        blue_name: name.into(),
+        blue_type: sql_type.into(),
+        stored_type: sql_type.into(),
+        value: crate::mapping::Value::Expr(value),
         depends: Vec::new(),
         insert_only: false,
         comparable: true,
         identity_always: false,
-    });
+    };
+    p.targets
+        .push(extra(GREEN_KEY, "text", format!("g.{}", ident(GREEN_KEY))));
+    p.targets.push(extra(CHANGED, "text[]", changed.to_string()));
     p
 }
 
@@ -216,6 +265,7 @@ pub fn setup(
         }
     }
     target_alters.push(format!("ADD COLUMN {} text", ident(GREEN_KEY)));
+    target_alters.push(format!("ADD COLUMN {} text[]", ident(CHANGED)));
     sql.push(format!("ALTER TABLE {target} {}", target_alters.join(", ")));
     sql.extend(partitions::create(tree));
     if !probe_alters.is_empty() {
@@ -234,7 +284,7 @@ pub fn setup(
             ));
         }
     }
-    sql.push(row_function(plan, unique));
+    sql.push(row_function(plan, unique, &changed(plan, columns)));
     sql.join(";\n")
 }
 
@@ -260,8 +310,13 @@ fn unique_columns(unique: &[UniqueIndex]) -> Option<String> {
 
 /// Inserts the rows `condition` selects from the stage through the mapping into the target
 /// (and their unique-index columns into the unique-key table): one statement.
-pub fn insert_checked(plan: &TablePlan, unique: &[UniqueIndex], condition: Option<&str>) -> String {
-    let insert = statements::insert_from(&into_target(plan), &typed_rows_with_key(plan, STAGE, condition), false);
+/// `changed`: see [`changed`].
+pub fn insert_checked(plan: &TablePlan, unique: &[UniqueIndex], changed: &str, condition: Option<&str>) -> String {
+    let insert = statements::insert_from(
+        &into_target(plan, changed),
+        &typed_rows_with_key(plan, STAGE, condition),
+        false,
+    );
     let Some(cols) = unique_columns(unique) else {
         return insert;
     };
@@ -280,9 +335,9 @@ pub fn insert_checked(plan: &TablePlan, unique: &[UniqueIndex], condition: Optio
 /// each), returning those refused with their key, PostgreSQL's message (and detail), the
 /// constraint, and the column: the one PostgreSQL names, or else the first column whose value
 /// alone does not fit the probe (a value too long, out of range, not a label of the enum).
-pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
+pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex], changed: &str) -> String {
     let one_row = "s.ctid = pgbridge_r.row_id";
-    let insert = insert_checked(plan, unique, Some(one_row));
+    let insert = insert_checked(plan, unique, changed, Some(one_row));
     let probes: Vec<String> = plan
         .targets
         .iter()
@@ -298,38 +353,7 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
             )
         })
         .collect();
-    let conflict: Vec<String> = unique.iter().filter(|u| u.conflict).map(|u| literal(&u.name)).collect();
-    let collides = if conflict.is_empty() {
-        String::new()
-    } else {
-        // The earlier green row: this row's blue key, found in the unique-key table under
-        // the index's own equality (the column's collation), inside a block undone at once.
-        let key: Vec<String> = plan
-            .key
-            .columns()
-            .iter()
-            .map(|k| ident(&plan.targets[k.target].blue_name))
-            .collect();
-        let on: Vec<String> = key.iter().map(|c| format!("u.{c} = n.{c}")).collect();
-        format!(
-            "IF v_constraint IN ({}) THEN\n\
-               v_earlier := NULL;\n\
-               BEGIN\n\
-                 WITH n AS ({} RETURNING {}) SELECT string_agg(u.{gk}, '; ') INTO v_earlier FROM {} AS u JOIN n ON {};\n\
-                 RAISE EXCEPTION 'pgbridge: undone';\n\
-               EXCEPTION WHEN OTHERS THEN NULL;\n\
-               END;\n\
-               v_message := 'maps to the same blue key as green row ' || coalesce(v_earlier, '(an earlier one)') || \
-                 ': blue would keep only one';\n\
-             END IF;\n",
-            conflict.join(", "),
-            statements::insert_from(&into_target(plan), &typed_rows_with_key(plan, STAGE, Some(one_row)), false),
-            key.join(", "),
-            temp(UNIQUE),
-            on.join(" AND "),
-            gk = ident(GREEN_KEY),
-        )
-    };
+    let collides = collides(plan, unique, changed, one_row);
     let body = format!(
         "#variable_conflict use_column\n\
          DECLARE pgbridge_r record; v_message text; v_detail text; v_constraint text; v_column text; v_earlier text;\n\
@@ -359,6 +383,47 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex]) -> String {
         temp(ROWS_FN),
         dollar_quoted(&body)
     )
+}
+
+/// In the row function, when the refused row broke the conflict key's index: the message
+/// naming the earlier green row with the same blue key (nothing without such an index).
+fn collides(plan: &TablePlan, unique: &[UniqueIndex], changed: &str, one_row: &str) -> String {
+    let conflict: Vec<String> = unique.iter().filter(|u| u.conflict).map(|u| literal(&u.name)).collect();
+    if conflict.is_empty() {
+        String::new()
+    } else {
+        // The earlier green row: this row's blue key, found in the unique-key table under
+        // the index's own equality (the column's collation), inside a block undone at once.
+        let key: Vec<String> = plan
+            .key
+            .columns()
+            .iter()
+            .map(|k| ident(&plan.targets[k.target].blue_name))
+            .collect();
+        let on: Vec<String> = key.iter().map(|c| format!("u.{c} = n.{c}")).collect();
+        format!(
+            "IF v_constraint IN ({}) THEN\n\
+               v_earlier := NULL;\n\
+               BEGIN\n\
+                 WITH n AS ({} RETURNING {}) SELECT string_agg(u.{gk}, '; ') INTO v_earlier FROM {} AS u JOIN n ON {};\n\
+                 RAISE EXCEPTION 'pgbridge: undone';\n\
+               EXCEPTION WHEN OTHERS THEN NULL;\n\
+               END;\n\
+               v_message := 'maps to the same blue key as green row ' || coalesce(v_earlier, '(an earlier one)') || \
+                 ': blue would keep only one';\n\
+             END IF;\n",
+            conflict.join(", "),
+            statements::insert_from(
+                &into_target(plan, changed),
+                &typed_rows_with_key(plan, STAGE, Some(one_row)),
+                false
+            ),
+            key.join(", "),
+            temp(UNIQUE),
+            on.join(" AND "),
+            gk = ident(GREEN_KEY),
+        )
+    }
 }
 
 /// `body` between dollar quotes whose tag does not occur in it.
@@ -421,10 +486,10 @@ mod tests {
     #[test]
     fn the_checked_insert_writes_the_temporary_copy_and_the_unique_columns() {
         let p = plan();
-        let plain = insert_checked(&p, &[], None);
+        let plain = insert_checked(&p, &[], "x", None);
         assert!(
             plain.starts_with(
-                "INSERT INTO pg_temp.\"pgbridge_check_target\" (\"id\", \"quantity\", \"pgbridge_green_key\") SELECT"
+                "INSERT INTO pg_temp.\"pgbridge_check_target\" (\"id\", \"quantity\", \"pgbridge_green_key\", \"pgbridge_changed\") SELECT"
             ),
             "{plain}"
         );
@@ -435,7 +500,7 @@ mod tests {
             columns: Some(vec!["quantity".into()]),
             conflict: false,
         };
-        let with = insert_checked(&p, std::slice::from_ref(&u), None);
+        let with = insert_checked(&p, std::slice::from_ref(&u), "x", None);
         assert!(with.starts_with("WITH inserted AS (INSERT INTO"), "{with}");
         assert!(
             with.ends_with(
@@ -450,6 +515,8 @@ mod tests {
             type_sql: "bigint".into(),
             sequence,
             numeric: true,
+            bound: None,
+            array: false,
         };
         // Guards: defaults are blue's, but a sequence is never advanced; NOT NULL stays.
         let ddl = setup(
@@ -463,7 +530,8 @@ mod tests {
         assert!(
             ddl.contains(
                 "ALTER TABLE pg_temp.\"pgbridge_check_target\" ALTER COLUMN \"serial\" SET DEFAULT CAST(1 AS bigint), \
-                          ADD COLUMN \"pgbridge_green_key\" text;"
+                          ADD COLUMN \"pgbridge_green_key\" text, \
+                          ADD COLUMN \"pgbridge_changed\" text[];"
             ),
             "{ddl}"
         );
@@ -476,7 +544,7 @@ mod tests {
 
     #[test]
     fn the_row_function_inserts_one_row_at_a_time_and_probes_columns() {
-        let f = row_function(&plan(), &[]);
+        let f = row_function(&plan(), &[], "x");
         assert!(
             f.starts_with("CREATE FUNCTION pg_temp.\"pgbridge_check_rows\"()"),
             "{f}"
@@ -491,6 +559,31 @@ mod tests {
         );
         assert!(f.contains("v_column := 'quantity';"), "{f}");
         assert_eq!(dollar_quoted("a $pgbridge$ b"), "$pgbridge_$a $pgbridge$ b$pgbridge_$");
+    }
+
+    #[test]
+    fn trailing_blanks_beyond_a_bound_are_named_as_changed() {
+        // Guards: blue's varchar(n) cuts trailing blanks beyond n without an error.
+        let column = |name: &str, bound: Option<i32>, array: bool| BlueColumn {
+            name: name.into(),
+            not_null: false,
+            type_sql: "character varying(50)".into(),
+            sequence: false,
+            numeric: false,
+            bound,
+            array,
+        };
+        let p = plan();
+        assert_eq!(changed(&p, &[column("id", None, false)]), "CAST(ARRAY[] AS text[])");
+        let c = changed(&p, &[column("quantity", Some(50), false)]);
+        assert_eq!(
+            c,
+            "array_remove(ARRAY[CASE WHEN char_length(CAST(g.\"qty\" AS text)) > 50 AND \
+             char_length(rtrim(CAST(g.\"qty\" AS text), ' ')) <= 50 THEN \
+             'column quantity cut to 50 characters (trailing blanks)' END], NULL)"
+        );
+        let a = changed(&p, &[column("quantity", Some(3), true)]);
+        assert!(a.contains("unnest(CAST(g.\"qty\" AS text[]))"), "{a}");
     }
 
     #[test]
