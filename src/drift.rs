@@ -391,12 +391,23 @@ pub async fn carried_by_run(blue: &Client, config: &Config) -> Result<Vec<String
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// User tables on green that the publication does not carry and `[mapping] exclude` does not
-/// list: rows written there never reach blue.
-pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>> {
+/// A green user table no row of which reaches blue: outside the publication (or UNLOGGED,
+/// which no publication can carry) and not in `[mapping] exclude`.
+pub struct NotCarried {
+    /// Quoted and qualified, as SQL takes it.
+    pub table: String,
+    pub unlogged: bool,
+}
+
+/// Green's user tables the publication does not carry and `[mapping] exclude` does not list:
+/// rows written there never reach blue.
+pub async fn not_carried(config: &Config, green: &Client) -> Result<Vec<NotCarried>> {
     let rows = green
         .query(
-            "WITH pub AS MATERIALIZED (SELECT relid FROM pg_catalog.pg_get_publication_tables($1::text)) \
+            // Without the publication (before `setup`) only UNLOGGED tables are listed here.
+            "WITH pub AS MATERIALIZED (SELECT t.relid FROM pg_catalog.pg_publication p, \
+                                        LATERAL pg_catalog.pg_get_publication_tables(p.pubname::text) t \
+                                      WHERE p.pubname = $1::text) \
              SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname), \
                     c.relpersistence = 'u' \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -405,6 +416,7 @@ pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
                AND c.oid NOT IN (SELECT relid FROM pub) \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(c.oid) t JOIN pub ON pub.relid = t.relid) \
+               AND (c.relpersistence = 'u' OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1::text)) \
              ORDER BY 1, 2",
             &[&config.publication],
         )
@@ -416,11 +428,21 @@ pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>
             let (schema, name): (String, String) = (r.get(0), r.get(1));
             !(config.is_excluded(&schema, &name) || schema == config.schema)
         })
-        .map(|r| {
-            let (table, unlogged): (String, bool) = (r.get(2), r.get(3));
-            let p = &config.publication;
+        .map(|r| NotCarried {
+            table: r.get(2),
+            unlogged: r.get(3),
+        })
+        .collect())
+}
+
+/// [`not_carried`] as drift findings, each with its fix.
+pub async fn unpublished(config: &Config, green: &Client) -> Result<Vec<Finding>> {
+    let p = &config.publication;
+    Ok(not_carried(config, green)
+        .await?
+        .into_iter()
+        .map(|NotCarried { table, unlogged }| {
             let change = if unlogged {
-                // No publication can carry it: logical decoding never sees an UNLOGGED table.
                 format!(
                     "green table {table} is UNLOGGED and not in [mapping] exclude: logical decoding never sees its \
                      rows, so they never reach blue. ALTER TABLE {table} SET LOGGED and add it to publication {p} \

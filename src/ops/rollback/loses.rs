@@ -118,35 +118,18 @@ pub async fn tables_not_carried(config: &Config, report: &Report) -> Result<Vec<
         .await
         .map_err(Error::into_definite)?;
     let mut out: Vec<String> = Vec::new();
-    if report.publication_exists {
-        for f in crate::drift::unpublished(config, &green).await? {
-            out.push(format!(
-                "green table {t} is not carried: not in publication {p}; add it (ALTER PUBLICATION {p} ADD TABLE {t}, \
-                 then `pgbridge setup --copy` for its rows) or list it in [mapping] exclude",
-                t = f.green_table,
-                p = config.publication
-            ));
-        }
-    }
-    let unlogged = green
-        .query(
-            "SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname) \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'u' \
-               AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
-             ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::postgres("listing unlogged tables on green", &e))?;
-    for r in unlogged {
-        let (schema, name, table): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        if !(config.is_excluded(&schema, &name) || schema == config.schema) {
+    let p = &config.publication;
+    for crate::drift::NotCarried { table, unlogged } in crate::drift::not_carried(config, &green).await? {
+        if unlogged {
             out.push(format!(
                 "green table {table} is not carried: it is UNLOGGED, so logical decoding never sees its rows; \
-                 ALTER TABLE {table} SET LOGGED and add it to publication {p}, or list it in [mapping] exclude",
-                p = config.publication
+                 ALTER TABLE {table} SET LOGGED and add it to publication {p}, or list it in [mapping] exclude"
+            ));
+        } else if report.publication_exists {
+            // Before `setup` creates the publication, every table not excluded will be in it.
+            out.push(format!(
+                "green table {table} is not carried: not in publication {p}; add it (ALTER PUBLICATION {p} ADD TABLE \
+                 {table}, then `pgbridge setup --copy` for its rows) or list it in [mapping] exclude"
             ));
         }
     }
