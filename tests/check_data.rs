@@ -577,6 +577,33 @@ fn check_data_refuses_rows_no_partition_of_blue_accepts() {
     assert!(!report.contains("REFUSED public.t_def"), "{report}");
 }
 
+/// Guards a silent "0 refused" for what the temporary copy does not reproduce: an exclusion
+/// constraint and a trigger that fires under the bridge (ENABLE ALWAYS) are named as not
+/// checked on the table's line, so a clean result says what it does not cover.
+#[test]
+fn check_data_names_exclusion_constraints_and_bridge_triggers_as_not_checked() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE ex (id int PRIMARY KEY, slot int); INSERT INTO ex VALUES (1, 7), (2, 7);",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE ex (id int PRIMARY KEY, slot int, EXCLUDE USING btree (slot WITH =));
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+         CREATE TRIGGER audit BEFORE INSERT ON ex FOR EACH ROW EXECUTE FUNCTION refuse();
+         ALTER TABLE ex ENABLE ALWAYS TRIGGER audit;",
+    );
+    let out = pair.pgbridge(&["check", "--data"]);
+    let report = text(&out);
+    for expected in [
+        "    note: exclusion constraint ex_slot_excl is not checked",
+        "    note: trigger audit is not run (it fires under the bridge: ENABLE ALWAYS)",
+    ] {
+        assert!(report.contains(expected), "no {expected:?} in:\n{report}");
+    }
+}
+
 /// Guards the silent change `run` and `ready` do not see: blue's `varchar(n)` (a domain over
 /// one, an array of them) cuts trailing blanks beyond `n` on assignment instead of refusing
 /// the value, so the row goes in changed. Found in a clean chunk and in one checked row by row.

@@ -171,7 +171,8 @@ impl Checker<'_> {
             self.sample
                 .map_or(String::new(), |n| format!(", a sample of up to {n} rows"))
         )));
-        let unchecked = [unchecked, partitions::unchecked(&tree)].concat();
+        let others = not_reproduced(self.blue, plan).await.map_err(on_blue)?;
+        let unchecked = [unchecked, partitions::unchecked(&tree), others].concat();
         let mut run = Run {
             plan,
             changed: stage::changed(plan, &columns),
@@ -387,6 +388,25 @@ fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
         }
     }
     (None, seen)
+}
+
+/// What blue enforces on the plan's table that the temporary copy does not reproduce, one
+/// "not checked" note each: exclusion constraints, and triggers that fire under the bridge's
+/// replica role (ENABLE ALWAYS or REPLICA), which may refuse or change a row.
+async fn not_reproduced(blue: &Client, plan: &TablePlan) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let rows = blue
+        .query(
+            "SELECT format('exclusion constraint %I is not checked', conname) FROM pg_catalog.pg_constraint \
+             WHERE conrelid = to_regclass($1) AND contype = 'x' \
+             UNION ALL \
+             SELECT format('trigger %I is not run (it fires under the bridge: ENABLE %s)', tgname, \
+                           CASE tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END) \
+             FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgenabled IN ('A', 'R') \
+             ORDER BY 1",
+            &[&plan.blue_sql],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Blue's unique indexes, the conflict key's among them, each with its definition
