@@ -5,6 +5,7 @@
 #   scripts/bench.sh                 # workloads 1 and 2 at full size
 #   BENCH_TX=2000 BENCH_ROWS=100000 scripts/bench.sh   # smaller, for a quick look
 #   BENCH_WORKLOADS="3" scripts/bench.sh                 # only some workloads
+#   BENCH_PG=18 scripts/bench.sh     # on another server version (16-18 from npm, as the tests)
 #
 # Workload 1: pgbench TPC-B-like, BENCH_TX transactions per client x 4 clients, written while
 #             both consumers are stopped; then each drains the backlog alone, timed.
@@ -14,7 +15,10 @@
 # Workloads 1m and 2m: 1 and 2 again on the schema of mappings/example/, where pgbridge maps
 #             every row to blue's older schema (renamed table and column, jsonb to text,
 #             numeric to integer) and the native subscription writes a same-schema copy.
-# Both consumers read the same WAL (one slot each) and write to separate blue databases.
+# Every consumer reads the same WAL (one slot each) and writes to its own blue database.
+# Workloads 1 and 2 also drain, alone and in turn: native at its strongest for the server
+# version (binary = true, and streaming = parallel on 16+ or on on 15) and the decode ceiling,
+# pg_recvlogical discarding the stream with the protocol options pgbridge uses.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
@@ -25,6 +29,10 @@ workloads=" ${BENCH_WORKLOADS:-1 2 3 1m 2m} "
 selected() { [[ $workloads == *" $1 "* ]]; }
 
 scripts/ensure-postgres.sh
+if [[ -n ${BENCH_PG:-} ]]; then
+  PGBRIDGE_PG_BIN=$(scripts/ensure-postgres-version.sh "$BENCH_PG")
+  export PGBRIDGE_PG_BIN
+fi
 # shellcheck source=lib/clusters.sh
 . scripts/lib/clusters.sh
 clusters_init bench
@@ -50,7 +58,7 @@ wal_retrieve_retry_interval = 50ms"
 gp=$(free_port); bp=$(free_port)
 start_cluster green "$gp" <<<"$settings"
 start_cluster blue "$bp" <<<"$settings"
-psql_at() { local port=$1 db=$2; shift 2; "$bindir/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
+psql_at() { local port=$1 db=$2; shift 2; "$clientbin/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
 green() { psql_at "$gp" app "$@"; }
 
 # The consumer pair under test: the native subscription (also its slot's name) and its blue
@@ -63,23 +71,29 @@ use_suite() {
   export PGBRIDGE_CONFIG
 }
 psql_at "$gp" postgres -c "CREATE DATABASE app"
-for db in native bridge; do psql_at "$bp" postgres -c "CREATE DATABASE $db"; done
-"$bindir/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
-green -c "CREATE TABLE bulk (id bigint PRIMARY KEY, a int, b text, c timestamptz); ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
-green -c "CREATE TABLE lat (id bigserial PRIMARY KEY, v int)"
-for db in native bridge; do
-  "$bindir/pg_dump" -s -h 127.0.0.1 -p "$gp" -U postgres app | psql_at "$bp" "$db" >/dev/null
+for db in native native_max bridge; do psql_at "$bp" postgres -c "CREATE DATABASE $db"; done
+# The same schema and starting rows everywhere without pg_dump (the npm server packages carry
+# none, and Debian's refuses a newer server): pgbench's initial rows are deterministic.
+schema() { # port db
+  "$clientbin/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$1" -U postgres "$2" >/dev/null 2>&1
+  psql_at "$1" "$2" -c "CREATE TABLE bulk (id bigint PRIMARY KEY, a int, b text, c timestamptz);
+    ALTER TABLE pgbench_history REPLICA IDENTITY FULL; CREATE TABLE lat (id bigserial PRIMARY KEY, v int)"
+}
+schema "$gp" app
+for db in native native_max bridge; do
+  schema "$bp" "$db"
   # Blue's apply time per row for workload 3: native apply stamps commits with green's commit
   # time, so a trigger that fires for replicated rows (ENABLE ALWAYS) records the arrival.
   psql_at "$bp" "$db" -c "ALTER TABLE lat ADD COLUMN arrived timestamptz;
     CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN NEW.arrived := clock_timestamp(); RETURN NEW; END';
     CREATE TRIGGER stamp BEFORE INSERT ON lat FOR EACH ROW EXECUTE FUNCTION stamp();
     ALTER TABLE lat ENABLE ALWAYS TRIGGER stamp;" >/dev/null
-  # Same starting rows on both sides.
-  "$bindir/pg_dump" -a -h 127.0.0.1 -p "$gp" -U postgres app | psql_at "$bp" "$db" >/dev/null
 done
 green -c "CREATE PUBLICATION native FOR ALL TABLES"
 psql_at "$bp" native -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port=$gp user=postgres dbname=app' PUBLICATION native WITH (copy_data = false, enabled = false)"
+version=$(green -c "SHOW server_version_num")
+strongest="binary = true, streaming = $([[ $version -ge 160000 ]] && echo parallel || echo on)"
+psql_at "$bp" native_max -c "CREATE SUBSCRIPTION native_max CONNECTION 'host=127.0.0.1 port=$gp user=postgres dbname=app' PUBLICATION native WITH (copy_data = false, enabled = false, $strongest)"
 
 cat >"$work/pgbridge.toml" <<TOML
 [green]
@@ -94,6 +108,8 @@ listen = "127.0.0.1:$(free_port)"
 TOML
 use_suite app
 "$pgbridge" setup >/dev/null
+# After setup: pgoutput looks the publication up as of each change it decodes.
+green -c "SELECT pg_create_logical_replication_slot('ceiling', 'pgoutput')" >/dev/null
 
 # The example-mapping suite: green's migrated schema in database shop; blue's older schema in
 # shop_bridge (pgbridge maps to it), green's schema in shop_native (what a native subscription
@@ -139,13 +155,24 @@ caught_up_bridge() { # lsn
   [[ $(psql_at "$bp" "$bdb" -c "SELECT lsn >= '$1' FROM pgbridge.checkpoint") == t ]]
 }
 
-drain_native() { # target_lsn -> seconds
-  local t0; t0=$(now)
+drain_native() { # target_lsn [subscription database] -> seconds
+  local nsub=${2:-$nsub} ndb=${3:-$ndb} t0; t0=$(now)
   psql_at "$bp" "$ndb" -c "ALTER SUBSCRIPTION $nsub ENABLE"
   until caught_up_native "$1"; do sleep 0.01; done
   local t1; t1=$(now)
   psql_at "$bp" "$ndb" -c "ALTER SUBSCRIPTION $nsub DISABLE"
   calc "$t1 - $t0"
+}
+drain_ceiling() { # target_lsn -> seconds: decode and send only, with pgbridge's options
+  local t0; t0=$(now)
+  "$clientbin/pg_recvlogical" -h 127.0.0.1 -p "$gp" -U postgres -d app --slot ceiling --start \
+    --endpos "$1" -f /dev/null --no-loop -o proto_version=2 -o publication_names=pgbridge \
+    -o messages=true -o streaming=on 2>>"$work/ceiling.log"
+  calc "$(now) - $t0"
+}
+# Workloads 1 and 2: the strongest native configuration and the ceiling, alone and in turn.
+drain_others() { # target_lsn -> "native_max_seconds ceiling_seconds"
+  echo "$(drain_native "$1" native_max native_max) $(drain_ceiling "$1")"
 }
 drain_bridge() { # target_lsn -> "seconds peak_rss_mb"
   local t0; t0=$(now)
@@ -170,6 +197,7 @@ settle() { # [green database]
   local lsn; lsn=$(psql_at "$gp" "${1:-app}" -c "SELECT pg_logical_emit_message(true, 'bench', 'settle')")
   drain_native "$lsn" >/dev/null
   drain_bridge "$lsn" >/dev/null
+  if [[ ${1:-app} == app ]]; then drain_others "$lsn" >/dev/null; fi
 }
 digest() { # port db select
   psql_at "$1" "$2" -c "SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM ($3) t"
@@ -177,6 +205,9 @@ digest() { # port db select
 compare() { # table [columns]
   local q="SELECT ${2:-*} FROM $1"
   [[ $(digest "$bp" native "$q") == $(digest "$bp" bridge "$q") ]] || { echo "MISMATCH in $1" >&2; exit 1; }
+  if [[ -n ${3:-} ]]; then
+    [[ $(digest "$bp" native_max "$q") == $(digest "$bp" bridge "$q") ]] || { echo "MISMATCH in $1 (native_max)" >&2; exit 1; }
+  fi
 }
 # The example suite: green's rows through the mapping (written out in SQL) against blue's.
 compare_shop() {
@@ -196,28 +227,33 @@ compare_shop() {
 }
 
 results=()
-report() { # name unit amount native_s bridge_s rss
+report() { # name unit amount native_s bridge_s rss [strongest_s ceiling_s]
   local native_rate bridge_rate ratio
   native_rate=$(calc "$3 / $4"); bridge_rate=$(calc "$3 / $5"); ratio=$(calc "$bridge_rate / $native_rate")
   results+=("$(printf '| %-38s | %12.0f %-6s | %12.0f %-6s | %5.2fx | %6s MB |' "$1" "$native_rate" "$2" "$bridge_rate" "$2" "$ratio" "$6")")
+  if [[ -n ${7:-} ]]; then
+    strongest_results+=("$(printf '| %-38s | %12.0f %-6s | %5.2fx | %12.0f %-6s | %5.2fx |' "$1" "$(calc "$3 / $7")" "$2" \
+      "$(calc "$bridge_rate / ($3 / $7)")" "$(calc "$3 / $8")" "$2" "$(calc "$bridge_rate / ($3 / $8)")")")
+  fi
 }
+strongest_results=()
 
 if selected 1; then
 echo "workload 1: pgbench -c 4 -t $tx_per_client on green with both consumers stopped..." >&2
-"$bindir/pgbench" -n -c 4 -j 2 -t "$tx_per_client" -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
+"$clientbin/pgbench" -n -c 4 -j 2 -t "$tx_per_client" -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
 target=$(green -c "SELECT pg_current_wal_lsn()")
-n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
-for t in pgbench_accounts pgbench_branches pgbench_tellers pgbench_history; do compare "$t"; done
-report "1. backlog drain, pgbench TPC-B" "tx/s" "$((4 * tx_per_client))" "$n" "$b" "$rss"
+n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"; read -r m c <<<"$(drain_others "$target")"
+for t in pgbench_accounts pgbench_branches pgbench_tellers pgbench_history; do compare "$t" "*" max; done
+report "1. backlog drain, pgbench TPC-B" "tx/s" "$((4 * tx_per_client))" "$n" "$b" "$rss" "$m" "$c"
 fi
 
 if selected 2; then
 echo "workload 2: one transaction inserting $rows rows..." >&2
 green -c "INSERT INTO bulk SELECT g, g % 1000, md5(g::text), now() FROM generate_series(1, $rows) g"
 target=$(green -c "SELECT pg_current_wal_lsn()")
-n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
-compare bulk
-report "2. backlog drain, one $rows-row tx" "rows/s" "$rows" "$n" "$b" "$rss"
+n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"; read -r m c <<<"$(drain_others "$target")"
+compare bulk "*" max
+report "2. backlog drain, one $rows-row tx" "rows/s" "$rows" "$n" "$b" "$rss" "$m" "$c"
 fi
 
 # Workload 3: steady state. Each consumer alone, streaming while pgbench commits a one-row
@@ -238,7 +274,7 @@ latency() { # consumer
   fi
   sleep 1 # let the consumer connect before the load starts
   first=$(green -c "SELECT coalesce(max(id), 0) FROM lat")
-  "$bindir/pgbench" -n -c 2 -j 2 -R "$rate" -T "$seconds" -f "$work/lat.sql" -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
+  "$clientbin/pgbench" -n -c 2 -j 2 -R "$rate" -T "$seconds" -f "$work/lat.sql" -h 127.0.0.1 -p "$gp" -U postgres app >/dev/null 2>&1
   last=$(green -c "SELECT max(id) FROM lat")
   target=$(green -c "SELECT pg_current_wal_lsn()")
   if [[ $1 == native ]]; then
@@ -285,7 +321,7 @@ UPDATE jobs SET quantity = quantity + 0.25 WHERE id = :j;
 INSERT INTO purchases (id, customer_id, total, status) VALUES (nextval('purchase_ids'), :c, :j / 100.0, 'new');
 END;
 SQL
-  "$bindir/pgbench" -n -c 4 -j 2 -t "$tx_per_client" -f "$work/shop.sql" -h 127.0.0.1 -p "$gp" -U postgres shop >/dev/null 2>&1
+  "$clientbin/pgbench" -n -c 4 -j 2 -t "$tx_per_client" -f "$work/shop.sql" -h 127.0.0.1 -p "$gp" -U postgres shop >/dev/null 2>&1
   target=$(shop -c "SELECT pg_current_wal_lsn()")
   n=$(drain_native "$target"); read -r b rss <<<"$(drain_bridge "$target")"
   compare_shop
@@ -319,3 +355,10 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, $("$bind
 echo "| workload                               | native                | pgbridge              | ratio  | peak RSS  |"
 echo "|----------------------------------------|-----------------------|-----------------------|--------|-----------|"
 printf '%s\n' "${results[@]}"
+if [[ ${#strongest_results[@]} -gt 0 ]]; then
+  echo
+  echo "pgbridge against native at its strongest ($strongest) and the decode ceiling (pg_recvlogical, pgbridge's options):"
+  echo "| workload                               | native strongest      | ratio  | decode ceiling        | ratio  |"
+  echo "|----------------------------------------|-----------------------|--------|-----------------------|--------|"
+  printf '%s\n' "${strongest_results[@]}"
+fi
