@@ -41,9 +41,31 @@ pub fn literal(value: &str) -> String {
     out
 }
 
+/// `body` between dollar quotes whose tag does not occur in it (a function body pgbridge
+/// generates, which may hold any text of a mapping).
+pub fn dollar_quoted(body: &str) -> String {
+    let mut tag = "pgbridge".to_string();
+    while body.contains(&format!("${tag}$")) {
+        tag.push('_');
+    }
+    format!("${tag}${body}${tag}$")
+}
+
+/// In a PL/pgSQL exception handler that ran `GET STACKED DIAGNOSTICS v_message =
+/// MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL`: PostgreSQL's message, with its detail in
+/// parentheses when there is one. What the row-by-row functions of `check` and `verify` report.
+pub const ERROR_TEXT: &str =
+    "v_message || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollar_quotes_pick_a_tag_the_body_lacks() {
+        assert_eq!(dollar_quoted("x"), "$pgbridge$x$pgbridge$");
+        assert_eq!(dollar_quoted("a $pgbridge$ b"), "$pgbridge_$a $pgbridge$ b$pgbridge_$");
+    }
 
     #[test]
     fn identifiers_are_always_quoted() {

@@ -183,3 +183,31 @@ pub async fn estimate(green: &Client, schema: &str, table: &str) -> (u64, u64) {
         _ => (0, 0),
     }
 }
+
+/// Where the `need`th row of COPY text `data` ends (one past its newline), if it is in
+/// `data`, and how many rows end in `data` up to there: for cutting a COPY stream into chunks
+/// of whole rows (`verify`, `check --data`).
+pub fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
+    let mut seen = 0u64;
+    for at in memchr::memchr_iter(b'\n', data) {
+        seen += 1;
+        if seen == need {
+            return (Some(at + 1), seen);
+        }
+    }
+    (None, seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_cut_after_its_last_row() {
+        assert_eq!(cut_after_rows(b"a\nb\nc\n", 2), (Some(4), 2));
+        assert_eq!(cut_after_rows(b"a\nb\nc\n", 3), (Some(6), 3));
+        // Not enough rows: all of them are counted, nothing is cut.
+        assert_eq!(cut_after_rows(b"a\nb\nc", 5), (None, 2));
+        assert_eq!(cut_after_rows(b"", 1), (None, 0));
+    }
+}

@@ -294,12 +294,12 @@ fn same_named(
                 lines.push(Line::new(Tag::Cast, format!("{}: {text}", shown(&b.name))));
                 let mut comments = vec![comment];
                 comments.extend(note);
-                entries.push((at, column(&b.name, feed, comments)));
+                entries.push((at, ColumnDraft::new(&b.name, feed, comments)));
             }
             Conversion::Decide(why) => {
                 let why = with_note(why, &note);
                 lines.push(Line::new(Tag::Decide, format!("columns.{}: {why}", shown(&b.name))));
-                entries.push((at, column(&b.name, Feed::Decide(why), Vec::new())));
+                entries.push((at, ColumnDraft::new(&b.name, Feed::Decide(why), Vec::new())));
             }
         }
     }
@@ -361,7 +361,7 @@ fn guesses<'a>(
         );
         d.lines
             .push(Line::new(Tag::Decide, format!("columns.{}: {why}", shown(&b.name))));
-        entries.push((at, column(&b.name, Feed::Decide(why), Vec::new())));
+        entries.push((at, ColumnDraft::new(&b.name, Feed::Decide(why), Vec::new())));
         settled.push(tie.right);
     }
     let left: Vec<&Column> = green_only
@@ -380,14 +380,6 @@ fn guesses<'a>(
         d.ignore.push((g.name.clone(), why));
     }
     (left, settled)
-}
-
-fn column(name: &str, feed: Feed, comments: Vec<String>) -> ColumnDraft {
-    ColumnDraft {
-        name: name.to_string(),
-        feed,
-        comments,
-    }
 }
 
 /// Green-only and blue-only columns whose names are alike: perhaps one column renamed.
@@ -431,7 +423,7 @@ fn renamed_column(
                 ),
             ));
             comments.extend(note);
-            (column(&b.name, Feed::From(g.name.clone()), comments), true)
+            (ColumnDraft::new(&b.name, Feed::From(g.name.clone()), comments), true)
         }
         Conversion::Convert {
             feed,
@@ -447,7 +439,7 @@ fn renamed_column(
                 with_note(format!("{bn} <- {gn} (guess: names alike); {comment}"), &note),
             ));
             comments.extend(note);
-            (column(&b.name, feed, comments), true)
+            (ColumnDraft::new(&b.name, feed, comments), true)
         }
         Conversion::Convert { feed, comment, .. } => {
             let written = match &feed {
@@ -463,12 +455,12 @@ fn renamed_column(
                 &note,
             );
             lines.push(Line::new(Tag::Decide, format!("columns.{bn}: {why}")));
-            (column(&b.name, Feed::Decide(why), Vec::new()), false)
+            (ColumnDraft::new(&b.name, Feed::Decide(why), Vec::new()), false)
         }
         Conversion::Decide(why) => {
             let why = format!("blue-only column; green's {gn} has an alike name, but {why}");
             lines.push(Line::new(Tag::Decide, format!("columns.{bn}: {why}")));
-            (column(&b.name, Feed::Decide(why), Vec::new()), false)
+            (ColumnDraft::new(&b.name, Feed::Decide(why), Vec::new()), false)
         }
     }
 }
@@ -519,7 +511,7 @@ pub fn unfed(
         lines.push(Line::new(Tag::Decide, format!("columns.{name}: {why}")));
         (Feed::Decide(why), Vec::new())
     };
-    column(&c.name, feed, comments)
+    ColumnDraft::new(&c.name, feed, comments)
 }
 
 #[cfg(test)]

@@ -68,6 +68,16 @@ pub struct ColumnDraft {
     pub comments: Vec<String>,
 }
 
+impl ColumnDraft {
+    pub fn new(name: &str, feed: Feed, comments: Vec<String>) -> ColumnDraft {
+        ColumnDraft {
+            name: name.to_string(),
+            feed,
+            comments,
+        }
+    }
+}
+
 /// A drafted mapping file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableDraft {

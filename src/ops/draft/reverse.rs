@@ -158,7 +158,7 @@ fn invert_column<'a>(
         forward.join(" and ")
     );
     lines.push(Line::new(Tag::Decide, format!("columns.{gn}: {why}")));
-    Some(column(
+    Some(ColumnDraft::new(
         &g.name,
         Feed::Decide(why),
         vec![format!("forward: {}", forward.join("; "))],
@@ -191,27 +191,23 @@ fn invert_copy(
                 Tag::Rename,
                 noted(format!("{gn} <- {bn} (inverts the rename)")),
             ));
-            Some(column(&g.name, Feed::From(b.name.clone()), note.into_iter().collect()))
+            Some(ColumnDraft::new(
+                &g.name,
+                Feed::From(b.name.clone()),
+                note.into_iter().collect(),
+            ))
         }
         Conversion::Convert { feed, comment, .. } => {
             lines.push(Line::new(Tag::Cast, noted(format!("{gn} <- {bn}: {comment}"))));
             let mut comments = vec![comment];
             comments.extend(note);
-            Some(column(&g.name, feed, comments))
+            Some(ColumnDraft::new(&g.name, feed, comments))
         }
         Conversion::Decide(why) => {
             let why = noted(format!("blue's {bn} feeds it back, but {why}"));
             lines.push(Line::new(Tag::Decide, format!("columns.{gn}: {why}")));
-            Some(column(&g.name, Feed::Decide(why), Vec::new()))
+            Some(ColumnDraft::new(&g.name, Feed::Decide(why), Vec::new()))
         }
-    }
-}
-
-fn column(name: &str, feed: Feed, comments: Vec<String>) -> ColumnDraft {
-    ColumnDraft {
-        name: name.to_string(),
-        feed,
-        comments,
     }
 }
 

@@ -221,7 +221,7 @@ impl Checker<'_> {
         let mut in_chunk = 0u64;
         while let Some(mut data) = reader.next().await.map_err(on_green)? {
             while !data.is_empty() {
-                let (cut, seen) = cut_after_rows(&data, self.chunk_rows - in_chunk);
+                let (cut, seen) = transfer::cut_after_rows(&data, self.chunk_rows - in_chunk);
                 match cut {
                     Some(at) => {
                         sink.send(data.split_to(at)).await.map_err(on_blue)?;
@@ -377,19 +377,6 @@ fn readable(reason: String, blue_table: &str) -> String {
         })
 }
 
-/// Where the `need`th row of COPY text `data` ends (one past its newline), if it is in
-/// `data`, and how many rows end in `data` up to there.
-fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
-    let mut seen = 0u64;
-    for at in memchr::memchr_iter(b'\n', data) {
-        seen += 1;
-        if seen == need {
-            return (Some(at + 1), seen);
-        }
-    }
-    (None, seen)
-}
-
 /// What blue enforces on the plan's table that the temporary copy does not reproduce, one
 /// "not checked" note each: exclusion constraints, and triggers that fire under the bridge's
 /// replica role (ENABLE ALWAYS or REPLICA), which may refuse or change a row.
@@ -525,14 +512,6 @@ async fn blue_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_chunk_is_cut_after_its_last_row() {
-        assert_eq!(cut_after_rows(b"a\nb\nc\n", 2), (Some(4), 2));
-        assert_eq!(cut_after_rows(b"a\nb\nc\n", 3), (Some(6), 3));
-        assert_eq!(cut_after_rows(b"a\nb\nc", 5), (None, 2));
-        assert_eq!(cut_after_rows(b"", 1), (None, 0));
-    }
 
     #[test]
     fn messages_name_blue_table_not_the_temporary_copy() {

@@ -139,18 +139,19 @@ fn rows_function(stage: &str, insert: &str) -> String {
            EXCEPTION WHEN OTHERS THEN\n\
              GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;\n\
              refused_key := pgbridge_r.row_key;\n\
-             refused_reason := v_message || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END;\n\
+             refused_reason := {error_text};\n\
              RETURN NEXT;\n\
            END;\n\
          END LOOP;\n\
          END",
         key = ident(BLUE_KEY),
         stage = temp(stage),
+        error_text = crate::sql::ERROR_TEXT,
     );
     format!(
         "CREATE FUNCTION {}() RETURNS TABLE (refused_key text, refused_reason text) LANGUAGE plpgsql AS {}",
         temp(ROWS_FN),
-        super::stage::dollar_quoted(&body)
+        crate::sql::dollar_quoted(&body)
     )
 }
 

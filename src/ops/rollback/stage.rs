@@ -366,7 +366,7 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex], changed: &str) -> 
              {collides}\
              IF coalesce(v_constraint, '') = '' THEN\n  {probes}\n  END IF;\n\
              refused_key := pgbridge_r.row_key;\n\
-             refused_reason := v_message || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END;\n\
+             refused_reason := {error_text};\n\
              refused_constraint := nullif(v_constraint, '');\n\
              refused_column := nullif(v_column, '');\n\
              RETURN NEXT;\n\
@@ -376,12 +376,13 @@ pub fn row_function(plan: &TablePlan, unique: &[UniqueIndex], changed: &str) -> 
         key = key_text(plan),
         stage = temp(STAGE),
         probes = probes.join("\n  "),
+        error_text = crate::sql::ERROR_TEXT,
     );
     format!(
         "CREATE FUNCTION {}() RETURNS TABLE (refused_key text, refused_reason text, refused_constraint text, \
          refused_column text) LANGUAGE plpgsql AS {}",
         temp(ROWS_FN),
-        dollar_quoted(&body)
+        crate::sql::dollar_quoted(&body)
     )
 }
 
@@ -424,15 +425,6 @@ fn collides(plan: &TablePlan, unique: &[UniqueIndex], changed: &str, one_row: &s
             gk = ident(GREEN_KEY),
         )
     }
-}
-
-/// `body` between dollar quotes whose tag does not occur in it.
-pub(super) fn dollar_quoted(body: &str) -> String {
-    let mut tag = "pgbridge".to_string();
-    while body.contains(&format!("${tag}$")) {
-        tag.push('_');
-    }
-    format!("${tag}${body}${tag}$")
 }
 
 #[cfg(test)]
@@ -558,7 +550,10 @@ mod tests {
             "{f}"
         );
         assert!(f.contains("v_column := 'quantity';"), "{f}");
-        assert_eq!(dollar_quoted("a $pgbridge$ b"), "$pgbridge_$a $pgbridge$ b$pgbridge_$");
+        assert_eq!(
+            crate::sql::dollar_quoted("a $pgbridge$ b"),
+            "$pgbridge_$a $pgbridge$ b$pgbridge_$"
+        );
     }
 
     #[test]

@@ -23,21 +23,6 @@ pub(super) struct Range {
     pub(super) hi: Option<Vec<String>>,
 }
 
-/// Where the `need`th row of COPY text `data` ends (one past its newline), if it is in
-/// `data`, and how many rows end in `data` up to there.
-fn cut_after_rows(data: &[u8], need: u64) -> (Option<usize>, u64) {
-    let mut seen = 0u64;
-    for (i, b) in data.iter().enumerate() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == need {
-                return (Some(i + 1), seen);
-            }
-        }
-    }
-    (None, seen)
-}
-
 /// One table's comparison SQL.
 pub(super) struct Table<'a> {
     plan: &'a TablePlan,
@@ -191,7 +176,7 @@ impl<'a> Table<'a> {
         let mut reader = transfer::Gathered::new(stream);
         while let Some(mut data) = reader.next().await.map_err(on_green)? {
             while !data.is_empty() {
-                let (cut, seen) = cut_after_rows(&data, chunk_rows - in_chunk);
+                let (cut, seen) = transfer::cut_after_rows(&data, chunk_rows - in_chunk);
                 match cut {
                     Some(at) => {
                         let head = data.split_to(at);
@@ -521,18 +506,4 @@ fn counts(rows: &[Row], what: &str) -> Result<Counts> {
 /// `v`, as text cut at 60 characters (`...` marks a cut), or `NULL`.
 fn shown(v: &str) -> String {
     format!("coalesce(CASE WHEN length({v}::text) > 60 THEN left({v}::text, 60) || '...' ELSE {v}::text END, 'NULL')")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_chunk_is_cut_after_its_last_row() {
-        assert_eq!(cut_after_rows(b"a\nb\nc\n", 2), (Some(4), 2));
-        assert_eq!(cut_after_rows(b"a\nb\nc\n", 3), (Some(6), 3));
-        // Not enough rows: all of them are counted, nothing is cut.
-        assert_eq!(cut_after_rows(b"a\nb\nc", 5), (None, 2));
-        assert_eq!(cut_after_rows(b"", 1), (None, 0));
-    }
 }

@@ -109,29 +109,21 @@ pub(super) fn row_function(plan: &TablePlan, (stage, source): (&str, &str), comp
              {blue_key}\
              DELETE FROM {stage} AS g WHERE {one_row};\n\
              pgbridge_key := coalesce(v_key, pgbridge_r.row_key);\n\
-             pgbridge_reason := v_message || CASE WHEN coalesce(v_detail, '') = '' THEN '' ELSE ' (' || v_detail || ')' END;\n\
+             pgbridge_reason := {error_text};\n\
              RETURN NEXT;\n\
            END;\n\
          END LOOP;\n\
          END",
         green_key = green_key_text(plan),
         values = values.join(", "),
+        error_text = crate::sql::ERROR_TEXT,
     );
     format!(
         "CREATE OR REPLACE FUNCTION {}() RETURNS TABLE (pgbridge_key text, pgbridge_reason text) \
          LANGUAGE plpgsql AS {}",
         temp(ROWS_FN),
-        dollar_quoted(&body)
+        crate::sql::dollar_quoted(&body)
     )
-}
-
-/// `body` between dollar quotes whose tag does not occur in it.
-fn dollar_quoted(body: &str) -> String {
-    let mut tag = "pgbridge".to_string();
-    while body.contains(&format!("${tag}$")) {
-        tag.push('_');
-    }
-    format!("${tag}${body}${tag}$")
 }
 
 /// Evaluates the staged chunk row by row (see [`row_function`]): takes the rows blue cannot
@@ -176,15 +168,4 @@ pub(super) async fn take_out(
 /// Empties the skip table at the start of a pass, when it may hold keys.
 pub(super) async fn forget(blue: &Client) -> Result<(), tokio_postgres::Error> {
     blue.batch_execute(&format!("DELETE FROM {}", temp(SKIP))).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dollar_quotes_do_not_occur_in_the_body() {
-        assert_eq!(dollar_quoted("x"), "$pgbridge$x$pgbridge$");
-        assert_eq!(dollar_quoted("a $pgbridge$ b"), "$pgbridge_$a $pgbridge$ b$pgbridge_$");
-    }
 }
