@@ -30,14 +30,15 @@ pub struct Options {
 }
 
 pub async fn run(config: &Config, options: &Options) -> Result<i32> {
-    let report = preflight::check(config).await?;
+    let (green, blue) = crate::connect::both(config).await?;
+    let report = preflight::check(config, &green, &blue).await?;
     println!("blue evaluates mappings with {}\n", report.settings);
     for t in &report.tables {
         print_plan(t, options.sql);
     }
     print_losses(
-        &loses::review_with_enums(config, &report).await?,
-        &loses::tables_not_carried(config, &report).await?,
+        &loses::review_with_enums(&green, &blue, &report).await?,
+        &loses::tables_not_carried(config, &green, &report).await?,
     );
     print_high_availability(&ha::review(config).await?);
     let mut code = if report.problems.is_empty() {

@@ -51,14 +51,13 @@ pub struct Report {
     pub settings: String,
 }
 
-/// What `check` reports: connects to both sides, validates, and counts a drift from the plan
+/// What `check` reports, on connections to green and blue: validates, and counts a drift from the plan
 /// `setup` accepted as a problem too.
-pub async fn check(config: &Config) -> Result<Report> {
-    let (green, blue) = crate::connect::both(config).await?;
-    let report = validate(config, &green, &blue).await?;
+pub async fn check(config: &Config, green: &Client, blue: &Client) -> Result<Report> {
+    let report = validate(config, green, blue).await?;
     let mut problems = report.problems.clone();
     // Only `check`: `run` starts without them and warns until they are connected.
-    problems.extend(crate::state::standbys::problems(&blue, config).await?);
+    problems.extend(crate::state::standbys::problems(blue, config).await?);
     for f in &report.drift {
         problems.push(format!(
             "green table {} changed since `pgbridge setup` accepted its plan: {}; {}",

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::mapping::lossy::{self, Cast};
 use crate::mapping::{statements, TablePlan, Value};
 use crate::ops::preflight::Report;
+use tokio_postgres::Client;
 
 /// One thing a rollback would lose, or might.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,13 +114,10 @@ pub struct TableLosses {
 /// publication and not in `[mapping] exclude` ([`crate::drift::unpublished`], as `ready`
 /// lists them; nothing before the publication exists), and UNLOGGED ones not excluded
 /// (logical decoding never sees their rows, and no publication can list them).
-pub async fn tables_not_carried(config: &Config, report: &Report) -> Result<Vec<String>> {
-    let green = crate::connect::connect_green_sql(config)
-        .await
-        .map_err(Error::into_definite)?;
+pub async fn tables_not_carried(config: &Config, green: &Client, report: &Report) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     let p = &config.publication;
-    for crate::drift::NotCarried { table, unlogged } in crate::drift::not_carried(config, &green).await? {
+    for crate::drift::NotCarried { table, unlogged } in crate::drift::not_carried(config, green).await? {
         if unlogged {
             out.push(format!(
                 "green table {table} is not carried: it is UNLOGGED, so logical decoding never sees its rows; \
@@ -136,46 +134,40 @@ pub async fn tables_not_carried(config: &Config, report: &Report) -> Result<Vec<
     Ok(out)
 }
 
-/// Enum columns, with what a column's type is an enum through (itself, a domain over one,
-/// an array of either): column, the enum's name, its labels in order.
-const ENUM_COLUMNS: &str = "SELECT a.attname::text, format_type(e.oid, NULL), \
+/// Enum columns of the tables `$1` names (`rel`: how a name of `$1` becomes the table's
+/// oid), with what a column's type is an enum through (itself, a domain over one, an array of
+/// either): the table's name as given, column, the enum's name, its labels in order. One
+/// query for every table, however many.
+fn enum_columns_sql(rel: &str) -> String {
+    format!(
+        "SELECT r.name, a.attname::text, format_type(e.oid, NULL), \
        array(SELECT l.enumlabel::text FROM pg_catalog.pg_enum l WHERE l.enumtypid = e.oid ORDER BY l.enumsortorder) \
-     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
+     FROM unnest($1::text[]) AS r(name) JOIN pg_catalog.pg_attribute a ON a.attrelid = {rel} \
+       JOIN pg_catalog.pg_type t0 ON t0.oid = a.atttypid \
        JOIN pg_catalog.pg_type t1 ON t1.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END \
        JOIN pg_catalog.pg_type t2 ON t2.oid = CASE WHEN t1.typcategory = 'A' AND t1.typelem <> 0 THEN t1.typelem ELSE t1.oid END \
        JOIN pg_catalog.pg_type e ON e.oid = CASE WHEN t2.typtype = 'd' THEN t2.typbasetype ELSE t2.oid END \
-     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND e.typtype = 'e'";
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND e.typtype = 'e'"
+    )
+}
 
 /// [`review`], with the enum labels green has and blue lacks for every blue enum column fed
 /// by a plain copy (by name or `from`) of a green enum column, whatever the two types' names
 /// (asks both catalogs).
-pub async fn review_with_enums(config: &Config, report: &Report) -> Result<Vec<TableLosses>> {
-    let green = crate::connect::connect_green_sql(config)
-        .await
-        .map_err(Error::into_definite)?;
-    let blue = crate::connect::connect_blue(&config.blue)
-        .await
-        .map_err(Error::into_definite)?;
+pub async fn review_with_enums(green: &Client, blue: &Client, report: &Report) -> Result<Vec<TableLosses>> {
+    let green_names: Vec<String> = report.tables.iter().map(|t| t.plan.green.oid.to_string()).collect();
+    let blue_names: Vec<String> = report.tables.iter().map(|t| t.plan.blue_sql.clone()).collect();
+    let green_enums = enum_columns(green, "r.name::oid", &green_names, "green").await?;
+    let blue_enums = enum_columns(blue, "to_regclass(r.name)", &blue_names, "blue").await?;
     let mut out = review(report);
-    for t in &report.tables {
+    for (t, (g, b)) in report.tables.iter().zip(green_names.iter().zip(&blue_names)) {
         let plan = &t.plan;
-        let blue_oid: Option<u32> = blue
-            .query_one("SELECT to_regclass($1)::oid", &[&plan.blue_sql])
-            .await
-            .map_err(on("blue"))?
-            .get(0);
-        let Some(blue_oid) = blue_oid else { continue };
-        let read = |rows: Vec<tokio_postgres::Row>| -> EnumColumns {
-            rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect()
-        };
-        let green_enums = read(
-            green
-                .query(ENUM_COLUMNS, &[&plan.green.oid])
-                .await
-                .map_err(on("green"))?,
+        let none = EnumColumns::new();
+        let found = enum_labels(
+            plan,
+            green_enums.get(g).unwrap_or(&none),
+            blue_enums.get(b).unwrap_or(&none),
         );
-        let blue_enums = read(blue.query(ENUM_COLUMNS, &[&blue_oid]).await.map_err(on("blue"))?);
-        let found = enum_labels(plan, &green_enums, &blue_enums);
         if found.is_empty() {
             continue;
         }
@@ -192,6 +184,33 @@ pub async fn review_with_enums(config: &Config, report: &Report) -> Result<Vec<T
         }
     }
     Ok(out)
+}
+
+/// The enum columns of every table `names` lists on one side, by the name as given.
+async fn enum_columns(
+    client: &Client,
+    rel: &str,
+    names: &[String],
+    side: &'static str,
+) -> Result<BTreeMap<String, EnumColumns>> {
+    // Type names as a fresh session prints them: `check`'s sessions set their own search_path.
+    client
+        .batch_execute("BEGIN; SET LOCAL search_path TO DEFAULT")
+        .await
+        .map_err(on(side))?;
+    let rows = client
+        .query(&enum_columns_sql(rel), &[&names])
+        .await
+        .map_err(on(side))?;
+    client.batch_execute("COMMIT").await.map_err(on(side))?;
+    let mut by_table: BTreeMap<String, EnumColumns> = BTreeMap::new();
+    for r in rows {
+        by_table
+            .entry(r.get(0))
+            .or_default()
+            .insert(r.get(1), (r.get(2), r.get(3)));
+    }
+    Ok(by_table)
 }
 
 /// The error reading `side`'s enum columns.
