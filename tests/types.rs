@@ -5,7 +5,7 @@
 //! intervals, escaped bytea, `extra_float_digits = 0`): pgbridge has to ask for formats that
 //! parse back exactly instead of trusting the servers' defaults.
 
-use crate::support::bridge::{Pair, DB};
+use crate::support::bridge::{Pair, Wire, DB};
 use crate::support::{Cluster, ClusterOptions};
 
 fn options(timezone: &str) -> ClusterOptions {
@@ -134,6 +134,15 @@ fn blue_value(pair: &Pair, id: i32, expr: &str) -> String {
 
 #[test]
 fn types_round_trip_through_pgoutput_text() {
+    round_trip(Wire::Text);
+}
+
+#[test]
+fn types_round_trip_through_pgoutput_binary() {
+    round_trip(Wire::Binary);
+}
+
+fn round_trip(wire: Wire) {
     let pair = start_pair();
     for cluster in [&pair.green, &pair.blue] {
         let shown = cluster.psql(
@@ -144,9 +153,10 @@ fn types_round_trip_through_pgoutput_text() {
     }
     pair.both(SCHEMA);
     pair.setup();
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     pair.green.psql(DB, WRITES);
     pair.wait_caught_up(&bridge);
+    bridge.assert_wire(wire);
 
     pair.assert_same("public.types");
     assert_eq!(
