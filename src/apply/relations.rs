@@ -55,7 +55,7 @@ impl Applier {
         match relation.columns.iter().find(|c| !self.cx.wire.exact.contains(&c.type_oid)) {
             None => Ok(()),
             Some(c) => Err(Error::transient(format!(
-                "green table {label} now has column {} of type OID {}, which was not checked to travel exactly in                  binary when this stream started; restarting the stream to decide again",
+                "green table {label} now has column {} of type OID {}, which was not checked to travel exactly in binary when this stream started; restarting the stream to decide again",
                 c.name, c.type_oid
             ))),
         }

@@ -57,6 +57,22 @@ pub fn published_columns_sql(publication: &str) -> String {
     )
 }
 
+/// The columns of `tables` (`(schema, name)`), as [`published_columns_sql`] reads them: for
+/// `check` before `setup` created the publication.
+fn columns_of_sql(tables: &[(String, String)]) -> String {
+    let named: Vec<String> = tables
+        .iter()
+        .map(|(schema, name)| format!("({}, {})", sql::literal(schema), sql::literal(name)))
+        .collect();
+    format!(
+        "SELECT n.nspname || '.' || c.relname, a.attname::text, a.atttypid::int8::text \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE (n.nspname::text, c.relname::text) IN (VALUES {}) ORDER BY 1, a.attnum",
+        named.join(", ")
+    )
+}
+
 /// One type, as [`TYPES_SQL`] reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TypeRow {
@@ -219,6 +235,8 @@ pub struct Decision {
     pub arrays: HashSet<u32>,
     /// Published tables, by name, in order.
     pub tables: Vec<String>,
+    /// Published columns of array types, `(table, column)`.
+    pub array_columns: Vec<(String, String)>,
 }
 
 impl Decision {
@@ -240,9 +258,13 @@ impl Decision {
             .collect();
         let mut tables = Vec::new();
         let mut text_columns = Vec::new();
+        let mut array_columns = Vec::new();
         for (table, column, oid) in columns {
             if tables.last() != Some(table) {
                 tables.push(table.clone());
+            }
+            if green.is_array(*oid) {
+                array_columns.push((table.clone(), column.clone()));
             }
             if let Err(why) = exact(green, blue, *oid) {
                 text_columns.push(TextColumn {
@@ -265,6 +287,7 @@ impl Decision {
             exact: exact_types,
             arrays,
             tables,
+            array_columns,
         }
     }
 
@@ -286,7 +309,21 @@ impl Decision {
             let first = self.text_columns.first().map_or(String::new(), |c| c.table.clone());
             return format!("text (green sends one form for the whole stream, and table {first} needs text)");
         }
-        "binary".into()
+        let arrays: Vec<&str> = self
+            .array_columns
+            .iter()
+            .filter(|(t, _)| t == table)
+            .map(|(_, c)| c.as_str())
+            .collect();
+        if arrays.is_empty() {
+            "binary".into()
+        } else {
+            format!(
+                "binary; a backlog of its rows is applied one statement per row, not in batches, as it has array \
+                 columns ({}), which a batch's arrays cannot hold in binary",
+                arrays.join(", ")
+            )
+        }
     }
 
     /// The published tables by what they travel as, for `check`.
@@ -312,6 +349,32 @@ pub async fn blue_types(blue: &tokio_postgres::Client) -> crate::error::Result<T
         .await
         .map_err(|e| crate::error::Error::postgres("reading types on blue", &e))?;
     Ok(Types::from_rows(&simple_rows(messages)))
+}
+
+/// The decision `run` would take now, for `check`: over the published columns, or before the
+/// publication exists over the columns of `tables` (the ones `setup` would publish).
+pub async fn review(
+    config: &crate::config::Config,
+    green: &tokio_postgres::Client,
+    blue: &tokio_postgres::Client,
+    tables: &[(String, String)],
+    publication_exists: bool,
+) -> crate::error::Result<Decision> {
+    let on_green = |e| crate::error::Error::postgres("reading types and columns on green", &e);
+    let columns_sql = match publication_exists {
+        true => published_columns_sql(&config.publication),
+        false if tables.is_empty() => return Ok(Decision::new(&Types::default(), &Types::default(), &[])),
+        false => columns_of_sql(tables),
+    };
+    let columns = columns_from_rows(&simple_rows(green.simple_query(&columns_sql).await.map_err(on_green)?));
+    if !config.switches.binary {
+        let mut off = Decision::off();
+        off.tables = columns.iter().map(|(t, _, _)| t.clone()).collect();
+        off.tables.dedup();
+        return Ok(off);
+    }
+    let green_types = Types::from_rows(&simple_rows(green.simple_query(TYPES_SQL).await.map_err(on_green)?));
+    Ok(Decision::new(&green_types, &blue_types(blue).await?, &columns))
 }
 
 /// Rows of a simple query on a tokio-postgres client, as text.
@@ -383,7 +446,12 @@ mod tests {
             ("r", 16_405),
         ]);
         assert!(d.binary, "{:?}", d.text_columns);
-        assert_eq!(d.describe("public.t"), "binary");
+        assert!(
+            d.describe("public.t").starts_with("binary; a backlog"),
+            "{}",
+            d.describe("public.t")
+        );
+        assert!(d.describe("public.t").contains("(b, ms)"), "{}", d.describe("public.t"));
         assert!(d.arrays.contains(&16_401) && d.arrays.contains(&1007) && !d.arrays.contains(&23));
         assert!(d.exact.contains(&16_400));
     }
