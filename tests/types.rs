@@ -229,11 +229,20 @@ fn round_trip(wire: Wire) {
 
 #[test]
 fn types_full_identity_without_key_changes_exactly_the_intended_rows() {
+    full_identity_without_key(Wire::Binary);
+}
+
+#[test]
+fn types_full_identity_without_key_changes_exactly_the_intended_rows_in_text() {
+    full_identity_without_key(Wire::Text);
+}
+
+fn full_identity_without_key(wire: Wire) {
     let pair = start_pair();
     pair.both("CREATE TABLE public.loose (a int, label text, j json, p point)");
     pair.green.psql(DB, "ALTER TABLE public.loose REPLICA IDENTITY FULL");
     pair.setup();
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     pair.green.psql(
         DB,
         r#"
@@ -261,6 +270,7 @@ DELETE FROM public.loose WHERE ctid = (SELECT min(ctid) FROM public.loose WHERE 
         pair.blue.psql(DB, "SELECT p::text FROM public.loose WHERE a = 3"),
         "(3,3)"
     );
+    bridge.assert_wire(wire);
     assert_eq!(bridge.terminate(), 0);
 }
 
