@@ -7,6 +7,8 @@
 #   BENCH_PG=18 scripts/bench-latency.sh           # on another server version (16-18 from npm)
 #   BENCH_SECONDS=20 BENCH_ROUNDS=1 scripts/bench-latency.sh   # a quick look
 #   BENCH_OUT=/tmp/lat scripts/bench-latency.sh    # also keep every transaction's delays (CSV)
+#   BENCH_CPU=1 ...                                # also each process's CPU time per run
+#   BENCH_PGBRIDGE_CONFIG=$'[apply]\norigin = ""' ... # lines added to pgbridge's configuration
 #
 # Green: pgbench commits one-row inserts into `lat` at BENCH_RATE tx/s (Poisson arrivals,
 # BENCH_CLIENTS clients) for BENCH_SECONDS; the first BENCH_WARMUP seconds are not counted.
@@ -99,6 +101,7 @@ dsn = "postgres://postgres@127.0.0.1:$gp/app"
 dsn = "postgres://postgres@127.0.0.1:$bp/pgbridge"
 [metrics]
 listen = "127.0.0.1:$(free_port)"
+${BENCH_PGBRIDGE_CONFIG:-}
 TOML
 export PGBRIDGE_CONFIG=$work/pgbridge.toml
 if [[ " ${consumers[*]} " == *" pgbridge "* ]]; then "$pgbridge" setup >/dev/null; fi
@@ -219,15 +222,16 @@ PY
 
 hz=$(getconf CLK_TCK)
 results=()
-declare -A pooled
+declare -A pooled ticks
 measure() { # consumer round
-  local c=$1 round=$2 first last start t0 catchup load sender consumer s0 c0 s1 c1 tps
+  local c=$1 round=$2 first last start t0 catchup load sender consumer s0 c0 s1 c1 tps p
   consumer_start "$c"
   await_row "$c" "$(mark)" "$(now)" >/dev/null # caught up with what the others' runs wrote
   sleep 1
   read -r -a sender <<<"$(sender_pids | tr '\n' ' ')"
   read -r -a consumer <<<"$(consumer_pids "$c" | tr '\n' ' ')"
   s0=$(cpu_ticks "${sender[@]}"); c0=$(cpu_ticks "${consumer[@]}")
+  for p in "${sender[@]}" "${consumer[@]}"; do ticks[$p]=$(cpu_ticks "$p"); done
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   first=$(green -c "SELECT max(id) FROM lat")
   start=$(green -c "SELECT extract(epoch FROM clock_timestamp())")
@@ -239,6 +243,11 @@ measure() { # consumer round
   last=$(mark)
   catchup=$(await_row "$c" "$last" "$t0")
   s1=$(cpu_ticks "${sender[@]}"); c1=$(cpu_ticks "${consumer[@]}")
+  if [[ -n ${BENCH_CPU:-} ]]; then # per process, while the load ran
+    for p in "${sender[@]}" "${consumer[@]}"; do
+      echo "     $((($(cpu_ticks "$p") - ticks[$p]) * 1000 / hz / seconds)) ms/s CPU: $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-60)"
+    done >&2
+  fi
   consumer_stop "$c"
   green -c "SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM lat WHERE id > $first AND id < $last" >"$work/green.times"
   psql_at "$bp" "$c" -c "SELECT l.id, extract(epoch FROM l.created), extract(epoch FROM l.inserted), extract(epoch FROM a.committed)
