@@ -6,7 +6,7 @@
 
 use tokio_postgres::Client;
 
-use super::exec::{Context, Pipeline};
+use super::exec::Pipeline;
 use super::group::Group;
 use super::session::{commit_with_checkpoint, flush_wal, CheckpointStatements};
 use crate::error::{Error, Result};
@@ -38,7 +38,8 @@ pub(super) struct BluePipe<'a> {
 
 impl Blue for BluePipe<'_> {
     async fn begin(&mut self) -> Result<()> {
-        self.pipe.command("BEGIN".into(), Context::new("BEGIN")).await
+        self.pipe.begin_with_next();
+        Ok(())
     }
 
     async fn commit(&mut self, group: &Group, prev: Lsn) -> Result<()> {

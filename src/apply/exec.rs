@@ -100,6 +100,9 @@ pub struct Pipeline {
     in_flight_bytes: usize,
     /// COMMITs that succeeded since the last `take_commits`.
     commits: usize,
+    /// A transaction was opened and its BEGIN is sent with the next statement (or by
+    /// [`Pipeline::drain`]), so that both leave in one write.
+    begin_due: bool,
 }
 
 /// Most bytes of statement parameters in flight at once: encoded requests wait in the
@@ -114,7 +117,33 @@ impl Pipeline {
             max_in_flight,
             in_flight_bytes: 0,
             commits: 0,
+            begin_due: false,
         }
+    }
+
+    /// Writes a due BEGIN into the connection's queue, ahead of what follows.
+    async fn send_due_begin(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.begin_due) {
+            return Ok(());
+        }
+        let client = self.client.clone();
+        let mut begin: Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>> =
+            Box::pin(async move { client.batch_execute("BEGIN").await.map(|_| 0) });
+        let ctx = Context::new("BEGIN");
+        match futures_util::poll!(begin.as_mut()) {
+            // Only when the connection is gone.
+            Poll::Ready(result) => check(result, &ctx),
+            Poll::Pending => {
+                self.pending.push_back((begin, ctx));
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens a transaction: its BEGIN goes with the next statement, in the same write, instead
+    /// of alone (blue then wakes once for both).
+    pub fn begin_with_next(&mut self) {
+        self.begin_due = true;
     }
 
     pub fn client(&self) -> &Arc<Client> {
@@ -152,6 +181,7 @@ impl Pipeline {
         mut fut: Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>,
         ctx: Context,
     ) -> Result<()> {
+        self.send_due_begin().await?;
         // The first poll writes the request into the connection's queue.
         match futures_util::poll!(fut.as_mut()) {
             Poll::Ready(result) => {
@@ -205,6 +235,7 @@ impl Pipeline {
 
     /// Waits for every statement in flight; returns the first error in issue order.
     pub async fn drain(&mut self) -> Result<()> {
+        self.send_due_begin().await?;
         while !self.pending.is_empty() {
             self.finish_one().await?;
         }

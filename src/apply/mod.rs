@@ -339,7 +339,10 @@ impl Applier {
     async fn on_chunk(&mut self, chunk: Vec<SourceEvent>, events: &mpsc::Receiver<Vec<SourceEvent>>) -> Result<()> {
         let last = chunk.len().saturating_sub(1);
         for (i, event) in chunk.into_iter().enumerate() {
-            self.batches.backlog = i < last || !events.is_empty();
+            // Inside a green transaction its rows wait for its Commit (green sends a whole
+            // transaction back to back), so that they, the checkpoint and COMMIT reach blue in
+            // one write; a batch still goes once it is full.
+            self.batches.backlog = i < last || !events.is_empty() || self.tx.is_some();
             self.handle(event).await?;
             self.maybe_commit(i == last && events.is_empty()).await?;
         }
