@@ -32,6 +32,8 @@ pub struct Task {
     phase: Mutex<Phase>,
     /// A note shown after the table finishes (e.g. "12 rows deleted").
     note: Mutex<String>,
+    /// How the rows went (e.g. "direct, binary"), for the summary.
+    route: Mutex<String>,
 }
 
 impl Task {
@@ -43,7 +45,45 @@ impl Task {
             counter: Counter::default(),
             phase: Mutex::new(Phase::Waiting),
             note: Mutex::new(String::new()),
+            route: Mutex::new(String::new()),
         })
+    }
+
+    /// How the table's rows go; parts that went differently are all named.
+    pub fn set_route(&self, route: String) {
+        let mut current = self.route.lock().expect("progress lock");
+        if current.is_empty() {
+            *current = route;
+        } else if !current.split("; ").any(|r| r == route) {
+            current.push_str("; ");
+            current.push_str(&route);
+        }
+    }
+
+    /// Adds to the note shown when the table finishes (a part's, before the last one's).
+    pub fn add_note(&self, note: String) {
+        let mut current = self.note.lock().expect("progress lock");
+        if !current.is_empty() {
+            current.push_str("; ");
+        }
+        current.push_str(&note);
+    }
+
+    /// The summary's line for a finished table: rows, bytes, time, rates and route.
+    pub fn summary(&self, width: usize) -> String {
+        let (rows, bytes) = (self.counter.rows(), self.counter.bytes());
+        let took = match self.phase() {
+            Phase::Done(d) => d,
+            _ => Duration::ZERO,
+        };
+        format!(
+            "{:<width$}  {rows:>11} rows {:>10}  in {:>6.1}s  {}  {}",
+            self.name,
+            human_bytes(bytes),
+            took.as_secs_f64(),
+            rates(rows, bytes, took),
+            self.route.lock().expect("progress lock")
+        )
     }
 
     fn set(&self, phase: Phase) {
@@ -69,12 +109,15 @@ impl Task {
         }
     }
 
+    /// The table is copied; `note` (the last part's) is added to the others' notes.
     pub fn done(&self, note: String) {
         let started = match self.phase() {
             Phase::Running(t) | Phase::Finishing(t) => t,
             _ => Instant::now(),
         };
-        *self.note.lock().expect("progress lock") = note;
+        if !note.is_empty() {
+            self.add_note(note);
+        }
         self.set(Phase::Done(started.elapsed()));
     }
 
@@ -92,10 +135,10 @@ impl Task {
             Phase::Done(d) => {
                 let note = self.note.lock().expect("progress lock").clone();
                 format!(
-                    "{name}  done     {rows:>11} rows {:>10}  in {:>6.1}s  {:>10} rows/s{}{note}",
+                    "{name}  done     {rows:>11} rows {:>10}  in {:>6.1}s  {}{}{note}",
                     human_bytes(bytes),
                     d.as_secs_f64(),
-                    rate(rows, d),
+                    rates(rows, bytes, d),
                     if note.is_empty() { "" } else { "  " },
                 )
             }
@@ -107,9 +150,9 @@ impl Task {
             Phase::Running(t) => {
                 let elapsed = t.elapsed();
                 let mut text = format!(
-                    "{name}  copying  {rows:>11} rows {:>10}  {:>10} rows/s",
+                    "{name}  copying  {rows:>11} rows {:>10}  {}",
                     human_bytes(bytes),
-                    rate(rows, elapsed)
+                    rates(rows, bytes, elapsed)
                 );
                 // ETA from bytes when green's size is known (row estimates go stale faster).
                 let secs = elapsed.as_secs_f64();
@@ -126,13 +169,18 @@ impl Task {
     }
 }
 
-fn rate(rows: u64, d: Duration) -> u64 {
+fn rate(n: u64, d: Duration) -> u64 {
     let s = d.as_secs_f64();
     if s > 0.0 {
-        (rows as f64 / s) as u64
+        (n as f64 / s) as u64
     } else {
         0
     }
+}
+
+/// `1234567 rows/s   12.3 MB/s`: rows and bytes moved per second over `d`.
+pub fn rates(rows: u64, bytes: u64, d: Duration) -> String {
+    format!("{:>10} rows/s {:>10}/s", rate(rows, d), human_bytes(rate(bytes, d)))
 }
 
 pub fn human_bytes(b: u64) -> String {
