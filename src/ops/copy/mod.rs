@@ -44,7 +44,7 @@ use crate::mapping::TablePlan;
 use crate::ops::slot;
 use crate::sql;
 use crate::state::checkpoint;
-use part::{Evaluation, Part, Sessions};
+use part::{Part, Sessions};
 use parts::Range;
 use progress::{Display, Task};
 /// Queries about many tables in flight at once on one connection.
@@ -144,7 +144,9 @@ async fn copy_all(
     plans: Vec<Arc<TablePlan>>,
     jobs: usize,
 ) -> Result<Vec<Arc<Task>>> {
-    let (tasks, work) = schedule(green, blue, plans).await?;
+    let asker = evaluate::Asker::open(config, env).await?;
+    let (tasks, work) = schedule(green, blue, &asker, plans).await?;
+    drop(asker);
     let units = work.len();
     let queue = Mutex::new(work);
     let display = Display::start(tasks.clone());
@@ -195,6 +197,7 @@ struct Table {
 async fn schedule(
     green: &Client,
     blue: &Client,
+    asker: &evaluate::Asker,
     plans: Vec<Arc<TablePlan>>,
 ) -> Result<(Vec<Arc<Task>>, VecDeque<Part>)> {
     let estimates: Vec<(u64, u64)> = stream::iter(
@@ -228,12 +231,22 @@ async fn schedule(
         .collect();
     tables.sort_by_key(|t| std::cmp::Reverse(t.task.bytes_estimate));
     let tasks = tables.iter().map(|t| t.task.clone()).collect();
-    let routes: Vec<(Vec<Range>, Evaluation)> = stream::iter(tables.iter().map(|t| table_route(green, t)))
+    let mut evaluations = Vec::with_capacity(tables.len());
+    for t in &tables {
+        // One at a time: each asks in a transaction of its own on the asking session.
+        evaluations.push(match t.empty {
+            true => Arc::new(asker.ask(&t.plan).await?),
+            false => Arc::new(Err(String::new())),
+        });
+    }
+    let ranges: Vec<Vec<Range>> = stream::iter(tables.iter().map(|t| table_ranges(green, t)))
         .buffered(PIPELINED)
         .try_collect()
         .await?;
+    let routes = ranges.into_iter().zip(evaluations);
     let mut work = VecDeque::new();
     for (table, (ranges, on_green)) in tables.into_iter().zip(routes) {
+        table.task.set_parts(parts::describe(&ranges));
         let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
         for range in ranges {
             work.push_back(Part {
@@ -257,18 +270,15 @@ async fn blue_empty(blue: &Client, plan: &TablePlan) -> Result<bool> {
         .get(0))
 }
 
-/// A table's parts ([`parts`]) and how green can compute its blue values (asked only when
-/// blue's table is empty: otherwise the rows are upserted through the stage anyway).
-async fn table_route(green: &Client, table: &Table) -> Result<(Vec<Range>, Evaluation)> {
+/// A table's parts ([`parts`]).
+async fn table_ranges(green: &Client, table: &Table) -> Result<Vec<Range>> {
     let bytes = table.task.bytes_estimate;
     if table.empty {
-        let on_green = evaluate::on_green(green, &table.plan).await?;
-        return Ok((parts::blocks(bytes), Arc::new(on_green)));
+        return Ok(parts::blocks(bytes));
     }
-    let unused = Arc::new(Err(String::new()));
     let n = parts::count(bytes);
     let Some(key) = parts::range_key(&table.plan).filter(|_| n > 1) else {
-        return Ok((vec![Range::Whole], unused));
+        return Ok(vec![Range::Whole]);
     };
     let plan = &table.plan;
     let column = &plan.green.columns[key.green].name;
@@ -285,7 +295,7 @@ async fn table_route(green: &Client, table: &Table) -> Result<(Vec<Range>, Evalu
         .map_err(on_green)?
         .get(0);
     if !indexed {
-        return Ok((vec![Range::Whole], unused));
+        return Ok(vec![Range::Whole]);
     }
     // Outside the snapshot: the ranges' ends are open, so any bounds cover every row.
     let c = sql::ident(column);
@@ -297,7 +307,7 @@ async fn table_route(green: &Client, table: &Table) -> Result<(Vec<Range>, Evalu
         (Some(min), Some(max)) => parts::keys(min, max, n),
         _ => vec![Range::Whole],
     };
-    Ok((ranges, unused))
+    Ok(ranges)
 }
 
 /// The summary's lines: one per table (rows, bytes, time, rates, route), then the total.

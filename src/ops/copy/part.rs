@@ -66,11 +66,7 @@ pub struct Sessions {
 impl Sessions {
     pub async fn open(config: &Config, env: &Environment, snapshot: &str) -> Result<Sessions> {
         let green = transfer::green_for_snapshots(config).await?;
-        // Before the snapshot transaction, so a setting green refuses (a locale or a text
-        // search configuration only blue has) leaves the session as it was.
-        let evaluates = env.apply(&green).await.map_err(|e| {
-            format!("green does not take blue's evaluation settings ({e}), so blue evaluates the mapping")
-        });
+        let evaluates = super::evaluate::apply(&green, env).await;
         transfer::begin_snapshot(&green, Some(snapshot)).await?;
         let blue = crate::connect::connect_blue(&config.blue)
             .await
@@ -133,7 +129,7 @@ impl PartCopy<'_> {
     fn direct_route(&self) -> std::result::Result<&OnGreen, String> {
         let part = self.part;
         if !part.empty {
-            return Err("blue's table holds rows: upserted".into());
+            return Err("blue's table holds rows".into());
         }
         let on_green = part.on_green.as_ref().as_ref().map_err(|why| why.clone())?;
         // Plain same-type copies compute nothing: any session prints them as blue reads them.
@@ -181,7 +177,7 @@ impl PartCopy<'_> {
         }
         Ok(Outcome {
             note: String::new(),
-            route: format!("direct, {}", format.name()),
+            route: format!("straight into blue's table, {}", format.name()),
         })
     }
 
@@ -211,7 +207,7 @@ impl PartCopy<'_> {
         tracing::debug!(table = %plan.blue_name, seconds = applying.elapsed().as_secs_f64(), "written through the mapping");
         Ok(Outcome {
             note,
-            route: format!("staged: {why}"),
+            route: format!("through a stage on blue: {why}"),
         })
     }
 

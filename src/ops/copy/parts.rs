@@ -76,8 +76,8 @@ fn key_condition(column: &str, from: Option<i64>, to: Option<i64>) -> Option<Str
     }
 }
 
-/// Green's integer types, as `format_type` names them.
-const INTEGERS: [&str; 3] = ["smallint", "integer", "bigint"];
+/// Green's integer types (unquoted, as [`crate::mapping::GreenColumn::type_sql`] names them).
+const INTEGERS: [&str; 3] = ["pg_catalog.int2", "pg_catalog.int4", "pg_catalog.int8"];
 
 /// The key column a table holding rows on blue can be cut by: blue's unique key's first
 /// column, when it is a plain copy of a green integer column of the same type (so a range of
@@ -86,8 +86,17 @@ pub fn range_key(plan: &TablePlan) -> Option<crate::mapping::KeyColumn> {
     let KeyPlan::Unique(key) = &plan.key else { return None };
     let first = *key.first()?;
     let target = &plan.targets[first.target];
-    let integer = INTEGERS.contains(&plan.green.columns[first.green].type_sql.as_str());
+    let integer = INTEGERS.contains(&plan.green.columns[first.green].type_sql.replace('"', "").as_str());
     (integer && target.value.copied() == Some(first.green) && target.copies_same_type(&plan.green)).then_some(first)
+}
+
+/// The parts as the summary names them ("4 key ranges"), or nothing for one part.
+pub fn describe(ranges: &[Range]) -> String {
+    match ranges.first() {
+        Some(Range::Blocks { .. }) => format!("{} block ranges", ranges.len()),
+        Some(Range::Keys { .. }) => format!("{} key ranges", ranges.len()),
+        _ => String::new(),
+    }
 }
 
 /// How many parts a table of about `bytes` is worth.
@@ -231,7 +240,7 @@ mod tests {
 
     #[test]
     fn key_ranges_need_an_integer_key_copied_as_it_is() {
-        let p = plan("bigint", Value::Green(0));
+        let p = plan("\"pg_catalog\".\"int8\"", Value::Green(0));
         assert_eq!(range_key(&p), Some(KeyColumn { target: 0, green: 0 }));
         let r = Range::Keys {
             from: Some(10),
@@ -239,9 +248,9 @@ mod tests {
         };
         assert_eq!(r.on_green(&p).as_deref(), Some("\"id\" >= 10 AND \"id\" < 20"));
         assert_eq!(r.on_blue(&p, "b").as_deref(), Some("b.\"Id\" >= 10 AND b.\"Id\" < 20"));
-        assert_eq!(range_key(&plan("text", Value::Green(0))), None);
-        assert_eq!(range_key(&plan("bigint", Value::Expr("id + 1".into()))), None);
-        let mut keyless = plan("bigint", Value::Green(0));
+        assert_eq!(range_key(&plan("pg_catalog.text", Value::Green(0))), None);
+        assert_eq!(range_key(&plan("pg_catalog.int8", Value::Expr("id + 1".into()))), None);
+        let mut keyless = plan("pg_catalog.int8", Value::Green(0));
         keyless.key = KeyPlan::Match(vec![KeyColumn { target: 0, green: 0 }]);
         assert_eq!(range_key(&keyless), None);
     }

@@ -34,6 +34,8 @@ pub struct Task {
     note: Mutex<String>,
     /// How the rows went (e.g. "direct, binary"), for the summary.
     route: Mutex<String>,
+    /// The parts the table was cut into (e.g. "4 key ranges"), for the summary.
+    parts: Mutex<String>,
 }
 
 impl Task {
@@ -46,7 +48,13 @@ impl Task {
             phase: Mutex::new(Phase::Waiting),
             note: Mutex::new(String::new()),
             route: Mutex::new(String::new()),
+            parts: Mutex::new(String::new()),
         })
+    }
+
+    /// Names the parts the table is cut into (nothing for one).
+    pub fn set_parts(&self, parts: String) {
+        *self.parts.lock().expect("progress lock") = parts;
     }
 
     /// How the table's rows go; parts that went differently are all named.
@@ -76,13 +84,15 @@ impl Task {
             Phase::Done(d) => d,
             _ => Duration::ZERO,
         };
+        let parts = self.parts.lock().expect("progress lock");
         format!(
-            "{:<width$}  {rows:>11} rows {:>10}  in {:>6.1}s  {}  {}",
+            "{:<width$}  {rows:>11} rows {:>10}  in {:>6.1}s  {}  {}{}{parts}",
             self.name,
             human_bytes(bytes),
             took.as_secs_f64(),
             rates(rows, bytes, took),
-            self.route.lock().expect("progress lock")
+            self.route.lock().expect("progress lock"),
+            if parts.is_empty() { "" } else { ", in " },
         )
     }
 
