@@ -71,6 +71,18 @@ listen = "127.0.0.1:$(free_port)"
 TOML
 export PGBRIDGE_CONFIG=$work/pgbridge.toml
 
+# CPU seconds a cluster's processes have used so far: the live ones, and the exited backends
+# through the postmaster's children times.
+ticks=$(getconf CLK_TCK)
+cluster_cpu() { # name
+  local pm c
+  pm=$(head -n1 "$work/$1/postmaster.pid")
+  {
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+    for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true; done
+  } | awk -v t="$ticks" '{s += $1} END {printf "%.2f", s / t}'
+}
+
 # Empty targets, dirty pages written out: every variant starts alike.
 reset() {
   psql_at "$bp" dump -c "TRUNCATE customers, jobs, purchases"
@@ -78,17 +90,37 @@ reset() {
   psql_at "$bp" postgres -c "CHECKPOINT"
   psql_at "$gp" postgres -c "CHECKPOINT"
 }
-run_dump() {
+run_dump() { # "seconds client_cpu" into $work/time
   local t0 t1
   t0=$(now)
-  "$bindir/pg_dump" -a -t customers -t jobs -t purchases -h 127.0.0.1 -p "$gp" -U postgres app |
-    psql_at "$bp" dump >/dev/null
+  /usr/bin/time -o "$work/time.dump" -f "%U %S" "$bindir/pg_dump" -a -t customers -t jobs -t purchases \
+    -h 127.0.0.1 -p "$gp" -U postgres app |
+    /usr/bin/time -o "$work/time.psql" -f "%U %S" "$bindir/psql" -X -q -h 127.0.0.1 -p "$bp" -U postgres -d dump \
+      -v ON_ERROR_STOP=1 >/dev/null
   t1=$(now)
-  calc "$t1 - $t0"
+  echo "$(calc "$t1 - $t0") $(cat "$work/time.dump" "$work/time.psql" | awk '{s += $1 + $2} END {printf "%.2f", s}')" >"$work/time"
 }
-run_copy() { # binary jobs name; "seconds peak_kB" into $work/time
-  /usr/bin/time -o "$work/time" -f "%e %M" "$1" setup --copy --jobs "$2" >"$work/copy-$3.log" ||
-    { cat "$work/copy-$3.log" "$work/time"; exit 1; }
+run_copy() { # binary jobs name; "seconds peak_kB client_cpu" into $work/time
+  /usr/bin/time -o "$work/time.raw" -f "%e %M %U %S" "$1" setup --copy --jobs "$2" >"$work/copy-$3.log" ||
+    { cat "$work/copy-$3.log" "$work/time.raw"; exit 1; }
+  awk '{printf "%s %s %.2f\n", $1, $2, $3 + $4}' "$work/time.raw" >"$work/time"
+}
+blue_wal() { psql_at "$bp" postgres -c "SELECT pg_current_wal_lsn() - '0/0'"; }
+# Runs a variant; prints "seconds peak_kB client_cpu green_cpu blue_cpu blue_wal_MB".
+measure() { # variant
+  local g0 b0 w0 s kb cpu
+  g0=$(cluster_cpu green); b0=$(cluster_cpu blue); w0=$(blue_wal)
+  if [[ $1 == dump ]]; then
+    run_dump
+    read -r s cpu <"$work/time"
+    kb=0
+  else
+    local bin=$pgbridge
+    [[ ${1%%:*} == old ]] && bin=$BENCH_COPY_BEFORE
+    run_copy "$bin" "${1#*:}" "${1/:/-}"
+    read -r s kb cpu <"$work/time"
+  fi
+  echo "$s $kb $cpu $(calc "$(cluster_cpu green) - $g0") $(calc "$(cluster_cpu blue) - $b0") $(calc "($(blue_wal) - $w0) / 1048576")"
 }
 
 # A variant is "dump", or "<build>:<jobs>" with build "new" (this one) or "old" (BENCH_COPY_BEFORE).
@@ -98,7 +130,9 @@ variants=(dump)
 for b in "${builds[@]}"; do for j in $jobs_list; do variants+=("$b:$j"); done; done
 declare -A ratios=() peaks=()
 results=$work/results
+cpus=$work/cpus
 : >"$results"
+: >"$cpus"
 for ((round = 0; round < runs; round++)); do
   n=${#variants[@]}
   dump_s=""
@@ -106,15 +140,13 @@ for ((round = 0; round < runs; round++)); do
   for ((k = 0; k < n; k++)); do
     v=${variants[$(((k + round) % n))]}
     reset
+    echo "round $((round + 1)): $v..." >&2
+    measure "$v" >"$work/measured"
+    read -r s kb cpu gcpu bcpu wal <"$work/measured"
+    echo "$v $s $cpu $gcpu $bcpu $wal" >>"$cpus"
     if [[ $v == dump ]]; then
-      echo "round $((round + 1)): pg_dump | psql..." >&2
-      dump_s=$(run_dump)
+      dump_s=$s
     else
-      bin=$pgbridge
-      [[ ${v%%:*} == old ]] && bin=$BENCH_COPY_BEFORE
-      echo "round $((round + 1)): pgbridge ($v) setup --copy --jobs ${v#*:}..." >&2
-      run_copy "$bin" "${v#*:}" "${v/:/-}"
-      read -r s kb <"$work/time"
       secs[$v]=$s
       peaks[$v]="${peaks[$v]:-} $kb"
     fi
@@ -132,6 +164,7 @@ cat "$work/copy-new-$last.log" >&2
 # The rounds may end with another variant: blue gets this build's copy again for verify.
 reset
 run_copy "$pgbridge" "$last" verify
+[[ -s $work/time ]] || exit 1
 echo "pgbridge verify..." >&2
 t0=$(now)
 "$pgbridge" verify >"$work/verify.log" || { cat "$work/verify.log"; echo "verify found differences" >&2; exit 1; }
@@ -154,5 +187,13 @@ echo "|--------------|-----------------------------|----------------------------
 for v in "${variants[@]:1}"; do
   peak=$(tr ' ' '\n' <<<"${peaks[$v]}" | grep . | sort -g | tail -n1)
   printf '| %12s | %26sx | %32s MB |\n' "$v" "$(median <<<"${ratios[$v]}")" "$(calc "$peak / 1024")"
+done
+echo
+echo "CPU seconds per variant (median over rounds): the client (pg_dump + psql, or pgbridge), green's and blue's servers; WAL blue wrote"
+echo "| variant      | wall s | client CPU s | green CPU s | blue CPU s | blue WAL MB |"
+echo "|--------------|--------|--------------|-------------|------------|-------------|"
+for v in "${variants[@]}"; do
+  col() { awk -v v="$v" -v c="$1" '$1 == v {print $c}' "$cpus" | median; }
+  printf '| %12s | %6s | %12s | %11s | %10s | %11s |\n' "$v" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
 done
 printf 'pgbridge verify (example mapping): %ss, %.0f rows/s\n' "$verify_s" "$(calc "$total / $verify_s")"
