@@ -141,7 +141,7 @@ pub fn keys(min: i64, max: i64, parts: u64) -> Vec<Range> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{int_table, KeyColumn, Target, Value};
+    use crate::mapping::{int_plan, KeyColumn, Value};
 
     #[test]
     fn a_small_table_is_one_part() {
@@ -209,33 +209,15 @@ mod tests {
         ));
     }
 
+    /// `public.t (id, v)` keyed on id, of `green_type` on both sides, blue's id named `Id`
+    /// and fed by `value`.
     fn plan(green_type: &str, value: Value) -> TablePlan {
-        let mut green = int_table(&["id", "v"]);
-        green.columns[0].type_sql = green_type.into();
-        let target = |name: &str, value: Value| Target {
-            blue_name: name.into(),
-            blue_type: green_type.into(),
-            stored_type: green_type.into(),
-            value,
-            depends: vec![0],
-            insert_only: false,
-            comparable: true,
-            identity_always: false,
-        };
-        TablePlan {
-            green,
-            green_name: "public.t".into(),
-            blue_name: "public.t".into(),
-            blue_sql: "\"public\".\"t\"".into(),
-            targets: vec![target("Id", value), target("v", Value::Green(1))],
-            key: KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }]),
-            filter: None,
-            overriding_system_value: false,
-            blue_partitioned: false,
-            file: None,
-            partition_of: None,
-            read: vec![true; 2],
-        }
+        let mut p = int_plan(&["id", "v"]);
+        p.green.columns[0].type_sql = green_type.into();
+        p.targets[0].blue_type = green_type.into();
+        p.targets[0].blue_name = "Id".into();
+        p.targets[0].value = value;
+        p
     }
 
     #[test]
