@@ -233,14 +233,13 @@ pub(crate) fn int_table(cols: &[&str]) -> GreenTable {
 /// column: a fixture for tests that need a whole plan.
 #[cfg(test)]
 pub(crate) fn int_plan(cols: &[&str]) -> TablePlan {
-    let int = "\"pg_catalog\".\"int4\"";
     let targets = cols
         .iter()
         .enumerate()
         .map(|(g, name)| Target {
             blue_name: name.to_string(),
-            blue_type: int.into(),
-            stored_type: int.into(),
+            blue_type: "\"pg_catalog\".\"int4\"".into(),
+            stored_type: "integer".into(),
             value: Value::Green(g),
             depends: vec![g],
             insert_only: false,
