@@ -263,6 +263,11 @@ fn copy_into_filled_blue_goes_by_key_ranges_fixing_changed_and_deleting_extra_ro
     let line = summary_line(&report, "public.big");
     assert!(line.contains("key ranges"), "cut into key ranges: {line}");
     assert!(line.contains("blue's table holds rows"), "{line}");
+    let extra = (1..=40000).filter(|i| i % 101 == 0 && i % 3 != 2).count() + 4;
+    assert!(
+        line.contains(&format!("; {extra} blue rows not on green deleted")),
+        "{line}"
+    );
     assert_eq!(
         digest(&pair.green, "SELECT id, v, round(n)::int, pad FROM big"),
         digest(&pair.blue, "SELECT id, v, n, pad FROM big"),

@@ -165,10 +165,9 @@ async fn copy_all(
             match part::copy(sessions, &part).await {
                 Ok(outcome) => {
                     part.task.set_route(outcome.route);
+                    part.task.deleted(outcome.deleted, outcome.replaced);
                     if part.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        part.task.done(outcome.note);
-                    } else if !outcome.note.is_empty() {
-                        part.task.add_note(outcome.note);
+                        part.task.done();
                     }
                 }
                 Err(e) => {

@@ -47,10 +47,12 @@ pub struct Part {
     pub remaining: Arc<AtomicU64>,
 }
 
-/// What a part did: a note for the progress line, and the route, for the summary.
+/// What a part did: its route, for the summary, and the blue rows it deleted.
 pub struct Outcome {
-    pub note: String,
     pub route: String,
+    /// Blue rows green lacks, deleted (or, with `replaced`, a keyless table's old rows).
+    pub deleted: u64,
+    pub replaced: bool,
 }
 
 /// A copy worker's connections: green inside one transaction at the exported snapshot, blue
@@ -176,8 +178,9 @@ impl PartCopy<'_> {
             task.finishing();
         }
         Ok(Outcome {
-            note: String::new(),
             route: format!("straight into blue's table, {}", format.name()),
+            deleted: 0,
+            replaced: false,
         })
     }
 
@@ -203,23 +206,25 @@ impl PartCopy<'_> {
             task.finishing();
         }
         let applying = Instant::now();
-        let note = self.write_from_stage().await?;
+        let (deleted, replaced) = self.write_from_stage().await?;
         tracing::debug!(table = %plan.blue_name, seconds = applying.elapsed().as_secs_f64(), "written through the mapping");
         Ok(Outcome {
-            note,
             route: format!("through a stage on blue: {why}"),
+            deleted,
+            replaced,
         })
     }
 
-    /// Writes the stage through the mapping; returns a note for the progress line.
-    async fn write_from_stage(&self) -> Result<String> {
+    /// Writes the stage through the mapping; returns the blue rows deleted, and whether they
+    /// were a keyless table's rows, replaced.
+    async fn write_from_stage(&self) -> Result<(u64, bool)> {
         let (plan, blue, empty) = (&*self.part.plan, &self.sessions.blue, self.part.empty);
         let stage = sql::ident(STAGE);
         if empty {
             blue.execute(&statements::insert_from(plan, &stage, false), &[])
                 .await
                 .map_err(self.on_blue())?;
-            return Ok(String::new());
+            return Ok((0, false));
         }
         if !matches!(plan.key, KeyPlan::Unique(_)) {
             // No key to match rows by: blue's rows are replaced (such a table is one part).
@@ -230,17 +235,13 @@ impl PartCopy<'_> {
             blue.execute(&statements::insert_from(plan, &stage, false), &[])
                 .await
                 .map_err(self.on_blue())?;
-            return Ok(format!("{n} old blue rows replaced"));
+            return Ok((n, true));
         }
         blue.execute(&upsert_changed(plan), &[]).await.map_err(self.on_blue())?;
         let n = delete_extra(blue, plan, self.part.range.on_blue(plan, "b"))
             .await
             .map_err(self.on_blue())?;
-        Ok(if n > 0 {
-            format!("{n} blue rows not on green deleted")
-        } else {
-            String::new()
-        })
+        Ok((n, false))
     }
 }
 

@@ -5,6 +5,7 @@
 //! line per running table every ten seconds, and one when a table finishes.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,10 @@ pub struct Task {
     pub bytes_estimate: u64,
     pub counter: Counter,
     phase: Mutex<Phase>,
-    /// A note shown after the table finishes (e.g. "12 rows deleted").
-    note: Mutex<String>,
+    /// Blue rows deleted because green lacks them, over every part.
+    deleted: AtomicU64,
+    /// A keyless blue table's rows were replaced (those are the deleted ones).
+    replaced: AtomicBool,
     /// How the rows went (e.g. "direct, binary"), for the summary.
     route: Mutex<String>,
     /// The parts the table was cut into (e.g. "4 key ranges"), for the summary.
@@ -46,7 +49,8 @@ impl Task {
             bytes_estimate,
             counter: Counter::default(),
             phase: Mutex::new(Phase::Waiting),
-            note: Mutex::new(String::new()),
+            deleted: AtomicU64::new(0),
+            replaced: AtomicBool::new(false),
             route: Mutex::new(String::new()),
             parts: Mutex::new(String::new()),
         })
@@ -68,13 +72,24 @@ impl Task {
         }
     }
 
-    /// Adds to the note shown when the table finishes (a part's, before the last one's).
-    pub fn add_note(&self, note: String) {
-        let mut current = self.note.lock().expect("progress lock");
-        if !current.is_empty() {
-            current.push_str("; ");
+    /// Counts blue rows a part deleted (`replaced`: a keyless table's old rows).
+    pub fn deleted(&self, rows: u64, replaced: bool) {
+        self.deleted.fetch_add(rows, Ordering::Relaxed);
+        if replaced {
+            self.replaced.store(true, Ordering::Relaxed);
         }
-        current.push_str(&note);
+    }
+
+    /// What the table's line says after it finishes, about blue rows deleted.
+    fn note(&self) -> String {
+        match (
+            self.deleted.load(Ordering::Relaxed),
+            self.replaced.load(Ordering::Relaxed),
+        ) {
+            (n, true) => format!("{n} old blue rows replaced"),
+            (0, false) => String::new(),
+            (n, false) => format!("{n} blue rows not on green deleted"),
+        }
     }
 
     /// The summary's line for a finished table: rows, bytes, time, rates and route.
@@ -85,14 +100,16 @@ impl Task {
             _ => Duration::ZERO,
         };
         let parts = self.parts.lock().expect("progress lock");
+        let note = self.note();
         format!(
-            "{:<width$}  {rows:>11} rows {:>10}  in {:>6.1}s  {}  {}{}{parts}",
+            "{:<width$}  {rows:>11} rows {:>10}  in {:>6.1}s  {}  {}{}{parts}{}{note}",
             self.name,
             human_bytes(bytes),
             took.as_secs_f64(),
             rates(rows, bytes, took),
             self.route.lock().expect("progress lock"),
             if parts.is_empty() { "" } else { ", in " },
+            if note.is_empty() { "" } else { "; " },
         )
     }
 
@@ -119,15 +136,11 @@ impl Task {
         }
     }
 
-    /// The table is copied; `note` (the last part's) is added to the others' notes.
-    pub fn done(&self, note: String) {
+    pub fn done(&self) {
         let started = match self.phase() {
             Phase::Running(t) | Phase::Finishing(t) => t,
             _ => Instant::now(),
         };
-        if !note.is_empty() {
-            self.add_note(note);
-        }
         self.set(Phase::Done(started.elapsed()));
     }
 
@@ -143,7 +156,7 @@ impl Task {
             Phase::Waiting => format!("{name}  waiting"),
             Phase::Failed => format!("{name}  failed after {rows} rows"),
             Phase::Done(d) => {
-                let note = self.note.lock().expect("progress lock").clone();
+                let note = self.note();
                 format!(
                     "{name}  done     {rows:>11} rows {:>10}  in {:>6.1}s  {}{}{note}",
                     human_bytes(bytes),
@@ -446,7 +459,7 @@ mod tests {
         let tasks: Vec<Arc<Task>> = (0..4).map(|i| Task::new(format!("s.t{i}"), 0, 0)).collect();
         tasks[0].start_once();
         tasks[0].counter.rows.store(10, std::sync::atomic::Ordering::Relaxed);
-        tasks[0].done(String::new());
+        tasks[0].done();
         tasks[1].start_once();
         tasks[2].failed();
         let line = overall(&tasks, Duration::from_secs(2));
