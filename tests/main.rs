@@ -34,4 +34,5 @@ mod truncate;
 mod types;
 mod verify;
 mod versions;
+mod wire;
 mod workload;

@@ -1,19 +1,30 @@
 //! Row semantics against real servers: CORRECTNESS.md cases 1-5 and 7.
 
-use crate::support::bridge::{Pair, DB};
+use crate::support::bridge::{Pair, Wire, DB};
 use crate::workload;
 
 /// Case 1: 1,000 random transactions over several tables, part of them written while pgbridge
 /// was down (a backlog), part while it streamed: green and blue equal row by row.
 #[test]
 fn random_transactions_converge() {
+    random_transactions(Wire::Binary);
+}
+
+/// Case 1 with green's values as text (`PGBRIDGE_BINARY=off`).
+#[test]
+fn random_transactions_converge_in_text() {
+    random_transactions(Wire::Text);
+}
+
+fn random_transactions(wire: Wire) {
     let pair = Pair::start();
     workload::create(&pair);
     pair.setup();
     workload::run(&pair, 1, 300);
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     workload::run(&pair, 2, 700);
     pair.wait_caught_up(&bridge);
+    bridge.assert_wire(wire);
     workload::assert_converged(&pair);
     let count: i64 = pair.green.psql(DB, "SELECT count(*) FROM accounts").parse().unwrap();
     assert!(count > 50, "the workload should leave rows behind, found {count}");
@@ -25,14 +36,14 @@ fn random_transactions_converge() {
     );
 }
 
-fn toast_case(identity_full: bool) {
+fn toast_case(identity_full: bool, wire: Wire) {
     let pair = Pair::start();
     pair.both("CREATE TABLE docs (id int PRIMARY KEY, title text, body text); ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;");
     if identity_full {
         pair.green.psql(DB, "ALTER TABLE docs REPLICA IDENTITY FULL");
     }
     pair.setup();
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     // 20 kB of incompressible text, stored out of line.
     pair.green.psql(
         DB,
@@ -50,19 +61,30 @@ fn toast_case(identity_full: bool) {
         "SELECT string_agg(id || ':' || title || ':' || length(body), ',' ORDER BY id) FROM docs",
     );
     assert_eq!(lengths, "1:v2:20480,2:v2:20480,10:moved:20480");
+    bridge.assert_wire(wire);
 }
 
 /// Case 2: an update that leaves a TOASTed column unchanged ('u') keeps blue's value, also
 /// when the same update changes the key.
 #[test]
 fn unchanged_toast_is_kept() {
-    toast_case(false);
+    toast_case(false, Wire::Binary);
+}
+
+#[test]
+fn unchanged_toast_is_kept_in_text() {
+    toast_case(false, Wire::Text);
 }
 
 /// Case 3: the same under REPLICA IDENTITY FULL.
 #[test]
 fn unchanged_toast_is_kept_under_replica_identity_full() {
-    toast_case(true);
+    toast_case(true, Wire::Binary);
+}
+
+#[test]
+fn unchanged_toast_is_kept_under_replica_identity_full_in_text() {
+    toast_case(true, Wire::Text);
 }
 
 /// Case 4: key-changing updates, and two rows swapping keys inside one transaction.
@@ -108,11 +130,20 @@ fn key_changes_and_swaps() {
 /// an update or delete of one of them changes exactly one row on blue.
 #[test]
 fn keyless_duplicates_change_one_row() {
+    keyless_duplicates(Wire::Binary);
+}
+
+#[test]
+fn keyless_duplicates_change_one_row_in_text() {
+    keyless_duplicates(Wire::Text);
+}
+
+fn keyless_duplicates(wire: Wire) {
     let pair = Pair::start();
     pair.both("CREATE TABLE dup (a int, b text, j json)");
     pair.green.psql(DB, "ALTER TABLE dup REPLICA IDENTITY FULL");
     pair.setup();
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     pair.green.psql(DB, "INSERT INTO dup VALUES (1, 'same', '{\"a\": 1}'), (1, 'same', '{\"a\": 1}'), (1, 'same', '{\"a\": 1}'), (2, NULL, NULL)");
     pair.green.psql(
         DB,
@@ -132,6 +163,7 @@ fn keyless_duplicates_change_one_row() {
         ),
         "1:changed,1:same,3:null"
     );
+    bridge.assert_wire(wire);
 }
 
 /// Case 7: a green table dropped and recreated (new OID), even when put back in the

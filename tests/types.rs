@@ -5,7 +5,7 @@
 //! intervals, escaped bytea, `extra_float_digits = 0`): pgbridge has to ask for formats that
 //! parse back exactly instead of trusting the servers' defaults.
 
-use crate::support::bridge::{Pair, DB};
+use crate::support::bridge::{Pair, Wire, DB};
 use crate::support::{Cluster, ClusterOptions};
 
 fn options(timezone: &str) -> ClusterOptions {
@@ -134,6 +134,15 @@ fn blue_value(pair: &Pair, id: i32, expr: &str) -> String {
 
 #[test]
 fn types_round_trip_through_pgoutput_text() {
+    round_trip(Wire::Text);
+}
+
+#[test]
+fn types_round_trip_through_pgoutput_binary() {
+    round_trip(Wire::Binary);
+}
+
+fn round_trip(wire: Wire) {
     let pair = start_pair();
     for cluster in [&pair.green, &pair.blue] {
         let shown = cluster.psql(
@@ -144,9 +153,10 @@ fn types_round_trip_through_pgoutput_text() {
     }
     pair.both(SCHEMA);
     pair.setup();
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     pair.green.psql(DB, WRITES);
     pair.wait_caught_up(&bridge);
+    bridge.assert_wire(wire);
 
     pair.assert_same("public.types");
     assert_eq!(
@@ -219,11 +229,20 @@ fn types_round_trip_through_pgoutput_text() {
 
 #[test]
 fn types_full_identity_without_key_changes_exactly_the_intended_rows() {
+    full_identity_without_key(Wire::Binary);
+}
+
+#[test]
+fn types_full_identity_without_key_changes_exactly_the_intended_rows_in_text() {
+    full_identity_without_key(Wire::Text);
+}
+
+fn full_identity_without_key(wire: Wire) {
     let pair = start_pair();
     pair.both("CREATE TABLE public.loose (a int, label text, j json, p point)");
     pair.green.psql(DB, "ALTER TABLE public.loose REPLICA IDENTITY FULL");
     pair.setup();
-    let bridge = pair.run();
+    let bridge = pair.run_in(wire);
     pair.green.psql(
         DB,
         r#"
@@ -251,6 +270,7 @@ DELETE FROM public.loose WHERE ctid = (SELECT min(ctid) FROM public.loose WHERE 
         pair.blue.psql(DB, "SELECT p::text FROM public.loose WHERE a = 3"),
         "(3,3)"
     );
+    bridge.assert_wire(wire);
     assert_eq!(bridge.terminate(), 0);
 }
 

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::exec::{Context, TextArray};
+use super::exec::Context;
+use super::params::WireArray;
 use super::rows::Values;
 use super::Applier;
 use crate::error::{Error, Result};
@@ -80,23 +81,31 @@ pub(super) fn batch_shape(plan: &TablePlan, shape: &Shape) -> Option<Shape> {
     }
 }
 
-fn value(v: Option<&TupleValue>) -> Option<Option<Bytes>> {
+/// A value for a batch's array, or `None` when it cannot join one: an unchanged TOAST value,
+/// a value in the other form than the statement's (`binary`) where the column is `read`
+/// (a column nothing reads is `bytea[]` in binary, and takes either).
+fn value(v: Option<&TupleValue>, binary: bool, read: bool) -> Option<Option<Bytes>> {
     match v {
         Some(TupleValue::Null) => Some(None),
-        Some(TupleValue::Text(b)) => Some(Some(b.clone())),
+        Some(TupleValue::Text(b)) if !binary || !read => Some(Some(b.clone())),
+        Some(TupleValue::Binary(b)) if binary => Some(Some(b.clone())),
         _ => None,
     }
 }
 
 impl Batch {
     /// The key and the parameter values of one change, or `None` if it cannot be batched
-    /// (a value missing, binary format).
-    fn row(plan: &TablePlan, shape: &Shape, values: &Values<'_>) -> Option<(Option<Row>, Row)> {
+    /// (a value missing, or not in the statement's form: `binary`).
+    fn row(plan: &TablePlan, shape: &Shape, values: &Values<'_>, binary: bool) -> Option<(Option<Row>, Row)> {
         let key_cols = plan.key.columns();
         match shape {
             Shape::BatchInsert { upsert } => {
                 let new = values.new?;
-                let row: Row = new.iter().map(|v| value(Some(v))).collect::<Option<_>>()?;
+                let row: Row = new
+                    .iter()
+                    .zip(&plan.read)
+                    .map(|(v, read)| value(Some(v), binary, *read))
+                    .collect::<Option<_>>()?;
                 let key = upsert.then(|| key_cols.iter().map(|k| row[k.green].clone()).collect());
                 Some((key, row))
             }
@@ -104,7 +113,7 @@ impl Batch {
                 let old = values.old?;
                 let key: Row = key_cols
                     .iter()
-                    .map(|k| value(old.get(k.green)))
+                    .map(|k| value(old.get(k.green), binary, true))
                     .collect::<Option<_>>()?;
                 Some((Some(key.clone()), key))
             }
@@ -164,7 +173,11 @@ impl Applier {
         let Some(batch_shape) = batch_shape(plan, shape) else {
             return Ok(false);
         };
-        let Some((key, row)) = Batch::row(plan, &batch_shape, values) else {
+        let binary = self.cx.wire.binary;
+        if binary && self.reads_arrays(plan) {
+            return Ok(false);
+        }
+        let Some((key, row)) = Batch::row(plan, &batch_shape, values, binary) else {
             return Ok(false);
         };
         let oid = plan.green.oid;
@@ -223,8 +236,12 @@ impl Applier {
         };
         let key = (oid, shape);
         if !self.cache.statements.contains_key(&key) {
-            let sql = statements::build(&batch.plan, &key.1);
-            let types = vec![Type::TEXT_ARRAY; sql.params.len()];
+            let sql = statements::build_for(&batch.plan, &key.1, self.wire_form());
+            // In binary blue infers each array's type from its cast to green's type.
+            let types = match self.cx.wire.binary {
+                true => Vec::new(),
+                false => vec![Type::TEXT_ARRAY; sql.params.len()],
+            };
             let stmt = match self.pipe.client().prepare_typed(&sql.text, &types).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -241,7 +258,7 @@ impl Applier {
             .flatten()
             .map(|v| v.as_ref().map_or(4, |b| b.len() + 4))
             .sum();
-        let params: Vec<TextArray> = batch.columns.into_iter().map(TextArray).collect();
+        let params: Vec<WireArray> = batch.columns.into_iter().map(WireArray).collect();
         let ctx = Context {
             action: match batch.shape {
                 Shape::BatchDelete => "delete (batch)",
@@ -256,6 +273,20 @@ impl Applier {
             optimistic,
         };
         self.pipe.execute(&stmt, params, ctx).await
+    }
+
+    /// Whether `plan` reads a green array column: in binary its values cannot be batched (an
+    /// array of arrays is one array with another dimension, which unnest flattens), so its rows
+    /// go one statement each.
+    fn reads_arrays(&self, plan: &TablePlan) -> bool {
+        let Some(rel) = self.cache.relations.get(&plan.green.oid) else {
+            return true;
+        };
+        rel.relation
+            .columns
+            .iter()
+            .enumerate()
+            .any(|(g, c)| plan.read.get(g).copied().unwrap_or(true) && self.cx.wire.arrays.contains(&c.type_oid))
     }
 
     /// Sends every pending batch.

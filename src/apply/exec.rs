@@ -41,37 +41,6 @@ impl ToSql for TextParam {
     to_sql_checked!();
 }
 
-/// Many values for one `text[]` parameter, one per batched row.
-#[derive(Debug, Clone, Default)]
-pub struct TextArray(pub Vec<Option<Bytes>>);
-
-impl ToSql for TextArray {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        let len = i32::try_from(self.0.len()).map_err(|_| "too many rows in one batch")?;
-        let dimension = postgres_protocol::types::ArrayDimension { len, lower_bound: 1 };
-        postgres_protocol::types::array_to_sql(
-            [dimension],
-            Type::TEXT.oid(),
-            self.0.iter(),
-            |value, buf| match value {
-                Some(b) => {
-                    buf.extend_from_slice(b);
-                    Ok(postgres_protocol::IsNull::No)
-                }
-                None => Ok(postgres_protocol::IsNull::Yes),
-            },
-            out,
-        )?;
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::TEXT_ARRAY
-    }
-
-    to_sql_checked!();
-}
-
 /// What a statement was doing, formatted only when it fails.
 #[derive(Clone, Debug)]
 pub struct Context {

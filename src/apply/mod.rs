@@ -33,6 +33,7 @@ mod drift;
 mod durability;
 pub mod exec;
 mod group;
+mod params;
 use crate::state::origin;
 mod relations;
 mod rows;
@@ -53,7 +54,7 @@ use crate::evaluation::Environment;
 use crate::lsn::Lsn;
 use crate::mapping::resolve::{Mappings, TypeNames};
 use crate::mapping::statements::{self, Shape};
-use crate::mapping::TablePlan;
+use crate::mapping::{wire, TablePlan};
 use crate::protocol::pgoutput::{LogicalMessage, Relation};
 use crate::source::SourceEvent;
 use crate::state::dead_letters::DeadLetters;
@@ -163,6 +164,8 @@ struct Inputs {
     reorder_tables: bool,
     /// The server process the blue session was set up on (see [`crate::pooler`]).
     backend: i32,
+    /// Whether green's values arrive in binary this session, and which types may.
+    wire: Arc<wire::Decision>,
 }
 
 /// Applies one replication session's events to blue.
@@ -220,6 +223,7 @@ impl Applier {
                 env,
                 reorder_tables: replica_role,
                 backend,
+                wire: Arc::new(wire::Decision::off()),
             };
             let mut applier = Applier::on_session(cx, client, durability).await?;
             applier.batches.enabled = batching;
@@ -243,6 +247,13 @@ impl Applier {
             Ok(applier)
         };
         set_up.await.map_err(|e| crate::pooler::explain(e, &blue))
+    }
+
+    /// The form green sends values in this session, as decided before streaming started;
+    /// statements are prepared for it.
+    pub fn use_wire(&mut self, decision: wire::Decision) {
+        self.cache.statements.clear();
+        self.cx.wire = Arc::new(decision);
     }
 
     /// An applier on a prepared blue session, without the main connection's duties (dead

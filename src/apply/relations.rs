@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_postgres::types::Type;
 
 use super::exec::Context;
+use super::params::WireParam;
 use super::{green, rows, Applier, Rel};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -22,6 +23,9 @@ impl Applier {
         self.cache.statements.retain(|(o, _), _| *o != oid);
         let excluded = self.cx.config.is_excluded(&relation.namespace, &relation.name);
         let label: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
+        if !excluded {
+            self.still_binary(&relation, &label)?;
+        }
         self.cache.relations.insert(
             oid,
             Rel {
@@ -39,6 +43,22 @@ impl Applier {
             self.resolve(oid).await?;
         }
         Ok(())
+    }
+
+    /// In a binary session, a column whose type was not found exact when the session decided
+    /// (added since, or of a type created since) ends the session: the next one decides again,
+    /// from blue's checkpoint, before anything of it is applied.
+    fn still_binary(&self, relation: &Relation, label: &str) -> Result<()> {
+        if !self.cx.wire.binary {
+            return Ok(());
+        }
+        match relation.columns.iter().find(|c| !self.cx.wire.exact.contains(&c.type_oid)) {
+            None => Ok(()),
+            Some(c) => Err(Error::transient(format!(
+                "green table {label} now has column {} of type OID {}, which was not checked to travel exactly in binary when this stream started; restarting the stream to decide again",
+                c.name, c.type_oid
+            ))),
+        }
     }
 
     pub(super) async fn resolve(&mut self, oid: u32) -> Result<Arc<TablePlan>> {
@@ -91,6 +111,14 @@ impl Applier {
         Ok(Some((plan, lsn)))
     }
 
+    /// The form this session's statements take values in.
+    pub(super) fn wire_form(&self) -> statements::Wire {
+        match self.cx.wire.binary {
+            true => statements::Wire::Binary,
+            false => statements::Wire::Text,
+        }
+    }
+
     /// Runs `shape` for `plan` with values from the new and old tuples.
     pub(super) async fn run_shape(
         &mut self,
@@ -112,8 +140,12 @@ impl Applier {
         }
         self.flush_before(plan.green.oid).await?;
         if !self.cache.statements.contains_key(&key) {
-            let sql = statements::build(plan, &key.1);
-            let types = vec![Type::TEXT; sql.params.len()];
+            let sql = statements::build_for(plan, &key.1, self.wire_form());
+            // In binary blue infers each parameter's type from its cast to green's type.
+            let types = match self.cx.wire.binary {
+                true => Vec::new(),
+                false => vec![Type::TEXT; sql.params.len()],
+            };
             let prepared = self.pipe.client().prepare_typed(&sql.text, &types).await;
             let stmt = match prepared {
                 Ok(s) => s,
@@ -125,7 +157,7 @@ impl Applier {
             self.cache.statements.insert(key.clone(), (stmt, Arc::new(sql)));
         }
         let (stmt, sql) = &self.cache.statements[&key];
-        let params = values.bind(plan, &sql.params)?;
+        let params = values.bind(plan, &sql.params, self.cx.wire.binary)?;
         if self.is_careful(lsn) {
             let stmt = stmt.clone();
             return self.apply_one_row(plan, &stmt, params, action, values).await;
@@ -136,7 +168,7 @@ impl Applier {
             lsn,
             lsn_end: lsn,
             expect_rows: None,
-            weight: params.iter().map(|p| p.0.as_ref().map_or(4, |b| b.len() + 4)).sum(),
+            weight: params.iter().map(WireParam::weight).sum(),
             commit: false,
             optimistic: false,
         };

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use super::exec::{Context, TextParam};
+use super::exec::Context;
+use super::params::WireParam;
 use super::Applier;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -27,7 +28,9 @@ pub(super) struct Values<'a> {
 }
 
 impl Values<'_> {
-    pub fn bind(&self, plan: &TablePlan, params: &[Param]) -> Result<Vec<TextParam>> {
+    /// The parameters of a statement from these tuples; `binary`: green was asked for binary
+    /// values (else one is an error).
+    pub fn bind(&self, plan: &TablePlan, params: &[Param], binary: bool) -> Result<Vec<WireParam>> {
         params
             .iter()
             .map(|p| {
@@ -36,10 +39,17 @@ impl Values<'_> {
                     From::Old => self.old,
                 };
                 match (tuple.and_then(|t| t.get(p.green)), p.from) {
-                    (Some(TupleValue::Null), _) => Ok(TextParam(None)),
-                    (Some(TupleValue::Text(b)), _) => Ok(TextParam(Some(b.clone()))),
+                    (Some(TupleValue::Null), _) => Ok(WireParam::NULL),
+                    (Some(TupleValue::Text(b)), _) => Ok(WireParam {
+                        value: Some(b.clone()),
+                        binary: false,
+                    }),
+                    (Some(TupleValue::Binary(b)), _) if binary => Ok(WireParam {
+                        value: Some(b.clone()),
+                        binary: true,
+                    }),
                     // In the new row only targets that do not read it are written.
-                    (Some(TupleValue::UnchangedToast), From::New) => Ok(TextParam(None)),
+                    (Some(TupleValue::UnchangedToast), From::New) => Ok(WireParam::NULL),
                     (Some(TupleValue::UnchangedToast), From::Old) | (None, _) => Err(Error::definite(format!(
                         "green transaction at {}: no old value for key column {}.{}; set REPLICA IDENTITY FULL on green for this table",
                         self.lsn, plan.green_name, plan.green.columns[p.green].name

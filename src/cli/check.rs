@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::mapping::{KeyPlan, TablePlan};
+use crate::mapping::{wire, KeyPlan, TablePlan};
 use crate::ops::ha::{self, Finding};
 use crate::ops::preflight::{self, Planned};
 use crate::ops::rollback::{data, loses, roundtrip};
@@ -36,6 +36,12 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
     for t in &report.tables {
         print_plan(t, options.sql);
     }
+    let names: Vec<(String, String)> = report
+        .green_tables
+        .iter()
+        .map(|t| (t.namespace.clone(), t.name.clone()))
+        .collect();
+    print_wire(&wire::review(config, &green, &blue, &names, report.publication_exists).await?);
     print_losses(
         &loses::review_with_enums(&green, &blue, &report).await?,
         &loses::tables_not_carried(config, &green, &report).await?,
@@ -59,6 +65,22 @@ pub async fn run(config: &Config, options: &Options) -> Result<i32> {
         code = code.max(check_roundtrip(config, reverse, &plans, options).await?);
     }
     Ok(code)
+}
+
+/// The form green's values travel in, table by table, and why.
+fn print_wire(decision: &wire::Decision) {
+    let form = match (decision.binary, decision.forced_off) {
+        (_, true) => "text (PGBRIDGE_BINARY=off)",
+        (true, _) => "binary: blue receives them as green sent them, neither side converts to and from text",
+        (false, _) => {
+            "text: one published column cannot travel exactly in binary, and green sends one form for the whole stream"
+        }
+    };
+    println!("values from green: {form}");
+    for (table, how) in decision.by_table() {
+        println!("  {table}: {how}");
+    }
+    println!();
 }
 
 /// What a rollback would lose, table by table (deliberate choices: the exit code does not

@@ -19,6 +19,10 @@ pub struct Switches {
     /// Apply runs of rows set-based, many rows per statement. `PGBRIDGE_APPLY=exact` turns it
     /// off: one statement per row in green's order, the reference path.
     pub batching: bool,
+    /// Ask green for values in binary (`binary 'true'`) where every published column travels
+    /// exactly so (see `mapping::wire`). `PGBRIDGE_BINARY=off` keeps the stream in text, the
+    /// path the binary tests compare against.
+    pub binary: bool,
     /// Rows per chunk `verify` compares: `PGBRIDGE_VERIFY_CHUNK_ROWS` when it is a whole number
     /// above zero (tests use small chunks), else [`DEFAULT_VERIFY_CHUNK_ROWS`].
     pub verify_chunk_rows: u64,
@@ -29,6 +33,7 @@ impl Default for Switches {
         Switches {
             streaming: true,
             batching: true,
+            binary: true,
             verify_chunk_rows: DEFAULT_VERIFY_CHUNK_ROWS,
         }
     }
@@ -40,6 +45,7 @@ impl Switches {
         Switches {
             streaming: env("PGBRIDGE_STREAMING").map_or(true, |v| v != "off"),
             batching: env("PGBRIDGE_APPLY").map_or(true, |v| v != "exact"),
+            binary: env("PGBRIDGE_BINARY").map_or(true, |v| v != "off"),
             verify_chunk_rows: env("PGBRIDGE_VERIFY_CHUNK_ROWS")
                 .and_then(|v| v.parse().ok())
                 .filter(|&n| n > 0)
@@ -59,7 +65,7 @@ mod tests {
     #[test]
     fn unset_switches_keep_the_defaults() {
         assert_eq!(switches(&[]), Switches::default());
-        assert!(Switches::default().streaming && Switches::default().batching);
+        assert!(Switches::default().streaming && Switches::default().batching && Switches::default().binary);
         assert_eq!(Switches::default().verify_chunk_rows, 50_000);
     }
 
@@ -70,6 +76,8 @@ mod tests {
         assert!(switches(&[("PGBRIDGE_STREAMING", "")]).streaming);
         assert!(!switches(&[("PGBRIDGE_APPLY", "exact")]).batching);
         assert!(switches(&[("PGBRIDGE_APPLY", "batch")]).batching);
+        assert!(!switches(&[("PGBRIDGE_BINARY", "off")]).binary);
+        assert!(switches(&[("PGBRIDGE_BINARY", "on")]).binary);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!   expression reads;
 //! - [`lossy`]: whether a cast between two column types can lose information;
 //! - [`statements`]: SQL text from a plan; [`signature`]: a plan as stored, compared and
-//!   explained when it drifts.
+//!   explained when it drifts; [`wire`]: whether green's values travel in binary.
 
 pub mod catalog;
 pub mod expression;
@@ -30,6 +30,7 @@ pub mod resolve;
 pub mod signature;
 pub mod statements;
 mod value;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -6,6 +6,12 @@
 //! then receive `g."column"` or the mapping's expression, so expressions see green's columns
 //! typed as green declares them, and assignment to blue's column applies blue's type and
 //! modifiers. All identifiers are quoted.
+//!
+//! When green sends values in binary ([`Wire::Binary`], see [`super::wire`]) the same
+//! statements take typed parameters instead: `$1::"pg_catalog"."int4"` is then an `int4`
+//! parameter blue reads with its receive function, the cast a no-op; batches unnest arrays of
+//! green's types instead of `text[]`; values nothing reads are passed as `bytea`, whatever
+//! their form.
 
 use super::{KeyPlan, TablePlan};
 use crate::sql::ident;
@@ -57,9 +63,24 @@ pub enum Shape {
     BatchDelete,
 }
 
+/// The form of the values a statement's parameters carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Wire {
+    /// Text parameters cast to green's types, as PostgreSQL's own apply worker feeds text
+    /// through the type's input function.
+    #[default]
+    Text,
+    /// Parameters of green's types (as blue names them), sent in binary; the server infers
+    /// their types from the casts.
+    Binary,
+}
+
+const BYTEA: &str = "\"pg_catalog\".\"bytea\"";
+
 struct Builder<'a> {
     plan: &'a TablePlan,
     params: Vec<Param>,
+    wire: Wire,
 }
 
 impl Builder<'_> {
@@ -80,7 +101,11 @@ impl Builder<'_> {
                         green: g,
                         from: From::New,
                     });
-                    format!("${}::text", self.params.len())
+                    let unread = match self.wire {
+                        Wire::Text => "text",
+                        Wire::Binary => BYTEA,
+                    };
+                    format!("${}::{unread}", self.params.len())
                 };
                 format!("{value} AS {}", ident(&self.plan.green.columns[g].name))
             })
@@ -156,7 +181,11 @@ impl Builder<'_> {
                 green: g,
                 from: From::New,
             });
-            arrays.push(format!("${}::text[]", self.params.len()));
+            arrays.push(format!(
+                "${}::{}[]",
+                self.params.len(),
+                self.element(g, self.plan.read[g])
+            ));
             let cast = if self.plan.read[g] {
                 format!("::{}", self.plan.green.columns[g].type_sql)
             } else {
@@ -171,6 +200,16 @@ impl Builder<'_> {
             arrays.join(", "),
             names.join(", ")
         )
+    }
+
+    /// The element type of a batch's array for green column `g`: `text`, or in binary green's
+    /// type (`bytea` when nothing reads the column).
+    fn element(&self, g: usize, read: bool) -> &str {
+        match (self.wire, read) {
+            (Wire::Text, _) => "text",
+            (Wire::Binary, true) => &self.plan.green.columns[g].type_sql,
+            (Wire::Binary, false) => BYTEA,
+        }
     }
 
     /// ` AND (filter)` / ` WHERE (filter)` over `g`, or nothing.
@@ -261,7 +300,7 @@ impl Builder<'_> {
                 green: k.green,
                 from: From::Old,
             });
-            arrays.push(format!("${}::text[]", self.params.len()));
+            arrays.push(format!("${}::{}[]", self.params.len(), self.element(k.green, true)));
             let green_type = &self.plan.green.columns[k.green].type_sql;
             let stored = &self.plan.targets[k.target].stored_type;
             values.push(format!("CAST(u.k{i}::{green_type} AS {stored})"));
@@ -289,11 +328,17 @@ pub fn updatable(plan: &TablePlan) -> Vec<usize> {
     (0..plan.targets.len()).filter(|&t| can_update(plan, t)).collect()
 }
 
-/// Generates the statement for `shape`.
+/// Generates the statement for `shape`, for text values.
 pub fn build(plan: &TablePlan, shape: &Shape) -> Sql {
+    build_for(plan, shape, Wire::Text)
+}
+
+/// Generates the statement for `shape`, for values in `wire`'s form.
+pub fn build_for(plan: &TablePlan, shape: &Shape, wire: Wire) -> Sql {
     let mut b = Builder {
         plan,
         params: Vec::new(),
+        wire,
     };
     let text = match shape {
         Shape::Upsert | Shape::Insert => {
@@ -388,6 +433,7 @@ pub fn insert_from(plan: &TablePlan, from: &str, upsert: bool) -> String {
     let b = Builder {
         plan,
         params: Vec::new(),
+        wire: Wire::Text,
     };
     b.insert(&format!("{from} AS g"), &b.filter("WHERE"), upsert)
 }
@@ -398,6 +444,7 @@ pub fn mapped_value(plan: &TablePlan, t: usize) -> String {
     let b = Builder {
         plan,
         params: Vec::new(),
+        wire: Wire::Text,
     };
     format!("CAST({} AS {})", b.value(t), plan.targets[t].stored_type)
 }
@@ -544,6 +591,29 @@ mod tests {
             out.ends_with("AND NOT EXISTS (SELECT 1 FROM g WHERE (id > 10))"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn binary_statements_take_green_types_and_unread_values_as_bytea() {
+        let mut p = plan(unique());
+        p.read[2] = false;
+        let one = build_for(&p, &Shape::Upsert, Wire::Binary).text;
+        assert!(
+            one.contains(&format!(
+                "$1::{INT} AS \"id\", $2::{INT} AS \"a\", $3::{BYTEA} AS \"Odd"
+            )),
+            "{one}"
+        );
+        let many = build_for(&p, &Shape::BatchInsert { upsert: true }, Wire::Binary).text;
+        assert!(
+            many.contains(&format!(
+                "FROM unnest($1::{INT}[], $2::{INT}[], $3::{BYTEA}[]) AS u(c0, c1, c2)"
+            )),
+            "{many}"
+        );
+        let delete = build_for(&p, &Shape::BatchDelete, Wire::Binary).text;
+        assert!(delete.contains(&format!("unnest($1::{INT}[])")), "{delete}");
+        assert!(build(&p, &Shape::BatchDelete).text.contains("unnest($1::text[])"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::apply::Applier;
 use crate::config::Config;
 use crate::error::{Error, Result, Side};
 use crate::lsn::Lsn;
+use crate::mapping::wire;
 use crate::source::{ReplicationConn, SourceEvent, SourceHandle, StartOptions};
 use crate::sql;
 use crate::state::checkpoint;
@@ -49,6 +50,8 @@ struct Blue {
     checkpoint: Lsn,
     /// What the applier confirms as durable on blue, for green.
     durable: watch::Receiver<Lsn>,
+    /// Blue's types, for deciding whether values travel in binary (`None`: text asked for).
+    types: Option<wire::Types>,
 }
 
 impl Sessions<'_> {
@@ -68,6 +71,7 @@ impl Sessions<'_> {
             green_server,
             checkpoint,
             durable,
+            types,
         } = self
             .start_blue(replay)
             .await
@@ -80,9 +84,10 @@ impl Sessions<'_> {
             start: checkpoint,
             streaming,
             origin_none: false,
+            binary: false,
         };
-        let Some((source, server)) = self
-            .start_green(&options, green_server.as_ref(), &durable, tx)
+        let Some((source, server, decision)) = self
+            .start_green(&options, green_server.as_ref(), &durable, types.as_ref(), tx)
             .await
             .map_err(starting(Side::Green))?
         else {
@@ -101,6 +106,7 @@ impl Sessions<'_> {
             source.close().await;
             return Err(starting(Side::Blue)(e));
         }
+        applier.use_wire(decision);
         self.streamed = true;
         self.telemetry.set_state(State::Streaming);
         tracing::info!(slot = %self.config.slot, from = %checkpoint, "streaming from green");
@@ -144,26 +150,32 @@ impl Sessions<'_> {
             self.guard,
         )
         .await?;
+        let types = match config.switches.binary {
+            true => Some(wire::blue_types(&blue).await?),
+            false => None,
+        };
         Ok(Blue {
             applier,
             client: blue,
             green_server,
             checkpoint: checkpoint.lsn,
             durable,
+            types,
         })
     }
 
     /// Starts streaming from green into `tx`, after checking that green is the server blue's
     /// checkpoint belongs to (`recorded`) or a promoted standby of it that has everything blue
-    /// has; returns the stream and green's identity, or `None` when shutdown came while
-    /// waiting for a busy slot.
+    /// has; returns the stream, green's identity and the form values travel in, or `None` when
+    /// shutdown came while waiting for a busy slot. `blue_types`: `None` keeps text.
     async fn start_green(
         &mut self,
         options: &StartOptions,
         recorded: Option<&GreenServer>,
         durable: &watch::Receiver<Lsn>,
+        blue_types: Option<&wire::Types>,
         tx: mpsc::Sender<Vec<SourceEvent>>,
-    ) -> Result<Option<(SourceHandle, GreenServer)>> {
+    ) -> Result<Option<(SourceHandle, GreenServer, wire::Decision)>> {
         let config = self.config;
         loop {
             let attempt = async {
@@ -182,12 +194,14 @@ impl Sessions<'_> {
                 } else {
                     Vec::new()
                 };
-                let options = for_server(options, config, version, &others);
+                let mut options = for_server(options, config, version, &others);
                 if options.streaming {
                     cap_decoding_memory(&mut conn).await?;
                 }
+                let decision = decide_wire(&mut conn, config, blue_types).await?;
+                options.binary = decision.binary;
                 let handle = SourceHandle::start(conn, &options, durable.clone(), tx.clone()).await?;
-                Ok::<_, Error>((handle, server))
+                Ok::<_, Error>((handle, server, decision))
             };
             match attempt.await {
                 Ok(started) => return Ok(Some(started)),
@@ -243,6 +257,28 @@ async fn origins_of_others(conn: &mut ReplicationConn) -> Result<Vec<String>> {
         .simple_query("SELECT string_agg(roname, ', ' ORDER BY roname) AS names FROM pg_replication_origin WHERE roname NOT LIKE 'pgbridge\\_%'")
         .await?;
     Ok(rows.first("names").map(|n| vec![n.to_string()]).unwrap_or_default())
+}
+
+/// Whether green's values travel in binary this session: blue's types (`None`: text asked for)
+/// against green's and the columns the publication carries (see `mapping::wire`).
+async fn decide_wire(
+    conn: &mut ReplicationConn,
+    config: &Config,
+    blue: Option<&wire::Types>,
+) -> Result<wire::Decision> {
+    let Some(blue) = blue else {
+        return Ok(wire::Decision::off());
+    };
+    let green = wire::Types::from_rows(&conn.simple_query(wire::TYPES_SQL).await?.rows);
+    let columns = conn
+        .simple_query(&wire::published_columns_sql(&config.publication))
+        .await?;
+    let decision = wire::Decision::new(&green, blue, &wire::columns_from_rows(&columns.rows));
+    match decision.text_columns.first() {
+        None => tracing::info!("values travel in binary"),
+        Some(c) => tracing::info!(table = %c.table, column = %c.column, why = %c.why, "values travel as text"),
+    }
+    Ok(decision)
 }
 
 /// Green streams an in-progress transaction once its decoded changes exceed

@@ -55,6 +55,8 @@ pub struct StartOptions {
     pub streaming: bool,
     /// Skip transactions applied under a replication origin (`origin 'none'`, PostgreSQL 16+).
     pub origin_none: bool,
+    /// Values in their types' binary form where green has a send function (`binary 'true'`).
+    pub binary: bool,
 }
 
 impl StartOptions {
@@ -62,13 +64,14 @@ impl StartOptions {
         // publication_names is parsed as a list of identifiers, so quote the name inside the
         // string literal.
         format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{}{})",
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{}{}{})",
             sql::ident(&self.slot),
             self.start,
             sql::literal(if self.streaming { "2" } else { "1" }),
             sql::literal(&sql::ident(&self.publication)),
             if self.streaming { ", streaming 'on'" } else { "" },
             if self.origin_none { ", origin 'none'" } else { "" },
+            if self.binary { ", binary 'true'" } else { "" },
         )
     }
 }
@@ -263,6 +266,7 @@ mod tests {
             start: Lsn(0x16_B374_D848),
             streaming: false,
             origin_none: false,
+            binary: false,
         };
         assert_eq!(
             cmd.command(),
@@ -272,10 +276,11 @@ mod tests {
         let streamed = StartOptions {
             streaming: true,
             origin_none: true,
+            binary: true,
             ..cmd
         };
         assert!(streamed
             .command()
-            .ends_with("(proto_version '2', publication_names '\"My \"\"pub\"\"\"', messages 'true', streaming 'on', origin 'none')"));
+            .ends_with("(proto_version '2', publication_names '\"My \"\"pub\"\"\"', messages 'true', streaming 'on', origin 'none', binary 'true')"));
     }
 }

@@ -112,6 +112,11 @@ impl Pair {
         self.run_with_env(&[])
     }
 
+    /// Starts `pgbridge run` with green's values in `wire`'s form.
+    pub fn run_in(&self, wire: Wire) -> Running {
+        self.run_with_env(wire.env())
+    }
+
     pub fn run_with_env(&self, env: &[(&str, &str)]) -> Running {
         self.spawn_logged(&["run"], env)
     }
@@ -234,6 +239,23 @@ pub fn rows(cluster: &Cluster, table: &str) -> Vec<String> {
     out.lines().filter(|l| *l != "SET").map(str::to_string).collect()
 }
 
+/// The form green's values travel in, for the tests that run in both (binary is the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Binary,
+    Text,
+}
+
+impl Wire {
+    /// The environment of a `pgbridge` that streams in this form.
+    pub fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Wire::Binary => &[],
+            Wire::Text => &[("PGBRIDGE_BINARY", "off")],
+        }
+    }
+}
+
 /// A running `pgbridge run`; killed with SIGKILL when dropped.
 pub struct Running {
     child: Option<Child>,
@@ -243,6 +265,17 @@ pub struct Running {
 impl Running {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asserts the stream started in `wire`'s form (and only in it).
+    pub fn assert_wire(&self, wire: Wire) {
+        let log = self.log();
+        let binary = log.contains("values travel in binary");
+        let text = log.contains("values travel as text");
+        match wire {
+            Wire::Binary => assert!(binary && !text, "green's values did not travel in binary:\n{log}"),
+            Wire::Text => assert!(!binary, "green's values travelled in binary:\n{log}"),
+        }
     }
 
     pub fn log_path(&self) -> &Path {
