@@ -2,24 +2,37 @@
 # Initial copy and verify, measured side by side with pg_dump | psql on the same tables.
 #
 #   scripts/bench-copy.sh                    # 1,000,000 rows in each of the example tables
-#   BENCH_COPY_ROWS=100000 scripts/bench-copy.sh
+#   BENCH_COPY_ROWS=300000 scripts/bench-copy.sh
+#   BENCH_COPY_JOBS="1 2 4" BENCH_COPY_RUNS=3 scripts/bench-copy.sh
+#   BENCH_COPY_PGBRIDGE=/path/to/pgbridge scripts/bench-copy.sh   # that build instead of building
+#   BENCH_COPY_BEFORE=/path/to/older/pgbridge scripts/bench-copy.sh  # also that build, in the same rounds
 #
 # Green holds the example schema (mappings/example/green.sql). pg_dump | psql loads a copy of
 # green's schema (it cannot map); pgbridge setup --copy loads blue's older schema through the
-# example mapping. Both targets start empty with their primary keys in place. Then
-# pgbridge verify compares green through the mapping with blue.
+# example mapping. Both targets start empty with their primary keys in place. Each round runs
+# pg_dump | psql and setup --copy at each --jobs in turn (the order rotates from round to
+# round, so the machine's noise falls on every variant alike), emptying the targets and taking
+# a checkpoint on both servers before each; every ratio is against the same round's pg_dump.
+# Peak memory of pgbridge is /usr/bin/time's maximum resident set size. Then pgbridge verify
+# compares green through the mapping with blue.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 rows=${BENCH_COPY_ROWS:-1000000}
+jobs_list=${BENCH_COPY_JOBS:-4}
+runs=${BENCH_COPY_RUNS:-1}
 
 scripts/ensure-postgres.sh
 # shellcheck source=lib/clusters.sh
 . scripts/lib/clusters.sh
 clusters_init bench-copy
-echo "building pgbridge (release)..." >&2
-cargo build --release --quiet
-pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
+if [[ -n ${BENCH_COPY_PGBRIDGE:-} ]]; then
+  pgbridge=$BENCH_COPY_PGBRIDGE
+else
+  echo "building pgbridge (release)..." >&2
+  cargo build --release --quiet
+  pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
+fi
 trap stop_clusters EXIT
 settings="max_wal_size = 4GB
 shared_buffers = 256MB"
@@ -46,13 +59,6 @@ psql_at "$gp" app -c "
 psql_at "$gp" app -c "VACUUM ANALYZE"
 size=$(psql_at "$gp" app -c "SELECT pg_size_pretty(sum(pg_table_size(c))) FROM unnest(ARRAY['customers', 'jobs', 'purchases']::regclass[]) c")
 
-echo "pg_dump | psql..." >&2
-t0=$(now)
-"$bindir/pg_dump" -a -t customers -t jobs -t purchases -h 127.0.0.1 -p "$gp" -U postgres app |
-  psql_at "$bp" dump >/dev/null
-t1=$(now)
-dump_s=$(calc "$t1 - $t0")
-
 cat >"$work/pgbridge.toml" <<TOML
 [green]
 dsn = "postgres://postgres@127.0.0.1:$gp/app"
@@ -64,13 +70,101 @@ dir = "$repo/mappings/example"
 listen = "127.0.0.1:$(free_port)"
 TOML
 export PGBRIDGE_CONFIG=$work/pgbridge.toml
-echo "pgbridge setup --copy..." >&2
-t0=$(now)
-"$pgbridge" setup --copy --jobs "${BENCH_COPY_JOBS:-4}" >"$work/copy.log"
-t1=$(now)
-copy_s=$(calc "$t1 - $t0")
-cat "$work/copy.log" >&2
 
+# CPU seconds a cluster's processes have used so far: the live ones, and the exited backends
+# through the postmaster's children times.
+ticks=$(getconf CLK_TCK)
+cluster_cpu() { # name
+  local pm c
+  pm=$(head -n1 "$work/$1/postmaster.pid")
+  {
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+    for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true; done
+  } | awk -v t="$ticks" '{s += $1} END {printf "%.2f", s / t}'
+}
+
+# Empty targets, dirty pages written out: every variant starts alike.
+reset() {
+  psql_at "$bp" dump -c "TRUNCATE customers, jobs, purchases"
+  psql_at "$bp" bridge -c "TRUNCATE customers, jobs, orders"
+  psql_at "$bp" postgres -c "CHECKPOINT"
+  psql_at "$gp" postgres -c "CHECKPOINT"
+}
+run_dump() { # "seconds client_cpu" into $work/time
+  local t0 t1
+  t0=$(now)
+  /usr/bin/time -o "$work/time.dump" -f "%U %S" "$bindir/pg_dump" -a -t customers -t jobs -t purchases \
+    -h 127.0.0.1 -p "$gp" -U postgres app |
+    /usr/bin/time -o "$work/time.psql" -f "%U %S" "$bindir/psql" -X -q -h 127.0.0.1 -p "$bp" -U postgres -d dump \
+      -v ON_ERROR_STOP=1 >/dev/null
+  t1=$(now)
+  echo "$(calc "$t1 - $t0") $(cat "$work/time.dump" "$work/time.psql" | awk '{s += $1 + $2} END {printf "%.2f", s}')" >"$work/time"
+}
+run_copy() { # binary jobs name; "seconds peak_kB client_cpu" into $work/time
+  /usr/bin/time -o "$work/time.raw" -f "%e %M %U %S" "$1" setup --copy --jobs "$2" >"$work/copy-$3.log" ||
+    { cat "$work/copy-$3.log" "$work/time.raw"; exit 1; }
+  awk '{printf "%s %s %.2f\n", $1, $2, $3 + $4}' "$work/time.raw" >"$work/time"
+}
+blue_wal() { psql_at "$bp" postgres -c "SELECT pg_current_wal_lsn() - '0/0'"; }
+# Runs a variant; prints "seconds peak_kB client_cpu green_cpu blue_cpu blue_wal_MB".
+measure() { # variant
+  local g0 b0 w0 s kb cpu
+  g0=$(cluster_cpu green); b0=$(cluster_cpu blue); w0=$(blue_wal)
+  if [[ $1 == dump ]]; then
+    run_dump
+    read -r s cpu <"$work/time"
+    kb=0
+  else
+    local bin=$pgbridge
+    [[ ${1%%:*} == old ]] && bin=$BENCH_COPY_BEFORE
+    run_copy "$bin" "${1#*:}" "${1/:/-}"
+    read -r s kb cpu <"$work/time"
+  fi
+  echo "$s $kb $cpu $(calc "$(cluster_cpu green) - $g0") $(calc "$(cluster_cpu blue) - $b0") $(calc "($(blue_wal) - $w0) / 1048576")"
+}
+
+# A variant is "dump", or "<build>:<jobs>" with build "new" (this one) or "old" (BENCH_COPY_BEFORE).
+builds=(new)
+[[ -n ${BENCH_COPY_BEFORE:-} ]] && builds+=(old)
+variants=(dump)
+for b in "${builds[@]}"; do for j in $jobs_list; do variants+=("$b:$j"); done; done
+declare -A ratios=() peaks=()
+results=$work/results
+cpus=$work/cpus
+: >"$results"
+: >"$cpus"
+for ((round = 0; round < runs; round++)); do
+  n=${#variants[@]}
+  dump_s=""
+  declare -A secs=()
+  for ((k = 0; k < n; k++)); do
+    v=${variants[$(((k + round) % n))]}
+    reset
+    echo "round $((round + 1)): $v..." >&2
+    measure "$v" >"$work/measured"
+    read -r s kb cpu gcpu bcpu wal <"$work/measured"
+    echo "$v $s $cpu $gcpu $bcpu $wal" >>"$cpus"
+    if [[ $v == dump ]]; then
+      dump_s=$s
+    else
+      secs[$v]=$s
+      peaks[$v]="${peaks[$v]:-} $kb"
+    fi
+  done
+  for v in "${variants[@]:1}"; do
+    r=$(calc "$dump_s / ${secs[$v]}")
+    ratios[$v]="${ratios[$v]:-} $r"
+    echo "$((round + 1)) $dump_s $v ${secs[$v]} $r" >>"$results"
+  done
+  unset secs
+done
+last=${jobs_list##* }
+cat "$work/copy-new-$last.log" >&2
+
+# The rounds may end with another variant: blue gets this build's copy again for verify.
+reset
+run_copy "$pgbridge" "$last" verify
+[[ -s $work/time ]] || exit 1
 echo "pgbridge verify..." >&2
 t0=$(now)
 "$pgbridge" verify >"$work/verify.log" || { cat "$work/verify.log"; echo "verify found differences" >&2; exit 1; }
@@ -78,12 +172,28 @@ t1=$(now)
 verify_s=$(calc "$t1 - $t0")
 cat "$work/verify.log" >&2
 total=$((3 * rows))
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, $("$bindir/postgres" --version); 3 tables x $rows rows, $size on green"
-echo "| step                                   | seconds | rows/s    |"
-echo "|----------------------------------------|---------|-----------|"
-printf '| %-38s | %7s | %9.0f |\n' "pg_dump -a | psql (green's schema)" "$dump_s" "$(calc "$total / $dump_s")"
-printf '| %-38s | %7s | %9.0f |\n' "pgbridge setup --copy (example mapping)" "$copy_s" "$(calc "$total / $copy_s")"
-printf '| %-38s | %7s | %9.0f |\n' "pgbridge verify (example mapping)" "$verify_s" "$(calc "$total / $verify_s")"
-echo "copy / pg_dump speed: $(calc "$dump_s / $copy_s")x"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, load $(cut -d' ' -f1-3 /proc/loadavg), $("$bindir/postgres" --version); 3 tables x $rows rows, $size on green; $runs round(s)"
+echo "| round | pg_dump -a \| psql s | build:--jobs | setup --copy s | copy / pg_dump speed |"
+echo "|-------|---------------------|--------------|----------------|----------------------|"
+while read -r round d v s r; do
+  printf '| %5s | %19s | %12s | %14s | %19sx |\n' "$round" "$d" "$v" "$s" "$r"
+done <"$results"
+echo
+echo "| build:--jobs | median copy / pg_dump speed | pgbridge peak RSS (max over rounds) |"
+echo "|--------------|-----------------------------|-------------------------------------|"
+for v in "${variants[@]:1}"; do
+  peak=$(tr ' ' '\n' <<<"${peaks[$v]}" | grep . | sort -g | tail -n1)
+  printf '| %12s | %26sx | %32s MB |\n' "$v" "$(median <<<"${ratios[$v]}")" "$(calc "$peak / 1024")"
+done
+echo
+echo "CPU seconds per variant (median over rounds): the client (pg_dump + psql, or pgbridge), green's and blue's servers; WAL blue wrote"
+echo "| variant      | wall s | client CPU s | green CPU s | blue CPU s | blue WAL MB |"
+echo "|--------------|--------|--------------|-------------|------------|-------------|"
+for v in "${variants[@]}"; do
+  col() { awk -v v="$v" -v c="$1" '$1 == v {print $c}' "$cpus" | median; }
+  printf '| %12s | %6s | %12s | %11s | %10s | %11s |\n' "$v" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
+done
+printf 'pgbridge verify (example mapping): %ss, %.0f rows/s\n' "$verify_s" "$(calc "$total / $verify_s")"

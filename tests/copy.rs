@@ -203,3 +203,271 @@ fn failed_copy_blocks_streaming_until_rerun() {
     pair.wait_caught_up(&bridge);
     assert_example_equal(&pair);
 }
+
+/// The summary line `setup --copy` prints for `table` (the one starting `copied <table>`).
+fn summary_line(report: &str, table: &str) -> String {
+    report
+        .lines()
+        .find(|l| l.starts_with(&format!("copied {table} ")))
+        .unwrap_or_else(|| panic!("no summary line for {table}:\n{report}"))
+        .to_string()
+}
+
+/// `count md5` of a query's rows as text, in a UTC session.
+fn digest(cluster: &crate::support::Cluster, query: &str) -> String {
+    cluster.psql(
+        DB,
+        &format!(
+            "SET TimeZone = 'UTC'; SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM ({query}) t"
+        ),
+    )
+}
+
+/// A mapping directory holding the example mappings and `extra` (file name, text).
+fn mappings(pair: &Pair, extra: &[(&str, &str)]) {
+    let dir = pair.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["customers.toml", "jobs.toml", "orders.toml"] {
+        std::fs::copy(Path::new(EXAMPLE).join(f), dir.join(f)).unwrap();
+    }
+    for (name, text) in extra {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", dir.display()));
+}
+
+#[test]
+fn copy_into_filled_blue_goes_by_key_ranges_fixing_changed_and_deleting_extra_rows() {
+    let pair = example_pair();
+    fill_green(&pair, 2_000);
+    pair.green.psql(
+        DB,
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric(10,2), pad text); \
+         INSERT INTO big SELECT i, 'v' || i, i % 9 + 0.25, repeat(md5(i::text), 20) FROM generate_series(1, 40000) i; \
+         DELETE FROM big WHERE id % 101 = 0; VACUUM ANALYZE big",
+    );
+    // Blue: a third of green's rows as the mapping writes them, a third stale, a third
+    // missing; rows green deleted, and rows below and above green's keys.
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text, n integer, pad text); \
+         INSERT INTO big SELECT i, CASE WHEN i % 3 = 0 THEN 'v' || i ELSE 'stale' END, round(i % 9 + 0.25), \
+                repeat(md5(i::text), 20) FROM generate_series(1, 40000) i WHERE i % 3 <> 2; \
+         INSERT INTO big VALUES (-5, 'below', 1, ''), (0, 'zero', 1, ''), (40001, 'above', 1, ''), (90000, 'far', 1, '');",
+    );
+    let untouched = "SELECT xmin::text FROM big WHERE id = 3";
+    let before = pair.blue.psql(DB, untouched);
+    let out = pair.pgbridge(&["setup", "--copy", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = text(&out);
+    let line = summary_line(&report, "public.big");
+    assert!(line.contains("key ranges"), "cut into key ranges: {line}");
+    assert!(line.contains("blue's table holds rows"), "{line}");
+    let extra = (1..=40000).filter(|i| i % 101 == 0 && i % 3 != 2).count() + 4;
+    assert!(
+        line.contains(&format!("; {extra} blue rows not on green deleted")),
+        "{line}"
+    );
+    assert_eq!(
+        digest(&pair.green, "SELECT id, v, round(n)::int, pad FROM big"),
+        digest(&pair.blue, "SELECT id, v, n, pad FROM big"),
+        "blue's big is green's through the mapping"
+    );
+    assert_eq!(
+        pair.blue.psql(
+            DB,
+            "SELECT count(*) FROM big WHERE id % 101 = 0 OR id <= 0 OR id > 40000"
+        ),
+        "0"
+    );
+    assert_eq!(
+        pair.blue.psql(DB, untouched),
+        before,
+        "a row that matched is not written"
+    );
+    assert_example_equal(&pair);
+}
+
+#[test]
+fn binary_and_text_routes_carry_every_value() {
+    let pair = example_pair();
+    pair.both(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
+         CREATE TABLE moods (id int PRIMARY KEY, m mood, ms mood[], n numeric, note text); \
+         CREATE TABLE builtins (id int PRIMARY KEY, t timestamptz, ts timestamp, d date, b bytea, j jsonb, \
+             f float8, r real, a int[], ta text[], n numeric, nd numeric(8,3), u uuid, i interval, bo boolean, \
+             c char(3), v varchar(10), ip inet, tm time);",
+    );
+    pair.green.psql(
+        DB,
+        "INSERT INTO moods SELECT i, (ARRAY['sad', 'ok', 'happy', NULL])[i % 4 + 1]::mood, \
+                ARRAY['happy', NULL, 'sad']::mood[], i / 7.0, E'line\\nbreak\\ttab \\\\ ' || i \
+           FROM generate_series(1, 3000) i; \
+         INSERT INTO builtins SELECT i, timestamptz '2024-03-10 01:30:00-05' + i * interval '17 minutes', \
+                timestamp '1999-12-31 23:59:59.999999' + i * interval '1 day', date '2000-02-28' + i, \
+                decode(md5(i::text), 'hex'), jsonb_build_object('k', i, 'a', jsonb_build_array(1, 2.50, NULL)), \
+                i / 3.0, i / 7.0, ARRAY[i, NULL, -i], ARRAY['a,b', '\"q\"', NULL, ''], i * 1.000001, i / 9.0, \
+                md5(i::text)::uuid, make_interval(years => i % 3, days => -i, secs => i / 1000.0), i % 2 = 0, \
+                'ab', 'v' || i, ('10.0.' || i % 256 || '.1')::inet, time '00:00:00.5' + i * interval '1 minute' \
+           FROM generate_series(1, 3000) i; \
+         INSERT INTO builtins VALUES \
+           (-1, 'infinity', '-infinity', 'infinity', '\\x', '{}', 'NaN', '-Infinity', '{}', '{}', 'NaN', -0.0005, \
+            '00000000-0000-0000-0000-000000000000', '-178000000 years', false, '', '', '::1', '24:00:00'), \
+           (-2, '-infinity', 'infinity', '-infinity', '\\x00ff', 'null', '-0', 'Infinity', '{{1,2},{3,4}}', '{NULL}', \
+            '1e-100', 99999.9994, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '178000000 years', NULL, 'xyz', 'é€', \
+            '2001:db8::/32', '23:59:59.999999'), \
+           (-3, NULL, NULL, NULL, NULL, NULL, 1.7976931348623157e308, 1e-37, NULL, NULL, 1e100, NULL, NULL, NULL, \
+            NULL, NULL, NULL, NULL, NULL);",
+    );
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        summary_line(&report, "public.moods").contains("straight into blue's table, text"),
+        "{report}"
+    );
+    assert!(
+        summary_line(&report, "public.builtins").contains("straight into blue's table, binary"),
+        "{report}"
+    );
+    for table in ["moods", "builtins"] {
+        let q = format!("SELECT * FROM {table}");
+        assert_eq!(digest(&pair.green, &q), digest(&pair.blue, &q), "{table} differs");
+    }
+    // Value by value, as each type prints, NULLs included.
+    let every =
+        "SELECT id, t, ts, d, b, j, f::text, r::text, a, ta, n::text, nd::text, u, i, bo, c, v, ip, tm FROM builtins";
+    assert_eq!(
+        crate::support::bridge::rows(&pair.green, &format!("({every})")),
+        crate::support::bridge::rows(&pair.blue, &format!("({every})"))
+    );
+}
+
+const EVENTS: &str = r#"target = "public.events"
+[columns]
+day   = { expr = "at::date" }
+label = { expr = "upper(name) || ' ' || at::text" }
+"#;
+
+/// What blue's events should hold, computed on green by this test in blue's zone.
+const EVENTS_EXPECTED: &str = "SELECT id, at::date, upper(name) || ' ' || at::text, round(amount, 1) FROM events";
+
+#[test]
+fn an_expression_evaluated_on_green_equals_the_stage_route() {
+    let pair = example_pair();
+    // Blue's zone is not green's: evaluating on green in green's own settings would differ.
+    pair.blue
+        .psql(DB, "ALTER DATABASE postgres SET timezone = 'Pacific/Chatham'");
+    pair.green
+        .psql(DB, "ALTER DATABASE postgres SET timezone = 'America/St_Johns'");
+    pair.green.psql(
+        DB,
+        "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, name text, amount numeric(10,3)); \
+         INSERT INTO events SELECT i, timestamptz '2024-03-09 18:00:00+00' + i * interval '37 minutes', 'event ' || i, \
+                i / 20.0 + 0.005 FROM generate_series(1, 4000) i",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE events (id bigint PRIMARY KEY, day date, label text, amount numeric(8,1))",
+    );
+    mappings(&pair, &[("events.toml", EVENTS)]);
+    fill_green(&pair, 1_000);
+    let expected = |c: &crate::support::Cluster| {
+        c.psql(
+            DB,
+            &format!(
+                "SET TimeZone = 'Pacific/Chatham'; SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY t::text)) \
+                 FROM ({EVENTS_EXPECTED}) t"
+            ),
+        )
+    };
+    let on_blue = |c: &crate::support::Cluster| {
+        c.psql(
+            DB,
+            "SET TimeZone = 'Pacific/Chatham'; SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY t::text)) \
+             FROM (SELECT id, day, label, amount FROM events) t",
+        )
+    };
+
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let line = summary_line(&text(&out), "public.events");
+    assert!(line.contains("straight into blue's table"), "green evaluates: {line}");
+    let from_green = on_blue(&pair.blue);
+
+    // Blue holds rows now (all of them wrong): the mapping is evaluated on blue.
+    pair.blue
+        .psql(DB, "UPDATE events SET day = '2000-01-01', label = 'x', amount = 0");
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let line = summary_line(&text(&out), "public.events");
+    assert!(line.contains("through a stage on blue"), "blue evaluates: {line}");
+    let from_blue = on_blue(&pair.blue);
+
+    assert_eq!(from_green, from_blue, "both routes store the same rows");
+    assert_eq!(
+        from_green,
+        expected(&pair.green),
+        "and they are green's through the mapping"
+    );
+    assert_example_equal(&pair);
+}
+
+#[test]
+fn an_expression_green_must_not_evaluate_goes_through_the_stage() {
+    let pair = example_pair();
+    // One function name, two bodies: only blue's may be used.
+    pair.green.psql(
+        DB,
+        "CREATE FUNCTION shout(t text) RETURNS text IMMUTABLE LANGUAGE sql AS $$ SELECT 'green ' || t $$",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE FUNCTION shout(t text) RETURNS text IMMUTABLE LANGUAGE sql AS $$ SELECT 'blue ' || t $$",
+    );
+    pair.green.psql(
+        DB,
+        "CREATE TABLE notes (id int PRIMARY KEY, body text); \
+         INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 2000) i; \
+         CREATE TABLE draws (id int PRIMARY KEY, n int); \
+         INSERT INTO draws SELECT i, i * 7 FROM generate_series(1, 2000) i;",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE notes (id int PRIMARY KEY, shown text); CREATE TABLE draws (id int PRIMARY KEY, pick int);",
+    );
+    mappings(
+        &pair,
+        &[
+            (
+                "notes.toml",
+                "target = \"public.notes\"\n[columns]\nshown = { expr = \"shout(body)\" }\n",
+            ),
+            (
+                "draws.toml",
+                "target = \"public.draws\"\n[columns]\npick = { expr = \"n + (random() * 0)::int\" }\n",
+            ),
+        ],
+    );
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = text(&out);
+    let notes = summary_line(&report, "public.notes");
+    assert!(
+        notes.contains("through a stage on blue") && notes.contains("shout"),
+        "{notes}"
+    );
+    let draws = summary_line(&report, "public.draws");
+    assert!(
+        draws.contains("through a stage on blue") && draws.contains("volatile"),
+        "{draws}"
+    );
+    assert_eq!(
+        digest(&pair.green, "SELECT id, 'blue ' || body FROM notes"),
+        digest(&pair.blue, "SELECT id, shown FROM notes")
+    );
+    assert_eq!(
+        digest(&pair.green, "SELECT id, n FROM draws"),
+        digest(&pair.blue, "SELECT id, pick FROM draws")
+    );
+}

@@ -229,3 +229,37 @@ pub(crate) fn int_table(cols: &[&str]) -> GreenTable {
         facts: None,
     }
 }
+
+/// A plan copying [`int_table`]`(cols)` by name into blue's `public.t`, keyed on the first
+/// column: a fixture for tests that need a whole plan.
+#[cfg(test)]
+pub(crate) fn int_plan(cols: &[&str]) -> TablePlan {
+    let targets = cols
+        .iter()
+        .enumerate()
+        .map(|(g, name)| Target {
+            blue_name: name.to_string(),
+            blue_type: "\"pg_catalog\".\"int4\"".into(),
+            stored_type: "integer".into(),
+            value: Value::Green(g),
+            depends: vec![g],
+            insert_only: false,
+            comparable: true,
+            identity_always: false,
+        })
+        .collect();
+    TablePlan {
+        green: int_table(cols),
+        green_name: "public.t".into(),
+        blue_name: "public.t".into(),
+        blue_sql: "\"public\".\"t\"".into(),
+        targets,
+        key: KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }]),
+        filter: None,
+        overriding_system_value: false,
+        blue_partitioned: false,
+        file: None,
+        partition_of: None,
+        read: vec![true; cols.len()],
+    }
+}

@@ -4,19 +4,27 @@
 //!    so a half-copied blue is never streamed into.
 //! 2. The slot is (re)created with EXPORT_SNAPSHOT; its replication connection stays open and
 //!    idle, which keeps the snapshot importable.
-//! 3. Tables are copied in parallel (`--jobs`), each on its own green connection that imports
-//!    the snapshot and its own blue transaction: green's rows are COPYed into a temporary
+//! 3. Tables are cut into parts ([`parts`]: block ranges, or key ranges when blue's table
+//!    holds rows), copied in parallel (`--jobs`) by workers that each hold a green
+//!    connection inside the snapshot and a blue connection, a blue transaction per part
+//!    ([`part`]). Where blue's table is empty and green can compute what blue stores
+//!    ([`evaluate`]), green's COPY of the mapped values goes straight into blue's table (in
+//!    binary where the types allow); otherwise green's rows are COPYed into a temporary
 //!    table on blue and written through the mapping with the same SQL the apply path uses
 //!    (upsert, and removal of blue rows green does not have, so a partly filled blue
-//!    converges), in the same session settings as the apply path ([`crate::evaluation`]), so
-//!    a copied row equals the same row streamed. A table whose mapping changes nothing and
-//!    whose blue table is empty is COPYed straight into place.
+//!    converges). Either side that evaluates does so in the same session settings as the
+//!    apply path ([`crate::evaluation`], rule 10), so a copied row equals the same row
+//!    streamed.
 //! 4. The checkpoint is set to the slot's consistent point: streaming starts exactly after the
 //!    snapshot, so rows written on green during the copy arrive once.
 //!
 //! On failure or Ctrl-C the slot is dropped (it would hold back green's WAL) and the
 //! checkpoint stays at 0/0; running `setup --copy` again starts over.
 
+mod binary;
+mod evaluate;
+mod part;
+mod parts;
 pub mod progress;
 pub mod transfer;
 
@@ -32,15 +40,13 @@ use crate::config::Config;
 use crate::connect::blue_err;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
-use crate::mapping::statements;
-use crate::mapping::{KeyPlan, TablePlan};
+use crate::mapping::TablePlan;
 use crate::ops::slot;
 use crate::sql;
 use crate::state::checkpoint;
+use part::{Part, Sessions};
+use parts::Range;
 use progress::{Display, Task};
-
-/// Name of the temporary table green's rows are loaded into on blue.
-const STAGE: &str = "pgbridge_copy";
 /// Queries about many tables in flight at once on one connection.
 const PIPELINED: usize = 64;
 
@@ -98,8 +104,8 @@ pub async fn run(
     };
     // The snapshot is no longer needed once every table has imported it.
     drop(repl);
-    let (tables, rows, bytes) = match copied {
-        Ok(totals) => totals,
+    let tasks = match copied {
+        Ok(tasks) => tasks,
         Err(e) => {
             let dropped = slot::drop_slot(green, &config.slot).await.is_ok();
             return Err(e.hint(format!(
@@ -116,11 +122,9 @@ pub async fn run(
     checkpoint::set(blue, &config.schema, &config.slot, consistent)
         .await
         .map_err(blue_err("writing the checkpoint"))?;
-    say(format!(
-        "copied {tables} table(s), {rows} rows, {} in {:.1}s",
-        progress::human_bytes(bytes),
-        started.elapsed().as_secs_f64()
-    ));
+    for line in summary(&tasks, started.elapsed()) {
+        say(line);
+    }
     say(format!(
         "blue   checkpoint  {:<24} at {consistent}, the slot's consistent point",
         format!("{}.checkpoint", config.schema)
@@ -128,8 +132,9 @@ pub async fn run(
     Ok(0)
 }
 
-/// Copies every table, `jobs` at a time, biggest first, each part's blue session evaluating
-/// the mapping in `env`. Returns (tables, rows, bytes).
+/// Copies every table, `jobs` parts at a time, biggest tables first, each worker's green
+/// session evaluating in `env` where it can and its blue session always. Returns every
+/// table's task, for the summary.
 async fn copy_all(
     config: &Config,
     green: &Client,
@@ -138,9 +143,10 @@ async fn copy_all(
     snapshot: &str,
     plans: Vec<Arc<TablePlan>>,
     jobs: usize,
-) -> Result<(usize, u64, u64)> {
-    let (tasks, work) = schedule(green, blue, plans).await?;
-    let n = tasks.len();
+) -> Result<Vec<Arc<Task>>> {
+    let asker = evaluate::Asker::open(config, env).await?;
+    let (tasks, work) = schedule(green, blue, &asker, plans).await?;
+    drop(asker);
     let units = work.len();
     let queue = Mutex::new(work);
     let display = Display::start(tasks.clone());
@@ -156,10 +162,12 @@ async fn copy_all(
                 sessions = Some(Sessions::open(config, env, snapshot).await?);
             }
             let sessions = sessions.as_ref().expect("opened above");
-            match copy_part(sessions, &part).await {
-                Ok(note) => {
+            match part::copy(sessions, &part).await {
+                Ok(outcome) => {
+                    part.task.set_route(outcome.route);
+                    part.task.deleted(outcome.deleted, outcome.replaced);
                     if part.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        part.task.done(note);
+                        part.task.done();
                     }
                 }
                 Err(e) => {
@@ -172,11 +180,15 @@ async fn copy_all(
     let result = futures_util::future::try_join_all(workers).await;
     display.finish().await;
     result?;
-    Ok((
-        n,
-        tasks.iter().map(|t| t.counter.rows()).sum(),
-        tasks.iter().map(|t| t.counter.bytes()).sum(),
-    ))
+    Ok(tasks)
+}
+
+/// One table to copy, as scheduled.
+struct Table {
+    plan: Arc<TablePlan>,
+    task: Arc<Task>,
+    /// Blue's table holds no rows.
+    empty: bool,
 }
 
 /// Every table's progress task, biggest first, and the parts to copy, in that order. Queries
@@ -184,6 +196,7 @@ async fn copy_all(
 async fn schedule(
     green: &Client,
     blue: &Client,
+    asker: &evaluate::Asker,
     plans: Vec<Arc<TablePlan>>,
 ) -> Result<(Vec<Arc<Task>>, VecDeque<Part>)> {
     let estimates: Vec<(u64, u64)> = stream::iter(
@@ -194,41 +207,53 @@ async fn schedule(
     .buffered(PIPELINED)
     .collect()
     .await;
-    let mut tables = Vec::new();
-    for (plan, (rows, bytes)) in plans.into_iter().zip(estimates) {
-        let name = if *plan.green_name == *plan.blue_name {
-            plan.blue_name.clone()
-        } else {
-            format!("{} -> {}", plan.green_name, plan.blue_name)
-        };
-        tables.push((plan, Task::new(name, rows, bytes)));
+    let empty: Vec<bool> = stream::iter(plans.iter().map(|plan| blue_empty(blue, plan)))
+        .buffered(PIPELINED)
+        .try_collect()
+        .await?;
+    let mut tables: Vec<Table> = plans
+        .into_iter()
+        .zip(estimates)
+        .zip(empty)
+        .map(|((plan, (rows, bytes)), empty)| {
+            let name = if *plan.green_name == *plan.blue_name {
+                plan.blue_name.clone()
+            } else {
+                format!("{} -> {}", plan.green_name, plan.blue_name)
+            };
+            Table {
+                plan,
+                task: Task::new(name, rows, bytes),
+                empty,
+            }
+        })
+        .collect();
+    tables.sort_by_key(|t| std::cmp::Reverse(t.task.bytes_estimate));
+    let tasks = tables.iter().map(|t| t.task.clone()).collect();
+    let mut evaluations = Vec::with_capacity(tables.len());
+    for t in &tables {
+        // One at a time: each asks in a transaction of its own on the asking session.
+        evaluations.push(match t.empty {
+            true => Arc::new(asker.ask(&t.plan).await?),
+            false => Arc::new(Err(String::new())),
+        });
     }
-    tables.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes_estimate));
-    let tasks: Vec<Arc<Task>> = tables.iter().map(|(_, t)| t.clone()).collect();
-    // An empty blue table is filled in parts (block ranges of green's table, each in its own
-    // blue transaction), so the work spreads over the workers; a blue table that holds rows
-    // is converged in one transaction, which needs all of green's keys at once.
+    let ranges: Vec<Vec<Range>> = stream::iter(tables.iter().map(|t| table_ranges(green, t)))
+        .buffered(PIPELINED)
+        .try_collect()
+        .await?;
+    let routes = ranges.into_iter().zip(evaluations);
     let mut work = VecDeque::new();
-    let empty: Vec<bool> = stream::iter(tables.iter().map(|(plan, _)| async move {
-        Ok::<bool, Error>(
-            blue.query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
-                .await
-                .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
-                .get(0),
-        )
-    }))
-    .buffered(PIPELINED)
-    .try_collect()
-    .await?;
-    for ((plan, task), empty) in tables.into_iter().zip(empty) {
-        let ranges = part_ranges(task.bytes_estimate, empty);
+    for (table, (ranges, on_green)) in tables.into_iter().zip(routes) {
+        table.task.set_parts(parts::describe(&ranges));
         let remaining = Arc::new(AtomicU64::new(ranges.len() as u64));
         for range in ranges {
             work.push_back(Part {
-                plan: plan.clone(),
-                task: task.clone(),
+                plan: table.plan.clone(),
+                task: table.task.clone(),
                 range,
-                empty,
+                empty: table.empty,
+                on_green: on_green.clone(),
                 remaining: remaining.clone(),
             });
         }
@@ -236,248 +261,66 @@ async fn schedule(
     Ok((tasks, work))
 }
 
-/// Whether green's rows can be COPYed straight into the blue table: every blue column is a
-/// green column of the same type, no filter.
-fn direct(plan: &TablePlan) -> bool {
-    plan.filter.is_none() && plan.targets.iter().all(|t| t.copies_same_type(&plan.green))
+async fn blue_empty(blue: &Client, plan: &TablePlan) -> Result<bool> {
+    Ok(blue
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", plan.blue_sql), &[])
+        .await
+        .map_err(blue_err(&format!("reading {}", plan.blue_name)))?
+        .get(0))
 }
 
-/// Rows of one table or of a block range of it, copied in one blue transaction.
-struct Part {
-    plan: Arc<TablePlan>,
-    task: Arc<Task>,
-    /// Green blocks [from, to), `to` open for the last part; `None` is the whole table.
-    range: Option<(u64, Option<u64>)>,
-    /// Blue's table was empty when the copy began.
-    empty: bool,
-    /// Parts of this table not yet copied.
-    remaining: Arc<AtomicU64>,
-}
-
-/// Green's block size (PostgreSQL's default); only used to cut tables into parts.
-const BLOCK_SIZE: u64 = 8192;
-/// About this much of green's table per part.
-const PART_BYTES: u64 = 16 << 20;
-const MAX_PARTS: u64 = 64;
-
-/// The block ranges a table of about `bytes` is copied in: [from, to) with `to` open for the
-/// last part, or one part for the whole table (`None`) when blue's table is not `empty` or the
-/// table is small.
-fn part_ranges(bytes: u64, empty: bool) -> Vec<Option<(u64, Option<u64>)>> {
-    let blocks = bytes / BLOCK_SIZE;
-    let parts = if empty {
-        (bytes / PART_BYTES).clamp(1, MAX_PARTS)
-    } else {
-        1
-    };
-    let step = blocks.div_ceil(parts).max(1);
-    (0..parts)
-        .map(|i| (parts > 1).then(|| (i * step, (i + 1 < parts).then(|| (i + 1) * step))))
-        .collect()
-}
-
-/// A copy worker's connections: green inside one transaction at the exported snapshot, blue
-/// set up as the apply path's sessions are.
-struct Sessions {
-    green: Client,
-    blue: Arc<Client>,
-}
-
-impl Sessions {
-    async fn open(config: &Config, env: &Environment, snapshot: &str) -> Result<Sessions> {
-        let green = transfer::green_at_snapshot(config, Some(snapshot)).await?;
-        let blue = crate::connect::connect_blue(&config.blue)
-            .await
-            .map_err(Error::into_definite)?;
-        transfer::prepare_blue(&blue, env).await?;
-        // Replicated rows, not application writes: no triggers or foreign-key checks, as when
-        // streaming (where permitted).
-        let _ = blue.batch_execute("SET session_replication_role = replica").await;
-        Ok(Sessions { green, blue })
+/// A table's parts ([`parts`]).
+async fn table_ranges(green: &Client, table: &Table) -> Result<Vec<Range>> {
+    let bytes = table.task.bytes_estimate;
+    if table.empty {
+        return Ok(parts::blocks(bytes));
     }
-}
-
-/// Copies one part in one blue transaction; returns a note for the progress line.
-async fn copy_part(sessions: &Sessions, part: &Part) -> Result<String> {
-    let (green, blue) = (&sessions.green, &*sessions.blue);
-    let plan = &*part.plan;
-    // A TID range scan: cheap, and needs no key.
-    let mut conditions = match part.range {
-        None => Vec::new(),
-        Some((from, None)) => vec![format!("ctid >= '({from},0)'::tid")],
-        Some((from, Some(to))) => vec![format!("ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid")],
+    let n = parts::count(bytes);
+    let Some(key) = parts::range_key(&table.plan).filter(|_| n > 1) else {
+        return Ok(vec![Range::Whole]);
     };
-    // Rows the publication's row filter leaves out never stream: copying them would leave
-    // rows on blue that nothing keeps current.
-    conditions.extend(statements::published_rows(plan));
-    let tail = statements::where_clause(&conditions);
-    let what = format!(
-        "copying green table {} to blue table {}",
-        plan.green_name, plan.blue_name
-    );
-    let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
-    blue.batch_execute("BEGIN").await.map_err(on_blue)?;
-    let copy = PartCopy {
-        green,
-        blue,
-        part,
-        tail: &tail,
-        what: &what,
-    };
-    let note = if part.empty && direct(plan) {
-        copy.direct().await?;
-        String::new()
-    } else {
-        copy.through_stage().await?
-    };
-    blue.batch_execute("COMMIT").await.map_err(on_blue)?;
-    Ok(note)
-}
-
-/// One part's copy inside its blue transaction.
-struct PartCopy<'a> {
-    green: &'a Client,
-    blue: &'a Client,
-    part: &'a Part,
-    /// The WHERE clause that selects the part's green rows.
-    tail: &'a str,
-    /// What is being copied, for error messages.
-    what: &'a str,
-}
-
-impl PartCopy<'_> {
-    fn on_blue(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-        move |e| Error::postgres(format!("{}: on blue", self.what), &e).into_definite()
-    }
-
-    /// Green's columns straight into blue's, COPY to COPY: an empty blue table fed by green
-    /// columns only.
-    async fn direct(&self) -> Result<()> {
-        let (plan, task) = (&*self.part.plan, &*self.part.task);
-        let green_cols: Vec<String> = plan
-            .targets
-            .iter()
-            // direct() admits only plain copies: each is its green column's quoted name.
-            .map(|t| t.value.sql(&plan.green, None))
-            .collect();
-        let blue_cols: Vec<String> = plan.targets.iter().map(|t| sql::ident(&t.blue_name)).collect();
-        let out = format!(
-            "COPY (SELECT {} FROM {}{}) TO STDOUT",
-            green_cols.join(", "),
-            sql::qualified(&plan.green.namespace, &plan.green.name),
-            self.tail
-        );
-        let into = format!("COPY {} ({}) FROM STDIN", plan.blue_sql, blue_cols.join(", "));
-        transfer::pump(self.green, &out, self.blue, &into, &task.counter, self.what).await?;
-        if self.part.range.is_none() {
-            task.finishing();
-        }
-        Ok(())
-    }
-
-    /// Green's rows into a stage on blue, then through the mapping into blue's table, which
-    /// is made to match green's rows; returns a note for the progress line.
-    async fn through_stage(&self) -> Result<String> {
-        let (plan, task, empty, blue) = (&*self.part.plan, &*self.part.task, self.part.empty, self.blue);
-        blue.batch_execute(&format!("{} ON COMMIT DROP", statements::staging_table(plan, STAGE)))
-            .await
-            .map_err(self.on_blue())?;
-        let into = format!("COPY {} FROM STDIN", sql::ident(STAGE));
-        let loading = Instant::now();
-        transfer::pump(
-            self.green,
-            &statements::copy_out(plan, self.tail),
-            blue,
-            &into,
-            &task.counter,
-            self.what,
+    let plan = &table.plan;
+    let column = &plan.green.columns[key.green].name;
+    let table_sql = sql::qualified(&plan.green.namespace, &plan.green.name);
+    let on_green = |e: tokio_postgres::Error| Error::postgres(format!("reading green table {}", plan.green_name), &e);
+    // Ranges of a column green does not index would read green's whole table once per part.
+    let indexed: bool = green
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+             AND a.attnum = i.indkey[0] WHERE i.indrelid = ($1::text)::regclass AND a.attname = $2 AND i.indisvalid)",
+            &[&table_sql, column],
         )
-        .await?;
-        tracing::debug!(table = %plan.blue_name, seconds = loading.elapsed().as_secs_f64(), "loaded into the stage");
-        if self.part.range.is_none() {
-            task.finishing();
-        }
-        let applying = Instant::now();
-        let mut note = String::new();
-        let unique = matches!(plan.key, KeyPlan::Unique(_));
-        if !empty && !unique {
-            // No key to match rows by: blue's rows are replaced.
-            let n = blue
-                .execute(&format!("DELETE FROM {}", plan.blue_sql), &[])
-                .await
-                .map_err(self.on_blue())?;
-            note = format!("{n} old blue rows replaced");
-        }
-        let insert = statements::insert_from(plan, &sql::ident(STAGE), !empty && unique);
-        blue.execute(&insert, &[]).await.map_err(self.on_blue())?;
-        if !empty && unique {
-            let n = delete_extra(blue, plan).await.map_err(self.on_blue())?;
-            if n > 0 {
-                note = format!("{n} blue rows not on green deleted");
-            }
-        }
-        tracing::debug!(table = %plan.blue_name, seconds = applying.elapsed().as_secs_f64(), "written through the mapping");
-        Ok(note)
+        .await
+        .map_err(on_green)?
+        .get(0);
+    if !indexed {
+        return Ok(vec![Range::Whole]);
     }
-}
-
-/// Deletes blue rows that green (at the snapshot) does not have: without a filter, every blue
-/// row whose key is not among green's; with one, the rows whose green row the filter
-/// excludes (other blue rows are outside the mapping's reach).
-async fn delete_extra(blue: &Client, plan: &TablePlan) -> std::result::Result<u64, tokio_postgres::Error> {
-    let key = plan.key.columns();
-    let matches: Vec<String> = key
-        .iter()
-        .map(|k| {
-            format!(
-                "b.{} = {}",
-                sql::ident(&plan.targets[k.target].blue_name),
-                statements::mapped_value(plan, k.target)
-            )
-        })
-        .collect();
-    let stage = sql::ident(STAGE);
-    let text = match &plan.filter {
-        None => format!(
-            "DELETE FROM {} AS b WHERE NOT EXISTS (SELECT 1 FROM {stage} AS g WHERE {})",
-            plan.blue_sql,
-            matches.join(" AND ")
-        ),
-        Some(f) => format!(
-            "DELETE FROM {} AS b USING {stage} AS g WHERE {} AND NOT coalesce(({f}), false)",
-            plan.blue_sql,
-            matches.join(" AND ")
-        ),
+    // Outside the snapshot: the ranges' ends are open, so any bounds cover every row.
+    let c = sql::ident(column);
+    let row = green
+        .query_one(&format!("SELECT min({c})::int8, max({c})::int8 FROM {table_sql}"), &[])
+        .await
+        .map_err(on_green)?;
+    let ranges = match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+        (Some(min), Some(max)) => parts::keys(min, max, n),
+        _ => vec![Range::Whole],
     };
-    blue.execute(&text, &[]).await
+    Ok(ranges)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_table_blue_holds_rows_of_is_copied_whole() {
-        assert_eq!(part_ranges(10 * PART_BYTES, false), vec![None]);
-    }
-
-    #[test]
-    fn a_small_table_is_one_part() {
-        assert_eq!(part_ranges(0, true), vec![None]);
-        assert_eq!(part_ranges(PART_BYTES, true), vec![None]);
-    }
-
-    #[test]
-    fn an_empty_blue_table_is_filled_in_block_ranges_the_last_one_open() {
-        let step = PART_BYTES / BLOCK_SIZE;
-        assert_eq!(
-            part_ranges(3 * PART_BYTES, true),
-            vec![
-                Some((0, Some(step))),
-                Some((step, Some(2 * step))),
-                Some((2 * step, None))
-            ]
-        );
-        assert_eq!(part_ranges(1000 * PART_BYTES, true).len() as u64, MAX_PARTS);
-    }
+/// The summary's lines: one per table (rows, bytes, time, rates, route), then the total.
+fn summary(tasks: &[Arc<Task>], elapsed: std::time::Duration) -> Vec<String> {
+    let width = tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    let mut lines: Vec<String> = tasks.iter().map(|t| format!("copied {}", t.summary(width))).collect();
+    let rows: u64 = tasks.iter().map(|t| t.counter.rows()).sum();
+    let bytes: u64 = tasks.iter().map(|t| t.counter.bytes()).sum();
+    lines.push(format!(
+        "copied {} table(s), {rows} rows, {} in {:.1}s, {}",
+        tasks.len(),
+        progress::human_bytes(bytes),
+        elapsed.as_secs_f64(),
+        progress::rates(rows, bytes, elapsed)
+    ));
+    lines
 }

@@ -5,6 +5,7 @@
 //! line per running table every ten seconds, and one when a table finishes.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,14 @@ pub struct Task {
     pub bytes_estimate: u64,
     pub counter: Counter,
     phase: Mutex<Phase>,
-    /// A note shown after the table finishes (e.g. "12 rows deleted").
-    note: Mutex<String>,
+    /// Blue rows deleted because green lacks them, over every part.
+    deleted: AtomicU64,
+    /// A keyless blue table's rows were replaced (those are the deleted ones).
+    replaced: AtomicBool,
+    /// How the rows went (e.g. "direct, binary"), for the summary.
+    route: Mutex<String>,
+    /// The parts the table was cut into (e.g. "4 key ranges"), for the summary.
+    parts: Mutex<String>,
 }
 
 impl Task {
@@ -42,8 +49,68 @@ impl Task {
             bytes_estimate,
             counter: Counter::default(),
             phase: Mutex::new(Phase::Waiting),
-            note: Mutex::new(String::new()),
+            deleted: AtomicU64::new(0),
+            replaced: AtomicBool::new(false),
+            route: Mutex::new(String::new()),
+            parts: Mutex::new(String::new()),
         })
+    }
+
+    /// Names the parts the table is cut into (nothing for one).
+    pub fn set_parts(&self, parts: String) {
+        *self.parts.lock().expect("progress lock") = parts;
+    }
+
+    /// How the table's rows go; parts that went differently are all named.
+    pub fn set_route(&self, route: String) {
+        let mut current = self.route.lock().expect("progress lock");
+        if current.is_empty() {
+            *current = route;
+        } else if !current.split("; ").any(|r| r == route) {
+            current.push_str("; ");
+            current.push_str(&route);
+        }
+    }
+
+    /// Counts blue rows a part deleted (`replaced`: a keyless table's old rows).
+    pub fn deleted(&self, rows: u64, replaced: bool) {
+        self.deleted.fetch_add(rows, Ordering::Relaxed);
+        if replaced {
+            self.replaced.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// What the table's line says after it finishes, about blue rows deleted.
+    fn note(&self) -> String {
+        match (
+            self.deleted.load(Ordering::Relaxed),
+            self.replaced.load(Ordering::Relaxed),
+        ) {
+            (n, true) => format!("{n} old blue rows replaced"),
+            (0, false) => String::new(),
+            (n, false) => format!("{n} blue rows not on green deleted"),
+        }
+    }
+
+    /// The summary's line for a finished table: rows, bytes, time, rates and route.
+    pub fn summary(&self, width: usize) -> String {
+        let (rows, bytes) = (self.counter.rows(), self.counter.bytes());
+        let took = match self.phase() {
+            Phase::Done(d) => d,
+            _ => Duration::ZERO,
+        };
+        let parts = self.parts.lock().expect("progress lock");
+        let note = self.note();
+        format!(
+            "{:<width$}  {rows:>11} rows {:>10}  in {:>6.1}s  {}  {}{}{parts}{}{note}",
+            self.name,
+            human_bytes(bytes),
+            took.as_secs_f64(),
+            rates(rows, bytes, took),
+            self.route.lock().expect("progress lock"),
+            if parts.is_empty() { "" } else { ", in " },
+            if note.is_empty() { "" } else { "; " },
+        )
     }
 
     fn set(&self, phase: Phase) {
@@ -69,12 +136,11 @@ impl Task {
         }
     }
 
-    pub fn done(&self, note: String) {
+    pub fn done(&self) {
         let started = match self.phase() {
             Phase::Running(t) | Phase::Finishing(t) => t,
             _ => Instant::now(),
         };
-        *self.note.lock().expect("progress lock") = note;
         self.set(Phase::Done(started.elapsed()));
     }
 
@@ -90,12 +156,12 @@ impl Task {
             Phase::Waiting => format!("{name}  waiting"),
             Phase::Failed => format!("{name}  failed after {rows} rows"),
             Phase::Done(d) => {
-                let note = self.note.lock().expect("progress lock").clone();
+                let note = self.note();
                 format!(
-                    "{name}  done     {rows:>11} rows {:>10}  in {:>6.1}s  {:>10} rows/s{}{note}",
+                    "{name}  done     {rows:>11} rows {:>10}  in {:>6.1}s  {}{}{note}",
                     human_bytes(bytes),
                     d.as_secs_f64(),
-                    rate(rows, d),
+                    rates(rows, bytes, d),
                     if note.is_empty() { "" } else { "  " },
                 )
             }
@@ -107,9 +173,9 @@ impl Task {
             Phase::Running(t) => {
                 let elapsed = t.elapsed();
                 let mut text = format!(
-                    "{name}  copying  {rows:>11} rows {:>10}  {:>10} rows/s",
+                    "{name}  copying  {rows:>11} rows {:>10}  {}",
                     human_bytes(bytes),
-                    rate(rows, elapsed)
+                    rates(rows, bytes, elapsed)
                 );
                 // ETA from bytes when green's size is known (row estimates go stale faster).
                 let secs = elapsed.as_secs_f64();
@@ -126,13 +192,18 @@ impl Task {
     }
 }
 
-fn rate(rows: u64, d: Duration) -> u64 {
+fn rate(n: u64, d: Duration) -> u64 {
     let s = d.as_secs_f64();
     if s > 0.0 {
-        (rows as f64 / s) as u64
+        (n as f64 / s) as u64
     } else {
         0
     }
+}
+
+/// `1234567 rows/s   12.3 MB/s`: rows and bytes moved per second over `d`.
+pub fn rates(rows: u64, bytes: u64, d: Duration) -> String {
+    format!("{:>10} rows/s {:>10}/s", rate(rows, d), human_bytes(rate(bytes, d)))
 }
 
 pub fn human_bytes(b: u64) -> String {
@@ -388,7 +459,7 @@ mod tests {
         let tasks: Vec<Arc<Task>> = (0..4).map(|i| Task::new(format!("s.t{i}"), 0, 0)).collect();
         tasks[0].start_once();
         tasks[0].counter.rows.store(10, std::sync::atomic::Ordering::Relaxed);
-        tasks[0].done(String::new());
+        tasks[0].done();
         tasks[1].start_once();
         tasks[2].failed();
         let line = overall(&tasks, Duration::from_secs(2));

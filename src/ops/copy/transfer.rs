@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_postgres::Client;
 
+use super::binary::BinaryRows;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::evaluation::Environment;
@@ -92,9 +93,33 @@ impl Counter {
     }
 }
 
+/// How rows travel between the two COPY statements, which must both name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    /// `(FORMAT binary)`: each value in its type's send/receive form.
+    Binary,
+}
+
+impl Format {
+    /// The COPY option for this format, with a leading space, or nothing for text.
+    pub fn option(self) -> &'static str {
+        match self {
+            Format::Text => "",
+            Format::Binary => " (FORMAT binary)",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Binary => "binary",
+        }
+    }
+}
+
 /// Streams `copy_out` (a `COPY ... TO STDOUT` on green) into `copy_in` (a `COPY ... FROM STDIN`
-/// on blue). Text-format COPY ends every row with a newline and escapes newlines inside
-/// values, so rows are counted by newlines. Returns the rows moved.
+/// on blue), in text. Returns the rows moved.
 pub async fn pump(
     green: &Client,
     copy_out: &str,
@@ -103,29 +128,46 @@ pub async fn pump(
     counter: &Counter,
     what: &str,
 ) -> Result<u64> {
-    let stream = green
-        .copy_out(copy_out)
-        .await
-        .map_err(|e| Error::postgres(format!("{what}: reading green"), &e).into_definite())?;
-    let sink = blue
-        .copy_in::<_, Bytes>(copy_in)
-        .await
-        .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
+    let ends = Ends {
+        green,
+        copy_out,
+        blue,
+        copy_in,
+    };
+    pump_as(ends, Format::Text, counter, what).await
+}
+
+/// The two COPY statements [`pump_as`] connects, and where each runs.
+pub struct Ends<'a> {
+    pub green: &'a Client,
+    pub copy_out: &'a str,
+    pub blue: &'a Client,
+    pub copy_in: &'a str,
+}
+
+/// Streams green's COPY into blue's, both in `format`, byte for byte: one COPY out to one
+/// COPY in, so a binary stream's header and trailer pass through as they are. Rows are
+/// counted as they pass (text COPY ends every row with a newline and escapes newlines inside
+/// values; binary is followed through its framing). Returns the rows moved.
+pub async fn pump_as(ends: Ends<'_>, format: Format, counter: &Counter, what: &str) -> Result<u64> {
+    let read_err = |e: tokio_postgres::Error| Error::postgres(format!("{what}: reading green"), &e).into_definite();
+    let write_err = |e: tokio_postgres::Error| Error::postgres(format!("{what}: writing blue"), &e).into_definite();
+    let stream = ends.green.copy_out(ends.copy_out).await.map_err(read_err)?;
+    let sink = ends.blue.copy_in::<_, Bytes>(ends.copy_in).await.map_err(write_err)?;
     futures_util::pin_mut!(sink);
     let mut rows = 0u64;
-    let read_err = |e: tokio_postgres::Error| Error::postgres(format!("{what}: reading green"), &e).into_definite();
+    let mut binary = BinaryRows::default();
     let mut reader = Gathered::new(stream);
     while let Some(chunk) = reader.next().await.map_err(read_err)? {
-        let n = memchr::memchr_iter(b'\n', &chunk).count() as u64;
+        let n = match format {
+            Format::Text => memchr::memchr_iter(b'\n', &chunk).count() as u64,
+            Format::Binary => binary.feed(&chunk),
+        };
         rows += n;
         counter.add(n, chunk.len() as u64);
-        sink.send(chunk)
-            .await
-            .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
+        sink.send(chunk).await.map_err(write_err)?;
     }
-    sink.finish()
-        .await
-        .map_err(|e| Error::postgres(format!("{what}: writing blue"), &e).into_definite())?;
+    sink.finish().await.map_err(write_err)?;
     Ok(rows)
 }
 

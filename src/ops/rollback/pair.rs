@@ -358,38 +358,14 @@ pub fn compare(plan: &TablePlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{KeyColumn, KeyPlan, Target, Value};
 
+    /// Green's int4 columns `names` copied into blue's `blue` (as many), keyed on the first.
     fn plan(names: &[&str], blue: &[&str]) -> TablePlan {
-        let green = crate::mapping::int_table(names);
-        let targets = blue
-            .iter()
-            .enumerate()
-            .map(|(g, name)| Target {
-                blue_name: name.to_string(),
-                blue_type: "\"pg_catalog\".\"int4\"".into(),
-                stored_type: "integer".into(),
-                value: Value::Green(g),
-                depends: vec![g],
-                insert_only: false,
-                comparable: true,
-                identity_always: false,
-            })
-            .collect();
-        TablePlan {
-            green,
-            green_name: "public.t".into(),
-            blue_name: "public.t".into(),
-            blue_sql: "\"public\".\"t\"".into(),
-            targets,
-            key: KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }]),
-            filter: None,
-            overriding_system_value: false,
-            blue_partitioned: false,
-            file: None,
-            partition_of: None,
-            read: vec![true; names.len()],
+        let mut p = crate::mapping::int_plan(names);
+        for (target, name) in p.targets.iter_mut().zip(blue) {
+            target.blue_name = name.to_string();
         }
+        p
     }
 
     #[test]

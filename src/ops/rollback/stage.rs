@@ -430,34 +430,15 @@ fn collides(plan: &TablePlan, unique: &[UniqueIndex], changed: &str, one_row: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{KeyColumn, KeyPlan, Target, Value};
 
+    /// Green's `id, qty, "Odd""Name"` into blue's `id, quantity`, filtered on qty.
     fn plan() -> TablePlan {
-        let green = crate::mapping::int_table(&["id", "qty", "Odd\"Name"]);
-        let target = |g: usize, name: &str| Target {
-            blue_name: name.into(),
-            blue_type: "\"pg_catalog\".\"int4\"".into(),
-            stored_type: "integer".into(),
-            value: Value::Green(g),
-            depends: vec![g],
-            insert_only: false,
-            comparable: true,
-            identity_always: false,
-        };
-        TablePlan {
-            green,
-            green_name: "public.t".into(),
-            blue_name: "public.t".into(),
-            blue_sql: "\"public\".\"t\"".into(),
-            targets: vec![target(0, "id"), target(1, "quantity")],
-            key: KeyPlan::Unique(vec![KeyColumn { target: 0, green: 0 }]),
-            filter: Some("qty > 0".into()),
-            overriding_system_value: false,
-            blue_partitioned: false,
-            file: None,
-            partition_of: None,
-            read: vec![true, true, false],
-        }
+        let mut p = crate::mapping::int_plan(&["id", "qty", "Odd\"Name"]);
+        p.targets.truncate(2);
+        p.targets[1].blue_name = "quantity".into();
+        p.filter = Some("qty > 0".into());
+        p.read = vec![true, true, false];
+        p
     }
 
     #[test]
