@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::bridge::{text, wait_for, Pair, Running, DB};
-use crate::support::pg_client_bin_dir;
+use crate::support::{pg_client_bin_dir, ClusterOptions};
 
 /// Blue's schema; green renamed `email` and added `score`.
 const BLUE_SCHEMA: &str = "
@@ -37,7 +37,19 @@ struct Both {
 
 impl Both {
     fn start() -> Both {
-        let pair = Pair::start();
+        Both::start_on(Pair::start())
+    }
+
+    /// Both servers stream every transaction of more than a few hundred rows in progress.
+    fn start_streaming() -> Both {
+        let small = || ClusterOptions {
+            settings: vec![("logical_decoding_work_mem".into(), "64kB".into())],
+            ..ClusterOptions::default()
+        };
+        Both::start_on(Pair::start_with(small(), small()))
+    }
+
+    fn start_on(pair: Pair) -> Both {
         pair.blue.psql(DB, BLUE_SCHEMA);
         pair.green.psql(DB, GREEN_SCHEMA);
         let dir = pair.dir.path();
@@ -161,29 +173,45 @@ fn untouched_since(cluster: &crate::support::Cluster, xid: &str, ids: &str) -> S
     )
 }
 
-#[test]
-fn both_directions_at_once_carry_each_write_once_without_echo() {
-    let both = Both::start();
+/// Both bridges set up and running; then one transaction of `n` rows on each side (ids 1..n on
+/// blue, `green_from`+1.. on green), each carried once to the other side and never echoed back.
+fn write_both_ways(both: &Both, n: u32, green_from: u32) -> (Running, Running) {
     both.pair.setup();
     both.expect(both.to_green(&["setup"]), 0, "setup blue -> green");
-    let mut to_blue = both.run_to_blue();
-    let mut to_green = both.run_to_green();
-
+    let to_blue = both.run_to_blue();
+    let to_green = both.run_to_green();
     let blue_xid = both.pair.blue.psql(
         DB,
-        "BEGIN; INSERT INTO customers SELECT i, 'b' || i || '@x', 'from blue' FROM generate_series(1, 200) i;
-         SELECT txid_current(); COMMIT;",
+        &format!(
+            "BEGIN; INSERT INTO customers SELECT i, 'b' || i || '@x', 'from blue' FROM generate_series(1, {n}) i;
+             SELECT txid_current(); COMMIT;"
+        ),
     );
     let green_xid = both.pair.green.psql(
         DB,
-        "BEGIN; INSERT INTO customers SELECT i, 'g' || i || '@x', 'from green', i FROM generate_series(1001, 1200) i;
-         SELECT txid_current(); COMMIT;",
+        &format!(
+            "BEGIN; INSERT INTO customers SELECT i, 'g' || i || '@x', 'from green', i
+             FROM generate_series({}, {}) i; SELECT txid_current(); COMMIT;",
+            green_from + 1,
+            green_from + n
+        ),
     );
     both.wait_both();
     // Each row was written once on its own side and once, through the mapping, on the other;
     // an echo would have rewritten the originals.
-    assert_eq!(untouched_since(&both.pair.blue, &blue_xid, "<= 200"), "0/200");
-    assert_eq!(untouched_since(&both.pair.green, &green_xid, "> 1000"), "0/200");
+    let all = format!("0/{n}");
+    assert_eq!(untouched_since(&both.pair.blue, &blue_xid, &format!("<= {n}")), all);
+    assert_eq!(
+        untouched_since(&both.pair.green, &green_xid, &format!("> {green_from}")),
+        all
+    );
+    (to_blue, to_green)
+}
+
+#[test]
+fn both_directions_at_once_carry_each_write_once_without_echo() {
+    let both = Both::start();
+    let (mut to_blue, mut to_green) = write_both_ways(&both, 200, 1000);
     both.verify_both();
 
     // Real changes on either side of rows from the other still travel, once.
@@ -250,6 +278,34 @@ fn both_directions_at_once_carry_each_write_once_without_echo() {
         ),
         "0"
     );
+}
+
+/// Large transactions both ways, which each source streams in progress: on PostgreSQL 15,
+/// where green names no origin for those, the marker each bridge begins its transactions with
+/// keeps them from echoing; on 16+ `origin 'none'` does.
+#[test]
+fn large_transactions_both_ways_stream_in_progress_without_echo() {
+    let both = Both::start_streaming();
+    let (to_blue, to_green) = write_both_ways(&both, 5000, 10000);
+    both.verify_both();
+    // Each bridge received the other side's own transaction in progress, and on 15 the echo
+    // too (16+ filters it on the sending side).
+    let expected = if both.pair.green.version_num() < 160000 { 2 } else { 1 };
+    for (cluster, slot) in [
+        (&both.pair.green, "pgbridge_to_blue"),
+        (&both.pair.blue, "pgbridge_to_green"),
+    ] {
+        let streamed = cluster.psql(
+            DB,
+            &format!("SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = '{slot}'"),
+        );
+        assert!(
+            streamed.parse::<i64>().unwrap_or(0) >= expected,
+            "slot {slot} streamed {streamed:?} transactions in progress"
+        );
+    }
+    assert_eq!(to_blue.terminate(), 0);
+    assert_eq!(to_green.terminate(), 0);
 }
 
 /// The application: inserts events one at a time on whichever side accepts writes, trying the

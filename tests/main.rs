@@ -19,6 +19,7 @@ mod harness_selftest;
 mod in_progress;
 mod layout;
 mod mapping;
+mod on_green;
 mod ops;
 mod pooler;
 mod privileges;

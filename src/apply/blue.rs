@@ -42,7 +42,14 @@ impl Blue for BluePipe<'_> {
     }
 
     async fn commit(&mut self, group: &Group, prev: Lsn) -> Result<()> {
-        commit_with_checkpoint(self.pipe, &self.checkpoint.advance, self.slot, group, prev).await
+        commit_with_checkpoint(
+            self.pipe,
+            (&self.checkpoint.advance, &self.checkpoint.commit),
+            self.slot,
+            group,
+            prev,
+        )
+        .await
     }
 
     fn take_commits(&mut self) -> usize {

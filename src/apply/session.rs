@@ -22,6 +22,9 @@ pub(super) struct CheckpointStatements {
     pub advance_idle: Statement,
     /// Forces blue's WAL to disk: rewrites the checkpoint row in a synchronous commit.
     pub flush: Statement,
+    /// Ends a blue transaction (with the origin marker on a server before 16, see
+    /// [`crate::state::origin`]).
+    pub commit: String,
 }
 
 impl CheckpointStatements {
@@ -41,8 +44,18 @@ impl CheckpointStatements {
             .await?,
             advance_idle: prepare(checkpoint::advance_idle_sql(&config.schema, backend), 3).await?,
             flush: prepare(checkpoint::touch_sql(&config.schema, backend), 1).await?,
+            commit: crate::state::origin::commit_sql(config.origin.as_deref(), server_version(client).await?),
         })
     }
+}
+
+/// Blue's `server_version_num`.
+async fn server_version(client: &Client) -> Result<u32> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| Error::postgres("reading blue's server version", &e))?;
+    Ok(u32::try_from(row.get::<_, i32>(0)).unwrap_or(0))
 }
 
 /// Per-connection settings: no timeouts that an operator set for applications, the one
@@ -123,7 +136,7 @@ pub(super) async fn prepare_session(client: &Client, env: &Environment) -> Resul
 /// its COMMIT on `pipe`; neither is waited for.
 pub(super) async fn commit_with_checkpoint(
     pipe: &mut Pipeline,
-    advance: &Statement,
+    (advance, commit): (&Statement, &str),
     slot: &str,
     group: &Group,
     prev: Lsn,
@@ -144,7 +157,7 @@ pub(super) async fn commit_with_checkpoint(
         commit: true,
         ..Context::new("COMMIT")
     };
-    pipe.command("COMMIT".into(), ctx).await
+    pipe.command(commit.to_string(), ctx).await
 }
 
 /// Forces blue's WAL to disk up to now: a synchronous commit that writes WAL flushes

@@ -89,6 +89,9 @@ pub(super) struct Lane {
     /// Which of the lane origins (`origin::lane_name`) its session selected: 1 to
     /// [`MAX_LANES`], unique among the open and spare lanes.
     number: usize,
+    /// Another bridge applied the transaction (its marker came, see
+    /// [`crate::state::origin`]) and `green.origin = "none"`: rolled back at its commit.
+    foreign: bool,
 }
 
 impl Lane {
@@ -112,6 +115,7 @@ impl Lane {
         self.savepoints.clear();
         self.relations.clear();
         self.changed = false;
+        self.foreign = false;
     }
 
     /// Rolls the lane's transaction back; [`Applier::retire`] then clears its state.
@@ -183,7 +187,12 @@ impl Applier {
                     .await
                     .map_err(Lane::error)
             }
-            LogicalMessage::Message(_) | LogicalMessage::Origin(_) => Ok(()),
+            LogicalMessage::Message(m) => {
+                lane.foreign |=
+                    self.cx.config.skip_origins && m.transactional && m.prefix == crate::state::origin::MARKER_PREFIX;
+                Ok(())
+            }
+            LogicalMessage::Origin(_) => Ok(()),
             change => {
                 let xid = change_xid(&change).unwrap_or(top);
                 if xid != top && !lane.savepoints.contains(&xid) {
@@ -270,13 +279,17 @@ impl Applier {
                 commit.xid
             ))
         })?;
-        if lane.changed {
+        if lane.changed && !lane.foreign {
             self.cx.telemetry.pending_since(commit.commit_lsn, commit.timestamp);
         }
         self.commit_group().await?;
         self.drain().await?;
-        if commit.commit_lsn < self.applied_end() {
-            tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.commits.committed(), "rolling back a streamed transaction blue already has");
+        if lane.foreign || commit.commit_lsn < self.applied_end() {
+            if lane.foreign {
+                tracing::debug!(commit_lsn = %commit.commit_lsn, "not carrying a transaction another bridge applied on green");
+            } else {
+                tracing::debug!(commit_lsn = %commit.commit_lsn, checkpoint = %self.commits.committed(), "rolling back a streamed transaction blue already has");
+            }
             self.progress.skipped += 1;
             lane.rollback().await.map_err(Lane::error)?;
         } else {
@@ -291,11 +304,12 @@ impl Applier {
             group.end = commit.end_lsn;
             group.commit_time = commit.timestamp;
             let advance = applier.checkpoint.advance.clone();
+            let commit_sql = applier.checkpoint.commit.clone();
             let committed = async {
                 applier.flush_batches().await?;
                 commit_with_checkpoint(
                     &mut applier.pipe,
-                    &advance,
+                    (&advance, &commit_sql),
                     &self.cx.config.slot,
                     &group,
                     self.commits.committed(),
@@ -403,6 +417,7 @@ impl Applier {
             relations: Vec::new(),
             changed: false,
             number,
+            foreign: false,
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod expression;
 pub mod file;
 pub mod green_catalog;
 pub mod lossy;
+pub mod on_green;
 mod plan;
 pub mod resolve;
 pub mod signature;

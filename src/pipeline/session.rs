@@ -176,7 +176,13 @@ impl Sessions<'_> {
                 }
                 let failed_over = recorded.map_or(server.timeline > 1, |r| r.timeline != server.timeline);
                 let mut conn = check_slot(conn, config, options.start, failed_over.then_some(&server)).await?;
-                let options = for_server(options, config, conn.server_version_num());
+                let version = conn.server_version_num();
+                let others = if version < 160000 && config.skip_origins && options.streaming {
+                    origins_of_others(&mut conn).await?
+                } else {
+                    Vec::new()
+                };
+                let options = for_server(options, config, version, &others);
                 if options.streaming {
                     cap_decoding_memory(&mut conn).await?;
                 }
@@ -210,21 +216,33 @@ impl Sessions<'_> {
 }
 
 /// The streaming options green's server version allows. Transactions applied under a
-/// replication origin are skipped by green itself on PostgreSQL 16+ (`origin 'none'`); on 15
-/// pgbridge drops them by their Origin message, which green sends only for whole
-/// transactions (the origin of an in-progress one is not known yet), so there they are
-/// received whole.
-fn for_server(options: &StartOptions, config: &Config, version: u32) -> StartOptions {
+/// replication origin are skipped by green itself on PostgreSQL 16+ (`origin 'none'`). On 15,
+/// green names the origin of a whole transaction (an Origin message) but not of one it streams
+/// in progress; a bridge writing to a 15 server begins each transaction with a marker message
+/// instead (see [`crate::state::origin`]), which is seen in the first streamed block. So on 15
+/// transactions are streamed in progress unless green has replication origins that are not a
+/// bridge's (`others`: a subscription's, whose large transactions could not be told apart),
+/// and then they are received whole.
+fn for_server(options: &StartOptions, config: &Config, version: u32, others: &[String]) -> StartOptions {
     let mut options = options.clone();
     if config.skip_origins {
         if version >= 160000 {
             options.origin_none = true;
-        } else if options.streaming {
-            tracing::debug!("green runs PostgreSQL {version}: large transactions are received whole, so that those applied under a replication origin can be recognized (green.origin = \"none\")");
+        } else if options.streaming && !others.is_empty() {
+            tracing::info!(origins = %others.join(", "), "green runs PostgreSQL {version} and has replication origins that are not a bridge's: large transactions are received whole, so that those applied under an origin can be recognized (green.origin = \"none\")");
             options.streaming = false;
         }
     }
     options
+}
+
+/// Replication origins on green that no bridge created (a bridge's are named `pgbridge_...`
+/// unless `apply.origin` says otherwise, which then counts as another's).
+async fn origins_of_others(conn: &mut ReplicationConn) -> Result<Vec<String>> {
+    let rows = conn
+        .simple_query("SELECT string_agg(roname, ', ' ORDER BY roname) AS names FROM pg_replication_origin WHERE roname NOT LIKE 'pgbridge\\_%'")
+        .await?;
+    Ok(rows.first("names").map(|n| vec![n.to_string()]).unwrap_or_default())
 }
 
 /// Green streams an in-progress transaction once its decoded changes exceed

@@ -8,6 +8,15 @@
 //! the green position and commit time it replays (`pg_replication_origin_xact_setup`), which
 //! `pg_replication_origin_status` then shows.
 //!
+//! PostgreSQL 15 sends no Origin message for a transaction it streams in progress (the origin
+//! is known only at its commit), so a bridge streaming from a 15 server could not tell such a
+//! transaction from any other. Every blue transaction on a server before 16 therefore ends
+//! with a transactional logical message, prefix [`MARKER_PREFIX`] and the origin's name, just
+//! before its COMMIT: the bridge reading it has then seen the marker by the Stream Commit and
+//! rolls the transaction back instead of committing it ([`crate::apply`]). At the end rather
+//! than first, so that the marker gives the transaction no transaction id before its first
+//! write (a slot being created on that server waits for every one).
+//!
 //! An origin can be selected by one session at a time (PostgreSQL before 19), so the blue
 //! sessions of streamed transactions (`stream`) each use an origin of their own:
 //! `<origin>_lane<N>`.
@@ -17,6 +26,23 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::sql;
+
+/// The prefix of the logical message that begins every transaction a bridge applies on a
+/// server before PostgreSQL 16.
+pub const MARKER_PREFIX: &str = "pgbridge.origin";
+
+/// What ends a blue transaction: `COMMIT`, preceded on a server before PostgreSQL 16
+/// (`version`, as `server_version_num`) by the marker naming `origin`, when there is one.
+pub fn commit_sql(origin: Option<&str>, version: u32) -> String {
+    match origin {
+        Some(name) if version < 160000 => format!(
+            "SELECT pg_logical_emit_message(true, {}, {}); COMMIT",
+            sql::literal(MARKER_PREFIX),
+            sql::literal(name)
+        ),
+        _ => "COMMIT".to_string(),
+    }
+}
 
 /// The origin a lane's session selects.
 pub fn lane_name(base: &str, lane: usize) -> String {
@@ -186,5 +212,15 @@ mod tests {
     #[test]
     fn grant_quotes_the_role() {
         assert!(grant_sql("App User").ends_with(" TO \"App User\""));
+    }
+
+    #[test]
+    fn the_marker_ends_transactions_on_servers_before_16_only() {
+        assert_eq!(
+            commit_sql(Some("pgbridge_to_green"), 150010),
+            "SELECT pg_logical_emit_message(true, 'pgbridge.origin', 'pgbridge_to_green'); COMMIT"
+        );
+        assert_eq!(commit_sql(Some("pgbridge_to_green"), 160000), "COMMIT");
+        assert_eq!(commit_sql(None, 150010), "COMMIT");
     }
 }

@@ -1,0 +1,123 @@
+//! `mapping::on_green`: which mappings green may evaluate in blue's place, decided by green's
+//! catalog, and the SQL it then runs giving blue's values.
+
+use crate::support::bridge::{Pair, DB};
+
+const GREEN: &str = "
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper(t)';
+CREATE TABLE plain (id int PRIMARY KEY, name text, m mood, at timestamptz);
+CREATE TABLE casted (id int PRIMARY KEY, qty numeric(10,2), loc jsonb, at timestamptz);
+CREATE TABLE userfn (id int PRIMARY KEY, name text);
+CREATE TABLE volatile (id int PRIMARY KEY, name text);
+CREATE TABLE session (id int PRIMARY KEY, name text);
+CREATE TABLE other (id int PRIMARY KEY, name text);
+CREATE TABLE enumread (id int PRIMARY KEY, m mood);
+CREATE TABLE filtered (id int PRIMARY KEY, name text);
+INSERT INTO casted VALUES (1, 2.50, '{\"city\": \"Oslo\"}', '2026-03-01 23:30+00');";
+
+const BLUE: &str = "
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper(t)';
+CREATE TABLE plain (id int PRIMARY KEY, name text, m mood, at timestamptz);
+CREATE TABLE casted (id int PRIMARY KEY, qty int, city text, day date);
+CREATE TABLE userfn (id int PRIMARY KEY, name text);
+CREATE TABLE volatile (id int PRIMARY KEY, name text, r float8);
+CREATE TABLE session (id int PRIMARY KEY, name text);
+CREATE TABLE other (id int PRIMARY KEY, name text, n int);
+CREATE TABLE enumread (id int PRIMARY KEY, m text);
+CREATE TABLE filtered (id int PRIMARY KEY, name text);";
+
+const MAPPINGS: &[(&str, &str)] = &[
+    (
+        "casted",
+        "target = \"casted\"\nignore = [\"loc\", \"at\"]\n[columns]\ncity = { expr = \"loc ->> 'city'\" }\nday = { expr = \"at::date\" }\n",
+    ),
+    ("userfn", "target = \"userfn\"\n[columns]\nname = { expr = \"shout(name)\" }\n"),
+    ("volatile", "target = \"volatile\"\n[columns]\nr = { expr = \"random()\" }\n"),
+    ("session", "target = \"session\"\nignore = [\"name\"]\n[columns]\nname = { expr = \"current_user\" }\n"),
+    (
+        "other",
+        "target = \"other\"\n[columns]\nn = { expr = \"(SELECT count(*) FROM casted)\" }\n",
+    ),
+    ("enumread", "target = \"enumread\"\n[columns]\nm = { from = \"m\" }\n"),
+    ("filtered", "target = \"filtered\"\n[filter]\nwhere = \"id % 2 = 0\"\n"),
+];
+
+#[test]
+fn on_green_stands_in_for_blue_only_where_the_result_cannot_differ() {
+    let pair = Pair::start();
+    pair.green.psql(DB, GREEN);
+    pair.blue.psql(DB, BLUE);
+    let dir = pair.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in MAPPINGS {
+        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+    }
+    pair.write_config(&format!("[mapping]\ndir = \"{}\"\n", dir.display()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let decided = rt.block_on(async {
+        let config = pgbridge::config::Config::load(&pair.config_path()).expect("config");
+        let (green, blue) = pgbridge::connect::both(&config).await.expect("connect");
+        let report = pgbridge::ops::preflight::validate(&config, &green, &blue)
+            .await
+            .expect("validate");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // As the sessions that evaluate do: blue's search_path finds shout() on green too.
+        let env = pgbridge::evaluation::Environment::resolve(&blue, &config)
+            .await
+            .unwrap();
+        env.apply(&green).await.unwrap();
+        let mut decided = std::collections::BTreeMap::new();
+        for t in &report.tables {
+            let verdict = pgbridge::mapping::on_green::on_green(&green, &t.plan)
+                .await
+                .expect("asked green");
+            decided.insert(t.plan.green.name.clone(), verdict);
+        }
+        // What green computes for `casted` is what blue's INSERT stores.
+        let casted = decided["casted"].clone().expect("casted evaluates on green");
+        let row = green
+            .query_one(
+                &format!("SELECT {}::text FROM public.casted", casted.select.join("::text, ")),
+                &[],
+            )
+            .await
+            .unwrap();
+        let values: Vec<String> = (0..row.len()).map(|i| row.get(i)).collect();
+        assert!(
+            values.contains(&"3".to_string()),
+            "numeric 2.50 to int rounds: {values:?}"
+        );
+        assert!(values.contains(&"Oslo".to_string()), "{values:?}");
+        assert!(values.contains(&"2026-03-01".to_string()), "{values:?}");
+        decided
+    });
+    let plain = decided["plain"].as_ref().expect("plain copies");
+    assert_eq!(plain.select.len(), 4);
+    let enum_at = plain.select.iter().position(|s| s == "\"m\"").unwrap();
+    assert!(!plain.binary[enum_at], "a user enum goes as text: {plain:?}");
+    assert_eq!(plain.binary.iter().filter(|b| **b).count(), 3, "{plain:?}");
+    assert!(decided["casted"].as_ref().unwrap().all_binary());
+    assert_eq!(
+        decided["filtered"].as_ref().unwrap().filter.as_deref(),
+        Some("id % 2 = 0")
+    );
+    let why = |table: &str| decided[table].clone().expect_err(table);
+    assert!(
+        why("userfn").contains("function shout(text), which is not built in"),
+        "{}",
+        why("userfn")
+    );
+    assert!(
+        why("volatile").contains("random(), which is volatile"),
+        "{}",
+        why("volatile")
+    );
+    assert!(why("session").contains("current_user"), "{}", why("session"));
+    assert!(why("other").contains("table casted"), "{}", why("other"));
+    assert!(why("enumread").contains("green column m"), "{}", why("enumread"));
+}
