@@ -23,6 +23,13 @@ use crate::error::Error;
 use crate::mapping::{KeyPlan, TablePlan};
 use crate::sql;
 
+/// Set on both sessions for the checksum pass: a range is read through the key index whatever
+/// the statistics say (a table just copied has none, and a sequential scan per range would
+/// read the whole table for each); the index gives key order, so nothing is sorted.
+pub(super) const THROUGH_INDEX: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off";
+/// Undoes [`THROUGH_INDEX`] on blue, whose session compares row by row next.
+pub(super) const PLAN_AS_USUAL: &str = "RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort";
+
 /// A range's rows and their digest on one side.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Sums {

@@ -21,7 +21,6 @@ mod checksum;
 mod method;
 mod ranges;
 mod stages;
-mod standin;
 mod subjects;
 mod table;
 mod unstorable;

@@ -45,6 +45,14 @@ impl Ranger<'_> {
     /// Compares every range of the table; returns the ranges to compare row by row.
     pub(super) async fn run(&self) -> Result<Found> {
         let mut found = Found::default();
+        // Before the transaction: a rollback after an error in it keeps them.
+        let (green, blue) = futures_util::future::join(
+            self.green.batch_execute(checksum::THROUGH_INDEX),
+            self.blue.batch_execute(checksum::THROUGH_INDEX),
+        )
+        .await;
+        green.map_err(|e| checksum::on("green", self.what, &e))?;
+        blue.map_err(|e| checksum::on("blue", self.what, &e))?;
         transfer::begin_snapshot(self.green, None).await?;
         let mut lo: Option<Vec<String>> = None;
         let mut hi = self.bound(&lo).await?;
@@ -81,6 +89,10 @@ impl Ranger<'_> {
             }
         }
         transfer::end_snapshot(self.green).await?;
+        self.blue
+            .batch_execute(checksum::PLAN_AS_USUAL)
+            .await
+            .map_err(|e| checksum::on("blue", self.what, &e))?;
         Ok(found)
     }
 
