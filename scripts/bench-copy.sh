@@ -78,6 +78,25 @@ t1=$(now)
 verify_s=$(calc "$t1 - $t0")
 cat "$work/verify.log" >&2
 total=$((3 * rows))
+# verify (checksums) and verify --full (every row compared row by row, as before), paired:
+# BENCH_VERIFY_ROUNDS alternating rounds, the median of each; BENCH_VERIFY_BASELINE=path adds
+# another pgbridge binary (e.g. main's) to each round.
+rounds=${BENCH_VERIFY_ROUNDS:-3}
+declare -A vtimes=()
+for ((r = 1; r <= rounds; r++)); do
+  for kind in checksums full ${BENCH_VERIFY_BASELINE:+baseline}; do
+    case $kind in
+      checksums) cmd=("$pgbridge" verify) ;;
+      full) cmd=("$pgbridge" verify --full) ;;
+      baseline) cmd=("$BENCH_VERIFY_BASELINE" verify) ;;
+    esac
+    t0=$(now)
+    "${cmd[@]}" >"$work/verify-$kind.log" || { cat "$work/verify-$kind.log"; echo "verify ($kind) found differences" >&2; exit 1; }
+    t1=$(now)
+    vtimes[$kind]+="$(calc "$t1 - $t0") "
+  done
+done
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB, $("$bindir/postgres" --version); 3 tables x $rows rows, $size on green"
@@ -86,4 +105,12 @@ echo "|----------------------------------------|---------|-----------|"
 printf '| %-38s | %7s | %9.0f |\n' "pg_dump -a | psql (green's schema)" "$dump_s" "$(calc "$total / $dump_s")"
 printf '| %-38s | %7s | %9.0f |\n' "pgbridge setup --copy (example mapping)" "$copy_s" "$(calc "$total / $copy_s")"
 printf '| %-38s | %7s | %9.0f |\n' "pgbridge verify (example mapping)" "$verify_s" "$(calc "$total / $verify_s")"
+for kind in checksums full ${BENCH_VERIFY_BASELINE:+baseline}; do
+  m=$(median "${vtimes[$kind]}")
+  printf '| %-38s | %7s | %9.0f |\n' "verify $kind, median of $rounds paired" "$m" "$(calc "$total / $m")"
+done
+echo "verify checksums / --full speed: $(calc "$(median "${vtimes[full]}") / $(median "${vtimes[checksums]}")")x (rounds: checksums ${vtimes[checksums]}; full ${vtimes[full]})"
+if [[ -n ${BENCH_VERIFY_BASELINE:-} ]]; then
+  echo "verify checksums / baseline speed: $(calc "$(median "${vtimes[baseline]}") / $(median "${vtimes[checksums]}")")x (baseline ${vtimes[baseline]})"
+fi
 echo "copy / pg_dump speed: $(calc "$dump_s / $copy_s")x"

@@ -217,13 +217,14 @@ impl<'a> Checksums<'a> {
         )
     }
 
-    fn key_texts(&self) -> String {
+    /// Green's key columns, each as `{prefix}"column"{suffix}`, joined by commas.
+    fn key_columns(&self, prefix: &str, suffix: &str) -> String {
         let plan = self.table.plan();
         let cols: Vec<String> = plan
             .key
             .columns()
             .iter()
-            .map(|k| format!("{}::text", sql::ident(&plan.green.columns[k.green].name)))
+            .map(|k| format!("{prefix}{}{suffix}", sql::ident(&plan.green.columns[k.green].name)))
             .collect();
         cols.join(", ")
     }
@@ -233,7 +234,7 @@ impl<'a> Checksums<'a> {
         // Ordered by the qualified columns: a bare name would sort by the text output column.
         format!(
             "SELECT {} FROM {} AS g WHERE {} ORDER BY {} OFFSET $1 LIMIT 1",
-            self.key_texts(),
+            self.key_columns("", "::text"),
             self.green_table(),
             self.table.range_condition(false, lo),
             self.table.green_order("g.", false)
@@ -242,24 +243,11 @@ impl<'a> Checksums<'a> {
 
     /// Green's keys (as text) of every `$1`th row of `range`, in key order, short of `$2`.
     pub(super) fn split_sql(&self, range: &Range) -> String {
-        let plan = self.table.plan();
-        let cols: Vec<String> = plan
-            .key
-            .columns()
-            .iter()
-            .map(|k| format!("s.{}::text", sql::ident(&plan.green.columns[k.green].name)))
-            .collect();
-        let raw: Vec<String> = plan
-            .key
-            .columns()
-            .iter()
-            .map(|k| sql::ident(&plan.green.columns[k.green].name))
-            .collect();
         format!(
             "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS pgbridge_n FROM {} WHERE {}) AS s \
              WHERE s.pgbridge_n % $1 = 0 AND s.pgbridge_n < $2 ORDER BY s.pgbridge_n",
-            cols.join(", "),
-            raw.join(", "),
+            self.key_columns("s.", "::text"),
+            self.key_columns("", ""),
             self.table.green_order("", false),
             self.green_table(),
             self.table.range_condition(false, range)
