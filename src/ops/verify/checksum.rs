@@ -27,7 +27,7 @@ use crate::sql;
 /// the statistics say (a table just copied has none, and a sequential scan per range would
 /// read the whole table for each); the index gives key order, so nothing is sorted.
 pub(super) const THROUGH_INDEX: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off";
-/// Undoes [`THROUGH_INDEX`] on blue, whose session compares row by row next.
+/// Undoes [`THROUGH_INDEX`] (blue's session compares row by row next, green's asks its catalog).
 pub(super) const PLAN_AS_USUAL: &str = "RESET enable_seqscan; RESET enable_bitmapscan; RESET enable_sort";
 
 /// A range's rows and their digest on one side.

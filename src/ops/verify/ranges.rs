@@ -89,10 +89,13 @@ impl Ranger<'_> {
             }
         }
         transfer::end_snapshot(self.green).await?;
-        self.blue
-            .batch_execute(checksum::PLAN_AS_USUAL)
-            .await
-            .map_err(|e| checksum::on("blue", self.what, &e))?;
+        let (green, blue) = futures_util::future::join(
+            self.green.batch_execute(checksum::PLAN_AS_USUAL),
+            self.blue.batch_execute(checksum::PLAN_AS_USUAL),
+        )
+        .await;
+        green.map_err(|e| checksum::on("green", self.what, &e))?;
+        blue.map_err(|e| checksum::on("blue", self.what, &e))?;
         Ok(found)
     }
 
