@@ -46,13 +46,7 @@ impl Ranger<'_> {
     pub(super) async fn run(&self) -> Result<Found> {
         let mut found = Found::default();
         // Before the transaction: a rollback after an error in it keeps them.
-        let (green, blue) = futures_util::future::join(
-            self.green.batch_execute(checksum::THROUGH_INDEX),
-            self.blue.batch_execute(checksum::THROUGH_INDEX),
-        )
-        .await;
-        green.map_err(|e| checksum::on("green", self.what, &e))?;
-        blue.map_err(|e| checksum::on("blue", self.what, &e))?;
+        self.on_both(checksum::THROUGH_INDEX).await?;
         transfer::begin_snapshot(self.green, None).await?;
         let mut lo: Option<Vec<String>> = None;
         let mut hi = self.bound(&lo).await?;
@@ -89,14 +83,16 @@ impl Ranger<'_> {
             }
         }
         transfer::end_snapshot(self.green).await?;
-        let (green, blue) = futures_util::future::join(
-            self.green.batch_execute(checksum::PLAN_AS_USUAL),
-            self.blue.batch_execute(checksum::PLAN_AS_USUAL),
-        )
-        .await;
-        green.map_err(|e| checksum::on("green", self.what, &e))?;
-        blue.map_err(|e| checksum::on("blue", self.what, &e))?;
+        self.on_both(checksum::PLAN_AS_USUAL).await?;
         Ok(found)
+    }
+
+    /// Runs `sql` on both sessions at once.
+    async fn on_both(&self, sql: &str) -> Result<()> {
+        let (green, blue) =
+            futures_util::future::join(self.green.batch_execute(sql), self.blue.batch_execute(sql)).await;
+        green.map_err(|e| checksum::on("green", self.what, &e))?;
+        blue.map_err(|e| checksum::on("blue", self.what, &e))
     }
 
     /// Cuts a differing `range` (with its checksums) into parts, compares them, and goes on
