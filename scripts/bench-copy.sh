@@ -196,4 +196,35 @@ for v in "${variants[@]}"; do
   col() { awk -v v="$v" -v c="$1" '$1 == v {print $c}' "$cpus" | median; }
   printf '| %12s | %6s | %12s | %11s | %10s | %11s |\n' "$v" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
 done
-printf 'pgbridge verify (example mapping): %ss, %.0f rows/s\n' "$verify_s" "$(calc "$total / $verify_s")"
+# verify (checksums) and verify --full (every row compared row by row, as before), paired:
+# BENCH_VERIFY_ROUNDS alternating rounds, the median of each; BENCH_VERIFY_BASELINE=path adds
+# another pgbridge binary (e.g. main's) to each round.
+rounds=${BENCH_VERIFY_ROUNDS:-3}
+declare -A vtimes=()
+for ((r = 1; r <= rounds; r++)); do
+  for kind in checksums full ${BENCH_VERIFY_BASELINE:+baseline}; do
+    case $kind in
+      checksums) cmd=("$pgbridge" verify) ;;
+      full) cmd=("$pgbridge" verify --full) ;;
+      baseline) cmd=("$BENCH_VERIFY_BASELINE" verify) ;;
+    esac
+    t0=$(now)
+    "${cmd[@]}" >"$work/verify-$kind.log" || { cat "$work/verify-$kind.log"; echo "verify ($kind) found differences" >&2; exit 1; }
+    t1=$(now)
+    vtimes[$kind]+="$(calc "$t1 - $t0") "
+  done
+done
+median_of() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+echo
+echo "verify (example mapping), $rounds paired round(s): checksums, --full${BENCH_VERIFY_BASELINE:+, baseline}"
+echo "| verify                                 | median s | rows/s    |"
+echo "|----------------------------------------|----------|-----------|"
+for kind in checksums full ${BENCH_VERIFY_BASELINE:+baseline}; do
+  m=$(median_of "${vtimes[$kind]}")
+  printf '| %-38s | %8s | %9.0f |\n' "verify $kind" "$m" "$(calc "$total / $m")"
+done
+echo "verify checksums / --full speed: $(calc "$(median_of "${vtimes[full]}") / $(median_of "${vtimes[checksums]}")")x (rounds: checksums ${vtimes[checksums]}; full ${vtimes[full]})"
+if [[ -n ${BENCH_VERIFY_BASELINE:-} ]]; then
+  echo "verify checksums / baseline speed: $(calc "$(median_of "${vtimes[baseline]}") / $(median_of "${vtimes[checksums]}")")x (baseline ${vtimes[baseline]})"
+fi

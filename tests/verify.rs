@@ -373,3 +373,225 @@ fn verify_reports_rows_blue_cannot_hold_and_goes_on() {
         "{t}"
     );
 }
+
+/// `verify --json` with a small range size (`PGBRIDGE_VERIFY_CHUNK_ROWS`) and up to 20
+/// examples per kind: exit code and the table's JSON.
+fn verify_json(pair: &Pair, args: &[&str], chunk_rows: &str) -> (Option<i32>, serde_json::Value) {
+    let mut all = vec!["verify", "--json", "--examples", "20"];
+    all.extend_from_slice(args);
+    let out = pair
+        .command(&all)
+        .env("PGBRIDGE_VERIFY_CHUNK_ROWS", chunk_rows)
+        .output()
+        .expect("pgbridge");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON expected:\n{}", text(&out)));
+    (out.status.code(), json)
+}
+
+/// Counts and example keys (sorted) of a table's JSON: what must not depend on the method.
+fn findings(t: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = ["green_rows", "blue_rows", "missing", "extra", "different", "unstorable"]
+        .iter()
+        .map(|k| format!("{k}={}", t[k]))
+        .collect();
+    for kind in ["missing", "extra", "different", "different_columns", "unstorable"] {
+        let mut keys: Vec<String> = t["examples"][kind]
+            .as_array()
+            .unwrap_or_else(|| panic!("examples.{kind} in {t}"))
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        keys.sort();
+        out.push(format!("{kind}: {}", keys.join("; ")));
+    }
+    out
+}
+
+/// The table called `name` in a verify JSON report.
+fn table<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["blue_table"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+}
+
+/// 20,000 rows in ranges of 500: identical tables are found so by checksums alone (no row
+/// moved); a missing, an extra and a different row in the first, a middle and the last range
+/// (extra rows below green's first key and past its last included, NULL against '' and the
+/// text 'NULL') are reported exactly as `--full` reports them, moving only a few ranges' rows.
+#[test]
+fn verify_checksums_find_what_full_finds_in_first_middle_and_last_range() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE big (id int PRIMARY KEY, name text, note text, amount numeric(12,2))");
+    pair.setup();
+    let fill = "INSERT INTO big SELECT i * 2, 'name ' || i, \
+                CASE i % 5 WHEN 0 THEN NULL WHEN 1 THEN '' WHEN 2 THEN 'NULL' ELSE 'n' || i END, i * 0.25 \
+                FROM generate_series(1, 20000) i";
+    pair.green.psql(DB, fill);
+    pair.blue.psql(DB, fill);
+    let (code, json) = verify_json(&pair, &[], "500");
+    assert_eq!(code, Some(0), "{json}");
+    let t = table(&json, "public.big");
+    assert_eq!(t["method"], "checksums", "{t}");
+    assert!(t["ranges_compared"].as_u64().unwrap() >= 40, "{t}");
+    assert_eq!(t["rows_moved"], 0, "{t}");
+    assert_eq!(
+        (t["green_rows"].as_i64(), t["blue_rows"].as_i64()),
+        (Some(20000), Some(20000))
+    );
+
+    pair.blue.psql(
+        DB,
+        "DELETE FROM big WHERE id IN (4, 20002, 39998); \
+         INSERT INTO big VALUES (-5, 'below', NULL, 1), (20001, 'middle', '', 2), (50000, 'past', 'x', 3); \
+         UPDATE big SET name = 'changed' WHERE id IN (14, 39990); \
+         UPDATE big SET note = '' WHERE id = 20000; UPDATE big SET note = NULL WHERE id = 20004;",
+    );
+    let (code, sums) = verify_json(&pair, &[], "500");
+    assert_eq!(code, Some(1), "{sums}");
+    let (code, full) = verify_json(&pair, &["--full"], "500");
+    assert_eq!(code, Some(1), "{full}");
+    let (s, f) = (table(&sums, "public.big"), table(&full, "public.big"));
+    assert_eq!(findings(s), findings(f), "checksums:\n{s}\nfull:\n{f}");
+    assert_eq!(
+        (s["missing"].as_i64(), s["extra"].as_i64(), s["different"].as_i64()),
+        (Some(3), Some(3), Some(4)),
+        "{s}"
+    );
+    let keys = |kind: &str| -> Vec<String> {
+        let mut keys: Vec<String> = s["examples"][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys("missing"), ["id=20002", "id=39998", "id=4"]);
+    assert_eq!(keys("extra"), ["id=-5", "id=20001", "id=50000"]);
+    let different = keys("different");
+    assert_eq!(different, ["id=14", "id=20000", "id=20004", "id=39990"]);
+    assert_eq!(
+        (s["green_rows"].as_i64(), s["blue_rows"].as_i64()),
+        (Some(20000), Some(20000))
+    );
+    assert_eq!(s["method"], "checksums", "{s}");
+    assert_eq!(f["method"], "rows", "{f}");
+    assert_eq!(f["rows_because"], "--full", "{f}");
+    assert_eq!(f["rows_moved"], 20000, "{f}");
+    let moved = s["rows_moved"].as_u64().unwrap();
+    assert!(moved > 0 && moved <= 500, "only the differing ranges' rows move: {s}");
+}
+
+/// Text keys in byte order: a key column declared `COLLATE "C"` is ranged by checksums even
+/// though ICU orders its mixed-case and accented keys otherwise; one under an ICU collation has
+/// no index in byte order and is compared row by row. Both report what `--full` reports.
+#[test]
+fn verify_ranges_text_keys_in_byte_order_or_compares_them_row_by_row() {
+    let pair = Pair::start();
+    pair.both(
+        "CREATE TABLE words_c (name text COLLATE \"C\" PRIMARY KEY, n int); \
+         CREATE TABLE words_icu (name text COLLATE \"und-x-icu\" PRIMARY KEY, n int);",
+    );
+    pair.setup();
+    // ICU sorts 'apple' < 'Apple' < 'äpple' < 'Zebra'; bytes sort 'Apple' < 'Zebra' < 'apple' < 'äpple'.
+    assert_eq!(
+        pair.green.psql(
+            DB,
+            "SELECT string_agg(w, ' ' ORDER BY w COLLATE \"und-x-icu\") FROM unnest(ARRAY['Zebra', 'äpple', 'Apple', 'apple']) w"
+        ),
+        "apple Apple äpple Zebra"
+    );
+    for t in ["words_c", "words_icu"] {
+        let fill = format!(
+            "INSERT INTO {t} SELECT (ARRAY['a', 'A', 'ä', 'Ä', 'z', 'Z', 'é', 'É', '_', '0'])[i % 10 + 1] || md5(i::text), i \
+             FROM generate_series(1, 3000) i"
+        );
+        pair.green.psql(DB, &fill);
+        pair.blue.psql(DB, &fill);
+        pair.blue.psql(
+            DB,
+            &format!(
+                "DELETE FROM {t} WHERE n IN (1, 1500, 2999); UPDATE {t} SET n = -n WHERE n IN (2, 1501, 3000); \
+                 INSERT INTO {t} VALUES ('', 0), ('Ämiddle', 0), ('Émiddle', 0), ('ü last', 0), ('\u{10ffff}', 0);"
+            ),
+        );
+    }
+    let (code, sums) = verify_json(&pair, &[], "100");
+    assert_eq!(code, Some(1), "{sums}");
+    let (code, full) = verify_json(&pair, &["--full"], "100");
+    assert_eq!(code, Some(1), "{full}");
+    for t in ["public.words_c", "public.words_icu"] {
+        let (s, f) = (table(&sums, t), table(&full, t));
+        assert_eq!(findings(s), findings(f), "checksums:\n{s}\nfull:\n{f}");
+        assert_eq!(
+            (s["missing"].as_i64(), s["extra"].as_i64(), s["different"].as_i64()),
+            (Some(3), Some(5), Some(3)),
+            "{s}"
+        );
+    }
+    let c = table(&sums, "public.words_c");
+    assert_eq!(c["method"], "checksums", "{c}");
+    assert!(c["ranges_compared"].as_u64().unwrap() >= 30, "{c}");
+    let icu = table(&sums, "public.words_icu");
+    assert_eq!(icu["method"], "rows", "{icu}");
+    assert!(icu["rows_because"].as_str().unwrap().contains("COLLATE \"C\""), "{icu}");
+}
+
+/// Tables checksums cannot serve are compared row by row, saying why: a value computed by a
+/// function green does not have, a table without a unique key on blue.
+#[test]
+fn verify_compares_row_by_row_what_checksums_cannot_serve() {
+    let pair = Pair::start();
+    pair.both(
+        "CREATE TABLE people (id int PRIMARY KEY, name text); CREATE TABLE notes (n int, note text); \
+         INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 300) i;",
+    );
+    pair.green.psql(
+        DB,
+        "ALTER TABLE notes REPLICA IDENTITY FULL; INSERT INTO people SELECT i, 'p' || i FROM generate_series(1, 300) i",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1)'; \
+         INSERT INTO people SELECT i, 'P' || i FROM generate_series(1, 300) i",
+    );
+    use_mappings(
+        &pair,
+        &[(
+            "people.toml",
+            "target = \"people\"\n[columns]\nname = { expr = \"shout(name)\" }\n",
+        )],
+    );
+    pair.setup();
+    let (code, json) = verify_json(&pair, &[], "50");
+    assert_eq!(code, Some(0), "{json}");
+    for t in ["public.people", "public.notes"] {
+        let t = table(&json, t);
+        assert_eq!(t["method"], "rows", "{t}");
+        assert_eq!(t["ranges_compared"], 0, "{t}");
+        assert_eq!(t["rows_moved"], 300, "{t}");
+    }
+    for (t, why) in [
+        ("public.notes", "no unique key"),
+        ("public.people", "not computable on green"),
+    ] {
+        let because = table(&json, t)["rows_because"].as_str().unwrap_or_default().to_string();
+        assert!(because.contains(why), "{t}: {json}");
+    }
+    pair.blue.psql(
+        DB,
+        "UPDATE people SET name = 'p7' WHERE id = 7; DELETE FROM notes WHERE n = 9;",
+    );
+    let (code, json) = verify_json(&pair, &[], "50");
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(
+        table(&json, "public.people")["examples"]["different"],
+        serde_json::json!(["id=7"])
+    );
+    assert_eq!(table(&json, "public.notes")["missing"], 1, "{json}");
+}

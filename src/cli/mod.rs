@@ -118,6 +118,9 @@ enum Command {
         /// Example keys shown per kind of difference.
         #[arg(long, default_value_t = 5, value_name = "N")]
         examples: usize,
+        /// Compare every table row by row, without key-range checksums first.
+        #[arg(long)]
+        full: bool,
     },
     /// Move every blue sequence to at least green's value, so inserts on blue after a rollback
     /// do not collide (idempotent; prints what it changed).
@@ -241,7 +244,12 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             json,
         } => lag::run(&config, max_bytes, max_seconds, json).await,
         Command::Wait { timeout } => wait::run(&config, timeout).await,
-        Command::Verify { table, json, examples } => verify::run(&config, table, json, examples).await,
+        Command::Verify {
+            table,
+            json,
+            examples,
+            full,
+        } => verify::run(&config, table, json, examples, full).await,
         Command::SyncSequences { margin } => sequences::run(&config, margin).await,
         Command::Status { json } => status::run(&config, json).await,
         Command::Ready {

@@ -5,8 +5,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ops::verify::{self, Report, TableReport};
 
-pub async fn run(config: &Config, table: Option<String>, json: bool, examples: usize) -> Result<i32> {
-    let (verification, subjects) = verify::prepare(config, table.as_deref(), examples).await?;
+pub async fn run(config: &Config, table: Option<String>, json: bool, examples: usize, full: bool) -> Result<i32> {
+    let (verification, subjects) = verify::prepare(config, table.as_deref(), examples, full).await?;
     if !json {
         println!("verify: {}", verify::METHOD);
         if !verification.active {
@@ -65,8 +65,15 @@ fn print_table(r: &TableReport) {
             r.counts.missing, r.counts.extra, r.counts.different
         )
     };
+    let how = match r.method {
+        "checksums" => format!(
+            ", checksums over {} range(s), {} row(s) compared row by row",
+            r.ranges_compared, r.rows_moved
+        ),
+        _ => String::new(),
+    };
     println!(
-        "{name:<44} green {:>10}  blue {:>10}  {verdict}  ({:.1}s{})",
+        "{name:<44} green {:>10}  blue {:>10}  {verdict}  ({:.1}s{how}{})",
         r.counts.green_rows,
         r.counts.blue_rows,
         r.seconds,
@@ -76,6 +83,9 @@ fn print_table(r: &TableReport) {
             String::new()
         }
     );
+    if let Some(why) = &r.rows_because {
+        println!("    compared row by row: {why}");
+    }
     if let Some(scope) = &r.scope {
         println!("    {scope}");
     }

@@ -17,6 +17,9 @@
 //! is then evaluated row by row, the row reported as such and the rest compared
 //! ([`unstorable`]).
 
+mod checksum;
+mod method;
+mod ranges;
 mod stages;
 mod subjects;
 mod table;
@@ -37,6 +40,7 @@ use crate::mapping::statements;
 use crate::mapping::TablePlan;
 use crate::ops::copy::transfer;
 use crate::state::checkpoint;
+use ranges::Found;
 pub use subjects::Subject;
 use table::{Range, Table};
 
@@ -110,6 +114,16 @@ pub struct TableReport {
     /// Chunks compared again after blue caught up.
     pub rechecked_chunks: usize,
     pub identical: bool,
+    /// `checksums`: key ranges compared by checksum on each side, the differing ones row by
+    /// row; `rows`: every row compared row by row.
+    pub method: &'static str,
+    /// Why the table was compared row by row throughout (`method` `rows`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_because: Option<String>,
+    /// Key ranges whose checksums were compared (the parts of differing ones included).
+    pub ranges_compared: u64,
+    /// Green rows copied to blue to be compared row by row (rechecks included).
+    pub rows_moved: u64,
     /// What the counts cover, when not the whole blue table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -128,6 +142,10 @@ impl TableReport {
             counts: Counts::default(),
             rechecked_chunks: 0,
             identical: false,
+            method: "none",
+            rows_because: None,
+            ranges_compared: 0,
+            rows_moved: 0,
             scope: Some("not compared row by row".into()),
             problems: Vec::new(),
             seconds: 0.0,
@@ -144,10 +162,11 @@ pub struct Report {
 }
 
 /// How verify compares, as it prints it.
-pub const METHOD: &str =
-    "each table is read from one green snapshot in key order and compared with blue chunk by chunk; \
-                      chunks that differ are compared again from a fresh snapshot after blue has caught up, \
-                      up to 3 times, while the bridge runs";
+pub const METHOD: &str = "each table's key ranges are checksummed on both sides (green computing what blue stores), \
+                          and only ranges that differ are cut smaller and compared row by row (the whole table \
+                          row by row where checksums cannot be used, or with --full), green read in key order at \
+                          one snapshot per pass; what differs is compared again from a fresh snapshot after blue \
+                          has caught up, up to 3 times, while the bridge runs";
 
 /// Both connections and how to compare, for every table [`prepare`] found.
 pub struct Verification<'a> {
@@ -160,6 +179,13 @@ pub struct Verification<'a> {
     /// The bridge streams the slot, so differing chunks are compared again once blue caught up.
     pub active: bool,
     stages: stages::Stages,
+    /// Compare every table row by row (`--full`).
+    full: bool,
+    /// The green session computing checksums (under the evaluation environment), or why
+    /// there is none.
+    checksums: std::result::Result<Client, String>,
+    /// Whether green and blue store text in the same encoding (text keys order alike).
+    same_encoding: bool,
 }
 
 /// Connects, sets blue's session up as `run` does, and finds the tables to compare (only
@@ -168,6 +194,7 @@ pub async fn prepare<'a>(
     config: &'a Config,
     table: Option<&str>,
     examples: usize,
+    full: bool,
 ) -> Result<(Verification<'a>, Vec<Subject>)> {
     let (green, blue) = crate::connect::both(config).await?;
     // The settings `run` and `setup --copy` evaluate the mapping in (crate::evaluation).
@@ -194,6 +221,12 @@ pub async fn prepare<'a>(
         .await
         .map_err(green_err("reading replication slots"))?
         .is_some_and(|r| r.get::<_, bool>(0));
+    let same_encoding = encoding(&green).await? == encoding(&blue).await?;
+    let checksums = if full {
+        Err("--full".to_string())
+    } else {
+        checksum_session(config, &env).await?
+    };
     let verification = Verification {
         config,
         green,
@@ -202,8 +235,33 @@ pub async fn prepare<'a>(
         examples,
         active,
         stages: stages::Stages::default(),
+        full,
+        checksums,
+        same_encoding,
     };
     Ok((verification, subjects))
+}
+
+/// A green session for checksums, in the settings blue evaluates mappings in (rule 10), or
+/// why green does not take them.
+async fn checksum_session(config: &Config, env: &Environment) -> Result<std::result::Result<Client, String>> {
+    let green = transfer::green_for_snapshots(config).await?;
+    match env.apply(&green).await {
+        Ok(()) => Ok(Ok(green)),
+        Err(e) if e.sqlstate().is_some() => Ok(Err(format!(
+            "green does not take blue's evaluation settings ({})",
+            env.describe()
+        ))),
+        Err(e) => Err(e.into_definite()),
+    }
+}
+
+async fn encoding(client: &Client) -> Result<String> {
+    let row = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .await
+        .map_err(|e| Error::postgres("reading the server encoding", &e).into_definite())?;
+    Ok(row.get(0))
 }
 
 impl Verification<'_> {
@@ -223,66 +281,41 @@ impl Verification<'_> {
 }
 
 async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableReport> {
-    let (config, green_catalog, blue, examples, active) = (v.config, &v.green, &*v.blue, v.examples, v.active);
+    let blue = &*v.blue;
     let started = Instant::now();
     let what = format!(
         "verifying green table {} against blue table {}",
         plan.green_name, plan.blue_name
     );
     let on_blue = |e: tokio_postgres::Error| Error::postgres(format!("{what}: on blue"), &e).into_definite();
-    // Blue's stage and key collations (kept from earlier tables) while green opens its snapshot.
-    let prepared = v.stages.prepare(blue, plan);
-    let (snapshot, prepared) = futures_util::future::join(transfer::begin_snapshot(&v.snapshots, None), prepared).await;
-    let (stage, collated, loose) = prepared.map_err(on_blue)?;
-    snapshot?;
+    // Blue's stage and key collations (kept from earlier tables).
+    let (stage, collated, loose) = v.stages.prepare(blue, plan).await.map_err(on_blue)?;
     // Unknown (as if full) until this table's passes are done.
     let mut staged = v.stages.staged(&stage);
     v.stages.set_staged(&stage, u64::MAX);
-    let chunk_rows = config.switches.verify_chunk_rows;
-    let table = Table::new(plan, chunk_rows, (stage.clone(), loose), collated);
-
-    let mut total = Counts::default();
-    let mut differing: Vec<(Range, Counts)> = Vec::new();
-    {
-        let chunks = table
-            .pass(&v.snapshots, blue, None, examples, &what, &mut staged)
-            .await?;
-        transfer::end_snapshot(&v.snapshots).await?;
-        for (range, counts) in chunks {
-            if counts.differs() {
-                differing.push((range, counts));
-            } else {
-                total.add(counts, examples);
-            }
+    let table = Table::new(
+        plan,
+        v.config.switches.verify_chunk_rows,
+        (stage.clone(), loose),
+        collated,
+    );
+    let method = method::choose(v, plan, &table).await?;
+    let (first, found) = match &method {
+        Ok(select) => {
+            let found = method::checksums(v, &table, select, &what).await?;
+            (
+                row_by_row(v, &table, Some(&found.differing), &what, &mut staged).await?,
+                found,
+            )
         }
-    }
-    let mut rechecked = 0;
-    for _ in 0..RECHECKS {
-        if differing.is_empty() || !active {
-            break;
-        }
-        caught_up(green_catalog, blue, config).await?;
-        let mut still = Vec::new();
-        for (range, _) in differing {
-            rechecked += 1;
-            transfer::begin_snapshot(&v.snapshots, None).await?;
-            let chunks = table
-                .pass(&v.snapshots, blue, Some(&range), examples, &what, &mut staged)
-                .await?;
-            transfer::end_snapshot(&v.snapshots).await?;
-            for (r, counts) in chunks {
-                if counts.differs() {
-                    still.push((r, counts));
-                } else {
-                    total.add(counts, examples);
-                }
-            }
-        }
-        differing = still;
-    }
-    for (_, counts) in differing {
-        total.add(counts, examples);
-    }
+        Err(_) => (row_by_row(v, &table, None, &what, &mut staged).await?, Found::default()),
+    };
+    let mut total = Counts {
+        green_rows: found.matched_rows,
+        blue_rows: found.matched_rows,
+        ..Counts::default()
+    };
+    let rechecked = settle(v, &table, first, &mut total, &what, &mut staged).await?;
     v.stages.set_staged(&stage, staged);
     let identical = !total.differs();
     Ok(TableReport {
@@ -291,10 +324,90 @@ async fn verify_table(v: &Verification<'_>, plan: &TablePlan) -> Result<TableRep
         counts: total,
         rechecked_chunks: rechecked,
         identical,
+        method: if method.is_ok() { "checksums" } else { "rows" },
+        rows_because: method.err(),
+        ranges_compared: found.ranges_compared,
+        rows_moved: table.rows_moved(),
         problems: Vec::new(),
         scope: scope(blue, plan).await.map_err(on_blue)?,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Compares `ranges` of the table (all of it when `None`) row by row, from one green snapshot.
+async fn row_by_row(
+    v: &Verification<'_>,
+    table: &Table<'_>,
+    ranges: Option<&[Range]>,
+    what: &str,
+    staged: &mut u64,
+) -> Result<Vec<(Range, Counts)>> {
+    if ranges.is_some_and(|r| r.is_empty()) {
+        return Ok(Vec::new());
+    }
+    transfer::begin_snapshot(&v.snapshots, None).await?;
+    let mut out = Vec::new();
+    match ranges {
+        None => {
+            out = table
+                .pass(&v.snapshots, &v.blue, None, v.examples, what, staged)
+                .await?
+        }
+        Some(ranges) => {
+            for range in ranges {
+                out.extend(
+                    table
+                        .pass(&v.snapshots, &v.blue, Some(range), v.examples, what, staged)
+                        .await?,
+                );
+            }
+        }
+    }
+    transfer::end_snapshot(&v.snapshots).await?;
+    Ok(out)
+}
+
+/// Adds the ranges compared row by row to `total`: those that differ compared again, while the
+/// bridge runs, after blue caught up (up to [`RECHECKS`] times). Returns the ranges rechecked.
+async fn settle(
+    v: &Verification<'_>,
+    table: &Table<'_>,
+    first: Vec<(Range, Counts)>,
+    total: &mut Counts,
+    what: &str,
+    staged: &mut u64,
+) -> Result<usize> {
+    let mut differing: Vec<(Range, Counts)> = Vec::new();
+    for (range, counts) in first {
+        if counts.differs() {
+            differing.push((range, counts));
+        } else {
+            total.add(counts, v.examples);
+        }
+    }
+    let mut rechecked = 0;
+    for _ in 0..RECHECKS {
+        if differing.is_empty() || !v.active {
+            break;
+        }
+        caught_up(&v.green, &v.blue, v.config).await?;
+        let mut still = Vec::new();
+        for (range, _) in differing {
+            rechecked += 1;
+            for (r, counts) in row_by_row(v, table, Some(std::slice::from_ref(&range)), what, staged).await? {
+                if counts.differs() {
+                    still.push((r, counts));
+                } else {
+                    total.add(counts, v.examples);
+                }
+            }
+        }
+        differing = still;
+    }
+    for (_, counts) in differing {
+        total.add(counts, v.examples);
+    }
+    Ok(rechecked)
 }
 
 /// What a filtered table's counts cover, with how many rows blue's table holds in all, so

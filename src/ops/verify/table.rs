@@ -39,6 +39,8 @@ pub(super) struct Table<'a> {
     loose: Vec<bool>,
     /// Whether this pass kept keys of rows blue cannot hold ([`unstorable::SKIP`]).
     skipping: Cell<bool>,
+    /// Green rows copied into the stage so far, over every pass.
+    moved: Cell<u64>,
 }
 
 impl<'a> Table<'a> {
@@ -62,10 +64,31 @@ impl<'a> Table<'a> {
             stage,
             loose,
             skipping: Cell::new(false),
+            moved: Cell::new(0),
         }
     }
 
-    fn c(&self, i: usize) -> &'static str {
+    /// Green rows copied to blue for comparing row by row so far.
+    pub(super) fn rows_moved(&self) -> u64 {
+        self.moved.get()
+    }
+
+    /// Targets compared (all but insert-only ones).
+    pub(super) fn compared(&self) -> &[usize] {
+        &self.compared
+    }
+
+    /// Per key column: whether its type sorts by collation.
+    pub(super) fn collated(&self) -> &[bool] {
+        &self.collated
+    }
+
+    pub(super) fn plan(&self) -> &TablePlan {
+        self.plan
+    }
+
+    /// ` COLLATE "C"` after key column `i` when its type sorts by collation.
+    pub(super) fn c(&self, i: usize) -> &'static str {
         if self.collated[i] {
             " COLLATE \"C\""
         } else {
@@ -74,7 +97,7 @@ impl<'a> Table<'a> {
     }
 
     /// Green's key columns in order, for ORDER BY on green or on the stage.
-    fn green_order(&self, prefix: &str, desc: bool) -> String {
+    pub(super) fn green_order(&self, prefix: &str, desc: bool) -> String {
         let cols: Vec<String> = self
             .plan
             .key
@@ -123,7 +146,8 @@ impl<'a> Table<'a> {
         format!("({}) {op} ({})", cols.join(", "), vals.join(", "))
     }
 
-    fn range_condition(&self, blue_side: bool, range: &Range) -> String {
+    /// The rows of `range`, over green's key columns (unqualified) or blue's (`b.`).
+    pub(super) fn range_condition(&self, blue_side: bool, range: &Range) -> String {
         let mut conds = vec!["true".to_string()];
         if let Some(lo) = &range.lo {
             conds.push(self.bound(blue_side, ">", lo));
@@ -180,6 +204,7 @@ impl<'a> Table<'a> {
                 match cut {
                     Some(at) => {
                         let head = data.split_to(at);
+                        self.moved.set(self.moved.get() + (chunk_rows - in_chunk));
                         sink.send(head).await.map_err(on_blue)?;
                         sink.as_mut().finish().await.map_err(on_blue)?;
                         let hi = self.stage_max(blue).await.map_err(on_blue)?;
@@ -196,6 +221,7 @@ impl<'a> Table<'a> {
                     }
                     None => {
                         in_chunk += seen;
+                        self.moved.set(self.moved.get() + seen);
                         *staged = staged.saturating_add(seen);
                         sink.send(std::mem::take(&mut data)).await.map_err(on_blue)?;
                     }
