@@ -198,7 +198,7 @@ impl Sessions<'_> {
                 if options.streaming {
                     cap_decoding_memory(&mut conn).await?;
                 }
-                let decision = decide_wire(&mut conn, config, blue_types).await?;
+                let decision = decide_wire(config, blue_types).await?;
                 options.binary = decision.binary;
                 let handle = SourceHandle::start(conn, &options, durable.clone(), tx.clone()).await?;
                 Ok::<_, Error>((handle, server, decision))
@@ -260,20 +260,28 @@ async fn origins_of_others(conn: &mut ReplicationConn) -> Result<Vec<String>> {
 }
 
 /// Whether green's values travel in binary this session: blue's types (`None`: text asked for)
-/// against green's and the columns the publication carries (see `mapping::wire`).
-async fn decide_wire(
-    conn: &mut ReplicationConn,
-    config: &Config,
-    blue: Option<&wire::Types>,
-) -> Result<wire::Decision> {
+/// against green's and the columns the publication carries (see `mapping::wire`). Asked on a
+/// connection of its own, not on the replication connection: `pg_publication_tables` opens the
+/// published tables (PostgreSQL 16+), and a table's description cached in the walsender from
+/// its current catalog would be what pgoutput then describes older transactions with.
+async fn decide_wire(config: &Config, blue: Option<&wire::Types>) -> Result<wire::Decision> {
     let Some(blue) = blue else {
         return Ok(wire::Decision::off());
     };
-    let green = wire::Types::from_rows(&conn.simple_query(wire::TYPES_SQL).await?.rows);
-    let columns = conn
-        .simple_query(&wire::published_columns_sql(&config.publication))
-        .await?;
-    let decision = wire::Decision::new(&green, blue, &wire::columns_from_rows(&columns.rows));
+    let green = crate::connect::connect_green_sql(config).await?;
+    let on_green = |e| Error::postgres("reading types and published columns on green", &e);
+    let types = wire::simple_rows(green.simple_query(wire::TYPES_SQL).await.map_err(on_green)?);
+    let columns = wire::simple_rows(
+        green
+            .simple_query(&wire::published_columns_sql(&config.publication))
+            .await
+            .map_err(on_green)?,
+    );
+    let decision = wire::Decision::new(
+        &wire::Types::from_rows(&types),
+        blue,
+        &wire::columns_from_rows(&columns),
+    );
     match decision.text_columns.first() {
         None => tracing::info!("values travel in binary"),
         Some(c) => tracing::info!(table = %c.table, column = %c.column, why = %c.why, "values travel as text"),
