@@ -14,6 +14,8 @@ CREATE TABLE session (id int PRIMARY KEY, name text);
 CREATE TABLE other (id int PRIMARY KEY, name text);
 CREATE TABLE enumread (id int PRIMARY KEY, m mood);
 CREATE TABLE filtered (id int PRIMARY KEY, name text);
+CREATE TABLE shadowed (id int PRIMARY KEY, name text);
+CREATE TABLE collated (id int PRIMARY KEY, name text COLLATE \"C\");
 INSERT INTO casted VALUES (1, 2.50, '{\"city\": \"Oslo\"}', '2026-03-01 23:30+00');";
 
 const BLUE: &str = "
@@ -26,7 +28,11 @@ CREATE TABLE volatile (id int PRIMARY KEY, name text, r float8);
 CREATE TABLE session (id int PRIMARY KEY, name text);
 CREATE TABLE other (id int PRIMARY KEY, name text, n int);
 CREATE TABLE enumread (id int PRIMARY KEY, m text);
-CREATE TABLE filtered (id int PRIMARY KEY, name text);";
+CREATE TABLE filtered (id int PRIMARY KEY, name text);
+CREATE TABLE shadowed (id int PRIMARY KEY, name text);
+CREATE TABLE collated (id int PRIMARY KEY, name text);
+CREATE FUNCTION public.upper(t text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ''blue:'' || t';
+ALTER DATABASE postgres SET search_path = public, pg_catalog;";
 
 const MAPPINGS: &[(&str, &str)] = &[
     (
@@ -42,6 +48,8 @@ const MAPPINGS: &[(&str, &str)] = &[
     ),
     ("enumread", "target = \"enumread\"\n[columns]\nm = { from = \"m\" }\n"),
     ("filtered", "target = \"filtered\"\n[filter]\nwhere = \"id % 2 = 0\"\n"),
+    ("shadowed", "target = \"shadowed\"\n[columns]\nname = { expr = \"upper(name)\" }\n"),
+    ("collated", "target = \"collated\"\n[columns]\nname = { expr = \"lower(name)\" }\n"),
 ];
 
 #[test]
@@ -71,9 +79,10 @@ fn on_green_stands_in_for_blue_only_where_the_result_cannot_differ() {
             .await
             .unwrap();
         env.apply(&green).await.unwrap();
+        env.apply(&blue).await.unwrap();
         let mut decided = std::collections::BTreeMap::new();
         for t in &report.tables {
-            let verdict = pgbridge::mapping::on_green::on_green(&green, &t.plan)
+            let verdict = pgbridge::mapping::on_green::on_green(&green, &blue, &t.plan)
                 .await
                 .expect("asked green");
             decided.insert(t.plan.green.name.clone(), verdict);
@@ -120,4 +129,15 @@ fn on_green_stands_in_for_blue_only_where_the_result_cannot_differ() {
     assert!(why("session").contains("current_user"), "{}", why("session"));
     assert!(why("other").contains("table casted"), "{}", why("other"));
     assert!(why("enumread").contains("green column m"), "{}", why("enumread"));
+    // Blue's search_path finds its own upper() first: streaming computes that one.
+    assert!(
+        why("shadowed").starts_with("on blue, depends on function upper(text)"),
+        "{}",
+        why("shadowed")
+    );
+    assert!(
+        why("collated").contains("green column name has collation C"),
+        "{}",
+        why("collated")
+    );
 }

@@ -16,7 +16,12 @@
 //!   stable only through the TimeZone (which the evaluation environment sets alike on both
 //!   sides); no other table, no user type, operator, collation or function; reading only
 //!   columns of built-in types (a user enum's order or a domain's check may differ between
-//!   the servers), and no session values like `current_user`.
+//!   the servers), and no session values like `current_user`;
+//! * and blue resolves the same SQL to built-in objects only, asked the same way over a
+//!   temporary table of green's columns (a function blue's search_path finds first, such as a
+//!   `public.upper`, is blue's meaning); and both databases sort and case text alike (same
+//!   collation provider, collate, ctype and locale), the columns read having the database's
+//!   collation: `upper()` under a Turkish ICU locale is not `upper()` under C.
 //!
 //! Anything else says why not, and its callers go the way they went before (through blue).
 
@@ -60,16 +65,23 @@ const SESSION_VALUES: &[&str] = &[
 
 /// Whether every target and the filter of `plan` can be evaluated on green with the result
 /// blue would compute. `Ok(Err(reason))` says why not; `Err` is a database error. Runs on
-/// `green` in a transaction of its own that it rolls back: call it outside a transaction, on
-/// a session carrying the evaluation environment (`Environment::apply`), as the sessions that
-/// then evaluate the SQL must: blue's search_path is what names resolve by.
-pub async fn on_green(green: &Client, plan: &TablePlan) -> Result<std::result::Result<OnGreen, String>> {
+/// `green` and `blue` in transactions of its own that it rolls back: call it outside a
+/// transaction, on sessions carrying the evaluation environment (`Environment::apply`), as
+/// the sessions that then evaluate the SQL must: blue's search_path is what names resolve by.
+pub async fn on_green(green: &Client, blue: &Client, plan: &TablePlan) -> Result<std::result::Result<OnGreen, String>> {
     let candidate = match candidate(plan) {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
     if candidate.needs_catalog {
-        if let Some(why) = ask_green(green, plan, &candidate.on_green).await? {
+        let why = match ask_green(green, plan, &candidate.on_green).await? {
+            Some(why) => Some(why),
+            None => match same_text_rules(green, blue, plan).await? {
+                Some(why) => Some(why),
+                None => ask_blue(blue, plan, &candidate.on_green).await?,
+            },
+        };
+        if let Some(why) = why {
             return Ok(Err(why));
         }
     }
@@ -221,6 +233,105 @@ async fn ask_green(green: &Client, plan: &TablePlan, on_green: &OnGreen) -> Resu
     }
     .await;
     green.batch_execute("ROLLBACK").await.map_err(on_err)?;
+    asked.map_err(on_err)
+}
+
+/// A database's collation: provider, collate, ctype, locale and ICU rules (the columns vary
+/// with the version, hence the row as JSON).
+const LOCALE_SQL: &str = "SELECT concat_ws(' / ', d.datlocprovider::text, d.datcollate, d.datctype, \
+     coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale'), to_jsonb(d) ->> 'daticurules') \
+     FROM pg_catalog.pg_database d WHERE d.datname = current_database()";
+
+/// A column read (`$2`) of green table `$1` whose collation is not the database's.
+const COLLATED_SQL: &str = "SELECT format('green column %s has collation %s', a.attname, c.collname) \
+     FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation \
+     WHERE a.attrelid = $1::text::regclass AND a.attname = ANY ($2::text[]) AND a.attcollation <> 100 LIMIT 1";
+
+/// Why text would not sort or change case alike on both servers, if it would not.
+async fn same_text_rules(green: &Client, blue: &Client, plan: &TablePlan) -> Result<Option<String>> {
+    let on = |side: &'static str| {
+        move |e: tokio_postgres::Error| Error::postgres(format!("{side}: reading the database's collation"), &e)
+    };
+    let green_locale: String = green.query_one(LOCALE_SQL, &[]).await.map_err(on("green"))?.get(0);
+    let blue_locale: String = blue.query_one(LOCALE_SQL, &[]).await.map_err(on("blue"))?.get(0);
+    if green_locale != blue_locale {
+        return Ok(Some(format!(
+            "the databases' collations differ (green {green_locale}, blue {blue_locale})"
+        )));
+    }
+    let table = sql::qualified(&plan.green.namespace, &plan.green.name);
+    let read: Vec<String> = computed_reads(plan)
+        .iter()
+        .map(|&g| plan.green.columns[g].name.clone())
+        .collect();
+    let row = green
+        .query_opt(COLLATED_SQL, &[&table, &read])
+        .await
+        .map_err(on("green"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Green columns that computed targets and the filter read, in green's order.
+fn computed_reads(plan: &TablePlan) -> Vec<usize> {
+    let mut read = vec![false; plan.green.columns.len()];
+    for t in plan.targets.iter().filter(|t| !t.copies_same_type(&plan.green)) {
+        for g in t.value.reads(&plan.green) {
+            read[g] = true;
+        }
+    }
+    if let Some(filter) = &plan.filter {
+        for g in expression::columns(filter, &plan.green) {
+            read[g] = true;
+        }
+    }
+    (0..read.len()).filter(|&g| read[g]).collect()
+}
+
+/// Asks blue for the dependencies of the same SQL over a temporary table of the green
+/// columns it reads: what blue resolves a name to is what streaming computes.
+async fn ask_blue(blue: &Client, plan: &TablePlan, on_green: &OnGreen) -> Result<Option<String>> {
+    let source = "pgbridge_on_green_source";
+    let columns: Vec<String> = computed_reads(plan)
+        .iter()
+        .map(|&g| {
+            let c = &plan.green.columns[g];
+            format!("{} {}", sql::ident(&c.name), c.type_sql)
+        })
+        .collect();
+    let mut computed: Vec<String> = plan
+        .targets
+        .iter()
+        .zip(&on_green.select)
+        .enumerate()
+        .filter(|(_, (t, _))| !t.copies_same_type(&plan.green))
+        .map(|(i, (_, s))| format!("{s} AS c{i}"))
+        .collect();
+    if let Some(filter) = &on_green.filter {
+        computed.push(format!("({filter}) AS f"));
+    }
+    let create = format!(
+        "CREATE TEMPORARY TABLE {src} ({}); CREATE TEMPORARY VIEW {} AS SELECT {} FROM pg_temp.{src}",
+        columns.join(", "),
+        sql::ident(VIEW),
+        computed.join(", "),
+        src = sql::ident(source),
+    );
+    let on_err = |e: tokio_postgres::Error| Error::postgres(format!("blue: checking {}", plan.blue_name), &e);
+    blue.batch_execute("BEGIN").await.map_err(on_err)?;
+    let asked = async {
+        if let Err(e) = blue.batch_execute(&create).await {
+            return Ok(Some(match e.as_db_error() {
+                Some(db) => format!("blue reads it otherwise: {}", db.message()),
+                None => return Err(e),
+            }));
+        }
+        let row = blue
+            .query_opt(DEPENDENCIES_SQL, &[&format!("pg_temp.{source}")])
+            .await?;
+        Ok(row.map(|r| format!("on blue, {}", r.get::<_, String>(0))))
+    }
+    .await;
+    blue.batch_execute("ROLLBACK").await.map_err(on_err)?;
     asked.map_err(on_err)
 }
 

@@ -16,6 +16,8 @@ use crate::mapping::TablePlan;
 /// does not take them.
 pub struct Asker {
     green: Client,
+    /// Where blue's reading of the same SQL is asked for, under the same settings.
+    blue: std::sync::Arc<Client>,
     evaluates: std::result::Result<(), String>,
 }
 
@@ -23,7 +25,9 @@ impl Asker {
     pub async fn open(config: &Config, env: &Environment) -> Result<Asker> {
         let green = super::transfer::green_for_snapshots(config).await?;
         let evaluates = apply(&green, env).await;
-        Ok(Asker { green, evaluates })
+        let blue = crate::connect::connect_blue(&config.blue).await?;
+        env.apply(&blue).await?;
+        Ok(Asker { green, blue, evaluates })
     }
 
     /// How green computes `plan`'s blue values, or why it cannot. Without blue's settings
@@ -34,7 +38,7 @@ impl Asker {
                 return Ok(Err(why.clone()));
             }
         }
-        on_green(&self.green, plan).await
+        on_green(&self.green, &self.blue, plan).await
     }
 }
 
