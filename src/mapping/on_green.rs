@@ -216,24 +216,39 @@ async fn ask_green(green: &Client, plan: &TablePlan, on_green: &OnGreen) -> Resu
         sql::ident(VIEW),
         columns.join(", ")
     );
-    let on_err = |e: tokio_postgres::Error| Error::postgres(format!("green: checking {}", plan.green_name), &e);
-    green.batch_execute("BEGIN").await.map_err(on_err)?;
-    let asked = async {
+    rolled_back(green, &format!("green: checking {}", plan.green_name), async {
         if let Err(e) = green.batch_execute(&create).await {
-            return Ok(Some(match e.as_db_error() {
-                Some(db) => format!("green cannot evaluate it: {}", db.message()),
-                None => return Err(e),
-            }));
+            return refused(e, "green cannot evaluate it");
         }
         if let Some(row) = green.query_opt(DEPENDENCIES_SQL, &[&table]).await? {
             return Ok(Some(row.get(0)));
         }
         let row = green.query_opt(BUILT_INS_SQL, &[&words(plan)]).await?;
         Ok(row.map(|r| r.get::<_, String>(0)))
-    }
-    .await;
-    green.batch_execute("ROLLBACK").await.map_err(on_err)?;
+    })
+    .await
+}
+
+/// Runs `asked` in a transaction on `client` that is rolled back whatever it did.
+async fn rolled_back(
+    client: &Client,
+    what: &str,
+    asked: impl std::future::Future<Output = std::result::Result<Option<String>, tokio_postgres::Error>>,
+) -> Result<Option<String>> {
+    let on_err = |e: tokio_postgres::Error| Error::postgres(what, &e);
+    client.batch_execute("BEGIN").await.map_err(on_err)?;
+    let asked = asked.await;
+    client.batch_execute("ROLLBACK").await.map_err(on_err)?;
     asked.map_err(on_err)
+}
+
+/// A statement the server refused is the reason, prefixed with `prefix`; anything else (the
+/// connection) an error.
+fn refused(e: tokio_postgres::Error, prefix: &str) -> std::result::Result<Option<String>, tokio_postgres::Error> {
+    match e.as_db_error() {
+        Some(db) => Ok(Some(format!("{prefix}: {}", db.message()))),
+        None => Err(e),
+    }
 }
 
 /// A database's collation: provider, collate, ctype, locale and ICU rules (the columns vary
@@ -316,23 +331,16 @@ async fn ask_blue(blue: &Client, plan: &TablePlan, on_green: &OnGreen) -> Result
         computed.join(", "),
         src = sql::ident(source),
     );
-    let on_err = |e: tokio_postgres::Error| Error::postgres(format!("blue: checking {}", plan.blue_name), &e);
-    blue.batch_execute("BEGIN").await.map_err(on_err)?;
-    let asked = async {
+    rolled_back(blue, &format!("blue: checking {}", plan.blue_name), async {
         if let Err(e) = blue.batch_execute(&create).await {
-            return Ok(Some(match e.as_db_error() {
-                Some(db) => format!("blue reads it otherwise: {}", db.message()),
-                None => return Err(e),
-            }));
+            return refused(e, "blue reads it otherwise");
         }
         let row = blue
             .query_opt(DEPENDENCIES_SQL, &[&format!("pg_temp.{source}")])
             .await?;
         Ok(row.map(|r| format!("on blue, {}", r.get::<_, String>(0))))
-    }
-    .await;
-    blue.batch_execute("ROLLBACK").await.map_err(on_err)?;
-    asked.map_err(on_err)
+    })
+    .await
 }
 
 /// Every word of the mapping's expressions and filter.
