@@ -595,3 +595,37 @@ fn verify_compares_row_by_row_what_checksums_cannot_serve() {
     );
     assert_eq!(table(&json, "public.notes")["missing"], 1, "{json}");
 }
+
+/// A table green computes blue's values for (a cast) is compared by checksums, and its first
+/// range row by row as well, blue evaluating the mapping itself: the two evaluations are
+/// compared on real rows, so a difference between them cannot pass unseen when `setup --copy`
+/// computed on green too.
+#[test]
+fn verify_spot_checks_the_first_range_of_a_table_green_computes() {
+    let pair = Pair::start();
+    pair.green.psql(
+        DB,
+        "CREATE TABLE jobs (id int PRIMARY KEY, qty numeric(10,2)); \
+         INSERT INTO jobs SELECT i, i + 0.25 FROM generate_series(1, 1000) i",
+    );
+    pair.blue.psql(
+        DB,
+        "CREATE TABLE jobs (id int PRIMARY KEY, qty int); \
+         INSERT INTO jobs SELECT i, i FROM generate_series(1, 1000) i",
+    );
+    pair.setup();
+    let (code, json) = verify_json(&pair, &[], "100");
+    assert_eq!(code, Some(0), "{json}");
+    let t = table(&json, "public.jobs");
+    assert_eq!(t["method"], "checksums", "{t}");
+    assert_eq!(t["rows_moved"], 100, "the first range, row by row: {t}");
+    // A value blue holds otherwise in a later range is found by its checksum.
+    pair.blue.psql(DB, "UPDATE jobs SET qty = 0 WHERE id = 777");
+    let (code, json) = verify_json(&pair, &[], "100");
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(
+        table(&json, "public.jobs")["examples"]["different"][0],
+        "id=777",
+        "{json}"
+    );
+}

@@ -85,12 +85,14 @@ pub(super) async fn checksums(v: &Verification<'_>, table: &Table<'_>, select: &
         return Err(Error::definite(format!("{what}: no checksum session on green")));
     };
     let sums = Checksums::new(table, table.compared(), select);
+    let plan = table.plan();
     Ranger {
         sums: &sums,
         green,
         blue: &v.blue,
         what,
         range_rows: v.config.switches.verify_chunk_rows,
+        spot_check: plan.targets.iter().any(|t| !t.copies_same_type(&plan.green)),
     }
     .run()
     .await
