@@ -65,6 +65,13 @@ impl Sessions<'_> {
                 progressed: false,
             }
         };
+        // Green's side of starting needs nothing of blue's until the checkpoint is compared
+        // with the slot: it runs meanwhile. A failure there waits for blue's start, so a
+        // failing blue is still reported first, as when they ran one after the other.
+        let opening = async { Ok(open_green(self.config).await) };
+        let (blue, opened) = tokio::try_join!(self.start_blue(replay), opening)
+            .map_err(|e| crate::pooler::explain(e, &self.config.blue))
+            .map_err(starting(Side::Blue))?;
         let Blue {
             mut applier,
             client,
@@ -72,11 +79,7 @@ impl Sessions<'_> {
             checkpoint,
             durable,
             types,
-        } = self
-            .start_blue(replay)
-            .await
-            .map_err(|e| crate::pooler::explain(e, &self.config.blue))
-            .map_err(starting(Side::Blue))?;
+        } = blue;
         let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
         let options = StartOptions {
             slot: self.config.slot.clone(),
@@ -87,7 +90,7 @@ impl Sessions<'_> {
             binary: false,
         };
         let Some((source, server, decision)) = self
-            .start_green(&options, green_server.as_ref(), &durable, types.as_ref(), tx)
+            .start_green(opened, &options, green_server.as_ref(), &durable, types.as_ref(), tx)
             .await
             .map_err(starting(Side::Green))?
         else {
@@ -148,12 +151,16 @@ impl Sessions<'_> {
             orders,
             self.telemetry.clone(),
             self.guard,
-        )
-        .await?;
-        let types = match config.switches.binary {
-            true => Some(wire::blue_types(&blue).await?),
-            false => None,
+        );
+        // Blue's types are read while the applier sets its session up (the same connection
+        // runs them in turn, without waiting on each other's round trips).
+        let types = async {
+            match config.switches.binary {
+                true => wire::blue_types(&blue).await.map(Some),
+                false => Ok(None),
+            }
         };
+        let (applier, types) = tokio::try_join!(applier, types)?;
         Ok(Blue {
             applier,
             client: blue,
@@ -167,9 +174,11 @@ impl Sessions<'_> {
     /// Starts streaming from green into `tx`, after checking that green is the server blue's
     /// checkpoint belongs to (`recorded`) or a promoted standby of it that has everything blue
     /// has; returns the stream, green's identity and the form values travel in, or `None` when
-    /// shutdown came while waiting for a busy slot. `blue_types`: `None` keeps text.
+    /// shutdown came while waiting for a busy slot. `opened`: the connection [`open_green`]
+    /// opened meanwhile, for the first attempt. `blue_types`: `None` keeps text.
     async fn start_green(
         &mut self,
+        opened: Result<Opened>,
         options: &StartOptions,
         recorded: Option<&GreenServer>,
         durable: &watch::Receiver<Lsn>,
@@ -177,10 +186,18 @@ impl Sessions<'_> {
         tx: mpsc::Sender<Vec<SourceEvent>>,
     ) -> Result<Option<(SourceHandle, GreenServer, wire::Decision)>> {
         let config = self.config;
+        let mut opened = Some(opened);
         loop {
             let attempt = async {
-                let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
-                let (server, history) = conn.server().await?;
+                let Opened {
+                    conn,
+                    server,
+                    history,
+                    green_types,
+                } = match opened.take() {
+                    Some(o) => o?,
+                    None => open_green(config).await?,
+                };
                 let verdict = server::judge(recorded, &server, &history, options.start)
                     .map_err(|e| Error::definite(format!("{}: {}", conn.describe, e.message())))?;
                 if let Verdict::FailedOver { from, to, fork } = verdict {
@@ -198,7 +215,7 @@ impl Sessions<'_> {
                 if options.streaming {
                     cap_decoding_memory(&mut conn).await?;
                 }
-                let decision = decide_wire(config, blue_types).await?;
+                let decision = decide_wire(green_types, blue_types);
                 options.binary = decision.binary;
                 let handle = SourceHandle::start(conn, &options, durable.clone(), tx.clone()).await?;
                 Ok::<_, Error>((handle, server, decision))
@@ -259,15 +276,41 @@ async fn origins_of_others(conn: &mut ReplicationConn) -> Result<Vec<String>> {
     Ok(rows.first("names").map(|n| vec![n.to_string()]).unwrap_or_default())
 }
 
-/// Whether green's values travel in binary this session: blue's types (`None`: text asked for)
-/// against green's and the columns the publication carries (see `mapping::wire`). Asked on a
-/// connection of its own, not on the replication connection: `pg_publication_tables` opens the
-/// published tables (PostgreSQL 16+), and a table's description cached in the walsender from
-/// its current catalog would be what pgoutput then describes older transactions with.
-async fn decide_wire(config: &Config, blue: Option<&wire::Types>) -> Result<wire::Decision> {
-    let Some(blue) = blue else {
-        return Ok(wire::Decision::off());
+/// Green's types and the columns its publication carries, `(table, column, type OID)`.
+type GreenWire = (wire::Types, Vec<(String, String, u32)>);
+
+/// A replication connection to green, opened before blue's checkpoint is known.
+struct Opened {
+    conn: ReplicationConn,
+    server: GreenServer,
+    history: Vec<(u32, Lsn)>,
+    /// Green's types and published columns, when binary may be asked for (else `None`).
+    green_types: Option<GreenWire>,
+}
+
+/// Connects to green, identifies it and, unless text is asked for (`PGBRIDGE_BINARY=off`),
+/// reads what deciding the form of values needs of green (a server older than pgbridge
+/// supports is refused once the slot is checked).
+async fn open_green(config: &Config) -> Result<Opened> {
+    let mut conn = ReplicationConn::connect(&config.green, "pgbridge").await?;
+    let (server, history) = conn.server().await?;
+    let green_types = match config.switches.binary && conn.server_version_num() >= 140000 {
+        true => Some(green_wire(config).await?),
+        false => None,
     };
+    Ok(Opened {
+        conn,
+        server,
+        history,
+        green_types,
+    })
+}
+
+/// Green's types and published columns, read on a connection of its own, not on the
+/// replication connection: `pg_publication_tables` opens the published tables (PostgreSQL
+/// 16+), and a table's description cached in the walsender from its current catalog would be
+/// what pgoutput then describes older transactions with.
+async fn green_wire(config: &Config) -> Result<GreenWire> {
     let green = crate::connect::connect_green_sql(config).await?;
     let on_green = |e| Error::postgres("reading types and published columns on green", &e);
     let types = wire::simple_rows(green.simple_query(wire::TYPES_SQL).await.map_err(on_green)?);
@@ -277,16 +320,21 @@ async fn decide_wire(config: &Config, blue: Option<&wire::Types>) -> Result<wire
             .await
             .map_err(on_green)?,
     );
-    let decision = wire::Decision::new(
-        &wire::Types::from_rows(&types),
-        blue,
-        &wire::columns_from_rows(&columns),
-    );
+    Ok((wire::Types::from_rows(&types), wire::columns_from_rows(&columns)))
+}
+
+/// Whether green's values travel in binary this session: blue's types (`None`: text asked for)
+/// against green's and the columns the publication carries (see `mapping::wire`).
+fn decide_wire(green: Option<GreenWire>, blue: Option<&wire::Types>) -> wire::Decision {
+    let (Some((green, columns)), Some(blue)) = (green, blue) else {
+        return wire::Decision::off();
+    };
+    let decision = wire::Decision::new(&green, blue, &columns);
     match decision.text_columns.first() {
         None => tracing::info!("values travel in binary"),
         Some(c) => tracing::info!(table = %c.table, column = %c.column, why = %c.why, "values travel as text"),
     }
-    Ok(decision)
+    decision
 }
 
 /// Green streams an in-progress transaction once its decoded changes exceed
