@@ -1,7 +1,7 @@
 //! `mapping::on_green`: which mappings green may evaluate in blue's place, decided by green's
 //! catalog, and the SQL it then runs giving blue's values.
 
-use crate::support::bridge::{Pair, DB};
+use crate::support::bridge::{text, Pair, DB};
 
 const GREEN: &str = "
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -129,4 +129,48 @@ fn on_green_stands_in_for_blue_only_where_the_result_cannot_differ() {
         let why = decided[table].clone().expect_err(table);
         assert!(why.contains(reason), "{table}: {why}");
     }
+}
+
+/// Databases whose collations differ (green's ctype C, blue's C.UTF-8) change case otherwise:
+/// `upper('é')` is 'é' on green and 'É' on blue. `setup --copy` then computes on blue, as
+/// streaming does, says why, and `verify` agrees with what streaming writes.
+#[test]
+fn copy_computes_on_blue_when_the_databases_collations_differ() {
+    let pair = Pair::start();
+    for (cluster, locale, rows) in [
+        (&pair.green, "C", "INSERT INTO t VALUES (1, 'é'), (2, 'iii')"),
+        (&pair.blue, "C.UTF-8", ""),
+    ] {
+        cluster.psql(
+            DB,
+            &format!("CREATE DATABASE app TEMPLATE template0 ENCODING 'UTF8' LOCALE '{locale}'"),
+        );
+        cluster.psql(
+            "app",
+            &format!("CREATE TABLE t (id int PRIMARY KEY, name text); {rows}"),
+        );
+    }
+    let dir = pair.dir.path().join("mappings");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("t.toml"),
+        "target = \"t\"\n[columns]\nname = { expr = \"upper(name)\" }\n",
+    )
+    .unwrap();
+    pair.write_config_with(
+        &pair.green.dsn("app"),
+        &pair.blue.dsn("app"),
+        &format!("[mapping]\ndir = \"{}\"\n", dir.display()),
+    );
+    let out = pair.pgbridge(&["setup", "--copy"]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("the databases' collations differ"), "{printed}");
+    assert_eq!(
+        pair.blue.psql("app", "SELECT string_agg(name, ',' ORDER BY id) FROM t"),
+        "É,III",
+        "blue's upper(), as streaming computes it"
+    );
+    let out = pair.pgbridge(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
