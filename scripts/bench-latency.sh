@@ -46,17 +46,8 @@ bench_select_server
 # shellcheck source=lib/clusters.sh
 . scripts/lib/clusters.sh
 clusters_init latency
-echo "building pgbridge (release)..." >&2
-cargo build --release --quiet
-pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
-
-bridge_pid=""
-cleanup() {
-  set +e
-  [[ -n $bridge_pid ]] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
-  stop_clusters
-}
-trap cleanup EXIT
+bench_build
+trap bench_cleanup EXIT
 gp=$(free_port); bp=$(free_port)
 bench_settings | start_cluster green "$gp"
 bench_settings | start_cluster blue "$bp"

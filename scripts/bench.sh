@@ -28,37 +28,18 @@ workloads=" ${BENCH_WORKLOADS:-1 2 3 1m 2m} "
 [[ -n ${BENCH_BIG_MB:-} ]] && workloads+="4 "
 selected() { [[ $workloads == *" $1 "* ]]; }
 
-scripts/ensure-postgres.sh
-if [[ -n ${BENCH_PG:-} ]]; then
-  PGBRIDGE_PG_BIN=$(scripts/ensure-postgres-version.sh "$BENCH_PG")
-  export PGBRIDGE_PG_BIN
-fi
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
+bench_select_server
 # shellcheck source=lib/clusters.sh
 . scripts/lib/clusters.sh
 clusters_init bench
-echo "building pgbridge (release)..." >&2
-cargo build --release --quiet
-pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
-
-bridge_pid=""
-cleanup() {
-  set +e
-  [[ -n $bridge_pid ]] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
-  stop_clusters
-}
-trap cleanup EXIT
-settings="max_wal_senders = 10
-max_replication_slots = 10
-max_wal_size = 4GB
-shared_buffers = 256MB
-track_commit_timestamp = on
-# the launcher restarts a just-disabled subscription's worker only after this; keep it from
-# counting in native's drain times
-wal_retrieve_retry_interval = 50ms"
+bench_build
+trap bench_cleanup EXIT
+settings=$(bench_settings)
 gp=$(free_port); bp=$(free_port)
 start_cluster green "$gp" <<<"$settings"
 start_cluster blue "$bp" <<<"$settings"
-psql_at() { local port=$1 db=$2; shift 2; "$clientbin/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
 green() { psql_at "$gp" app "$@"; }
 
 # The consumer pair under test: the native subscription (also its slot's name) and its blue

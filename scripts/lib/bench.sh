@@ -1,11 +1,13 @@
 # shellcheck shell=bash
-# Sourced by the benchmark scripts (bench-latency.sh; bench.sh keeps its own copy for now):
-# the server version they run on, the settings both servers get, and psql on either.
+# Sourced by the benchmark scripts (bench.sh, bench-latency.sh): the server version they run on,
+# the settings both servers get, psql on either, building pgbridge and cleaning up.
 #
 #   bench_select_server        # PostgreSQL 15 from Debian, or BENCH_PG=16|17|18 from npm (as the
 #                              # tests select it); exports PGBRIDGE_PG_BIN for clusters_init
 #   bench_settings             # postgresql.conf lines for green and blue, on stdout
 #   psql_at PORT DB ARGS...    # psql as postgres, unaligned, quiet, stops at errors ($clientbin)
+#   bench_build                # builds pgbridge (release) into $pgbridge ($repo: the checkout)
+#   trap bench_cleanup EXIT    # on exit: stops the pgbridge in $bridge_pid, then the clusters
 
 bench_select_server() {
   scripts/ensure-postgres.sh
@@ -32,4 +34,18 @@ psql_at() { # port db args...
   local port=$1 db=$2
   shift 2
   "$clientbin/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"
+}
+
+bench_build() {
+  echo "building pgbridge (release)..." >&2
+  cargo build --release --quiet
+  # shellcheck disable=SC2034 # used by the scripts that source this
+  pgbridge=${CARGO_TARGET_DIR:-$repo/target}/release/pgbridge
+}
+
+bridge_pid=""
+bench_cleanup() {
+  set +e
+  [[ -n $bridge_pid ]] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
+  stop_clusters
 }
