@@ -629,3 +629,19 @@ fn verify_spot_checks_the_first_range_of_a_table_green_computes() {
         "{json}"
     );
 }
+
+/// Before `setup` there is nothing to compare, which is not "identical": a gate on verify's
+/// exit code must not pass.
+#[test]
+fn verify_before_setup_compares_nothing_and_says_so() {
+    let pair = Pair::start();
+    pair.both("CREATE TABLE t (id int PRIMARY KEY)");
+    let out = pair.pgbridge(&["verify"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing to compare: publication pgbridge does not exist on green")
+            && text(&out).contains("run `pgbridge setup` first"),
+        "{}",
+        text(&out)
+    );
+}

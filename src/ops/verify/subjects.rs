@@ -31,7 +31,8 @@ pub struct Subject {
 
 pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, settings: &str) -> Result<Vec<Subject>> {
     let mut mappings = Mappings::load(config)?;
-    let streamed = if green_catalog::publication_exists(green, &config.publication).await? {
+    let published = green_catalog::publication_exists(green, &config.publication).await?;
+    let streamed = if published {
         match green_catalog::tables(green, config, true).await {
             Ok(t) => t,
             Err(e) if e.sqlstate().is_none() && !e.is_transient() => Vec::new(),
@@ -48,6 +49,20 @@ pub(super) async fn subjects(config: &Config, green: &Client, blue: &Client, set
     let (findings, _) = drift::compare(config, &accepted, &current);
     let lenient = mappings.lenient();
     let names = names_to_compare(config, &by_root, &streamed, &accepted, &lenient);
+    if names.is_empty() {
+        // Nothing compared is not "identical": a gate must not pass on it.
+        return Err(Error::definite(match published {
+            false => format!(
+                "nothing to compare: publication {} does not exist on green and blue holds no accepted plan; \
+                 run `pgbridge setup` first",
+                config.publication
+            ),
+            true => format!(
+                "nothing to compare: publication {} carries no table and no mapping file names one",
+                config.publication
+            ),
+        }));
+    }
     blue_tables
         .read_more(names.iter().map(|(s, n)| lenient.target_of(s, n)).collect())
         .await?;
