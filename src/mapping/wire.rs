@@ -344,11 +344,29 @@ pub fn columns_from_rows(rows: &[Vec<Option<String>>]) -> Vec<(String, String, u
 
 /// Blue's types, for [`Decision::new`].
 pub async fn blue_types(blue: &tokio_postgres::Client) -> crate::error::Result<Types> {
-    let messages = blue
+    types_on(blue, "blue").await
+}
+
+/// The types of the server `client` is connected to (`side` names it in an error).
+pub async fn types_on(client: &tokio_postgres::Client, side: &str) -> crate::error::Result<Types> {
+    let messages = client
         .simple_query(TYPES_SQL)
         .await
-        .map_err(|e| crate::error::Error::postgres("reading types on blue", &e))?;
+        .map_err(|e| crate::error::Error::postgres(format!("reading types on {side}"), &e))?;
     Ok(Types::from_rows(&simple_rows(messages)))
+}
+
+/// The columns `columns_sql` ([`published_columns_sql`], or the tables `setup` would publish)
+/// reads on green.
+pub async fn green_columns(
+    green: &tokio_postgres::Client,
+    columns_sql: &str,
+) -> crate::error::Result<Vec<(String, String, u32)>> {
+    let messages = green
+        .simple_query(columns_sql)
+        .await
+        .map_err(|e| crate::error::Error::postgres("reading the published columns on green", &e))?;
+    Ok(columns_from_rows(&simple_rows(messages)))
 }
 
 /// The decision `run` would take now, for `check`: over the published columns, or before the
@@ -360,25 +378,27 @@ pub async fn review(
     tables: &[(String, String)],
     publication_exists: bool,
 ) -> crate::error::Result<Decision> {
-    let on_green = |e| crate::error::Error::postgres("reading types and columns on green", &e);
     let columns_sql = match publication_exists {
         true => published_columns_sql(&config.publication),
         false if tables.is_empty() => return Ok(Decision::new(&Types::default(), &Types::default(), &[])),
         false => columns_of_sql(tables),
     };
-    let columns = columns_from_rows(&simple_rows(green.simple_query(&columns_sql).await.map_err(on_green)?));
+    let columns = green_columns(green, &columns_sql).await?;
     if !config.switches.binary {
         let mut off = Decision::off();
         off.tables = columns.iter().map(|(t, _, _)| t.clone()).collect();
         off.tables.dedup();
         return Ok(off);
     }
-    let green_types = Types::from_rows(&simple_rows(green.simple_query(TYPES_SQL).await.map_err(on_green)?));
-    Ok(Decision::new(&green_types, &blue_types(blue).await?, &columns))
+    Ok(Decision::new(
+        &types_on(green, "green").await?,
+        &blue_types(blue).await?,
+        &columns,
+    ))
 }
 
 /// Rows of a simple query on a tokio-postgres client, as text.
-pub fn simple_rows(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
+fn simple_rows(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
     messages
         .into_iter()
         .filter_map(|m| match m {

@@ -312,15 +312,9 @@ async fn open_green(config: &Config) -> Result<Opened> {
 /// what pgoutput then describes older transactions with.
 async fn green_wire(config: &Config) -> Result<GreenWire> {
     let green = crate::connect::connect_green_sql(config).await?;
-    let on_green = |e| Error::postgres("reading types and published columns on green", &e);
-    let types = wire::simple_rows(green.simple_query(wire::TYPES_SQL).await.map_err(on_green)?);
-    let columns = wire::simple_rows(
-        green
-            .simple_query(&wire::published_columns_sql(&config.publication))
-            .await
-            .map_err(on_green)?,
-    );
-    Ok((wire::Types::from_rows(&types), wire::columns_from_rows(&columns)))
+    let types = wire::types_on(&green, "green").await?;
+    let columns = wire::green_columns(&green, &wire::published_columns_sql(&config.publication)).await?;
+    Ok((types, columns))
 }
 
 /// Whether green's values travel in binary this session: blue's types (`None`: text asked for)
