@@ -438,6 +438,25 @@ pub fn insert_from(plan: &TablePlan, from: &str, upsert: bool) -> String {
     b.insert(&format!("{from} AS g"), &b.filter("WHERE"), upsert)
 }
 
+/// A green row's key as `blue_col=value, ...` (NULL as `NULL`), each green key column's text
+/// given by `text` from its name (`s."id"` over a text stage, `g."id"::text` over a typed one):
+/// how the row-by-row checks name a row.
+pub fn green_key_text(plan: &TablePlan, text: impl Fn(&str) -> String) -> String {
+    let parts: Vec<String> = plan
+        .key
+        .columns()
+        .iter()
+        .map(|k| {
+            format!(
+                "{} || coalesce({}, 'NULL')",
+                crate::sql::literal(&format!("{}=", plan.targets[k.target].blue_name)),
+                text(&plan.green.columns[k.green].name)
+            )
+        })
+        .collect();
+    format!("concat_ws(', ', {})", parts.join(", "))
+}
+
 /// What blue column `t` receives, over a green row `g`, cast to blue's type with the column's
 /// modifier (`numeric(12,2)` rounds as assignment does): the value the apply path stores.
 pub fn mapped_value(plan: &TablePlan, t: usize) -> String {

@@ -149,19 +149,7 @@ fn typed_columns(plan: &TablePlan, columns: &[usize], stage: &str, condition: Op
 
 /// A row's key as `blue_col=value, ...`, over the text stage alias `s` (green's text).
 pub fn key_text(plan: &TablePlan) -> String {
-    let parts: Vec<String> = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| {
-            format!(
-                "{} || coalesce(s.{}, 'NULL')",
-                literal(&format!("{}=", plan.targets[k.target].blue_name)),
-                ident(&plan.green.columns[k.green].name)
-            )
-        })
-        .collect();
-    format!("concat_ws(', ', {})", parts.join(", "))
+    statements::green_key_text(plan, |column| format!("s.{}", ident(column)))
 }
 
 /// ` TABLESAMPLE ... ` (goes right after the table) and ` LIMIT n` for a sample of `sample`

@@ -55,23 +55,11 @@ fn blue_key_text(plan: &TablePlan) -> String {
 /// Green's key of a stage row, `blue_col=green's value, ...`, over the stage alias `g`: what
 /// names a row whose blue key cannot be computed.
 fn green_key_text(plan: &TablePlan) -> String {
-    let parts: Vec<String> = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| {
-            format!(
-                "{} || coalesce(g.{}::text, 'NULL')",
-                sql::literal(&format!("{}=", plan.targets[k.target].blue_name)),
-                sql::ident(&plan.green.columns[k.green].name)
-            )
-        })
-        .collect();
-    if parts.is_empty() {
+    if plan.key.columns().is_empty() {
         // A table without a key on blue: the row itself names it.
         return "g::text".to_string();
     }
-    format!("concat_ws(', ', {})", parts.join(", "))
+    statements::green_key_text(plan, |column| format!("g.{}::text", sql::ident(column)))
 }
 
 /// The temporary function: every row of `stage` (quoted, qualified; read as `source`, the
