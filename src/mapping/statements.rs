@@ -13,7 +13,7 @@
 //! green's types instead of `text[]`; values nothing reads are passed as `bytea`, whatever
 //! their form.
 
-use super::{KeyPlan, TablePlan};
+use super::{KeyColumn, KeyPlan, TablePlan};
 use crate::sql::ident;
 
 /// Which tuple a parameter's value comes from.
@@ -442,18 +442,18 @@ pub fn insert_from(plan: &TablePlan, from: &str, upsert: bool) -> String {
 /// given by `text` from its name (`s."id"` over a text stage, `g."id"::text` over a typed one):
 /// how the row-by-row checks name a row.
 pub fn green_key_text(plan: &TablePlan, text: impl Fn(&str) -> String) -> String {
-    let parts: Vec<String> = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| {
-            format!(
-                "{} || coalesce({}, 'NULL')",
-                crate::sql::literal(&format!("{}=", plan.targets[k.target].blue_name)),
-                text(&plan.green.columns[k.green].name)
-            )
-        })
-        .collect();
+    key_text(plan, |k| {
+        format!(
+            "{} || coalesce({}, 'NULL')",
+            crate::sql::literal(&format!("{}=", plan.targets[k.target].blue_name)),
+            text(&plan.green.columns[k.green].name)
+        )
+    })
+}
+
+/// `concat_ws(', ', ...)` of `part` for each key column, in key order.
+pub fn key_text(plan: &TablePlan, part: impl Fn(&KeyColumn) -> String) -> String {
+    let parts: Vec<String> = plan.key.columns().iter().map(part).collect();
     format!("concat_ws(', ', {})", parts.join(", "))
 }
 

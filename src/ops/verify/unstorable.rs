@@ -37,19 +37,13 @@ pub(super) fn temp(name: &str) -> String {
 /// Blue's key of the mapped row as the comparison prints it, `blue_col=value, ...`, over the
 /// stage alias `g`.
 fn blue_key_text(plan: &TablePlan) -> String {
-    let parts: Vec<String> = plan
-        .key
-        .columns()
-        .iter()
-        .map(|k| {
-            format!(
-                "{} || '=' || ({})::text",
-                sql::literal(&plan.targets[k.target].blue_name),
-                statements::mapped_value(plan, k.target)
-            )
-        })
-        .collect();
-    format!("concat_ws(', ', {})", parts.join(", "))
+    statements::key_text(plan, |k| {
+        format!(
+            "{} || '=' || ({})::text",
+            sql::literal(&plan.targets[k.target].blue_name),
+            statements::mapped_value(plan, k.target)
+        )
+    })
 }
 
 /// Green's key of a stage row, `blue_col=green's value, ...`, over the stage alias `g`: what
