@@ -80,9 +80,10 @@ fn on_green_stands_in_for_blue_only_where_the_result_cannot_differ() {
             .unwrap();
         env.apply(&green).await.unwrap();
         env.apply(&blue).await.unwrap();
+        let rules = pgbridge::mapping::on_green::text_rules(&green, &blue).await.unwrap();
         let mut decided = std::collections::BTreeMap::new();
         for t in &report.tables {
-            let verdict = pgbridge::mapping::on_green::on_green(&green, &blue, &t.plan)
+            let verdict = pgbridge::mapping::on_green::on_green(&green, &blue, &t.plan, &rules)
                 .await
                 .expect("asked green");
             decided.insert(t.plan.green.name.clone(), verdict);

@@ -68,7 +68,13 @@ const SESSION_VALUES: &[&str] = &[
 /// `green` and `blue` in transactions of its own that it rolls back: call it outside a
 /// transaction, on sessions carrying the evaluation environment (`Environment::apply`), as
 /// the sessions that then evaluate the SQL must: blue's search_path is what names resolve by.
-pub async fn on_green(green: &Client, blue: &Client, plan: &TablePlan) -> Result<std::result::Result<OnGreen, String>> {
+/// `text_rules`: what [`text_rules`] said of the two databases, read once per command.
+pub async fn on_green(
+    green: &Client,
+    blue: &Client,
+    plan: &TablePlan,
+    text_rules: &Option<String>,
+) -> Result<std::result::Result<OnGreen, String>> {
     let candidate = match candidate(plan) {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
@@ -76,9 +82,12 @@ pub async fn on_green(green: &Client, blue: &Client, plan: &TablePlan) -> Result
     if candidate.needs_catalog {
         let why = match ask_green(green, plan, &candidate.on_green).await? {
             Some(why) => Some(why),
-            None => match same_text_rules(green, blue, plan).await? {
+            None => match text_rules.clone() {
                 Some(why) => Some(why),
-                None => ask_blue(blue, plan, &candidate.on_green).await?,
+                None => match collated_column(green, plan).await? {
+                    Some(why) => Some(why),
+                    None => ask_blue(blue, plan, &candidate.on_green).await?,
+                },
             },
         };
         if let Some(why) = why {
@@ -262,18 +271,21 @@ const COLLATED_SQL: &str = "SELECT format('green column %s has collation %s', a.
      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation \
      WHERE a.attrelid = $1::text::regclass AND a.attname = ANY ($2::text[]) AND a.attcollation <> 100 LIMIT 1";
 
-/// Why text would not sort or change case alike on both servers, if it would not.
-async fn same_text_rules(green: &Client, blue: &Client, plan: &TablePlan) -> Result<Option<String>> {
+/// Why text would not sort or change case alike on both servers (their databases' collations
+/// differ), if it would not: the same for every table, so read once per command.
+pub async fn text_rules(green: &Client, blue: &Client) -> Result<Option<String>> {
     let on = |side: &'static str| {
         move |e: tokio_postgres::Error| Error::postgres(format!("{side}: reading the database's collation"), &e)
     };
     let green_locale: String = green.query_one(LOCALE_SQL, &[]).await.map_err(on("green"))?.get(0);
     let blue_locale: String = blue.query_one(LOCALE_SQL, &[]).await.map_err(on("blue"))?.get(0);
-    if green_locale != blue_locale {
-        return Ok(Some(format!(
-            "the databases' collations differ (green {green_locale}, blue {blue_locale})"
-        )));
-    }
+    Ok((green_locale != blue_locale)
+        .then(|| format!("the databases' collations differ (green {green_locale}, blue {blue_locale})")))
+}
+
+/// A green column the computed targets or the filter read whose collation is not the
+/// database's, if there is one.
+async fn collated_column(green: &Client, plan: &TablePlan) -> Result<Option<String>> {
     let table = sql::qualified(&plan.green.namespace, &plan.green.name);
     let read: Vec<String> = computed_reads(plan)
         .iter()
@@ -282,7 +294,7 @@ async fn same_text_rules(green: &Client, blue: &Client, plan: &TablePlan) -> Res
     let row = green
         .query_opt(COLLATED_SQL, &[&table, &read])
         .await
-        .map_err(on("green"))?;
+        .map_err(|e| Error::postgres("green: reading the collations of the columns read", &e))?;
     Ok(row.map(|r| r.get(0)))
 }
 

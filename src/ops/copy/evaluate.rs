@@ -19,6 +19,8 @@ pub struct Asker {
     /// Where blue's reading of the same SQL is asked for, under the same settings.
     blue: std::sync::Arc<Client>,
     evaluates: std::result::Result<(), String>,
+    /// Whether the databases' collations differ ([`crate::mapping::on_green::text_rules`]).
+    text_rules: Option<String>,
 }
 
 impl Asker {
@@ -27,7 +29,13 @@ impl Asker {
         let evaluates = apply(&green, env).await;
         let blue = crate::connect::connect_blue(&config.blue).await?;
         env.apply(&blue).await?;
-        Ok(Asker { green, blue, evaluates })
+        let text_rules = crate::mapping::on_green::text_rules(&green, &blue).await?;
+        Ok(Asker {
+            green,
+            blue,
+            evaluates,
+            text_rules,
+        })
     }
 
     /// How green computes `plan`'s blue values, or why it cannot. Without blue's settings
@@ -38,7 +46,7 @@ impl Asker {
                 return Ok(Err(why.clone()));
             }
         }
-        on_green(&self.green, &self.blue, plan).await
+        on_green(&self.green, &self.blue, plan, &self.text_rules).await
     }
 }
 

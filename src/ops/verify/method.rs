@@ -59,7 +59,7 @@ pub(super) async fn choose(v: &Verification<'_>, plan: &TablePlan, table: &Table
     {
         return Ok(Err(why));
     }
-    let on_green = match crate::mapping::on_green::on_green(green, &v.blue, plan).await? {
+    let on_green = match crate::mapping::on_green::on_green(green, &v.blue, plan, &v.text_rules).await? {
         Ok(o) => o,
         Err(why) => return Ok(Err(format!("not computable on green: {why}"))),
     };

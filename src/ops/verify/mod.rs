@@ -186,6 +186,8 @@ pub struct Verification<'a> {
     checksums: std::result::Result<Client, String>,
     /// Whether green and blue store text in the same encoding (text keys order alike).
     same_encoding: bool,
+    /// Whether the databases' collations differ ([`crate::mapping::on_green::text_rules`]).
+    text_rules: Option<String>,
 }
 
 /// Connects, sets blue's session up as `run` does, and finds the tables to compare (only
@@ -222,6 +224,7 @@ pub async fn prepare<'a>(
         .map_err(green_err("reading replication slots"))?
         .is_some_and(|r| r.get::<_, bool>(0));
     let same_encoding = encoding(&green).await? == encoding(&blue).await?;
+    let text_rules = crate::mapping::on_green::text_rules(&green, &blue).await?;
     let checksums = if full {
         Err("--full".to_string())
     } else {
@@ -238,6 +241,7 @@ pub async fn prepare<'a>(
         full,
         checksums,
         same_encoding,
+        text_rules,
     };
     Ok((verification, subjects))
 }
