@@ -182,6 +182,13 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
+    /// Whether the mapping computes something: a filter, or a blue column that is not a plain
+    /// copy of a green column of its type (a cast or an expression). Otherwise any session
+    /// reads green's values as blue stores them.
+    pub fn computes(&self) -> bool {
+        self.filter.is_some() || !self.targets.iter().all(|t| t.copies_same_type(&self.green))
+    }
+
     pub fn green_columns(&self) -> usize {
         self.green.columns.len()
     }

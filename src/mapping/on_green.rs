@@ -75,42 +75,35 @@ pub async fn on_green(
     plan: &TablePlan,
     text_rules: &Option<String>,
 ) -> Result<std::result::Result<OnGreen, String>> {
-    let candidate = match candidate(plan) {
+    let on_green = match candidate(plan) {
         Ok(c) => c,
         Err(why) => return Ok(Err(why)),
     };
-    if candidate.needs_catalog {
-        let why = match ask_green(green, plan, &candidate.on_green).await? {
-            Some(why) => Some(why),
-            None => match text_rules.clone() {
-                Some(why) => Some(why),
-                None => match collated_column(green, plan).await? {
-                    Some(why) => Some(why),
-                    None => ask_blue(blue, plan, &candidate.on_green).await?,
-                },
-            },
-        };
-        if let Some(why) = why {
-            return Ok(Err(why));
-        }
+    if !plan.computes() {
+        return Ok(Ok(on_green));
     }
-    Ok(Ok(candidate.on_green))
+    if let Some(why) = ask_green(green, plan, &on_green).await? {
+        return Ok(Err(why));
+    }
+    if let Some(why) = text_rules {
+        return Ok(Err(why.clone()));
+    }
+    if let Some(why) = collated_column(green, plan).await? {
+        return Ok(Err(why));
+    }
+    if let Some(why) = ask_blue(blue, plan, &on_green).await? {
+        return Ok(Err(why));
+    }
+    Ok(Ok(on_green))
 }
 
 /// The SQL green would run, before its catalog is asked.
-struct Candidate {
-    on_green: OnGreen,
-    /// Some target or the filter is more than a plain copy of a blue-typed column.
-    needs_catalog: bool,
-}
-
-fn candidate(plan: &TablePlan) -> std::result::Result<Candidate, String> {
+fn candidate(plan: &TablePlan) -> std::result::Result<OnGreen, String> {
     let mut on_green = OnGreen {
         select: Vec::with_capacity(plan.targets.len()),
         binary: Vec::with_capacity(plan.targets.len()),
         filter: plan.filter.clone(),
     };
-    let mut needs_catalog = plan.filter.is_some();
     for t in &plan.targets {
         let built_in = is_built_in(&t.blue_type);
         if t.copies_same_type(&plan.green) {
@@ -124,7 +117,6 @@ fn candidate(plan: &TablePlan) -> std::result::Result<Candidate, String> {
                 t.blue_name, t.blue_type
             ));
         }
-        needs_catalog = true;
         on_green
             .select
             .push(format!("CAST({} AS {})", t.value.sql(&plan.green, None), t.blue_type));
@@ -136,10 +128,7 @@ fn candidate(plan: &TablePlan) -> std::result::Result<Candidate, String> {
     if let Some(filter) = &plan.filter {
         reads_built_in_only(plan, &Value::Expr(filter.clone()), "the filter")?;
     }
-    Ok(Candidate {
-        on_green,
-        needs_catalog,
-    })
+    Ok(on_green)
 }
 
 /// A type of PostgreSQL's own (`"pg_catalog"."int4"`), apart from the `reg*` types and `oid`,

@@ -42,7 +42,7 @@ impl Asker {
     /// only plain same-type copies qualify: they compute nothing.
     pub async fn ask(&self, plan: &TablePlan) -> Result<std::result::Result<OnGreen, String>> {
         if let Err(why) = &self.evaluates {
-            if plan.filter.is_some() || !plan.targets.iter().all(|t| t.copies_same_type(&plan.green)) {
+            if plan.computes() {
                 return Ok(Err(why.clone()));
             }
         }

@@ -134,11 +134,9 @@ impl PartCopy<'_> {
             return Err("blue's table holds rows".into());
         }
         let on_green = part.on_green.as_ref().as_ref().map_err(|why| why.clone())?;
-        // Plain same-type copies compute nothing: any session prints them as blue reads them.
-        let computes =
-            on_green.filter.is_some() || !part.plan.targets.iter().all(|t| t.copies_same_type(&part.plan.green));
+        // A mapping that computes nothing reads the same in any session.
         match &self.sessions.evaluates {
-            Err(why) if computes => Err(why.clone()),
+            Err(why) if part.plan.computes() => Err(why.clone()),
             _ => Ok(on_green),
         }
     }

@@ -92,7 +92,7 @@ pub(super) async fn checksums(v: &Verification<'_>, table: &Table<'_>, select: &
         blue: &v.blue,
         what,
         range_rows: v.config.switches.verify_chunk_rows,
-        spot_check: plan.targets.iter().any(|t| !t.copies_same_type(&plan.green)),
+        spot_check: plan.computes(),
     }
     .run()
     .await
